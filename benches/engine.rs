@@ -1,0 +1,87 @@
+//! Micro-benchmarks of the engine on the in-memory store, over 1,000,000 sessions
+//! spread across 100,000 users with ~200 bytes of data each (the brief's workload).
+//!
+//! `cargo bench --bench engine`; set `SESSIONDB_BENCH_SESSIONS` for a smaller preload.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use sessiondb::{NewSession, Options, Store, Token};
+
+const USERS: usize = 100_000;
+
+fn preload() -> (Store, Vec<Token>) {
+    let n: usize = std::env::var("SESSIONDB_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let store = Store::in_memory_with(Options::default().reaper_interval(None)).unwrap();
+    let payload = "x".repeat(180);
+    let tokens = (0..n)
+        .map(|i| {
+            let (t, _) = store
+                .create(NewSession::for_user(format!("user-{}", i % USERS)))
+                .unwrap();
+            store.put(&t, "profile", &payload).unwrap();
+            t
+        })
+        .collect();
+    (store, tokens)
+}
+
+fn engine(c: &mut Criterion) {
+    let (store, tokens) = preload();
+    let mut g = c.benchmark_group("engine");
+    g.measurement_time(Duration::from_secs(5));
+
+    let mut i = 0usize;
+    g.bench_function("get_hit", |b| {
+        b.iter(|| {
+            i = (i + 7919) % tokens.len();
+            black_box(store.get(&tokens[i]))
+        })
+    });
+
+    let misses: Vec<Token> = (0..1024).map(|_| Token::generate().unwrap()).collect();
+    let mut j = 0usize;
+    g.bench_function("get_miss", |b| {
+        b.iter(|| {
+            j = (j + 1) % misses.len();
+            black_box(store.get(&misses[j]))
+        })
+    });
+
+    let mut k = 0usize;
+    g.bench_function("create", |b| {
+        b.iter(|| {
+            k += 1;
+            black_box(
+                store
+                    .create(NewSession::for_user(format!("bench-{}", k % USERS)))
+                    .unwrap(),
+            )
+        })
+    });
+
+    // Revoke a user who has exactly 10 sessions: set up outside the timing.
+    let mut r = 0usize;
+    g.bench_function("revoke_user_10", |b| {
+        b.iter_batched(
+            || {
+                r += 1;
+                let user = format!("revoke-{r}");
+                for _ in 0..10 {
+                    store.create(NewSession::for_user(user.clone())).unwrap();
+                }
+                user
+            },
+            |user| black_box(store.revoke_user(&user).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

@@ -1,0 +1,294 @@
+//! [`SessionData`]: a session's key-value map, typed through serde.
+//!
+//! Values are kept encoded (bincode through [`crate::codec`], or raw bytes of the
+//! caller's choosing) in one flat buffer per session — `[key len: u16][key][value len:
+//! u32][value]`, sorted by key — so a session costs one allocation for its data, a read
+//! shares that buffer (it sits behind an `Arc`) instead of copying it, and the log can
+//! write it as it is.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// The largest key the encoding can hold.
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+/// The largest value the encoding can hold.
+pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
+
+/// A session's data: string keys to serde values.
+///
+/// Read it from a [`crate::Session`]; change it through [`crate::Store::put`],
+/// [`crate::Store::update`] or [`crate::Store::save`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SessionData {
+    buf: Vec<u8>,
+}
+
+struct Entry {
+    start: usize,
+    value: std::ops::Range<usize>,
+}
+
+impl SessionData {
+    /// An empty map.
+    pub fn new() -> SessionData {
+        SessionData::default()
+    }
+
+    /// Reads `key` as a `T`. `Ok(None)` if absent.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the stored bytes are not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get_raw(key) {
+            None => Ok(None),
+            Some(bytes) => codec::decode(bytes, Some(key)).map(Some),
+        }
+    }
+
+    /// The stored bytes of `key`.
+    pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
+        self.find(key).ok().map(|e| &self.buf[e.value])
+    }
+
+    /// Sets `key` to `value`, replacing any previous value.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if `value` cannot be serialized; [`Error::TooLarge`] past the
+    /// encoding's hard limits (the store applies the tighter configured ones).
+    pub fn insert<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        let bytes = codec::encode(value, Some(key))?;
+        self.insert_raw(key, &bytes)
+    }
+
+    /// Sets `key` to raw bytes (for values encoded by the caller, e.g. JSON).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] past the encoding's hard limits.
+    pub fn insert_raw(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::TooLarge {
+                what: "key",
+                len: key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Error::TooLarge {
+                what: "value",
+                len: value.len(),
+                max: MAX_VALUE_BYTES,
+            });
+        }
+        let mut encoded = Vec::with_capacity(6 + key.len() + value.len());
+        encoded.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        encoded.extend_from_slice(key.as_bytes());
+        encoded.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        encoded.extend_from_slice(value);
+        match self.find(key) {
+            Ok(e) => {
+                self.buf.splice(e.start..e.value.end, encoded);
+            }
+            Err(at) => {
+                self.buf.splice(at..at, encoded);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        match self.find(key) {
+            Ok(e) => {
+                self.buf.drain(e.start..e.value.end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// The keys, in sorted order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// `(key, raw value)` pairs, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        Iter {
+            buf: &self.buf,
+            pos: 0,
+        }
+        .map(|e| (e.0, e.1))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Size of the encoded map in bytes: what the `max_data_bytes` limit counts.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The flat encoding (for the log).
+    #[allow(dead_code)] // the log's codec uses it
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Rebuilds a map from its flat encoding, checking that it is well formed.
+    #[allow(dead_code)] // the log's codec uses it
+    pub(crate) fn from_bytes(buf: Vec<u8>) -> Option<SessionData> {
+        let mut pos = 0;
+        let mut prev: Option<&[u8]> = None;
+        while pos < buf.len() {
+            let (next, key, _) = parse_entry(&buf, pos)?;
+            let key = &buf[key];
+            std::str::from_utf8(key).ok()?;
+            if prev.is_some_and(|p| p >= key) {
+                return None;
+            }
+            prev = Some(key);
+            pos = next;
+        }
+        Some(SessionData { buf })
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
+    /// Finds `key`: its entry, or the offset where it would be inserted.
+    fn find(&self, key: &str) -> std::result::Result<Entry, usize> {
+        let mut pos = 0;
+        while pos < self.buf.len() {
+            let Some((next, k, v)) = parse_entry(&self.buf, pos) else {
+                return Err(self.buf.len());
+            };
+            match self.buf[k.clone()].cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => pos = next,
+                std::cmp::Ordering::Equal => {
+                    return Ok(Entry {
+                        start: pos,
+                        value: v,
+                    });
+                }
+                std::cmp::Ordering::Greater => return Err(pos),
+            }
+        }
+        Err(pos)
+    }
+}
+
+/// Parses the entry at `pos`: (offset after it, key range, value range).
+fn parse_entry(
+    buf: &[u8],
+    pos: usize,
+) -> Option<(usize, std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let klen = u16::from_le_bytes(buf.get(pos..pos + 2)?.try_into().ok()?) as usize;
+    let kstart = pos + 2;
+    let kend = kstart.checked_add(klen)?;
+    let vlen = u32::from_le_bytes(buf.get(kend..kend + 4)?.try_into().ok()?) as usize;
+    let vstart = kend + 4;
+    let vend = vstart.checked_add(vlen)?;
+    if vend > buf.len() {
+        return None;
+    }
+    Some((vend, kstart..kend, vstart..vend))
+}
+
+struct Iter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let (next, k, v) = parse_entry(self.buf, self.pos)?;
+        self.pos = next;
+        // Keys are validated UTF-8 on every path that builds a buffer.
+        let key = std::str::from_utf8(&self.buf[k]).ok()?;
+        Some((key, &self.buf[v]))
+    }
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (k, v.len())))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_remove_typed_values() {
+        let mut d = SessionData::new();
+        d.insert("cart", &vec![1u32, 2, 3]).unwrap();
+        d.insert("name", "alice").unwrap();
+        d.insert("a", &true).unwrap();
+        assert_eq!(d.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(d.get::<String>("name").unwrap().as_deref(), Some("alice"));
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["a", "cart", "name"]);
+        d.insert("name", "bob").unwrap();
+        assert_eq!(d.get::<String>("name").unwrap().as_deref(), Some("bob"));
+        assert_eq!(d.len(), 3);
+        assert!(d.remove("cart"));
+        assert!(!d.remove("cart"));
+        assert_eq!(d.get::<Vec<u32>>("cart").unwrap(), None);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn wrong_type_is_a_codec_error_naming_the_key() {
+        let mut d = SessionData::new();
+        d.insert("n", &1u8).unwrap();
+        match d.get::<String>("n") {
+            Err(Error::Codec { key, .. }) => assert_eq!(key.as_deref(), Some("n")),
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_bytes_accepts_only_well_formed_sorted_maps() {
+        let mut d = SessionData::new();
+        d.insert_raw("b", b"2").unwrap();
+        d.insert_raw("a", b"1").unwrap();
+        let bytes = d.as_bytes().to_vec();
+        assert_eq!(SessionData::from_bytes(bytes.clone()), Some(d));
+        let first_entry = 2 + 1 + 4 + 1;
+        for cut in 1..bytes.len() {
+            let parsed = SessionData::from_bytes(bytes[..cut].to_vec());
+            // Cutting between entries leaves a valid, shorter map; anywhere else, none.
+            assert_eq!(parsed.is_some(), cut == first_entry, "cut at {cut}");
+        }
+        // Swap the two entries: unsorted is rejected.
+        let mut swapped = bytes[bytes.len() / 2..].to_vec();
+        swapped.extend_from_slice(&bytes[..bytes.len() / 2]);
+        assert!(SessionData::from_bytes(swapped).is_none());
+    }
+}

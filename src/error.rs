@@ -1,0 +1,229 @@
+//! The one error type of the crate.
+//!
+//! Every fallible public function returns [`Error`]. Each variant is one thing a caller
+//! can act on, and its `Display` message names the problem and the value involved.
+//! Internal failures (I/O, encoding) are converted into it here and nowhere else.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a call to sessiondb.
+///
+/// Match on the variant to decide what to do; print it to tell a person.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A token string was not a token this crate issued (wrong length or character).
+    /// Treat it like an absent cookie: start a fresh session.
+    InvalidToken {
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// A public session id string could not be parsed.
+    InvalidSessionId {
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// A user id was empty or contained a control character.
+    InvalidUserId {
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// An input exceeded a configured limit (see [`crate::Limits`]).
+    TooLarge {
+        /// Which input: "key", "value", "session data", "user id", "label".
+        what: &'static str,
+        /// Its size in bytes.
+        len: usize,
+        /// The configured maximum in bytes (or count, for "sessions per user").
+        max: usize,
+    },
+    /// The session is not live: it was ended, revoked, cleared, it expired, or the token
+    /// was never issued. A write never brings such a session back.
+    Ended,
+    /// The token is an old one, replaced by [`crate::Store::rotate`] and still inside its
+    /// grace period: it may read and write the session, but not mint a new token.
+    /// Use the session's current token.
+    TokenRetired,
+    /// A compare-and-swap save lost the race: someone changed the session since it was
+    /// read. Reload it and apply the change again.
+    VersionConflict {
+        /// The version the caller read.
+        expected: u64,
+        /// The version the session has now.
+        actual: u64,
+    },
+    /// The user already has the maximum number of live sessions and the store is
+    /// configured to refuse new ones ([`crate::LimitPolicy::Refuse`]).
+    UserSessionLimit {
+        /// The user.
+        user: String,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A session value could not be encoded or decoded with the requested type.
+    Codec {
+        /// The key whose value failed, when known.
+        key: Option<String>,
+        /// The codec's message.
+        reason: String,
+    },
+    /// An option was out of range.
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The operating system's random number generator failed.
+    Entropy(String),
+    /// Another store (in this process or another) holds the directory.
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's process id, if it could be read from the lock file.
+        pid: Option<u32>,
+    },
+    /// A file in the store directory is damaged somewhere other than its torn tail.
+    Corrupt {
+        /// The segment file.
+        segment: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What was found there.
+        reason: String,
+    },
+    /// The directory was written by a newer, incompatible version of sessiondb.
+    UnsupportedFormat {
+        /// The file with the unknown format.
+        file: PathBuf,
+        /// The format version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// [`crate::Store::verify`] found the indexes disagreeing: a bug in sessiondb.
+    Inconsistent(String),
+    /// An I/O operation failed.
+    Io {
+        /// What sessiondb was doing.
+        context: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An earlier write failed to reach the log, so the store refuses further writes
+    /// rather than acknowledge changes it may not keep. Reopen the store.
+    Poisoned {
+        /// The first failure.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidToken { reason } => write!(f, "invalid session token: {reason}"),
+            Error::InvalidSessionId { reason } => write!(f, "invalid session id: {reason}"),
+            Error::InvalidUserId { reason } => write!(f, "invalid user id: {reason}"),
+            Error::TooLarge { what, len, max } => {
+                write!(f, "{what} is too large: {len} exceeds the limit of {max}")
+            }
+            Error::Ended => write!(
+                f,
+                "session is not live (ended, revoked, expired or unknown); start a new one"
+            ),
+            Error::TokenRetired => write!(
+                f,
+                "this token was rotated and only lives out its grace period; \
+                 use the session's new token"
+            ),
+            Error::VersionConflict { expected, actual } => write!(
+                f,
+                "session changed concurrently: saved against version {expected}, \
+                 but it is now at version {actual}; reload and retry"
+            ),
+            Error::UserSessionLimit { user, max } => write!(
+                f,
+                "user {user:?} already has {max} live sessions, the configured maximum; \
+                 end one first"
+            ),
+            Error::Codec {
+                key: Some(key),
+                reason,
+            } => {
+                write!(
+                    f,
+                    "session value {key:?} could not be (de)serialized: {reason}"
+                )
+            }
+            Error::Codec { key: None, reason } => {
+                write!(f, "value could not be (de)serialized: {reason}")
+            }
+            Error::InvalidOption { name, reason } => write!(f, "invalid option {name}: {reason}"),
+            Error::Entropy(e) => write!(f, "the OS random number generator failed: {e}"),
+            Error::Locked {
+                dir,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "store directory {} is locked by process {pid}; close that store first",
+                dir.display()
+            ),
+            Error::Locked { dir, pid: None } => write!(
+                f,
+                "store directory {} is locked by another store; close it first",
+                dir.display()
+            ),
+            Error::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corrupt log {} at byte {offset}: {reason}; open with \
+                 `Options::salvage(true)` to skip damaged records",
+                segment.display()
+            ),
+            Error::UnsupportedFormat {
+                file,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has format version {found}, but this build reads up to {supported}; \
+                 upgrade sessiondb",
+                file.display()
+            ),
+            Error::Inconsistent(what) => write!(
+                f,
+                "index inconsistency (a sessiondb bug, please report it): {what}"
+            ),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Poisoned { reason } => write!(
+                f,
+                "store refuses writes after a failed log write ({reason}); reopen it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

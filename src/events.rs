@@ -1,0 +1,195 @@
+//! Session lifecycle [`Event`]s and the bus that delivers them to subscribers.
+//!
+//! Every subscriber gets its own bounded crossbeam channel. The engine only ever
+//! `try_send`s, after releasing its locks: a full channel drops the event (counted in
+//! [`crate::Stats::events_dropped`]) and a dropped receiver is unsubscribed, so a slow
+//! or vanished subscriber never blocks a write.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::RwLock;
+
+use crate::session::UserId;
+use crate::token::{InstanceId, SessionId};
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// [`crate::Store::end`] or [`crate::Store::end_by_id`]: a logout.
+    Ended,
+    /// Its absolute, idle or authentication deadline passed.
+    Expired,
+    /// [`crate::Store::revoke_user`] ended every session of its user.
+    Revoked,
+    /// Its user went over [`crate::Options::max_sessions_per_user`]; it was the oldest.
+    LimitExceeded,
+    /// Its idle timeout is disabled and its last instance ended.
+    LastInstanceEnded,
+    /// [`crate::Store::clear`].
+    Cleared,
+}
+
+/// Something that happened to a session. Events name sessions by their public
+/// [`SessionId`], never by token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A session was created.
+    Created {
+        /// The session.
+        session: SessionId,
+        /// Its user, if created for one.
+        user: Option<UserId>,
+    },
+    /// A session ended; `reason` says how. Expiry is reported here too, with
+    /// [`EndReason::Expired`], when the reaper removes the session.
+    Ended {
+        /// The session.
+        session: SessionId,
+        /// Its user at the time.
+        user: Option<UserId>,
+        /// Why.
+        reason: EndReason,
+    },
+    /// [`crate::Store::revoke_user`] ended these sessions of `user` (each also gets an
+    /// [`Event::Ended`] with [`EndReason::Revoked`]).
+    UserRevoked {
+        /// The user.
+        user: UserId,
+        /// The sessions ended.
+        sessions: Vec<SessionId>,
+    },
+    /// The session's token was replaced; the old one resolves for the grace period.
+    Rotated {
+        /// The session.
+        session: SessionId,
+    },
+    /// A user was bound to the session (a login).
+    UserBound {
+        /// The session.
+        session: SessionId,
+        /// The user now bound.
+        user: UserId,
+    },
+    /// The session's user was unbound (a logout that keeps the session).
+    UserUnbound {
+        /// The session.
+        session: SessionId,
+        /// The user that was bound.
+        user: UserId,
+    },
+    /// [`crate::Store::clear`] ended every session.
+    Cleared {
+        /// How many sessions there were.
+        sessions: usize,
+    },
+    /// One instance (tab, window) of a session ended.
+    InstanceEnded {
+        /// The session.
+        session: SessionId,
+        /// The instance.
+        instance: InstanceId,
+    },
+}
+
+/// Fan-out of events to subscribers.
+pub(crate) struct EventBus {
+    subscribers: RwLock<Vec<Sender<Event>>>,
+    /// Set while there is at least one subscriber, so the hot path can skip building
+    /// events nobody will read.
+    active: AtomicBool,
+    dropped: AtomicU64,
+    capacity: usize,
+}
+
+impl EventBus {
+    pub(crate) fn new(capacity: usize) -> EventBus {
+        EventBus {
+            subscribers: RwLock::new(Vec::new()),
+            active: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity);
+        let mut subs = self.subscribers.write();
+        subs.push(tx);
+        self.active.store(true, Ordering::Release);
+        rx
+    }
+
+    /// Whether anyone listens; callers skip building events when not.
+    pub(crate) fn active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Delivers `events` to every subscriber without blocking. Call with no lock held.
+    pub(crate) fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() || !self.active() {
+            return;
+        }
+        let mut gone: Vec<Sender<Event>> = Vec::new();
+        {
+            let subs = self.subscribers.read();
+            for ev in events {
+                for tx in subs.iter() {
+                    match tx.try_send(ev.clone()) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(TrySendError::Disconnected(_)) => {
+                            if !gone.iter().any(|g| g.same_channel(tx)) {
+                                gone.push(tx.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let mut subs = self.subscribers.write();
+            subs.retain(|tx| !gone.iter().any(|g| g.same_channel(tx)));
+            self.active.store(!subs.is_empty(), Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_subscriber_drops_events_instead_of_blocking() {
+        let bus = EventBus::new(2);
+        let rx = bus.subscribe();
+        let evs: Vec<Event> = (0..5)
+            .map(|i| Event::Rotated {
+                session: SessionId(i),
+            })
+            .collect();
+        bus.emit(evs);
+        assert_eq!(rx.len(), 2);
+        assert_eq!(bus.dropped(), 3);
+    }
+
+    #[test]
+    fn dropped_subscriber_is_removed() {
+        let bus = EventBus::new(8);
+        let rx = bus.subscribe();
+        drop(rx);
+        assert!(bus.active());
+        bus.emit(vec![Event::Rotated {
+            session: SessionId(1),
+        }]);
+        assert!(!bus.active());
+    }
+}

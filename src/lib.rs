@@ -1,0 +1,63 @@
+//! sessiondb: an embedded, durable session store that knows which sessions belong to
+//! which user.
+//!
+//! Sessions live in the process, in a sharded in-memory index with O(1) lookup; a
+//! hierarchical timing wheel expires them without scanning; a per-user index lists and
+//! revokes a user's sessions in O(their count). No Redis, no database.
+//!
+//! ```
+//! use sessiondb::{NewSession, Store, Token};
+//!
+//! # fn main() -> Result<(), sessiondb::Error> {
+//! let store = Store::in_memory()?;
+//!
+//! // A visitor arrives: give them a session and its token as a cookie.
+//! let (token, _) = store.create(NewSession::anonymous().label("Firefox on Linux"))?;
+//! let cookie = token.to_string();
+//!
+//! // Next request: parse the cookie strictly, find the session, keep some data.
+//! let token = Token::parse(&cookie)?;
+//! store.put(&token, "cart", &vec![42u32])?;
+//!
+//! // Login: new token (fixation defence), user bound.
+//! let token = store.login(&token, "alice")?;
+//! let session = store.get(&token).expect("live");
+//! assert_eq!(session.user().map(|u| u.as_str()), Some("alice"));
+//! assert_eq!(session.get::<Vec<u32>>("cart")?, Some(vec![42]));
+//!
+//! // "Sign out everywhere".
+//! assert_eq!(store.revoke_user("alice")?, 1);
+//! assert!(store.get(&token).is_none());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod clock;
+mod codec;
+mod data;
+mod error;
+mod events;
+mod journal;
+mod options;
+mod reaper;
+mod session;
+mod shard;
+mod store;
+mod token;
+mod users;
+mod wheel;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use data::SessionData;
+pub use error::{Error, Result};
+pub use events::{EndReason, Event};
+pub use options::{LimitPolicy, Limits, Options};
+pub use session::{NewSession, Session, UserId};
+pub use store::{Stats, Store};
+pub use token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
+
+/// The README's code blocks, compiled and run as doctests so the quickstart cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,246 @@
+//! [`Options`]: store-wide defaults and limits, checked once when a store opens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+/// What happens when a user who already has the maximum number of sessions gets a new
+/// one (see [`Options::max_sessions_per_user`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LimitPolicy {
+    /// The new session is refused with [`Error::UserSessionLimit`].
+    Refuse,
+    /// The user's oldest sessions are ended to make room (event reason
+    /// [`crate::EndReason::LimitExceeded`]).
+    #[default]
+    EndOldest,
+}
+
+/// Size limits on what callers put into a session. Everything past a limit is refused
+/// with [`Error::TooLarge`] before anything changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest data key, in bytes. Default 256.
+    pub max_key_bytes: usize,
+    /// Largest single encoded value, in bytes. Default 64 KiB.
+    pub max_value_bytes: usize,
+    /// Largest encoded data map of one session, in bytes. Default 256 KiB.
+    pub max_data_bytes: usize,
+    /// Longest user id, in bytes. Default 256.
+    pub max_user_id_bytes: usize,
+    /// Longest device label, in bytes. Default 256.
+    pub max_label_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_data_bytes: 256 * 1024,
+            max_user_id_bytes: 256,
+            max_label_bytes: 256,
+        }
+    }
+}
+
+/// How a store behaves. Build with [`Options::default`] and the setters; every setter
+/// documents its default.
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) lifetime: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) auth_lifetime: Option<Duration>,
+    pub(crate) touch_interval: Duration,
+    pub(crate) rotation_grace: Duration,
+    pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) limit_policy: LimitPolicy,
+    pub(crate) limits: Limits,
+    pub(crate) shards: usize,
+    pub(crate) reaper_interval: Option<Duration>,
+    pub(crate) event_capacity: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lifetime: Duration::from_secs(30 * 86_400),
+            idle_timeout: Duration::from_secs(86_400),
+            auth_lifetime: None,
+            touch_interval: Duration::from_secs(60),
+            rotation_grace: Duration::from_secs(5),
+            max_sessions_per_user: None,
+            limit_policy: LimitPolicy::EndOldest,
+            limits: Limits::default(),
+            shards: 128,
+            reaper_interval: Some(Duration::from_secs(1)),
+            event_capacity: 4096,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("lifetime", &self.lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("auth_lifetime", &self.auth_lifetime)
+            .field("touch_interval", &self.touch_interval)
+            .field("rotation_grace", &self.rotation_grace)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field("limit_policy", &self.limit_policy)
+            .field("limits", &self.limits)
+            .field("shards", &self.shards)
+            .field("reaper_interval", &self.reaper_interval)
+            .field("event_capacity", &self.event_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Default absolute lifetime of a session, counted from its creation. Default 30
+    /// days. Override per session with [`crate::NewSession::lifetime`].
+    pub fn lifetime(mut self, d: Duration) -> Self {
+        self.lifetime = d;
+        self
+    }
+
+    /// Default idle (sliding) timeout: a session not used for this long ends.
+    /// `Duration::ZERO` disables it. Default 24 hours.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// If set, an authenticated session also ends this long after its user last
+    /// authenticated ([`crate::Store::bind_user`]), like "3 months after last login".
+    /// Default: not set.
+    pub fn auth_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.auth_lifetime = d;
+        self
+    }
+
+    /// A read ([`crate::Store::get`]) counts as activity, but re-arms the idle deadline
+    /// at most once per this interval, so a busy session costs no write per request.
+    /// The effective idle timeout is therefore between `idle_timeout - touch_interval`
+    /// and `idle_timeout`. Default 60 seconds.
+    pub fn touch_interval(mut self, d: Duration) -> Self {
+        self.touch_interval = d;
+        self
+    }
+
+    /// After [`crate::Store::rotate`], the old token keeps resolving to the session for
+    /// this long, so parallel requests and other tabs are not logged out. Zero retires
+    /// it at once. Default 5 seconds.
+    pub fn rotation_grace(mut self, d: Duration) -> Self {
+        self.rotation_grace = d;
+        self
+    }
+
+    /// At most this many live sessions per user, enforced atomically under the user's
+    /// lock; `policy` says whether a new one is refused or the oldest ends. Default:
+    /// unlimited.
+    pub fn max_sessions_per_user(mut self, max: Option<usize>, policy: LimitPolicy) -> Self {
+        self.max_sessions_per_user = max;
+        self.limit_policy = policy;
+        self
+    }
+
+    /// Size limits on keys, values, data, user ids and labels.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Number of index shards, a power of two from 1 to 65,536. More shards mean less
+    /// contention between threads. Default 128.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+
+    /// How often the background reaper removes expired sessions. `None` runs no reaper
+    /// thread: call [`crate::Store::reap_expired`] yourself (expired sessions are never
+    /// returned either way). Default every second.
+    pub fn reaper_interval(mut self, d: Option<Duration>) -> Self {
+        self.reaper_interval = d;
+        self
+    }
+
+    /// Events buffered per subscriber before further events to it are dropped (and
+    /// counted in [`crate::Stats::events_dropped`]). Default 4096.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// The clock deadlines are measured by. Default: the system clock. Tests use a
+    /// [`crate::ManualClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |name, reason: &str| {
+            Err(Error::InvalidOption {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.lifetime.is_zero() {
+            return bad("lifetime", "must be longer than zero");
+        }
+        if self.auth_lifetime.is_some_and(|d| d.is_zero()) {
+            return bad("auth_lifetime", "must be longer than zero, or None");
+        }
+        if !self.shards.is_power_of_two() || self.shards > 65_536 {
+            return bad("shards", "must be a power of two from 1 to 65536");
+        }
+        if self.reaper_interval.is_some_and(|d| d.is_zero()) {
+            return bad("reaper_interval", "must be longer than zero, or None");
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return bad("max_sessions_per_user", "must be at least 1, or None");
+        }
+        if self.event_capacity == 0 {
+            return bad("event_capacity", "must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0 || l.max_key_bytes > crate::data::MAX_KEY_BYTES {
+            return bad("limits.max_key_bytes", "must be from 1 to 65535");
+        }
+        if l.max_value_bytes == 0 || l.max_data_bytes == 0 || l.max_user_id_bytes == 0 {
+            return bad("limits", "every limit must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Options::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let cases = [
+            Options::default().shards(3),
+            Options::default().lifetime(Duration::ZERO),
+            Options::default().reaper_interval(Some(Duration::ZERO)),
+            Options::default().max_sessions_per_user(Some(0), LimitPolicy::Refuse),
+            Options::default().event_capacity(0),
+        ];
+        for o in cases {
+            assert!(matches!(o.validate(), Err(Error::InvalidOption { .. })));
+        }
+    }
+}

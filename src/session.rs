@@ -1,0 +1,330 @@
+//! A session: its state inside the index ([`SessionState`]), the snapshot handed to
+//! callers ([`Session`]), what to create one with ([`NewSession`]), and the rule that
+//! computes its deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::clock::{Timestamp, duration_ms};
+use crate::data::SessionData;
+use crate::error::{Error, Result};
+use crate::options::Limits;
+use crate::token::{InstanceId, SessionId};
+use crate::wheel::TimerHandle;
+
+/// The identifier of a user, as the application names them (an account id, an email).
+/// Non-empty, without control characters, at most [`Limits::max_user_id_bytes`] long.
+/// Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    /// Checks and wraps a user id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] if empty or containing a control character;
+    /// [`Error::TooLarge`] past the limit.
+    pub fn new(s: &str, limits: &Limits) -> Result<UserId> {
+        if s.is_empty() {
+            return Err(Error::InvalidUserId {
+                reason: "a user id must not be empty",
+            });
+        }
+        if s.len() > limits.max_user_id_bytes {
+            return Err(Error::TooLarge {
+                what: "user id",
+                len: s.len(),
+                max: limits.max_user_id_bytes,
+            });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(Error::InvalidUserId {
+                reason: "a user id must not contain control characters",
+            });
+        }
+        Ok(UserId(Arc::from(s)))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl AsRef<str> for UserId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+pub(crate) fn check_label(label: &str, limits: &Limits) -> Result<()> {
+    if label.len() > limits.max_label_bytes {
+        return Err(Error::TooLarge {
+            what: "label",
+            len: label.len(),
+            max: limits.max_label_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// What to create a session with: [`NewSession::anonymous`] or
+/// [`NewSession::for_user`], then optional settings.
+#[derive(Clone, Debug, Default)]
+pub struct NewSession {
+    pub(crate) user: Option<String>,
+    pub(crate) label: Option<String>,
+    pub(crate) lifetime: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl NewSession {
+    /// A session with no user yet (a visitor; bind one at login).
+    pub fn anonymous() -> NewSession {
+        NewSession::default()
+    }
+
+    /// A session for `user`, authenticated now.
+    pub fn for_user(user: impl Into<String>) -> NewSession {
+        NewSession {
+            user: Some(user.into()),
+            ..NewSession::default()
+        }
+    }
+
+    /// Client metadata to show on a "your devices" page, e.g. "Firefox on Linux".
+    pub fn label(mut self, label: impl Into<String>) -> NewSession {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Absolute lifetime of this session, instead of the store's default.
+    pub fn lifetime(mut self, d: Duration) -> NewSession {
+        self.lifetime = Some(d);
+        self
+    }
+
+    /// Idle timeout of this session (zero disables it), instead of the store's default.
+    pub fn idle_timeout(mut self, d: Duration) -> NewSession {
+        self.idle_timeout = Some(d);
+        self
+    }
+}
+
+/// Tabs or windows open inside a session (doors' instances). Not durable.
+#[derive(Debug, Default)]
+pub(crate) struct Instances {
+    pub(crate) next: u32,
+    pub(crate) open: Vec<InstanceId>,
+}
+
+/// A session as the index holds it.
+pub(crate) struct SessionState {
+    pub(crate) id: SessionId,
+    pub(crate) user: Option<UserId>,
+    pub(crate) label: Option<Arc<str>>,
+    pub(crate) created: Timestamp,
+    pub(crate) authenticated: Option<Timestamp>,
+    /// The absolute deadline (creation + lifetime, moved by `extend`).
+    pub(crate) absolute: Timestamp,
+    /// Idle timeout in ms; 0 = disabled.
+    pub(crate) idle_ms: u64,
+    /// Last activity; advanced under the shard's read lock, so atomic.
+    pub(crate) last_seen: AtomicU64,
+    pub(crate) version: u64,
+    pub(crate) data: Arc<SessionData>,
+    pub(crate) timer: TimerHandle,
+    pub(crate) instances: Option<Box<Instances>>,
+}
+
+impl SessionState {
+    /// When this session ends, given the store's authentication lifetime (ms, 0 = none):
+    /// the earliest of its absolute, idle and authentication deadlines.
+    pub(crate) fn deadline(&self, auth_lifetime_ms: u64) -> Timestamp {
+        let mut d = self.absolute.0;
+        if self.idle_ms != 0 {
+            d = d.min(
+                self.last_seen
+                    .load(Ordering::Relaxed)
+                    .saturating_add(self.idle_ms),
+            );
+        }
+        if auth_lifetime_ms != 0
+            && let Some(auth) = self.authenticated
+        {
+            d = d.min(auth.0.saturating_add(auth_lifetime_ms));
+        }
+        Timestamp(d)
+    }
+
+    pub(crate) fn last_seen(&self) -> Timestamp {
+        Timestamp(self.last_seen.load(Ordering::Relaxed))
+    }
+
+    /// Records activity at `now` (never moves backwards).
+    pub(crate) fn mark_seen(&self, now: Timestamp) {
+        self.last_seen.fetch_max(now.0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, auth_lifetime_ms: u64) -> Session {
+        Session {
+            id: self.id,
+            user: self.user.clone(),
+            label: self.label.clone(),
+            created_at: self.created,
+            last_seen: self.last_seen(),
+            authenticated_at: self.authenticated,
+            expires_at: self.deadline(auth_lifetime_ms),
+            absolute_deadline: self.absolute,
+            idle_timeout: (self.idle_ms != 0).then(|| Duration::from_millis(self.idle_ms)),
+            version: self.version,
+            data: Arc::clone(&self.data),
+        }
+    }
+
+    pub(crate) fn set_idle(&mut self, d: Duration) {
+        self.idle_ms = duration_ms(d);
+    }
+}
+
+/// A snapshot of a session, as of the call that returned it. Cheap: the data is shared,
+/// not copied.
+#[derive(Clone, Debug)]
+pub struct Session {
+    id: SessionId,
+    user: Option<UserId>,
+    label: Option<Arc<str>>,
+    created_at: Timestamp,
+    last_seen: Timestamp,
+    authenticated_at: Option<Timestamp>,
+    expires_at: Timestamp,
+    absolute_deadline: Timestamp,
+    idle_timeout: Option<Duration>,
+    version: u64,
+    data: Arc<SessionData>,
+}
+
+impl Session {
+    /// The public id: stable across rotation, safe to show and log.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+    /// The bound user, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        self.user.as_ref()
+    }
+    /// The device label given at creation or by [`crate::Store::set_label`].
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+    /// When it was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    /// Its last recorded activity (reads advance it at most once per touch interval).
+    pub fn last_seen(&self) -> Timestamp {
+        self.last_seen
+    }
+    /// When its user last authenticated, if a user is bound.
+    pub fn authenticated_at(&self) -> Option<Timestamp> {
+        self.authenticated_at
+    }
+    /// When it will end if nothing changes: the earliest of its deadlines.
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+    /// Its absolute deadline, regardless of activity.
+    pub fn absolute_deadline(&self) -> Timestamp {
+        self.absolute_deadline
+    }
+    /// Its idle timeout, `None` when disabled.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+    /// The version of its data and user: every change increments it. Pass it to
+    /// [`crate::Store::save`].
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+    /// Its data.
+    pub fn data(&self) -> &SessionData {
+        &self.data
+    }
+    /// Reads one value of its data as a `T`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the stored value is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.data.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(absolute: u64, idle_ms: u64, last_seen: u64, auth: Option<u64>) -> SessionState {
+        SessionState {
+            id: SessionId(1),
+            user: None,
+            label: None,
+            created: Timestamp(0),
+            authenticated: auth.map(Timestamp),
+            absolute: Timestamp(absolute),
+            idle_ms,
+            last_seen: AtomicU64::new(last_seen),
+            version: 0,
+            data: Arc::default(),
+            timer: TimerHandle::detached(),
+            instances: None,
+        }
+    }
+
+    #[test]
+    fn deadline_is_the_earliest_enabled_one() {
+        assert_eq!(state(1000, 0, 0, None).deadline(0), Timestamp(1000));
+        assert_eq!(state(1000, 100, 50, None).deadline(0), Timestamp(150));
+        assert_eq!(state(1000, 0, 0, Some(10)).deadline(20), Timestamp(30));
+        assert_eq!(
+            state(1000, 0, 0, Some(10)).deadline(0),
+            Timestamp(1000),
+            "auth lifetime disabled"
+        );
+        assert_eq!(
+            state(1000, 0, 0, None).deadline(20),
+            Timestamp(1000),
+            "never authenticated"
+        );
+    }
+
+    #[test]
+    fn user_id_rejects_empty_control_and_oversized() {
+        let l = Limits::default();
+        assert!(matches!(
+            UserId::new("", &l),
+            Err(Error::InvalidUserId { .. })
+        ));
+        assert!(UserId::new("a\nb", &l).is_err());
+        assert!(matches!(
+            UserId::new(&"x".repeat(257), &l),
+            Err(Error::TooLarge { .. })
+        ));
+        assert_eq!(UserId::new("alice", &l).unwrap().as_str(), "alice");
+    }
+}

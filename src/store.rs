@@ -1,0 +1,1417 @@
+//! [`Store`]: the public API, and the engine that ties the index shards, the id map,
+//! the user index, the timing wheels, the journal and the event bus together.
+//!
+//! Index layout:
+//! - session shards: token hash → session (or rotation alias) plus that shard's wheel;
+//! - id shards: public id → current token hash (public ids are stable, hashes rotate);
+//! - the user index ([`crate::users`]): user → public ids.
+//!
+//! Lock order: user locks → session shards (ascending index) → id shards. Id shard
+//! locks are leaves; no lock is held across a user callback, an event send, or a wait
+//! for durability.
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use parking_lot::{RwLock, RwLockWriteGuard};
+use serde::Serialize;
+
+use crate::clock::{Timestamp, duration_ms};
+use crate::codec;
+use crate::data::SessionData;
+use crate::error::{Error, Result};
+use crate::events::{EndReason, Event, EventBus};
+use crate::journal::{Change, Journal, Ticket};
+use crate::options::{LimitPolicy, Options};
+use crate::reaper::Reaper;
+use crate::session::{Instances, NewSession, Session, SessionState, UserId, check_label};
+use crate::shard::{RandomKeyMap, Shard, Slot};
+use crate::token::{InstanceId, SessionId, Token, TokenHash};
+use crate::users::{UserGuards, UserIndex};
+use crate::wheel::TimerHandle;
+
+/// How many alias → session hops a lookup follows before giving up (each hop means a
+/// concurrent rotation moved the session; more than a few is pathological).
+const MAX_HOPS: usize = 8;
+
+/// Keeps a lock on its own cache line, so threads on neighbouring shards do not
+/// contend through false sharing.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Counters describing a store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Sessions in the index (including expired ones the reaper has not reached).
+    pub sessions: usize,
+    /// Users with at least one session.
+    pub users: usize,
+    /// Old tokens still resolving after a rotation.
+    pub aliases: usize,
+    /// Timers in the wheels.
+    pub timers: usize,
+    /// Events dropped because a subscriber's buffer was full.
+    pub events_dropped: u64,
+}
+
+/// An embedded session store.
+///
+/// `Store` is `Send + Sync` and cheap to clone: it is an `Arc` inside, so clone it into
+/// every thread or handler rather than wrapping it in another `Arc`. The background
+/// reaper stops (and its thread is joined) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    opts: Options,
+    auth_ms: u64,
+    touch_ms: u64,
+    grace_ms: u64,
+    mask: usize,
+    shards: Box<[Padded<RwLock<Shard>>]>,
+    ids: Box<[Padded<RwLock<RandomKeyMap<u128>>>]>,
+    users: UserIndex,
+    events: EventBus,
+    journal: Journal,
+    /// The background reaper; dropping it stops and joins the thread.
+    reaper: parking_lot::Mutex<Option<Reaper>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("options", &self.inner.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of a closure run on a locked session: `None` asks the caller to retry.
+type Attempt<R> = Result<Option<R>>;
+
+impl Store {
+    /// A store that lives only in memory, with default options.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the reaper thread cannot be started.
+    pub fn in_memory() -> Result<Store> {
+        Store::build(Options::default(), Journal::Memory)
+    }
+
+    /// A store that lives only in memory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] if an option is out of range.
+    pub fn in_memory_with(opts: Options) -> Result<Store> {
+        Store::build(opts, Journal::Memory)
+    }
+
+    /// Opens (creating if needed) the store in directory `dir`, with default options.
+    ///
+    /// # Errors
+    /// See [`Store::open_with`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// Opens (creating if needed) the store in directory `dir`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] if an option is out of range; [`Error::Io`] if the
+    /// directory cannot be created or read.
+    pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
+        Store::build(opts, Journal::Memory)
+    }
+
+    fn build(opts: Options, journal: Journal) -> Result<Store> {
+        opts.validate()?;
+        let now = opts.clock.now();
+        let n = opts.shards;
+        let inner = Arc::new(Inner {
+            auth_ms: opts.auth_lifetime.map_or(0, duration_ms),
+            touch_ms: duration_ms(opts.touch_interval),
+            grace_ms: duration_ms(opts.rotation_grace),
+            mask: n - 1,
+            shards: (0..n)
+                .map(|_| Padded(RwLock::new(Shard::new(now))))
+                .collect(),
+            ids: (0..n)
+                .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                .collect(),
+            users: UserIndex::new(n),
+            events: EventBus::new(opts.event_capacity),
+            journal,
+            reaper: parking_lot::Mutex::new(None),
+            opts,
+        });
+        if let Some(every) = inner.opts.reaper_interval {
+            let reaper = Reaper::spawn(Arc::downgrade(&inner), every)?;
+            *inner.reaper.lock() = Some(reaper);
+        }
+        Ok(Store { inner })
+    }
+
+    // ----------------------------------------------------------------------------
+    // Creating and reading
+
+    /// Creates a session and returns its token (for the client) and a snapshot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`], [`Error::TooLarge`] for bad input;
+    /// [`Error::UserSessionLimit`] if the user is at the limit and the policy refuses.
+    pub fn create(&self, new: NewSession) -> Result<(Token, Session)> {
+        let inner = &*self.inner;
+        let limits = &inner.opts.limits;
+        let user = new
+            .user
+            .as_deref()
+            .map(|u| UserId::new(u, limits))
+            .transpose()?;
+        if let Some(label) = &new.label {
+            check_label(label, limits)?;
+        }
+        let lifetime = new.lifetime.unwrap_or(inner.opts.lifetime);
+        if lifetime.is_zero() {
+            return Err(Error::InvalidOption {
+                name: "NewSession::lifetime",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        let idle = new.idle_timeout.unwrap_or(inner.opts.idle_timeout);
+        let id = SessionId::generate()?;
+        let label: Option<Arc<str>> = new.label.map(Arc::from);
+        let mut events = Vec::new();
+        let mut tickets = Vec::new();
+
+        let mut guards = user.as_ref().map(|u| inner.users.lock(&[u]));
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            inner.enforce_limit(g, u, None, &mut events, &mut tickets)?;
+        }
+        let (token, session) = loop {
+            let token = Token::generate()?;
+            let key = token.hash().0;
+            let mut shard = inner.shard(key).write();
+            if shard.map.contains_key(&key) {
+                continue; // a 128-bit collision: draw again
+            }
+            let now = inner.now();
+            let mut state = Box::new(SessionState {
+                id,
+                user: user.clone(),
+                label: label.clone(),
+                created: now,
+                authenticated: user.as_ref().map(|_| now),
+                absolute: now.saturating_add(lifetime),
+                idle_ms: 0,
+                last_seen: now.0.into(),
+                version: 0,
+                data: Arc::default(),
+                timer: TimerHandle::detached(),
+                instances: None,
+            });
+            state.set_idle(idle);
+            let deadline = state.deadline(inner.auth_ms);
+            tickets.push(inner.journal.append(|| Change::Create {
+                id,
+                hash: TokenHash(key),
+                user: user.clone(),
+                label: label.clone(),
+                created: now,
+                absolute: state.absolute,
+                idle_ms: state.idle_ms,
+            })?);
+            let session = state.snapshot(inner.auth_ms);
+            shard.insert_live(key, state, deadline);
+            inner.ids_insert(id, key);
+            break (token, session);
+        };
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            g.add(u, id);
+        }
+        drop(guards);
+        inner.wait_all(&tickets)?;
+        if inner.events.active() {
+            events.push(Event::Created { session: id, user });
+            inner.events.emit(events);
+        }
+        Ok((token, session))
+    }
+
+    /// The live session `token` addresses, or `None` if it is unknown, ended or past
+    /// its deadline (whether or not the reaper has removed it yet). Counts as activity:
+    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`].
+    pub fn get(&self, token: &Token) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_live(token.hash().0, |s, now| {
+            if now
+                .0
+                .saturating_sub(s.last_seen.load(std::sync::atomic::Ordering::Relaxed))
+                >= inner.touch_ms
+            {
+                s.mark_seen(now);
+                // Best effort: the touch is coalesced by the log, never a failure of a read.
+                let _ = inner.journal.append(|| Change::Touch { id: s.id, at: now });
+            }
+            s.snapshot(inner.auth_ms)
+        })
+    }
+
+    /// Like [`Store::get`], but does not count as activity.
+    pub fn peek(&self, token: &Token) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_live(token.hash().0, |s, _| s.snapshot(inner.auth_ms))
+    }
+
+    /// The user bound to the session `token` addresses, if it is live and has one.
+    pub fn user_of(&self, token: &Token) -> Option<UserId> {
+        self.inner
+            .read_live(token.hash().0, |s, _| s.user.clone())?
+    }
+
+    /// The live session with public id `id` (for a devices page or an admin tool).
+    /// Does not count as activity.
+    pub fn get_by_id(&self, id: SessionId) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_by_id(id, |s| s.snapshot(inner.auth_ms))
+    }
+
+    // ----------------------------------------------------------------------------
+    // Data
+
+    /// Sets `key` to `value` in the session's data. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`] past a limit;
+    /// [`Error::Codec`] if `value` cannot be serialized.
+    pub fn put<T: Serialize + ?Sized>(&self, token: &Token, key: &str, value: &T) -> Result<u64> {
+        let bytes = codec::encode(value, Some(key))?;
+        self.put_raw(token, key, &bytes)
+    }
+
+    /// Sets `key` to raw bytes (already encoded by the caller). Returns the new version.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    pub fn put_raw(&self, token: &Token, key: &str, value: &[u8]) -> Result<u64> {
+        self.inner.check_entry(key, value.len())?;
+        self.inner.change_data(token.hash().0, None, |data| {
+            data.insert_raw(key, value)?;
+            Ok(true)
+        })
+    }
+
+    /// Removes `key` from the session's data. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn remove(&self, token: &Token, key: &str) -> Result<u64> {
+        self.inner
+            .change_data(token.hash().0, None, |data| Ok(data.remove(key)))
+    }
+
+    /// Atomic read-modify-write of the session's data: `f` gets a copy of the current
+    /// data, and its changes are saved only if nobody changed the session meanwhile;
+    /// otherwise `f` runs again on the fresh data. No lock is held while `f` runs, so
+    /// it may be called more than once: keep side effects out of it. If `f` returns an
+    /// error, nothing is saved.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; whatever `f` returns; limits as
+    /// [`Store::put`].
+    pub fn update<R>(
+        &self,
+        token: &Token,
+        mut f: impl FnMut(&mut SessionData) -> Result<R>,
+    ) -> Result<R> {
+        let inner = &*self.inner;
+        let hash = token.hash().0;
+        loop {
+            let (version, current) = inner
+                .read_live(hash, |s, _| (s.version, Arc::clone(&s.data)))
+                .ok_or(Error::Ended)?;
+            let mut data = (*current).clone();
+            let out = f(&mut data)?;
+            if data == *current {
+                return Ok(out);
+            }
+            inner.check_data(&data)?;
+            match inner.change_data(hash, Some(version), move |d| {
+                *d = data.clone();
+                Ok(true)
+            }) {
+                Ok(_) => return Ok(out),
+                Err(Error::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Compare-and-swap save: replaces the session's data with `data` only if its
+    /// version is still `expected_version` (from [`Session::version`]). For code that
+    /// loads a session, awaits something, and saves: a concurrent change is reported,
+    /// never silently overwritten. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::VersionConflict`] if the session changed; [`Error::Ended`] if it is not
+    /// live (a late save never resurrects a session); limits as [`Store::put`].
+    pub fn save(&self, token: &Token, expected_version: u64, data: &SessionData) -> Result<u64> {
+        self.inner.check_data(data)?;
+        self.inner
+            .change_data(token.hash().0, Some(expected_version), |d| {
+                d.clone_from(data);
+                Ok(true)
+            })
+    }
+
+    // ----------------------------------------------------------------------------
+    // Expiry
+
+    /// Records activity now: the idle deadline counts from this moment.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live (a touch never resurrects one).
+    pub fn touch(&self, token: &Token) -> Result<()> {
+        let inner = &*self.inner;
+        inner
+            .read_live(token.hash().0, |s, now| {
+                s.mark_seen(now);
+                let _ = inner.journal.append(|| Change::Touch { id: s.id, at: now });
+            })
+            .ok_or(Error::Ended)
+    }
+
+    /// Extends the session's absolute deadline to at least `now + by` (never shortens
+    /// it). Returns the session's new effective deadline.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn extend(&self, token: &Token, by: Duration) -> Result<Timestamp> {
+        let inner = &*self.inner;
+        let (deadline, ticket) = inner.with_live(token.hash().0, |shard, key, now| {
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            s.absolute = s.absolute.max(now.saturating_add(by));
+            s.mark_seen(now);
+            let (id, absolute) = (s.id, s.absolute);
+            let deadline = s.deadline(inner.auth_ms);
+            let t = inner.journal.append(|| Change::Extend { id, absolute })?;
+            Ok(Some((deadline, t)))
+        })?;
+        inner.journal.wait(ticket)?;
+        Ok(deadline)
+    }
+
+    /// Sets (or clears) the session's device label.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`] past the limit.
+    pub fn set_label(&self, token: &Token, label: Option<&str>) -> Result<()> {
+        let inner = &*self.inner;
+        if let Some(l) = label {
+            check_label(l, &inner.opts.limits)?;
+        }
+        let label: Option<Arc<str>> = label.map(Arc::from);
+        let ticket = inner.with_live(token.hash().0, |shard, key, _| {
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            s.label.clone_from(&label);
+            let id = s.id;
+            let t = inner.journal.append(|| Change::Label {
+                id,
+                label: label.clone(),
+            })?;
+            Ok(Some(t))
+        })?;
+        inner.journal.wait(ticket)
+    }
+
+    /// Removes every session past its deadline now, instead of waiting for the
+    /// background reaper (which calls this). Returns how many were removed.
+    pub fn reap_expired(&self) -> usize {
+        self.inner.reap()
+    }
+
+    // ----------------------------------------------------------------------------
+    // Users
+
+    /// Binds `user` to the session (a login): an anonymous session becomes
+    /// authenticated, and `authenticated_at` becomes now. Binding the same user again
+    /// re-authenticates; binding another user moves the session to them. Consider
+    /// [`Store::login`], which also rotates the token.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::InvalidUserId`] /
+    /// [`Error::TooLarge`] for a bad user id; [`Error::UserSessionLimit`] if the user is
+    /// at the limit and the policy refuses.
+    pub fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let user = UserId::new(user, &inner.opts.limits)?;
+        let hash = token.hash().0;
+        loop {
+            let (id, current) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone()))
+                .ok_or(Error::Ended)?;
+            let mut lock: Vec<&UserId> = vec![&user];
+            if let Some(c) = &current {
+                lock.push(c);
+            }
+            let mut guards = inner.users.lock(&lock);
+            let mut events = Vec::new();
+            let mut tickets = Vec::new();
+            if current.as_ref() != Some(&user) {
+                inner.enforce_limit(&mut guards, &user, Some(id), &mut events, &mut tickets)?;
+            }
+            let ticket = inner.with_live(hash, |shard, key, now| {
+                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                if s.id != id || s.user != current {
+                    return Ok(Some(None));
+                }
+                s.user = Some(user.clone());
+                s.authenticated = Some(now);
+                s.version += 1;
+                s.mark_seen(now);
+                let version = s.version;
+                let deadline = s.deadline(inner.auth_ms);
+                shard.reschedule_if_earlier(key, deadline);
+                let t = inner.journal.append(|| Change::Bind {
+                    id,
+                    user: user.clone(),
+                    at: now,
+                    version,
+                })?;
+                Ok(Some(Some(t)))
+            })?;
+            let Some(ticket) = ticket else { continue };
+            if current.as_ref() != Some(&user) {
+                if let Some(c) = &current {
+                    guards.remove(c, id);
+                }
+                guards.add(&user, id);
+            }
+            drop(guards);
+            tickets.push(ticket);
+            inner.wait_all(&tickets)?;
+            if inner.events.active() {
+                if let Some(c) = current.filter(|c| *c != user) {
+                    events.push(Event::UserUnbound {
+                        session: id,
+                        user: c,
+                    });
+                }
+                events.push(Event::UserBound { session: id, user });
+                inner.events.emit(events);
+            }
+            return Ok(());
+        }
+    }
+
+    /// Logs `user` in on the session: rotates the token (the session-fixation defence)
+    /// and binds the user. Returns the new token to send to the client.
+    ///
+    /// # Errors
+    /// As [`Store::rotate`] and [`Store::bind_user`].
+    pub fn login(&self, token: &Token, user: &str) -> Result<Token> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let fresh = self.rotate(token)?;
+        self.bind_user(&fresh, user)?;
+        Ok(fresh)
+    }
+
+    /// Unbinds the session's user (a logout that keeps the session and its data).
+    /// Returns the user that was bound, if any.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn unbind_user(&self, token: &Token) -> Result<Option<UserId>> {
+        let inner = &*self.inner;
+        let hash = token.hash().0;
+        loop {
+            let (id, current) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone()))
+                .ok_or(Error::Ended)?;
+            let Some(user) = current else {
+                return Ok(None);
+            };
+            let mut guards = inner.users.lock(&[&user]);
+            let ticket = inner.with_live(hash, |shard, key, _| {
+                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                if s.id != id || s.user.as_ref() != Some(&user) {
+                    return Ok(Some(None));
+                }
+                s.user = None;
+                s.authenticated = None;
+                s.version += 1;
+                let version = s.version;
+                let t = inner.journal.append(|| Change::Unbind { id, version })?;
+                Ok(Some(Some(t)))
+            })?;
+            let Some(ticket) = ticket else { continue };
+            guards.remove(&user, id);
+            drop(guards);
+            inner.journal.wait(ticket)?;
+            inner.events.emit_if(|| {
+                vec![Event::UserUnbound {
+                    session: id,
+                    user: user.clone(),
+                }]
+            });
+            return Ok(Some(user));
+        }
+    }
+
+    /// The live sessions of `user`, oldest first: for a "your devices" page. O(that
+    /// user's sessions).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
+    pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
+        let inner = &*self.inner;
+        let user = UserId::new(user, &inner.opts.limits)?;
+        let ids = inner.users.lock(&[&user]).sessions(&user);
+        let mut out: Vec<Session> = ids
+            .into_iter()
+            .filter_map(|id| inner.read_by_id(id, |s| s.snapshot(inner.auth_ms)))
+            .collect();
+        out.sort_by_key(|s| (s.created_at(), s.id()));
+        Ok(out)
+    }
+
+    /// Ends every session of `user` ("log out everywhere"). O(that user's sessions).
+    /// Concurrent creates for the same user either finish before (and are ended) or
+    /// start after. Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
+    pub fn revoke_user(&self, user: &str) -> Result<usize> {
+        let inner = &*self.inner;
+        let user = UserId::new(user, &inner.opts.limits)?;
+        let mut guards = inner.users.lock(&[&user]);
+        let ids = guards.take(&user);
+        let mut ended = Vec::with_capacity(ids.len());
+        let mut expired = Vec::new();
+        let mut tickets = Vec::new();
+        for id in ids {
+            if let Some((state, t)) = inner.remove_by_id(id, EndReason::Revoked)? {
+                tickets.push(t);
+                if inner.is_live(&state) {
+                    ended.push(id);
+                } else {
+                    expired.push(id);
+                }
+            }
+        }
+        drop(guards);
+        inner.wait_all(&tickets)?;
+        let count = ended.len();
+        inner.events.emit_if(|| {
+            let ev = |session, reason| Event::Ended {
+                session,
+                user: Some(user.clone()),
+                reason,
+            };
+            let mut evs: Vec<Event> = expired
+                .iter()
+                .map(|&id| ev(id, EndReason::Expired))
+                .chain(ended.iter().map(|&id| ev(id, EndReason::Revoked)))
+                .collect();
+            evs.push(Event::UserRevoked {
+                user: user.clone(),
+                sessions: ended.clone(),
+            });
+            evs
+        });
+        Ok(count)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Rotation and ending
+
+    /// Replaces the session's token with a fresh one, keeping its id, data and user
+    /// (the session-fixation defence; call it at login and privilege changes). The new
+    /// token exists before the old one is retired, and the old one keeps resolving to
+    /// the session for [`Options::rotation_grace`], so parallel requests are not
+    /// logged out. Returns the new token.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::TokenRetired`] if `token`
+    /// is itself an old token in its grace period (it may be used, but not to mint a
+    /// new token).
+    pub fn rotate(&self, token: &Token) -> Result<Token> {
+        let inner = &*self.inner;
+        let old = token.hash().0;
+        loop {
+            let fresh = Token::generate()?;
+            let new = fresh.hash().0;
+            if new == old {
+                continue;
+            }
+            let (i, j) = (inner.shard_ix(old), inner.shard_ix(new));
+            let (mut a, mut b) = inner.lock_pair(i, j);
+            let now = inner.now();
+            let live = match a.map.get(&old) {
+                Some(Slot::Live(s)) => s.deadline(inner.auth_ms) > now,
+                Some(Slot::Alias(al)) if al.until > now => {
+                    drop(b);
+                    drop(a);
+                    // An old token in its grace period: refuse to mint from it, but
+                    // say "ended" if its session is gone.
+                    return Err(match inner.read_live(old, |_, _| ()) {
+                        Some(()) => Error::TokenRetired,
+                        None => Error::Ended,
+                    });
+                }
+                _ => false,
+            };
+            if !live {
+                return Err(Error::Ended);
+            }
+            let collides = match b.as_deref() {
+                Some(other) => other.map.contains_key(&new),
+                None => a.map.contains_key(&new),
+            };
+            if collides {
+                continue; // a 128-bit collision: draw again
+            }
+            let Some(Slot::Live(state)) = a.map.remove(&old) else {
+                return Err(Error::Ended);
+            };
+            a.wheel.cancel(state.timer, old);
+            let id = state.id;
+            let grace_until = now.saturating_add(Duration::from_millis(inner.grace_ms));
+            if inner.grace_ms > 0 {
+                a.insert_alias(old, id, grace_until);
+            }
+            state.mark_seen(now);
+            let deadline = state.deadline(inner.auth_ms);
+            let ticket = inner.journal.append(|| Change::Rotate {
+                id,
+                old: TokenHash(old),
+                new: TokenHash(new),
+                grace_until,
+            })?;
+            match b.as_deref_mut() {
+                Some(other) => other.insert_live(new, state, deadline),
+                None => a.insert_live(new, state, deadline),
+            }
+            inner.ids_insert(id, new);
+            drop(b);
+            drop(a);
+            inner.journal.wait(ticket)?;
+            inner
+                .events
+                .emit_if(|| vec![Event::Rotated { session: id }]);
+            return Ok(fresh);
+        }
+    }
+
+    /// Ends the session (a logout). Final: its token, and any old token in its grace
+    /// period, stop resolving, and no later write brings it back. Returns false if it
+    /// was not live.
+    ///
+    /// # Errors
+    /// Only if the change cannot be made durable.
+    pub fn end(&self, token: &Token) -> Result<bool> {
+        let inner = &*self.inner;
+        let removed = inner.with_live(token.hash().0, |shard, key, _| {
+            let id = match shard.live(key) {
+                Some(s) => s.id,
+                None => return Err(Error::Ended),
+            };
+            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            inner.ids_remove(id);
+            let t = inner.journal.append(|| Change::End {
+                id,
+                reason: EndReason::Ended,
+            })?;
+            Ok(Some((state, t)))
+        });
+        match removed {
+            Ok((state, ticket)) => {
+                inner.finish_end(&state, ticket, EndReason::Ended)?;
+                Ok(true)
+            }
+            Err(Error::Ended) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the session with public id `id` (e.g. "sign out this device"). Returns false
+    /// if it was not live.
+    ///
+    /// # Errors
+    /// Only if the change cannot be made durable.
+    pub fn end_by_id(&self, id: SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        match inner.remove_by_id(id, EndReason::Ended)? {
+            Some((state, ticket)) => {
+                // An expired session the reaper had not reached yet is removed too, but
+                // it was not live, so it is reported as expired.
+                let live = inner.is_live(&state);
+                let reason = if live {
+                    EndReason::Ended
+                } else {
+                    EndReason::Expired
+                };
+                inner.finish_end(&state, ticket, reason)?;
+                Ok(live)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Ends every session. Returns how many there were.
+    ///
+    /// # Errors
+    /// Only if the change cannot be made durable.
+    pub fn clear(&self) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut users = inner.users.lock_all();
+        let mut shards: Vec<RwLockWriteGuard<'_, Shard>> =
+            inner.shards.iter().map(|s| s.write()).collect();
+        let mut ids: Vec<_> = inner.ids.iter().map(|s| s.write()).collect();
+        let now = inner.now();
+        let mut count = 0;
+        for shard in &mut shards {
+            count += shard.live_count();
+            **shard = Shard::new(now);
+        }
+        for m in &mut ids {
+            m.clear();
+        }
+        for u in &mut users {
+            u.clear();
+        }
+        let ticket = inner.journal.append(|| Change::Clear)?;
+        drop(ids);
+        drop(shards);
+        drop(users);
+        inner.journal.wait(ticket)?;
+        inner
+            .events
+            .emit_if(|| vec![Event::Cleared { sessions: count }]);
+        Ok(count)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Instances
+
+    /// Opens an instance (a tab or window) inside the session and returns its id.
+    /// Instances are not durable.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn open_instance(&self, token: &Token) -> Result<InstanceId> {
+        self.inner.with_live(token.hash().0, |shard, key, now| {
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            s.mark_seen(now);
+            let inst = s.instances.get_or_insert_with(Box::<Instances>::default);
+            let id = InstanceId(inst.next);
+            inst.next = inst.next.wrapping_add(1);
+            inst.open.push(id);
+            Ok(Some(id))
+        })
+    }
+
+    /// The open instances of the session.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn instances(&self, token: &Token) -> Result<Vec<InstanceId>> {
+        self.inner
+            .read_live(token.hash().0, |s, _| {
+                s.instances
+                    .as_ref()
+                    .map(|i| i.open.clone())
+                    .unwrap_or_default()
+            })
+            .ok_or(Error::Ended)
+    }
+
+    /// Ends one instance, keeping the session and its other instances. If the session's
+    /// idle timeout is disabled and this was its last instance, the session ends too.
+    /// Returns false if there was no such instance.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn end_instance(&self, token: &Token, instance: InstanceId) -> Result<bool> {
+        let inner = &*self.inner;
+        let (id, found, ended) = inner.with_live(token.hash().0, |shard, key, _| {
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let id = s.id;
+            let Some(inst) = s.instances.as_mut() else {
+                return Ok(Some((id, false, None)));
+            };
+            let Some(pos) = inst.open.iter().position(|i| *i == instance) else {
+                return Ok(Some((id, false, None)));
+            };
+            inst.open.remove(pos);
+            if !inst.open.is_empty() || s.idle_ms != 0 {
+                return Ok(Some((id, true, None)));
+            }
+            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            inner.ids_remove(id);
+            let t = inner.journal.append(|| Change::End {
+                id,
+                reason: EndReason::LastInstanceEnded,
+            })?;
+            Ok(Some((id, true, Some((state, t)))))
+        })?;
+        if found {
+            inner.events.emit_if(|| {
+                vec![Event::InstanceEnded {
+                    session: id,
+                    instance,
+                }]
+            });
+        }
+        if let Some((state, ticket)) = ended {
+            inner.finish_end(&state, ticket, EndReason::LastInstanceEnded)?;
+        }
+        Ok(found)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Observing
+
+    /// Subscribes to session events. Each subscriber has its own buffer of
+    /// [`Options::event_capacity`] events; when it is full, further events to that
+    /// subscriber are dropped (and counted), so a slow subscriber never blocks the
+    /// store. Drop the receiver to unsubscribe.
+    pub fn subscribe(&self) -> Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Counters describing the store.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let mut st = Stats {
+            users: inner.users.user_count(),
+            events_dropped: inner.events.dropped(),
+            ..Stats::default()
+        };
+        for shard in inner.shards.iter() {
+            let s = shard.read();
+            let live = s.live_count();
+            st.sessions += live;
+            st.aliases += s.map.len() - live;
+            st.timers += s.wheel.len();
+        }
+        st
+    }
+
+    /// Number of sessions in the index (expired ones not yet reaped included).
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.read().live_count())
+            .sum()
+    }
+
+    /// True when the store holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks that the index, the id map, the user index and the timing wheels agree,
+    /// taking every lock for a consistent view (so not for a hot path). Fuzz targets and
+    /// property tests call it after every step.
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] describing the first disagreement found.
+    pub fn verify(&self) -> Result<()> {
+        self.inner.verify()
+    }
+}
+
+impl Inner {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.opts.clock.now()
+    }
+
+    fn is_live(&self, state: &SessionState) -> bool {
+        state.deadline(self.auth_ms) > self.now()
+    }
+
+    fn shard_ix(&self, key: u128) -> usize {
+        ((key >> 64) as usize) & self.mask
+    }
+
+    fn shard(&self, key: u128) -> &RwLock<Shard> {
+        &self.shards[self.shard_ix(key)]
+    }
+
+    fn id_shard(&self, id: SessionId) -> &RwLock<RandomKeyMap<u128>> {
+        &self.ids[((id.0 >> 64) as usize) & self.mask]
+    }
+
+    fn hash_of(&self, id: SessionId) -> Option<u128> {
+        self.id_shard(id).read().get(&id.0).copied()
+    }
+
+    fn ids_insert(&self, id: SessionId, key: u128) {
+        self.id_shard(id).write().insert(id.0, key);
+    }
+
+    fn ids_remove(&self, id: SessionId) {
+        self.id_shard(id).write().remove(&id.0);
+    }
+
+    /// Locks shards `i` and `j` for writing in index order; the second guard is `None`
+    /// when they are the same shard (then the first guards both).
+    fn lock_pair(
+        &self,
+        i: usize,
+        j: usize,
+    ) -> (
+        RwLockWriteGuard<'_, Shard>,
+        Option<RwLockWriteGuard<'_, Shard>>,
+    ) {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match i.cmp(&j) {
+            Equal => (self.shards[i].write(), None),
+            Less => {
+                let a = self.shards[i].write();
+                let b = self.shards[j].write();
+                (a, Some(b))
+            }
+            Greater => {
+                let b = self.shards[j].write();
+                let a = self.shards[i].write();
+                (a, Some(b))
+            }
+        }
+    }
+
+    fn wait_all(&self, tickets: &[Ticket]) -> Result<()> {
+        // Tickets are handed out in log order: the last one covers the rest.
+        match tickets.iter().max() {
+            Some(&t) => self.journal.wait(t),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the live session `hash` resolves to (following a rotation alias)
+    /// under its shard's read lock. `None` if there is none, or it is past its deadline.
+    fn read_live<R>(&self, hash: u128, f: impl FnOnce(&SessionState, Timestamp) -> R) -> Option<R> {
+        let mut key = hash;
+        for _ in 0..MAX_HOPS {
+            let shard = self.shard(key).read();
+            let now = self.now();
+            match shard.map.get(&key) {
+                Some(Slot::Live(s)) => {
+                    if s.deadline(self.auth_ms) <= now {
+                        return None;
+                    }
+                    return Some(f(s, now));
+                }
+                Some(Slot::Alias(a)) if a.until > now => {
+                    let id = a.session;
+                    drop(shard);
+                    key = self.hash_of(id)?;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Runs `f` on the live session with public id `id` under its shard's read lock.
+    fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
+        for _ in 0..MAX_HOPS {
+            let key = self.hash_of(id)?;
+            let shard = self.shard(key).read();
+            let now = self.now();
+            match shard.live(key) {
+                Some(s) if s.id == id => {
+                    return (s.deadline(self.auth_ms) > now).then(|| f(s));
+                }
+                // Moved by a concurrent rotation, or being removed: look again.
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Runs `f` under the write lock of the shard holding the live session `hash`
+    /// resolves to; `f` gets the shard, the session's key and the time. `f` returning
+    /// `Ok(None)` means "the session changed under me": `with_live` looks again.
+    fn with_live<R>(
+        &self,
+        hash: u128,
+        mut f: impl FnMut(&mut Shard, u128, Timestamp) -> Attempt<R>,
+    ) -> Result<R> {
+        let mut key = hash;
+        let mut hops = 0;
+        loop {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(Error::Ended);
+            }
+            let mut shard = self.shard(key).write();
+            let now = self.now();
+            match shard.map.get(&key) {
+                Some(Slot::Live(s)) => {
+                    if s.deadline(self.auth_ms) <= now {
+                        return Err(Error::Ended);
+                    }
+                }
+                Some(Slot::Alias(a)) if a.until > now => {
+                    let id = a.session;
+                    drop(shard);
+                    key = self.hash_of(id).ok_or(Error::Ended)?;
+                    continue;
+                }
+                _ => return Err(Error::Ended),
+            }
+            if let Some(r) = f(&mut shard, key, now)? {
+                return Ok(r);
+            }
+            drop(shard);
+            key = hash;
+        }
+    }
+
+    /// Replaces the data of the session `hash` resolves to with what `change` makes of
+    /// it; with `expected`, only if the version matches. Returns the new version.
+    fn change_data(
+        &self,
+        hash: u128,
+        expected: Option<u64>,
+        mut change: impl FnMut(&mut SessionData) -> Result<bool>,
+    ) -> Result<u64> {
+        let (version, ticket) = self.with_live(hash, |shard, key, now| {
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            if let Some(expected) = expected
+                && s.version != expected
+            {
+                return Err(Error::VersionConflict {
+                    expected,
+                    actual: s.version,
+                });
+            }
+            let mut data = (*s.data).clone();
+            if !change(&mut data)? {
+                return Ok(Some((s.version, None)));
+            }
+            if data.encoded_len() > self.opts.limits.max_data_bytes {
+                return Err(Error::TooLarge {
+                    what: "session data",
+                    len: data.encoded_len(),
+                    max: self.opts.limits.max_data_bytes,
+                });
+            }
+            data.shrink();
+            s.data = Arc::new(data);
+            s.version += 1;
+            s.mark_seen(now);
+            let (id, version) = (s.id, s.version);
+            let t = self.journal.append(|| Change::Data {
+                id,
+                version,
+                data: Arc::clone(&s.data),
+            })?;
+            Ok(Some((version, Some(t))))
+        })?;
+        if let Some(t) = ticket {
+            self.journal.wait(t)?;
+        }
+        Ok(version)
+    }
+
+    fn check_entry(&self, key: &str, value_len: usize) -> Result<()> {
+        let l = &self.opts.limits;
+        if key.len() > l.max_key_bytes {
+            return Err(Error::TooLarge {
+                what: "key",
+                len: key.len(),
+                max: l.max_key_bytes,
+            });
+        }
+        if value_len > l.max_value_bytes {
+            return Err(Error::TooLarge {
+                what: "value",
+                len: value_len,
+                max: l.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_data(&self, data: &SessionData) -> Result<()> {
+        for (k, v) in data.iter() {
+            self.check_entry(k, v.len())?;
+        }
+        let max = self.opts.limits.max_data_bytes;
+        if data.encoded_len() > max {
+            return Err(Error::TooLarge {
+                what: "session data",
+                len: data.encoded_len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the session with public id `id`, wherever rotation has moved it, and
+    /// logs its end. Does not touch the user index (the caller owns that).
+    fn remove_by_id(
+        &self,
+        id: SessionId,
+        reason: EndReason,
+    ) -> Result<Option<(Box<SessionState>, Ticket)>> {
+        for _ in 0..MAX_HOPS {
+            let Some(key) = self.hash_of(id) else {
+                return Ok(None);
+            };
+            let mut shard = self.shard(key).write();
+            if let Some(state) = shard.remove_live(key, id) {
+                self.ids_remove(id);
+                let t = self.journal.append(|| Change::End { id, reason })?;
+                return Ok(Some((state, t)));
+            }
+            drop(shard);
+            if self.hash_of(id) == Some(key) {
+                // The id map still points here but the session is gone: a concurrent
+                // end is between its two steps.
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// After a session was removed from the index: drop it from its user's list, wait
+    /// for durability, tell subscribers.
+    fn finish_end(&self, state: &SessionState, ticket: Ticket, reason: EndReason) -> Result<()> {
+        if let Some(user) = &state.user {
+            self.users.lock(&[user]).remove(user, state.id);
+        }
+        self.journal.wait(ticket)?;
+        self.events.emit_if(|| {
+            vec![Event::Ended {
+                session: state.id,
+                user: state.user.clone(),
+                reason,
+            }]
+        });
+        Ok(())
+    }
+
+    /// With `user`'s lock held: makes room for one more session under
+    /// [`Options::max_sessions_per_user`], or refuses. `exclude` is a session already
+    /// counted as the user's new one (a bind). Also prunes stale entries.
+    fn enforce_limit(
+        &self,
+        guards: &mut UserGuards<'_>,
+        user: &UserId,
+        exclude: Option<SessionId>,
+        events: &mut Vec<Event>,
+        tickets: &mut Vec<Ticket>,
+    ) -> Result<()> {
+        let Some(max) = self.opts.max_sessions_per_user else {
+            return Ok(());
+        };
+        let mut live: Vec<(Timestamp, SessionId)> = Vec::new();
+        for id in guards.sessions(user) {
+            if Some(id) == exclude {
+                continue;
+            }
+            if let Some(created) = self.read_by_id(id, |s| s.created) {
+                live.push((created, id));
+            }
+        }
+        if live.len() < max {
+            return Ok(());
+        }
+        if self.opts.limit_policy == LimitPolicy::Refuse {
+            return Err(Error::UserSessionLimit {
+                user: user.to_string(),
+                max,
+            });
+        }
+        live.sort();
+        for &(_, id) in &live[..live.len() + 1 - max] {
+            if let Some((_, t)) = self.remove_by_id(id, EndReason::LimitExceeded)? {
+                guards.remove(user, id);
+                tickets.push(t);
+                events.push(Event::Ended {
+                    session: id,
+                    user: Some(user.clone()),
+                    reason: EndReason::LimitExceeded,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass of the reaper over every shard. Returns how many sessions expired.
+    pub(crate) fn reap(&self) -> usize {
+        let mut due = Vec::new();
+        let mut expired: Vec<(SessionId, Option<UserId>)> = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            let now = self.now();
+            due.clear();
+            shard.wheel.advance(now.0, &mut due);
+            for &(key, _) in &due {
+                let shard = &mut *shard;
+                match shard.map.get_mut(&key) {
+                    Some(Slot::Live(s)) => {
+                        let deadline = s.deadline(self.auth_ms);
+                        if deadline > now {
+                            // Touched or extended since scheduled: re-arm at the real one.
+                            s.timer = shard.wheel.schedule(key, deadline.0);
+                            continue;
+                        }
+                        let Some(Slot::Live(s)) = shard.map.remove(&key) else {
+                            continue;
+                        };
+                        self.ids_remove(s.id);
+                        let _ = self.journal.append(|| Change::End {
+                            id: s.id,
+                            reason: EndReason::Expired,
+                        });
+                        expired.push((s.id, s.user.clone()));
+                    }
+                    Some(Slot::Alias(a)) => {
+                        if a.until > now {
+                            a.timer = shard.wheel.schedule(key, a.until.0);
+                        } else {
+                            shard.map.remove(&key);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (id, user) in &expired {
+            if let Some(u) = user {
+                self.users.lock(&[u]).remove(u, *id);
+            }
+        }
+        let n = expired.len();
+        self.events.emit_if(|| {
+            expired
+                .into_iter()
+                .map(|(session, user)| Event::Ended {
+                    session,
+                    user,
+                    reason: EndReason::Expired,
+                })
+                .collect()
+        });
+        n
+    }
+
+    fn verify(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Inconsistent(msg));
+        let users = self.users.lock_all();
+        let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
+        let id_of = |id: SessionId| ids[((id.0 >> 64) as usize) & self.mask].get(&id.0).copied();
+        let mut live_by_user: std::collections::HashMap<UserId, Vec<SessionId>> =
+            std::collections::HashMap::new();
+        let mut live_total = 0usize;
+        for (i, shard) in shards.iter().enumerate() {
+            let mut timers: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+            for (key, deadline, _) in shard.wheel.iter() {
+                if timers.insert(key, deadline).is_some() {
+                    return bad(format!("shard {i}: two timers for one key"));
+                }
+            }
+            if timers.len() != shard.map.len() {
+                return bad(format!(
+                    "shard {i}: {} timers for {} slots",
+                    timers.len(),
+                    shard.map.len()
+                ));
+            }
+            for (&key, slot) in &shard.map {
+                if self.shard_ix(key) != i {
+                    return bad(format!("shard {i}: holds a key of another shard"));
+                }
+                match slot {
+                    Slot::Live(s) => {
+                        live_total += 1;
+                        if id_of(s.id) != Some(key) {
+                            return bad(format!("session {} missing from the id map", s.id));
+                        }
+                        match shard.wheel.deadline(s.timer, key) {
+                            None => return bad(format!("session {} has no timer", s.id)),
+                            Some(t) if t > s.deadline(self.auth_ms).0 => {
+                                return bad(format!("session {} timer fires late", s.id));
+                            }
+                            Some(_) => {}
+                        }
+                        if let Some(u) = &s.user {
+                            live_by_user.entry(u.clone()).or_default().push(s.id);
+                        }
+                        if s.data.encoded_len() > self.opts.limits.max_data_bytes {
+                            return bad(format!("session {} data over the limit", s.id));
+                        }
+                    }
+                    Slot::Alias(a) => {
+                        if shard.wheel.deadline(a.timer, key) != Some(a.until.0) {
+                            return bad(format!("alias of {} has no timer", a.session));
+                        }
+                    }
+                }
+            }
+        }
+        let id_total: usize = ids.iter().map(|m| m.len()).sum();
+        if id_total != live_total {
+            return bad(format!(
+                "id map has {id_total} entries for {live_total} sessions"
+            ));
+        }
+        let mut listed = 0usize;
+        for map in &users {
+            for (user, list) in map.iter() {
+                if list.is_empty() {
+                    return bad(format!("user {user} has an empty list"));
+                }
+                let mut sorted = list.clone();
+                sorted.sort();
+                let mut want = live_by_user.get(user).cloned().unwrap_or_default();
+                want.sort();
+                if sorted != want {
+                    return bad(format!(
+                        "user {user}: index lists {} sessions, index holds {}",
+                        sorted.len(),
+                        want.len()
+                    ));
+                }
+                listed += list.len();
+            }
+        }
+        let owned: usize = live_by_user.values().map(Vec::len).sum();
+        if listed != owned {
+            return bad(format!(
+                "{owned} sessions have users but the user index lists {listed}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl EventBus {
+    /// Builds and emits events only when someone is subscribed.
+    pub(crate) fn emit_if(&self, make: impl FnOnce() -> Vec<Event>) {
+        if self.active() {
+            self.emit(make());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The per-user secondary index: user → that user's sessions, so listing and revoking a
+//! user's sessions cost O(their count), not O(store).
+//!
+//! The index is sharded by user; a shard's mutex is "the user's lock". Every change
+//! that adds a session to a user (create, bind) happens with that lock held from the
+//! moment the session becomes readable until it is in the user's list, and revoke holds
+//! the same lock while it ends the list. So a revoke racing creates for the same user
+//! can never leave behind a readable session that is missing from the list.
+//!
+//! Lock order in the store: user locks (ascending shard) → session shards (ascending)
+//! → id shards. Nothing takes a user lock while holding a session or id shard.
+
+use std::collections::HashMap;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::session::UserId;
+use crate::token::SessionId;
+
+pub(crate) type UserMap = HashMap<UserId, Vec<SessionId>, ahash::RandomState>;
+
+pub(crate) struct UserIndex {
+    shards: Box<[Mutex<UserMap>]>,
+    hasher: ahash::RandomState,
+    mask: usize,
+}
+
+/// Held user locks; look users up through it.
+pub(crate) struct UserGuards<'a> {
+    index: &'a UserIndex,
+    held: Vec<(usize, MutexGuard<'a, UserMap>)>,
+}
+
+impl UserGuards<'_> {
+    pub(crate) fn map(&mut self, user: &UserId) -> &mut UserMap {
+        let i = self.index.shard_of(user);
+        let pos = self
+            .held
+            .iter()
+            .position(|(j, _)| *j == i)
+            .expect("user lock taken before use");
+        &mut self.held[pos].1
+    }
+
+    /// The sessions listed for `user` (a copy).
+    pub(crate) fn sessions(&mut self, user: &UserId) -> Vec<SessionId> {
+        self.map(user).get(user).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn add(&mut self, user: &UserId, id: SessionId) {
+        self.map(user).entry(user.clone()).or_default().push(id);
+    }
+
+    pub(crate) fn remove(&mut self, user: &UserId, id: SessionId) {
+        let map = self.map(user);
+        if let Some(list) = map.get_mut(user) {
+            if let Some(pos) = list.iter().position(|s| *s == id) {
+                list.swap_remove(pos);
+            }
+            if list.is_empty() {
+                map.remove(user);
+            }
+        }
+    }
+
+    pub(crate) fn take(&mut self, user: &UserId) -> Vec<SessionId> {
+        self.map(user).remove(user).unwrap_or_default()
+    }
+}
+
+impl UserIndex {
+    pub(crate) fn new(shards: usize) -> UserIndex {
+        UserIndex {
+            shards: (0..shards)
+                .map(|_| Mutex::new(UserMap::default()))
+                .collect(),
+            hasher: ahash::RandomState::new(),
+            mask: shards - 1,
+        }
+    }
+
+    fn shard_of(&self, user: &UserId) -> usize {
+        (self.hasher.hash_one(user.as_str()) as usize) & self.mask
+    }
+
+    /// Takes the locks of `users` in shard order.
+    pub(crate) fn lock<'a>(&'a self, users: &[&UserId]) -> UserGuards<'a> {
+        let mut idx: Vec<usize> = users.iter().map(|u| self.shard_of(u)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        UserGuards {
+            index: self,
+            held: idx
+                .into_iter()
+                .map(|i| (i, self.shards[i].lock()))
+                .collect(),
+        }
+    }
+
+    /// Takes every user lock, in order (for `clear` and consistency checks).
+    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, UserMap>> {
+        self.shards.iter().map(|s| s.lock()).collect()
+    }
+
+    /// Number of users with at least one listed session.
+    pub(crate) fn user_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
