@@ -151,13 +151,11 @@ impl SessionData {
     }
 
     /// The flat encoding (for the log).
-    #[allow(dead_code)] // the log's codec uses it
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 
     /// Rebuilds a map from its flat encoding, checking that it is well formed.
-    #[allow(dead_code)] // the log's codec uses it
     pub(crate) fn from_bytes(buf: Vec<u8>) -> Option<SessionData> {
         let mut pos = 0;
         let mut prev: Option<&[u8]> = None;

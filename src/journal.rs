@@ -12,6 +12,7 @@ use crate::clock::Timestamp;
 use crate::data::SessionData;
 use crate::error::Result;
 use crate::events::EndReason;
+use crate::log::writer::Durable;
 use crate::session::UserId;
 use crate::token::{SessionId, TokenHash};
 
@@ -32,12 +33,17 @@ pub(crate) enum Change {
     Data {
         id: SessionId,
         version: u64,
+        at: Timestamp,
         data: Arc<SessionData>,
     },
     /// Activity: the idle deadline counts from `at`.
     Touch { id: SessionId, at: Timestamp },
     /// A new absolute deadline.
-    Extend { id: SessionId, absolute: Timestamp },
+    Extend {
+        id: SessionId,
+        absolute: Timestamp,
+        at: Timestamp,
+    },
     /// A user bound (logged in) at `at`.
     Bind {
         id: SessionId,
@@ -58,6 +64,7 @@ pub(crate) enum Change {
         old: TokenHash,
         new: TokenHash,
         grace_until: Timestamp,
+        at: Timestamp,
     },
     /// The session ended.
     End { id: SessionId, reason: EndReason },
@@ -75,26 +82,25 @@ pub(crate) struct Ticket(pub(crate) u64);
 pub(crate) enum Journal {
     /// Nothing is kept: the store lives and dies with the process.
     Memory,
+    /// A writer thread makes changes durable through a storage backend.
+    Durable(Durable),
 }
 
 impl Journal {
     /// Hands a change to the log. Call with the lock of what changed still held.
     pub(crate) fn append(&self, change: impl FnOnce() -> Change) -> Result<Ticket> {
         match self {
-            Journal::Memory => {
-                let _ = change;
-                Ok(Ticket(0))
-            }
+            Journal::Memory => Ok(Ticket(0)),
+            Journal::Durable(d) => d.append(change()),
         }
     }
 
-    /// Returns once the change behind `ticket` is durable. Call with no lock held.
+    /// Returns once the change behind `ticket` is as durable as the mode promises.
+    /// Call with no lock held.
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
         match self {
-            Journal::Memory => {
-                let _ = ticket;
-                Ok(())
-            }
+            Journal::Memory => Ok(()),
+            Journal::Durable(d) => d.wait(ticket),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::storage::BackendKind;
 
 /// What happens when a user who already has the maximum number of sessions gets a new
 /// one (see [`Options::max_sessions_per_user`]).
@@ -16,6 +17,34 @@ pub enum LimitPolicy {
     /// [`crate::EndReason::LimitExceeded`]).
     #[default]
     EndOldest,
+}
+
+/// How durable an acknowledged write is, and what each mode can lose on a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// A write returns after its record is fsynced (shared with every write in the same
+    /// batch: group commit). Loses nothing acknowledged, on a process crash or a power
+    /// failure.
+    Sync,
+    /// A write returns once its record is queued for the writer thread, which hands it
+    /// to the OS at once and fsyncs every `flush_every`. On a process crash nothing
+    /// the writer had handed to the OS is lost (microseconds behind); on a power
+    /// failure at most the last `flush_every` is lost, and nothing older.
+    Buffered {
+        /// The fsync interval.
+        flush_every: Duration,
+    },
+    /// No files at all: the store lives and dies with the process.
+    Memory,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Buffered {
+            flush_every: Duration::from_millis(100),
+        }
+    }
 }
 
 /// Size limits on what callers put into a session. Everything past a limit is refused
@@ -62,6 +91,13 @@ pub struct Options {
     pub(crate) reaper_interval: Option<Duration>,
     pub(crate) event_capacity: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) durability: Durability,
+    pub(crate) backend: BackendKind,
+    pub(crate) salvage: bool,
+    pub(crate) segment_bytes: u64,
+    pub(crate) auto_compact: bool,
+    pub(crate) compact_min_bytes: u64,
+    pub(crate) compact_growth: f64,
 }
 
 impl Default for Options {
@@ -79,6 +115,13 @@ impl Default for Options {
             reaper_interval: Some(Duration::from_secs(1)),
             event_capacity: 4096,
             clock: Arc::new(SystemClock),
+            durability: Durability::default(),
+            backend: BackendKind::default(),
+            salvage: false,
+            segment_bytes: 64 << 20,
+            auto_compact: true,
+            compact_min_bytes: 16 << 20,
+            compact_growth: 2.0,
         }
     }
 }
@@ -97,6 +140,13 @@ impl std::fmt::Debug for Options {
             .field("shards", &self.shards)
             .field("reaper_interval", &self.reaper_interval)
             .field("event_capacity", &self.event_capacity)
+            .field("durability", &self.durability)
+            .field("backend", &self.backend)
+            .field("salvage", &self.salvage)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("auto_compact", &self.auto_compact)
+            .field("compact_min_bytes", &self.compact_min_bytes)
+            .field("compact_growth", &self.compact_growth)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +235,45 @@ impl Options {
         self
     }
 
+    /// How durable an acknowledged write is ([`Durability`]). Default: `Buffered`,
+    /// fsync every 100 ms. [`crate::Store::in_memory`] always uses `Memory`.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// The storage backend of a store opened on a directory. Default
+    /// [`BackendKind::Log`].
+    pub fn backend(mut self, b: BackendKind) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// On open, skip damaged records instead of failing with [`Error::Corrupt`], and
+    /// list what was skipped in the [`crate::RecoveryReport`]. Default false: damage is
+    /// an error, never silently dropped.
+    pub fn salvage(mut self, on: bool) -> Self {
+        self.salvage = on;
+        self
+    }
+
+    /// Size at which the log starts a new segment file. Default 64 MiB.
+    pub fn segment_bytes(mut self, n: u64) -> Self {
+        self.segment_bytes = n;
+        self
+    }
+
+    /// Compact in the background when the log reaches `min_bytes` and `growth` times
+    /// the size of the last compacted base (so rewriting costs O(1) per byte written,
+    /// amortized). `auto = false` compacts only on [`crate::Store::compact`]. Default
+    /// on, 16 MiB, 2.0.
+    pub fn compaction(mut self, auto: bool, min_bytes: u64, growth: f64) -> Self {
+        self.auto_compact = auto;
+        self.compact_min_bytes = min_bytes;
+        self.compact_growth = growth;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |name, reason: &str| {
             Err(Error::InvalidOption {
@@ -209,6 +298,23 @@ impl Options {
         }
         if self.event_capacity == 0 {
             return bad("event_capacity", "must be at least 1");
+        }
+        if let Durability::Buffered { flush_every } = self.durability
+            && flush_every.is_zero()
+        {
+            return bad(
+                "durability",
+                "Buffered flush_every must be longer than zero",
+            );
+        }
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes", "must be at least 4096");
+        }
+        if !self.compact_growth.is_finite() || self.compact_growth < 1.0 {
+            return bad(
+                "compaction",
+                "growth must be a finite number of at least 1.0",
+            );
         }
         let l = &self.limits;
         if l.max_key_bytes == 0 || l.max_key_bytes > crate::data::MAX_KEY_BYTES {

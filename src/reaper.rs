@@ -14,6 +14,30 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use crate::error::{Error, Result};
 use crate::store::Inner;
 
+/// A background thread joined when dropped (unless the drop happens on that very
+/// thread, which then exits on its own).
+pub(crate) struct Background(Option<JoinHandle<()>>);
+
+impl Background {
+    pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<Background> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map(|h| Background(Some(h)))
+            .map_err(|e| Error::io(format!("starting the {name} thread"), e))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 pub(crate) struct Reaper {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,

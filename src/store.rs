@@ -25,10 +25,17 @@ use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::events::{EndReason, Event, EventBus};
 use crate::journal::{Change, Journal, Ticket};
+use crate::lockfile;
+use crate::log::compaction::{CompactionStats, Snapshot};
+use crate::log::record::Image;
+use crate::log::recovery::{Recovered, RecoveryReport};
+use crate::log::writer::Durable;
+use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
-use crate::reaper::Reaper;
+use crate::reaper::{Background, Reaper};
 use crate::session::{Instances, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{RandomKeyMap, Shard, Slot};
+use crate::storage;
 use crate::token::{InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
 use crate::wheel::TimerHandle;
@@ -50,7 +57,7 @@ impl<T> Deref for Padded<T> {
 }
 
 /// Counters describing a store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Sessions in the index (including expired ones the reaper has not reached).
@@ -63,6 +70,27 @@ pub struct Stats {
     pub timers: usize,
     /// Events dropped because a subscriber's buffer was full.
     pub events_dropped: u64,
+    /// The storage backend: "log", "sled" or "memory".
+    pub backend: &'static str,
+    /// Bytes the store occupies on disk (0 in memory).
+    pub disk_bytes: u64,
+    /// Estimated bytes the live sessions would take in a freshly compacted base.
+    pub estimated_live_bytes: u64,
+    /// Estimated share of `disk_bytes` that is dead history (what compaction would
+    /// reclaim), from 0.0 to 1.0.
+    pub dead_ratio: f64,
+    /// Compactions since the store was opened.
+    pub compactions: u64,
+    /// When the last compaction finished, and what it did.
+    pub last_compaction: Option<(Timestamp, CompactionStats)>,
+    /// The error of the last compaction, if it failed.
+    pub last_compaction_error: Option<String>,
+    /// Write batches the log writer has written (each one `write`).
+    pub log_batches: u64,
+    /// Records the log writer has written.
+    pub log_records: u64,
+    /// fsyncs the log writer has issued.
+    pub log_syncs: u64,
 }
 
 /// An embedded session store.
@@ -86,8 +114,23 @@ pub(crate) struct Inner {
     users: UserIndex,
     events: EventBus,
     journal: Journal,
+    report: parking_lot::Mutex<RecoveryReport>,
+    compaction: parking_lot::Mutex<CompactionLog>,
+    compact_lock: parking_lot::Mutex<()>,
+    /// Dropped after the journal, whose writer raises its requests.
+    compactor: parking_lot::Mutex<Option<Background>>,
     /// The background reaper; dropping it stops and joins the thread.
     reaper: parking_lot::Mutex<Option<Reaper>>,
+}
+
+/// Compactions so far.
+#[derive(Default)]
+struct CompactionLog {
+    count: u64,
+    last: Option<(Timestamp, CompactionStats)>,
+    /// Bytes per session in the last base, to estimate the live set's size.
+    bytes_per_session: Option<f64>,
+    last_error: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,7 +150,7 @@ impl Store {
     /// # Errors
     /// [`Error::Io`] if the reaper thread cannot be started.
     pub fn in_memory() -> Result<Store> {
-        Store::build(Options::default(), Journal::Memory)
+        Store::in_memory_with(Options::default())
     }
 
     /// A store that lives only in memory.
@@ -115,10 +158,11 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidOption`] if an option is out of range.
     pub fn in_memory_with(opts: Options) -> Result<Store> {
-        Store::build(opts, Journal::Memory)
+        Store::build(opts, Journal::Memory, None)
     }
 
-    /// Opens (creating if needed) the store in directory `dir`, with default options.
+    /// Opens (creating if needed) the durable store in directory `dir`, with default
+    /// options: the log backend, [`Durability::Buffered`].
     ///
     /// # Errors
     /// See [`Store::open_with`].
@@ -126,19 +170,37 @@ impl Store {
         Store::open_with(dir, Options::default())
     }
 
-    /// Opens (creating if needed) the store in directory `dir`.
+    /// Opens (creating if needed) the store in directory `dir`, recovering what it
+    /// holds. Read what recovery found with [`Store::recovery_report`].
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] if an option is out of range; [`Error::Io`] if the
-    /// directory cannot be created or read.
+    /// [`Error::Locked`] if another store (in this or another process) has the
+    /// directory open; [`Error::Corrupt`] if a file is damaged anywhere but its torn
+    /// tail (see [`Options::salvage`]); [`Error::UnsupportedFormat`] if a newer
+    /// sessiondb wrote it; [`Error::InvalidOption`]; [`Error::Io`].
     pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        if opts.durability == Durability::Memory {
+            return Store::build(opts, Journal::Memory, None);
+        }
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        Store::build(opts, Journal::Memory)
+        let lock = lockfile::lock(dir)?;
+        let opened = storage::open(opts.backend, dir, &opts)?;
+        let journal = Durable::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
+        Store::build(
+            opts,
+            Journal::Durable(journal),
+            Some((opened.state, opened.report)),
+        )
     }
 
-    fn build(opts: Options, journal: Journal) -> Result<Store> {
+    fn build(
+        opts: Options,
+        journal: Journal,
+        recovered: Option<(Recovered, RecoveryReport)>,
+    ) -> Result<Store> {
         opts.validate()?;
         let now = opts.clock.now();
         let n = opts.shards;
@@ -156,9 +218,37 @@ impl Store {
             users: UserIndex::new(n),
             events: EventBus::new(opts.event_capacity),
             journal,
+            report: parking_lot::Mutex::new(RecoveryReport {
+                backend: "memory",
+                ..RecoveryReport::default()
+            }),
+            compaction: parking_lot::Mutex::new(CompactionLog::default()),
+            compact_lock: parking_lot::Mutex::new(()),
+            compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
             opts,
         });
+        if let Some((state, mut report)) = recovered {
+            let started = std::time::Instant::now();
+            let (live, expired) = inner.load(state, now);
+            report.sessions = live;
+            report.expired_dropped = expired;
+            report.duration += started.elapsed();
+            *inner.report.lock() = report;
+        }
+        if let Journal::Durable(d) = &inner.journal
+            && let Some(requests) = d.compact_requests.lock().take()
+        {
+            let weak = Arc::downgrade(&inner);
+            let worker = Background::spawn("sessiondb-compact", move || {
+                // Ends when the writer (which raises requests) has stopped.
+                while requests.recv().is_ok() {
+                    let Some(store) = weak.upgrade() else { return };
+                    let _ = store.compact();
+                }
+            })?;
+            *inner.compactor.lock() = Some(worker);
+        }
         if let Some(every) = inner.opts.reaper_interval {
             let reaper = Reaper::spawn(Arc::downgrade(&inner), every)?;
             *inner.reaper.lock() = Some(reaper);
@@ -404,12 +494,16 @@ impl Store {
         let inner = &*self.inner;
         let (deadline, ticket) = inner.with_live(token.hash().0, |shard, key, now| {
             let s = shard.live_mut(key).ok_or(Error::Ended)?;
-            s.absolute = s.absolute.max(now.saturating_add(by));
+            let (id, absolute) = (s.id, s.absolute.max(now.saturating_add(by)));
+            // Logged first: a change the log refused is not applied either.
+            let t = inner.journal.append(|| Change::Extend {
+                id,
+                absolute,
+                at: now,
+            })?;
+            s.absolute = absolute;
             s.mark_seen(now);
-            let (id, absolute) = (s.id, s.absolute);
-            let deadline = s.deadline(inner.auth_ms);
-            let t = inner.journal.append(|| Change::Extend { id, absolute })?;
-            Ok(Some((deadline, t)))
+            Ok(Some((s.deadline(inner.auth_ms), t)))
         })?;
         inner.journal.wait(ticket)?;
         Ok(deadline)
@@ -427,12 +521,12 @@ impl Store {
         let label: Option<Arc<str>> = label.map(Arc::from);
         let ticket = inner.with_live(token.hash().0, |shard, key, _| {
             let s = shard.live_mut(key).ok_or(Error::Ended)?;
-            s.label.clone_from(&label);
             let id = s.id;
             let t = inner.journal.append(|| Change::Label {
                 id,
                 label: label.clone(),
             })?;
+            s.label.clone_from(&label);
             Ok(Some(t))
         })?;
         inner.journal.wait(ticket)
@@ -479,19 +573,19 @@ impl Store {
                 if s.id != id || s.user != current {
                     return Ok(Some(None));
                 }
-                s.user = Some(user.clone());
-                s.authenticated = Some(now);
-                s.version += 1;
-                s.mark_seen(now);
-                let version = s.version;
-                let deadline = s.deadline(inner.auth_ms);
-                shard.reschedule_if_earlier(key, deadline);
+                let version = s.version + 1;
                 let t = inner.journal.append(|| Change::Bind {
                     id,
                     user: user.clone(),
                     at: now,
                     version,
                 })?;
+                s.user = Some(user.clone());
+                s.authenticated = Some(now);
+                s.version = version;
+                s.mark_seen(now);
+                let deadline = s.deadline(inner.auth_ms);
+                shard.reschedule_if_earlier(key, deadline);
                 Ok(Some(Some(t)))
             })?;
             let Some(ticket) = ticket else { continue };
@@ -551,11 +645,11 @@ impl Store {
                 if s.id != id || s.user.as_ref() != Some(&user) {
                     return Ok(Some(None));
                 }
+                let version = s.version + 1;
+                let t = inner.journal.append(|| Change::Unbind { id, version })?;
                 s.user = None;
                 s.authenticated = None;
-                s.version += 1;
-                let version = s.version;
-                let t = inner.journal.append(|| Change::Unbind { id, version })?;
+                s.version = version;
                 Ok(Some(Some(t)))
             })?;
             let Some(ticket) = ticket else { continue };
@@ -685,23 +779,26 @@ impl Store {
             if collides {
                 continue; // a 128-bit collision: draw again
             }
-            let Some(Slot::Live(state)) = a.map.remove(&old) else {
+            let Some(id) = a.live(old).map(|s| s.id) else {
                 return Err(Error::Ended);
             };
-            a.wheel.cancel(state.timer, old);
-            let id = state.id;
             let grace_until = now.saturating_add(Duration::from_millis(inner.grace_ms));
-            if inner.grace_ms > 0 {
-                a.insert_alias(old, id, grace_until);
-            }
-            state.mark_seen(now);
-            let deadline = state.deadline(inner.auth_ms);
             let ticket = inner.journal.append(|| Change::Rotate {
                 id,
                 old: TokenHash(old),
                 new: TokenHash(new),
                 grace_until,
+                at: now,
             })?;
+            let Some(Slot::Live(state)) = a.map.remove(&old) else {
+                return Err(Error::Ended);
+            };
+            a.wheel.cancel(state.timer, old);
+            if inner.grace_ms > 0 {
+                a.insert_alias(old, id, grace_until);
+            }
+            state.mark_seen(now);
+            let deadline = state.deadline(inner.auth_ms);
             match b.as_deref_mut() {
                 Some(other) => other.insert_live(new, state, deadline),
                 None => a.insert_live(new, state, deadline),
@@ -730,12 +827,12 @@ impl Store {
                 Some(s) => s.id,
                 None => return Err(Error::Ended),
             };
-            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
-            inner.ids_remove(id);
             let t = inner.journal.append(|| Change::End {
                 id,
                 reason: EndReason::Ended,
             })?;
+            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            inner.ids_remove(id);
             Ok(Some((state, t)))
         });
         match removed {
@@ -783,6 +880,7 @@ impl Store {
             inner.shards.iter().map(|s| s.write()).collect();
         let mut ids: Vec<_> = inner.ids.iter().map(|s| s.write()).collect();
         let now = inner.now();
+        let ticket = inner.journal.append(|| Change::Clear)?;
         let mut count = 0;
         for shard in &mut shards {
             count += shard.live_count();
@@ -794,7 +892,6 @@ impl Store {
         for u in &mut users {
             u.clear();
         }
-        let ticket = inner.journal.append(|| Change::Clear)?;
         drop(ids);
         drop(shards);
         drop(users);
@@ -861,12 +958,12 @@ impl Store {
             if !inst.open.is_empty() || s.idle_ms != 0 {
                 return Ok(Some((id, true, None)));
             }
-            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
-            inner.ids_remove(id);
             let t = inner.journal.append(|| Change::End {
                 id,
                 reason: EndReason::LastInstanceEnded,
             })?;
+            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            inner.ids_remove(id);
             Ok(Some((id, true, Some((state, t)))))
         })?;
         if found {
@@ -909,7 +1006,66 @@ impl Store {
             st.aliases += s.map.len() - live;
             st.timers += s.wheel.len();
         }
+        st.backend = inner.report.lock().backend;
+        if let Journal::Durable(d) = &inner.journal {
+            let c = d.counters();
+            st.disk_bytes = c.disk_bytes;
+            st.log_batches = c.batches;
+            st.log_records = c.records;
+            st.log_syncs = c.syncs;
+            let log = inner.compaction.lock();
+            st.compactions = log.count;
+            st.last_compaction.clone_from(&log.last);
+            st.last_compaction_error.clone_from(&log.last_error);
+            let per_session = log
+                .bytes_per_session
+                .unwrap_or_else(|| inner.sample_image_bytes());
+            drop(log);
+            st.estimated_live_bytes = (per_session * st.sessions as f64) as u64;
+            if st.disk_bytes > 0 {
+                st.dead_ratio =
+                    (1.0 - st.estimated_live_bytes as f64 / st.disk_bytes as f64).clamp(0.0, 1.0);
+            }
+        }
         st
+    }
+
+    /// What recovery found when the store was opened: records replayed, bytes cut off
+    /// a torn tail, damage skipped in salvage mode, sessions live, time taken.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.report.lock().clone()
+    }
+
+    /// Compacts the log now: rewrites the live sessions as one base file and deletes
+    /// the history it replaces, while reads and writes go on. (The sled backend
+    /// manages its own space; this is a no-op there.)
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the base cannot be written (the store keeps working on the old
+    /// files); [`Error::Poisoned`] if the log writer has failed.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        self.inner.compact()
+    }
+
+    /// Writes pending touches and fsyncs everything acknowledged so far (useful under
+    /// [`Durability::Buffered`] before a planned shutdown).
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Poisoned`] if the log cannot be synced.
+    pub fn flush(&self) -> Result<()> {
+        match &self.inner.journal {
+            Journal::Memory => Ok(()),
+            Journal::Durable(d) => d.flush(),
+        }
+    }
+
+    /// Flushes and drops this handle. The store closes — its threads stop and the
+    /// directory lock is released — when the last clone is dropped.
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub fn close(self) -> Result<()> {
+        self.flush()
     }
 
     /// Number of sessions in the index (expired ones not yet reaped included).
@@ -937,7 +1093,171 @@ impl Store {
     }
 }
 
+impl Snapshot for Inner {
+    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
+        for ids in self.ids.iter() {
+            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            for id in batch {
+                if let Some(img) = self.image_of(SessionId(id)) {
+                    f(&img)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn each_alias(
+        &self,
+        f: &mut dyn FnMut(TokenHash, SessionId, Timestamp) -> Result<()>,
+    ) -> Result<()> {
+        let now = self.now();
+        for shard in self.shards.iter() {
+            let aliases: Vec<(u128, SessionId, Timestamp)> = shard
+                .read()
+                .map
+                .iter()
+                .filter_map(|(k, slot)| match slot {
+                    Slot::Alias(a) if a.until > now => Some((*k, a.session, a.until)),
+                    _ => None,
+                })
+                .collect();
+            for (k, id, until) in aliases {
+                f(TokenHash(k), id, until)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Inner {
+    /// The image of the live session `id`, as compaction writes it.
+    fn image_of(&self, id: SessionId) -> Option<Image> {
+        for _ in 0..MAX_HOPS {
+            let key = self.hash_of(id)?;
+            let shard = self.shard(key).read();
+            match shard.live(key) {
+                Some(s) if s.id == id => {
+                    if s.deadline(self.auth_ms) <= self.now() {
+                        return None;
+                    }
+                    return Some(Image {
+                        id,
+                        hash: TokenHash(key),
+                        user: s.user.clone(),
+                        label: s.label.clone(),
+                        created: s.created,
+                        authenticated: s.authenticated,
+                        absolute: s.absolute,
+                        idle_ms: s.idle_ms,
+                        last_seen: s.last_seen(),
+                        version: s.version,
+                        data: Arc::clone(&s.data),
+                    });
+                }
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Average encoded size of a session image, from a sample (for stats before the
+    /// first compaction).
+    fn sample_image_bytes(&self) -> f64 {
+        let mut ids = Vec::new();
+        for shard in self.ids.iter() {
+            ids.extend(shard.read().keys().take(64 - ids.len()).copied());
+            if ids.len() >= 64 {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let mut n = 0usize;
+        for id in ids {
+            if let Some(img) = self.image_of(SessionId(id)) {
+                crate::log::record::encode_image(&mut buf, &img);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            0.0
+        } else {
+            buf.len() as f64 / n as f64
+        }
+    }
+
+    fn compact(&self) -> Result<CompactionStats> {
+        let Journal::Durable(d) = &self.journal else {
+            return Ok(CompactionStats::default());
+        };
+        let _one_at_a_time = self.compact_lock.lock();
+        let before = d.counters().disk_bytes;
+        let result = match d.begin_compaction() {
+            Ok(Some(job)) => job.run(self),
+            Ok(None) => Ok(CompactionStats {
+                bytes_before: before,
+                bytes_after: before,
+                sessions: self.ids.iter().map(|m| m.read().len()).sum(),
+                ..CompactionStats::default()
+            }),
+            Err(e) => Err(e),
+        };
+        let mut log = self.compaction.lock();
+        match &result {
+            Ok(st) => {
+                log.count += 1;
+                log.last = Some((self.now(), st.clone()));
+                log.last_error = None;
+                if st.sessions > 0 && st.bytes_after > 0 {
+                    log.bytes_per_session = Some(st.bytes_after as f64 / st.sessions as f64);
+                }
+            }
+            Err(e) => log.last_error = Some(e.to_string()),
+        }
+        result
+    }
+
+    /// Loads recovered state into the empty index. Returns (live, expired) counts.
+    fn load(&self, state: Recovered, now: Timestamp) -> (usize, usize) {
+        let (mut live, mut expired) = (0, 0);
+        for (_, img) in state.sessions {
+            let s = Box::new(SessionState {
+                id: img.id,
+                user: img.user,
+                label: img.label,
+                created: img.created,
+                authenticated: img.authenticated,
+                absolute: img.absolute,
+                idle_ms: img.idle_ms,
+                last_seen: img.last_seen.0.into(),
+                version: img.version,
+                data: img.data,
+                timer: TimerHandle::detached(),
+                instances: None,
+            });
+            let deadline = s.deadline(self.auth_ms);
+            if deadline <= now {
+                expired += 1;
+                continue;
+            }
+            let (key, id, user) = (img.hash.0, s.id, s.user.clone());
+            self.shard(key).write().insert_live(key, s, deadline);
+            self.ids_insert(id, key);
+            if let Some(u) = user {
+                self.users.lock(&[&u]).add(&u, id);
+            }
+            live += 1;
+        }
+        for (hash, (id, until)) in state.aliases {
+            if until > now && self.hash_of(id).is_some() {
+                let mut shard = self.shard(hash.0).write();
+                if !shard.map.contains_key(&hash.0) {
+                    shard.insert_alias(hash.0, id, until);
+                }
+            }
+        }
+        (live, expired)
+    }
+
     pub(crate) fn now(&self) -> Timestamp {
         self.opts.clock.now()
     }
@@ -1115,15 +1435,17 @@ impl Inner {
                 });
             }
             data.shrink();
-            s.data = Arc::new(data);
-            s.version += 1;
-            s.mark_seen(now);
-            let (id, version) = (s.id, s.version);
+            let data = Arc::new(data);
+            let (id, version) = (s.id, s.version + 1);
             let t = self.journal.append(|| Change::Data {
                 id,
                 version,
-                data: Arc::clone(&s.data),
+                at: now,
+                data: Arc::clone(&data),
             })?;
+            s.data = data;
+            s.version = version;
+            s.mark_seen(now);
             Ok(Some((version, Some(t))))
         })?;
         if let Some(t) = ticket {
@@ -1178,9 +1500,10 @@ impl Inner {
                 return Ok(None);
             };
             let mut shard = self.shard(key).write();
-            if let Some(state) = shard.remove_live(key, id) {
-                self.ids_remove(id);
+            if shard.live(key).is_some_and(|s| s.id == id) {
                 let t = self.journal.append(|| Change::End { id, reason })?;
+                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+                self.ids_remove(id);
                 return Ok(Some((state, t)));
             }
             drop(shard);

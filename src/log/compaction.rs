@@ -1,0 +1,158 @@
+//! Compaction: rewriting the live set as one base file, so the log's size follows the
+//! live data rather than its history.
+//!
+//! 1. The writer seals the active segment (synced) and opens the next one; new writes
+//!    go there, so the store keeps serving reads and writes throughout.
+//! 2. This job takes a snapshot of the live sessions — by walking the id shards, where a
+//!    session's place never changes, so none is missed or seen twice while rotations
+//!    run — and writes it to `base-<upto>.log.tmp`, then fsyncs it.
+//! 3. It renames the file to `base-<upto>.log` and fsyncs the directory: from here on,
+//!    recovery reads that base and only the segments after `upto`.
+//! 4. It deletes the sealed segments up to `upto` and the previous base, and fsyncs the
+//!    directory again.
+//!
+//! Why the snapshot may be taken while writes continue: every record states its effect
+//! absolutely (the whole data map, the new user, the new deadline), never as a delta,
+//! and every change after the seal is in the segments after `upto`. Replaying those
+//! records over a snapshot that already contains some of them yields the same state.
+//!
+//! A crash at any step leaves a directory recovery opens with every acknowledged write:
+//! before the rename, the `.tmp` file is deleted and all inputs are still there; after
+//! it, the newest base wins and the leftovers are deleted (`tests/crash.rs` kills a
+//! process at each step).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::log::format::{FileKind, base_name, encode_header, path_of};
+use crate::log::record::{Image, encode_alias, encode_image};
+use crate::log::segment::{LogFiles, sync_dir};
+use crate::token::{SessionId, TokenHash};
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionStats {
+    /// Bytes on disk before.
+    pub bytes_before: u64,
+    /// Bytes on disk after.
+    pub bytes_after: u64,
+    /// Sessions written to the new base.
+    pub sessions: usize,
+    /// Time it took.
+    pub duration: Duration,
+}
+
+/// The live state, as compaction reads it.
+pub(crate) trait Snapshot {
+    /// Calls `f` with every live session.
+    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()>;
+    /// Calls `f` with every rotation alias still in its grace period.
+    fn each_alias(
+        &self,
+        f: &mut dyn FnMut(TokenHash, SessionId, Timestamp) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// A compaction of everything up to segment `upto`, ready to run.
+pub(crate) struct CompactionJob {
+    pub(crate) dir: PathBuf,
+    pub(crate) upto: u64,
+    pub(crate) files: Arc<Mutex<LogFiles>>,
+}
+
+impl CompactionJob {
+    /// Writes the base from `snapshot`, switches to it, deletes what it replaces.
+    pub(crate) fn run(self, snapshot: &dyn Snapshot) -> Result<CompactionStats> {
+        let started = Instant::now();
+        let bytes_before = self.files.lock().disk_bytes();
+        let final_path = path_of(&self.dir, FileKind::Base, self.upto);
+        let tmp_path = self.dir.join(format!("{}.tmp", base_name(self.upto)));
+        let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
+
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(|e| io("creating", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&encode_header(FileKind::Base, self.upto))
+            .map_err(|e| io("writing", e))?;
+        let mut scratch = Vec::with_capacity(4096);
+        let mut sessions = 0usize;
+        snapshot.each_image(&mut |img| {
+            scratch.clear();
+            encode_image(&mut scratch, img);
+            sessions += 1;
+            if sessions == 1 {
+                failpoint::hit("compaction:mid_base");
+            }
+            out.write_all(&scratch).map_err(|e| io("writing", e))
+        })?;
+        snapshot.each_alias(&mut |hash, id, until| {
+            scratch.clear();
+            encode_alias(&mut scratch, hash, id, until);
+            out.write_all(&scratch).map_err(|e| io("writing", e))
+        })?;
+        let file: File = out
+            .into_inner()
+            .map_err(|e| io("writing", e.into_error()))?;
+        file.sync_all().map_err(|e| io("syncing", e))?;
+        let base_bytes = file.metadata().map_err(|e| io("reading", e))?.len();
+        drop(file);
+        failpoint::hit("compaction:after_base_synced");
+
+        std::fs::rename(&tmp_path, &final_path).map_err(|e| io("renaming", e))?;
+        failpoint::hit("compaction:after_rename");
+        sync_dir(&self.dir)?;
+
+        // The base is in place: what it replaces can go.
+        let (old_base, replaced) = {
+            let files = self.files.lock();
+            let replaced: Vec<u64> = files
+                .sealed
+                .iter()
+                .filter(|s| s.0 <= self.upto)
+                .map(|s| s.0)
+                .collect();
+            (files.base.map(|b| b.0), replaced)
+        };
+        for (i, seq) in replaced.iter().enumerate() {
+            let p = path_of(&self.dir, FileKind::Segment, *seq);
+            std::fs::remove_file(&p)
+                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+            if i == 0 {
+                failpoint::hit("compaction:mid_delete");
+            }
+        }
+        if let Some(old) = old_base.filter(|&b| b != self.upto) {
+            let p = path_of(&self.dir, FileKind::Base, old);
+            std::fs::remove_file(&p)
+                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+        }
+        sync_dir(&self.dir)?;
+        failpoint::hit("compaction:after_delete");
+
+        let bytes_after = {
+            let mut files = self.files.lock();
+            files.sealed.retain(|s| s.0 > self.upto);
+            files.base = Some((self.upto, base_bytes));
+            files.disk_bytes()
+        };
+        Ok(CompactionStats {
+            bytes_before,
+            bytes_after,
+            sessions,
+            duration: started.elapsed(),
+        })
+    }
+}

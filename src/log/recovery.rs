@@ -1,0 +1,438 @@
+//! Recovery: rebuilding the live state from a store directory on open.
+//!
+//! The newest base (if any) is read first, then every segment after it, in order, each
+//! record checksummed and validated. Damage is handled by where it is:
+//!
+//! - in the **last segment**, past the last point that was fsynced (the torn tail a
+//!   crash leaves): cut off, and reported in [`RecoveryReport::bytes_truncated`];
+//! - **anywhere else**: [`Error::Corrupt`] naming the file and offset — unless the
+//!   store is opened with [`crate::Options::salvage`], which skips the damaged bytes to
+//!   the next valid record and lists them in [`RecoveryReport::skipped`].
+//!
+//! Every write batch starts with a frame recording how far the segment had been fsynced
+//! when the batch was written (see [`crate::log::record::kind::BATCH`]); damage is a
+//! torn tail exactly when no later batch proves it had already been made durable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::Timestamp;
+use crate::data::SessionData;
+use crate::error::{Error, Result};
+use crate::journal::Change;
+use crate::log::format::{
+    FORMAT_VERSION, FileKind, Frame, HEADER_LEN, HeaderError, decode_header, parse_name, read_frame,
+};
+use crate::log::record::{Image, Record, decode_batch, decode_record, kind};
+use crate::shard::RandomKeyMap;
+use crate::token::{SessionId, TokenHash};
+
+/// What recovery found and did, readable after open through
+/// [`crate::Store::recovery_report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Which storage backend was recovered ("log", "sled" or "memory").
+    pub backend: &'static str,
+    /// Files read.
+    pub files: usize,
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes cut off the torn tail of the last segment (0 after a clean shutdown).
+    pub bytes_truncated: u64,
+    /// Damaged ranges skipped in salvage mode (empty otherwise).
+    pub skipped: Vec<SkippedRange>,
+    /// Live sessions after recovery.
+    pub sessions: usize,
+    /// Sessions found but already past their deadline, dropped rather than resurrected.
+    pub expired_dropped: usize,
+    /// Time recovery took.
+    pub duration: Duration,
+}
+
+/// A damaged byte range that salvage mode skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// The file.
+    pub file: PathBuf,
+    /// Where the damage starts.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub len: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The state rebuilt by replay, before it is loaded into the index.
+#[derive(Default)]
+pub(crate) struct Recovered {
+    pub(crate) sessions: RandomKeyMap<Image>,
+    pub(crate) aliases: HashMap<TokenHash, (SessionId, Timestamp)>,
+}
+
+impl Recovered {
+    /// Applies one record. Records naming a session that is not there (it ended, or
+    /// was cleared, before a coalesced touch was written) are ignored.
+    pub(crate) fn apply(&mut self, rec: Record) {
+        match rec {
+            Record::Image(img) => {
+                self.sessions.insert(img.id.0, img);
+            }
+            Record::Alias { hash, id, until } => {
+                self.aliases.insert(hash, (id, until));
+            }
+            Record::Change(c) => self.apply_change(c),
+        }
+    }
+
+    fn apply_change(&mut self, c: Change) {
+        match c {
+            Change::Create {
+                id,
+                hash,
+                user,
+                label,
+                created,
+                absolute,
+                idle_ms,
+            } => {
+                let authenticated = user.as_ref().map(|_| created);
+                self.sessions.insert(
+                    id.0,
+                    Image {
+                        id,
+                        hash,
+                        user,
+                        label,
+                        created,
+                        authenticated,
+                        absolute,
+                        idle_ms,
+                        last_seen: created,
+                        version: 0,
+                        data: Arc::new(SessionData::new()),
+                    },
+                );
+            }
+            Change::Data {
+                id,
+                version,
+                at,
+                data,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.data = data;
+                    s.version = version;
+                    s.last_seen = s.last_seen.max(at);
+                }
+            }
+            Change::Touch { id, at } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.last_seen = s.last_seen.max(at);
+                }
+            }
+            Change::Extend { id, absolute, at } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.absolute = absolute;
+                    s.last_seen = s.last_seen.max(at);
+                }
+            }
+            Change::Bind {
+                id,
+                user,
+                at,
+                version,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.user = Some(user);
+                    s.authenticated = Some(at);
+                    s.version = version;
+                    s.last_seen = s.last_seen.max(at);
+                }
+            }
+            Change::Unbind { id, version } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.user = None;
+                    s.authenticated = None;
+                    s.version = version;
+                }
+            }
+            Change::Label { id, label } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.label = label;
+                }
+            }
+            Change::Rotate {
+                id,
+                old,
+                new,
+                grace_until,
+                at,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&id.0) {
+                    s.hash = new;
+                    s.last_seen = s.last_seen.max(at);
+                    self.aliases.insert(old, (id, grace_until));
+                }
+            }
+            Change::End { id, .. } => {
+                self.sessions.remove(&id.0);
+            }
+            Change::Clear => {
+                self.sessions.clear();
+                self.aliases.clear();
+            }
+        }
+    }
+}
+
+/// The files of a recovered log directory, for the writer and compaction to go on from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Layout {
+    /// The base in use, if any.
+    pub(crate) base: Option<(u64, u64)>,
+    /// Segments after the base: (sequence, size in bytes), ascending.
+    pub(crate) segments: Vec<(u64, u64)>,
+}
+
+impl Layout {
+    pub(crate) fn next_seq(&self) -> u64 {
+        let last_seg = self.segments.last().map(|s| s.0);
+        let base = self.base.map(|b| b.0);
+        last_seg.max(base).map_or(1, |s| s + 1)
+    }
+}
+
+fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        segment: file.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Reads a whole store directory. `salvage` skips damage instead of failing.
+pub(crate) fn recover_dir(
+    dir: &Path,
+    salvage: bool,
+) -> Result<(Recovered, RecoveryReport, Layout)> {
+    let started = Instant::now();
+    let mut report = RecoveryReport {
+        backend: "log",
+        ..RecoveryReport::default()
+    };
+    let mut bases = Vec::new();
+    let mut segments = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("listing store directory {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            // An unfinished compaction: its inputs are all still here.
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        match parse_name(name) {
+            Some((FileKind::Base, seq)) => bases.push(seq),
+            Some((FileKind::Segment, seq)) => segments.push(seq),
+            None => {}
+        }
+    }
+    bases.sort_unstable();
+    segments.sort_unstable();
+
+    let mut state = Recovered::default();
+    let mut layout = Layout::default();
+    if let Some(&base) = bases.last() {
+        let path = crate::log::format::path_of(dir, FileKind::Base, base);
+        let size = replay_file(
+            &path,
+            FileKind::Base,
+            base,
+            false,
+            salvage,
+            &mut state,
+            &mut report,
+        )?;
+        layout.base = Some((base, size));
+        // Leftovers of a compaction interrupted after its base was in place.
+        for &old in &bases[..bases.len() - 1] {
+            remove(&crate::log::format::path_of(dir, FileKind::Base, old))?;
+        }
+        for &seg in segments.iter().filter(|&&s| s <= base) {
+            remove(&crate::log::format::path_of(dir, FileKind::Segment, seg))?;
+        }
+        segments.retain(|&s| s > base);
+    }
+    let mut expected = layout.base.map(|b| b.0 + 1);
+    for (i, &seq) in segments.iter().enumerate() {
+        let path = crate::log::format::path_of(dir, FileKind::Segment, seq);
+        if let Some(e) = expected
+            && seq != e
+        {
+            let missing = crate::log::format::path_of(dir, FileKind::Segment, e);
+            if !salvage {
+                return Err(corrupt(&missing, 0, "segment file is missing"));
+            }
+            report.skipped.push(SkippedRange {
+                file: missing,
+                offset: 0,
+                len: 0,
+                reason: "segment file is missing".into(),
+            });
+        }
+        expected = Some(seq + 1);
+        let last = i + 1 == segments.len();
+        let size = replay_file(
+            &path,
+            FileKind::Segment,
+            seq,
+            last,
+            salvage,
+            &mut state,
+            &mut report,
+        )?;
+        if size > 0 {
+            layout.segments.push((seq, size));
+        }
+    }
+    report.duration = started.elapsed();
+    Ok((state, report, layout))
+}
+
+fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
+}
+
+/// Replays one file into `state`. Returns its size after any truncation (0 if it was
+/// removed as an empty torn file).
+fn replay_file(
+    path: &Path,
+    kind_of_file: FileKind,
+    seq: u64,
+    last: bool,
+    salvage: bool,
+    state: &mut Recovered,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let buf =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    report.files += 1;
+    report.bytes_read += buf.len() as u64;
+    match decode_header(&buf, kind_of_file) {
+        Ok(s) if s == seq => {}
+        Ok(s) => {
+            return Err(corrupt(
+                path,
+                0,
+                format!("header says sequence {s}, the name says {seq}"),
+            ));
+        }
+        Err(HeaderError::Short) if last => {
+            // Created just before a crash, before its header reached the disk.
+            report.bytes_truncated += buf.len() as u64;
+            remove(path)?;
+            return Ok(0);
+        }
+        Err(HeaderError::Short) => return Err(corrupt(path, 0, "file shorter than its header")),
+        Err(HeaderError::Newer(found)) => {
+            return Err(Error::UnsupportedFormat {
+                file: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Err(HeaderError::Damaged(why)) => return Err(corrupt(path, 0, why)),
+    }
+    let mut pos = HEADER_LEN;
+    while pos < buf.len() {
+        let problem = match read_frame(&buf, pos) {
+            Frame::Ok {
+                kind: kind::BATCH,
+                payload,
+                next,
+            } => {
+                if decode_batch(payload).is_none() {
+                    "malformed batch frame".to_owned()
+                } else {
+                    pos = next;
+                    continue;
+                }
+            }
+            Frame::Ok {
+                kind,
+                payload,
+                next,
+            } => match decode_record(kind, payload) {
+                Ok(rec) => {
+                    state.apply(rec);
+                    report.records += 1;
+                    pos = next;
+                    continue;
+                }
+                Err(why) => why,
+            },
+            Frame::Truncated => "record cut short".to_owned(),
+            Frame::BadChecksum => "record checksum mismatch".to_owned(),
+        };
+        if last && kind_of_file == FileKind::Segment && is_torn_tail(&buf, pos) {
+            let cut = (buf.len() - pos) as u64;
+            truncate(path, pos as u64)?;
+            report.bytes_truncated += cut;
+            return Ok(pos as u64);
+        }
+        if !salvage {
+            return Err(corrupt(path, pos as u64, problem));
+        }
+        let next = find_next_frame(&buf, pos + 1).unwrap_or(buf.len());
+        report.skipped.push(SkippedRange {
+            file: path.to_path_buf(),
+            offset: pos as u64,
+            len: (next - pos) as u64,
+            reason: problem,
+        });
+        pos = next;
+    }
+    Ok(buf.len() as u64)
+}
+
+/// True when the damage at `at` lies past every point a later batch says was fsynced:
+/// the unsynced tail a crash can tear.
+fn is_torn_tail(buf: &[u8], at: usize) -> bool {
+    (at + 1..buf.len()).all(|p| match read_frame(buf, p) {
+        Frame::Ok {
+            kind: kind::BATCH,
+            payload,
+            ..
+        } => decode_batch(payload).is_none_or(|synced| synced <= at as u64),
+        _ => true,
+    })
+}
+
+/// The offset of the next checksummed frame of a known type at or after `from`.
+fn find_next_frame(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find(|&p| {
+        matches!(read_frame(buf, p), Frame::Ok { kind, .. } if (kind::CREATE..=kind::BATCH).contains(&kind))
+    })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            Error::io(
+                format!("opening {} to cut its torn tail", path.display()),
+                e,
+            )
+        })?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("cutting the torn tail of {}", path.display()), e))
+}

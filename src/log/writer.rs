@@ -1,0 +1,348 @@
+//! The writer thread and the durable journal in front of it.
+//!
+//! Callers hand changes to [`Durable::append`] while they hold the lock of what they
+//! changed; it numbers each change and sends it over a crossbeam channel to one writer
+//! thread. The writer takes whatever has queued up — one change or thousands — and
+//! writes it as one batch with one `write`, then (under [`Durability::Sync`]) one
+//! fsync, and wakes everyone whose change is now durable: group commit. Under
+//! [`Durability::Buffered`] the batch goes to the OS at once and is fsynced at most
+//! once per interval.
+//!
+//! Touches are not written one per request: the writer keeps the latest touch per
+//! session and writes them once per tick (the flush interval, or a second under
+//! `Sync`), so a crash can lose at most a tick's worth of touches — which can only
+//! make an idle deadline fire early, by at most the touch interval plus a tick.
+//!
+//! If a write or fsync fails, the journal is poisoned: the failure is reported to every
+//! waiter and every later write gets [`Error::Poisoned`], so nothing is acknowledged
+//! that the disk may not have.
+
+use std::collections::HashMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::journal::{Change, Ticket};
+use crate::lockfile::DirLock;
+use crate::log::compaction::CompactionJob;
+use crate::options::Durability;
+use crate::storage::Backend;
+use crate::token::SessionId;
+
+/// Most messages taken into one batch.
+const MAX_BATCH: usize = 8192;
+/// Capacity of the channel to the writer: past it, writers wait (backpressure).
+const QUEUE: usize = 1 << 16;
+/// Touch flush tick under `Sync`.
+const SYNC_TICK: Duration = Duration::from_secs(1);
+
+pub(crate) enum Msg {
+    Change(u64, Change),
+    Touch(SessionId, Timestamp),
+    Flush(Sender<Result<()>>),
+    BeginCompaction(Sender<Result<Option<CompactionJob>>>),
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Every change numbered up to this one is as durable as the mode promises.
+    durable: u64,
+    failed: Option<String>,
+}
+
+/// Counters the writer keeps for [`crate::Stats`].
+#[derive(Default, Debug, Clone, Copy)]
+pub(crate) struct WriterCounters {
+    pub(crate) batches: u64,
+    pub(crate) records: u64,
+    pub(crate) syncs: u64,
+    pub(crate) disk_bytes: u64,
+}
+
+struct Shared {
+    progress: Mutex<Progress>,
+    cond: Condvar,
+    counters: Mutex<WriterCounters>,
+}
+
+/// A journal that makes changes durable through a backend on a writer thread.
+pub(crate) struct Durable {
+    sync: bool,
+    /// The next change number and the channel; one lock so numbers follow channel order.
+    tx: Mutex<(u64, Option<Sender<Msg>>)>,
+    shared: std::sync::Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    /// Requests for a background compaction, raised by the writer.
+    pub(crate) compact_requests: Mutex<Option<Receiver<()>>>,
+    _lock: DirLock,
+}
+
+impl Durable {
+    /// Starts the writer thread over `backend`.
+    pub(crate) fn start(
+        backend: Box<dyn Backend>,
+        mode: Durability,
+        lock: DirLock,
+        auto_compact: bool,
+    ) -> Result<Durable> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let (ctx, crx) = crossbeam_channel::bounded(1);
+        let shared = std::sync::Arc::new(Shared {
+            progress: Mutex::new(Progress::default()),
+            cond: Condvar::new(),
+            counters: Mutex::new(WriterCounters {
+                disk_bytes: backend.disk_bytes(),
+                ..WriterCounters::default()
+            }),
+        });
+        let tick = match mode {
+            Durability::Buffered { flush_every } => flush_every,
+            _ => SYNC_TICK,
+        };
+        let sync = matches!(mode, Durability::Sync);
+        let writer = {
+            let shared = shared.clone();
+            let ctx = auto_compact.then_some(ctx);
+            std::thread::Builder::new()
+                .name("sessiondb-log".into())
+                .spawn(move || writer_loop(backend, &rx, &shared, sync, tick, ctx))
+                .map_err(|e| Error::io("starting the log writer thread", e))?
+        };
+        Ok(Durable {
+            sync,
+            tx: Mutex::new((0, Some(tx))),
+            shared,
+            writer: Some(writer),
+            compact_requests: Mutex::new(Some(crx)),
+            _lock: lock,
+        })
+    }
+
+    fn failed(&self) -> Option<Error> {
+        self.shared
+            .progress
+            .lock()
+            .failed
+            .clone()
+            .map(|reason| Error::Poisoned { reason })
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        let guard = self.tx.lock();
+        match &guard.1 {
+            Some(tx) => tx.send(msg).map_err(|_| self.stopped()),
+            None => Err(self.stopped()),
+        }
+    }
+
+    fn stopped(&self) -> Error {
+        self.failed().unwrap_or(Error::Poisoned {
+            reason: "the log writer has stopped".into(),
+        })
+    }
+
+    /// Hands a change to the writer. Touches are coalesced and never waited for.
+    pub(crate) fn append(&self, change: Change) -> Result<Ticket> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        if let Change::Touch { id, at } = change {
+            let guard = self.tx.lock();
+            if let Some(tx) = &guard.1 {
+                // A full queue drops the touch rather than block a read: it only makes
+                // the idle deadline after a crash earlier.
+                match tx.try_send(Msg::Touch(id, at)) {
+                    Ok(()) | Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
+                }
+            }
+            return Ok(Ticket(0));
+        }
+        let mut guard = self.tx.lock();
+        let seq = guard.0 + 1;
+        match &guard.1 {
+            Some(tx) => tx
+                .send(Msg::Change(seq, change))
+                .map_err(|_| self.stopped())?,
+            None => return Err(self.stopped()),
+        }
+        guard.0 = seq;
+        Ok(Ticket(seq))
+    }
+
+    /// Under `Sync`, blocks until the change behind `ticket` is fsynced.
+    pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
+        let mut p = self.shared.progress.lock();
+        if self.sync {
+            while p.durable < ticket.0 && p.failed.is_none() {
+                self.shared.cond.wait(&mut p);
+            }
+            if p.durable >= ticket.0 {
+                return Ok(());
+            }
+        }
+        match &p.failed {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes pending touches and fsyncs everything written so far.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Msg::Flush(tx))?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Asks the writer to seal the current segment for a compaction.
+    pub(crate) fn begin_compaction(&self) -> Result<Option<CompactionJob>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Msg::BeginCompaction(tx))?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    pub(crate) fn counters(&self) -> WriterCounters {
+        *self.shared.counters.lock()
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued, sync, and exit;
+        // the directory lock is released only after that (fields drop after this).
+        self.tx.lock().1 = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn writer_loop(
+    mut backend: Box<dyn Backend>,
+    rx: &Receiver<Msg>,
+    shared: &Shared,
+    sync_mode: bool,
+    tick: Duration,
+    compact: Option<Sender<()>>,
+) {
+    let mut touches: HashMap<SessionId, Timestamp> = HashMap::new();
+    let mut changes: Vec<Change> = Vec::new();
+    let mut controls: Vec<Msg> = Vec::new();
+    let mut last_seq = 0u64;
+    let mut dirty = false;
+    let mut next_tick = Instant::now() + tick;
+    let mut open = true;
+    while open {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                open = false;
+                None
+            }
+        };
+        let mut take = |m: Msg| match m {
+            Msg::Change(seq, c) => {
+                last_seq = seq;
+                changes.push(c);
+            }
+            Msg::Touch(id, at) => {
+                let t = touches.entry(id).or_insert(at);
+                *t = (*t).max(at);
+            }
+            other => controls.push(other),
+        };
+        if let Some(m) = first {
+            take(m);
+            for m in rx.try_iter().take(MAX_BATCH) {
+                take(m);
+            }
+        }
+        let ticked = Instant::now() >= next_tick;
+        if ticked {
+            next_tick = Instant::now() + tick;
+        }
+        let flush_touches = ticked || !controls.is_empty() || !open;
+        if flush_touches {
+            changes.extend(touches.drain().map(|(id, at)| Change::Touch { id, at }));
+        }
+        let outcome = (|| -> Result<()> {
+            if !changes.is_empty() {
+                backend.write(&changes)?;
+                dirty = true;
+                let mut c = shared.counters.lock();
+                c.batches += 1;
+                c.records += changes.len() as u64;
+                changes.clear();
+            }
+            let must_sync = dirty && (sync_mode || ticked || !controls.is_empty() || !open);
+            if must_sync {
+                backend.sync()?;
+                dirty = false;
+                shared.counters.lock().syncs += 1;
+            }
+            Ok(())
+        })();
+        shared.counters.lock().disk_bytes = backend.disk_bytes();
+        match outcome {
+            Ok(()) => {
+                let mut p = shared.progress.lock();
+                p.durable = last_seq;
+                drop(p);
+                shared.cond.notify_all();
+            }
+            Err(e) => {
+                shared.progress.lock().failed = Some(e.to_string());
+                shared.cond.notify_all();
+                for c in controls.drain(..) {
+                    reply_failed(c, &e);
+                }
+                return;
+            }
+        }
+        for c in controls.drain(..) {
+            match c {
+                Msg::Flush(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Msg::BeginCompaction(reply) => {
+                    let r = backend.begin_compaction();
+                    if let Err(e) = &r {
+                        shared.progress.lock().failed = Some(e.to_string());
+                        shared.cond.notify_all();
+                    }
+                    let _ = reply.send(r);
+                }
+                Msg::Change(..) | Msg::Touch(..) => {}
+            }
+        }
+        if let Some(tx) = &compact
+            && backend.wants_compaction()
+        {
+            // At most one request pending; the compactor clears it when done.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+fn reply_failed(msg: Msg, e: &Error) {
+    let err = || Error::Poisoned {
+        reason: e.to_string(),
+    };
+    match msg {
+        Msg::Flush(r) => {
+            let _ = r.send(Err(err()));
+        }
+        Msg::BeginCompaction(r) => {
+            let _ = r.send(Err(err()));
+        }
+        Msg::Change(..) | Msg::Touch(..) => {}
+    }
+}

@@ -1,0 +1,63 @@
+//! The seam between the engine and its persistence: a [`Backend`] receives the ordered
+//! stream of [`Change`]s from the writer thread and makes it durable; on open it gives
+//! back the state it holds. Two implementations: the log-structured store
+//! ([`crate::log`], the default) and sled ([`crate::sled_backend`], cargo feature
+//! `sled`).
+
+use crate::error::Result;
+use crate::journal::Change;
+use crate::log::compaction::CompactionJob;
+use crate::log::recovery::{Recovered, RecoveryReport};
+
+/// Which storage backend a durable store uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// sessiondb's own log-structured store: checksummed segments, group commit,
+    /// background compaction. The default (see the README's benchmarks for why).
+    #[default]
+    Log,
+    /// sled 0.34 (needs the cargo feature `sled`).
+    Sled,
+}
+
+/// Persistence behind the writer thread. All calls come from that one thread.
+pub(crate) trait Backend: Send + 'static {
+    /// Writes `changes`, in order. They need not be durable until [`Backend::sync`].
+    fn write(&mut self, changes: &[Change]) -> Result<()>;
+
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<()>;
+
+    /// Bytes the store occupies on disk.
+    fn disk_bytes(&self) -> u64;
+
+    /// Seals what has been written and returns the work of rewriting it as a compact
+    /// base, to run off the writer thread; `None` if the backend compacts itself.
+    fn begin_compaction(&mut self) -> Result<Option<CompactionJob>>;
+
+    /// Whether the data has grown enough past the last compaction to compact again.
+    fn wants_compaction(&self) -> bool;
+}
+
+/// What opening a backend yields: the backend, ready to append, and the state it held.
+pub(crate) struct Opened {
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) state: Recovered,
+    pub(crate) report: RecoveryReport,
+}
+
+/// Opens the backend of `kind` in `dir`.
+pub(crate) fn open(
+    kind: BackendKind,
+    dir: &std::path::Path,
+    opts: &crate::options::Options,
+) -> Result<Opened> {
+    match kind {
+        BackendKind::Log => crate::log::segment::LogBackend::open(dir, opts),
+        BackendKind::Sled => Err(crate::error::Error::InvalidOption {
+            name: "backend",
+            reason: "the sled backend needs sessiondb's cargo feature `sled`".into(),
+        }),
+    }
+}
