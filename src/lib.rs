@@ -46,6 +46,8 @@ mod options;
 mod reaper;
 mod session;
 mod shard;
+#[cfg(feature = "sled")]
+mod sled_backend;
 mod storage;
 mod store;
 mod token;

@@ -55,6 +55,9 @@ pub(crate) fn open(
 ) -> Result<Opened> {
     match kind {
         BackendKind::Log => crate::log::segment::LogBackend::open(dir, opts),
+        #[cfg(feature = "sled")]
+        BackendKind::Sled => crate::sled_backend::SledBackend::open(dir, opts),
+        #[cfg(not(feature = "sled"))]
         BackendKind::Sled => Err(crate::error::Error::InvalidOption {
             name: "backend",
             reason: "the sled backend needs sessiondb's cargo feature `sled`".into(),

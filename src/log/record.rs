@@ -361,7 +361,7 @@ pub(crate) fn encode_alias(out: &mut Vec<u8>, hash: TokenHash, id: SessionId, un
 
 /// User ids from disk must satisfy the structural rules (the configured size limit may
 /// have changed since they were written, so it is not applied).
-fn user(s: Cow<'_, str>) -> Result<UserId, String> {
+pub(crate) fn user(s: Cow<'_, str>) -> Result<UserId, String> {
     let limits = crate::options::Limits {
         max_user_id_bytes: usize::MAX,
         ..crate::options::Limits::default()
