@@ -1,36 +1,50 @@
-//! The background reaper: a thread that, every interval, advances each shard's timing
-//! wheel and removes the sessions whose deadlines passed (see `Inner::reap`).
+//! Background threads: the reaper, which every interval advances each shard's timing
+//! wheel and removes the sessions whose deadlines passed (see `Inner::reap`), and the
+//! compactor, which runs the compactions the log writer asks for.
 //!
-//! It holds only a weak reference to the store, so it never keeps a store alive; when
-//! the last [`crate::Store`] clone is dropped, dropping the [`Reaper`] wakes the thread
-//! and joins it, so no thread outlives the store.
+//! Both hold only a weak reference to the store, so they never keep it alive. When the
+//! last [`crate::Store`] handle is dropped, the store stops them — waking each through
+//! its stop channel and joining it — before it shuts the log down, so no thread outlives
+//! the store and the directory lock is free when the drop returns.
 
 use std::sync::Weak;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
 use crate::store::Inner;
 
-/// A background thread joined when dropped (unless the drop happens on that very
-/// thread, which then exits on its own).
-pub(crate) struct Background(Option<JoinHandle<()>>);
+/// A background thread with a stop channel; dropping it disconnects the channel (which
+/// wakes the thread) and joins the thread, unless the drop happens on that very thread.
+pub(crate) struct Background {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
 
 impl Background {
-    pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<Background> {
-        std::thread::Builder::new()
+    /// Runs `f` on a named thread; `f` should return once its receiver disconnects.
+    pub(crate) fn spawn(
+        name: &str,
+        f: impl FnOnce(Receiver<()>) + Send + 'static,
+    ) -> Result<Background> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(f)
-            .map(|h| Background(Some(h)))
-            .map_err(|e| Error::io(format!("starting the {name} thread"), e))
+            .spawn(move || f(stopped))
+            .map_err(|e| Error::io(format!("starting the {name} thread"), e))?;
+        Ok(Background {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take()
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take()
             && t.thread().id() != std::thread::current().id()
         {
             let _ = t.join();
@@ -38,45 +52,35 @@ impl Drop for Background {
     }
 }
 
-pub(crate) struct Reaper {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+/// Starts the reaper: a pass over every shard each `every`.
+pub(crate) fn spawn_reaper(store: Weak<Inner>, every: Duration) -> Result<Background> {
+    Background::spawn("sessiondb-reap", move |stopped| {
+        loop {
+            match stopped.recv_timeout(every) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let Some(store) = store.upgrade() else { return };
+            store.reap();
+        }
+    })
 }
 
-impl Reaper {
-    pub(crate) fn spawn(store: Weak<Inner>, every: Duration) -> Result<Reaper> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let thread = std::thread::Builder::new()
-            .name("sessiondb-reap".into())
-            .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(every) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+/// Starts the compactor: one compaction per request from the log writer.
+pub(crate) fn spawn_compactor(store: Weak<Inner>, requests: Receiver<()>) -> Result<Background> {
+    Background::spawn("sessiondb-compact", move |stopped| {
+        loop {
+            crossbeam_channel::select! {
+                recv(requests) -> r => {
+                    if r.is_err() {
+                        return;
                     }
                     let Some(store) = store.upgrade() else { return };
-                    store.reap();
+                    // A failure is recorded in the store's stats; the log goes on.
+                    let _ = store.compact();
                 }
-            })
-            .map_err(|e| Error::io("starting the reaper thread", e))?;
-        Ok(Reaper {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        // Disconnecting the channel wakes the thread at once.
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            // The last store reference can be released by the reaper itself (it upgraded
-            // its weak reference for a pass); a thread cannot join itself, and it exits
-            // right after this anyway.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
+                recv(stopped) -> _ => return,
             }
         }
-    }
+    })
 }

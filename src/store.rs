@@ -32,7 +32,7 @@ use crate::log::recovery::{Recovered, RecoveryReport};
 use crate::log::writer::Durable;
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
-use crate::reaper::{Background, Reaper};
+use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{Instances, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{RandomKeyMap, Shard, Slot};
 use crate::storage;
@@ -101,6 +101,17 @@ pub struct Stats {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Shared by the handles only (background threads hold the inner part): when the
+    /// last handle goes, the store shuts down at once, whatever a thread still holds.
+    _life: Arc<Lifecycle>,
+}
+
+struct Lifecycle(Arc<Inner>);
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 pub(crate) struct Inner {
@@ -117,10 +128,10 @@ pub(crate) struct Inner {
     report: parking_lot::Mutex<RecoveryReport>,
     compaction: parking_lot::Mutex<CompactionLog>,
     compact_lock: parking_lot::Mutex<()>,
-    /// Dropped after the journal, whose writer raises its requests.
     compactor: parking_lot::Mutex<Option<Background>>,
-    /// The background reaper; dropping it stops and joins the thread.
-    reaper: parking_lot::Mutex<Option<Reaper>>,
+    reaper: parking_lot::Mutex<Option<Background>>,
+    /// Set when the last handle is dropped: a running compaction stops early.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Compactions so far.
@@ -226,6 +237,7 @@ impl Store {
             compact_lock: parking_lot::Mutex::new(()),
             compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
             opts,
         });
         if let Some((state, mut report)) = recovered {
@@ -236,24 +248,21 @@ impl Store {
             report.duration += started.elapsed();
             *inner.report.lock() = report;
         }
+        let life = Arc::new(Lifecycle(Arc::clone(&inner)));
+        // A salvaged store rewrites itself at once, so the damage it skipped is gone
+        // and the next open (without salvage) succeeds.
+        if inner.opts.salvage && !inner.report.lock().skipped.is_empty() {
+            inner.compact()?;
+        }
         if let Journal::Durable(d) = &inner.journal
             && let Some(requests) = d.compact_requests.lock().take()
         {
-            let weak = Arc::downgrade(&inner);
-            let worker = Background::spawn("sessiondb-compact", move || {
-                // Ends when the writer (which raises requests) has stopped.
-                while requests.recv().is_ok() {
-                    let Some(store) = weak.upgrade() else { return };
-                    let _ = store.compact();
-                }
-            })?;
-            *inner.compactor.lock() = Some(worker);
+            *inner.compactor.lock() = Some(spawn_compactor(Arc::downgrade(&inner), requests)?);
         }
         if let Some(every) = inner.opts.reaper_interval {
-            let reaper = Reaper::spawn(Arc::downgrade(&inner), every)?;
-            *inner.reaper.lock() = Some(reaper);
+            *inner.reaper.lock() = Some(spawn_reaper(Arc::downgrade(&inner), every)?);
         }
-        Ok(Store { inner })
+        Ok(Store { inner, _life: life })
     }
 
     // ----------------------------------------------------------------------------
@@ -288,7 +297,12 @@ impl Store {
         let mut events = Vec::new();
         let mut tickets = Vec::new();
 
-        let mut guards = user.as_ref().map(|u| inner.users.lock(&[u]));
+        let mut guards = user.as_ref().map(|u| inner.users.lock(u, None));
+        // Sessions of one user share one allocation of its id.
+        let user = match (guards.as_mut(), user) {
+            (Some(g), Some(u)) => Some(g.canonical(&u)),
+            (_, u) => u,
+        };
         if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
             inner.enforce_limit(g, u, None, &mut events, &mut tickets)?;
         }
@@ -316,7 +330,11 @@ impl Store {
             });
             state.set_idle(idle);
             let deadline = state.deadline(inner.auth_ms);
-            tickets.push(inner.journal.append(|| Change::Create {
+            // The id goes in first, while the shard lock is held: a compaction
+            // snapshot walks the id map, and must not miss a session whose Create
+            // record precedes its seal (it then waits on this shard's lock).
+            inner.ids_insert(id, key);
+            let appended = inner.journal.append(|| Change::Create {
                 id,
                 hash: TokenHash(key),
                 user: user.clone(),
@@ -324,10 +342,16 @@ impl Store {
                 created: now,
                 absolute: state.absolute,
                 idle_ms: state.idle_ms,
-            })?);
+            });
+            match appended {
+                Ok(t) => tickets.push(t),
+                Err(e) => {
+                    inner.ids_remove(id);
+                    return Err(e);
+                }
+            }
             let session = state.snapshot(inner.auth_ms);
             shard.insert_live(key, state, deadline);
-            inner.ids_insert(id, key);
             break (token, session);
         };
         if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
@@ -558,11 +582,8 @@ impl Store {
             let (id, current) = inner
                 .read_live(hash, |s, _| (s.id, s.user.clone()))
                 .ok_or(Error::Ended)?;
-            let mut lock: Vec<&UserId> = vec![&user];
-            if let Some(c) = &current {
-                lock.push(c);
-            }
-            let mut guards = inner.users.lock(&lock);
+            let mut guards = inner.users.lock(&user, current.as_ref());
+            let user = guards.canonical(&user);
             let mut events = Vec::new();
             let mut tickets = Vec::new();
             if current.as_ref() != Some(&user) {
@@ -639,7 +660,7 @@ impl Store {
             let Some(user) = current else {
                 return Ok(None);
             };
-            let mut guards = inner.users.lock(&[&user]);
+            let mut guards = inner.users.lock(&user, None);
             let ticket = inner.with_live(hash, |shard, key, _| {
                 let s = shard.live_mut(key).ok_or(Error::Ended)?;
                 if s.id != id || s.user.as_ref() != Some(&user) {
@@ -674,7 +695,7 @@ impl Store {
     pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
         let inner = &*self.inner;
         let user = UserId::new(user, &inner.opts.limits)?;
-        let ids = inner.users.lock(&[&user]).sessions(&user);
+        let ids = inner.users.lock(&user, None).sessions(&user);
         let mut out: Vec<Session> = ids
             .into_iter()
             .filter_map(|id| inner.read_by_id(id, |s| s.snapshot(inner.auth_ms)))
@@ -692,7 +713,7 @@ impl Store {
     pub fn revoke_user(&self, user: &str) -> Result<usize> {
         let inner = &*self.inner;
         let user = UserId::new(user, &inner.opts.limits)?;
-        let mut guards = inner.users.lock(&[&user]);
+        let mut guards = inner.users.lock(&user, None);
         let ids = guards.take(&user);
         let mut ended = Vec::with_capacity(ids.len());
         let mut expired = Vec::new();
@@ -1097,6 +1118,15 @@ impl Snapshot for Inner {
     fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
         for ids in self.ids.iter() {
             let batch: Vec<u128> = ids.read().keys().copied().collect();
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::io(
+                    "compacting",
+                    std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the store is closing; the old log stays in use",
+                    ),
+                ));
+            }
             for id in batch {
                 if let Some(img) = self.image_of(SessionId(id)) {
                     f(&img)?;
@@ -1130,6 +1160,18 @@ impl Snapshot for Inner {
 }
 
 impl Inner {
+    /// Stops the background threads, then the log (which drains, syncs and releases the
+    /// directory lock). Idempotent.
+    fn shutdown(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        drop(self.compactor.lock().take());
+        drop(self.reaper.lock().take());
+        if let Journal::Durable(d) = &self.journal {
+            d.shutdown();
+        }
+    }
+
     /// The image of the live session `id`, as compaction writes it.
     fn image_of(&self, id: SessionId) -> Option<Image> {
         for _ in 0..MAX_HOPS {
@@ -1185,7 +1227,7 @@ impl Inner {
         }
     }
 
-    fn compact(&self) -> Result<CompactionStats> {
+    pub(crate) fn compact(&self) -> Result<CompactionStats> {
         let Journal::Durable(d) = &self.journal else {
             return Ok(CompactionStats::default());
         };
@@ -1204,6 +1246,7 @@ impl Inner {
         let mut log = self.compaction.lock();
         match &result {
             Ok(st) => {
+                d.note_disk_bytes(st.bytes_after);
                 log.count += 1;
                 log.last = Some((self.now(), st.clone()));
                 log.last_error = None;
@@ -1219,10 +1262,22 @@ impl Inner {
     /// Loads recovered state into the empty index. Returns (live, expired) counts.
     fn load(&self, state: Recovered, now: Timestamp) -> (usize, usize) {
         let (mut live, mut expired) = (0, 0);
+        let per_shard = state.sessions.len() / self.shards.len() + 1;
+        for (shard, ids) in self.shards.iter().zip(self.ids.iter()) {
+            shard.write().map.reserve(per_shard);
+            ids.write().reserve(per_shard);
+        }
+        self.users.reserve(state.sessions.len() / 4);
         for (_, img) in state.sessions {
+            let user = img.user.map(|u| {
+                let mut g = self.users.lock(&u, None);
+                let u = g.canonical(&u);
+                g.add(&u, img.id);
+                u
+            });
             let s = Box::new(SessionState {
                 id: img.id,
-                user: img.user,
+                user,
                 label: img.label,
                 created: img.created,
                 authenticated: img.authenticated,
@@ -1236,15 +1291,15 @@ impl Inner {
             });
             let deadline = s.deadline(self.auth_ms);
             if deadline <= now {
+                if let Some(u) = &s.user {
+                    self.users.lock(u, None).remove(u, s.id);
+                }
                 expired += 1;
                 continue;
             }
-            let (key, id, user) = (img.hash.0, s.id, s.user.clone());
+            let (key, id) = (img.hash.0, s.id);
             self.shard(key).write().insert_live(key, s, deadline);
             self.ids_insert(id, key);
-            if let Some(u) = user {
-                self.users.lock(&[&u]).add(&u, id);
-            }
             live += 1;
         }
         for (hash, (id, until)) in state.aliases {
@@ -1520,7 +1575,7 @@ impl Inner {
     /// for durability, tell subscribers.
     fn finish_end(&self, state: &SessionState, ticket: Ticket, reason: EndReason) -> Result<()> {
         if let Some(user) = &state.user {
-            self.users.lock(&[user]).remove(user, state.id);
+            self.users.lock(user, None).remove(user, state.id);
         }
         self.journal.wait(ticket)?;
         self.events.emit_if(|| {
@@ -1622,7 +1677,7 @@ impl Inner {
         }
         for (id, user) in &expired {
             if let Some(u) = user {
-                self.users.lock(&[u]).remove(u, *id);
+                self.users.lock(u, None).remove(u, *id);
             }
         }
         let n = expired.len();

@@ -25,21 +25,31 @@ pub(crate) struct UserIndex {
     mask: usize,
 }
 
-/// Held user locks; look users up through it.
+/// Held user locks (one or two shards); look users up through it.
 pub(crate) struct UserGuards<'a> {
     index: &'a UserIndex,
-    held: Vec<(usize, MutexGuard<'a, UserMap>)>,
+    first: (usize, MutexGuard<'a, UserMap>),
+    second: Option<(usize, MutexGuard<'a, UserMap>)>,
 }
 
 impl UserGuards<'_> {
     pub(crate) fn map(&mut self, user: &UserId) -> &mut UserMap {
         let i = self.index.shard_of(user);
-        let pos = self
-            .held
-            .iter()
-            .position(|(j, _)| *j == i)
-            .expect("user lock taken before use");
-        &mut self.held[pos].1
+        match &mut self.second {
+            Some((j, g)) if *j == i => g,
+            _ => {
+                debug_assert_eq!(self.first.0, i, "user lock taken before use");
+                &mut self.first.1
+            }
+        }
+    }
+
+    /// The `UserId` the index already holds for `user` (so sessions of one user share
+    /// one allocation), or `user` itself.
+    pub(crate) fn canonical(&mut self, user: &UserId) -> UserId {
+        self.map(user)
+            .get_key_value(user)
+            .map_or_else(|| user.clone(), |(k, _)| k.clone())
     }
 
     /// The sessions listed for `user` (a copy).
@@ -83,17 +93,33 @@ impl UserIndex {
         (self.hasher.hash_one(user.as_str()) as usize) & self.mask
     }
 
-    /// Takes the locks of `users` in shard order.
-    pub(crate) fn lock<'a>(&'a self, users: &[&UserId]) -> UserGuards<'a> {
-        let mut idx: Vec<usize> = users.iter().map(|u| self.shard_of(u)).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        UserGuards {
-            index: self,
-            held: idx
-                .into_iter()
-                .map(|i| (i, self.shards[i].lock()))
-                .collect(),
+    /// Takes the lock of `user`, and of `also` if given, in shard order.
+    pub(crate) fn lock<'a>(&'a self, user: &UserId, also: Option<&UserId>) -> UserGuards<'a> {
+        let i = self.shard_of(user);
+        match also.map(|u| self.shard_of(u)).filter(|&j| j != i) {
+            None => UserGuards {
+                index: self,
+                first: (i, self.shards[i].lock()),
+                second: None,
+            },
+            Some(j) => {
+                let (lo, hi) = (i.min(j), i.max(j));
+                let first = (lo, self.shards[lo].lock());
+                let second = Some((hi, self.shards[hi].lock()));
+                UserGuards {
+                    index: self,
+                    first,
+                    second,
+                }
+            }
+        }
+    }
+
+    /// Pre-sizes the index for `users` more users.
+    pub(crate) fn reserve(&self, users: usize) {
+        let per = users / self.shards.len() + 1;
+        for s in self.shards.iter() {
+            s.lock().reserve(per);
         }
     }
 

@@ -233,9 +233,9 @@ pub(crate) fn recover_dir(
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
+        if let Some(Some((FileKind::Base, _))) = name.strip_suffix(".tmp").map(parse_name) {
             // An unfinished compaction: its inputs are all still here.
-            let _ = std::fs::remove_file(entry.path());
+            remove(&entry.path())?;
             continue;
         }
         match parse_name(name) {

@@ -75,10 +75,11 @@ pub(crate) struct Durable {
     /// The next change number and the channel; one lock so numbers follow channel order.
     tx: Mutex<(u64, Option<Sender<Msg>>)>,
     shared: std::sync::Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     /// Requests for a background compaction, raised by the writer.
     pub(crate) compact_requests: Mutex<Option<Receiver<()>>>,
-    _lock: DirLock,
+    /// Released only after the writer has drained and synced.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Durable {
@@ -116,9 +117,9 @@ impl Durable {
             sync,
             tx: Mutex::new((0, Some(tx))),
             shared,
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
             compact_requests: Mutex::new(Some(crx)),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -210,16 +211,27 @@ impl Durable {
     pub(crate) fn counters(&self) -> WriterCounters {
         *self.shared.counters.lock()
     }
+
+    /// Records the disk size a compaction left (the writer refreshes it per batch).
+    pub(crate) fn note_disk_bytes(&self, bytes: u64) {
+        self.shared.counters.lock().disk_bytes = bytes;
+    }
+
+    /// Closes the channel, lets the writer drain what is queued, sync and exit, then
+    /// releases the directory lock. Later writes get [`Error::Poisoned`]. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        self.tx.lock().1 = None;
+        let writer = self.writer.lock().take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        drop(self.lock.lock().take());
+    }
 }
 
 impl Drop for Durable {
     fn drop(&mut self) {
-        // Closing the channel lets the writer drain what is queued, sync, and exit;
-        // the directory lock is released only after that (fields drop after this).
-        self.tx.lock().1 = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        self.shutdown();
     }
 }
 

@@ -1,0 +1,198 @@
+//! Durability figures, in one run: write throughput under each durability mode, group
+//! commit under `Sync` (fsyncs per second, records per fsync) with 1, 2 and 8 writer
+//! threads next to the disk's raw fdatasync rate, recovery time of a large store, and
+//! log size before and after compaction.
+//!
+//! `cargo bench --bench durability` (1,000,000 sessions for recovery; set
+//! `SESSIONDB_BENCH_SESSIONS` for fewer, `SESSIONDB_BENCH_SECS` for the length of each
+//! throughput run, default 3).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sessiondb::{Durability, NewSession, Options, Store, Token};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// fdatasyncs per second of 4 KiB appends to a file in `dir`: the disk's own ceiling
+/// for one synchronous writer.
+fn raw_fdatasync_rate(dir: &std::path::Path, secs: f64) -> f64 {
+    let path = dir.join("raw-fsync-probe");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(path).unwrap();
+    rate
+}
+
+struct Run {
+    ops_per_sec: f64,
+    syncs_per_sec: f64,
+    records_per_sync: f64,
+}
+
+/// `threads` writers doing `op` for `secs` on a fresh store with durability `d`.
+fn throughput(d: Durability, threads: usize, secs: f64, op: fn(&Store, &Token, u64) -> ()) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Options::default()
+            .durability(d)
+            .compaction(false, u64::MAX, 2.0)
+            .reaper_interval(None),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let before = store.stats();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (token, _) = store
+                    .create(NewSession::for_user(format!("bench-{t}")))
+                    .unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    op(&store, &token, i);
+                    i += 1;
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = store.stats();
+    let syncs = (after.log_syncs - before.log_syncs) as f64;
+    let records = (after.log_records - before.log_records) as f64;
+    Run {
+        ops_per_sec: done.load(Ordering::Relaxed) as f64 / elapsed,
+        syncs_per_sec: syncs / elapsed,
+        records_per_sync: if syncs > 0.0 { records / syncs } else { 0.0 },
+    }
+}
+
+fn op_create(store: &Store, _: &Token, i: u64) {
+    store
+        .create(NewSession::for_user(format!("u{}", i % 100_000)))
+        .unwrap();
+}
+
+fn op_update(store: &Store, token: &Token, i: u64) {
+    store.put(token, "counter", &i).unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let secs = env("SESSIONDB_BENCH_SECS", 3) as f64;
+    let n = env("SESSIONDB_BENCH_SESSIONS", 1_000_000);
+    let probe = tempfile::tempdir().unwrap();
+    let raw = raw_fdatasync_rate(probe.path(), secs);
+    println!("disk: raw fdatasync of 4 KiB appends: {raw:.0}/s\n");
+
+    println!("| operation | durability | threads | ops/s | fsyncs/s | records/fsync |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let buffered = Durability::Buffered {
+        flush_every: Duration::from_millis(100),
+    };
+    let modes = [
+        ("Memory", Durability::Memory),
+        ("Buffered 100ms", buffered),
+        ("Sync", Durability::Sync),
+    ];
+    for (opname, op) in [
+        ("create", op_create as fn(&Store, &Token, u64)),
+        ("update", op_update),
+    ] {
+        for (mname, mode) in modes {
+            let threads: &[usize] = if mode == Durability::Sync {
+                &[1, 2, 8]
+            } else {
+                &[1]
+            };
+            for &t in threads {
+                let r = throughput(mode, t, secs, op);
+                println!(
+                    "| {opname} | {mname} | {t} | {:.0} | {:.0} | {:.1} |",
+                    r.ops_per_sec, r.syncs_per_sec, r.records_per_sync
+                );
+            }
+        }
+    }
+
+    // Recovery and compaction of a large store.
+    let dir = tempfile::tempdir().unwrap();
+    let payload = "x".repeat(180);
+    let opts = || {
+        Options::default()
+            .compaction(false, u64::MAX, 2.0)
+            .reaper_interval(None)
+    };
+    {
+        let store = Store::open_with(dir.path(), opts()).unwrap();
+        let start = Instant::now();
+        for i in 0..n {
+            let (t, _) = store
+                .create(NewSession::for_user(format!("user-{}", i % 100_000)))
+                .unwrap();
+            store.put(&t, "profile", &payload).unwrap();
+        }
+        store.flush().unwrap();
+        println!(
+            "\nloaded {n} sessions (~200 B of data each) in {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let start = Instant::now();
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    let open_secs = start.elapsed().as_secs_f64();
+    let report = store.recovery_report();
+    let before = store.stats().disk_bytes;
+    println!(
+        "recovery from the log: {open_secs:.2} s to open ({} records, {} sessions, {:.0} MB)",
+        report.records,
+        report.sessions,
+        before as f64 / 1e6
+    );
+    let c = store.compact().unwrap();
+    println!(
+        "compaction: {:.0} MB -> {:.0} MB in {:.2} s",
+        c.bytes_before as f64 / 1e6,
+        c.bytes_after as f64 / 1e6,
+        c.duration.as_secs_f64()
+    );
+    drop(store);
+    let start = Instant::now();
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    println!(
+        "recovery from the compacted base: {:.2} s to open ({} sessions)",
+        start.elapsed().as_secs_f64(),
+        store.recovery_report().sessions
+    );
+}

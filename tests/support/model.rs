@@ -1,0 +1,594 @@
+//! The model the property tests and the `ops_model` fuzz target share: a plain map of
+//! sessions with explicit deadlines, and `run`, which drives a store and the model with
+//! the same operations and checks that every answer agrees and that `Store::verify`
+//! passes after every step. Included with `#[path]` by `tests/model.rs` and
+//! `fuzz/fuzz_targets/ops_model.rs`; it uses only the public API.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sessiondb::{Durability, Error, ManualClock, NewSession, Options, Store, Timestamp, Token};
+
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Err(format!(
+                "check failed: {} (line {})",
+                stringify!($cond),
+                line!()
+            ));
+        }
+    };
+}
+
+macro_rules! check_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!(
+                "check failed: {} == {}: {:?} != {:?} (line {})",
+                stringify!($a),
+                stringify!($b),
+                a,
+                b,
+                line!()
+            ));
+        }
+    }};
+}
+
+pub const T0: u64 = 1_800_000_000_000;
+const LIFETIME_S: u64 = 3_600;
+const IDLE_S: u64 = 600;
+const AUTH_S: u64 = 1_800;
+const TOUCH_S: u64 = 60;
+const GRACE_S: u64 = 5;
+pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// One operation of a test sequence.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Create { user: Option<usize>, idle: bool },
+    Get(usize),
+    Peek(usize),
+    Put(usize, u8, u32),
+    Remove(usize, u8),
+    Update(usize),
+    Save { tok: usize, stale: bool },
+    Touch(usize),
+    Extend(usize, u16),
+    Rotate(usize),
+    Bind(usize, usize),
+    Unbind(usize),
+    End(usize),
+    EndById(usize),
+    Revoke(usize),
+    SessionsOf(usize),
+    Advance(u16),
+    Reap,
+    Clear,
+    Reopen,
+    Compact,
+    OpenInstance(usize),
+    EndInstance(usize, u8),
+}
+
+#[derive(Clone, Debug)]
+struct MSession {
+    id: sessiondb::SessionId,
+    user: Option<usize>,
+    created: u64,
+    auth: Option<u64>,
+    absolute: u64,
+    idle: u64,
+    last_seen: u64,
+    version: u64,
+    data: BTreeMap<u8, u32>,
+    /// Open instances (not durable: a reopen forgets them) and the next instance id.
+    instances: Vec<u32>,
+    next_instance: u32,
+}
+
+impl MSession {
+    fn deadline(&self) -> u64 {
+        let mut d = self.absolute;
+        if self.idle > 0 {
+            d = d.min(self.last_seen + self.idle);
+        }
+        if let Some(a) = self.auth {
+            d = d.min(a + AUTH_S * 1000);
+        }
+        d
+    }
+}
+
+#[derive(Clone, Debug)]
+enum MToken {
+    Current(usize),
+    Alias(usize, u64),
+}
+
+#[derive(Default)]
+struct Model {
+    now: u64,
+    /// Sessions in the index (possibly expired but not yet reaped), by model key.
+    sessions: BTreeMap<usize, MSession>,
+    next_key: usize,
+    tokens: Vec<(Token, MToken)>,
+}
+
+impl Model {
+    /// The live session a token resolves to.
+    fn resolve(&self, tok: usize) -> Option<usize> {
+        let (_, t) = self.tokens.get(tok)?;
+        let key = match *t {
+            MToken::Current(k) => k,
+            MToken::Alias(k, until) if until > self.now => k,
+            MToken::Alias(..) => return None,
+        };
+        let s = self.sessions.get(&key)?;
+        (s.deadline() > self.now).then_some(key)
+    }
+
+    fn is_alias(&self, tok: usize) -> bool {
+        matches!(self.tokens.get(tok), Some((_, MToken::Alias(..))))
+    }
+
+    fn live(&self, key: usize) -> Option<&MSession> {
+        self.sessions.get(&key).filter(|s| s.deadline() > self.now)
+    }
+}
+
+fn key(k: u8) -> String {
+    format!("k{k}")
+}
+
+fn check_snapshot(m: &MSession, s: &sessiondb::Session) -> Result<(), String> {
+    check_eq!(s.id(), m.id);
+    check_eq!(s.user().map(|u| u.as_str()), m.user.map(|u| USERS[u]));
+    check_eq!(s.version(), m.version);
+    check_eq!(s.last_seen(), Timestamp(m.last_seen));
+    check_eq!(s.created_at(), Timestamp(m.created));
+    check_eq!(s.expires_at(), Timestamp(m.deadline()));
+    let data: BTreeMap<u8, u32> = (0..4u8)
+        .filter_map(|k| s.get::<u32>(&key(k)).unwrap().map(|v| (k, v)))
+        .collect();
+    check_eq!(&data, &m.data);
+    Ok(())
+}
+
+/// Where the store under test keeps its sessions.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Memory,
+    Log,
+    #[cfg(feature = "sled")]
+    Sled,
+}
+
+/// A scratch directory, in memory where the machine has one (fsync is then free).
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().unwrap()
+}
+
+pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
+    let clock = ManualClock::new(Timestamp(T0));
+    let dir = scratch_dir();
+    let opts = Options::default()
+        .clock(clock.clone())
+        .reaper_interval(None)
+        .shards(4)
+        .lifetime(Duration::from_secs(LIFETIME_S))
+        .idle_timeout(Duration::from_secs(IDLE_S))
+        .auth_lifetime(Some(Duration::from_secs(AUTH_S)))
+        .touch_interval(Duration::from_secs(TOUCH_S))
+        .rotation_grace(Duration::from_secs(GRACE_S));
+    let open = || match kind {
+        Kind::Memory => Store::in_memory_with(opts.clone()).unwrap(),
+        Kind::Log => {
+            Store::open_with(dir.path(), opts.clone().durability(Durability::Sync)).unwrap()
+        }
+        #[cfg(feature = "sled")]
+        Kind::Sled => Store::open_with(
+            dir.path(),
+            opts.clone()
+                .durability(Durability::Sync)
+                .backend(sessiondb::BackendKind::Sled),
+        )
+        .unwrap(),
+    };
+    let mut store = open();
+    let mut m = Model {
+        now: T0,
+        ..Model::default()
+    };
+    let tok_of = |m: &Model, i: usize| -> Option<(usize, Token)> {
+        if m.tokens.is_empty() {
+            None
+        } else {
+            let i = i % m.tokens.len();
+            Some((i, m.tokens[i].0.clone()))
+        }
+    };
+    for op in ops {
+        match op {
+            Op::Create { user, idle } => {
+                let mut new = match user {
+                    Some(u) => NewSession::for_user(USERS[u]),
+                    None => NewSession::anonymous(),
+                };
+                if !idle {
+                    new = new.idle_timeout(Duration::ZERO);
+                }
+                let (token, snap) = store.create(new).unwrap();
+                let ms = MSession {
+                    id: snap.id(),
+                    user,
+                    created: m.now,
+                    auth: user.map(|_| m.now),
+                    absolute: m.now + LIFETIME_S * 1000,
+                    idle: if idle { IDLE_S * 1000 } else { 0 },
+                    last_seen: m.now,
+                    version: 0,
+                    data: BTreeMap::new(),
+                    instances: Vec::new(),
+                    next_instance: 0,
+                };
+                check_snapshot(&ms, &snap)?;
+                let k = m.next_key;
+                m.next_key += 1;
+                m.sessions.insert(k, ms);
+                m.tokens.push((token, MToken::Current(k)));
+            }
+            Op::Get(i) | Op::Peek(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let touch = matches!(op, Op::Get(_));
+                let got = if touch { store.get(&t) } else { store.peek(&t) };
+                match m.resolve(i) {
+                    None => check!(got.is_none()),
+                    Some(k) => {
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&k).unwrap();
+                        if touch && now - ms.last_seen >= TOUCH_S * 1000 {
+                            ms.last_seen = now;
+                        }
+                        check_snapshot(ms, &got.expect("live in the model"))?;
+                    }
+                }
+            }
+            Op::Put(i, k, v) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.put(&t, &key(k), &v);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.data.insert(k, v);
+                        ms.version += 1;
+                        ms.last_seen = ms.last_seen.max(now);
+                        check_eq!(got.unwrap(), ms.version);
+                    }
+                }
+            }
+            Op::Remove(i, k) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.remove(&t, &key(k));
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        if ms.data.remove(&k).is_some() {
+                            ms.version += 1;
+                            ms.last_seen = ms.last_seen.max(now);
+                        }
+                        check_eq!(got.unwrap(), ms.version);
+                    }
+                }
+            }
+            Op::Update(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.update(&t, |d| {
+                    let n: u32 = d.get(&key(0))?.unwrap_or(0);
+                    d.insert(&key(0), &n.wrapping_add(1))
+                });
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        check!(got.is_ok());
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        let n = ms.data.get(&0).copied().unwrap_or(0);
+                        ms.data.insert(0, n.wrapping_add(1));
+                        ms.version += 1;
+                        ms.last_seen = ms.last_seen.max(now);
+                    }
+                }
+            }
+            Op::Save { tok, stale } => {
+                let Some((i, t)) = tok_of(&m, tok) else {
+                    continue;
+                };
+                let Some(sk) = m.resolve(i) else {
+                    let mut d = sessiondb::SessionData::new();
+                    d.insert(&key(1), &7u32).unwrap();
+                    check!(matches!(store.save(&t, 0, &d), Err(Error::Ended)));
+                    continue;
+                };
+                let snap = store.peek(&t).unwrap();
+                let mut d = snap.data().clone();
+                d.insert(&key(1), &7u32).unwrap();
+                let expected = if stale {
+                    snap.version() + 1
+                } else {
+                    snap.version()
+                };
+                let got = store.save(&t, expected, &d);
+                let now = m.now;
+                let ms = m.sessions.get_mut(&sk).unwrap();
+                if stale {
+                    let conflict = matches!(got, Err(Error::VersionConflict { .. }));
+                    check!(conflict);
+                } else {
+                    ms.data.insert(1, 7);
+                    ms.version += 1;
+                    ms.last_seen = ms.last_seen.max(now);
+                    check_eq!(got.unwrap(), ms.version);
+                }
+            }
+            Op::Touch(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.touch(&t);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        check!(got.is_ok());
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.last_seen = ms.last_seen.max(now);
+                    }
+                }
+            }
+            Op::Extend(i, by) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.extend(&t, Duration::from_secs(u64::from(by)));
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.absolute = ms.absolute.max(now + u64::from(by) * 1000);
+                        ms.last_seen = ms.last_seen.max(now);
+                        check_eq!(got.unwrap(), Timestamp(ms.deadline()));
+                    }
+                }
+            }
+            Op::Rotate(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.rotate(&t);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(_) if m.is_alias(i) => {
+                        check!(matches!(got, Err(Error::TokenRetired)));
+                    }
+                    Some(sk) => {
+                        let new = got.unwrap();
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.last_seen = ms.last_seen.max(now);
+                        m.tokens[i].1 = MToken::Alias(sk, now + GRACE_S * 1000);
+                        m.tokens.push((new, MToken::Current(sk)));
+                    }
+                }
+            }
+            Op::Bind(i, u) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.bind_user(&t, USERS[u]);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        check!(got.is_ok());
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.user = Some(u);
+                        ms.auth = Some(now);
+                        ms.version += 1;
+                        ms.last_seen = ms.last_seen.max(now);
+                    }
+                }
+            }
+            Op::Unbind(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.unbind_user(&t);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        let was = ms.user.take();
+                        check_eq!(
+                            got.unwrap().map(|u| u.to_string()),
+                            was.map(|u| USERS[u].to_string())
+                        );
+                        if was.is_some() {
+                            ms.auth = None;
+                            ms.version += 1;
+                        }
+                    }
+                }
+            }
+            Op::End(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.end(&t).unwrap();
+                match m.resolve(i) {
+                    None => check!(!got),
+                    Some(sk) => {
+                        check!(got);
+                        m.sessions.remove(&sk);
+                    }
+                }
+            }
+            Op::EndById(i) => {
+                let Some((i, _)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let sk = match m.tokens[i].1 {
+                    MToken::Current(k) | MToken::Alias(k, _) => k,
+                };
+                let Some(id) = m.sessions.get(&sk).map(|s| s.id) else {
+                    continue;
+                };
+                let live = m.live(sk).is_some();
+                check_eq!(store.end_by_id(id).unwrap(), live);
+                m.sessions.remove(&sk);
+            }
+            Op::Revoke(u) => {
+                let got = store.revoke_user(USERS[u]).unwrap();
+                let now = m.now;
+                let mine: Vec<usize> = m
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.user == Some(u))
+                    .map(|(k, _)| *k)
+                    .collect();
+                let live = mine
+                    .iter()
+                    .filter(|k| m.sessions[*k].deadline() > now)
+                    .count();
+                check_eq!(got, live);
+                for k in mine {
+                    m.sessions.remove(&k);
+                }
+            }
+            Op::SessionsOf(u) => {
+                let got: Vec<_> = store
+                    .sessions_of(USERS[u])
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.id())
+                    .collect();
+                let mut want: Vec<(u64, sessiondb::SessionId)> = m
+                    .sessions
+                    .keys()
+                    .filter_map(|k| m.live(*k))
+                    .filter(|s| s.user == Some(u))
+                    .map(|s| (s.created, s.id))
+                    .collect();
+                want.sort();
+                let want: Vec<_> = want.into_iter().map(|(_, id)| id).collect();
+                check_eq!(got, want);
+            }
+            Op::Advance(s) => {
+                clock.advance(Duration::from_secs(u64::from(s)));
+                m.now += u64::from(s) * 1000;
+            }
+            Op::Reap => {
+                let now = m.now;
+                let before = m.sessions.len();
+                m.sessions.retain(|_, s| s.deadline() > now);
+                check_eq!(store.reap_expired(), before - m.sessions.len());
+            }
+            Op::Clear => {
+                check_eq!(store.clear().unwrap(), m.sessions.len());
+                m.sessions.clear();
+            }
+            Op::Compact => {
+                let stats = store.compact();
+                check!(stats.is_ok());
+            }
+            Op::OpenInstance(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.open_instance(&t);
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) => {
+                        let now = m.now;
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        check_eq!(got.map(|x| x.as_u32()).ok(), Some(ms.next_instance));
+                        ms.instances.push(ms.next_instance);
+                        ms.next_instance += 1;
+                        ms.last_seen = ms.last_seen.max(now);
+                    }
+                }
+            }
+            Op::EndInstance(i, which) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let listed = store.instances(&t);
+                let Some(sk) = m.resolve(i) else {
+                    check!(matches!(listed, Err(Error::Ended)));
+                    continue;
+                };
+                let listed = listed.map_err(|e| e.to_string())?;
+                let ms = m.sessions.get_mut(&sk).unwrap();
+                check_eq!(
+                    listed.iter().map(|x| x.as_u32()).collect::<Vec<_>>(),
+                    ms.instances
+                );
+                if listed.is_empty() {
+                    continue;
+                }
+                let pos = usize::from(which) % listed.len();
+                check_eq!(store.end_instance(&t, listed[pos]).ok(), Some(true));
+                ms.instances.remove(pos);
+                if ms.instances.is_empty() && ms.idle == 0 {
+                    // Idle expiry disabled and the last instance gone: the session ends.
+                    m.sessions.remove(&sk);
+                }
+            }
+            Op::Reopen => {
+                if matches!(kind, Kind::Memory) {
+                    continue;
+                }
+                drop(store);
+                store = open();
+                for s in m.sessions.values_mut() {
+                    s.instances.clear();
+                    s.next_instance = 0;
+                }
+                // Recovery drops what expired rather than resurrecting it.
+                // (How many expired sessions recovery meets depends on whether a
+                // compaction already dropped them, so only the live count is exact.)
+                let now = m.now;
+                m.sessions.retain(|_, s| s.deadline() > now);
+                let report = store.recovery_report();
+                check_eq!(report.sessions, m.sessions.len());
+                check_eq!(report.bytes_truncated, 0);
+            }
+        }
+        check_eq!(store.len(), m.sessions.len());
+        store.verify().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
