@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sessiondb::{Durability, NewSession, Options, Store, Token};
+use sessiondb::{BackendKind, Durability, NewSession, Options, Store, Token};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -53,11 +53,22 @@ struct Run {
 
 /// `threads` writers doing `op` for `secs` on a fresh store with durability `d`.
 fn throughput(d: Durability, threads: usize, secs: f64, op: fn(&Store, &Token, u64) -> ()) -> Run {
+    throughput_on(BackendKind::Log, d, threads, secs, op)
+}
+
+fn throughput_on(
+    backend: BackendKind,
+    d: Durability,
+    threads: usize,
+    secs: f64,
+    op: fn(&Store, &Token, u64) -> (),
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(
         dir.path(),
         Options::default()
             .durability(d)
+            .backend(backend)
             .compaction(false, u64::MAX, 2.0)
             .reaper_interval(None),
     )
@@ -146,6 +157,8 @@ fn main() {
         }
     }
 
+    backends(secs);
+
     // Recovery and compaction of a large store.
     let dir = tempfile::tempdir().unwrap();
     let payload = "x".repeat(180);
@@ -157,17 +170,30 @@ fn main() {
     {
         let store = Store::open_with(dir.path(), opts()).unwrap();
         let start = Instant::now();
+        let mut tokens = Vec::with_capacity(n as usize);
         for i in 0..n {
             let (t, _) = store
                 .create(NewSession::for_user(format!("user-{}", i % 100_000)))
                 .unwrap();
             store.put(&t, "profile", &payload).unwrap();
+            tokens.push(t);
         }
         store.flush().unwrap();
         println!(
             "\nloaded {n} sessions (~200 B of data each) in {:.2} s",
             start.elapsed().as_secs_f64()
         );
+        // History for compaction to drop: every session's data rewritten twice, and
+        // a tenth of the sessions ended.
+        for round in 0..2u64 {
+            for t in &tokens {
+                store.put(t, "round", &round).unwrap();
+            }
+        }
+        for t in tokens.iter().step_by(10) {
+            store.end(t).unwrap();
+        }
+        store.flush().unwrap();
     }
     let start = Instant::now();
     let store = Store::open_with(dir.path(), opts()).unwrap();
@@ -195,4 +221,53 @@ fn main() {
         start.elapsed().as_secs_f64(),
         store.recovery_report().sessions
     );
+}
+
+/// The log backend next to sled (with `--features sled`): the figures that decide which
+/// one is the default.
+fn backends(secs: f64) {
+    let mut kinds = vec![("log", BackendKind::Log)];
+    if cfg!(feature = "sled") {
+        kinds.push(("sled", BackendKind::Sled));
+    } else {
+        println!("\n(sled rows: run with `--features sled`)");
+    }
+    let buffered = Durability::Buffered {
+        flush_every: Duration::from_millis(100),
+    };
+    println!(
+        "\n| backend | create Buffered ×1 | update Buffered ×1 | create Sync ×8 | 100k sessions on disk | reopen 100k |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, kind) in kinds {
+        let c = throughput_on(kind, buffered, 1, secs, op_create).ops_per_sec;
+        let u = throughput_on(kind, buffered, 1, secs, op_update).ops_per_sec;
+        let s = throughput_on(kind, Durability::Sync, 8, secs, op_create).ops_per_sec;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || {
+            Options::default()
+                .backend(kind)
+                .compaction(false, u64::MAX, 2.0)
+                .reaper_interval(None)
+        };
+        {
+            let store = Store::open_with(dir.path(), opts()).unwrap();
+            let payload = "x".repeat(180);
+            for i in 0..100_000 {
+                let (t, _) = store
+                    .create(NewSession::for_user(format!("user-{}", i % 10_000)))
+                    .unwrap();
+                store.put(&t, "profile", &payload).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let start = Instant::now();
+        let store = Store::open_with(dir.path(), opts()).unwrap();
+        let reopen = start.elapsed().as_secs_f64();
+        let bytes = store.stats().disk_bytes;
+        println!(
+            "| {name} | {c:.0}/s | {u:.0}/s | {s:.0}/s | {:.1} MB | {reopen:.2} s |",
+            bytes as f64 / 1e6
+        );
+    }
 }

@@ -2,11 +2,13 @@
 //!
 //! Values are kept encoded (bincode through [`crate::codec`], or raw bytes of the
 //! caller's choosing) in one flat buffer per session — `[key len: u16][key][value len:
-//! u32][value]`, sorted by key — so a session costs one allocation for its data, a read
-//! shares that buffer (it sits behind an `Arc`) instead of copying it, and the log can
-//! write it as it is.
+//! u32][value]`, sorted by key — so a session costs one allocation for its data (an
+//! `Arc<[u8]>`, none when empty), a read shares that buffer instead of copying it (a
+//! clone is one reference-count increment), and the log can write it as it is. A change
+//! builds a new buffer: session data is small and read far more often than written.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +27,7 @@ pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
 /// [`crate::Store::update`] or [`crate::Store::save`].
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SessionData {
-    buf: Vec<u8>,
+    buf: Option<Arc<[u8]>>,
 }
 
 struct Entry {
@@ -52,7 +54,7 @@ impl SessionData {
 
     /// The stored bytes of `key`.
     pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
-        self.find(key).ok().map(|e| &self.buf[e.value])
+        self.find(key).ok().map(|e| &self.bytes()[e.value])
     }
 
     /// Sets `key` to `value`, replacing any previous value.
@@ -89,14 +91,16 @@ impl SessionData {
         encoded.extend_from_slice(key.as_bytes());
         encoded.extend_from_slice(&(value.len() as u32).to_le_bytes());
         encoded.extend_from_slice(value);
+        let mut buf = self.bytes().to_vec();
         match self.find(key) {
             Ok(e) => {
-                self.buf.splice(e.start..e.value.end, encoded);
+                buf.splice(e.start..e.value.end, encoded);
             }
             Err(at) => {
-                self.buf.splice(at..at, encoded);
+                buf.splice(at..at, encoded);
             }
         }
+        self.set(buf);
         Ok(())
     }
 
@@ -104,7 +108,9 @@ impl SessionData {
     pub fn remove(&mut self, key: &str) -> bool {
         match self.find(key) {
             Ok(e) => {
-                self.buf.drain(e.start..e.value.end);
+                let mut buf = self.bytes().to_vec();
+                buf.drain(e.start..e.value.end);
+                self.set(buf);
                 true
             }
             Err(_) => false,
@@ -113,7 +119,7 @@ impl SessionData {
 
     /// Removes every key.
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.buf = None;
     }
 
     /// Whether `key` is present.
@@ -129,7 +135,7 @@ impl SessionData {
     /// `(key, raw value)` pairs, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         Iter {
-            buf: &self.buf,
+            buf: self.bytes(),
             pos: 0,
         }
         .map(|e| (e.0, e.1))
@@ -142,17 +148,25 @@ impl SessionData {
 
     /// True when there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.is_none()
     }
 
     /// Size of the encoded map in bytes: what the `max_data_bytes` limit counts.
     pub fn encoded_len(&self) -> usize {
-        self.buf.len()
+        self.bytes().len()
     }
 
     /// The flat encoding (for the log).
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf
+        self.bytes()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+
+    fn set(&mut self, buf: Vec<u8>) {
+        self.buf = (!buf.is_empty()).then(|| Arc::from(buf));
     }
 
     /// Rebuilds a map from its flat encoding, checking that it is well formed.
@@ -169,21 +183,20 @@ impl SessionData {
             prev = Some(key);
             pos = next;
         }
-        Some(SessionData { buf })
-    }
-
-    pub(crate) fn shrink(&mut self) {
-        self.buf.shrink_to_fit();
+        let mut d = SessionData::default();
+        d.set(buf);
+        Some(d)
     }
 
     /// Finds `key`: its entry, or the offset where it would be inserted.
     fn find(&self, key: &str) -> std::result::Result<Entry, usize> {
         let mut pos = 0;
-        while pos < self.buf.len() {
-            let Some((next, k, v)) = parse_entry(&self.buf, pos) else {
-                return Err(self.buf.len());
+        let buf = self.bytes();
+        while pos < buf.len() {
+            let Some((next, k, v)) = parse_entry(buf, pos) else {
+                return Err(buf.len());
             };
-            match self.buf[k.clone()].cmp(key.as_bytes()) {
+            match buf[k.clone()].cmp(key.as_bytes()) {
                 std::cmp::Ordering::Less => pos = next,
                 std::cmp::Ordering::Equal => {
                     return Ok(Entry {

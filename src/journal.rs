@@ -34,7 +34,7 @@ pub(crate) enum Change {
         id: SessionId,
         version: u64,
         at: Timestamp,
-        data: Arc<SessionData>,
+        data: SessionData,
     },
     /// Activity: the idle deadline counts from `at`.
     Touch { id: SessionId, at: Timestamp },

@@ -148,7 +148,7 @@ pub(crate) struct SessionState {
     /// Last activity; advanced under the shard's read lock, so atomic.
     pub(crate) last_seen: AtomicU64,
     pub(crate) version: u64,
-    pub(crate) data: Arc<SessionData>,
+    pub(crate) data: SessionData,
     pub(crate) timer: TimerHandle,
     pub(crate) instances: Option<Box<Instances>>,
 }
@@ -194,7 +194,7 @@ impl SessionState {
             absolute_deadline: self.absolute,
             idle_timeout: (self.idle_ms != 0).then(|| Duration::from_millis(self.idle_ms)),
             version: self.version,
-            data: Arc::clone(&self.data),
+            data: self.data.clone(),
         }
     }
 
@@ -217,7 +217,7 @@ pub struct Session {
     absolute_deadline: Timestamp,
     idle_timeout: Option<Duration>,
     version: u64,
-    data: Arc<SessionData>,
+    data: SessionData,
 }
 
 impl Session {
@@ -290,7 +290,7 @@ mod tests {
             idle_ms,
             last_seen: AtomicU64::new(last_seen),
             version: 0,
-            data: Arc::default(),
+            data: SessionData::default(),
             timer: TimerHandle::detached(),
             instances: None,
         }

@@ -215,7 +215,7 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
         idle_ms: r.idle_ms,
         last_seen: Timestamp(r.last_seen),
         version: r.version,
-        data: Arc::new(SessionData::new()),
+        data: SessionData::new(),
     })
 }
 
@@ -387,7 +387,7 @@ impl SledBackend {
                 }
             };
             match SessionData::from_bytes(v.to_vec()) {
-                Some(d) => img.data = Arc::new(d),
+                Some(d) => img.data = d,
                 // In salvage mode the session is kept, with empty data.
                 None => damaged(
                     path,
@@ -671,12 +671,12 @@ mod tests {
         UserId::new(s, &crate::options::Limits::default()).unwrap()
     }
 
-    fn data(pairs: &[(&str, u32)]) -> Arc<SessionData> {
+    fn data(pairs: &[(&str, u32)]) -> SessionData {
         let mut d = SessionData::new();
         for (k, v) in pairs {
             d.insert(k, v).unwrap();
         }
-        Arc::new(d)
+        d
     }
 
     fn create(id: u128, user: Option<&str>, absolute: u64) -> Change {

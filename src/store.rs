@@ -324,7 +324,7 @@ impl Store {
                 idle_ms: 0,
                 last_seen: now.0.into(),
                 version: 0,
-                data: Arc::default(),
+                data: SessionData::default(),
                 timer: TimerHandle::detached(),
                 instances: None,
             });
@@ -456,11 +456,11 @@ impl Store {
         let hash = token.hash().0;
         loop {
             let (version, current) = inner
-                .read_live(hash, |s, _| (s.version, Arc::clone(&s.data)))
+                .read_live(hash, |s, _| (s.version, s.data.clone()))
                 .ok_or(Error::Ended)?;
-            let mut data = (*current).clone();
+            let mut data = current.clone();
             let out = f(&mut data)?;
-            if data == *current {
+            if data == current {
                 return Ok(out);
             }
             inner.check_data(&data)?;
@@ -1193,7 +1193,7 @@ impl Inner {
                         idle_ms: s.idle_ms,
                         last_seen: s.last_seen(),
                         version: s.version,
-                        data: Arc::clone(&s.data),
+                        data: s.data.clone(),
                     });
                 }
                 _ => continue,
@@ -1478,7 +1478,7 @@ impl Inner {
                     actual: s.version,
                 });
             }
-            let mut data = (*s.data).clone();
+            let mut data = s.data.clone();
             if !change(&mut data)? {
                 return Ok(Some((s.version, None)));
             }
@@ -1489,14 +1489,12 @@ impl Inner {
                     max: self.opts.limits.max_data_bytes,
                 });
             }
-            data.shrink();
-            let data = Arc::new(data);
             let (id, version) = (s.id, s.version + 1);
             let t = self.journal.append(|| Change::Data {
                 id,
                 version,
                 at: now,
-                data: Arc::clone(&data),
+                data: data.clone(),
             })?;
             s.data = data;
             s.version = version;

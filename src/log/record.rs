@@ -164,7 +164,7 @@ pub(crate) struct Image {
     pub(crate) idle_ms: u64,
     pub(crate) last_seen: Timestamp,
     pub(crate) version: u64,
-    pub(crate) data: Arc<SessionData>,
+    pub(crate) data: SessionData,
 }
 
 /// A decoded, validated record.
@@ -373,10 +373,8 @@ fn label(s: Option<Cow<'_, str>>) -> Option<Arc<str>> {
     s.map(|s| Arc::from(s.as_ref()))
 }
 
-fn data(bytes: Vec<u8>) -> Result<Arc<SessionData>, String> {
-    SessionData::from_bytes(bytes)
-        .map(Arc::new)
-        .ok_or_else(|| "malformed session data".to_owned())
+fn data(bytes: Vec<u8>) -> Result<SessionData, String> {
+    SessionData::from_bytes(bytes).ok_or_else(|| "malformed session data".to_owned())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
@@ -542,7 +540,7 @@ mod tests {
             id,
             version: 4,
             at: Timestamp(9),
-            data: Arc::new(d),
+            data: d,
         });
         round_trip(Change::Touch {
             id,

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
@@ -114,7 +113,7 @@ impl Recovered {
                         idle_ms,
                         last_seen: created,
                         version: 0,
-                        data: Arc::new(SessionData::new()),
+                        data: SessionData::new(),
                     },
                 );
             }
