@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sessiondb::{BackendKind, Durability, NewSession, Options, Store, Token};
+use sessiondb::{BackendKind, Durability, NewSession, Options, SessionData, Store, Token};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -110,10 +110,15 @@ fn throughput_on(
 }
 
 fn op_create(store: &Store, _: &Token, i: u64) {
+    // A session of the brief's shape: a user and ~200 bytes of data, in one step.
+    let mut data = SessionData::new();
+    data.insert("profile", PROFILE).unwrap();
     store
-        .create(NewSession::for_user(format!("u{}", i % 100_000)))
+        .create(NewSession::for_user(format!("u{}", i % 100_000)).data(data))
         .unwrap();
 }
+
+const PROFILE: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
 fn op_update(store: &Store, token: &Token, i: u64) {
     store.put(token, "counter", &i).unwrap();

@@ -38,7 +38,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use sessiondb::{Durability, NewSession, Options, Store, Token};
+use sessiondb::{Durability, NewSession, Options, SessionData, Store, Token};
 
 /// Idle timeout every engine is given (sessiondb's default).
 const IDLE: Duration = Duration::from_secs(86_400);
@@ -371,17 +371,16 @@ impl Worker for SdbWorker<'_> {
             .is_some()
     }
 
-    /// There is no way to give data to `create`, so a session with data is two calls
-    /// (and two log records: under `Sync`, two fsync waits).
+    /// The session and its data in one step (one log record, one fsync under `Sync`).
     fn create(&mut self, user: &str) -> Option<String> {
+        let mut data = SessionData::new();
+        data.insert("profile", self.p.profile_a.as_str())
+            .map_err(|e| note_err("sessiondb data", e))
+            .ok()?;
         let (t, _) = self
             .store
-            .create(NewSession::for_user(user))
+            .create(NewSession::for_user(user).data(data))
             .map_err(|e| note_err("sessiondb create", e))
-            .ok()?;
-        self.store
-            .put(&t, "profile", self.p.profile_a.as_str())
-            .map_err(|e| note_err("sessiondb put", e))
             .ok()?;
         Some(t.as_string())
     }

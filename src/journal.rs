@@ -28,6 +28,8 @@ pub(crate) enum Change {
         created: Timestamp,
         absolute: Timestamp,
         idle_ms: u64,
+        /// Initial data (empty unless given with [`crate::NewSession::data`]).
+        data: SessionData,
     },
     /// The whole data map after a put, remove, update or save.
     Data {

@@ -92,6 +92,7 @@ pub struct NewSession {
     pub(crate) label: Option<String>,
     pub(crate) lifetime: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) data: SessionData,
 }
 
 impl NewSession {
@@ -123,6 +124,13 @@ impl NewSession {
     /// Idle timeout of this session (zero disables it), instead of the store's default.
     pub fn idle_timeout(mut self, d: Duration) -> NewSession {
         self.idle_timeout = Some(d);
+        self
+    }
+
+    /// Initial data: created in the same step (one log record, one fsync under
+    /// `Durability::Sync`) instead of a create followed by puts.
+    pub fn data(mut self, data: SessionData) -> NewSession {
+        self.data = data;
         self
     }
 }

@@ -477,6 +477,7 @@ fn apply(
             created,
             absolute,
             idle_ms,
+            data: initial,
         } => {
             let rec = MetaRec {
                 hash: hash.0,
@@ -492,9 +493,14 @@ fn apply(
             let v = codec::encode(&rec, None).map_err(ConflictableTransactionError::Abort)?;
             let k = key(id.0);
             meta.insert(&k, v)?;
-            // A new session starts with empty data (absent), whatever was there.
-            if data.get(k)?.is_some() {
-                data.remove(&k)?;
+            // A new session starts with its initial data (absent when empty),
+            // whatever was there.
+            if initial.is_empty() {
+                if data.get(k)?.is_some() {
+                    data.remove(&k)?;
+                }
+            } else {
+                data.insert(&k, initial.as_bytes())?;
             }
         }
         Change::Data {
@@ -688,6 +694,7 @@ mod tests {
             created: Timestamp(T0),
             absolute: Timestamp(absolute),
             idle_ms: 600_000,
+            data: SessionData::new(),
         }
     }
 
@@ -957,6 +964,11 @@ mod tests {
                 // Some already past when the store reopens (T0 + 5_000).
                 absolute: Timestamp(T0 + rng.below(20_000)),
                 idle_ms: rng.below(3) * 1000,
+                data: if rng.below(2) == 0 {
+                    SessionData::new()
+                } else {
+                    data(&[("init", rng.next() as u32)])
+                },
             },
             2 | 3 => {
                 let n = rng.below(4);

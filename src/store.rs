@@ -292,7 +292,10 @@ impl Store {
             });
         }
         let idle = new.idle_timeout.unwrap_or(inner.opts.idle_timeout);
-        let id = SessionId::generate()?;
+        inner.check_data(&new.data)?;
+        let data = new.data;
+        let (id, first_token) = SessionId::generate_with_token()?;
+        let mut first_token = Some(first_token);
         let label: Option<Arc<str>> = new.label.map(Arc::from);
         let mut events = Vec::new();
         let mut tickets = Vec::new();
@@ -307,7 +310,10 @@ impl Store {
             inner.enforce_limit(g, u, None, &mut events, &mut tickets)?;
         }
         let (token, session) = loop {
-            let token = Token::generate()?;
+            let token = match first_token.take() {
+                Some(t) => t,
+                None => Token::generate()?,
+            };
             let key = token.hash().0;
             let mut shard = inner.shard(key).write();
             if shard.map.contains_key(&key) {
@@ -324,7 +330,7 @@ impl Store {
                 idle_ms: 0,
                 last_seen: now.0.into(),
                 version: 0,
-                data: SessionData::default(),
+                data: data.clone(),
                 timer: TimerHandle::detached(),
                 instances: None,
             });
@@ -342,6 +348,7 @@ impl Store {
                 created: now,
                 absolute: state.absolute,
                 idle_ms: state.idle_ms,
+                data: data.clone(),
             });
             match appended {
                 Ok(t) => tickets.push(t),

@@ -158,15 +158,22 @@ impl fmt::Debug for TokenHash {
 pub struct SessionId(pub(crate) u128);
 
 impl SessionId {
-    /// Draws a fresh random id.
-    pub(crate) fn generate() -> Result<SessionId> {
-        let mut bytes = [0u8; 16];
+    /// Draws a fresh random id and a fresh token, with one call to the OS generator.
+    pub(crate) fn generate_with_token() -> Result<(SessionId, Token)> {
+        let mut bytes = [0u8; 16 + TOKEN_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| Error::Entropy(e.to_string()))?;
-        Ok(SessionId(
-            uuid::Builder::from_random_bytes(bytes)
-                .into_uuid()
-                .as_u128(),
+        let (id, token) = bytes.split_at(16);
+        let id: [u8; 16] = id.try_into().expect("16 bytes");
+        let token: [u8; TOKEN_BYTES] = token.try_into().expect("24 bytes");
+        Ok((
+            SessionId(uuid::Builder::from_random_bytes(id).into_uuid().as_u128()),
+            Token(token),
         ))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn generate() -> Result<SessionId> {
+        SessionId::generate_with_token().map(|(id, _)| id)
     }
 
     /// Parses the hyphenated form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, 36 characters).

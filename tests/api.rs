@@ -205,6 +205,25 @@ fn auth_lifetime_counts_from_last_authentication() {
 }
 
 #[test]
+fn session_created_with_data_has_it_at_version_zero() {
+    let (s, _) = store();
+    let mut d = SessionData::new();
+    d.insert("csrf", "abc").unwrap();
+    let (t, created) = s.create(NewSession::for_user("alice").data(d)).unwrap();
+    assert_eq!(created.version(), 0);
+    assert_eq!(
+        s.get(&t).unwrap().get::<String>("csrf").unwrap().as_deref(),
+        Some("abc")
+    );
+    let mut big = SessionData::new();
+    big.insert_raw("x", &vec![0u8; 100_000]).unwrap();
+    assert!(matches!(
+        s.create(NewSession::anonymous().data(big)),
+        Err(Error::TooLarge { what: "value", .. })
+    ));
+}
+
+#[test]
 fn typed_data_put_get_remove_and_versions() {
     let (s, _) = store();
     let (t, created) = s.create(NewSession::anonymous()).unwrap();

@@ -13,8 +13,8 @@ use proptest::prelude::*;
 fn op() -> impl Strategy<Value = Op> {
     let tok = 0usize..64;
     prop_oneof![
-        4 => (proptest::option::of(0usize..3), any::<bool>())
-            .prop_map(|(user, idle)| Op::Create { user, idle }),
+        4 => (proptest::option::of(0usize..3), any::<bool>(), proptest::option::of(any::<u32>()))
+            .prop_map(|(user, idle, with)| Op::Create { user, idle, with }),
         4 => tok.clone().prop_map(Op::Get),
         1 => tok.clone().prop_map(Op::Peek),
         3 => (tok.clone(), 0u8..4, any::<u32>()).prop_map(|(t, k, v)| Op::Put(t, k, v)),

@@ -52,7 +52,11 @@ pub(crate) fn decode_batch(payload: &[u8]) -> Option<u64> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct CreateRec<'a> {
+#[serde(bound(
+    serialize = "B: serde_bytes::Serialize",
+    deserialize = "B: serde_bytes::Deserialize<'de>"
+))]
+struct CreateRec<'a, B> {
     id: u128,
     hash: u128,
     user: Option<Cow<'a, str>>,
@@ -60,6 +64,8 @@ struct CreateRec<'a> {
     created: u64,
     absolute: u64,
     idle_ms: u64,
+    #[serde(with = "serde_bytes")]
+    data: B,
 }
 
 /// `B` is `&[u8]` when encoding and `Vec<u8>` when decoding.
@@ -227,6 +233,7 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
             created,
             absolute,
             idle_ms,
+            data,
         } => push(
             out,
             kind::CREATE,
@@ -238,6 +245,7 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
                 created: created.0,
                 absolute: absolute.0,
                 idle_ms: *idle_ms,
+                data: data.as_bytes(),
             },
         ),
         Change::Data {
@@ -388,7 +396,7 @@ fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
 pub(crate) fn decode_record(kind: u8, payload: &[u8]) -> Result<Record, String> {
     let change = match kind {
         kind::CREATE => {
-            let r: CreateRec<'static> = decode(payload)?;
+            let r: CreateRec<'static, Vec<u8>> = decode(payload)?;
             Change::Create {
                 id: SessionId(r.id),
                 hash: TokenHash(r.hash),
@@ -397,6 +405,7 @@ pub(crate) fn decode_record(kind: u8, payload: &[u8]) -> Result<Record, String> 
                 created: Timestamp(r.created),
                 absolute: Timestamp(r.absolute),
                 idle_ms: r.idle_ms,
+                data: data(r.data)?,
             }
         }
         kind::DATA => {
@@ -535,6 +544,7 @@ mod tests {
             created: Timestamp(1),
             absolute: Timestamp(2),
             idle_ms: 3,
+            data: SessionData::new(),
         });
         round_trip(Change::Data {
             id,

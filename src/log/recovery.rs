@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::journal::Change;
 use crate::log::format::{
@@ -98,6 +97,7 @@ impl Recovered {
                 created,
                 absolute,
                 idle_ms,
+                data,
             } => {
                 let authenticated = user.as_ref().map(|_| created);
                 self.sessions.insert(
@@ -113,7 +113,7 @@ impl Recovered {
                         idle_ms,
                         last_seen: created,
                         version: 0,
-                        data: SessionData::new(),
+                        data,
                     },
                 );
             }

@@ -50,13 +50,21 @@ pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
 /// One operation of a test sequence.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Create { user: Option<usize>, idle: bool },
+    Create {
+        user: Option<usize>,
+        idle: bool,
+        /// Initial data for key 0, given with `NewSession::data`.
+        with: Option<u32>,
+    },
     Get(usize),
     Peek(usize),
     Put(usize, u8, u32),
     Remove(usize, u8),
     Update(usize),
-    Save { tok: usize, stale: bool },
+    Save {
+        tok: usize,
+        stale: bool,
+    },
     Touch(usize),
     Extend(usize, u16),
     Rotate(usize),
@@ -220,13 +228,18 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
     };
     for op in ops {
         match op {
-            Op::Create { user, idle } => {
+            Op::Create { user, idle, with } => {
                 let mut new = match user {
                     Some(u) => NewSession::for_user(USERS[u]),
                     None => NewSession::anonymous(),
                 };
                 if !idle {
                     new = new.idle_timeout(Duration::ZERO);
+                }
+                if let Some(v) = with {
+                    let mut d = sessiondb::SessionData::new();
+                    d.insert(&key(0), &v).unwrap();
+                    new = new.data(d);
                 }
                 let (token, snap) = store.create(new).unwrap();
                 let ms = MSession {
@@ -238,7 +251,7 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                     idle: if idle { IDLE_S * 1000 } else { 0 },
                     last_seen: m.now,
                     version: 0,
-                    data: BTreeMap::new(),
+                    data: with.map(|v| (0u8, v)).into_iter().collect(),
                     instances: Vec::new(),
                     next_instance: 0,
                 };
