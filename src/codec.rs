@@ -42,6 +42,16 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], key: Option<&str>) -> Re
         })
 }
 
+/// Decodes a `T` that may borrow from `bytes` and must use all of them.
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    options(bytes.len() as u64)
+        .deserialize(bytes)
+        .map_err(|e| Error::Codec {
+            key: None,
+            reason: e.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

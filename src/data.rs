@@ -169,12 +169,21 @@ impl SessionData {
         self.buf = (!buf.is_empty()).then(|| Arc::from(buf));
     }
 
-    /// Rebuilds a map from its flat encoding, checking that it is well formed.
-    pub(crate) fn from_bytes(buf: Vec<u8>) -> Option<SessionData> {
+    /// Rebuilds a map from its flat encoding, checking that it is well formed (one
+    /// allocation: the shared buffer).
+    pub(crate) fn from_slice(buf: &[u8]) -> Option<SessionData> {
+        SessionData::check(buf)?;
+        Some(SessionData {
+            buf: (!buf.is_empty()).then(|| Arc::from(buf)),
+        })
+    }
+
+    /// Checks that `buf` is a well-formed, sorted encoding.
+    fn check(buf: &[u8]) -> Option<()> {
         let mut pos = 0;
         let mut prev: Option<&[u8]> = None;
         while pos < buf.len() {
-            let (next, key, _) = parse_entry(&buf, pos)?;
+            let (next, key, _) = parse_entry(buf, pos)?;
             let key = &buf[key];
             std::str::from_utf8(key).ok()?;
             if prev.is_some_and(|p| p >= key) {
@@ -183,9 +192,7 @@ impl SessionData {
             prev = Some(key);
             pos = next;
         }
-        let mut d = SessionData::default();
-        d.set(buf);
-        Some(d)
+        Some(())
     }
 
     /// Finds `key`: its entry, or the offset where it would be inserted.
@@ -285,21 +292,21 @@ mod tests {
     }
 
     #[test]
-    fn from_bytes_accepts_only_well_formed_sorted_maps() {
+    fn from_slice_accepts_only_well_formed_sorted_maps() {
         let mut d = SessionData::new();
         d.insert_raw("b", b"2").unwrap();
         d.insert_raw("a", b"1").unwrap();
         let bytes = d.as_bytes().to_vec();
-        assert_eq!(SessionData::from_bytes(bytes.clone()), Some(d));
+        assert_eq!(SessionData::from_slice(&bytes), Some(d));
         let first_entry = 2 + 1 + 4 + 1;
         for cut in 1..bytes.len() {
-            let parsed = SessionData::from_bytes(bytes[..cut].to_vec());
+            let parsed = SessionData::from_slice(&bytes[..cut]);
             // Cutting between entries leaves a valid, shorter map; anywhere else, none.
             assert_eq!(parsed.is_some(), cut == first_entry, "cut at {cut}");
         }
         // Swap the two entries: unsorted is rejected.
         let mut swapped = bytes[bytes.len() / 2..].to_vec();
         swapped.extend_from_slice(&bytes[..bytes.len() / 2]);
-        assert!(SessionData::from_bytes(swapped).is_none());
+        assert!(SessionData::from_slice(&swapped).is_none());
     }
 }

@@ -40,6 +40,7 @@ mod error;
 mod events;
 mod failpoint;
 mod journal;
+mod load;
 mod lockfile;
 mod log;
 mod options;

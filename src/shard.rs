@@ -8,11 +8,24 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Deref;
 
 use crate::clock::Timestamp;
 use crate::session::SessionState;
 use crate::token::SessionId;
 use crate::wheel::{TimerHandle, TimerWheel};
+
+/// Keeps a lock on its own cache line, so threads on neighbouring shards do not
+/// contend through false sharing.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// A `Hasher` for keys that are already uniformly random `u128`s.
 #[derive(Default, Clone, Copy)]

@@ -207,7 +207,7 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
     Ok(Image {
         id: SessionId(id),
         hash: TokenHash(r.hash),
-        user: r.user.map(crate::log::record::user).transpose()?,
+        user: r.user.map(|u| crate::log::record::user(&u)).transpose()?,
         label: r.label.map(|s| Arc::from(s.as_ref())),
         created: Timestamp(r.created),
         authenticated: r.authenticated.map(Timestamp),
@@ -386,7 +386,7 @@ impl SledBackend {
                     continue;
                 }
             };
-            match SessionData::from_bytes(v.to_vec()) {
+            match SessionData::from_slice(&v) {
                 Some(d) => img.data = d,
                 // In salvage mode the session is kept, with empty data.
                 None => damaged(

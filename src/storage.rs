@@ -43,18 +43,20 @@ pub(crate) trait Backend: Send + 'static {
 /// What opening a backend yields: the backend, ready to append, and the state it held.
 pub(crate) struct Opened {
     pub(crate) backend: Box<dyn Backend>,
+    /// The recovered state, when the backend does not replay into the sink itself.
     pub(crate) state: Recovered,
     pub(crate) report: RecoveryReport,
 }
 
-/// Opens the backend of `kind` in `dir`.
+/// Opens the backend of `kind` in `dir`, recovering what it holds into `sink`.
 pub(crate) fn open(
     kind: BackendKind,
     dir: &std::path::Path,
     opts: &crate::options::Options,
+    sink: &crate::load::Loader,
 ) -> Result<Opened> {
-    match kind {
-        BackendKind::Log => crate::log::segment::LogBackend::open(dir, opts),
+    let mut opened = match kind {
+        BackendKind::Log => crate::log::segment::LogBackend::open(dir, opts, sink),
         #[cfg(feature = "sled")]
         BackendKind::Sled => crate::sled_backend::SledBackend::open(dir, opts),
         #[cfg(not(feature = "sled"))]
@@ -62,5 +64,8 @@ pub(crate) fn open(
             name: "backend",
             reason: "the sled backend needs sessiondb's cargo feature `sled`".into(),
         }),
-    }
+    }?;
+    // The log replays straight into the sink; sled hands over a replayed state.
+    sink.load_recovered(std::mem::take(&mut opened.state));
+    Ok(opened)
 }

@@ -10,7 +10,6 @@
 //! locks are leaves; no lock is held across a user callback, an event send, or a wait
 //! for durability.
 
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +24,17 @@ use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::events::{EndReason, Event, EventBus};
 use crate::journal::{Change, Journal, Ticket};
+use crate::load::Loader;
 use crate::lockfile;
 use crate::log::compaction::{CompactionStats, Snapshot};
 use crate::log::record::Image;
-use crate::log::recovery::{Recovered, RecoveryReport};
+use crate::log::recovery::RecoveryReport;
 use crate::log::writer::Durable;
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{Instances, NewSession, Session, SessionState, UserId, check_label};
-use crate::shard::{RandomKeyMap, Shard, Slot};
+use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
 use crate::storage;
 use crate::token::{InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
@@ -43,18 +43,6 @@ use crate::wheel::TimerHandle;
 /// How many alias → session hops a lookup follows before giving up (each hop means a
 /// concurrent rotation moved the session; more than a few is pathological).
 const MAX_HOPS: usize = 8;
-
-/// Keeps a lock on its own cache line, so threads on neighbouring shards do not
-/// contend through false sharing.
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
 
 /// Counters describing a store.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -198,41 +186,62 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
         let lock = lockfile::lock(dir)?;
-        let opened = storage::open(opts.backend, dir, &opts)?;
+        let loader = Loader::new(
+            opts.shards,
+            opts.clock.now(),
+            opts.auth_lifetime.map_or(0, duration_ms),
+        );
+        let opened = storage::open(opts.backend, dir, &opts, &loader)?;
         let journal = Durable::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
         Store::build(
             opts,
             Journal::Durable(journal),
-            Some((opened.state, opened.report)),
+            Some((loader, opened.report)),
         )
     }
 
     fn build(
         opts: Options,
         journal: Journal,
-        recovered: Option<(Recovered, RecoveryReport)>,
+        recovered: Option<(Loader, RecoveryReport)>,
     ) -> Result<Store> {
         opts.validate()?;
         let now = opts.clock.now();
         let n = opts.shards;
+        let (shards, ids, users, report) = match recovered {
+            Some((loader, mut report)) => {
+                let started = std::time::Instant::now();
+                let loaded = loader.finish(now);
+                report.sessions = loaded.live;
+                report.expired_dropped = loaded.expired;
+                report.duration += started.elapsed();
+                (loader.shards, loader.ids, loader.users, report)
+            }
+            None => (
+                (0..n)
+                    .map(|_| Padded(RwLock::new(Shard::new(now))))
+                    .collect(),
+                (0..n)
+                    .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                    .collect(),
+                UserIndex::new(n),
+                RecoveryReport {
+                    backend: "memory",
+                    ..RecoveryReport::default()
+                },
+            ),
+        };
         let inner = Arc::new(Inner {
             auth_ms: opts.auth_lifetime.map_or(0, duration_ms),
             touch_ms: duration_ms(opts.touch_interval),
             grace_ms: duration_ms(opts.rotation_grace),
             mask: n - 1,
-            shards: (0..n)
-                .map(|_| Padded(RwLock::new(Shard::new(now))))
-                .collect(),
-            ids: (0..n)
-                .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
-                .collect(),
-            users: UserIndex::new(n),
+            shards,
+            ids,
+            users,
             events: EventBus::new(opts.event_capacity),
             journal,
-            report: parking_lot::Mutex::new(RecoveryReport {
-                backend: "memory",
-                ..RecoveryReport::default()
-            }),
+            report: parking_lot::Mutex::new(report),
             compaction: parking_lot::Mutex::new(CompactionLog::default()),
             compact_lock: parking_lot::Mutex::new(()),
             compactor: parking_lot::Mutex::new(None),
@@ -240,14 +249,6 @@ impl Store {
             closing: std::sync::atomic::AtomicBool::new(false),
             opts,
         });
-        if let Some((state, mut report)) = recovered {
-            let started = std::time::Instant::now();
-            let (live, expired) = inner.load(state, now);
-            report.sessions = live;
-            report.expired_dropped = expired;
-            report.duration += started.elapsed();
-            *inner.report.lock() = report;
-        }
         let life = Arc::new(Lifecycle(Arc::clone(&inner)));
         // A salvaged store rewrites itself at once, so the damage it skipped is gone
         // and the next open (without salvage) succeeds.
@@ -939,8 +940,12 @@ impl Store {
     /// # Errors
     /// [`Error::Ended`] if the session is not live.
     pub fn open_instance(&self, token: &Token) -> Result<InstanceId> {
-        self.inner.with_live(token.hash().0, |shard, key, now| {
+        let inner = &*self.inner;
+        inner.with_live(token.hash().0, |shard, key, now| {
             let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            // Opening a tab is activity: recorded as a (coalesced) touch.
+            let id = s.id;
+            let _coalesced = inner.journal.append(|| Change::Touch { id, at: now })?;
             s.mark_seen(now);
             let inst = s.instances.get_or_insert_with(Box::<Instances>::default);
             let id = InstanceId(inst.next);
@@ -1264,60 +1269,6 @@ impl Inner {
             Err(e) => log.last_error = Some(e.to_string()),
         }
         result
-    }
-
-    /// Loads recovered state into the empty index. Returns (live, expired) counts.
-    fn load(&self, state: Recovered, now: Timestamp) -> (usize, usize) {
-        let (mut live, mut expired) = (0, 0);
-        let per_shard = state.sessions.len() / self.shards.len() + 1;
-        for (shard, ids) in self.shards.iter().zip(self.ids.iter()) {
-            shard.write().map.reserve(per_shard);
-            ids.write().reserve(per_shard);
-        }
-        self.users.reserve(state.sessions.len() / 4);
-        for (_, img) in state.sessions {
-            let user = img.user.map(|u| {
-                let mut g = self.users.lock(&u, None);
-                let u = g.canonical(&u);
-                g.add(&u, img.id);
-                u
-            });
-            let s = Box::new(SessionState {
-                id: img.id,
-                user,
-                label: img.label,
-                created: img.created,
-                authenticated: img.authenticated,
-                absolute: img.absolute,
-                idle_ms: img.idle_ms,
-                last_seen: img.last_seen.0.into(),
-                version: img.version,
-                data: img.data,
-                timer: TimerHandle::detached(),
-                instances: None,
-            });
-            let deadline = s.deadline(self.auth_ms);
-            if deadline <= now {
-                if let Some(u) = &s.user {
-                    self.users.lock(u, None).remove(u, s.id);
-                }
-                expired += 1;
-                continue;
-            }
-            let (key, id) = (img.hash.0, s.id);
-            self.shard(key).write().insert_live(key, s, deadline);
-            self.ids_insert(id, key);
-            live += 1;
-        }
-        for (hash, (id, until)) in state.aliases {
-            if until > now && self.hash_of(id).is_some() {
-                let mut shard = self.shard(hash.0).write();
-                if !shard.map.contains_key(&hash.0) {
-                    shard.insert_alias(hash.0, id, until);
-                }
-            }
-        }
-        (live, expired)
     }
 
     pub(crate) fn now(&self) -> Timestamp {

@@ -89,7 +89,30 @@ impl UserIndex {
         }
     }
 
-    fn shard_of(&self, user: &UserId) -> usize {
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Adds many users' sessions to shard `i` under one lock (recovery's bulk path;
+    /// every user must belong to that shard).
+    pub(crate) fn extend_shard(
+        &self,
+        i: usize,
+        users: impl IntoIterator<Item = (UserId, Vec<SessionId>)>,
+    ) {
+        let mut map = self.shards[i].lock();
+        for (user, ids) in users {
+            debug_assert_eq!(self.shard_of(&user), i);
+            let list = map.entry(user).or_default();
+            if list.is_empty() {
+                *list = ids;
+            } else {
+                list.extend(ids);
+            }
+        }
+    }
+
+    pub(crate) fn shard_of(&self, user: &UserId) -> usize {
         (self.hasher.hash_one(user.as_str()) as usize) & self.mask
     }
 
@@ -112,14 +135,6 @@ impl UserIndex {
                     second,
                 }
             }
-        }
-    }
-
-    /// Pre-sizes the index for `users` more users.
-    pub(crate) fn reserve(&self, users: usize) {
-        let per = users / self.shards.len() + 1;
-        for s in self.shards.iter() {
-            s.lock().reserve(per);
         }
     }
 

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::journal::Change;
+use crate::load::{ByShard, Loader};
 use crate::log::format::{
-    FORMAT_VERSION, FileKind, Frame, HEADER_LEN, HeaderError, decode_header, parse_name, read_frame,
+    FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, decode_header,
+    parse_name, read_frame,
 };
-use crate::log::record::{Image, Record, decode_batch, decode_record, kind};
+use crate::log::record::{Image, Record, UserInterner, decode_batch, decode_record, kind};
 use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
 
@@ -65,31 +66,33 @@ pub struct SkippedRange {
     pub reason: String,
 }
 
-/// The state rebuilt by replay, before it is loaded into the index.
+/// A replayed state held apart from the index: what the sled backend reads, and the
+/// reference the log's replay into the index ([`crate::load::Loader`]) must agree with.
 #[derive(Default)]
 pub(crate) struct Recovered {
     pub(crate) sessions: RandomKeyMap<Image>,
     pub(crate) aliases: HashMap<TokenHash, (SessionId, Timestamp)>,
 }
 
+#[cfg(test)]
 impl Recovered {
     /// Applies one record. Records naming a session that is not there (it ended, or
     /// was cleared, before a coalesced touch was written) are ignored.
-    pub(crate) fn apply(&mut self, rec: Record) {
+    pub(crate) fn apply(&mut self, rec: crate::log::record::Record) {
         match rec {
-            Record::Image(img) => {
+            crate::log::record::Record::Image(img) => {
                 self.sessions.insert(img.id.0, img);
             }
-            Record::Alias { hash, id, until } => {
+            crate::log::record::Record::Alias { hash, id, until } => {
                 self.aliases.insert(hash, (id, until));
             }
-            Record::Change(c) => self.apply_change(c),
+            crate::log::record::Record::Change(c) => self.apply_change(c),
         }
     }
 
-    fn apply_change(&mut self, c: Change) {
+    fn apply_change(&mut self, c: crate::journal::Change) {
         match c {
-            Change::Create {
+            crate::journal::Change::Create {
                 id,
                 hash,
                 user,
@@ -117,7 +120,7 @@ impl Recovered {
                     },
                 );
             }
-            Change::Data {
+            crate::journal::Change::Data {
                 id,
                 version,
                 at,
@@ -129,18 +132,18 @@ impl Recovered {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            Change::Touch { id, at } => {
+            crate::journal::Change::Touch { id, at } => {
                 if let Some(s) = self.sessions.get_mut(&id.0) {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            Change::Extend { id, absolute, at } => {
+            crate::journal::Change::Extend { id, absolute, at } => {
                 if let Some(s) = self.sessions.get_mut(&id.0) {
                     s.absolute = absolute;
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            Change::Bind {
+            crate::journal::Change::Bind {
                 id,
                 user,
                 at,
@@ -153,19 +156,19 @@ impl Recovered {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            Change::Unbind { id, version } => {
+            crate::journal::Change::Unbind { id, version } => {
                 if let Some(s) = self.sessions.get_mut(&id.0) {
                     s.user = None;
                     s.authenticated = None;
                     s.version = version;
                 }
             }
-            Change::Label { id, label } => {
+            crate::journal::Change::Label { id, label } => {
                 if let Some(s) = self.sessions.get_mut(&id.0) {
                     s.label = label;
                 }
             }
-            Change::Rotate {
+            crate::journal::Change::Rotate {
                 id,
                 old,
                 new,
@@ -178,10 +181,10 @@ impl Recovered {
                     self.aliases.insert(old, (id, grace_until));
                 }
             }
-            Change::End { id, .. } => {
+            crate::journal::Change::End { id, .. } => {
                 self.sessions.remove(&id.0);
             }
-            Change::Clear => {
+            crate::journal::Change::Clear => {
                 self.sessions.clear();
                 self.aliases.clear();
             }
@@ -218,7 +221,8 @@ fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
 pub(crate) fn recover_dir(
     dir: &Path,
     salvage: bool,
-) -> Result<(Recovered, RecoveryReport, Layout)> {
+    sink: &Loader,
+) -> Result<(RecoveryReport, Layout)> {
     let started = Instant::now();
     let mut report = RecoveryReport {
         backend: "log",
@@ -246,7 +250,22 @@ pub(crate) fn recover_dir(
     bases.sort_unstable();
     segments.sort_unstable();
 
-    let mut state = Recovered::default();
+    // Pre-size for the sessions the files can hold (a session image is ~300 bytes), so
+    // the map does not rehash a million entries while it grows.
+    let newest_base = bases.last().copied();
+    let bytes: u64 = newest_base
+        .map(|b| (FileKind::Base, b))
+        .into_iter()
+        .chain(
+            segments
+                .iter()
+                .filter(|&&s| newest_base.is_none_or(|b| s > b))
+                .map(|&s| (FileKind::Segment, s)),
+        )
+        .filter_map(|(k, s)| std::fs::metadata(crate::log::format::path_of(dir, k, s)).ok())
+        .map(|m| m.len())
+        .sum();
+    sink.reserve(usize::try_from(bytes / 300).unwrap_or(0).min(1 << 26));
     let mut layout = Layout::default();
     if let Some(&base) = bases.last() {
         let path = crate::log::format::path_of(dir, FileKind::Base, base);
@@ -256,7 +275,7 @@ pub(crate) fn recover_dir(
             base,
             false,
             salvage,
-            &mut state,
+            sink,
             &mut report,
         )?;
         layout.base = Some((base, size));
@@ -294,7 +313,7 @@ pub(crate) fn recover_dir(
             seq,
             last,
             salvage,
-            &mut state,
+            sink,
             &mut report,
         )?;
         if size > 0 {
@@ -302,7 +321,7 @@ pub(crate) fn recover_dir(
         }
     }
     report.duration = started.elapsed();
-    Ok((state, report, layout))
+    Ok((report, layout))
 }
 
 fn remove(path: &Path) -> Result<()> {
@@ -317,7 +336,7 @@ fn replay_file(
     seq: u64,
     last: bool,
     salvage: bool,
-    state: &mut Recovered,
+    sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let buf =
@@ -349,6 +368,11 @@ fn replay_file(
         }
         Err(HeaderError::Damaged(why)) => return Err(corrupt(path, 0, why)),
     }
+    if kind_of_file == FileKind::Base && !salvage {
+        replay_base_in_parallel(path, &buf, sink, report)?;
+        return Ok(buf.len() as u64);
+    }
+    let mut users = UserInterner::default();
     let mut pos = HEADER_LEN;
     while pos < buf.len() {
         let problem = match read_frame(&buf, pos) {
@@ -368,9 +392,9 @@ fn replay_file(
                 kind,
                 payload,
                 next,
-            } => match decode_record(kind, payload) {
+            } => match decode_record(kind, payload, &mut users) {
                 Ok(rec) => {
-                    state.apply(rec);
+                    sink.apply(rec);
                     report.records += 1;
                     pos = next;
                     continue;
@@ -399,6 +423,107 @@ fn replay_file(
         pos = next;
     }
     Ok(buf.len() as u64)
+}
+
+/// Replays a compacted base — images and aliases, which commute — on two threads:
+/// frame boundaries are found by their lengths, then each half is checksummed,
+/// decoded and applied in parallel. Any damage is `Error::Corrupt` at the first
+/// damaged offset (salvage uses the sequential path instead).
+fn replay_base_in_parallel(
+    path: &Path,
+    buf: &[u8],
+    sink: &Loader,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let mut starts = Vec::with_capacity(buf.len() / 300);
+    let mut pos = HEADER_LEN;
+    while pos < buf.len() {
+        starts.push(pos);
+        match frame_end(buf, pos) {
+            Some(next) => pos = next,
+            None => break,
+        }
+    }
+    let halves = starts.chunks(starts.len().div_ceil(2).max(1));
+    type Part = (
+        u64,
+        Option<(usize, String)>,
+        ByShard,
+        Vec<(TokenHash, SessionId, Timestamp)>,
+    );
+    let outcomes: Vec<Part> = std::thread::scope(|scope| {
+        let handles: Vec<_> = halves
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut users = UserInterner::default();
+                    let mut records = 0u64;
+                    let mut by_shard: ByShard =
+                        (0..sink.shard_count()).map(|_| Vec::new()).collect();
+                    let mut aliases = Vec::new();
+                    for &at in part {
+                        let problem = match read_frame(buf, at) {
+                            Frame::Ok {
+                                kind: k @ (kind::IMAGE | kind::ALIAS),
+                                payload,
+                                ..
+                            } => match decode_record(k, payload, &mut users) {
+                                Ok(Record::Image(img)) => {
+                                    by_shard[sink.shard_ix(img.hash.0)].push(img);
+                                    records += 1;
+                                    continue;
+                                }
+                                Ok(Record::Alias { hash, id, until }) => {
+                                    aliases.push((hash, id, until));
+                                    records += 1;
+                                    continue;
+                                }
+                                Ok(Record::Change(_)) => "a change record in a base".to_owned(),
+                                Err(why) => why,
+                            },
+                            Frame::Ok { kind, .. } => format!("record type {kind} in a base"),
+                            Frame::Truncated => "record cut short".to_owned(),
+                            Frame::BadChecksum => "record checksum mismatch".to_owned(),
+                        };
+                        return (records, Some((at, problem)), by_shard, aliases);
+                    }
+                    (records, None, by_shard, aliases)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("replay threads do not panic"))
+            .collect()
+    });
+    let mut first: Option<(usize, String)> = None;
+    let mut parts = Vec::new();
+    let mut all_aliases = Vec::new();
+    for (records, problem, by_shard, aliases) in outcomes {
+        report.records += records;
+        if let Some(p) = problem
+            && first.as_ref().is_none_or(|f| p.0 < f.0)
+        {
+            first = Some(p);
+        }
+        parts.push(by_shard);
+        all_aliases.extend(aliases);
+    }
+    if pos < buf.len() && first.as_ref().is_none_or(|f| pos < f.0) {
+        first = Some((pos, "record cut short".to_owned()));
+    }
+    if let Some((at, why)) = first {
+        return Err(corrupt(path, at as u64, why));
+    }
+    sink.load_base(parts, all_aliases);
+    Ok(())
+}
+
+/// Where the frame at `pos` ends, from its length field alone (`None` if it runs past
+/// the buffer).
+fn frame_end(buf: &[u8], pos: usize) -> Option<usize> {
+    let len = u32::from_le_bytes(buf.get(pos..pos + 4)?.try_into().ok()?) as usize;
+    let end = pos.checked_add(FRAME_HEADER_LEN)?.checked_add(len)?;
+    (end <= buf.len()).then_some(end)
 }
 
 /// True when the damage at `at` lies past every point a later batch says was fsynced:

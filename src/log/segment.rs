@@ -11,10 +11,11 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::journal::Change;
+use crate::load::Loader;
 use crate::log::compaction::CompactionJob;
 use crate::log::format::{FileKind, encode_header, path_of};
 use crate::log::record::{encode_batch, encode_change};
-use crate::log::recovery::recover_dir;
+use crate::log::recovery::{Recovered, recover_dir};
 use crate::options::Options;
 use crate::storage::{Backend, Opened};
 
@@ -71,9 +72,9 @@ pub(crate) struct LogBackend {
 }
 
 impl LogBackend {
-    /// Recovers `dir` and starts a fresh active segment after what is there.
-    pub(crate) fn open(dir: &Path, opts: &Options) -> Result<Opened> {
-        let (state, report, layout) = recover_dir(dir, opts.salvage)?;
+    /// Recovers `dir` into `sink` and starts a fresh active segment after what is there.
+    pub(crate) fn open(dir: &Path, opts: &Options, sink: &Loader) -> Result<Opened> {
+        let (report, layout) = recover_dir(dir, opts.salvage, sink)?;
         let seq = layout.next_seq();
         let active = create_segment(dir, seq)?;
         let header = crate::log::format::HEADER_LEN as u64;
@@ -94,7 +95,7 @@ impl LogBackend {
                 compact_min_bytes: opts.compact_min_bytes,
                 compact_growth: opts.compact_growth,
             }),
-            state,
+            state: Recovered::default(),
             report,
         })
     }
