@@ -24,7 +24,7 @@ use crate::clock::Timestamp;
 use crate::journal::Change;
 use crate::log::record::{Image, Record};
 use crate::log::recovery::Recovered;
-use crate::session::{SessionState, UserId};
+use crate::session::{MaybeTime, SessionState, UserId};
 use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
 use crate::token::{SessionId, TokenHash};
 use crate::users::UserIndex;
@@ -67,14 +67,13 @@ fn state_of(img: Image) -> (u128, Box<SessionState>) {
             user: img.user,
             label: img.label,
             created: img.created,
-            authenticated: img.authenticated,
+            authenticated: img.authenticated.into(),
             absolute: img.absolute,
             idle_ms: img.idle_ms,
             last_seen: img.last_seen.0.into(),
             version: img.version,
             data: img.data,
             timer: TimerHandle::detached(),
-            instances: None,
         }),
     )
 }
@@ -123,7 +122,7 @@ impl Loader {
     }
 
     fn key_of(&self, id: SessionId) -> Option<u128> {
-        self.ids[self.id_ix(id)].read().get(&id.0).copied()
+        self.ids[self.id_ix(id)].read().get(&id.as_u128()).copied()
     }
 
     /// Bulk-loads the images of a base, given as one [`ByShard`] per decoding thread,
@@ -245,7 +244,7 @@ impl Loader {
 
     /// Removes the session `id`: its slot, timer, id entry and user-list entry.
     fn remove(&self, id: SessionId) -> Option<(u128, Box<SessionState>)> {
-        let key = self.ids[self.id_ix(id)].write().remove(&id.0)?;
+        let key = self.ids[self.id_ix(id)].write().remove(&id.as_u128())?;
         let state = {
             let mut shard = self.shard(key).write();
             match shard.map.remove(&key) {
@@ -358,7 +357,7 @@ impl Loader {
                     return;
                 };
                 state.user = Some(user);
-                state.authenticated = Some(at);
+                state.authenticated = Some(at).into();
                 state.version = version;
                 state.mark_seen(at);
                 self.insert(key, state);
@@ -368,7 +367,7 @@ impl Loader {
                     return;
                 };
                 state.user = None;
-                state.authenticated = None;
+                state.authenticated = MaybeTime::NONE;
                 state.version = version;
                 self.insert(key, state);
             }
@@ -428,7 +427,7 @@ impl Loader {
                 let Some(Slot::Live(s)) = shard.map.remove(&key) else {
                     continue;
                 };
-                self.ids[self.id_ix(s.id)].write().remove(&s.id.0);
+                self.ids[self.id_ix(s.id)].write().remove(&s.id.as_u128());
                 if let Some(u) = &s.user {
                     self.users.lock(u, None).remove(u, s.id);
                 }

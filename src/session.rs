@@ -153,13 +153,31 @@ pub(crate) struct Instances {
     pub(crate) open: Vec<InstanceId>,
 }
 
+/// An optional timestamp in 8 bytes (`u64::MAX`, a moment no clock reaches, is none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MaybeTime(u64);
+
+impl MaybeTime {
+    pub(crate) const NONE: MaybeTime = MaybeTime(u64::MAX);
+
+    pub(crate) fn get(self) -> Option<Timestamp> {
+        (self.0 != u64::MAX).then_some(Timestamp(self.0))
+    }
+}
+
+impl From<Option<Timestamp>> for MaybeTime {
+    fn from(t: Option<Timestamp>) -> MaybeTime {
+        MaybeTime(t.map_or(u64::MAX, |t| t.0.min(u64::MAX - 1)))
+    }
+}
+
 /// A session as the index holds it.
 pub(crate) struct SessionState {
     pub(crate) id: SessionId,
     pub(crate) user: Option<UserId>,
     pub(crate) label: Option<Arc<str>>,
     pub(crate) created: Timestamp,
-    pub(crate) authenticated: Option<Timestamp>,
+    pub(crate) authenticated: MaybeTime,
     /// The absolute deadline (creation + lifetime, moved by `extend`).
     pub(crate) absolute: Timestamp,
     /// Idle timeout in ms; 0 = disabled.
@@ -169,7 +187,6 @@ pub(crate) struct SessionState {
     pub(crate) version: u64,
     pub(crate) data: SessionData,
     pub(crate) timer: TimerHandle,
-    pub(crate) instances: Option<Box<Instances>>,
 }
 
 impl SessionState {
@@ -185,7 +202,7 @@ impl SessionState {
             );
         }
         if auth_lifetime_ms != 0
-            && let Some(auth) = self.authenticated
+            && let Some(auth) = self.authenticated.get()
         {
             d = d.min(auth.0.saturating_add(auth_lifetime_ms));
         }
@@ -208,7 +225,7 @@ impl SessionState {
             label: self.label.clone(),
             created_at: self.created,
             last_seen: self.last_seen(),
-            authenticated_at: self.authenticated,
+            authenticated_at: self.authenticated.get(),
             expires_at: self.deadline(auth_lifetime_ms),
             absolute_deadline: self.absolute,
             idle_timeout: (self.idle_ms != 0).then(|| Duration::from_millis(self.idle_ms)),
@@ -304,14 +321,13 @@ mod tests {
             user: None,
             label: None,
             created: Timestamp(0),
-            authenticated: auth.map(Timestamp),
+            authenticated: auth.map(Timestamp).into(),
             absolute: Timestamp(absolute),
             idle_ms,
             last_seen: AtomicU64::new(last_seen),
             version: 0,
             data: SessionData::default(),
             timer: TimerHandle::detached(),
-            instances: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Deref;
 
 use crate::clock::Timestamp;
-use crate::session::SessionState;
+use crate::session::{Instances, SessionState};
 use crate::token::SessionId;
 use crate::wheel::{TimerHandle, TimerWheel};
 
@@ -66,6 +66,9 @@ pub(crate) enum Slot {
 pub(crate) struct Shard {
     pub(crate) map: RandomKeyMap<Slot>,
     pub(crate) wheel: TimerWheel,
+    /// Open instances (tabs) of this shard's sessions that have any — kept beside the
+    /// sessions rather than in them, since most sessions never open one.
+    pub(crate) instances: RandomKeyMap<Instances>,
 }
 
 impl Shard {
@@ -73,6 +76,7 @@ impl Shard {
         Shard {
             map: RandomKeyMap::default(),
             wheel: TimerWheel::new(now.0),
+            instances: RandomKeyMap::default(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Shard {
             return None;
         };
         self.wheel.cancel(s.timer, key);
+        self.instances.remove(&key);
         Some(s)
     }
 

@@ -406,9 +406,12 @@ impl SledBackend {
             report.records += 1;
             match decode_alias(&k, &v) {
                 Ok((hash, id, until)) => {
-                    if until > now && state.sessions.contains_key(&id.0) && !dead.contains(&id.0) {
+                    if until > now
+                        && state.sessions.contains_key(&id.as_u128())
+                        && !dead.contains(&id.as_u128())
+                    {
                         state.aliases.insert(hash, (id, until));
-                    } else if !damaged_ids.contains(&id.0) {
+                    } else if !damaged_ids.contains(&id.as_u128()) {
                         dead_aliases.push(k);
                     }
                 }
@@ -732,7 +735,7 @@ mod tests {
         let live: HashSet<u128> = model.sessions.keys().copied().collect();
         model
             .aliases
-            .retain(|_, (id, until)| until.0 > now && live.contains(&id.0));
+            .retain(|_, (id, until)| until.0 > now && live.contains(&id.as_u128()));
         assert_eq!(got.aliases, model.aliases);
     }
 

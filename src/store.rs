@@ -33,7 +33,7 @@ use crate::log::writer::Durable;
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
-use crate::session::{Instances, NewSession, Session, SessionState, UserId, check_label};
+use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
 use crate::storage;
 use crate::token::{InstanceId, SessionId, Token, TokenHash};
@@ -326,14 +326,13 @@ impl Store {
                 user: user.clone(),
                 label: label.clone(),
                 created: now,
-                authenticated: user.as_ref().map(|_| now),
+                authenticated: user.as_ref().map(|_| now).into(),
                 absolute: now.saturating_add(lifetime),
                 idle_ms: 0,
                 last_seen: now.0.into(),
                 version: 0,
                 data: data.clone(),
                 timer: TimerHandle::detached(),
-                instances: None,
             });
             state.set_idle(idle);
             let deadline = state.deadline(inner.auth_ms);
@@ -610,7 +609,7 @@ impl Store {
                     version,
                 })?;
                 s.user = Some(user.clone());
-                s.authenticated = Some(now);
+                s.authenticated = Some(now).into();
                 s.version = version;
                 s.mark_seen(now);
                 let deadline = s.deadline(inner.auth_ms);
@@ -677,7 +676,7 @@ impl Store {
                 let version = s.version + 1;
                 let t = inner.journal.append(|| Change::Unbind { id, version })?;
                 s.user = None;
-                s.authenticated = None;
+                s.authenticated = MaybeTime::NONE;
                 s.version = version;
                 Ok(Some(Some(t)))
             })?;
@@ -823,14 +822,19 @@ impl Store {
                 return Err(Error::Ended);
             };
             a.wheel.cancel(state.timer, old);
+            let instances = a.instances.remove(&old);
             if inner.grace_ms > 0 {
                 a.insert_alias(old, id, grace_until);
             }
             state.mark_seen(now);
             let deadline = state.deadline(inner.auth_ms);
-            match b.as_deref_mut() {
-                Some(other) => other.insert_live(new, state, deadline),
-                None => a.insert_live(new, state, deadline),
+            let target = match b.as_deref_mut() {
+                Some(other) => other,
+                None => &mut *a,
+            };
+            target.insert_live(new, state, deadline);
+            if let Some(inst) = instances {
+                target.instances.insert(new, inst);
             }
             inner.ids_insert(id, new);
             drop(b);
@@ -947,7 +951,7 @@ impl Store {
             let id = s.id;
             let _coalesced = inner.journal.append(|| Change::Touch { id, at: now })?;
             s.mark_seen(now);
-            let inst = s.instances.get_or_insert_with(Box::<Instances>::default);
+            let inst = shard.instances.entry(key).or_default();
             let id = InstanceId(inst.next);
             inst.next = inst.next.wrapping_add(1);
             inst.open.push(id);
@@ -960,14 +964,15 @@ impl Store {
     /// # Errors
     /// [`Error::Ended`] if the session is not live.
     pub fn instances(&self, token: &Token) -> Result<Vec<InstanceId>> {
-        self.inner
-            .read_live(token.hash().0, |s, _| {
-                s.instances
-                    .as_ref()
+        self.inner.with_live(token.hash().0, |shard, key, _| {
+            Ok(Some(
+                shard
+                    .instances
+                    .get(&key)
                     .map(|i| i.open.clone())
-                    .unwrap_or_default()
-            })
-            .ok_or(Error::Ended)
+                    .unwrap_or_default(),
+            ))
+        })
     }
 
     /// Ends one instance, keeping the session and its other instances. If the session's
@@ -979,16 +984,18 @@ impl Store {
     pub fn end_instance(&self, token: &Token, instance: InstanceId) -> Result<bool> {
         let inner = &*self.inner;
         let (id, found, ended) = inner.with_live(token.hash().0, |shard, key, _| {
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
-            let id = s.id;
-            let Some(inst) = s.instances.as_mut() else {
+            let (id, idle_ms) = match shard.live(key) {
+                Some(s) => (s.id, s.idle_ms),
+                None => return Err(Error::Ended),
+            };
+            let Some(inst) = shard.instances.get_mut(&key) else {
                 return Ok(Some((id, false, None)));
             };
             let Some(pos) = inst.open.iter().position(|i| *i == instance) else {
                 return Ok(Some((id, false, None)));
             };
             inst.open.remove(pos);
-            if !inst.open.is_empty() || s.idle_ms != 0 {
+            if !inst.open.is_empty() || idle_ms != 0 {
                 return Ok(Some((id, true, None)));
             }
             let t = inner.journal.append(|| Change::End {
@@ -1200,7 +1207,7 @@ impl Inner {
                         user: s.user.clone(),
                         label: s.label.clone(),
                         created: s.created,
-                        authenticated: s.authenticated,
+                        authenticated: s.authenticated.get(),
                         absolute: s.absolute,
                         idle_ms: s.idle_ms,
                         last_seen: s.last_seen(),
@@ -1292,7 +1299,7 @@ impl Inner {
     }
 
     fn hash_of(&self, id: SessionId) -> Option<u128> {
-        self.id_shard(id).read().get(&id.0).copied()
+        self.id_shard(id).read().get(&id.as_u128()).copied()
     }
 
     fn ids_insert(&self, id: SessionId, key: u128) {
@@ -1300,7 +1307,7 @@ impl Inner {
     }
 
     fn ids_remove(&self, id: SessionId) {
-        self.id_shard(id).write().remove(&id.0);
+        self.id_shard(id).write().remove(&id.as_u128());
     }
 
     /// Locks shards `i` and `j` for writing in index order; the second guard is `None`
@@ -1613,6 +1620,7 @@ impl Inner {
                         let Some(Slot::Live(s)) = shard.map.remove(&key) else {
                             continue;
                         };
+                        shard.instances.remove(&key);
                         self.ids_remove(s.id);
                         let _ = self.journal.append(|| Change::End {
                             id: s.id,
@@ -1655,7 +1663,11 @@ impl Inner {
         let users = self.users.lock_all();
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
-        let id_of = |id: SessionId| ids[((id.0 >> 64) as usize) & self.mask].get(&id.0).copied();
+        let id_of = |id: SessionId| {
+            ids[((id.0 >> 64) as usize) & self.mask]
+                .get(&id.as_u128())
+                .copied()
+        };
         let mut live_by_user: std::collections::HashMap<UserId, Vec<SessionId>> =
             std::collections::HashMap::new();
         let mut live_total = 0usize;
@@ -1664,6 +1676,13 @@ impl Inner {
             for (key, deadline, _) in shard.wheel.iter() {
                 if timers.insert(key, deadline).is_some() {
                     return bad(format!("shard {i}: two timers for one key"));
+                }
+            }
+            for key in shard.instances.keys() {
+                if shard.live(*key).is_none() {
+                    return bad(format!(
+                        "shard {i}: instances of a session that is not there"
+                    ));
                 }
             }
             if timers.len() != shard.map.len() {

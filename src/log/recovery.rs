@@ -126,19 +126,19 @@ impl Recovered {
                 at,
                 data,
             } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.data = data;
                     s.version = version;
                     s.last_seen = s.last_seen.max(at);
                 }
             }
             crate::journal::Change::Touch { id, at } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
             crate::journal::Change::Extend { id, absolute, at } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.absolute = absolute;
                     s.last_seen = s.last_seen.max(at);
                 }
@@ -149,7 +149,7 @@ impl Recovered {
                 at,
                 version,
             } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.user = Some(user);
                     s.authenticated = Some(at);
                     s.version = version;
@@ -157,14 +157,14 @@ impl Recovered {
                 }
             }
             crate::journal::Change::Unbind { id, version } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.user = None;
                     s.authenticated = None;
                     s.version = version;
                 }
             }
             crate::journal::Change::Label { id, label } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.label = label;
                 }
             }
@@ -175,14 +175,14 @@ impl Recovered {
                 grace_until,
                 at,
             } => {
-                if let Some(s) = self.sessions.get_mut(&id.0) {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.hash = new;
                     s.last_seen = s.last_seen.max(at);
                     self.aliases.insert(old, (id, grace_until));
                 }
             }
             crate::journal::Change::End { id, .. } => {
-                self.sessions.remove(&id.0);
+                self.sessions.remove(&id.as_u128());
             }
             crate::journal::Change::Clear => {
                 self.sessions.clear();
