@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the engine on the in-memory store, over 1,000,000 sessions
-//! spread across 100,000 users with ~200 bytes of data each (the brief's workload).
+//! spread across 100,000 users with ~200 bytes of data each (the brief's workload):
+//! get-hit, get-miss, create, update, touch, sessions-of-user, rotate, end, and
+//! revoke-user of a user with 10 sessions.
 //!
 //! `cargo bench --bench engine`; set `SESSIONDB_BENCH_SESSIONS` for a smaller preload.
 
@@ -7,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use sessiondb::{NewSession, Options, Store, Token};
+use sessiondb::{NewSession, Options, SessionData, Store, Token};
 
 const USERS: usize = 100_000;
 
@@ -20,11 +22,12 @@ fn preload() -> (Store, Vec<Token>) {
     let payload = "x".repeat(180);
     let tokens = (0..n)
         .map(|i| {
-            let (t, _) = store
-                .create(NewSession::for_user(format!("user-{}", i % USERS)))
-                .unwrap();
-            store.put(&t, "profile", &payload).unwrap();
-            t
+            let mut data = SessionData::new();
+            data.insert("profile", &payload).unwrap();
+            store
+                .create(NewSession::for_user(format!("user-{}", i % USERS)).data(data))
+                .unwrap()
+                .0
         })
         .collect();
     (store, tokens)
@@ -62,6 +65,47 @@ fn engine(c: &mut Criterion) {
                     .unwrap(),
             )
         })
+    });
+
+    let mut u = 0usize;
+    g.bench_function("update", |b| {
+        b.iter(|| {
+            u = (u + 7919) % tokens.len();
+            black_box(store.put(&tokens[u], "counter", &u).unwrap())
+        })
+    });
+
+    let mut t = 0usize;
+    g.bench_function("touch", |b| {
+        b.iter(|| {
+            t = (t + 7919) % tokens.len();
+            black_box(store.touch(&tokens[t]).unwrap())
+        })
+    });
+
+    let mut l = 0usize;
+    g.bench_function("sessions_of_user", |b| {
+        b.iter(|| {
+            l = (l + 1) % USERS;
+            black_box(store.sessions_of(&format!("user-{l}")).unwrap())
+        })
+    });
+
+    // Rotate and end consume their session: each iteration gets a fresh one, made
+    // outside the timing.
+    g.bench_function("rotate", |b| {
+        b.iter_batched(
+            || store.create(NewSession::for_user("rotating")).unwrap().0,
+            |tok| black_box(store.rotate(&tok).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("end", |b| {
+        b.iter_batched(
+            || store.create(NewSession::for_user("ending")).unwrap().0,
+            |tok| black_box(store.end(&tok).unwrap()),
+            BatchSize::SmallInput,
+        )
     });
 
     // Revoke a user who has exactly 10 sessions: set up outside the timing.

@@ -36,7 +36,7 @@ use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
 use crate::storage;
-use crate::token::{InstanceId, SessionId, Token, TokenHash};
+use crate::token::{EntropyPool, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
 use crate::wheel::TimerHandle;
 
@@ -118,6 +118,8 @@ pub(crate) struct Inner {
     compact_lock: parking_lot::Mutex<()>,
     compactor: parking_lot::Mutex<Option<Background>>,
     reaper: parking_lot::Mutex<Option<Background>>,
+    /// OS randomness for tokens and ids, read in bulk.
+    entropy: parking_lot::Mutex<EntropyPool>,
     /// Set when the last handle is dropped: a running compaction stops early.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -247,6 +249,7 @@ impl Store {
             compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            entropy: parking_lot::Mutex::new(EntropyPool::new()),
             opts,
         });
         let life = Arc::new(Lifecycle(Arc::clone(&inner)));
@@ -295,7 +298,7 @@ impl Store {
         let idle = new.idle_timeout.unwrap_or(inner.opts.idle_timeout);
         inner.check_data(&new.data)?;
         let data = new.data;
-        let (id, first_token) = SessionId::generate_with_token()?;
+        let (id, first_token) = inner.entropy.lock().session()?;
         let mut first_token = Some(first_token);
         let label: Option<Arc<str>> = new.label.map(Arc::from);
         let mut events = Vec::new();
@@ -313,13 +316,16 @@ impl Store {
         let (token, session) = loop {
             let token = match first_token.take() {
                 Some(t) => t,
-                None => Token::generate()?,
+                None => inner.entropy.lock().token()?,
             };
             let key = token.hash().0;
-            let mut shard = inner.shard(key).write();
-            if shard.map.contains_key(&key) {
-                continue; // a 128-bit collision: draw again
-            }
+            let mut guard = inner.shard(key).write();
+            let shard = &mut *guard;
+            // One probe both checks for a (128-bit) collision and keeps the place.
+            let place = match shard.map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(v) => v,
+            };
             let now = inner.now();
             let mut state = Box::new(SessionState {
                 id,
@@ -358,7 +364,8 @@ impl Store {
                 }
             }
             let session = state.snapshot(inner.auth_ms);
-            shard.insert_live(key, state, deadline);
+            state.timer = shard.wheel.schedule(key, deadline.0);
+            place.insert(Slot::Live(state));
             break (token, session);
         };
         if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
@@ -775,7 +782,7 @@ impl Store {
         let inner = &*self.inner;
         let old = token.hash().0;
         loop {
-            let fresh = Token::generate()?;
+            let fresh = inner.entropy.lock().token()?;
             let new = fresh.hash().0;
             if new == old {
                 continue;

@@ -133,6 +133,72 @@ impl FromStr for Token {
     }
 }
 
+/// Bytes read from the operating system's CSPRNG in bulk and handed out once each.
+///
+/// A `getrandom` call costs a system call and the kernel's per-call generator setup
+/// (about 0.4 µs on a VM, a sixth of a session's creation); reading 4 KiB at a time and
+/// handing out 40 bytes per session keeps every token's bytes straight from the OS
+/// generator while paying that once per hundred sessions. Each byte is used once, then
+/// overwritten. The pool belongs to one store and sits behind its lock; a process
+/// forked with a store in it cannot write to that store (its log writer thread does not
+/// survive the fork), so forked copies of the pool are never used to mint tokens for a
+/// live store.
+pub(crate) struct EntropyPool {
+    buf: Box<[u8; POOL_BYTES]>,
+    pos: usize,
+}
+
+const POOL_BYTES: usize = 4096;
+
+impl EntropyPool {
+    pub(crate) fn new() -> EntropyPool {
+        EntropyPool {
+            buf: Box::new([0u8; POOL_BYTES]),
+            pos: POOL_BYTES,
+        }
+    }
+
+    /// Fills `out` with fresh OS randomness.
+    pub(crate) fn fill(&mut self, out: &mut [u8]) -> Result<()> {
+        if out.len() > POOL_BYTES {
+            return getrandom::fill(out).map_err(|e| Error::Entropy(e.to_string()));
+        }
+        if POOL_BYTES - self.pos < out.len() {
+            getrandom::fill(&mut self.buf[..]).map_err(|e| Error::Entropy(e.to_string()))?;
+            self.pos = 0;
+        }
+        let end = self.pos + out.len();
+        out.copy_from_slice(&self.buf[self.pos..end]);
+        self.buf[self.pos..end].fill(0);
+        self.pos = end;
+        Ok(())
+    }
+
+    /// A fresh public id and token.
+    pub(crate) fn session(&mut self) -> Result<(SessionId, Token)> {
+        let mut bytes = [0u8; 16 + TOKEN_BYTES];
+        self.fill(&mut bytes)?;
+        Ok(split_id_token(bytes))
+    }
+
+    /// A fresh token.
+    pub(crate) fn token(&mut self) -> Result<Token> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        self.fill(&mut bytes)?;
+        Ok(Token(bytes))
+    }
+}
+
+fn split_id_token(bytes: [u8; 16 + TOKEN_BYTES]) -> (SessionId, Token) {
+    let (id, token) = bytes.split_at(16);
+    let id: [u8; 16] = id.try_into().expect("16 bytes");
+    let token: [u8; TOKEN_BYTES] = token.try_into().expect("24 bytes");
+    (
+        SessionId(uuid::Builder::from_random_bytes(id).into_uuid().as_u128()),
+        Token(token),
+    )
+}
+
 /// The first 128 bits of a token's BLAKE3 hash: what the store keeps instead of the
 /// token. Uniformly distributed, so its low bits pick a shard directly.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -163,21 +229,11 @@ pub struct SessionId(pub(crate) u128);
 
 impl SessionId {
     /// Draws a fresh random id and a fresh token, with one call to the OS generator.
-    pub(crate) fn generate_with_token() -> Result<(SessionId, Token)> {
-        let mut bytes = [0u8; 16 + TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Entropy(e.to_string()))?;
-        let (id, token) = bytes.split_at(16);
-        let id: [u8; 16] = id.try_into().expect("16 bytes");
-        let token: [u8; TOKEN_BYTES] = token.try_into().expect("24 bytes");
-        Ok((
-            SessionId(uuid::Builder::from_random_bytes(id).into_uuid().as_u128()),
-            Token(token),
-        ))
-    }
-
     #[cfg(test)]
     pub(crate) fn generate() -> Result<SessionId> {
-        SessionId::generate_with_token().map(|(id, _)| id)
+        let mut bytes = [0u8; 16 + TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Entropy(e.to_string()))?;
+        Ok(split_id_token(bytes).0)
     }
 
     /// Parses the hyphenated form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, 36 characters).
@@ -274,6 +330,21 @@ mod tests {
         let s = "é".repeat(16);
         assert_eq!(s.len(), 32);
         assert!(Token::parse(&s).is_err());
+    }
+
+    #[test]
+    fn entropy_pool_hands_out_each_byte_once_and_refills() {
+        let mut pool = EntropyPool::new();
+        let mut seen = std::collections::HashSet::new();
+        // Several refills' worth: every token distinct.
+        for _ in 0..1000 {
+            let (id, t) = pool.session().unwrap();
+            assert!(seen.insert(t.as_string()));
+            assert!(seen.insert(id.to_string()));
+        }
+        let mut big = vec![0u8; 10_000];
+        pool.fill(&mut big).unwrap();
+        assert!(big.iter().any(|&b| b != 0));
     }
 
     #[test]

@@ -1,0 +1,18 @@
+//! Arbitrary sequences of API operations (create, get, put, update, save, touch,
+//! extend, rotate, bind/unbind, end, revoke, instances, clock advances, reap, clear,
+//! compact, close-and-reopen) against a durable store and a plain model: every answer
+//! must agree, `Store::verify` must pass after every step, and after every reopen the
+//! recovered state must equal the model's. The model is `tests/support/model.rs`.
+#![no_main]
+
+#[path = "../../tests/support/model.rs"]
+mod model;
+#[path = "../../tests/support/ops_input.rs"]
+mod ops_input;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let ops = ops_input::ops(data, 200);
+    if let Err(e) = model::run(model::Kind::Log, ops) {
+        panic!("store and model disagree: {e}");
+    }
+});
