@@ -92,47 +92,83 @@ fn main() {
         .map_or_else(|| PathBuf::from("fuzz/corpus"), PathBuf::from);
 
     let logs = out.join("log_replay");
-    write(&logs, "one-segment", &recorded(1 << 20, |s| {
-        let t = sessions(s, 6);
-        s.put(&t[1], "k", "v").unwrap();
-        s.end(&t[2]).unwrap();
-    }));
-    write(&logs, "many-segments", &recorded(4096, |s| {
-        let t = sessions(s, 30);
-        for (i, tok) in t.iter().enumerate() {
-            s.put(tok, "pad", &"x".repeat(100 + i)).unwrap();
-        }
-        s.revoke_user("user-1").unwrap();
-    }));
-    write(&logs, "base-and-segments", &recorded(1 << 20, |s| {
-        let t = sessions(s, 8);
-        s.compact().unwrap();
-        let new = s.rotate(&t[1]).unwrap();
-        s.bind_user(&new, "user-9").unwrap();
-        s.unbind_user(&t[4]).unwrap();
-        s.extend(&t[5], Duration::from_secs(60)).unwrap();
-        s.set_label(&t[7], Some("Safari")).unwrap();
-    }));
-    write(&logs, "rotation-alias-in-base", &recorded(1 << 20, |s| {
-        let t = sessions(s, 3);
-        s.rotate(&t[0]).unwrap();
-        s.compact().unwrap();
-    }));
-    write(&logs, "cleared", &recorded(1 << 20, |s| {
-        sessions(s, 4);
-        s.clear().unwrap();
-        sessions(s, 2);
-    }));
+    write(
+        &logs,
+        "one-segment",
+        &recorded(1 << 20, |s| {
+            let t = sessions(s, 6);
+            s.put(&t[1], "k", "v").unwrap();
+            s.end(&t[2]).unwrap();
+        }),
+    );
+    write(
+        &logs,
+        "many-segments",
+        &recorded(4096, |s| {
+            let t = sessions(s, 30);
+            for (i, tok) in t.iter().enumerate() {
+                s.put(tok, "pad", &"x".repeat(100 + i)).unwrap();
+            }
+            s.revoke_user("user-1").unwrap();
+        }),
+    );
+    write(
+        &logs,
+        "base-and-segments",
+        &recorded(1 << 20, |s| {
+            let t = sessions(s, 8);
+            s.compact().unwrap();
+            let new = s.rotate(&t[1]).unwrap();
+            s.bind_user(&new, "user-9").unwrap();
+            s.unbind_user(&t[4]).unwrap();
+            s.extend(&t[5], Duration::from_secs(60)).unwrap();
+            s.set_label(&t[7], Some("Safari")).unwrap();
+        }),
+    );
+    write(
+        &logs,
+        "rotation-alias-in-base",
+        &recorded(1 << 20, |s| {
+            let t = sessions(s, 3);
+            s.rotate(&t[0]).unwrap();
+            s.compact().unwrap();
+        }),
+    );
+    write(
+        &logs,
+        "cleared",
+        &recorded(1 << 20, |s| {
+            sessions(s, 4);
+            s.clear().unwrap();
+            sessions(s, 2);
+        }),
+    );
     write(&logs, "empty", &[]);
 
     let tokens = out.join("token_parse");
     let token = Token::generate().unwrap().to_string();
     write(&tokens, "token", token.as_bytes());
     write(&tokens, "token-short", &token.as_bytes()[..31]);
-    write(&tokens, "token-bad-char", format!("{}+", &token[..31]).as_bytes());
-    write(&tokens, "session-id", b"5ce5d909-8aa1-4fdd-a965-c2fcb5ddec69");
-    write(&tokens, "session-id-upper", b"5CE5D909-8AA1-4FDD-A965-C2FCB5DDEC69");
-    write(&tokens, "session-id-simple", b"5ce5d9098aa14fdda965c2fcb5ddec69");
+    write(
+        &tokens,
+        "token-bad-char",
+        format!("{}+", &token[..31]).as_bytes(),
+    );
+    write(
+        &tokens,
+        "session-id",
+        b"5ce5d909-8aa1-4fdd-a965-c2fcb5ddec69",
+    );
+    write(
+        &tokens,
+        "session-id-upper",
+        b"5CE5D909-8AA1-4FDD-A965-C2FCB5DDEC69",
+    );
+    write(
+        &tokens,
+        "session-id-simple",
+        b"5ce5d9098aa14fdda965c2fcb5ddec69",
+    );
 
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for i in 0..16 {

@@ -81,8 +81,9 @@ pub fn check(data: &[u8]) {
                 let _ = store.stats();
                 drop(store);
                 // Recovery leaves a clean directory: it opens again without salvage.
-                let again = Store::open_with(dir.path(), opts(false))
-                    .unwrap_or_else(|e| panic!("opened once (salvage {salvage}) but not twice: {e}"));
+                let again = Store::open_with(dir.path(), opts(false)).unwrap_or_else(|e| {
+                    panic!("opened once (salvage {salvage}) but not twice: {e}")
+                });
                 again
                     .verify()
                     .unwrap_or_else(|e| panic!("reopened but inconsistent: {e}"));
