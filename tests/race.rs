@@ -47,10 +47,22 @@ fn revoke_racing_creates_binds_and_rotations_leaves_nothing_readable() {
         let revoker = {
             let (s, issued) = (store.clone(), issued.clone());
             thread::spawn(move || {
+                // Tokens before `checked` were verified unreadable by an earlier revoke
+                // (a revoked session never comes back), so each revoke checks the rest.
+                let mut checked = 0;
                 for _ in 0..50 {
+                    // Let creates, binds and rotations pile up between revokes (bounded,
+                    // so a slow machine still finishes).
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+                    while issued.lock().len() < checked + 100
+                        && std::time::Instant::now() < deadline
+                    {
+                        thread::yield_now();
+                    }
                     let before = issued.lock().len();
                     s.revoke_user("victim").unwrap();
-                    let snapshot: Vec<Token> = issued.lock()[..before].to_vec();
+                    let snapshot: Vec<Token> = issued.lock()[checked..before].to_vec();
+                    checked = before;
                     for t in &snapshot {
                         assert!(
                             s.get(t).is_none(),

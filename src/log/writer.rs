@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -52,6 +52,33 @@ struct Progress {
     /// Every change numbered up to this one is as durable as the mode promises.
     durable: u64,
     failed: Option<String>,
+    /// Threads waiting for a change to be durable, with its number. The writer wakes
+    /// exactly those whose change its fsync covered: with many writers, a broadcast
+    /// would wake everyone just to send most back to sleep.
+    waiters: Vec<(u64, std::thread::Thread)>,
+}
+
+impl Progress {
+    /// Marks everything up to `seq` durable; returns the threads to wake.
+    fn advance(&mut self, seq: u64) -> Vec<std::thread::Thread> {
+        self.durable = seq;
+        self.waiters
+            .extract_if(.., |(s, _)| *s <= seq)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Records a failure; returns every waiting thread (each will see it).
+    fn fail(&mut self, reason: String) -> Vec<std::thread::Thread> {
+        self.failed.get_or_insert(reason);
+        self.waiters.drain(..).map(|(_, t)| t).collect()
+    }
+}
+
+fn wake(threads: Vec<std::thread::Thread>) {
+    for t in threads {
+        t.unpark();
+    }
 }
 
 /// Counters the writer keeps for [`crate::Stats`].
@@ -65,7 +92,6 @@ pub(crate) struct WriterCounters {
 
 struct Shared {
     progress: Mutex<Progress>,
-    cond: Condvar,
     counters: Mutex<WriterCounters>,
 }
 
@@ -94,7 +120,6 @@ impl Durable {
         let (ctx, crx) = crossbeam_channel::bounded(1);
         let shared = std::sync::Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
-            cond: Condvar::new(),
             counters: Mutex::new(WriterCounters {
                 disk_bytes: backend.disk_bytes(),
                 ..WriterCounters::default()
@@ -177,20 +202,25 @@ impl Durable {
 
     /// Under `Sync`, blocks until the change behind `ticket` is fsynced.
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
-        let mut p = self.shared.progress.lock();
-        if self.sync {
-            while p.durable < ticket.0 && p.failed.is_none() {
-                self.shared.cond.wait(&mut p);
+        let mut registered = false;
+        loop {
+            let mut p = self.shared.progress.lock();
+            if !self.sync || p.durable >= ticket.0 || p.failed.is_some() {
+                return match (&p.failed, self.sync && p.durable >= ticket.0) {
+                    (_, true) | (None, false) => Ok(()),
+                    (Some(reason), false) => Err(Error::Poisoned {
+                        reason: reason.clone(),
+                    }),
+                };
             }
-            if p.durable >= ticket.0 {
-                return Ok(());
+            if !registered {
+                p.waiters.push((ticket.0, std::thread::current()));
+                registered = true;
             }
-        }
-        match &p.failed {
-            Some(reason) => Err(Error::Poisoned {
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
+            drop(p);
+            // Woken by the writer once the fsync covers `ticket` (or on failure);
+            // a spurious wakeup just checks again.
+            std::thread::park();
         }
     }
 
@@ -305,14 +335,12 @@ fn writer_loop(
         shared.counters.lock().disk_bytes = backend.disk_bytes();
         match outcome {
             Ok(()) => {
-                let mut p = shared.progress.lock();
-                p.durable = last_seq;
-                drop(p);
-                shared.cond.notify_all();
+                let ready = shared.progress.lock().advance(last_seq);
+                wake(ready);
             }
             Err(e) => {
-                shared.progress.lock().failed = Some(e.to_string());
-                shared.cond.notify_all();
+                let all = shared.progress.lock().fail(e.to_string());
+                wake(all);
                 for c in controls.drain(..) {
                     reply_failed(c, &e);
                 }
@@ -327,8 +355,8 @@ fn writer_loop(
                 Msg::BeginCompaction(reply) => {
                     let r = backend.begin_compaction();
                     if let Err(e) = &r {
-                        shared.progress.lock().failed = Some(e.to_string());
-                        shared.cond.notify_all();
+                        let all = shared.progress.lock().fail(e.to_string());
+                        wake(all);
                     }
                     let _ = reply.send(r);
                 }
