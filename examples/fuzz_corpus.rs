@@ -1,187 +1,24 @@
-//! Generates the seed corpus of every fuzz target into `fuzz/corpus/<target>/` (run by
-//! `.ci/run` before fuzzing; nothing generated is committed).
+//! Writes the seed corpus of every fuzz target into `fuzz/corpus/<target>/` (run by
+//! `.ci/run` before fuzzing; nothing generated is committed). The seeds themselves are
+//! built by `tests/support/corpus.rs`.
 //!
 //! `cargo run --example fuzz_corpus [-- <output dir>]`
-//!
-//! - `log_replay`: real store directories written through the public API — one segment,
-//!   several segments, a compacted base with the segments after it, a rotation alias in
-//!   its grace period, a clear — in the target's input layout;
-//! - `token_parse`: tokens and ids, valid and one mutation away;
-//! - `ops_model` and `crash_replay`: operation sequences from a fixed-seed generator.
 
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
 #[path = "../tests/support/log_replay.rs"]
 mod log_replay;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use sessiondb::{Durability, NewSession, Options, SessionData, Store, Token};
-
-fn store_files(dir: &Path) -> Vec<(bool, u8, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("list") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let (base, rest) = if let Some(r) = name.strip_prefix("seg-") {
-            (false, r)
-        } else if let Some(r) = name.strip_prefix("base-") {
-            (true, r)
-        } else {
-            continue;
-        };
-        let seq = u64::from_str_radix(rest.trim_end_matches(".log"), 16).unwrap_or(1);
-        let seq = u8::try_from(seq.saturating_sub(1)).unwrap_or(u8::MAX);
-        files.push((base, seq, std::fs::read(&path).expect("read")));
-    }
-    files
-}
-
-/// A store written by `work`, then closed, as a `log_replay` input.
-fn recorded(segment_bytes: u64, work: impl FnOnce(&Store)) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(
-        dir.path(),
-        Options::default()
-            .durability(Durability::Sync)
-            .segment_bytes(segment_bytes)
-            .compaction(false, u64::MAX, 2.0)
-            .reaper_interval(None)
-            .rotation_grace(Duration::from_secs(3600)),
-    )
-    .expect("open");
-    work(&store);
-    drop(store);
-    log_replay::encode(&store_files(dir.path()))
-}
-
-fn sessions(store: &Store, n: u32) -> Vec<Token> {
-    (0..n)
-        .map(|i| {
-            let mut d = SessionData::new();
-            d.insert("n", &i).unwrap();
-            let new = if i % 3 == 0 {
-                NewSession::anonymous()
-            } else {
-                NewSession::for_user(format!("user-{}", i % 4)).label("Firefox")
-            };
-            store.create(new.data(d)).expect("create").0
-        })
-        .collect()
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    std::fs::write(dir.join(name), bytes).expect("write");
-}
-
-/// A deterministic xorshift, so the corpus is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u8 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 24) as u8
-    }
-}
+use std::path::PathBuf;
 
 fn main() {
     let out: PathBuf = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("fuzz/corpus"), PathBuf::from);
-
-    let logs = out.join("log_replay");
-    write(
-        &logs,
-        "one-segment",
-        &recorded(1 << 20, |s| {
-            let t = sessions(s, 6);
-            s.put(&t[1], "k", "v").unwrap();
-            s.end(&t[2]).unwrap();
-        }),
-    );
-    write(
-        &logs,
-        "many-segments",
-        &recorded(4096, |s| {
-            let t = sessions(s, 30);
-            for (i, tok) in t.iter().enumerate() {
-                s.put(tok, "pad", &"x".repeat(100 + i)).unwrap();
-            }
-            s.revoke_user("user-1").unwrap();
-        }),
-    );
-    write(
-        &logs,
-        "base-and-segments",
-        &recorded(1 << 20, |s| {
-            let t = sessions(s, 8);
-            s.compact().unwrap();
-            let new = s.rotate(&t[1]).unwrap();
-            s.bind_user(&new, "user-9").unwrap();
-            s.unbind_user(&t[4]).unwrap();
-            s.extend(&t[5], Duration::from_secs(60)).unwrap();
-            s.set_label(&t[7], Some("Safari")).unwrap();
-        }),
-    );
-    write(
-        &logs,
-        "rotation-alias-in-base",
-        &recorded(1 << 20, |s| {
-            let t = sessions(s, 3);
-            s.rotate(&t[0]).unwrap();
-            s.compact().unwrap();
-        }),
-    );
-    write(
-        &logs,
-        "cleared",
-        &recorded(1 << 20, |s| {
-            sessions(s, 4);
-            s.clear().unwrap();
-            sessions(s, 2);
-        }),
-    );
-    write(&logs, "empty", &[]);
-
-    let tokens = out.join("token_parse");
-    let token = Token::generate().unwrap().to_string();
-    write(&tokens, "token", token.as_bytes());
-    write(&tokens, "token-short", &token.as_bytes()[..31]);
-    write(
-        &tokens,
-        "token-bad-char",
-        format!("{}+", &token[..31]).as_bytes(),
-    );
-    write(
-        &tokens,
-        "session-id",
-        b"5ce5d909-8aa1-4fdd-a965-c2fcb5ddec69",
-    );
-    write(
-        &tokens,
-        "session-id-upper",
-        b"5CE5D909-8AA1-4FDD-A965-C2FCB5DDEC69",
-    );
-    write(
-        &tokens,
-        "session-id-simple",
-        b"5ce5d9098aa14fdda965c2fcb5ddec69",
-    );
-
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    for i in 0..16 {
-        let len = 32 + 32 * i;
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next()).collect();
-        write(&out.join("ops_model"), &format!("random-{i}"), &bytes);
-        write(&out.join("crash_replay"), &format!("random-{i}"), &bytes);
+    for (target, name, bytes) in corpus::seeds() {
+        let dir = out.join(target);
+        std::fs::create_dir_all(&dir).expect("create the corpus directory");
+        std::fs::write(dir.join(name), bytes).expect("write a seed");
     }
-    // A create-heavy sequence: the other operations need sessions to act on.
-    let creates: Vec<u8> = (0..40u8).flat_map(|i| [0, i, 3, i, 9, i]).collect();
-    write(&out.join("ops_model"), "creates", &creates);
-    let mut crash = vec![0xff, 0xff, 0, 0];
-    crash.extend((0..40u8).flat_map(|i| [7 * (i % 2), i, 1, i, 3, i]));
-    write(&out.join("crash_replay"), "creates", &crash);
     println!("seed corpus written to {}", out.display());
 }

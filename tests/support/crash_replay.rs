@@ -13,8 +13,7 @@
 use std::time::Duration;
 
 use sessiondb::{
-    Durability, ManualClock, NewSession, Options, SessionData, SessionId, Store, Timestamp,
-    Token,
+    Durability, ManualClock, NewSession, Options, SessionData, SessionId, Store, Timestamp, Token,
 };
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -42,6 +41,7 @@ fn opts(clock: &ManualClock) -> Options {
     Options::default()
         .clock(clock.clone())
         .reaper_interval(None)
+        .shards(4)
         .compaction(false, u64::MAX, 2.0)
         .durability(Durability::Sync)
         .idle_timeout(Duration::ZERO)
@@ -70,7 +70,7 @@ pub fn check(data: &[u8]) {
     let mut tokens: Vec<Token> = Vec::new();
     // The state after each prefix of the operations (index 0: nothing happened yet).
     let mut states: Vec<Vec<Seen>> = vec![Vec::new()];
-    let mut next = |ops: &mut &[u8]| -> Option<u8> {
+    let next = |ops: &mut &[u8]| -> Option<u8> {
         let (&b, rest) = ops.split_first()?;
         *ops = rest;
         Some(b)
@@ -107,10 +107,12 @@ pub fn check(data: &[u8]) {
             },
             4 => pick(&tokens, arg)
                 .is_some_and(|t| store.bind_user(&t, USERS[usize::from(arg % 3)]).is_ok()),
-            5 => pick(&tokens, arg)
-                .is_some_and(|t| matches!(store.unbind_user(&t), Ok(Some(_)))),
-            _ => pick(&tokens, arg)
-                .is_some_and(|t| store.extend(&t, Duration::from_secs(u64::from(arg))).is_ok()),
+            5 => pick(&tokens, arg).is_some_and(|t| matches!(store.unbind_user(&t), Ok(Some(_)))),
+            _ => pick(&tokens, arg).is_some_and(|t| {
+                store
+                    .extend(&t, Duration::from_secs(u64::from(arg)))
+                    .is_ok()
+            }),
         };
         if wrote {
             states.push(observe(&store, &tokens));
@@ -122,7 +124,10 @@ pub fn check(data: &[u8]) {
     let last = std::fs::read_dir(dir.path())
         .expect("list")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+        })
         .max()
         .expect("a segment");
     let len = std::fs::metadata(&last).expect("stat").len();

@@ -25,6 +25,7 @@ fn scratch_dir() -> tempfile::TempDir {
 fn opts(salvage: bool) -> Options {
     Options::default()
         .reaper_interval(None)
+        .shards(4)
         .compaction(false, u64::MAX, 2.0)
         .durability(Durability::Buffered {
             flush_every: Duration::from_secs(3600),

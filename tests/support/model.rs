@@ -171,7 +171,10 @@ fn check_snapshot(m: &MSession, s: &sessiondb::Session) -> Result<(), String> {
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
     Memory,
+    /// The log under `Durability::Sync`.
     Log,
+    /// The log under `Durability::Buffered` (a clean close still keeps everything).
+    LogBuffered,
     #[cfg(feature = "sled")]
     Sled,
 }
@@ -204,6 +207,13 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
         Kind::Log => {
             Store::open_with(dir.path(), opts.clone().durability(Durability::Sync)).unwrap()
         }
+        Kind::LogBuffered => Store::open_with(
+            dir.path(),
+            opts.clone().durability(Durability::Buffered {
+                flush_every: Duration::from_millis(20),
+            }),
+        )
+        .unwrap(),
         #[cfg(feature = "sled")]
         Kind::Sled => Store::open_with(
             dir.path(),
