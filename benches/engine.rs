@@ -125,6 +125,35 @@ fn engine(c: &mut Criterion) {
         )
     });
     g.finish();
+
+    // The alternative without a user index: scan every session for the user's. A plain
+    // HashMap of 1,000,000 entries with a u32 user field (generous to the scan), the
+    // user's 10 sessions re-added outside the timing.
+    let mut scan_group = c.benchmark_group("baseline");
+    scan_group.sample_size(20);
+    let mut map: std::collections::HashMap<u128, (u32, u64)> = (0..tokens.len() as u128)
+        .map(|i| {
+            (
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ((i % 100_000) as u32, 0u64),
+            )
+        })
+        .collect();
+    let victim = 100_001u32;
+    scan_group.bench_function("revoke_user_10_by_full_scan", |b| {
+        b.iter_batched_ref(
+            || (),
+            |()| {
+                for k in 0..10u128 {
+                    map.insert(u128::MAX - k, (victim, 0));
+                }
+                map.retain(|_, (u, _)| *u != victim);
+                black_box(map.len())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    scan_group.finish();
 }
 
 criterion_group!(benches, engine);

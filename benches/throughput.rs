@@ -2770,9 +2770,9 @@ fn print_report(ctx: &Ctx, report: &Report) {
         let _ = writeln!(
             o,
             "From `Store::stats()` (`log_syncs`, `log_records`) over each run (write ops \
-             only); the disk does {}/s raw. `create` is `create` + `put` (two records, two \
-             waits): `NewSession` takes no data. `touch` is logged but not waited for, even \
-             under `Sync` (the peers' durable variants do wait for theirs).\n",
+             only); the disk does {}/s raw. `create` carries its data (`NewSession::data`): \
+             one record, one wait. `touch` is logged but not waited for, even under `Sync` \
+             (the peers' durable variants do wait for theirs).\n",
             fmt_count(report.fsync_rate)
         );
         let _ = writeln!(
@@ -2877,7 +2877,7 @@ fn print_report(ctx: &Ctx, report: &Report) {
         let _ = writeln!(
             o,
             "A log store of {} sessions written under `Buffered` with auto-compaction off \
-             (so the log is all history: a create and a put per session), flushed and closed.\n",
+             (so the log holds one create record, with its data, per session), flushed and closed.\n",
             fmt_count(ctx.n as f64)
         );
         let _ = writeln!(o, "| step | result |");

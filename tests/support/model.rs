@@ -608,6 +608,18 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 let report = store.recovery_report();
                 check_eq!(report.sessions, m.sessions.len());
                 check_eq!(report.bytes_truncated, 0);
+                // The whole durable state equals the model's: every token resolves (or
+                // not) exactly as before the close, to the same session and data.
+                for i in 0..m.tokens.len() {
+                    let got = store.peek(&m.tokens[i].0);
+                    match m.resolve(i) {
+                        None => check!(got.is_none()),
+                        Some(k) => check_snapshot(
+                            &m.sessions[&k],
+                            &got.ok_or_else(|| "lost in the reopen".to_owned())?,
+                        )?,
+                    }
+                }
             }
         }
         check_eq!(store.len(), m.sessions.len());
