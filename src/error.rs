@@ -44,6 +44,13 @@ pub enum Error {
     /// The session is not live: it was ended, revoked, cleared, it expired, or the token
     /// was never issued. A write never brings such a session back.
     Ended,
+    /// What a create-with-token or an import would add is already there: a session (or
+    /// a rotated-away token in its grace period) answers to that token, or a session has
+    /// that public id. Nothing was changed; choose another token (or skip the record).
+    Exists {
+        /// "token" or "session id".
+        what: &'static str,
+    },
     /// The token is an old one, replaced by [`crate::Store::rotate`] and still inside its
     /// grace period: it may read and write the session, but not mint a new token.
     /// Use the session's current token.
@@ -140,6 +147,10 @@ impl fmt::Display for Error {
             Error::TooLarge { what, len, max } => {
                 write!(f, "{what} is too large: {len} exceeds the limit of {max}")
             }
+            Error::Exists { what } => write!(
+                f,
+                "a session with this {what} already exists; nothing was changed"
+            ),
             Error::Ended => write!(
                 f,
                 "session is not live (ended, revoked, expired or unknown); start a new one"

@@ -12,6 +12,7 @@ use crate::clock::Timestamp;
 use crate::data::SessionData;
 use crate::error::Result;
 use crate::events::EndReason;
+use crate::log::record::Image;
 use crate::log::writer::Durable;
 use crate::session::UserId;
 use crate::token::{SessionId, TokenHash};
@@ -72,6 +73,9 @@ pub(crate) enum Change {
     End { id: SessionId, reason: EndReason },
     /// Every session ended.
     Clear,
+    /// A whole session brought in from elsewhere ([`crate::Store::import`]); logged as
+    /// the same image record a compacted base holds.
+    Import(Box<Image>),
 }
 
 /// Proof that a change was handed to the journal; [`Journal::wait`] on it returns once

@@ -59,7 +59,7 @@ fn deal<T>(items: Vec<T>, workers: usize) -> Vec<Vec<(usize, T)>> {
     out
 }
 
-fn state_of(img: Image) -> (u128, Box<SessionState>) {
+pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
     (
         img.hash.0,
         Box::new(SessionState {
@@ -400,6 +400,10 @@ impl Loader {
                     u.clear();
                 }
                 self.aliases.lock().clear();
+            }
+            Change::Import(img) => {
+                let (key, state) = state_of(*img);
+                self.insert(key, state);
             }
         }
     }

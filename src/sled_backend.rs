@@ -506,6 +506,29 @@ fn apply(
                 data.insert(&k, initial.as_bytes())?;
             }
         }
+        Change::Import(img) => {
+            let rec = MetaRec {
+                hash: img.hash.0,
+                user: user_str(&img.user),
+                label: img.label.as_deref().map(Cow::Borrowed),
+                created: img.created.0,
+                authenticated: img.authenticated.map(|t| t.0),
+                absolute: img.absolute.0,
+                idle_ms: img.idle_ms,
+                last_seen: img.last_seen.0,
+                version: img.version,
+            };
+            let v = codec::encode(&rec, None).map_err(ConflictableTransactionError::Abort)?;
+            let k = key(img.id.0);
+            meta.insert(&k, v)?;
+            if img.data.is_empty() {
+                if data.get(k)?.is_some() {
+                    data.remove(&k)?;
+                }
+            } else {
+                data.insert(&k, img.data.as_bytes())?;
+            }
+        }
         Change::Data {
             id,
             version,

@@ -32,6 +32,7 @@ use crate::log::recovery::RecoveryReport;
 use crate::log::writer::Durable;
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
+use crate::portable::SessionRecord;
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
@@ -39,6 +40,14 @@ use crate::storage;
 use crate::token::{EntropyPool, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
 use crate::wheel::TimerHandle;
+
+/// Where a new session goes in the index.
+enum Key {
+    /// Under this freshly generated token, or another if its hash is taken.
+    Fresh(Token),
+    /// Under exactly this token hash.
+    Given(u128),
+}
 
 /// How many alias → session hops a lookup follows before giving up (each hop means a
 /// concurrent rotation moved the session; more than a few is pathological).
@@ -278,6 +287,10 @@ impl Store {
     /// [`Error::InvalidUserId`], [`Error::TooLarge`] for bad input;
     /// [`Error::UserSessionLimit`] if the user is at the limit and the policy refuses.
     pub fn create(&self, new: NewSession) -> Result<(Token, Session)> {
+        self.create_inner(new, None)
+    }
+
+    fn create_inner(&self, new: NewSession, fixed: Option<&Token>) -> Result<(Token, Session)> {
         let inner = &*self.inner;
         let limits = &inner.opts.limits;
         let user = new
@@ -299,34 +312,12 @@ impl Store {
         inner.check_data(&new.data)?;
         let data = new.data;
         let (id, first_token) = inner.entropy.lock().session()?;
-        let mut first_token = Some(first_token);
         let label: Option<Arc<str>> = new.label.map(Arc::from);
-        let mut events = Vec::new();
-        let mut tickets = Vec::new();
-
-        let mut guards = user.as_ref().map(|u| inner.users.lock(u, None));
-        // Sessions of one user share one allocation of its id.
-        let user = match (guards.as_mut(), user) {
-            (Some(g), Some(u)) => Some(g.canonical(&u)),
-            (_, u) => u,
+        let key = match fixed {
+            Some(token) => Key::Given(token.hash().0),
+            None => Key::Fresh(first_token),
         };
-        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
-            inner.enforce_limit(g, u, None, &mut events, &mut tickets)?;
-        }
-        let (token, session) = loop {
-            let token = match first_token.take() {
-                Some(t) => t,
-                None => inner.entropy.lock().token()?,
-            };
-            let key = token.hash().0;
-            let mut guard = inner.shard(key).write();
-            let shard = &mut *guard;
-            // One probe both checks for a (128-bit) collision and keeps the place.
-            let place = match shard.map.entry(key) {
-                std::collections::hash_map::Entry::Occupied(_) => continue,
-                std::collections::hash_map::Entry::Vacant(v) => v,
-            };
-            let now = inner.now();
+        let (token, session) = inner.admit(id, user, key, false, |now, user| {
             let mut state = Box::new(SessionState {
                 id,
                 user: user.clone(),
@@ -341,43 +332,93 @@ impl Store {
                 timer: TimerHandle::detached(),
             });
             state.set_idle(idle);
-            let deadline = state.deadline(inner.auth_ms);
-            // The id goes in first, while the shard lock is held: a compaction
-            // snapshot walks the id map, and must not miss a session whose Create
-            // record precedes its seal (it then waits on this shard's lock).
-            inner.ids_insert(id, key);
-            let appended = inner.journal.append(|| Change::Create {
-                id,
-                hash: TokenHash(key),
-                user: user.clone(),
-                label: label.clone(),
-                created: now,
-                absolute: state.absolute,
-                idle_ms: state.idle_ms,
-                data: data.clone(),
-            });
-            match appended {
-                Ok(t) => tickets.push(t),
-                Err(e) => {
-                    inner.ids_remove(id);
-                    return Err(e);
+            state
+        })?;
+        Ok((
+            token
+                .or_else(|| fixed.cloned())
+                .expect("a fresh key yields its token"),
+            session,
+        ))
+    }
+
+    /// Creates a session addressed by a token the caller chose rather than a fresh one:
+    /// for a framework that picks its own session ids (derive the token from the id with
+    /// [`Token::from_bytes`]), or for moving existing cookies over from another store
+    /// without logging anyone out. The token must carry as much entropy as a generated
+    /// one; the store cannot check that.
+    ///
+    /// # Errors
+    /// [`Error::Exists`] if the token already addresses a session (or a rotated-away
+    /// token still in its grace period); otherwise as [`Store::create`].
+    pub fn create_with_token(&self, token: &Token, new: NewSession) -> Result<Session> {
+        self.create_inner(new, Some(token)).map(|(_, s)| s)
+    }
+
+    /// Calls `f` with every live session, one at a time (a consistent view of each
+    /// session, not a point-in-time view of the whole store: sessions created or ended
+    /// during the walk may or may not be seen). Returns how many were passed to `f`.
+    /// Reads only: it counts as no session's activity.
+    ///
+    /// # Errors
+    /// Whatever `f` returns stops the walk and is returned.
+    pub fn export(&self, mut f: impl FnMut(SessionRecord) -> Result<()>) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut n = 0usize;
+        for ids in inner.ids.iter() {
+            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            for id in batch {
+                if let Some(img) = inner.image_of(SessionId(id)) {
+                    f(SessionRecord::from_image(img))?;
+                    n += 1;
                 }
             }
-            let session = state.snapshot(inner.auth_ms);
-            state.timer = shard.wheel.schedule(key, deadline.0);
-            place.insert(Slot::Live(state));
-            break (token, session);
-        };
-        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
-            g.add(u, id);
         }
-        drop(guards);
-        inner.wait_all(&tickets)?;
-        if inner.events.active() {
-            events.push(Event::Created { session: id, user });
-            inner.events.emit(events);
+        Ok(n)
+    }
+
+    /// Brings in a session exported from a store ([`Store::export`]), with its id, token
+    /// hash, user, times, version and data as they were: it answers to the same token.
+    /// Durable like a create. Returns false, and changes nothing, if the session's
+    /// deadline has already passed.
+    ///
+    /// # Errors
+    /// [`Error::Exists`] if its token hash or its public id is already in this store;
+    /// [`Error::TooLarge`] and [`Error::InvalidOption`] for a record this store's limits
+    /// refuse or that contradicts itself (last seen before created);
+    /// [`Error::UserSessionLimit`] as for a create.
+    pub fn import(&self, rec: SessionRecord) -> Result<bool> {
+        let inner = &*self.inner;
+        let limits = &inner.opts.limits;
+        if let Some(user) = &rec.user {
+            UserId::new(user.as_str(), limits)?;
         }
-        Ok((token, session))
+        if let Some(label) = &rec.label {
+            check_label(label, limits)?;
+        }
+        inner.check_data(&rec.data)?;
+        if rec.last_seen < rec.created {
+            return Err(Error::InvalidOption {
+                name: "SessionRecord::last_seen",
+                reason: "is earlier than its creation".into(),
+            });
+        }
+        let (id, key, user) = (rec.id, rec.token_hash.0, rec.user.clone());
+        let (state_key, state) = crate::load::state_of(rec.into_image());
+        debug_assert_eq!(state_key, key);
+        if state.deadline(inner.auth_ms) <= inner.now() {
+            return Ok(false);
+        }
+        let mut state = Some(state);
+        inner.admit(id, user, Key::Given(key), true, |_, user| {
+            // A given key is tried once, so the state is built once.
+            let mut s = state
+                .take()
+                .unwrap_or_else(|| unreachable!("admit builds once"));
+            s.user = user.clone();
+            s
+        })?;
+        Ok(true)
     }
 
     /// The live session `token` addresses, or `None` if it is unknown, ended or past
@@ -545,6 +586,57 @@ impl Store {
         })?;
         inner.journal.wait(ticket)?;
         Ok(deadline)
+    }
+
+    /// Sets the session's absolute deadline to exactly `absolute`, earlier or later
+    /// than it was (for a framework that manages expiry itself, such as tower-sessions'
+    /// `expiry_date`). Counts as activity. A deadline at or before now ends the session
+    /// as expired. Returns the session's new effective deadline (the idle and
+    /// authentication deadlines still apply).
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live.
+    pub fn set_expiry(&self, token: &Token, absolute: Timestamp) -> Result<Timestamp> {
+        let inner = &*self.inner;
+        enum Done {
+            Moved(Timestamp, Ticket),
+            Expired(Box<SessionState>, Ticket),
+        }
+        let done = inner.with_live(token.hash().0, |shard, key, now| {
+            let id = shard.live(key).ok_or(Error::Ended)?.id;
+            if absolute <= now {
+                let t = inner.journal.append(|| Change::End {
+                    id,
+                    reason: EndReason::Expired,
+                })?;
+                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+                inner.ids_remove(id);
+                return Ok(Some(Done::Expired(state, t)));
+            }
+            let t = inner.journal.append(|| Change::Extend {
+                id,
+                absolute,
+                at: now,
+            })?;
+            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            s.absolute = absolute;
+            s.mark_seen(now);
+            let deadline = s.deadline(inner.auth_ms);
+            // A later deadline is found when the old timer fires; an earlier one
+            // needs the timer moved.
+            shard.reschedule_if_earlier(key, deadline);
+            Ok(Some(Done::Moved(deadline, t)))
+        })?;
+        match done {
+            Done::Moved(deadline, ticket) => {
+                inner.journal.wait(ticket)?;
+                Ok(deadline)
+            }
+            Done::Expired(state, ticket) => {
+                inner.finish_end(&state, ticket, EndReason::Expired)?;
+                Ok(absolute)
+            }
+        }
     }
 
     /// Sets (or clears) the session's device label.
@@ -1186,6 +1278,134 @@ impl Snapshot for Inner {
 }
 
 impl Inner {
+    /// Puts a new session into the index, the id map, the user index, the wheel and the
+    /// journal: what create, create-with-token and import share. `build` makes the
+    /// session at `now` for the (canonical) user. A fresh key retries with new tokens on
+    /// a collision; a given key is [`Error::Exists`]. Under the user's lock, the user's
+    /// session limit is enforced first. Returns the token when the key was fresh.
+    fn admit(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        key: Key,
+        as_image: bool,
+        mut build: impl FnMut(Timestamp, &Option<UserId>) -> Box<SessionState>,
+    ) -> Result<(Option<Token>, Session)> {
+        let mut events = Vec::new();
+        let mut tickets = Vec::new();
+        let mut guards = user.as_ref().map(|u| self.users.lock(u, None));
+        // Sessions of one user share one allocation of its id.
+        let user = match (guards.as_mut(), user) {
+            (Some(g), Some(u)) => Some(g.canonical(&u)),
+            (_, u) => u,
+        };
+        if let Key::Given(k) = key {
+            // Checked before the limit can end anything for this session's sake.
+            self.check_vacant(id, k)?;
+        }
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            self.enforce_limit(g, u, None, &mut events, &mut tickets)?;
+        }
+        let (given, mut fresh) = match key {
+            Key::Fresh(t) => (None, Some(t)),
+            Key::Given(k) => (Some(k), None),
+        };
+        let (token, session) = loop {
+            let (token, key) = match (given, fresh.take()) {
+                (Some(k), _) => (None, k),
+                (None, Some(t)) => {
+                    let k = t.hash().0;
+                    (Some(t), k)
+                }
+                (None, None) => {
+                    let t = self.entropy.lock().token()?;
+                    let k = t.hash().0;
+                    (Some(t), k)
+                }
+            };
+            let mut guard = self.shard(key).write();
+            let shard = &mut *guard;
+            // One probe both checks for a (128-bit) collision and keeps the place.
+            let place = match shard.map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) if token.is_some() => continue,
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    return Err(Error::Exists { what: "token" });
+                }
+                std::collections::hash_map::Entry::Vacant(v) => v,
+            };
+            let now = self.now();
+            let mut state = build(now, &user);
+            let deadline = state.deadline(self.auth_ms);
+            // The id goes in first, while the shard lock is held: a compaction
+            // snapshot walks the id map, and must not miss a session whose Create
+            // record precedes its seal (it then waits on this shard's lock).
+            if !self.ids_try_insert(id, key) {
+                return Err(Error::Exists { what: "session id" });
+            }
+            let appended = self.journal.append(|| {
+                if as_image {
+                    Change::Import(Box::new(Image {
+                        id,
+                        hash: TokenHash(key),
+                        user: state.user.clone(),
+                        label: state.label.clone(),
+                        created: state.created,
+                        authenticated: state.authenticated.get(),
+                        absolute: state.absolute,
+                        idle_ms: state.idle_ms,
+                        last_seen: state.last_seen(),
+                        version: state.version,
+                        data: state.data.clone(),
+                    }))
+                } else {
+                    Change::Create {
+                        id,
+                        hash: TokenHash(key),
+                        user: state.user.clone(),
+                        label: state.label.clone(),
+                        created: state.created,
+                        absolute: state.absolute,
+                        idle_ms: state.idle_ms,
+                        data: state.data.clone(),
+                    }
+                }
+            });
+            match appended {
+                Ok(t) => tickets.push(t),
+                Err(e) => {
+                    self.ids_remove(id);
+                    return Err(e);
+                }
+            }
+            let session = state.snapshot(self.auth_ms);
+            state.timer = shard.wheel.schedule(key, deadline.0);
+            place.insert(Slot::Live(state));
+            break (token, session);
+        };
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            g.add(u, id);
+        }
+        drop(guards);
+        self.wait_all(&tickets)?;
+        if self.events.active() {
+            events.push(Event::Created { session: id, user });
+            self.events.emit(events);
+        }
+        Ok((token, session))
+    }
+
+    /// [`Error::Exists`] if `key` addresses anything (a session or an alias) or `id` is
+    /// a session's. A check ahead of the authoritative one under the locks.
+    fn check_vacant(&self, id: SessionId, key: u128) -> Result<()> {
+        if self.shard(key).read().map.contains_key(&key) {
+            return Err(Error::Exists { what: "token" });
+        }
+        if self.hash_of(id).is_some() {
+            return Err(Error::Exists { what: "session id" });
+        }
+        Ok(())
+    }
+
     /// Stops the background threads, then the log (which drains, syncs and releases the
     /// directory lock). Idempotent.
     fn shutdown(&self) {
@@ -1311,6 +1531,17 @@ impl Inner {
 
     fn ids_insert(&self, id: SessionId, key: u128) {
         self.id_shard(id).write().insert(id.0, key);
+    }
+
+    /// Maps `id` to `key` unless `id` is already mapped; false then.
+    fn ids_try_insert(&self, id: SessionId, key: u128) -> bool {
+        match self.id_shard(id).write().entry(id.0) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(key);
+                true
+            }
+        }
     }
 
     fn ids_remove(&self, id: SessionId) {

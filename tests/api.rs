@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sessiondb::{
-    EndReason, Error, Event, LimitPolicy, Limits, ManualClock, NewSession, Options, SessionData,
-    SessionId, Store, Timestamp, Token,
+    Clock, EndReason, Error, Event, LimitPolicy, Limits, ManualClock, NewSession, Options,
+    SessionData, SessionId, Store, Timestamp, Token,
 };
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -780,4 +780,156 @@ fn ids_and_tokens_are_unique_and_unrelated() {
         assert!(ids.insert(sess.id()));
         assert!(toks.insert(ts));
     }
+}
+
+// ------------------------------------------------------------------------------------
+// Caller-chosen tokens, export and import, exact expiry
+
+#[test]
+fn create_with_token_addresses_the_session_by_that_token_and_refuses_a_taken_one() {
+    let (s, _) = store();
+    let token = Token::from_bytes([7u8; 24]);
+    let created = s
+        .create_with_token(&token, NewSession::for_user("alice").label("tower"))
+        .unwrap();
+    assert_eq!(s.get(&token).unwrap().id(), created.id());
+    assert_eq!(s.sessions_of("alice").unwrap().len(), 1);
+    assert!(matches!(
+        s.create_with_token(&token, NewSession::anonymous()),
+        Err(Error::Exists { what: "token" })
+    ));
+    // A rotated-away token still in its grace period is taken too.
+    let (old, _) = s.create(NewSession::anonymous()).unwrap();
+    s.rotate(&old).unwrap();
+    assert!(matches!(
+        s.create_with_token(&old, NewSession::anonymous()),
+        Err(Error::Exists { .. })
+    ));
+    // Bad input is refused as by create.
+    assert!(matches!(
+        s.create_with_token(&Token::from_bytes([8u8; 24]), NewSession::for_user("")),
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert_eq!(s.len(), 2);
+    s.verify().unwrap();
+}
+
+#[test]
+fn export_then_import_moves_sessions_that_answer_to_the_same_tokens() {
+    let (from, clock) = store_with(Options::default().idle_timeout(secs(3600)));
+    let (a, _) = from
+        .create(NewSession::for_user("alice").label("Firefox"))
+        .unwrap();
+    from.put(&a, "cart", &vec![1u32, 2]).unwrap();
+    clock.advance(secs(5));
+    let (b, _) = from.create(NewSession::anonymous()).unwrap();
+    from.touch(&b).unwrap();
+    let mut records = Vec::new();
+    assert_eq!(
+        from.export(|r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap(),
+        2
+    );
+
+    let (to, _clock2) = store_with(Options::default());
+    _clock2.set(clock.now());
+    for r in records.clone() {
+        assert!(to.import(r).unwrap());
+    }
+    for token in [&a, &b] {
+        let (x, y) = (from.peek(token).unwrap(), to.peek(token).unwrap());
+        assert_eq!(
+            (x.id(), x.user(), x.label(), x.created_at(), x.last_seen()),
+            (y.id(), y.user(), y.label(), y.created_at(), y.last_seen())
+        );
+        assert_eq!(
+            (
+                x.authenticated_at(),
+                x.expires_at(),
+                x.idle_timeout(),
+                x.version()
+            ),
+            (
+                y.authenticated_at(),
+                y.expires_at(),
+                y.idle_timeout(),
+                y.version()
+            )
+        );
+    }
+    assert_eq!(
+        to.peek(&a).unwrap().get::<Vec<u32>>("cart").unwrap(),
+        Some(vec![1, 2])
+    );
+    assert_eq!(to.sessions_of("alice").unwrap().len(), 1);
+    to.verify().unwrap();
+
+    // Importing again is refused, record by record, and changes nothing.
+    for r in records {
+        assert!(matches!(to.import(r), Err(Error::Exists { .. })));
+    }
+    assert_eq!(to.len(), 2);
+    to.verify().unwrap();
+}
+
+#[test]
+fn import_skips_a_session_already_past_its_deadline_and_refuses_a_contradictory_one() {
+    let (from, clock) = store();
+    let (t, _) = from
+        .create(NewSession::anonymous().lifetime(secs(10)))
+        .unwrap();
+    let mut records = Vec::new();
+    from.export(|r| {
+        records.push(r);
+        Ok(())
+    })
+    .unwrap();
+    let (to, clock2) = store();
+    clock2.set(clock.now());
+    clock2.advance(secs(11));
+    assert!(!to.import(records[0].clone()).unwrap());
+    assert!(to.is_empty());
+
+    let (to, _) = store();
+    let mut bad = records[0].clone();
+    bad.last_seen = Timestamp(bad.created.0 - 1);
+    assert!(matches!(to.import(bad), Err(Error::InvalidOption { .. })));
+    let mut huge = records[0].clone();
+    huge.label = Some("x".repeat(10_000));
+    assert!(matches!(to.import(huge), Err(Error::TooLarge { .. })));
+    assert!(to.is_empty());
+    assert!(from.peek(&t).is_some());
+}
+
+#[test]
+fn set_expiry_moves_the_deadline_both_ways_and_a_past_one_ends_the_session_as_expired() {
+    let (s, clock) = store();
+    let events = s.subscribe();
+    let (t, _) = s.create(NewSession::anonymous()).unwrap();
+    let later = T0.saturating_add(secs(7 * 24 * 3600));
+    // The effective deadline is still the earlier of that and the idle deadline.
+    let effective = s.set_expiry(&t, later).unwrap();
+    assert_eq!(s.peek(&t).unwrap().absolute_deadline(), later);
+    assert_eq!(s.peek(&t).unwrap().expires_at(), effective);
+    assert!(effective < later);
+    let sooner = T0.saturating_add(secs(30));
+    s.set_expiry(&t, sooner).unwrap();
+    clock.advance(secs(31));
+    assert!(s.get(&t).is_none());
+    // The timer moved with the deadline: the reaper finds it now.
+    assert_eq!(s.reap_expired(), 1);
+
+    let (u, created) = s.create(NewSession::anonymous()).unwrap();
+    s.set_expiry(&u, clock.now()).unwrap();
+    assert!(s.peek(&u).is_none());
+    assert!(matches!(s.set_expiry(&u, later), Err(Error::Ended)));
+    let ended: Vec<Event> = events.try_iter().collect();
+    assert!(ended.iter().any(|e| matches!(
+        e,
+        Event::Ended { session, reason: EndReason::Expired, .. } if *session == created.id()
+    )));
+    s.verify().unwrap();
 }

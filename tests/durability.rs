@@ -1658,3 +1658,58 @@ fn observed_state_distinguishes_every_prefix() {
         }
     }
 }
+
+#[test]
+fn imported_sessions_caller_chosen_tokens_and_exact_expiry_survive_reopen() {
+    for (backend, name) in backends() {
+        let clock = ManualClock::new(T0);
+        let o = || opts(&clock, Durability::Sync).backend(backend);
+        // A source store, exported.
+        let src = Store::in_memory_with(opts(&clock, Durability::Memory)).unwrap();
+        let (a, _) = src.create(NewSession::for_user("alice")).unwrap();
+        src.put(&a, "k", &5u8).unwrap();
+        clock.advance(secs(3));
+        src.touch(&a).unwrap();
+        let mut records = Vec::new();
+        src.export(|r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), o());
+        for r in records {
+            assert!(store.import(r).unwrap(), "{name}");
+        }
+        let chosen = Token::from_bytes([42u8; 24]);
+        store
+            .create_with_token(&chosen, NewSession::for_user("bob"))
+            .unwrap();
+        let deadline = T0.saturating_add(secs(600));
+        store.set_expiry(&chosen, deadline).unwrap();
+        let before = (store.peek(&a).unwrap(), store.peek(&chosen).unwrap());
+        drop(store);
+
+        let store = open(dir.path(), o());
+        let after = (store.peek(&a).unwrap(), store.peek(&chosen).unwrap());
+        for (x, y) in [(&before.0, &after.0), (&before.1, &after.1)] {
+            assert_eq!(x.id(), y.id(), "{name}");
+            assert_eq!(x.user(), y.user(), "{name}");
+            assert_eq!(x.created_at(), y.created_at(), "{name}");
+            assert_eq!(x.last_seen(), y.last_seen(), "{name}");
+            assert_eq!(x.authenticated_at(), y.authenticated_at(), "{name}");
+            assert_eq!(x.absolute_deadline(), y.absolute_deadline(), "{name}");
+            assert_eq!(x.version(), y.version(), "{name}");
+        }
+        assert_eq!(after.0.get::<u8>("k").unwrap(), Some(5), "{name}");
+        assert_eq!(after.1.absolute_deadline(), deadline, "{name}");
+        assert_eq!(store.sessions_of("alice").unwrap().len(), 1, "{name}");
+        // And through a compaction (the image goes into a base).
+        store.compact().unwrap();
+        drop(store);
+        let store = open(dir.path(), o());
+        assert_eq!(store.peek(&a).unwrap().id(), before.0.id(), "{name}");
+        assert_eq!(store.peek(&chosen).unwrap().absolute_deadline(), deadline);
+    }
+}

@@ -23,6 +23,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (tok.clone(), any::<bool>()).prop_map(|(tok, stale)| Op::Save { tok, stale }),
         1 => tok.clone().prop_map(Op::Touch),
         1 => (tok.clone(), 0u16..4000).prop_map(|(t, s)| Op::Extend(t, s)),
+        1 => (tok.clone(), -60i16..4000).prop_map(|(t, s)| Op::SetExpiry(t, s)),
         2 => tok.clone().prop_map(Op::Rotate),
         2 => (tok.clone(), 0usize..3).prop_map(|(t, u)| Op::Bind(t, u)),
         1 => tok.clone().prop_map(Op::Unbind),

@@ -322,6 +322,7 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
             },
         ),
         Change::Clear => encode_frame(out, kind::CLEAR, &[]),
+        Change::Import(img) => encode_image(out, img),
     }
 }
 

@@ -188,6 +188,9 @@ impl Recovered {
                 self.sessions.clear();
                 self.aliases.clear();
             }
+            crate::journal::Change::Import(img) => {
+                self.sessions.insert(img.id.0, *img);
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum Op {
     },
     Touch(usize),
     Extend(usize, u16),
+    /// `Store::set_expiry` to now plus this many seconds (zero or less ends it).
+    SetExpiry(usize, i16),
     Rotate(usize),
     Bind(usize, usize),
     Unbind(usize),
@@ -402,6 +404,27 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                         let now = m.now;
                         let ms = m.sessions.get_mut(&sk).unwrap();
                         ms.absolute = ms.absolute.max(now + u64::from(by) * 1000);
+                        ms.last_seen = ms.last_seen.max(now);
+                        check_eq!(got.unwrap(), Timestamp(ms.deadline()));
+                    }
+                }
+            }
+            Op::SetExpiry(i, secs) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let now = m.now;
+                let at = now.saturating_add_signed(i64::from(secs) * 1000);
+                let got = store.set_expiry(&t, Timestamp(at));
+                match m.resolve(i) {
+                    None => check!(matches!(got, Err(Error::Ended))),
+                    Some(sk) if at <= now => {
+                        check_eq!(got.unwrap(), Timestamp(at));
+                        m.sessions.remove(&sk);
+                    }
+                    Some(sk) => {
+                        let ms = m.sessions.get_mut(&sk).unwrap();
+                        ms.absolute = at;
                         ms.last_seen = ms.last_seen.max(now);
                         check_eq!(got.unwrap(), Timestamp(ms.deadline()));
                     }

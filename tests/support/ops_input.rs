@@ -34,7 +34,7 @@ impl Bytes<'_> {
 }
 
 /// Number of distinct operation tags.
-pub const TAGS: u8 = 23;
+pub const TAGS: u8 = 24;
 
 pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
     let mut b = Bytes(data);
@@ -75,7 +75,8 @@ pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
                 19 => Op::Reopen,
                 20 => Op::Compact,
                 21 => Op::OpenInstance(b.tok()?),
-                _ => Op::EndInstance(b.tok()?, b.u8()?),
+                22 => Op::EndInstance(b.tok()?, b.u8()?),
+                _ => Op::SetExpiry(b.tok()?, b.u16()? as i16 % 4000),
             })
         })();
         match op {
