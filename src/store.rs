@@ -871,12 +871,37 @@ impl Store {
     /// is itself an old token in its grace period (it may be used, but not to mint a
     /// new token).
     pub fn rotate(&self, token: &Token) -> Result<Token> {
+        self.rotate_with(token, None)
+    }
+
+    /// Like [`Store::rotate`], but to a token the caller chose (for a framework that
+    /// picks its own session ids, as [`Store::create_with_token`]), and with no grace
+    /// period: the old token stops resolving at once. Keeps the session's id, data,
+    /// user and times; one atomic step, so a concurrent [`Store::revoke_user`] sees the
+    /// session under one token or the other, never neither.
+    ///
+    /// # Errors
+    /// [`Error::Exists`] if `new` already addresses a session (or an old token in its
+    /// grace period), or is `token` itself; otherwise as [`Store::rotate`].
+    pub fn rotate_to(&self, token: &Token, new: &Token) -> Result<()> {
+        self.rotate_with(token, Some(new)).map(|_| ())
+    }
+
+    /// [`Store::rotate`] to a fresh token with the configured grace, or to `given` with
+    /// none.
+    fn rotate_with(&self, token: &Token, given: Option<&Token>) -> Result<Token> {
         let inner = &*self.inner;
         let old = token.hash().0;
         loop {
-            let fresh = inner.entropy.lock().token()?;
+            let fresh = match given {
+                Some(t) => t.clone(),
+                None => inner.entropy.lock().token()?,
+            };
             let new = fresh.hash().0;
             if new == old {
+                if given.is_some() {
+                    return Err(Error::Exists { what: "token" });
+                }
                 continue;
             }
             let (i, j) = (inner.shard_ix(old), inner.shard_ix(new));
@@ -904,12 +929,16 @@ impl Store {
                 None => a.map.contains_key(&new),
             };
             if collides {
+                if given.is_some() {
+                    return Err(Error::Exists { what: "token" });
+                }
                 continue; // a 128-bit collision: draw again
             }
             let Some(id) = a.live(old).map(|s| s.id) else {
                 return Err(Error::Ended);
             };
-            let grace_until = now.saturating_add(Duration::from_millis(inner.grace_ms));
+            let grace_ms = if given.is_some() { 0 } else { inner.grace_ms };
+            let grace_until = now.saturating_add(Duration::from_millis(grace_ms));
             let ticket = inner.journal.append(|| Change::Rotate {
                 id,
                 old: TokenHash(old),
@@ -922,7 +951,7 @@ impl Store {
             };
             a.wheel.cancel(state.timer, old);
             let instances = a.instances.remove(&old);
-            if inner.grace_ms > 0 {
+            if grace_ms > 0 {
                 a.insert_alias(old, id, grace_until);
             }
             state.mark_seen(now);
@@ -944,6 +973,13 @@ impl Store {
                 .emit_if(|| vec![Event::Rotated { session: id }]);
             return Ok(fresh);
         }
+    }
+
+    /// The options the store was opened with (for the integrations, e.g. to see
+    /// whether writes wait for an fsync).
+    #[cfg(feature = "tower-sessions")]
+    pub(crate) fn options(&self) -> &Options {
+        &self.inner.opts
     }
 
     /// Ends the session (a logout). Final: its token, and any old token in its grace
