@@ -35,6 +35,8 @@
 
 mod clock;
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod data;
 mod error;
 mod events;
@@ -53,6 +55,8 @@ mod sled_backend;
 mod storage;
 mod store;
 mod token;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
 mod users;
 mod wheel;
 

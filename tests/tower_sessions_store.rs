@@ -1,0 +1,405 @@
+//! `SessionDbStore` through the `SessionStore` trait and the helpers, without HTTP.
+//!
+//! tower-sessions' `MemoryStore` unit tests (`memory-store/src/lib.rs` in its
+//! repository: create, save, load, delete, id collision) run here against every
+//! backend; then what sessiondb adds: saves that never resurrect, the engine deadline
+//! following `expiry_date`, limits, and the rotation that keeps a user bound.
+
+#[path = "support/tower_app.rs"]
+mod tower_app;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiondb::tower_sessions::{Error as HelperError, SessionDbStore};
+use sessiondb::{Options, Store, Timestamp};
+use time::OffsetDateTime;
+use tower_app::{Backend, open};
+use tower_sessions::Session;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+
+fn store_on(b: Backend) -> (SessionDbStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    (SessionDbStore::new(open(b, dir.path())), dir)
+}
+
+fn record(expiry: OffsetDateTime) -> Record {
+    Record {
+        id: Id::default(),
+        data: HashMap::default(),
+        expiry_date: expiry,
+    }
+}
+
+fn in_30_minutes() -> OffsetDateTime {
+    OffsetDateTime::now_utc() + time::Duration::minutes(30)
+}
+
+// ---------------------------------------------------------------------------------
+// tower-sessions' MemoryStore tests, per backend
+
+async fn test_create(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    assert!(store.create(&mut r).await.is_ok());
+}
+
+async fn test_save(b: Backend) {
+    let (store, _dir) = store_on(b);
+    // A record never created: accepted (tower-sessions' test), and not stored (ours).
+    let r = record(in_30_minutes());
+    assert!(store.save(&r).await.is_ok());
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+}
+
+async fn test_load(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    r.data.insert("k".into(), serde_json::json!({"v": [1, 2]}));
+    store.create(&mut r).await.unwrap();
+    assert_eq!(store.load(&r.id).await.unwrap(), Some(r));
+}
+
+async fn test_delete(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    store.create(&mut r).await.unwrap();
+    assert!(store.delete(&r.id).await.is_ok());
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+}
+
+async fn test_create_id_collision(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let expiry = in_30_minutes();
+    let mut r1 = record(expiry);
+    let mut r2 = record(expiry);
+    store.create(&mut r1).await.unwrap();
+    r2.id = r1.id;
+    store.create(&mut r2).await.unwrap();
+    assert_ne!(r1.id, r2.id);
+    assert_eq!(store.load(&r1.id).await.unwrap(), Some(r1));
+    assert_eq!(store.load(&r2.id).await.unwrap(), Some(r2));
+}
+
+// ---------------------------------------------------------------------------------
+// What sessiondb adds
+
+async fn a_save_after_delete_is_accepted_and_stores_nothing(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    store.create(&mut r).await.unwrap();
+    store.delete(&r.id).await.unwrap();
+    r.data.insert("late".into(), serde_json::json!(1));
+    assert!(store.save(&r).await.is_ok());
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+    assert!(store.engine().is_empty());
+}
+
+async fn the_engine_deadline_is_the_expiry_rounded_down_to_the_millisecond(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let expiry = in_30_minutes().replace_nanosecond(987_654_321).unwrap();
+    let mut r = record(expiry);
+    store.create(&mut r).await.unwrap();
+    let floor = |t: OffsetDateTime| Timestamp((t.unix_timestamp_nanos() / 1_000_000) as u64);
+    let engine = |r: &Record| {
+        store
+            .engine()
+            .peek(&SessionDbStore::token(r.id))
+            .expect("live")
+            .absolute_deadline()
+    };
+    assert_eq!(engine(&r), floor(expiry));
+    // Later, then earlier: the engine follows both ways.
+    r.expiry_date = expiry + time::Duration::hours(5);
+    store.save(&r).await.unwrap();
+    assert_eq!(engine(&r), floor(r.expiry_date));
+    r.expiry_date = expiry - time::Duration::minutes(20);
+    store.save(&r).await.unwrap();
+    assert_eq!(engine(&r), floor(r.expiry_date));
+    assert_eq!(store.load(&r.id).await.unwrap(), Some(r));
+}
+
+async fn a_save_with_a_past_expiry_ends_the_session(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    store.create(&mut r).await.unwrap();
+    r.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    store.save(&r).await.unwrap();
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+    assert!(store.engine().is_empty());
+}
+
+async fn data_past_the_limits_is_refused_and_changes_nothing(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let mut r = record(in_30_minutes());
+    r.data.insert("k".into(), serde_json::json!("small"));
+    store.create(&mut r).await.unwrap();
+
+    let mut big = r.clone();
+    big.data
+        .insert("k".into(), serde_json::json!("x".repeat(70_000))); // > 64 KiB value
+    assert!(matches!(
+        store.save(&big).await,
+        Err(session_store::Error::Encode(_))
+    ));
+    let mut long_key = r.clone();
+    long_key.data.insert("k".repeat(300), serde_json::json!(1)); // > 256-byte key
+    assert!(matches!(
+        store.save(&long_key).await,
+        Err(session_store::Error::Encode(_))
+    ));
+    assert_eq!(store.load(&r.id).await.unwrap(), Some(r.clone()));
+
+    let mut fresh = big.clone();
+    fresh.id = Id::default();
+    assert!(matches!(
+        store.create(&mut fresh).await,
+        Err(session_store::Error::Encode(_))
+    ));
+    assert_eq!(store.engine().len(), 1);
+}
+
+async fn load_never_returns_an_expired_record_even_unreaped(_: Backend) {
+    // The reaper off, so the expired session is still in the index.
+    let store = SessionDbStore::new(
+        Store::in_memory_with(Options::default().reaper_interval(None)).unwrap(),
+    );
+    let mut r = record(OffsetDateTime::now_utc() + time::Duration::milliseconds(300));
+    store.create(&mut r).await.unwrap();
+    assert!(store.load(&r.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+    assert_eq!(store.engine().len(), 1, "not reaped yet");
+    // ExpiredDeletion runs one reaper pass.
+    store.delete_expired().await.unwrap();
+    assert!(store.engine().is_empty());
+}
+
+async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let backend = Arc::new(store.clone());
+    let session = Session::new(None, backend.clone(), None);
+    session.insert("cart", 3).await.unwrap();
+    session.save().await.unwrap();
+    let first = session.id().unwrap();
+    store.login(&session, "alice").await.unwrap();
+    let logged_in = session.id().unwrap();
+    assert_ne!(first, logged_in);
+    assert_eq!(store.load(&first).await.unwrap(), None);
+    let s = store
+        .engine()
+        .peek(&SessionDbStore::token(logged_in))
+        .unwrap();
+    let (sid, created, authenticated) = (s.id(), s.created_at(), s.authenticated_at());
+    assert!(authenticated.is_some());
+
+    // A later request rotates (a privilege change).
+    let request = Session::new(Some(logged_in), backend.clone(), None);
+    store.rotate(&request).await.unwrap();
+    let rotated = request.id().unwrap();
+    assert_ne!(rotated, logged_in);
+    assert_eq!(store.load(&logged_in).await.unwrap(), None);
+    let s = store
+        .engine()
+        .peek(&SessionDbStore::token(rotated))
+        .unwrap();
+    assert_eq!(
+        (s.id(), s.created_at(), s.authenticated_at()),
+        (sid, created, authenticated)
+    );
+    assert_eq!(s.user().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(request.get::<i32>("cart").await.unwrap(), Some(3));
+    let loaded = store.load(&rotated).await.unwrap().unwrap();
+    assert_eq!(loaded.data.get("cart"), Some(&serde_json::json!(3)));
+    assert!(
+        !loaded.data.contains_key("__sessiondb.successor"),
+        "the marker is never stored"
+    );
+    assert_eq!(store.engine().sessions_of("alice").unwrap().len(), 1);
+    store.engine().verify().unwrap();
+}
+
+async fn helpers_refuse_an_anonymous_session(b: Backend) {
+    let (store, _dir) = store_on(b);
+    let session = Session::new(None, Arc::new(store.clone()), None);
+    session.insert("k", 1).await.unwrap();
+    session.save().await.unwrap();
+    assert!(matches!(
+        store.logout_everywhere(&session).await,
+        Err(HelperError::NotLoggedIn)
+    ));
+    assert!(matches!(
+        store.devices(&session),
+        Err(HelperError::NotLoggedIn)
+    ));
+    assert!(store.user(&session).is_none());
+    assert!(store.session_id(&session).is_some());
+}
+
+macro_rules! per_backend {
+    ($backend:ident, $variant:expr, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($variant).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_tests {
+    ($backend:ident, $variant:expr) => {
+        per_backend!(
+            $backend,
+            $variant,
+            [
+                test_create,
+                test_save,
+                test_load,
+                test_delete,
+                test_create_id_collision,
+                a_save_after_delete_is_accepted_and_stores_nothing,
+                the_engine_deadline_is_the_expiry_rounded_down_to_the_millisecond,
+                a_save_with_a_past_expiry_ends_the_session,
+                data_past_the_limits_is_refused_and_changes_nothing,
+                login_then_rotate_keep_public_id_times_and_user,
+                helpers_refuse_an_anonymous_session,
+            ]
+        );
+    };
+}
+
+all_tests!(memory, Backend::Memory);
+all_tests!(log, Backend::Log);
+all_tests!(log_sync, Backend::LogSync);
+#[cfg(feature = "sled")]
+all_tests!(sled, Backend::Sled);
+per_backend!(
+    unreaped,
+    Backend::Memory,
+    [load_never_returns_an_expired_record_even_unreaped]
+);
+
+// ---------------------------------------------------------------------------------
+// A rotation cut short
+
+/// Delegates to a `SessionDbStore`, except that `create` never finishes: what a request
+/// looks like to `rotate` when the client goes away while it saves.
+#[derive(Clone, Debug)]
+struct StallsOnCreate(SessionDbStore);
+
+#[async_trait::async_trait]
+impl SessionStore for StallsOnCreate {
+    async fn create(&self, _: &mut Record) -> session_store::Result<()> {
+        std::future::pending().await
+    }
+    async fn save(&self, r: &Record) -> session_store::Result<()> {
+        self.0.save(r).await
+    }
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.0.load(id).await
+    }
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.0.delete(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it() {
+    let store = SessionDbStore::new(Store::in_memory().unwrap());
+    let session = Session::new(None, Arc::new(store.clone()), None);
+    store.login(&session, "alice").await.unwrap();
+    let id = session.id().unwrap();
+
+    let stalled = Session::new(Some(id), Arc::new(StallsOnCreate(store.clone())), None);
+    let cut = tokio::time::timeout(Duration::from_millis(200), store.rotate(&stalled)).await;
+    assert!(cut.is_err(), "the rotation stalls in create");
+    // The engine had moved the session to the reserved id; dropping the rotation
+    // ended it, rather than leaving a session nobody can address on alice's list.
+    assert!(store.engine().sessions_of("alice").unwrap().is_empty());
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    store.engine().verify().unwrap();
+}
+
+#[tokio::test]
+async fn a_forged_successor_marker_is_ignored_and_never_stored() {
+    let store = SessionDbStore::new(Store::in_memory().unwrap());
+    let victim = {
+        let s = Session::new(None, Arc::new(store.clone()), None);
+        store.login(&s, "alice").await.unwrap();
+        s.id().unwrap()
+    };
+    // A record naming an id no rotation reserved must not be handed that id.
+    let mut r = record(in_30_minutes());
+    r.data.insert(
+        "__sessiondb.successor".into(),
+        serde_json::json!(victim.0.to_string()),
+    );
+    store.create(&mut r).await.unwrap();
+    assert_ne!(r.id, victim);
+    assert!(!r.data.contains_key("__sessiondb.successor"));
+    assert_eq!(store.engine().sessions_of("alice").unwrap().len(), 1);
+    assert_eq!(
+        store.user(&Session::new(Some(r.id), Arc::new(store.clone()), None)),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Measurements for the module docs (run by hand, release build):
+// cargo test --release --features tower-sessions --test tower_sessions_store -- --ignored --nocapture
+
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn measure_offload() {
+    for (mode, sync) in [("memory", false), ("Sync", true)] {
+        for offload in [false, true] {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let engine = if sync {
+                Store::open_with(
+                    dir.path(),
+                    Options::default().durability(sessiondb::Durability::Sync),
+                )
+                .unwrap()
+            } else {
+                Store::in_memory().unwrap()
+            };
+            let store = SessionDbStore::new(engine).offload_writes(offload);
+            let (tasks, per_task) = (64, if sync { 40 } else { 2_000 });
+            let start = std::time::Instant::now();
+            rt.block_on(async {
+                let handles: Vec<_> = (0..tasks)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            for i in 0..per_task {
+                                let mut r = record(in_30_minutes());
+                                store.create(&mut r).await.unwrap();
+                                r.data.insert("n".into(), serde_json::json!(i));
+                                store.save(&r).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.await.unwrap();
+                }
+            });
+            let ops = f64::from(tasks * per_task * 2);
+            println!(
+                "{mode:>6}, offload {offload:>5}: {:>9.0} ops/s (create + save, 64 tasks, 2 workers)",
+                ops / start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
