@@ -39,12 +39,15 @@
 //!   and the exact `expiry_date` (nanoseconds, which sessiondb's millisecond deadline
 //!   cannot hold) is kept under `m:expiry`, so a record loads exactly as it was saved.
 //!   One data write carries both, so a load never sees the data of one save with the
-//!   expiry of another. Measured against one key holding the whole JSON map (release
-//!   build, this project's 2-core VM): 5 keys of 30 B encode+decode in ~1.2 µs either
-//!   way; 1,000 keys take ~0.2 ms as one key and 3.4 ms when added key by key through
-//!   [`SessionData::insert_raw`] (each insert copies the map), so the map is built in
-//!   one pass instead. The per-key layout won for the limits, not for speed. The
-//!   session's data belongs to tower-sessions: a save replaces all of it.
+//!   expiry of another. The alternative, the whole map as one JSON value under one
+//!   key, is faster but would put the whole map under the per-value limit (64 KiB by
+//!   default) and hide the keys from sessiondb's tools. Measured (release build, this
+//!   project's 2-core VM, `measure_data_layout` in `tests/tower_sessions_store.rs`),
+//!   save + load through the store: 5 keys of 30 B, 2.8 µs per key vs 1.7 µs as one
+//!   value; 1,000 keys, 0.49 ms vs 0.25 ms. The map is built in one pass: added key by
+//!   key through [`SessionData::insert_raw`] (each insert copies the map) 1,000 keys
+//!   would take 3.4 ms. The session's data belongs to tower-sessions: a save replaces
+//!   all of it.
 //! - **Expiry.** The session's absolute deadline is `expiry_date` rounded *down* to
 //!   the millisecond ([`Store::set_expiry`] after each save that moves it), and its
 //!   idle timeout is off: tower-sessions' `Expiry::OnInactivity` moves `expiry_date`
@@ -90,12 +93,13 @@
 //! async task (tokio's guidance: well under the ~100 µs between awaits). Under
 //! [`Durability::Sync`] a write waits for its fsync (a millisecond or more), which would
 //! hold a runtime worker and, with few workers, starve group commit of concurrent
-//! writers; there, writes go through `tokio::task::spawn_blocking`. Measured on this
-//! project's 2-core VM (release build, `tests/tower_sessions_store.rs`'s
-//! `measure_offload`, 64 concurrent tasks each creating and saving sessions on a
-//! 2-worker runtime): in memory, calling directly does ~110k ops/s against ~45k ops/s
-//! through `spawn_blocking`; under `Sync`, `spawn_blocking` does ~2.5–6× the ops/s of
-//! direct calls, since many writers share each fsync. [`SessionDbStore::offload_writes`]
+//! writers; there, writes go through `tokio::task::spawn_blocking`. Measured (release
+//! build, this project's 2-core VM, `measure_offload` in `tests/tower_sessions_store.rs`:
+//! 64 tasks each creating and saving sessions, on a 2-worker runtime): in memory,
+//! direct calls do 766,000 ops/s and `spawn_blocking` 78,000 (the hand-off costs more
+//! than the write); under `Sync`, direct calls do 556 ops/s (two workers, so about two
+//! writes per fsync) and `spawn_blocking` 13,500 (many writers share each fsync: group
+//! commit). [`SessionDbStore::offload_writes`]
 //! overrides the choice. Outside a tokio runtime, everything is called directly.
 //!
 //! [tower-sessions]: https://docs.rs/tower-sessions

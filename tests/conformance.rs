@@ -11,6 +11,18 @@ fn quick_reaper() -> Options {
     Options::default().reaper_interval(Some(Duration::from_millis(50)))
 }
 
+// The README's example: how a store's own tests run the suite (swap in your store).
+// README snippet start
+#[tokio::test(flavor = "multi_thread")]
+async fn store_passes_the_conformance_suite() {
+    let engine = sessiondb::Store::in_memory().unwrap();
+    let store = sessiondb::tower_sessions::SessionDbStore::new(engine); // your store here
+    let report = sessiondb::conformance::run_all(store).await;
+    println!("{report}"); // one line per check: pass / FAIL, area, name, what was seen
+    report.assert_passes(); // or report.assert_fails_only(&["known_failure", ...])
+}
+// README snippet end
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessiondb_in_memory_passes_every_check() {
     let store = SessionDbStore::new(Store::in_memory_with(quick_reaper()).unwrap());

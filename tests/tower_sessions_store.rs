@@ -403,3 +403,52 @@ fn measure_offload() {
         }
     }
 }
+
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn measure_data_layout() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = SessionDbStore::new(Store::in_memory().unwrap());
+    for (keys, len) in [(5usize, 30usize), (50, 20), (1_000, 10)] {
+        let mut r = record(in_30_minutes());
+        for i in 0..keys {
+            r.data
+                .insert(format!("key{i:04}"), serde_json::json!("x".repeat(len)));
+        }
+        rt.block_on(store.create(&mut r)).unwrap();
+        let rounds = (200_000 / keys).max(50);
+        let start = std::time::Instant::now();
+        for i in 0..rounds {
+            r.data.insert("key0000".into(), serde_json::json!(i));
+            rt.block_on(store.save(&r)).unwrap();
+            std::hint::black_box(rt.block_on(store.load(&r.id)).unwrap());
+        }
+        let per_key = start.elapsed() / u32::try_from(rounds).unwrap();
+        // The alternative layout, for comparison: the whole map as one JSON value
+        // under one key (save + load the same way, through the engine directly).
+        let (token, _) = store
+            .engine()
+            .create(sessiondb::NewSession::anonymous())
+            .unwrap();
+        let start = std::time::Instant::now();
+        for i in 0..rounds {
+            r.data.insert("key0000".into(), serde_json::json!(i));
+            let mut d = sessiondb::SessionData::new();
+            d.insert_raw("tower", &serde_json::to_vec(&r.data).unwrap())
+                .unwrap();
+            let v = store.engine().peek(&token).unwrap().version();
+            store.engine().save(&token, v, &d).unwrap();
+            let s = store.engine().get(&token).unwrap();
+            let back: HashMap<String, serde_json::Value> =
+                serde_json::from_slice(s.data().get_raw("tower").unwrap()).unwrap();
+            std::hint::black_box(back);
+        }
+        let one_key = start.elapsed() / u32::try_from(rounds).unwrap();
+        println!(
+            "{keys:>5} keys x {len:>2} B: save + load, key per entry {per_key:?}, one key {one_key:?}"
+        );
+    }
+}
