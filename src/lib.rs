@@ -5,6 +5,11 @@
 //! hierarchical timing wheel expires them without scanning; a per-user index lists and
 //! revokes a user's sessions in O(their count). No Redis, no database.
 //!
+//! Cargo features: `sled` (the sled backend), `tower-sessions` (the `tower_sessions`
+//! module: a store for tower-sessions and axum, with login / devices / "log out
+//! everywhere" helpers), `conformance` (the `conformance` module: a behaviour suite any
+//! tower-sessions store can run against itself).
+//!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};
 //!

@@ -51,9 +51,14 @@
 //! - **Expiry.** The session's absolute deadline is `expiry_date` rounded *down* to
 //!   the millisecond ([`Store::set_expiry`] after each save that moves it), and its
 //!   idle timeout is off: tower-sessions' `Expiry::OnInactivity` moves `expiry_date`
-//!   at each save itself. Rounding down means the store never keeps a session past the
+//!   at each save itself. A save writes the data only if it changed and the deadline
+//!   only if it moved; under `Expiry::OnInactivity` it moves at every save, so such a
+//!   save is two engine writes (two fsyncs under [`Durability::Sync`]). Rounding down means the store never keeps a session past the
 //!   instant tower-sessions gave, and [`SessionStore::load`] also checks the exact
-//!   instant. The reaper removes expired sessions in the background, so
+//!   instant (two saves racing with different expiries may leave the earlier
+//!   deadline in force, never a later one). Open the store with the system clock (the
+//!   default): tower-sessions dates everything by it. The reaper removes expired
+//!   sessions in the background, so
 //!   [`ExpiredDeletion::delete_expired`] only runs one reaper pass now and
 //!   `continuously_delete_expired` is never needed.
 //!
