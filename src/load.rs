@@ -405,7 +405,10 @@ impl Loader {
             let shard = &mut *shard;
             due.clear();
             shard.wheel.advance(now.0, &mut due);
-            for &(key, _) in &due {
+            for &(lo, _) in &due {
+                let Some(key) = shard.hash_at(lo) else {
+                    continue;
+                };
                 let Some(deadline) = shard.live(key).map(|s| s.deadline(self.auth_ms)) else {
                     continue;
                 };

@@ -145,6 +145,14 @@ impl Shard {
         }
     }
 
+    /// The full hash of what sits at `lo` (the key a timer carries), if anything.
+    pub(crate) fn hash_at(&self, lo: u64) -> Option<u128> {
+        match self.sessions.get(&lo) {
+            Some(s) => Some(join(lo, s.hash_hi)),
+            None => self.aliases.get(&lo).map(|a| join(lo, a.hash_hi)),
+        }
+    }
+
     /// Takes out what `hash` points at (its timer stays: the caller cancels it).
     pub(crate) fn remove(&mut self, hash: u128) -> Option<Slot> {
         match self.get(hash)? {
@@ -176,7 +184,7 @@ impl Shard {
         };
         let (mut state, deadline, r) = make()?;
         state.hash_hi = hi;
-        state.timer = self.wheel.schedule(hash, deadline.0);
+        state.timer = self.wheel.schedule(hash as u64, deadline.0);
         place.insert(state);
         Ok(Some(r))
     }
@@ -205,12 +213,12 @@ impl Shard {
     ) {
         let (lo, hi) = halves(hash);
         if let Some(a) = self.aliases.remove(&lo) {
-            self.wheel.cancel(a.timer, join(lo, a.hash_hi));
+            self.wheel.cancel(a.timer, lo);
         }
         state.hash_hi = hi;
-        state.timer = self.wheel.schedule(hash, deadline.0);
+        state.timer = self.wheel.schedule(hash as u64, deadline.0);
         if let Some(old) = self.sessions.insert(lo, state) {
-            self.wheel.cancel(old.timer, join(lo, old.hash_hi));
+            self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
         }
     }
@@ -221,7 +229,7 @@ impl Shard {
             return None;
         }
         let s = self.sessions.remove(&(hash as u64))?;
-        self.wheel.cancel(s.timer, hash);
+        self.wheel.cancel(s.timer, hash as u64);
         self.instances.remove(&hash);
         Some(s)
     }
@@ -231,10 +239,10 @@ impl Shard {
     pub(crate) fn insert_alias(&mut self, hash: u128, id: SessionId, until: Timestamp) {
         let (lo, hi) = halves(hash);
         if let Some(old) = self.sessions.remove(&lo) {
-            self.wheel.cancel(old.timer, join(lo, old.hash_hi));
+            self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
         }
-        let timer = self.wheel.schedule(hash, until.0);
+        let timer = self.wheel.schedule(hash as u64, until.0);
         let alias = Alias {
             session: id,
             until,
@@ -242,18 +250,18 @@ impl Shard {
             hash_hi: hi,
         };
         if let Some(old) = self.aliases.insert(lo, alias) {
-            self.wheel.cancel(old.timer, join(lo, old.hash_hi));
+            self.wheel.cancel(old.timer, lo);
         }
     }
 
     /// Schedules a new timer for what `hash` points at (its old one has fired).
     pub(crate) fn rearm(&mut self, hash: u128, deadline: Timestamp) {
-        let timer = self.wheel.schedule(hash, deadline.0);
+        let timer = self.wheel.schedule(hash as u64, deadline.0);
         match self.get_mut(hash) {
             Some(SlotMut::Live(s)) => s.timer = timer,
             Some(SlotMut::Alias(a)) => a.timer = timer,
             None => {
-                self.wheel.cancel(timer, hash);
+                self.wheel.cancel(timer, hash as u64);
             }
         }
     }
@@ -264,9 +272,9 @@ impl Shard {
         let Some(timer) = self.live(hash).map(|s| s.timer) else {
             return;
         };
-        let current = self.wheel.deadline(timer, hash);
+        let current = self.wheel.deadline(timer, hash as u64);
         if current.is_none_or(|c| deadline.0 < c) {
-            let timer = self.wheel.reschedule(timer, hash, deadline.0);
+            let timer = self.wheel.reschedule(timer, hash as u64, deadline.0);
             if let Some(s) = self.live_mut(hash) {
                 s.timer = timer;
             }
@@ -363,7 +371,7 @@ mod tests {
             shard.insert_vacant(A, || Ok((session(3), Timestamp(2048), 7)));
         assert_eq!(r, Ok(Some(7)));
         let s = shard.live(A).unwrap();
-        assert_eq!(shard.wheel.deadline(s.timer, A), Some(2048));
+        assert_eq!(shard.wheel.deadline(s.timer, A as u64), Some(2048));
         // A failing builder leaves the place empty.
         let r: Result<Option<u8>, &str> = shard.insert_vacant(A_TWIN ^ 1, || Err("no"));
         assert_eq!(r, Err("no"));

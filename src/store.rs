@@ -919,7 +919,7 @@ impl Store {
             let Some(Slot::Live(state)) = a.remove(old) else {
                 return Err(Error::Ended);
             };
-            a.wheel.cancel(state.timer, old);
+            a.wheel.cancel(state.timer, old as u64);
             let instances = a.instances.remove(&old);
             if inner.grace_ms > 0 {
                 a.insert_alias(old, id, grace_until);
@@ -1916,8 +1916,11 @@ impl Inner {
             let now = self.now();
             due.clear();
             shard.wheel.advance(now.0, &mut due);
-            for &(key, _) in &due {
+            for &(lo, _) in &due {
                 let shard = &mut *shard;
+                let Some(key) = shard.hash_at(lo) else {
+                    continue;
+                };
                 let expired_now = match shard.get(key) {
                     Some(SlotRef::Live(s)) => {
                         let deadline = s.deadline(self.auth_ms);
@@ -1987,7 +1990,7 @@ impl Inner {
             std::collections::HashMap::new();
         let mut live_total = 0usize;
         for (i, shard) in shards.iter().enumerate() {
-            let mut timers: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+            let mut timers: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
             for (key, deadline, _) in shard.wheel.iter() {
                 if timers.insert(key, deadline).is_some() {
                     return bad(format!("shard {i}: two timers for one key"));
@@ -2017,7 +2020,7 @@ impl Inner {
                         if id_of(s.id) != Some(key) {
                             return bad(format!("session {} missing from the id map", s.id));
                         }
-                        match shard.wheel.deadline(s.timer, key) {
+                        match shard.wheel.deadline(s.timer, key as u64) {
                             None => return bad(format!("session {} has no timer", s.id)),
                             Some(t) if t > s.deadline(self.auth_ms).0 => {
                                 return bad(format!("session {} timer fires late", s.id));
@@ -2032,7 +2035,7 @@ impl Inner {
                         }
                     }
                     SlotRef::Alias(a) => {
-                        if shard.wheel.deadline(a.timer, key) != Some(a.until.0) {
+                        if shard.wheel.deadline(a.timer, key as u64) != Some(a.until.0) {
                             return bad(format!("alias of {} has no timer", a.session));
                         }
                     }
