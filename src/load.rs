@@ -25,7 +25,7 @@ use crate::journal::Change;
 use crate::log::record::{Image, Record};
 use crate::log::recovery::Recovered;
 use crate::session::{MaybeTime, SessionState, UserId};
-use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
+use crate::shard::{IdMap, Padded, Shard, Slot, id_ix, shard_of};
 use crate::token::{SessionId, TokenHash};
 use crate::users::UserIndex;
 use crate::wheel::TimerHandle;
@@ -36,7 +36,7 @@ pub(crate) struct Loader {
     auth_ms: u64,
     now: Timestamp,
     pub(crate) shards: Box<[Padded<RwLock<Shard>>]>,
-    pub(crate) ids: Box<[Padded<RwLock<RandomKeyMap<u128>>>]>,
+    pub(crate) ids: Box<[Padded<RwLock<IdMap>>]>,
     pub(crate) users: UserIndex,
     aliases: Mutex<HashMap<u128, (SessionId, Timestamp)>>,
 }
@@ -89,7 +89,7 @@ impl Loader {
                 .map(|_| Padded(RwLock::new(Shard::new(now))))
                 .collect(),
             ids: (0..shards)
-                .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                .map(|_| Padded(RwLock::new(IdMap::default())))
                 .collect(),
             users: UserIndex::new(shards),
             aliases: Mutex::new(HashMap::new()),
@@ -107,7 +107,7 @@ impl Loader {
 
     /// The shard a token hash belongs to (the store's rule).
     pub(crate) fn shard_ix(&self, key: u128) -> usize {
-        ((key >> 64) as usize) & self.mask
+        shard_of(key as u64, self.mask)
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -119,11 +119,13 @@ impl Loader {
     }
 
     fn id_ix(&self, id: SessionId) -> usize {
-        ((id.0 >> 64) as usize) & self.mask
+        id_ix(id, self.mask)
     }
 
+    /// The current token hash of the session `id`, if it is in the index.
     fn key_of(&self, id: SessionId) -> Option<u128> {
-        self.ids[self.id_ix(id)].read().get(&id.as_u128()).copied()
+        let lo = self.ids[self.id_ix(id)].read().get(&id).copied()?;
+        self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
     /// Bulk-loads the images of a base, given as one [`ByShard`] per decoding thread,
@@ -142,7 +144,7 @@ impl Loader {
         }
         let workers = 2.min(n);
         let work = deal(per_shard, workers);
-        type IdParts = Vec<Vec<(u128, u128)>>;
+        type IdParts = Vec<Vec<(SessionId, u64)>>;
         type ByUser = HashMap<usize, (UserId, Vec<SessionId>), ahash::RandomState>;
         let built: Vec<(IdParts, ByUser)> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
@@ -158,7 +160,7 @@ impl Loader {
                             for img in lists.into_iter().flatten() {
                                 let (key, state) = state_of(img);
                                 let deadline = state.deadline(self.auth_ms);
-                                id_parts[self.id_ix(state.id)].push((state.id.0, key));
+                                id_parts[self.id_ix(state.id)].push((state.id, key as u64));
                                 if let Some(u) = &state.user {
                                     by_user
                                         .entry(u.addr())
@@ -180,7 +182,7 @@ impl Loader {
                 .map(|h| h.join().expect("loader threads do not panic"))
                 .collect()
         });
-        let mut id_parts: Vec<Vec<Vec<(u128, u128)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut id_parts: Vec<Vec<Vec<(SessionId, u64)>>> = (0..n).map(|_| Vec::new()).collect();
         // Users, partitioned by user-index shard, so each shard's map is filled at once.
         let un = self.users.shard_count();
         let mut user_parts: Vec<Vec<(UserId, Vec<SessionId>)>> =
@@ -231,15 +233,16 @@ impl Loader {
         {
             self.shard(key).write().insert_live(key, state, deadline);
         }
-        self.ids[self.id_ix(id)].write().insert(id.0, key);
+        self.ids[self.id_ix(id)].write().insert(id, key as u64);
     }
 
     /// Removes the session `id`: its slot, timer, id entry and user-list entry.
     fn remove(&self, id: SessionId) -> Option<(u128, Box<SessionState>)> {
-        let key = self.ids[self.id_ix(id)].write().remove(&id.as_u128())?;
-        let state = {
-            let mut shard = self.shard(key).write();
-            shard.remove_live(key, id)?
+        let lo = self.ids[self.id_ix(id)].write().remove(&id)?;
+        let (key, state) = {
+            let mut shard = self.shards[shard_of(lo, self.mask)].write();
+            let key = shard.hash_at(lo)?;
+            (key, shard.remove_live(key, id)?)
         };
         if let Some(u) = &state.user {
             self.users.lock(u, None).remove(u, id);
@@ -419,7 +422,7 @@ impl Loader {
                 let Some(Slot::Live(s)) = shard.remove(key) else {
                     continue;
                 };
-                self.ids[self.id_ix(s.id)].write().remove(&s.id.as_u128());
+                self.ids[self.id_ix(s.id)].write().remove(&s.id);
                 if let Some(u) = &s.user {
                     self.users.lock(u, None).remove(u, s.id);
                 }

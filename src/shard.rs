@@ -49,6 +49,42 @@ impl Hasher for RandomKeyHasher {
     }
 }
 
+/// A `Hasher` for public session ids: random UUIDs, whose low half has two fixed
+/// (variant) bits, so both halves are folded in.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
+    }
+}
+
+/// Public id → the session's place in its shard (the low half of its token hash;
+/// [`shard_of`] picks the shard from it). A slot is 24 bytes: the id is stored 8-byte
+/// aligned.
+pub(crate) type IdMap = HashMap<SessionId, u64, BuildHasherDefault<IdHasher>>;
+
+/// The shard (of `mask + 1`) that a token hash's low half belongs to: bits 32 and up,
+/// independent of the bits a shard's map uses to place and tag its entries (the lowest
+/// and the top seven).
+pub(crate) fn shard_of(lo: u64, mask: usize) -> usize {
+    ((lo >> 32) as usize) & mask
+}
+
+/// The id shard (of `mask + 1`) of a public id.
+pub(crate) fn id_ix(id: SessionId, mask: usize) -> usize {
+    ((id.as_u128() >> 64) as usize) & mask
+}
+
 /// The map type for random `u128` keys.
 pub(crate) type RandomKeyMap<V> = HashMap<u128, V, BuildHasherDefault<RandomKeyHasher>>;
 

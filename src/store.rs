@@ -2,8 +2,10 @@
 //! the user index, the timing wheels, the journal and the event bus together.
 //!
 //! Index layout:
-//! - session shards: token hash → session (or rotation alias) plus that shard's wheel;
-//! - id shards: public id → current token hash (public ids are stable, hashes rotate);
+//! - session shards: token hash → session (or rotation alias) plus that shard's wheel
+//!   (see [`crate::shard`] for how a shard keys by half the hash);
+//! - id shards: public id → the session's place in its shard, the low half of its
+//!   current token hash (public ids are stable, hashes rotate);
 //! - the user index ([`crate::users`]): user → public ids.
 //!
 //! Lock order: user locks → session shards (ascending index) → id shards. Id shard
@@ -35,7 +37,7 @@ use crate::options::{LimitPolicy, Options};
 use crate::portable::SessionRecord;
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
-use crate::shard::{Padded, RandomKeyMap, Shard, Slot, SlotRef};
+use crate::shard::{IdMap, Padded, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
 use crate::token::{EntropyPool, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
@@ -118,7 +120,7 @@ pub(crate) struct Inner {
     grace_ms: u64,
     mask: usize,
     shards: Box<[Padded<RwLock<Shard>>]>,
-    ids: Box<[Padded<RwLock<RandomKeyMap<u128>>>]>,
+    ids: Box<[Padded<RwLock<IdMap>>]>,
     users: UserIndex,
     events: EventBus,
     journal: Journal,
@@ -233,7 +235,7 @@ impl Store {
                     .map(|_| Padded(RwLock::new(Shard::new(now))))
                     .collect(),
                 (0..n)
-                    .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                    .map(|_| Padded(RwLock::new(IdMap::default())))
                     .collect(),
                 UserIndex::new(n),
                 RecoveryReport {
@@ -367,9 +369,9 @@ impl Store {
         let inner = &*self.inner;
         let mut n = 0usize;
         for ids in inner.ids.iter() {
-            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
             for id in batch {
-                if let Some(img) = inner.image_of(SessionId(id)) {
+                if let Some(img) = inner.image_of(id) {
                     f(SessionRecord::from_image(img))?;
                     n += 1;
                 }
@@ -1270,7 +1272,7 @@ impl Store {
 impl Snapshot for Inner {
     fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
         for ids in self.ids.iter() {
-            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
             if self.closing.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Error::io(
                     "compacting",
@@ -1281,7 +1283,7 @@ impl Snapshot for Inner {
                 ));
             }
             for id in batch {
-                if let Some(img) = self.image_of(SessionId(id)) {
+                if let Some(img) = self.image_of(id) {
                     f(&img)?;
                 }
             }
@@ -1454,8 +1456,11 @@ impl Inner {
     /// The image of the live session `id`, as compaction writes it.
     fn image_of(&self, id: SessionId) -> Option<Image> {
         for _ in 0..MAX_HOPS {
-            let key = self.hash_of(id)?;
-            let shard = self.shard(key).read();
+            let lo = self.place_of(id)?;
+            let shard = self.shards[shard_of(lo, self.mask)].read();
+            let Some(key) = shard.hash_at(lo) else {
+                continue;
+            };
             match shard.live(key) {
                 Some(s) if s.id == id => {
                     if s.deadline(self.auth_ms) <= self.now() {
@@ -1494,7 +1499,7 @@ impl Inner {
         let mut buf = Vec::new();
         let mut n = 0usize;
         for id in ids {
-            if let Some(img) = self.image_of(SessionId(id)) {
+            if let Some(img) = self.image_of(id) {
                 crate::log::record::encode_image(&mut buf, &img);
                 n += 1;
             }
@@ -1547,38 +1552,47 @@ impl Inner {
     }
 
     fn shard_ix(&self, key: u128) -> usize {
-        ((key >> 64) as usize) & self.mask
+        shard_of(key as u64, self.mask)
     }
 
     fn shard(&self, key: u128) -> &RwLock<Shard> {
         &self.shards[self.shard_ix(key)]
     }
 
-    fn id_shard(&self, id: SessionId) -> &RwLock<RandomKeyMap<u128>> {
-        &self.ids[((id.0 >> 64) as usize) & self.mask]
+    fn id_shard(&self, id: SessionId) -> &RwLock<IdMap> {
+        &self.ids[id_ix(id, self.mask)]
     }
 
+    /// Where the id map says the session `id` is: its place in a shard (the low half of
+    /// its current token hash).
+    fn place_of(&self, id: SessionId) -> Option<u64> {
+        self.id_shard(id).read().get(&id).copied()
+    }
+
+    /// The current token hash of the session `id` (from the id map, completed by its
+    /// shard), if it is in the index.
     fn hash_of(&self, id: SessionId) -> Option<u128> {
-        self.id_shard(id).read().get(&id.as_u128()).copied()
+        let lo = self.id_shard(id).read().get(&id).copied()?;
+        self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
     fn ids_insert(&self, id: SessionId, key: u128) {
-        self.id_shard(id).write().insert(id.0, key);
+        self.id_shard(id).write().insert(id, key as u64);
     }
 
     /// Maps `id` to `key` unless `id` is already mapped; false then.
     fn ids_try_insert(&self, id: SessionId, key: u128) -> bool {
-        match self.id_shard(id).write().entry(id.0) {
+        match self.id_shard(id).write().entry(id) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(key);
+                v.insert(key as u64);
                 true
             }
         }
     }
 
     fn ids_remove(&self, id: SessionId) {
-        self.id_shard(id).write().remove(&id.as_u128());
+        self.id_shard(id).write().remove(&id);
     }
 
     /// Locks shards `i` and `j` for writing in index order; the second guard is `None`
@@ -1643,10 +1657,10 @@ impl Inner {
     /// Runs `f` on the live session with public id `id` under its shard's read lock.
     fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
         for _ in 0..MAX_HOPS {
-            let key = self.hash_of(id)?;
-            let shard = self.shard(key).read();
+            let lo = self.place_of(id)?;
+            let shard = self.shards[shard_of(lo, self.mask)].read();
             let now = self.now();
-            match shard.live(key) {
+            match shard.hash_at(lo).and_then(|key| shard.live(key)) {
                 Some(s) if s.id == id => {
                     return (s.deadline(self.auth_ms) > now).then(|| f(s));
                 }
@@ -1785,18 +1799,20 @@ impl Inner {
         reason: EndReason,
     ) -> Result<Option<(Box<SessionState>, Ticket)>> {
         for _ in 0..MAX_HOPS {
-            let Some(key) = self.hash_of(id) else {
+            let Some(lo) = self.place_of(id) else {
                 return Ok(None);
             };
-            let mut shard = self.shard(key).write();
-            if shard.live(key).is_some_and(|s| s.id == id) {
+            let mut shard = self.shards[shard_of(lo, self.mask)].write();
+            if let Some(key) = shard.hash_at(lo)
+                && shard.live(key).is_some_and(|s| s.id == id)
+            {
                 let t = self.journal.append(|| Change::End { id, reason })?;
                 let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
                 self.ids_remove(id);
                 return Ok(Some((state, t)));
             }
             drop(shard);
-            if self.hash_of(id) == Some(key) {
+            if self.place_of(id) == Some(lo) {
                 // The id map still points here but the session is gone: a concurrent
                 // end is between its two steps.
                 return Ok(None);
@@ -1821,26 +1837,34 @@ impl Inner {
         let mut out = Vec::with_capacity(ids.len());
         let mut stragglers = Vec::new();
         for chunk in ids.chunks(BATCH) {
-            // Where each session is now: its token hash, from the id shards.
-            let id_ix = |id: SessionId| ((id.0 >> 64) as usize) & self.mask;
-            let mut id_shards: Vec<usize> = chunk.iter().map(|&id| id_ix(id)).collect();
+            // Where each session is now: its place in a shard, from the id shards.
+            let mask = self.mask;
+            let mut id_shards: Vec<usize> = chunk.iter().map(|&id| id_ix(id, mask)).collect();
             id_shards.sort_unstable();
             id_shards.dedup();
-            let keys: Vec<Option<u128>> = {
+            let places: Vec<Option<u64>> = {
                 let held: Vec<_> = id_shards.iter().map(|&i| self.ids[i].read()).collect();
                 chunk
                     .iter()
                     .map(|&id| {
-                        let at = id_shards.binary_search(&id_ix(id)).unwrap_or(0);
-                        held[at].get(&id.as_u128()).copied()
+                        let at = id_shards.binary_search(&id_ix(id, mask)).unwrap_or(0);
+                        held[at].get(&id).copied()
                     })
                     .collect()
             };
-            let mut shards: Vec<usize> = keys.iter().flatten().map(|&k| self.shard_ix(k)).collect();
+            let mut shards: Vec<usize> = places
+                .iter()
+                .flatten()
+                .map(|&lo| shard_of(lo, mask))
+                .collect();
             shards.sort_unstable();
             shards.dedup();
             let mut held: Vec<_> = shards.iter().map(|&i| self.shards[i].write()).collect();
             let at = |key: u128| shards.binary_search(&self.shard_ix(key)).unwrap_or(0);
+            let keys: Vec<Option<u128>> = places
+                .iter()
+                .map(|p| p.and_then(|lo| held[at(u128::from(lo))].hash_at(lo)))
+                .collect();
             // Touch every session, its data and its timer before changing anything.
             let mut warm = 0u64;
             for &key in keys.iter().flatten() {
@@ -2017,11 +2041,7 @@ impl Inner {
         let users = self.users.lock_all();
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
-        let id_of = |id: SessionId| {
-            ids[((id.0 >> 64) as usize) & self.mask]
-                .get(&id.as_u128())
-                .copied()
-        };
+        let id_of = |id: SessionId| ids[id_ix(id, self.mask)].get(&id).copied();
         let mut live_by_user: std::collections::HashMap<UserId, Vec<SessionId>> =
             std::collections::HashMap::new();
         let mut live_total = 0usize;
@@ -2053,7 +2073,7 @@ impl Inner {
                 match slot {
                     SlotRef::Live(s) => {
                         live_total += 1;
-                        if id_of(s.id) != Some(key) {
+                        if id_of(s.id) != Some(key as u64) {
                             return bad(format!("session {} missing from the id map", s.id));
                         }
                         match shard.wheel.deadline(s.timer, key as u64) {
