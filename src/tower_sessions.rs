@@ -51,7 +51,9 @@
 //! - **Expiry.** The session's absolute deadline is `expiry_date` rounded *down* to
 //!   the millisecond ([`Store::set_expiry`] after each save that moves it), and its
 //!   idle timeout is off: tower-sessions' `Expiry::OnInactivity` moves `expiry_date`
-//!   at each save itself. A save writes the data only if it changed and the deadline
+//!   at each save itself. ([`crate::Options::auth_lifetime`], if set, still ends a
+//!   logged-in session that long after its login, and
+//!   [`crate::Options::max_sessions_per_user`] applies at login.) A save writes the data only if it changed and the deadline
 //!   only if it moved; under `Expiry::OnInactivity` it moves at every save, so such a
 //!   save is two engine writes (two fsyncs under [`Durability::Sync`]). Rounding down means the store never keeps a session past the
 //!   instant tower-sessions gave, and [`SessionStore::load`] also checks the exact
