@@ -23,6 +23,18 @@ fn now() -> Timestamp {
     )
 }
 
+/// Every test here holds this for its whole run. A store's directory lock is an
+/// `flock` on an open file; while one test thread spawns a process, the child holds a
+/// copy of every open descriptor of this process until it execs, so a store another
+/// test just closed can still look locked for that instant, to a reopen here or to
+/// the binary. Run one at a time, the tests see exactly the locks they take.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The binary, with no store directory from the environment.
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
@@ -116,6 +128,7 @@ fn sorted_lines(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn stats_reports_sessions_users_and_backend_as_text_and_json() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let text = ok(dir.path(), &["stats"]);
@@ -132,6 +145,7 @@ fn stats_reports_sessions_users_and_backend_as_text_and_json() {
 
 #[test]
 fn list_shows_a_users_sessions_oldest_first_as_a_table_and_json() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options());
     let text = ok(dir.path(), &["list", "--user", "alice"]);
@@ -164,6 +178,7 @@ fn list_shows_a_users_sessions_oldest_first_as_a_table_and_json() {
 
 #[test]
 fn show_prints_one_session_with_previews_and_json_gives_values_in_base64() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options());
     let id = f.alice[0].1.to_string();
@@ -196,6 +211,7 @@ fn show_prints_one_session_with_previews_and_json_gives_values_in_base64() {
 
 #[test]
 fn show_or_revoke_of_an_id_that_is_not_live_fails_with_status_1() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let unknown = "0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11";
@@ -210,6 +226,7 @@ fn show_or_revoke_of_an_id_that_is_not_live_fails_with_status_1() {
 
 #[test]
 fn reading_commands_touch_extend_or_change_no_session() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let opts = options().lifetime(HOUR * 3);
     let f = fixture(dir.path(), opts);
@@ -254,6 +271,7 @@ fn reading_commands_touch_extend_or_change_no_session() {
 
 #[test]
 fn a_store_held_open_by_another_process_is_refused_naming_it_with_status_1() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options());
     let backup = dir.path().join("backup.jsonl");
@@ -287,6 +305,7 @@ fn a_store_held_open_by_another_process_is_refused_naming_it_with_status_1() {
 
 #[test]
 fn bad_command_lines_exit_with_status_2_and_say_why() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let usage = |args: &[&str], want: &str| {
@@ -337,6 +356,7 @@ fn bad_command_lines_exit_with_status_2_and_say_why() {
 
 #[test]
 fn a_missing_or_empty_directory_is_no_store_and_is_left_as_it_was() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let err = fails(&missing, &["stats"], 1);
@@ -352,6 +372,7 @@ fn a_missing_or_empty_directory_is_no_store_and_is_left_as_it_was() {
 
 #[test]
 fn export_then_import_into_an_empty_dir_round_trips_and_the_same_cookies_work() {
+    let _serial = serial();
     let src = tempfile::tempdir().unwrap();
     let f = fixture(src.path(), options());
     let exported = ok(src.path(), &["export"]);
@@ -415,6 +436,7 @@ fn export_then_import_into_an_empty_dir_round_trips_and_the_same_cookies_work() 
 
 #[test]
 fn an_import_with_bad_lines_names_each_line_and_imports_nothing() {
+    let _serial = serial();
     let src = tempfile::tempdir().unwrap();
     fixture(src.path(), options());
     let exported = ok(src.path(), &["export"]);
@@ -454,11 +476,12 @@ fn an_import_with_bad_lines_names_each_line_and_imports_nothing() {
     assert!(!err.contains(&format!("{f}:1:")) && !err.contains(&format!("{f}:3:")));
     assert!(err.contains("6 bad lines in"), "{err}");
     assert!(err.contains("nothing was imported"), "{err}");
-    assert!(reopen(&target).is_empty());
+    assert!(!target.exists(), "a bad file creates no store");
 }
 
 #[test]
 fn an_import_of_sessions_already_there_is_refused_unless_skip_existing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let exported = ok(dir.path(), &["export"]);
@@ -481,6 +504,7 @@ fn an_import_of_sessions_already_there_is_refused_unless_skip_existing() {
 
 #[test]
 fn an_import_skips_sessions_past_their_deadline_and_says_which_lines() {
+    let _serial = serial();
     let src = tempfile::tempdir().unwrap();
     fixture(src.path(), options());
     let exported = ok(src.path(), &["export"]);
@@ -504,7 +528,40 @@ fn an_import_skips_sessions_past_their_deadline_and_says_which_lines() {
 }
 
 #[test]
+fn an_import_the_store_refuses_midway_takes_back_what_it_imported() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path(), options());
+    let exported = ok(src.path(), &["export"]);
+    let lines: Vec<&str> = exported.lines().collect();
+    // The target already has line 3's token hash, under another public id: only the
+    // store itself can see that conflict, when line 3 is imported.
+    let mut clash: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    clash["id"] = serde_json::json!("0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11");
+    let dir = tempfile::tempdir().unwrap();
+    let (one, all) = (dir.path().join("one.jsonl"), dir.path().join("all.jsonl"));
+    std::fs::write(&one, clash.to_string()).unwrap();
+    std::fs::write(&all, &exported).unwrap();
+    let target = dir.path().join("store");
+    ok(&target, &["import", one.to_str().unwrap()]);
+    let a = all.to_str().unwrap();
+    let err = fails(&target, &["import", a], 1);
+    assert!(
+        err.contains(&format!("{a}:3: the store refused the session")),
+        "{err}"
+    );
+    assert!(
+        err.contains("the 2 sessions imported before it were removed again"),
+        "{err}"
+    );
+    let store = reopen(&target);
+    assert_eq!(store.len(), 1);
+    store.verify().unwrap();
+}
+
+#[test]
 fn revoke_by_user_and_by_public_id_is_durable_in_a_reopened_store() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options());
     let text = ok(dir.path(), &["revoke", "--user", "alice"]);
@@ -526,6 +583,7 @@ fn revoke_by_user_and_by_public_id_is_durable_in_a_reopened_store() {
 
 #[test]
 fn verify_says_ok_on_a_healthy_store_and_fails_on_a_damaged_one() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let text = ok(dir.path(), &["verify"]);
@@ -562,6 +620,7 @@ fn verify_says_ok_on_a_healthy_store_and_fails_on_a_damaged_one() {
 
 #[test]
 fn compact_shrinks_a_churned_log_and_keeps_every_live_session() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options().compaction(false, 16 << 20, 2.0)).unwrap();
     let mut kept = Vec::new();
@@ -607,6 +666,7 @@ fn compact_shrinks_a_churned_log_and_keeps_every_live_session() {
 
 #[test]
 fn auth_lifetime_makes_the_tool_agree_with_the_application_on_expiry() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // alice logged in two hours ago; an application with a one-hour auth lifetime
     // considers her sessions over.
@@ -630,6 +690,7 @@ fn auth_lifetime_makes_the_tool_agree_with_the_application_on_expiry() {
 
 #[test]
 fn the_backend_is_detected_and_a_contradicting_backend_flag_is_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
     let err = fails(dir.path(), &["--backend", "sled", "stats"], 1);
@@ -647,6 +708,7 @@ fn the_backend_is_detected_and_a_contradicting_backend_flag_is_refused() {
 #[cfg(feature = "sled")]
 #[test]
 fn a_sled_store_is_detected_and_round_trips_through_export_and_import() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options().backend(BackendKind::Sled));
     let j = ok_json(dir.path(), &["stats", "--json"]);
@@ -684,4 +746,37 @@ fn a_sled_store_is_detected_and_round_trips_through_export_and_import() {
     let store = Store::open_with(dir.path(), options().backend(BackendKind::Sled)).unwrap();
     assert!(store.sessions_of("alice").unwrap().is_empty());
     assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let _serial = serial();
+    let work = tempfile::tempdir().unwrap();
+    let f = fixture(&work.path().join("sessions"), options());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sessiondb")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cli.sh");
+    let o = Command::new("bash")
+        .arg(script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env_remove("SESSIONDB_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("revoked 2 sessions of user \"alice\""),
+        "{out}"
+    );
+    assert!(out.contains("imported 2 sessions into ./restored"), "{out}");
+    assert!(out.contains("compacted ./sessions"), "{out}");
+    let restored = reopen(&work.path().join("restored"));
+    assert_eq!(restored.peek(&f.bob.0).unwrap().id(), f.bob.1);
+    assert!(restored.peek(&f.alice[0].0).is_none());
 }

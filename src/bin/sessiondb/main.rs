@@ -9,7 +9,6 @@ mod jsonl;
 mod progress;
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -63,8 +62,8 @@ Format: JSON lines, one object per session, schema version 1:
    \"label\":\"Firefox\"|null,\"created_ms\":N,\"authenticated_ms\":N|null,\"absolute_ms\":N,
    \"idle_timeout_ms\":N|null,\"last_seen_ms\":N,\"version\":N,
    \"data\":{\"<key>\":\"<base64 of the value's raw bytes>\"}}
-Times are milliseconds since the Unix epoch (absolute_ms 18446744073709551615: no
-deadline). The token is not there — the store never had it, only its hash — yet an
+Sessions come in no particular order. Times are milliseconds since the Unix epoch
+(absolute_ms 18446744073709551615: no deadline). The token is not there — the store never had it, only its hash — yet an
 imported session answers to the same cookie. Sessions already past their deadline are
 not exported. With --out the file appears only once complete (written beside it as
 FILE.partial, fsynced, renamed).
@@ -80,7 +79,9 @@ already in the store — and if any is bad, each bad line is reported with its n
 nothing is imported. Then the sessions are imported, and made durable before the
 command returns. Sessions already past their deadline are skipped and reported. If the
 store refuses a session after all (a token hash already there), the sessions imported
-before it are removed again and the line is reported: nothing is half-imported.
+before it are removed again and the line is reported: nothing is half-imported. (If
+the command is killed while importing, the sessions imported until then stay: run it
+again with --skip-existing to finish.)
 The directory is created if it does not exist (log backend unless --backend sled).
 
 Examples:
@@ -779,7 +780,11 @@ fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
     let store = ctx.open(false)?;
     let Some(path) = out else {
         let n = write_export(ctx, &store, &mut BufWriter::new(io::stdout().lock()))?;
-        ctx.note(&format!("exported {n} sessions from {}", ctx.dir.display()));
+        ctx.note(&format!(
+            "exported {} sessions from {}",
+            HumanCount(n as u64),
+            ctx.dir.display()
+        ));
         return Ok(());
     };
     let Some(name) = path.file_name() else {
@@ -808,7 +813,8 @@ fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
     match written {
         Ok(n) => {
             ctx.note(&format!(
-                "exported {n} sessions from {} to {}",
+                "exported {} sessions from {} to {}",
+                HumanCount(n as u64),
                 ctx.dir.display(),
                 path.display()
             ));
@@ -849,15 +855,14 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
             (Box::new(io::stdin().lock()), None, "stdin".into())
         }
     };
-    let store = ctx.open(true)?;
     let limits = cli_limits();
 
-    // 1. Read and check every line; import nothing if any is bad.
+    // 1. Read and check every line, before the store is even opened (so a bad file
+    //    never creates a directory); import nothing if any is bad.
     let bar = ctx.progress.bytes(len, format!("checking {source}"));
     let mut reader = BufReader::new(bar.wrap_read(input));
     let mut records = Vec::new();
     let mut bad: Vec<(usize, String)> = Vec::new();
-    let mut existing: Vec<usize> = Vec::new();
     let (mut ids, mut hashes) = (HashMap::new(), HashMap::new());
     let mut buf = Vec::new();
     let mut line = 0usize;
@@ -885,55 +890,51 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
                 continue;
             }
         };
-        if let Entry::Occupied(first) = ids.entry(rec.id.as_u128()) {
+        if let Some(first) = ids.get(&rec.id.as_u128()) {
             bad.push((
                 line,
-                format!("session {} already appears on line {}", rec.id, first.get()),
+                format!("session {} already appears on line {first}", rec.id),
             ));
             continue;
         }
-        if let Entry::Occupied(first) = hashes.entry(rec.token_hash.as_u128()) {
+        if let Some(first) = hashes.get(&rec.token_hash.as_u128()) {
             bad.push((
                 line,
-                format!("its token_hash already appears on line {}", first.get()),
+                format!("its token_hash already appears on line {first}"),
             ));
             continue;
         }
         ids.insert(rec.id.as_u128(), line);
         hashes.insert(rec.token_hash.as_u128(), line);
-        if store.get_by_id(rec.id).is_some() {
-            if skip_existing {
-                existing.push(line);
-            } else {
-                bad.push((
-                    line,
-                    format!(
-                        "session {} is already in the store (--skip-existing skips such lines)",
-                        rec.id
-                    ),
-                ));
-            }
-            continue;
-        }
         records.push((line, rec));
     }
     bar.finish_and_clear();
-    if !bad.is_empty() {
-        const SHOWN: usize = 20;
-        for (line, msg) in bad.iter().take(SHOWN) {
-            eprintln!("{source}:{line}: {msg}");
-        }
-        if bad.len() > SHOWN {
-            eprintln!("… and {} more bad lines", bad.len() - SHOWN);
-        }
-        return Err(Fail(format!(
-            "{} bad line{} in {source}; nothing was imported",
-            bad.len(),
-            if bad.len() == 1 { "" } else { "s" }
-        )));
-    }
+    drop((ids, hashes));
+    refuse_bad_lines(&source, &bad)?;
 
-    // 2. Import; on a refusal, take back what this run imported.
+    // 2. Check against what the store holds.
+    let store = ctx.open(true)?;
+    let mut existing: Vec<usize> = Vec::new();
+    records.retain(|(line, rec)| {
+        if store.get_by_id(rec.id).is_none() {
+            return true;
+        }
+        if skip_existing {
+            existing.push(*line);
+        } else {
+            bad.push((
+                *line,
+                format!(
+                    "session {} is already in the store (--skip-existing skips such lines)",
+                    rec.id
+                ),
+            ));
+        }
+        false
+    });
+    refuse_bad_lines(&source, &bad)?;
+
+    // 3. Import; on a refusal, take back what this run imported.
     let bar = ctx
         .progress
         .sessions(records.len() as u64, "importing".into());
@@ -983,6 +984,25 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
         ));
     }
     say(&text)
+}
+
+/// Fails, listing the first bad lines, if there are any.
+fn refuse_bad_lines(source: &str, bad: &[(usize, String)]) -> Result<(), Fail> {
+    const SHOWN: usize = 20;
+    if bad.is_empty() {
+        return Ok(());
+    }
+    for (line, msg) in bad.iter().take(SHOWN) {
+        eprintln!("{source}:{line}: {msg}");
+    }
+    if bad.len() > SHOWN {
+        eprintln!("… and {} more bad lines", bad.len() - SHOWN);
+    }
+    Err(Fail(format!(
+        "{} bad line{} in {source}; nothing was imported",
+        bad.len(),
+        if bad.len() == 1 { "" } else { "s" }
+    )))
 }
 
 /// After the store refused line `line`, ends the sessions imported before it, so the
