@@ -130,6 +130,7 @@ impl OptionalFromRequestParts<AppState> for CurrentSession {
         Ok(session.map(|session| CurrentSession { token, session }))
     }
 }
+// README snippet end
 
 /// A signed-in user's session. Anyone else is sent to the login page.
 #[derive(Debug)]
@@ -164,7 +165,6 @@ impl FromRequestParts<AppState> for SignedIn {
         }
     }
 }
-// README snippet end
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,9 @@ use support::Running;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
+/// The browser window's width, in CSS pixels.
+const WIDTH: u32 = 1000;
+
 const SKIP_ENV: &str = "SESSIONDB_SKIP_BROWSER";
 const SCREENSHOT_ENV: &str = "SESSIONDB_SCREENSHOT_DIR";
 
@@ -88,6 +91,8 @@ impl Drop for Driver {
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         std::thread::sleep(Duration::from_millis(200));
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        // chromedriver itself, even if no `kill` program was found.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -110,7 +115,7 @@ async fn browser(
         "--disable-sync".to_owned(),
         "--disable-dev-shm-usage".to_owned(),
         "--hide-scrollbars".to_owned(),
-        "--window-size=1000,720".to_owned(),
+        format!("--window-size={WIDTH},800"),
         format!("--user-data-dir={}", profile.display()),
         format!("--user-agent={user_agent}"),
     ];
@@ -179,8 +184,21 @@ async fn wait_for_path(b: &Client, path: &str) -> Res {
     }
 }
 
-/// Saves a screenshot and checks it is a PNG of a real page.
+/// Saves a screenshot of the whole page (the window is first fitted to it) and
+/// checks it is a PNG of a real page.
 async fn screenshot(b: &Client, dir: &Path, name: &str) -> Res<PathBuf> {
+    let sizes = b
+        .execute(
+            "return [document.documentElement.scrollHeight, \
+                     window.outerHeight - window.innerHeight];",
+            vec![],
+        )
+        .await?;
+    let px = |i: usize| sizes.get(i).and_then(serde_json::Value::as_u64);
+    if let (Some(page), Some(frame)) = (px(0), px(1)) {
+        let height = u32::try_from((page + frame).clamp(400, 4000))?;
+        b.set_window_size(WIDTH, height).await?;
+    }
     let png = b.screenshot().await?;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is not a PNG");
     assert!(
