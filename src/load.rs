@@ -74,6 +74,7 @@ pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
             version: img.version,
             data: img.data,
             timer: TimerHandle::detached(),
+            hash_hi: 0,
         }),
     )
 }
@@ -99,7 +100,7 @@ impl Loader {
     pub(crate) fn reserve(&self, sessions: usize) {
         let per = sessions / self.shards.len() + 1;
         for (s, i) in self.shards.iter().zip(self.ids.iter()) {
-            s.write().map.reserve(per);
+            s.write().reserve(per);
             i.write().reserve(per);
         }
     }
@@ -153,11 +154,10 @@ impl Loader {
                         for (s, lists) in mine {
                             let mut shard = self.shards[s].write();
                             let shard = &mut *shard;
-                            shard.map.reserve(lists.iter().map(Vec::len).sum());
+                            shard.reserve(lists.iter().map(Vec::len).sum());
                             for img in lists.into_iter().flatten() {
-                                let (key, mut state) = state_of(img);
+                                let (key, state) = state_of(img);
                                 let deadline = state.deadline(self.auth_ms);
-                                state.timer = shard.wheel.schedule(key, deadline.0);
                                 id_parts[self.id_ix(state.id)].push((state.id.0, key));
                                 if let Some(u) = &state.user {
                                     by_user
@@ -166,13 +166,9 @@ impl Loader {
                                         .1
                                         .push(state.id);
                                 }
-                                if let Some(Slot::Live(old)) =
-                                    shard.map.insert(key, Slot::Live(state))
-                                {
-                                    // Two images with one token hash: only a damaged
-                                    // base could say so; keep the later one.
-                                    shard.wheel.cancel(old.timer, key);
-                                }
+                                // Two images at one place: only a damaged base could
+                                // say so; the later one is kept.
+                                shard.insert_live(key, state, deadline);
                             }
                         }
                         (id_parts, by_user)
@@ -233,11 +229,7 @@ impl Loader {
         state.user = user;
         let deadline = state.deadline(self.auth_ms);
         {
-            let mut shard = self.shard(key).write();
-            state.timer = shard.wheel.schedule(key, deadline.0);
-            if let Some(Slot::Live(old)) = shard.map.insert(key, Slot::Live(state)) {
-                shard.wheel.cancel(old.timer, key);
-            }
+            self.shard(key).write().insert_live(key, state, deadline);
         }
         self.ids[self.id_ix(id)].write().insert(id.0, key);
     }
@@ -247,13 +239,7 @@ impl Loader {
         let key = self.ids[self.id_ix(id)].write().remove(&id.as_u128())?;
         let state = {
             let mut shard = self.shard(key).write();
-            match shard.map.remove(&key) {
-                Some(Slot::Live(s)) => {
-                    shard.wheel.cancel(s.timer, key);
-                    s
-                }
-                _ => return None,
-            }
+            shard.remove_live(key, id)?
         };
         if let Some(u) = &state.user {
             self.users.lock(u, None).remove(u, id);
@@ -266,12 +252,12 @@ impl Loader {
     fn with(&self, id: SessionId, f: impl FnOnce(&mut SessionState)) {
         let Some(key) = self.key_of(id) else { return };
         let mut shard = self.shard(key).write();
-        let deadline = match shard.map.get_mut(&key) {
-            Some(Slot::Live(s)) => {
+        let deadline = match shard.live_mut(key) {
+            Some(s) => {
                 f(s);
                 s.deadline(self.auth_ms)
             }
-            _ => return,
+            None => return,
         };
         shard.reschedule_if_earlier(key, deadline);
     }
@@ -419,16 +405,18 @@ impl Loader {
             let shard = &mut *shard;
             due.clear();
             shard.wheel.advance(now.0, &mut due);
-            for &(key, _) in &due {
-                let Some(Slot::Live(s)) = shard.map.get_mut(&key) else {
+            for &(lo, _) in &due {
+                let Some(key) = shard.hash_at(lo) else {
                     continue;
                 };
-                let deadline = s.deadline(self.auth_ms);
+                let Some(deadline) = shard.live(key).map(|s| s.deadline(self.auth_ms)) else {
+                    continue;
+                };
                 if deadline > now {
-                    s.timer = shard.wheel.schedule(key, deadline.0);
+                    shard.rearm(key, deadline);
                     continue;
                 }
-                let Some(Slot::Live(s)) = shard.map.remove(&key) else {
+                let Some(Slot::Live(s)) = shard.remove(key) else {
                     continue;
                 };
                 self.ids[self.id_ix(s.id)].write().remove(&s.id.as_u128());
@@ -441,7 +429,7 @@ impl Loader {
         for (hash, (id, until)) in self.aliases.lock().drain() {
             if until > now && self.key_of(id).is_some() {
                 let mut shard = self.shard(hash).write();
-                if !shard.map.contains_key(&hash) {
+                if !shard.occupied(hash) {
                     shard.insert_alias(hash, id, until);
                 }
             }
@@ -465,11 +453,11 @@ mod tests {
     fn view_loader(l: &Loader) -> View {
         let mut v = Vec::new();
         for s in l.shards.iter() {
-            for (k, slot) in &s.read().map {
-                if let Slot::Live(st) = slot {
+            for (k, slot) in s.read().iter() {
+                if let crate::shard::SlotRef::Live(st) = slot {
                     v.push((
                         st.id.0,
-                        *k,
+                        k,
                         st.user.as_ref().map(|u| u.to_string()),
                         st.version,
                         st.last_seen().0,
