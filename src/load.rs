@@ -25,7 +25,7 @@ use crate::journal::Change;
 use crate::log::record::{Image, Record};
 use crate::log::recovery::Recovered;
 use crate::session::{MaybeTime, SessionState, UserId};
-use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
+use crate::shard::{IdMap, Padded, Shard, Slot, id_ix, shard_of};
 use crate::token::{SessionId, TokenHash};
 use crate::users::UserIndex;
 use crate::wheel::TimerHandle;
@@ -36,7 +36,7 @@ pub(crate) struct Loader {
     auth_ms: u64,
     now: Timestamp,
     pub(crate) shards: Box<[Padded<RwLock<Shard>>]>,
-    pub(crate) ids: Box<[Padded<RwLock<RandomKeyMap<u128>>>]>,
+    pub(crate) ids: Box<[Padded<RwLock<IdMap>>]>,
     pub(crate) users: UserIndex,
     aliases: Mutex<HashMap<u128, (SessionId, Timestamp)>>,
 }
@@ -74,6 +74,7 @@ pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
             version: img.version,
             data: img.data,
             timer: TimerHandle::detached(),
+            hash_hi: 0,
         }),
     )
 }
@@ -88,7 +89,7 @@ impl Loader {
                 .map(|_| Padded(RwLock::new(Shard::new(now))))
                 .collect(),
             ids: (0..shards)
-                .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                .map(|_| Padded(RwLock::new(IdMap::default())))
                 .collect(),
             users: UserIndex::new(shards),
             aliases: Mutex::new(HashMap::new()),
@@ -99,14 +100,14 @@ impl Loader {
     pub(crate) fn reserve(&self, sessions: usize) {
         let per = sessions / self.shards.len() + 1;
         for (s, i) in self.shards.iter().zip(self.ids.iter()) {
-            s.write().map.reserve(per);
+            s.write().reserve(per);
             i.write().reserve(per);
         }
     }
 
     /// The shard a token hash belongs to (the store's rule).
     pub(crate) fn shard_ix(&self, key: u128) -> usize {
-        ((key >> 64) as usize) & self.mask
+        shard_of(key as u64, self.mask)
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -118,11 +119,13 @@ impl Loader {
     }
 
     fn id_ix(&self, id: SessionId) -> usize {
-        ((id.0 >> 64) as usize) & self.mask
+        id_ix(id, self.mask)
     }
 
+    /// The current token hash of the session `id`, if it is in the index.
     fn key_of(&self, id: SessionId) -> Option<u128> {
-        self.ids[self.id_ix(id)].read().get(&id.as_u128()).copied()
+        let lo = self.ids[self.id_ix(id)].read().get(&id).copied()?;
+        self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
     /// Bulk-loads the images of a base, given as one [`ByShard`] per decoding thread,
@@ -141,7 +144,7 @@ impl Loader {
         }
         let workers = 2.min(n);
         let work = deal(per_shard, workers);
-        type IdParts = Vec<Vec<(u128, u128)>>;
+        type IdParts = Vec<Vec<(SessionId, u64)>>;
         type ByUser = HashMap<usize, (UserId, Vec<SessionId>), ahash::RandomState>;
         let built: Vec<(IdParts, ByUser)> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
@@ -153,12 +156,11 @@ impl Loader {
                         for (s, lists) in mine {
                             let mut shard = self.shards[s].write();
                             let shard = &mut *shard;
-                            shard.map.reserve(lists.iter().map(Vec::len).sum());
+                            shard.reserve(lists.iter().map(Vec::len).sum());
                             for img in lists.into_iter().flatten() {
-                                let (key, mut state) = state_of(img);
+                                let (key, state) = state_of(img);
                                 let deadline = state.deadline(self.auth_ms);
-                                state.timer = shard.wheel.schedule(key, deadline.0);
-                                id_parts[self.id_ix(state.id)].push((state.id.0, key));
+                                id_parts[self.id_ix(state.id)].push((state.id, key as u64));
                                 if let Some(u) = &state.user {
                                     by_user
                                         .entry(u.addr())
@@ -166,13 +168,9 @@ impl Loader {
                                         .1
                                         .push(state.id);
                                 }
-                                if let Some(Slot::Live(old)) =
-                                    shard.map.insert(key, Slot::Live(state))
-                                {
-                                    // Two images with one token hash: only a damaged
-                                    // base could say so; keep the later one.
-                                    shard.wheel.cancel(old.timer, key);
-                                }
+                                // Two images at one place: only a damaged base could
+                                // say so; the later one is kept.
+                                shard.insert_live(key, state, deadline);
                             }
                         }
                         (id_parts, by_user)
@@ -184,7 +182,7 @@ impl Loader {
                 .map(|h| h.join().expect("loader threads do not panic"))
                 .collect()
         });
-        let mut id_parts: Vec<Vec<Vec<(u128, u128)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut id_parts: Vec<Vec<Vec<(SessionId, u64)>>> = (0..n).map(|_| Vec::new()).collect();
         // Users, partitioned by user-index shard, so each shard's map is filled at once.
         let un = self.users.shard_count();
         let mut user_parts: Vec<Vec<(UserId, Vec<SessionId>)>> =
@@ -233,27 +231,18 @@ impl Loader {
         state.user = user;
         let deadline = state.deadline(self.auth_ms);
         {
-            let mut shard = self.shard(key).write();
-            state.timer = shard.wheel.schedule(key, deadline.0);
-            if let Some(Slot::Live(old)) = shard.map.insert(key, Slot::Live(state)) {
-                shard.wheel.cancel(old.timer, key);
-            }
+            self.shard(key).write().insert_live(key, state, deadline);
         }
-        self.ids[self.id_ix(id)].write().insert(id.0, key);
+        self.ids[self.id_ix(id)].write().insert(id, key as u64);
     }
 
     /// Removes the session `id`: its slot, timer, id entry and user-list entry.
     fn remove(&self, id: SessionId) -> Option<(u128, Box<SessionState>)> {
-        let key = self.ids[self.id_ix(id)].write().remove(&id.as_u128())?;
-        let state = {
-            let mut shard = self.shard(key).write();
-            match shard.map.remove(&key) {
-                Some(Slot::Live(s)) => {
-                    shard.wheel.cancel(s.timer, key);
-                    s
-                }
-                _ => return None,
-            }
+        let lo = self.ids[self.id_ix(id)].write().remove(&id)?;
+        let (key, state) = {
+            let mut shard = self.shards[shard_of(lo, self.mask)].write();
+            let key = shard.hash_at(lo)?;
+            (key, shard.remove_live(key, id)?)
         };
         if let Some(u) = &state.user {
             self.users.lock(u, None).remove(u, id);
@@ -266,12 +255,12 @@ impl Loader {
     fn with(&self, id: SessionId, f: impl FnOnce(&mut SessionState)) {
         let Some(key) = self.key_of(id) else { return };
         let mut shard = self.shard(key).write();
-        let deadline = match shard.map.get_mut(&key) {
-            Some(Slot::Live(s)) => {
+        let deadline = match shard.live_mut(key) {
+            Some(s) => {
                 f(s);
                 s.deadline(self.auth_ms)
             }
-            _ => return,
+            None => return,
         };
         shard.reschedule_if_earlier(key, deadline);
     }
@@ -419,19 +408,21 @@ impl Loader {
             let shard = &mut *shard;
             due.clear();
             shard.wheel.advance(now.0, &mut due);
-            for &(key, _) in &due {
-                let Some(Slot::Live(s)) = shard.map.get_mut(&key) else {
+            for &(lo, _) in &due {
+                let Some(key) = shard.hash_at(lo) else {
                     continue;
                 };
-                let deadline = s.deadline(self.auth_ms);
+                let Some(deadline) = shard.live(key).map(|s| s.deadline(self.auth_ms)) else {
+                    continue;
+                };
                 if deadline > now {
-                    s.timer = shard.wheel.schedule(key, deadline.0);
+                    shard.rearm(key, deadline);
                     continue;
                 }
-                let Some(Slot::Live(s)) = shard.map.remove(&key) else {
+                let Some(Slot::Live(s)) = shard.remove(key) else {
                     continue;
                 };
-                self.ids[self.id_ix(s.id)].write().remove(&s.id.as_u128());
+                self.ids[self.id_ix(s.id)].write().remove(&s.id);
                 if let Some(u) = &s.user {
                     self.users.lock(u, None).remove(u, s.id);
                 }
@@ -441,7 +432,7 @@ impl Loader {
         for (hash, (id, until)) in self.aliases.lock().drain() {
             if until > now && self.key_of(id).is_some() {
                 let mut shard = self.shard(hash).write();
-                if !shard.map.contains_key(&hash) {
+                if !shard.occupied(hash) {
                     shard.insert_alias(hash, id, until);
                 }
             }
@@ -465,11 +456,11 @@ mod tests {
     fn view_loader(l: &Loader) -> View {
         let mut v = Vec::new();
         for s in l.shards.iter() {
-            for (k, slot) in &s.read().map {
-                if let Slot::Live(st) = slot {
+            for (k, slot) in s.read().iter() {
+                if let crate::shard::SlotRef::Live(st) = slot {
                     v.push((
                         st.id.0,
-                        *k,
+                        k,
                         st.user.as_ref().map(|u| u.to_string()),
                         st.version,
                         st.last_seen().0,

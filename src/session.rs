@@ -19,8 +19,11 @@ use crate::wheel::TimerHandle;
 /// The identifier of a user, as the application names them (an account id, an email).
 /// Non-empty, without control characters, at most [`Limits::max_user_id_bytes`] long.
 /// Cheap to clone.
+///
+/// A thin pointer (8 bytes, one shared allocation per user holding the boxed string):
+/// every session holds one, and a fat `Arc<str>` would cost each session 8 bytes more.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(Arc<str>);
+pub struct UserId(Arc<Box<str>>);
 
 impl UserId {
     /// Checks and wraps a user id.
@@ -46,7 +49,7 @@ impl UserId {
                 reason: "a user id must not contain control characters",
             });
         }
-        Ok(UserId(Arc::from(s)))
+        Ok(UserId(Arc::new(Box::from(s))))
     }
 
     /// The id as a string.
@@ -56,7 +59,7 @@ impl UserId {
 
     /// The address of the shared allocation: equal for clones of one interned id.
     pub(crate) fn addr(&self) -> usize {
-        Arc::as_ptr(&self.0).cast::<u8>() as usize
+        Arc::as_ptr(&self.0) as usize
     }
 }
 
@@ -68,7 +71,7 @@ impl fmt::Display for UserId {
 
 impl fmt::Debug for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&**self.0, f)
     }
 }
 
@@ -187,6 +190,9 @@ pub(crate) struct SessionState {
     pub(crate) version: u64,
     pub(crate) data: SessionData,
     pub(crate) timer: TimerHandle,
+    /// The high half of the token hash the session is found by (its shard's map keys
+    /// by the low half; see [`crate::shard::Shard`]). Set by the shard on insertion.
+    pub(crate) hash_hi: u64,
 }
 
 impl SessionState {
@@ -328,7 +334,17 @@ mod tests {
             version: 0,
             data: SessionData::default(),
             timer: TimerHandle::detached(),
+            hash_hi: 0,
         }
+    }
+
+    #[test]
+    fn session_state_fits_a_128_byte_allocation() {
+        // glibc rounds a request up to a multiple of 16 with 8 bytes of header: 120
+        // bytes fit a 128-byte chunk, 121 take 144. One per session: the memory budget
+        // (see the README's Performance section) depends on it.
+        assert!(std::mem::size_of::<SessionState>() <= 120);
+        assert_eq!(std::mem::size_of::<Option<UserId>>(), 8);
     }
 
     #[test]

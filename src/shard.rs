@@ -4,7 +4,7 @@
 //! Token hashes are uniformly random, so the map hashes them by taking their low 64
 //! bits (no hashing work on the hot path), and the store picks the shard from bits
 //! 64 and up — independent bits, so each shard's table stays evenly spread. Sessions
-//! and aliases are boxed: a map slot is 32 bytes however large the session.
+//! are boxed; see [`Shard`] for how the maps key by half the hash.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -44,6 +44,45 @@ impl Hasher for RandomKeyHasher {
     fn write_u128(&mut self, v: u128) {
         self.0 = v as u64;
     }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A `Hasher` for public session ids: random UUIDs, whose low half has two fixed
+/// (variant) bits, so both halves are folded in.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
+    }
+}
+
+/// Public id → the session's place in its shard (the low half of its token hash;
+/// [`shard_of`] picks the shard from it). A slot is 24 bytes: the id is stored 8-byte
+/// aligned.
+pub(crate) type IdMap = HashMap<SessionId, u64, BuildHasherDefault<IdHasher>>;
+
+/// The shard (of `mask + 1`) that a token hash's low half belongs to: bits 32 and up,
+/// independent of the bits a shard's map uses to place and tag its entries (the lowest
+/// and the top seven).
+pub(crate) fn shard_of(lo: u64, mask: usize) -> usize {
+    ((lo >> 32) as usize) & mask
+}
+
+/// The id shard (of `mask + 1`) of a public id.
+pub(crate) fn id_ix(id: SessionId, mask: usize) -> usize {
+    ((id.as_u128() >> 64) as usize) & mask
 }
 
 /// The map type for random `u128` keys.
@@ -54,17 +93,49 @@ pub(crate) struct Alias {
     pub(crate) session: SessionId,
     pub(crate) until: Timestamp,
     pub(crate) timer: TimerHandle,
+    /// The high half of the old token's hash (the map keys by the low half).
+    hash_hi: u64,
 }
 
-/// What a token hash points at.
+/// What a token hash pointed at, taken out of a shard.
 pub(crate) enum Slot {
     Live(Box<SessionState>),
-    Alias(Box<Alias>),
+    /// An alias (its timer is the caller's to cancel, as for a session).
+    Alias,
+}
+
+/// What a token hash points at, inside a shard.
+pub(crate) enum SlotRef<'a> {
+    Live(&'a SessionState),
+    Alias(&'a Alias),
+}
+
+/// What a token hash points at, inside a shard, to change.
+pub(crate) enum SlotMut<'a> {
+    Live(&'a mut SessionState),
+    Alias(&'a mut Alias),
+}
+
+fn halves(hash: u128) -> (u64, u64) {
+    (hash as u64, (hash >> 64) as u64)
+}
+
+fn join(lo: u64, hi: u64) -> u128 {
+    u128::from(lo) | (u128::from(hi) << 64)
 }
 
 /// One shard: sessions and aliases keyed by token hash, and their timers.
+///
+/// The maps key by the low 64 bits of the 128-bit hash and keep the high 64 bits in
+/// the entry, checked on every lookup: a map slot is 16 bytes (key and box), half what
+/// a `u128` key and a two-way enum would take, and a million sessions' maps fit in half
+/// the memory. No two entries of a shard share a low half; a new token whose low half
+/// is taken is drawn again (for a fresh token) or refused (a given one), which with
+/// random hashes happens about once in 2^64 / (sessions per shard) draws. Aliases,
+/// which live only through a rotation's grace period, have a map of their own.
 pub(crate) struct Shard {
-    pub(crate) map: RandomKeyMap<Slot>,
+    sessions: HashMap<u64, Box<SessionState>, BuildHasherDefault<RandomKeyHasher>>,
+    aliases: HashMap<u64, Alias, BuildHasherDefault<RandomKeyHasher>>,
     pub(crate) wheel: TimerWheel,
     /// Open instances (tabs) of this shard's sessions that have any — kept beside the
     /// sessions rather than in them, since most sessions never open one.
@@ -74,84 +145,288 @@ pub(crate) struct Shard {
 impl Shard {
     pub(crate) fn new(now: Timestamp) -> Shard {
         Shard {
-            map: RandomKeyMap::default(),
+            sessions: HashMap::default(),
+            aliases: HashMap::default(),
             wheel: TimerWheel::new(now.0),
             instances: RandomKeyMap::default(),
         }
     }
 
-    pub(crate) fn live(&self, key: u128) -> Option<&SessionState> {
-        match self.map.get(&key) {
-            Some(Slot::Live(s)) => Some(s),
+    /// Makes room for `n` more sessions.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.sessions.reserve(n);
+    }
+
+    /// What `hash` points at, if anything.
+    pub(crate) fn get(&self, hash: u128) -> Option<SlotRef<'_>> {
+        let (lo, hi) = halves(hash);
+        if let Some(s) = self.sessions.get(&lo) {
+            return (s.hash_hi == hi).then_some(SlotRef::Live(s));
+        }
+        match self.aliases.get(&lo) {
+            Some(a) if a.hash_hi == hi => Some(SlotRef::Alias(a)),
             _ => None,
         }
     }
 
-    pub(crate) fn live_mut(&mut self, key: u128) -> Option<&mut SessionState> {
-        match self.map.get_mut(&key) {
-            Some(Slot::Live(s)) => Some(s),
+    /// What `hash` points at, to change.
+    pub(crate) fn get_mut(&mut self, hash: u128) -> Option<SlotMut<'_>> {
+        let (lo, hi) = halves(hash);
+        if let Some(s) = self.sessions.get_mut(&lo) {
+            return (s.hash_hi == hi).then_some(SlotMut::Live(s));
+        }
+        match self.aliases.get_mut(&lo) {
+            Some(a) if a.hash_hi == hi => Some(SlotMut::Alias(a)),
             _ => None,
         }
     }
 
-    /// Inserts a session and schedules its deadline.
+    /// The full hash of what sits at `lo` (the key a timer carries), if anything.
+    pub(crate) fn hash_at(&self, lo: u64) -> Option<u128> {
+        match self.sessions.get(&lo) {
+            Some(s) => Some(join(lo, s.hash_hi)),
+            None => self.aliases.get(&lo).map(|a| join(lo, a.hash_hi)),
+        }
+    }
+
+    /// Takes out what `hash` points at (its timer stays: the caller cancels it).
+    pub(crate) fn remove(&mut self, hash: u128) -> Option<Slot> {
+        match self.get(hash)? {
+            SlotRef::Live(_) => self.sessions.remove(&(hash as u64)).map(Slot::Live),
+            SlotRef::Alias(_) => self.aliases.remove(&(hash as u64)).map(|_| Slot::Alias),
+        }
+    }
+
+    /// True if nothing may be inserted at `hash`: an entry holds its low half.
+    pub(crate) fn occupied(&self, hash: u128) -> bool {
+        let lo = hash as u64;
+        self.sessions.contains_key(&lo) || self.aliases.contains_key(&lo)
+    }
+
+    /// Inserts the session `make` builds at `hash` and schedules its deadline, with one
+    /// probe of the map: `Ok(None)` (and `make` not called) if the place is taken.
+    pub(crate) fn insert_vacant<R, E>(
+        &mut self,
+        hash: u128,
+        make: impl FnOnce() -> Result<(Box<SessionState>, Timestamp, R), E>,
+    ) -> Result<Option<R>, E> {
+        let (lo, hi) = halves(hash);
+        if self.aliases.contains_key(&lo) {
+            return Ok(None);
+        }
+        let place = match self.sessions.entry(lo) {
+            std::collections::hash_map::Entry::Occupied(_) => return Ok(None),
+            std::collections::hash_map::Entry::Vacant(v) => v,
+        };
+        let (mut state, deadline, r) = make()?;
+        state.hash_hi = hi;
+        state.timer = self.wheel.schedule(hash as u64, deadline.0);
+        place.insert(state);
+        Ok(Some(r))
+    }
+
+    pub(crate) fn live(&self, hash: u128) -> Option<&SessionState> {
+        match self.get(hash) {
+            Some(SlotRef::Live(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn live_mut(&mut self, hash: u128) -> Option<&mut SessionState> {
+        match self.get_mut(hash) {
+            Some(SlotMut::Live(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Inserts a session and schedules its deadline, replacing whatever held the place
+    /// (recovery replays records in order; a later one wins).
     pub(crate) fn insert_live(
         &mut self,
-        key: u128,
+        hash: u128,
         mut state: Box<SessionState>,
         deadline: Timestamp,
     ) {
-        state.timer = self.wheel.schedule(key, deadline.0);
-        if let Some(Slot::Live(old)) = self.map.insert(key, Slot::Live(state)) {
-            // Unreachable with random 128-bit keys; keep the wheel consistent anyway.
-            self.wheel.cancel(old.timer, key);
+        let (lo, hi) = halves(hash);
+        if let Some(a) = self.aliases.remove(&lo) {
+            self.wheel.cancel(a.timer, lo);
+        }
+        state.hash_hi = hi;
+        state.timer = self.wheel.schedule(hash as u64, deadline.0);
+        if let Some(old) = self.sessions.insert(lo, state) {
+            self.wheel.cancel(old.timer, lo);
+            self.instances.remove(&join(lo, old.hash_hi));
         }
     }
 
-    /// Removes the session at `key` (if it is `id`'s) and cancels its timer.
-    pub(crate) fn remove_live(&mut self, key: u128, id: SessionId) -> Option<Box<SessionState>> {
-        match self.map.get(&key) {
-            Some(Slot::Live(s)) if s.id == id => {}
-            _ => return None,
-        }
-        let Some(Slot::Live(s)) = self.map.remove(&key) else {
+    /// Removes the session at `hash` (if it is `id`'s) and cancels its timer.
+    pub(crate) fn remove_live(&mut self, hash: u128, id: SessionId) -> Option<Box<SessionState>> {
+        if self.live(hash)?.id != id {
             return None;
-        };
-        self.wheel.cancel(s.timer, key);
-        self.instances.remove(&key);
+        }
+        let s = self.sessions.remove(&(hash as u64))?;
+        self.wheel.cancel(s.timer, hash as u64);
+        self.instances.remove(&hash);
         Some(s)
     }
 
-    /// Inserts an alias of `id` at `key` until `until`.
-    pub(crate) fn insert_alias(&mut self, key: u128, id: SessionId, until: Timestamp) {
-        let timer = self.wheel.schedule(key, until.0);
-        self.map.insert(
-            key,
-            Slot::Alias(Box::new(Alias {
-                session: id,
-                until,
-                timer,
-            })),
-        );
+    /// Inserts an alias of `id` at `hash` until `until`, replacing whatever held the
+    /// place.
+    pub(crate) fn insert_alias(&mut self, hash: u128, id: SessionId, until: Timestamp) {
+        let (lo, hi) = halves(hash);
+        if let Some(old) = self.sessions.remove(&lo) {
+            self.wheel.cancel(old.timer, lo);
+            self.instances.remove(&join(lo, old.hash_hi));
+        }
+        let timer = self.wheel.schedule(hash as u64, until.0);
+        let alias = Alias {
+            session: id,
+            until,
+            timer,
+            hash_hi: hi,
+        };
+        if let Some(old) = self.aliases.insert(lo, alias) {
+            self.wheel.cancel(old.timer, lo);
+        }
     }
 
-    /// Moves the timer of the session at `key` earlier if its deadline moved earlier.
+    /// Schedules a new timer for what `hash` points at (its old one has fired).
+    pub(crate) fn rearm(&mut self, hash: u128, deadline: Timestamp) {
+        let timer = self.wheel.schedule(hash as u64, deadline.0);
+        match self.get_mut(hash) {
+            Some(SlotMut::Live(s)) => s.timer = timer,
+            Some(SlotMut::Alias(a)) => a.timer = timer,
+            None => {
+                self.wheel.cancel(timer, hash as u64);
+            }
+        }
+    }
+
+    /// Moves the timer of the session at `hash` earlier if its deadline moved earlier.
     /// (Later deadlines need nothing: the timer fires and is rescheduled.)
-    pub(crate) fn reschedule_if_earlier(&mut self, key: u128, deadline: Timestamp) {
-        let Some(Slot::Live(s)) = self.map.get_mut(&key) else {
+    pub(crate) fn reschedule_if_earlier(&mut self, hash: u128, deadline: Timestamp) {
+        let Some(timer) = self.live(hash).map(|s| s.timer) else {
             return;
         };
-        let current = self.wheel.deadline(s.timer, key);
+        let current = self.wheel.deadline(timer, hash as u64);
         if current.is_none_or(|c| deadline.0 < c) {
-            s.timer = self.wheel.reschedule(s.timer, key, deadline.0);
+            let timer = self.wheel.reschedule(timer, hash as u64, deadline.0);
+            if let Some(s) = self.live_mut(hash) {
+                s.timer = timer;
+            }
         }
     }
 
     /// Number of live sessions (not aliases).
     pub(crate) fn live_count(&self) -> usize {
-        self.map
-            .values()
-            .filter(|s| matches!(s, Slot::Live(_)))
-            .count()
+        self.sessions.len()
+    }
+
+    /// Number of sessions and aliases.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len() + self.aliases.len()
+    }
+
+    /// Every session and alias with its full hash.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u128, SlotRef<'_>)> + '_ {
+        let live = self
+            .sessions
+            .iter()
+            .map(|(&lo, s)| (join(lo, s.hash_hi), SlotRef::Live(s)));
+        let aliases = self
+            .aliases
+            .iter()
+            .map(|(&lo, a)| (join(lo, a.hash_hi), SlotRef::Alias(a)));
+        live.chain(aliases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SessionData;
+    use crate::session::MaybeTime;
+
+    fn session(id: u128) -> Box<SessionState> {
+        Box::new(SessionState {
+            id: SessionId(id),
+            user: None,
+            label: None,
+            created: Timestamp(0),
+            authenticated: MaybeTime::NONE,
+            absolute: Timestamp(1_000_000),
+            idle_ms: 0,
+            last_seen: 0.into(),
+            version: 0,
+            data: SessionData::default(),
+            timer: TimerHandle::detached(),
+            hash_hi: 0,
+        })
+    }
+
+    const A: u128 = 0x1111_2222_3333_4444_5555_6666_7777_8888;
+    /// Shares A's low half (the map key), not its high half.
+    const A_TWIN: u128 = 0x9999_2222_3333_4444_5555_6666_7777_8888;
+
+    #[test]
+    fn a_hash_sharing_only_the_low_half_finds_nothing() {
+        let mut shard = Shard::new(Timestamp(0));
+        shard.insert_live(A, session(1), Timestamp(1000));
+        assert_eq!(shard.live(A).map(|s| s.id), Some(SessionId(1)));
+        assert!(shard.get(A_TWIN).is_none());
+        assert!(shard.live_mut(A_TWIN).is_none());
+        assert!(shard.remove(A_TWIN).is_none());
+        assert!(shard.remove_live(A_TWIN, SessionId(1)).is_none());
+        assert_eq!(shard.live_count(), 1);
+        // Yet its place is taken: nothing may be inserted there.
+        assert!(shard.occupied(A_TWIN));
+        let r: Result<Option<()>, ()> =
+            shard.insert_vacant(A_TWIN, || Ok((session(2), Timestamp(1000), ())));
+        assert_eq!(r, Ok(None));
+        assert_eq!(shard.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![A]);
+    }
+
+    #[test]
+    fn aliases_are_found_by_their_full_hash_and_block_their_place() {
+        let mut shard = Shard::new(Timestamp(0));
+        shard.insert_alias(A, SessionId(5), Timestamp(500));
+        assert!(matches!(shard.get(A), Some(SlotRef::Alias(a)) if a.session == SessionId(5)));
+        assert!(shard.get(A_TWIN).is_none());
+        assert!(shard.occupied(A_TWIN));
+        let r: Result<Option<()>, ()> =
+            shard.insert_vacant(A, || Ok((session(2), Timestamp(1000), ())));
+        assert_eq!(r, Ok(None));
+        assert_eq!((shard.len(), shard.live_count()), (1, 0));
+        assert_eq!(shard.wheel.len(), 1);
+    }
+
+    #[test]
+    fn insert_vacant_stores_the_high_half_and_schedules_the_timer() {
+        let mut shard = Shard::new(Timestamp(0));
+        let r: Result<Option<u8>, ()> =
+            shard.insert_vacant(A, || Ok((session(3), Timestamp(2048), 7)));
+        assert_eq!(r, Ok(Some(7)));
+        let s = shard.live(A).unwrap();
+        assert_eq!(shard.wheel.deadline(s.timer, A as u64), Some(2048));
+        // A failing builder leaves the place empty.
+        let r: Result<Option<u8>, &str> = shard.insert_vacant(A_TWIN ^ 1, || Err("no"));
+        assert_eq!(r, Err("no"));
+        assert!(!shard.occupied(A_TWIN ^ 1));
+    }
+
+    #[test]
+    fn replacing_a_session_or_alias_cancels_the_old_timer() {
+        let mut shard = Shard::new(Timestamp(0));
+        shard.insert_live(A, session(1), Timestamp(1000));
+        shard.insert_alias(A, SessionId(1), Timestamp(500));
+        assert_eq!(
+            (shard.live_count(), shard.len(), shard.wheel.len()),
+            (0, 1, 1)
+        );
+        shard.insert_live(A, session(2), Timestamp(1000));
+        assert_eq!(
+            (shard.live_count(), shard.len(), shard.wheel.len()),
+            (1, 1, 1)
+        );
     }
 }

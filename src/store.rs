@@ -2,8 +2,10 @@
 //! the user index, the timing wheels, the journal and the event bus together.
 //!
 //! Index layout:
-//! - session shards: token hash → session (or rotation alias) plus that shard's wheel;
-//! - id shards: public id → current token hash (public ids are stable, hashes rotate);
+//! - session shards: token hash → session (or rotation alias) plus that shard's wheel
+//!   (see [`crate::shard`] for how a shard keys by half the hash);
+//! - id shards: public id → the session's place in its shard, the low half of its
+//!   current token hash (public ids are stable, hashes rotate);
 //! - the user index ([`crate::users`]): user → public ids.
 //!
 //! Lock order: user locks → session shards (ascending index) → id shards. Id shard
@@ -35,7 +37,7 @@ use crate::options::{LimitPolicy, Options};
 use crate::portable::SessionRecord;
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
-use crate::shard::{Padded, RandomKeyMap, Shard, Slot};
+use crate::shard::{IdMap, Padded, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
 use crate::token::{EntropyPool, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
@@ -118,7 +120,7 @@ pub(crate) struct Inner {
     grace_ms: u64,
     mask: usize,
     shards: Box<[Padded<RwLock<Shard>>]>,
-    ids: Box<[Padded<RwLock<RandomKeyMap<u128>>>]>,
+    ids: Box<[Padded<RwLock<IdMap>>]>,
     users: UserIndex,
     events: EventBus,
     journal: Journal,
@@ -233,7 +235,7 @@ impl Store {
                     .map(|_| Padded(RwLock::new(Shard::new(now))))
                     .collect(),
                 (0..n)
-                    .map(|_| Padded(RwLock::new(RandomKeyMap::default())))
+                    .map(|_| Padded(RwLock::new(IdMap::default())))
                     .collect(),
                 UserIndex::new(n),
                 RecoveryReport {
@@ -330,6 +332,7 @@ impl Store {
                 version: 0,
                 data: data.clone(),
                 timer: TimerHandle::detached(),
+                hash_hi: 0,
             });
             state.set_idle(idle);
             state
@@ -366,9 +369,9 @@ impl Store {
         let inner = &*self.inner;
         let mut n = 0usize;
         for ids in inner.ids.iter() {
-            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
             for id in batch {
-                if let Some(img) = inner.image_of(SessionId(id)) {
+                if let Some(img) = inner.image_of(id) {
                     f(SessionRecord::from_image(img))?;
                     n += 1;
                 }
@@ -824,14 +827,12 @@ impl Store {
         let mut ended = Vec::with_capacity(ids.len());
         let mut expired = Vec::new();
         let mut tickets = Vec::new();
-        for id in ids {
-            if let Some((state, t)) = inner.remove_by_id(id, EndReason::Revoked)? {
-                tickets.push(t);
-                if inner.is_live(&state) {
-                    ended.push(id);
-                } else {
-                    expired.push(id);
-                }
+        for (state, t) in inner.remove_batch(&ids, EndReason::Revoked)? {
+            tickets.push(t);
+            if inner.is_live(&state) {
+                ended.push(state.id);
+            } else {
+                expired.push(state.id);
             }
         }
         drop(guards);
@@ -882,9 +883,9 @@ impl Store {
             let (i, j) = (inner.shard_ix(old), inner.shard_ix(new));
             let (mut a, mut b) = inner.lock_pair(i, j);
             let now = inner.now();
-            let live = match a.map.get(&old) {
-                Some(Slot::Live(s)) => s.deadline(inner.auth_ms) > now,
-                Some(Slot::Alias(al)) if al.until > now => {
+            let live = match a.get(old) {
+                Some(SlotRef::Live(s)) => s.deadline(inner.auth_ms) > now,
+                Some(SlotRef::Alias(al)) if al.until > now => {
                     drop(b);
                     drop(a);
                     // An old token in its grace period: refuse to mint from it, but
@@ -900,11 +901,11 @@ impl Store {
                 return Err(Error::Ended);
             }
             let collides = match b.as_deref() {
-                Some(other) => other.map.contains_key(&new),
-                None => a.map.contains_key(&new),
+                Some(other) => other.occupied(new),
+                None => a.occupied(new),
             };
             if collides {
-                continue; // a 128-bit collision: draw again
+                continue; // the new hash's low half is taken: draw again
             }
             let Some(id) = a.live(old).map(|s| s.id) else {
                 return Err(Error::Ended);
@@ -917,10 +918,10 @@ impl Store {
                 grace_until,
                 at: now,
             })?;
-            let Some(Slot::Live(state)) = a.map.remove(&old) else {
+            let Some(Slot::Live(state)) = a.remove(old) else {
                 return Err(Error::Ended);
             };
-            a.wheel.cancel(state.timer, old);
+            a.wheel.cancel(state.timer, old as u64);
             let instances = a.instances.remove(&old);
             if inner.grace_ms > 0 {
                 a.insert_alias(old, id, grace_until);
@@ -1142,7 +1143,7 @@ impl Store {
             let s = shard.read();
             let live = s.live_count();
             st.sessions += live;
-            st.aliases += s.map.len() - live;
+            st.aliases += s.len() - live;
             st.timers += s.wheel.len();
         }
         st.backend = inner.report.lock().backend;
@@ -1235,7 +1236,7 @@ impl Store {
 impl Snapshot for Inner {
     fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
         for ids in self.ids.iter() {
-            let batch: Vec<u128> = ids.read().keys().copied().collect();
+            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
             if self.closing.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Error::io(
                     "compacting",
@@ -1246,7 +1247,7 @@ impl Snapshot for Inner {
                 ));
             }
             for id in batch {
-                if let Some(img) = self.image_of(SessionId(id)) {
+                if let Some(img) = self.image_of(id) {
                     f(&img)?;
                 }
             }
@@ -1262,10 +1263,9 @@ impl Snapshot for Inner {
         for shard in self.shards.iter() {
             let aliases: Vec<(u128, SessionId, Timestamp)> = shard
                 .read()
-                .map
                 .iter()
                 .filter_map(|(k, slot)| match slot {
-                    Slot::Alias(a) if a.until > now => Some((*k, a.session, a.until)),
+                    SlotRef::Alias(a) if a.until > now => Some((k, a.session, a.until)),
                     _ => None,
                 })
                 .collect();
@@ -1323,63 +1323,62 @@ impl Inner {
                     (Some(t), k)
                 }
             };
-            let mut guard = self.shard(key).write();
-            let shard = &mut *guard;
-            // One probe both checks for a (128-bit) collision and keeps the place.
-            let place = match shard.map.entry(key) {
-                std::collections::hash_map::Entry::Occupied(_) if token.is_some() => continue,
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    return Err(Error::Exists { what: "token" });
+            let mut shard = self.shard(key).write();
+            // One probe both checks for a collision and keeps the place.
+            let inserted = shard.insert_vacant(key, || {
+                let now = self.now();
+                let state = build(now, &user);
+                let deadline = state.deadline(self.auth_ms);
+                // The id goes in first, while the shard lock is held: a compaction
+                // snapshot walks the id map, and must not miss a session whose Create
+                // record precedes its seal (it then waits on this shard's lock).
+                if !self.ids_try_insert(id, key) {
+                    return Err(Error::Exists { what: "session id" });
                 }
-                std::collections::hash_map::Entry::Vacant(v) => v,
-            };
-            let now = self.now();
-            let mut state = build(now, &user);
-            let deadline = state.deadline(self.auth_ms);
-            // The id goes in first, while the shard lock is held: a compaction
-            // snapshot walks the id map, and must not miss a session whose Create
-            // record precedes its seal (it then waits on this shard's lock).
-            if !self.ids_try_insert(id, key) {
-                return Err(Error::Exists { what: "session id" });
-            }
-            let appended = self.journal.append(|| {
-                if as_image {
-                    Change::Import(Box::new(Image {
-                        id,
-                        hash: TokenHash(key),
-                        user: state.user.clone(),
-                        label: state.label.clone(),
-                        created: state.created,
-                        authenticated: state.authenticated.get(),
-                        absolute: state.absolute,
-                        idle_ms: state.idle_ms,
-                        last_seen: state.last_seen(),
-                        version: state.version,
-                        data: state.data.clone(),
-                    }))
-                } else {
-                    Change::Create {
-                        id,
-                        hash: TokenHash(key),
-                        user: state.user.clone(),
-                        label: state.label.clone(),
-                        created: state.created,
-                        absolute: state.absolute,
-                        idle_ms: state.idle_ms,
-                        data: state.data.clone(),
+                let appended = self.journal.append(|| {
+                    if as_image {
+                        Change::Import(Box::new(Image {
+                            id,
+                            hash: TokenHash(key),
+                            user: state.user.clone(),
+                            label: state.label.clone(),
+                            created: state.created,
+                            authenticated: state.authenticated.get(),
+                            absolute: state.absolute,
+                            idle_ms: state.idle_ms,
+                            last_seen: state.last_seen(),
+                            version: state.version,
+                            data: state.data.clone(),
+                        }))
+                    } else {
+                        Change::Create {
+                            id,
+                            hash: TokenHash(key),
+                            user: state.user.clone(),
+                            label: state.label.clone(),
+                            created: state.created,
+                            absolute: state.absolute,
+                            idle_ms: state.idle_ms,
+                            data: state.data.clone(),
+                        }
+                    }
+                });
+                match appended {
+                    Ok(t) => tickets.push(t),
+                    Err(e) => {
+                        self.ids_remove(id);
+                        return Err(e);
                     }
                 }
-            });
-            match appended {
-                Ok(t) => tickets.push(t),
-                Err(e) => {
-                    self.ids_remove(id);
-                    return Err(e);
-                }
-            }
-            let session = state.snapshot(self.auth_ms);
-            state.timer = shard.wheel.schedule(key, deadline.0);
-            place.insert(Slot::Live(state));
+                let session = state.snapshot(self.auth_ms);
+                Ok((state, deadline, session))
+            })?;
+            drop(shard);
+            let session = match inserted {
+                Some(session) => session,
+                None if token.is_some() => continue,
+                None => return Err(Error::Exists { what: "token" }),
+            };
             break (token, session);
         };
         if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
@@ -1397,7 +1396,7 @@ impl Inner {
     /// [`Error::Exists`] if `key` addresses anything (a session or an alias) or `id` is
     /// a session's. A check ahead of the authoritative one under the locks.
     fn check_vacant(&self, id: SessionId, key: u128) -> Result<()> {
-        if self.shard(key).read().map.contains_key(&key) {
+        if self.shard(key).read().occupied(key) {
             return Err(Error::Exists { what: "token" });
         }
         if self.hash_of(id).is_some() {
@@ -1421,8 +1420,11 @@ impl Inner {
     /// The image of the live session `id`, as compaction writes it.
     fn image_of(&self, id: SessionId) -> Option<Image> {
         for _ in 0..MAX_HOPS {
-            let key = self.hash_of(id)?;
-            let shard = self.shard(key).read();
+            let lo = self.place_of(id)?;
+            let shard = self.shards[shard_of(lo, self.mask)].read();
+            let Some(key) = shard.hash_at(lo) else {
+                continue;
+            };
             match shard.live(key) {
                 Some(s) if s.id == id => {
                     if s.deadline(self.auth_ms) <= self.now() {
@@ -1461,7 +1463,7 @@ impl Inner {
         let mut buf = Vec::new();
         let mut n = 0usize;
         for id in ids {
-            if let Some(img) = self.image_of(SessionId(id)) {
+            if let Some(img) = self.image_of(id) {
                 crate::log::record::encode_image(&mut buf, &img);
                 n += 1;
             }
@@ -1514,38 +1516,47 @@ impl Inner {
     }
 
     fn shard_ix(&self, key: u128) -> usize {
-        ((key >> 64) as usize) & self.mask
+        shard_of(key as u64, self.mask)
     }
 
     fn shard(&self, key: u128) -> &RwLock<Shard> {
         &self.shards[self.shard_ix(key)]
     }
 
-    fn id_shard(&self, id: SessionId) -> &RwLock<RandomKeyMap<u128>> {
-        &self.ids[((id.0 >> 64) as usize) & self.mask]
+    fn id_shard(&self, id: SessionId) -> &RwLock<IdMap> {
+        &self.ids[id_ix(id, self.mask)]
     }
 
+    /// Where the id map says the session `id` is: its place in a shard (the low half of
+    /// its current token hash).
+    fn place_of(&self, id: SessionId) -> Option<u64> {
+        self.id_shard(id).read().get(&id).copied()
+    }
+
+    /// The current token hash of the session `id` (from the id map, completed by its
+    /// shard), if it is in the index.
     fn hash_of(&self, id: SessionId) -> Option<u128> {
-        self.id_shard(id).read().get(&id.as_u128()).copied()
+        let lo = self.id_shard(id).read().get(&id).copied()?;
+        self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
     fn ids_insert(&self, id: SessionId, key: u128) {
-        self.id_shard(id).write().insert(id.0, key);
+        self.id_shard(id).write().insert(id, key as u64);
     }
 
     /// Maps `id` to `key` unless `id` is already mapped; false then.
     fn ids_try_insert(&self, id: SessionId, key: u128) -> bool {
-        match self.id_shard(id).write().entry(id.0) {
+        match self.id_shard(id).write().entry(id) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(key);
+                v.insert(key as u64);
                 true
             }
         }
     }
 
     fn ids_remove(&self, id: SessionId) {
-        self.id_shard(id).write().remove(&id.as_u128());
+        self.id_shard(id).write().remove(&id);
     }
 
     /// Locks shards `i` and `j` for writing in index order; the second guard is `None`
@@ -1589,14 +1600,14 @@ impl Inner {
         for _ in 0..MAX_HOPS {
             let shard = self.shard(key).read();
             let now = self.now();
-            match shard.map.get(&key) {
-                Some(Slot::Live(s)) => {
+            match shard.get(key) {
+                Some(SlotRef::Live(s)) => {
                     if s.deadline(self.auth_ms) <= now {
                         return None;
                     }
                     return Some(f(s, now));
                 }
-                Some(Slot::Alias(a)) if a.until > now => {
+                Some(SlotRef::Alias(a)) if a.until > now => {
                     let id = a.session;
                     drop(shard);
                     key = self.hash_of(id)?;
@@ -1610,10 +1621,10 @@ impl Inner {
     /// Runs `f` on the live session with public id `id` under its shard's read lock.
     fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
         for _ in 0..MAX_HOPS {
-            let key = self.hash_of(id)?;
-            let shard = self.shard(key).read();
+            let lo = self.place_of(id)?;
+            let shard = self.shards[shard_of(lo, self.mask)].read();
             let now = self.now();
-            match shard.live(key) {
+            match shard.hash_at(lo).and_then(|key| shard.live(key)) {
                 Some(s) if s.id == id => {
                     return (s.deadline(self.auth_ms) > now).then(|| f(s));
                 }
@@ -1641,13 +1652,13 @@ impl Inner {
             }
             let mut shard = self.shard(key).write();
             let now = self.now();
-            match shard.map.get(&key) {
-                Some(Slot::Live(s)) => {
+            match shard.get(key) {
+                Some(SlotRef::Live(s)) => {
                     if s.deadline(self.auth_ms) <= now {
                         return Err(Error::Ended);
                     }
                 }
-                Some(Slot::Alias(a)) if a.until > now => {
+                Some(SlotRef::Alias(a)) if a.until > now => {
                     let id = a.session;
                     drop(shard);
                     key = self.hash_of(id).ok_or(Error::Ended)?;
@@ -1752,24 +1763,108 @@ impl Inner {
         reason: EndReason,
     ) -> Result<Option<(Box<SessionState>, Ticket)>> {
         for _ in 0..MAX_HOPS {
-            let Some(key) = self.hash_of(id) else {
+            let Some(lo) = self.place_of(id) else {
                 return Ok(None);
             };
-            let mut shard = self.shard(key).write();
-            if shard.live(key).is_some_and(|s| s.id == id) {
+            let mut shard = self.shards[shard_of(lo, self.mask)].write();
+            if let Some(key) = shard.hash_at(lo)
+                && shard.live(key).is_some_and(|s| s.id == id)
+            {
                 let t = self.journal.append(|| Change::End { id, reason })?;
                 let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
                 self.ids_remove(id);
                 return Ok(Some((state, t)));
             }
             drop(shard);
-            if self.hash_of(id) == Some(key) {
+            if self.place_of(id) == Some(lo) {
                 // The id map still points here but the session is gone: a concurrent
                 // end is between its two steps.
                 return Ok(None);
             }
         }
         Ok(None)
+    }
+
+    /// Removes the sessions `ids` and logs their ends, as [`Inner::remove_by_id`] does
+    /// one at a time, but in batches whose memory traffic overlaps: a revoke's sessions
+    /// sit in unrelated cache lines across the id map, the shards and the wheels, and
+    /// one by one each lookup waits out its cache misses behind a lock acquisition
+    /// (a full barrier). Here each step takes all the locks it needs first (ascending,
+    /// per the lock order), then touches every session's memory, then changes it.
+    /// Sessions that moved meanwhile (a concurrent rotation) go the one-by-one way.
+    fn remove_batch(
+        &self,
+        ids: &[SessionId],
+        reason: EndReason,
+    ) -> Result<Vec<(Box<SessionState>, Ticket)>> {
+        const BATCH: usize = 32;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut stragglers = Vec::new();
+        for chunk in ids.chunks(BATCH) {
+            // Where each session is now: its place in a shard, from the id shards.
+            let mask = self.mask;
+            let mut id_shards: Vec<usize> = chunk.iter().map(|&id| id_ix(id, mask)).collect();
+            id_shards.sort_unstable();
+            id_shards.dedup();
+            let places: Vec<Option<u64>> = {
+                let held: Vec<_> = id_shards.iter().map(|&i| self.ids[i].read()).collect();
+                chunk
+                    .iter()
+                    .map(|&id| {
+                        let at = id_shards.binary_search(&id_ix(id, mask)).unwrap_or(0);
+                        held[at].get(&id).copied()
+                    })
+                    .collect()
+            };
+            let mut shards: Vec<usize> = places
+                .iter()
+                .flatten()
+                .map(|&lo| shard_of(lo, mask))
+                .collect();
+            shards.sort_unstable();
+            shards.dedup();
+            let mut held: Vec<_> = shards.iter().map(|&i| self.shards[i].write()).collect();
+            let at = |key: u128| shards.binary_search(&self.shard_ix(key)).unwrap_or(0);
+            let keys: Vec<Option<u128>> = places
+                .iter()
+                .map(|p| p.and_then(|lo| held[at(u128::from(lo))].hash_at(lo)))
+                .collect();
+            // Touch every session, its data and its timer before changing anything.
+            let mut warm = 0u64;
+            for &key in keys.iter().flatten() {
+                let shard = &held[at(key)];
+                if let Some(s) = shard.live(key) {
+                    warm ^= shard.wheel.warm(s.timer);
+                    warm ^= u64::from(s.data.as_bytes().first().copied().unwrap_or(0));
+                }
+            }
+            std::hint::black_box(warm);
+            let mut removed = Vec::with_capacity(chunk.len());
+            for (&id, key) in chunk.iter().zip(&keys) {
+                let Some(key) = *key else {
+                    stragglers.push(id);
+                    continue;
+                };
+                let shard = &mut held[at(key)];
+                if shard.live(key).is_none_or(|s| s.id != id) {
+                    stragglers.push(id);
+                    continue;
+                }
+                let t = self.journal.append(|| Change::End { id, reason })?;
+                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+                removed.push(id);
+                out.push((state, t));
+            }
+            for id in removed {
+                self.ids_remove(id);
+            }
+        }
+        for id in stragglers {
+            if let Some(done) = self.remove_by_id(id, reason)? {
+                out.push(done);
+            }
+        }
+        Ok(out)
     }
 
     /// After a session was removed from the index: drop it from its user's list, wait
@@ -1845,36 +1940,45 @@ impl Inner {
             let now = self.now();
             due.clear();
             shard.wheel.advance(now.0, &mut due);
-            for &(key, _) in &due {
+            for &(lo, _) in &due {
                 let shard = &mut *shard;
-                match shard.map.get_mut(&key) {
-                    Some(Slot::Live(s)) => {
+                let Some(key) = shard.hash_at(lo) else {
+                    continue;
+                };
+                let expired_now = match shard.get(key) {
+                    Some(SlotRef::Live(s)) => {
                         let deadline = s.deadline(self.auth_ms);
                         if deadline > now {
                             // Touched or extended since scheduled: re-arm at the real one.
-                            s.timer = shard.wheel.schedule(key, deadline.0);
+                            shard.rearm(key, deadline);
                             continue;
                         }
-                        let Some(Slot::Live(s)) = shard.map.remove(&key) else {
-                            continue;
-                        };
-                        shard.instances.remove(&key);
-                        self.ids_remove(s.id);
-                        let _ = self.journal.append(|| Change::End {
-                            id: s.id,
-                            reason: EndReason::Expired,
-                        });
-                        expired.push((s.id, s.user.clone()));
+                        true
                     }
-                    Some(Slot::Alias(a)) => {
-                        if a.until > now {
-                            a.timer = shard.wheel.schedule(key, a.until.0);
+                    Some(SlotRef::Alias(a)) => {
+                        let until = a.until;
+                        if until > now {
+                            shard.rearm(key, until);
                         } else {
-                            shard.map.remove(&key);
+                            shard.remove(key);
                         }
+                        false
                     }
-                    None => {}
+                    None => false,
+                };
+                if !expired_now {
+                    continue;
                 }
+                let Some(Slot::Live(s)) = shard.remove(key) else {
+                    continue;
+                };
+                shard.instances.remove(&key);
+                self.ids_remove(s.id);
+                let _ = self.journal.append(|| Change::End {
+                    id: s.id,
+                    reason: EndReason::Expired,
+                });
+                expired.push((s.id, s.user.clone()));
             }
         }
         for (id, user) in &expired {
@@ -1901,16 +2005,12 @@ impl Inner {
         let users = self.users.lock_all();
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
-        let id_of = |id: SessionId| {
-            ids[((id.0 >> 64) as usize) & self.mask]
-                .get(&id.as_u128())
-                .copied()
-        };
+        let id_of = |id: SessionId| ids[id_ix(id, self.mask)].get(&id).copied();
         let mut live_by_user: std::collections::HashMap<UserId, Vec<SessionId>> =
             std::collections::HashMap::new();
         let mut live_total = 0usize;
         for (i, shard) in shards.iter().enumerate() {
-            let mut timers: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+            let mut timers: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
             for (key, deadline, _) in shard.wheel.iter() {
                 if timers.insert(key, deadline).is_some() {
                     return bad(format!("shard {i}: two timers for one key"));
@@ -1923,24 +2023,24 @@ impl Inner {
                     ));
                 }
             }
-            if timers.len() != shard.map.len() {
+            if timers.len() != shard.len() {
                 return bad(format!(
                     "shard {i}: {} timers for {} slots",
                     timers.len(),
-                    shard.map.len()
+                    shard.len()
                 ));
             }
-            for (&key, slot) in &shard.map {
+            for (key, slot) in shard.iter() {
                 if self.shard_ix(key) != i {
                     return bad(format!("shard {i}: holds a key of another shard"));
                 }
                 match slot {
-                    Slot::Live(s) => {
+                    SlotRef::Live(s) => {
                         live_total += 1;
-                        if id_of(s.id) != Some(key) {
+                        if id_of(s.id) != Some(key as u64) {
                             return bad(format!("session {} missing from the id map", s.id));
                         }
-                        match shard.wheel.deadline(s.timer, key) {
+                        match shard.wheel.deadline(s.timer, key as u64) {
                             None => return bad(format!("session {} has no timer", s.id)),
                             Some(t) if t > s.deadline(self.auth_ms).0 => {
                                 return bad(format!("session {} timer fires late", s.id));
@@ -1954,8 +2054,8 @@ impl Inner {
                             return bad(format!("session {} data over the limit", s.id));
                         }
                     }
-                    Slot::Alias(a) => {
-                        if shard.wheel.deadline(a.timer, key) != Some(a.until.0) {
+                    SlotRef::Alias(a) => {
+                        if shard.wheel.deadline(a.timer, key as u64) != Some(a.until.0) {
                             return bad(format!("alias of {} has no timer", a.session));
                         }
                     }

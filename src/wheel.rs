@@ -35,14 +35,6 @@ const NIL: u32 = u32::MAX;
 /// The furthest a timer can be placed, in ticks.
 const MAX_TICKS: u64 = 1 << (SLOT_BITS * LEVELS as u32);
 
-fn split(key: u128) -> [u64; 2] {
-    [key as u64, (key >> 64) as u64]
-}
-
-fn join(key: [u64; 2]) -> u128 {
-    u128::from(key[0]) | (u128::from(key[1]) << 64)
-}
-
 /// Where a scheduled timer sits; pass it back to cancel or query the timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerHandle(u32);
@@ -54,11 +46,11 @@ impl TimerHandle {
     }
 }
 
-/// A timer. The key is kept as two `u64`s so a node is 40 bytes (8-byte aligned)
-/// rather than 48 (a `u128` would force 16-byte alignment): one node per session.
+/// A timer: 32 bytes, one per session. Its key is the session's place in its shard's
+/// map (the low half of the token hash, unique within a shard).
 #[derive(Clone, Debug)]
 struct Node {
-    key: [u64; 2],
+    key: u64,
     deadline: u64,
     prev: u32,
     next: u32,
@@ -67,7 +59,7 @@ struct Node {
     slot: u8,
 }
 
-/// A hierarchical timing wheel over millisecond deadlines, keyed by `u128`.
+/// A hierarchical timing wheel over millisecond deadlines, keyed by `u64`.
 #[derive(Debug)]
 pub(crate) struct TimerWheel {
     heads: [[u32; SLOTS]; LEVELS],
@@ -98,10 +90,10 @@ impl TimerWheel {
     }
 
     /// Schedules `key` to fire at `deadline_ms`. O(1).
-    pub(crate) fn schedule(&mut self, key: u128, deadline_ms: u64) -> TimerHandle {
+    pub(crate) fn schedule(&mut self, key: u64, deadline_ms: u64) -> TimerHandle {
         let idx = if self.free == NIL {
             self.nodes.push(Node {
-                key: split(key),
+                key,
                 deadline: deadline_ms,
                 prev: NIL,
                 next: NIL,
@@ -113,7 +105,7 @@ impl TimerWheel {
             let idx = self.free;
             self.free = self.nodes[idx as usize].next;
             let n = &mut self.nodes[idx as usize];
-            n.key = split(key);
+            n.key = key;
             n.deadline = deadline_ms;
             idx
         };
@@ -123,7 +115,7 @@ impl TimerWheel {
     }
 
     /// Cancels the timer at `handle` if it is still `key`'s. O(1). True if it was.
-    pub(crate) fn cancel(&mut self, handle: TimerHandle, key: u128) -> bool {
+    pub(crate) fn cancel(&mut self, handle: TimerHandle, key: u64) -> bool {
         if !self.owns(handle, key) {
             return false;
         }
@@ -132,8 +124,20 @@ impl TimerWheel {
         true
     }
 
+    /// Reads the node at `handle` and its list neighbours, so a cancel that follows
+    /// finds them in cache: a batch warms all its timers first and their memory
+    /// fetches overlap instead of queueing behind each other. Returns a value only so
+    /// the reads are not optimised away.
+    pub(crate) fn warm(&self, handle: TimerHandle) -> u64 {
+        let Some(n) = self.nodes.get(handle.0 as usize) else {
+            return 0;
+        };
+        let near = |i: u32| self.nodes.get(i as usize).map_or(0, |m| m.deadline);
+        n.deadline ^ near(n.prev) ^ near(n.next)
+    }
+
     /// The deadline of the timer at `handle`, if it is still `key`'s.
-    pub(crate) fn deadline(&self, handle: TimerHandle, key: u128) -> Option<u64> {
+    pub(crate) fn deadline(&self, handle: TimerHandle, key: u64) -> Option<u64> {
         self.owns(handle, key)
             .then(|| self.nodes[handle.0 as usize].deadline)
     }
@@ -143,7 +147,7 @@ impl TimerWheel {
     pub(crate) fn reschedule(
         &mut self,
         handle: TimerHandle,
-        key: u128,
+        key: u64,
         deadline_ms: u64,
     ) -> TimerHandle {
         if self.owns(handle, key) {
@@ -159,7 +163,7 @@ impl TimerWheel {
     /// Moves the hand to `now_ms` and appends `(key, deadline)` of every timer whose
     /// deadline is at or before `now_ms` to `due`, removing them from the wheel. Timers
     /// due later stay. Moving backwards (a wall clock stepping back) does nothing.
-    pub(crate) fn advance(&mut self, now_ms: u64, due: &mut Vec<(u128, u64)>) {
+    pub(crate) fn advance(&mut self, now_ms: u64, due: &mut Vec<(u64, u64)>) {
         let target = now_ms >> TICK_BITS;
         if target < self.tick {
             return;
@@ -199,18 +203,18 @@ impl TimerWheel {
     }
 
     /// Every timer as `(key, deadline)`, for consistency checks.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u128, u64, TimerHandle)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64, TimerHandle)> + '_ {
         self.nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| (n.level as usize) < LEVELS)
-            .map(|(i, n)| (join(n.key), n.deadline, TimerHandle(i as u32)))
+            .map(|(i, n)| (n.key, n.deadline, TimerHandle(i as u32)))
     }
 
-    fn owns(&self, handle: TimerHandle, key: u128) -> bool {
+    fn owns(&self, handle: TimerHandle, key: u64) -> bool {
         self.nodes
             .get(handle.0 as usize)
-            .is_some_and(|n| (n.level as usize) < LEVELS && n.key == split(key))
+            .is_some_and(|n| (n.level as usize) < LEVELS && n.key == key)
     }
 
     /// Links node `idx` into the slot its deadline belongs to, relative to the hand.
@@ -276,14 +280,14 @@ impl TimerWheel {
         }
     }
 
-    fn fire(&mut self, t: u64, now_ms: u64, due: &mut Vec<(u128, u64)>) {
+    fn fire(&mut self, t: u64, now_ms: u64, due: &mut Vec<(u64, u64)>) {
         let slot = (t & SLOT_MASK) as usize;
         let mut idx = self.heads[0][slot];
         while idx != NIL {
             let next = self.nodes[idx as usize].next;
             let n = &self.nodes[idx as usize];
             if n.deadline <= now_ms {
-                due.push((join(n.key), n.deadline));
+                due.push((n.key, n.deadline));
                 self.unlink(idx);
                 self.release(idx);
             }
@@ -297,11 +301,17 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn drain(w: &mut TimerWheel, now: u64) -> Vec<(u128, u64)> {
+    fn drain(w: &mut TimerWheel, now: u64) -> Vec<(u64, u64)> {
         let mut due = Vec::new();
         w.advance(now, &mut due);
         due.sort();
         due
+    }
+
+    #[test]
+    fn a_timer_node_is_32_bytes() {
+        // One per session; part of the memory budget.
+        assert_eq!(std::mem::size_of::<Node>(), 32);
     }
 
     #[test]
@@ -341,19 +351,19 @@ mod tests {
             base + 200 * day,
         ];
         for (i, d) in deadlines.iter().enumerate() {
-            w.schedule(i as u128, *d);
+            w.schedule(i as u64, *d);
         }
         for (i, d) in deadlines.iter().enumerate() {
             assert!(drain(&mut w, d - 1).is_empty(), "timer {i} fired early");
-            assert_eq!(drain(&mut w, *d), vec![(i as u128, *d)], "timer {i}");
+            assert_eq!(drain(&mut w, *d), vec![(i as u64, *d)], "timer {i}");
         }
     }
 
     #[test]
     fn huge_jump_fires_everything_due_at_once() {
         let mut w = TimerWheel::new(0);
-        for i in 0..1000u128 {
-            w.schedule(i, (i as u64) * 7_919_000);
+        for i in 0..1000u64 {
+            w.schedule(i, i * 7_919_000);
         }
         let due = drain(&mut w, 1000 * 7_919_000);
         assert_eq!(due.len(), 1000);
@@ -401,15 +411,15 @@ mod tests {
         use proptest::prelude::*;
         let mut runner = proptest::test_runner::TestRunner::default();
         let op = prop_oneof![
-            (0u128..64, 0u64..20_000_000).prop_map(|(k, d)| (0u8, k, d)),
-            (0u128..64, 0u64..1).prop_map(|(k, d)| (1u8, k, d)),
-            (0u128..1, 0u64..5_000_000).prop_map(|(k, d)| (2u8, k, d)),
+            (0u64..64, 0u64..20_000_000).prop_map(|(k, d)| (0u8, k, d)),
+            (0u64..64, 0u64..1).prop_map(|(k, d)| (1u8, k, d)),
+            (0u64..1, 0u64..5_000_000).prop_map(|(k, d)| (2u8, k, d)),
         ];
         runner
             .run(&proptest::collection::vec(op, 1..200), |ops| {
                 let mut w = TimerWheel::new(0);
                 let mut now = 0u64;
-                let mut model: BTreeMap<u128, (u64, TimerHandle)> = BTreeMap::new();
+                let mut model: BTreeMap<u64, (u64, TimerHandle)> = BTreeMap::new();
                 for (kind, key, x) in ops {
                     match kind {
                         0 => {
@@ -428,7 +438,7 @@ mod tests {
                         _ => {
                             now += x;
                             let got = drain(&mut w, now);
-                            let mut want: Vec<(u128, u64)> = model
+                            let mut want: Vec<(u64, u64)> = model
                                 .iter()
                                 .filter(|(_, (d, _))| *d <= now)
                                 .map(|(k, (d, _))| (*k, *d))

@@ -933,3 +933,21 @@ fn set_expiry_moves_the_deadline_both_ways_and_a_past_one_ends_the_session_as_ex
     )));
     s.verify().unwrap();
 }
+
+#[test]
+fn revoking_a_user_with_hundreds_of_sessions_some_rotated_ends_every_one() {
+    let (s, _) = store();
+    let mut tokens = Vec::new();
+    for i in 0..300 {
+        let (t, _) = s.create(NewSession::for_user("many")).unwrap();
+        // Every third one rotated: found through the id map at its new token.
+        tokens.push(if i % 3 == 0 { s.rotate(&t).unwrap() } else { t });
+    }
+    let (other, _) = s.create(NewSession::for_user("other")).unwrap();
+    assert_eq!(s.revoke_user("many").unwrap(), 300);
+    assert!(tokens.iter().all(|t| s.peek(t).is_none()));
+    assert!(s.sessions_of("many").unwrap().is_empty());
+    assert!(s.peek(&other).is_some());
+    assert_eq!(s.len(), 1);
+    s.verify().unwrap();
+}

@@ -1,59 +1,88 @@
-//! README snippets that cannot be doctests under default features (feature-gated Rust,
-//! shell) stay true another way: each is marked `<!-- snippet: PATH -->` right above its
-//! code block, and the block must be the exact text of a region of PATH, a file that CI
-//! compiles or runs. Edit the file, then paste the region into the README.
+//! README code that cannot be a doctest (it needs another crate or a cargo feature) is
+//! kept as a ```` ```rust,ignore ```` block after a marker line
+//! `<!-- snippet: PATH -->`, and must be the exact text of a region of the compiled
+//! file PATH (relative to the repository root). Shell walkthroughs (```` ```sh ````) are
+//! held the same way to a script a test runs. This test holds them together: change
+//! one without the other and it fails.
 
 use std::path::Path;
 
-const MARKER: &str = "<!-- snippet: ";
+/// Each snippet marker the README must keep: removing a section's snippet is a
+/// decision, not an accident.
+const REQUIRED: &[&str] = &[
+    "examples/axum-app/src/session.rs",
+    "examples/axum-app/src/routes.rs",
+    "examples/cli.sh",
+];
 
-/// `(path, body)` of every marked block in `readme`.
-fn marked_snippets(readme: &str) -> Vec<(String, String)> {
+/// `(path, code)` for every marked snippet in `readme`.
+fn snippets(readme: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut rest = readme;
-    while let Some(at) = rest.find(MARKER) {
-        let after = &rest[at + MARKER.len()..];
-        let close = after
-            .find(" -->")
-            .expect("a snippet marker ends with ` -->`");
-        let path = after[..close].trim().to_owned();
-        let after = &after[close + " -->".len()..];
-        let fence = after.find("```").expect("a code block follows the marker");
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let Some(path) = line
+            .trim()
+            .strip_prefix("<!-- snippet:")
+            .and_then(|rest| rest.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let fence = lines
+            .next()
+            .unwrap_or_else(|| panic!("snippet {path}: nothing after the marker"));
+        let fence = fence.trim_start();
         assert!(
-            after[..fence].trim().is_empty(),
-            "the code block must follow the marker for {path} directly"
+            fence.starts_with("```rust,ignore") || fence == "```sh",
+            "snippet {path}: the marker must be followed by a ```rust,ignore (or ```sh) \
+             block, got {fence:?}"
         );
-        let body_start = fence + after[fence..].find('\n').expect("fence line ends") + 1;
-        let body_len = after[body_start..]
-            .find("\n```")
-            .expect("the code block is closed")
-            + 1;
-        out.push((path, after[body_start..body_start + body_len].to_owned()));
-        rest = &after[body_start + body_len..];
+        let mut code = String::new();
+        for line in lines.by_ref() {
+            if line.trim_start().starts_with("```") {
+                break;
+            }
+            code.push_str(line);
+            code.push('\n');
+        }
+        assert!(!code.trim().is_empty(), "snippet {path} is empty");
+        out.push((path.trim().to_owned(), code));
     }
     out
 }
 
 #[test]
-fn every_marked_readme_snippet_is_verbatim_in_its_source_file() {
+fn every_readme_snippet_is_verbatim_text_of_its_compiled_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let snippets = marked_snippets(&readme);
-    assert!(!snippets.is_empty(), "the README marks its snippets");
-    for (path, body) in snippets {
-        let source = std::fs::read_to_string(root.join(&path))
-            .unwrap_or_else(|e| panic!("README snippet source {path}: {e}"));
+    let found = snippets(&readme);
+    for required in REQUIRED {
         assert!(
-            source.contains(&body),
-            "the README's snippet for {path} is not verbatim in {path}:\n{body}"
+            found.iter().any(|(p, _)| p == required),
+            "README lost its snippet of {required}"
+        );
+    }
+    for (path, code) in &found {
+        let source = std::fs::read_to_string(root.join(path))
+            .unwrap_or_else(|e| panic!("snippet source {path}: {e}"));
+        assert!(
+            source.contains(code.as_str()),
+            "the README's snippet of {path} is not in that file verbatim; copy the region \
+             again:\n{code}"
         );
     }
 }
 
 #[test]
-fn a_snippet_that_drifted_from_its_file_is_caught() {
-    let readme = "x\n<!-- snippet: a.rs -->\n```rust,ignore\nfn a() {}\n```\n";
-    let found = marked_snippets(readme);
-    assert_eq!(found, vec![("a.rs".to_owned(), "fn a() {}\n".to_owned())]);
-    assert!(!"fn a() { }\n".contains(&found[0].1));
+fn the_snippet_reader_finds_markers_and_stops_at_the_fence() {
+    let md = "text\n<!-- snippet: a/b.rs -->\n```rust,ignore\nfn x() {}\n```\nafter\n";
+    assert_eq!(
+        snippets(md),
+        vec![("a/b.rs".to_owned(), "fn x() {}\n".to_owned())]
+    );
+    assert!(snippets("no markers here\n```rust\nfn y() {}\n```\n").is_empty());
+    let sh = "<!-- snippet: run.sh -->\n```sh\nsessiondb stats\n```\n";
+    assert_eq!(
+        snippets(sh),
+        vec![("run.sh".to_owned(), "sessiondb stats\n".to_owned())]
+    );
 }
