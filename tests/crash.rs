@@ -690,6 +690,23 @@ impl Model {
 }
 
 /// Reopens the store the way an application would (no salvage) and checks it.
+/// Opens the store, waiting out a lock still held for a moment by a process that is
+/// not the killed child: the two kill loops run in parallel threads of this process,
+/// and a child forked by one inherits, until its `exec`, the descriptor (and so the
+/// `flock`) of a store the other thread has open — closing ours does not release a
+/// lock a forked copy still shares. The killed child itself has been reaped by now.
+fn open_when_released(dir: &Path, opts: Options) -> sessiondb::Result<Store> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open_with(dir, opts.clone()) {
+            Err(sessiondb::Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn reopen_and_check(
     dir: &Path,
     backend: &str,
@@ -701,7 +718,7 @@ fn reopen_and_check(
         .backend(backend_kind(backend))
         .reaper_interval(None)
         .compaction(false, 16 << 20, 2.0);
-    let store = Store::open_with(dir, opts)
+    let store = open_when_released(dir, opts)
         .unwrap_or_else(|e| panic!("{what}: reopening after the crash failed: {e}"));
     store
         .verify()

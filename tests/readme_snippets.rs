@@ -1,74 +1,90 @@
-//! The README's feature-gated snippets are `rust,ignore` blocks (README blocks are
-//! doctests under default features), so each one must be the verbatim text of a file
-//! that is compiled under its feature: a line `<!-- snippet: path/to/file.rs -->`
-//! precedes the block, and this test checks the file contains the block. Edit the file,
-//! then paste the region into the README.
+//! README code that cannot be a doctest (it needs another crate or a cargo feature) is
+//! kept as a ```` ```rust,ignore ```` block after a marker line
+//! `<!-- snippet: PATH -->`, and must be the exact text of a region of the compiled
+//! file PATH (relative to the repository root). Shell walkthroughs (```` ```sh ````) are
+//! held the same way to a script a test runs. This test holds them together: change
+//! one without the other and it fails.
 
 use std::path::Path;
 
-/// `(file, block)` for every marked snippet in the README.
+/// Each snippet marker the README must keep: removing a section's snippet is a
+/// decision, not an accident.
+const REQUIRED: &[&str] = &[
+    "examples/axum-app/src/session.rs",
+    "examples/axum-app/src/routes.rs",
+    "examples/cli.sh",
+    "examples/tower_sessions.rs",
+    "tests/conformance.rs",
+];
+
+/// `(path, code)` for every marked snippet in `readme`.
 fn snippets(readme: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut lines = readme.lines();
     while let Some(line) = lines.next() {
-        let Some(file) = line
+        let Some(path) = line
             .trim()
-            .strip_prefix("<!-- snippet: ")
-            .and_then(|rest| rest.strip_suffix(" -->"))
+            .strip_prefix("<!-- snippet:")
+            .and_then(|rest| rest.strip_suffix("-->"))
         else {
             continue;
         };
-        let fence = lines.next().unwrap_or_default();
+        let fence = lines
+            .next()
+            .unwrap_or_else(|| panic!("snippet {path}: nothing after the marker"));
+        let fence = fence.trim_start();
         assert!(
-            fence.starts_with("```rust,ignore"),
-            "the line after the marker for {file} must open a ```rust,ignore block, found {fence:?}"
+            fence.starts_with("```rust,ignore") || fence == "```sh",
+            "snippet {path}: the marker must be followed by a ```rust,ignore (or ```sh) \
+             block, got {fence:?}"
         );
-        let mut block = String::new();
-        for l in lines.by_ref() {
-            if l.starts_with("```") {
+        let mut code = String::new();
+        for line in lines.by_ref() {
+            if line.trim_start().starts_with("```") {
                 break;
             }
-            block.push_str(l);
-            block.push('\n');
+            code.push_str(line);
+            code.push('\n');
         }
-        out.push((file.to_owned(), block));
+        assert!(!code.trim().is_empty(), "snippet {path} is empty");
+        out.push((path.trim().to_owned(), code));
     }
     out
 }
 
 #[test]
-fn readme_snippets_are_verbatim_regions_of_compiled_files() {
+fn every_readme_snippet_is_verbatim_text_of_its_compiled_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let found = snippets(&readme);
-    for expected in ["examples/tower_sessions.rs", "tests/conformance.rs"] {
+    for required in REQUIRED {
         assert!(
-            found.iter().any(|(f, _)| f == expected),
-            "the README has no snippet marked {expected}"
+            found.iter().any(|(p, _)| p == required),
+            "README lost its snippet of {required}"
         );
     }
-    for (file, block) in &found {
+    for (path, code) in &found {
+        let source = std::fs::read_to_string(root.join(path))
+            .unwrap_or_else(|e| panic!("snippet source {path}: {e}"));
         assert!(
-            block.lines().count() >= 3,
-            "the snippet for {file} is empty"
-        );
-        let text = std::fs::read_to_string(root.join(file))
-            .unwrap_or_else(|e| panic!("README snippet names {file}: {e}"));
-        assert!(
-            text.contains(block.as_str()),
-            "the README snippet marked {file} is not in that file verbatim; copy the region again"
+            source.contains(code.as_str()),
+            "the README's snippet of {path} is not in that file verbatim; copy the region \
+             again:\n{code}"
         );
     }
 }
 
 #[test]
-fn a_changed_snippet_is_caught() {
-    let readme = "text\n<!-- snippet: x.rs -->\n```rust,ignore\nfn a() {}\nfn b() {}\n```\n";
-    let found = snippets(readme);
+fn the_snippet_reader_finds_markers_and_stops_at_the_fence() {
+    let md = "text\n<!-- snippet: a/b.rs -->\n```rust,ignore\nfn x() {}\n```\nafter\n";
     assert_eq!(
-        found,
-        vec![("x.rs".to_owned(), "fn a() {}\nfn b() {}\n".to_owned())]
+        snippets(md),
+        vec![("a/b.rs".to_owned(), "fn x() {}\n".to_owned())]
     );
-    let file = "fn a() {}\nfn c() {}\n";
-    assert!(!file.contains(found[0].1.as_str()));
+    assert!(snippets("no markers here\n```rust\nfn y() {}\n```\n").is_empty());
+    let sh = "<!-- snippet: run.sh -->\n```sh\nsessiondb stats\n```\n";
+    assert_eq!(
+        snippets(sh),
+        vec![("run.sh".to_owned(), "sessiondb stats\n".to_owned())]
+    );
 }

@@ -1,0 +1,221 @@
+//! The command line of `sessiondb-axum-app`: flags, their defaults and the environment
+//! variable for the data directory. Parsed by hand (a few flags do not need a parser
+//! crate); every bad flag is a message, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Config;
+
+/// The environment variable naming the data directory when `--data-dir` is not given.
+pub const DATA_DIR_ENV: &str = "SESSIONDB_APP_DATA";
+
+/// The help text.
+pub const USAGE: &str = "\
+sessiondb-axum-app: an example app on sessiondb (sign up, log in, your devices)
+
+USAGE: sessiondb-axum-app [FLAGS]
+
+  --data-dir DIR      where sessions (DIR/sessions) and accounts (DIR/users.json) live
+                      [env SESSIONDB_APP_DATA; default ./sessiondb-app-data]
+  --port N            TCP port [default 3000]
+  --bind ADDR         address to listen on [default 127.0.0.1]
+  --insecure-http     drop the cookie's Secure flag (and its __Host- prefix), for plain
+                      HTTP on your own machine; without it, serve behind HTTPS
+  --lifetime DUR      a signed-in session's longest life, from sign-in [default 30d]
+  --idle DUR          end a session unused this long, 0 = never [default 24h]
+  -h, --help          this text
+
+DUR is a number with a unit: 90s, 15m, 12h, 30d.";
+
+/// The parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Args {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Cookie and lifetime settings.
+    pub config: Config,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the app.
+    Run(Args),
+    /// Print [`USAGE`].
+    Help,
+}
+
+/// Parses the flags (without the program name). `env_data_dir` is the value of
+/// [`DATA_DIR_ENV`], if set.
+///
+/// # Errors
+/// A message naming the flag that is unknown, lacks its value or has a bad one.
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env_data_dir: Option<String>,
+) -> Result<Command, String> {
+    let mut data_dir = env_data_dir
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("sessiondb-app-data"), PathBuf::from);
+    let mut port: u16 = 3000;
+    let mut ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut config = Config::default();
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value (see --help)"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--insecure-http" => config.secure_cookies = false,
+            "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
+            "--port" => {
+                let v = value("--port")?;
+                port = v
+                    .parse()
+                    .map_err(|_| format!("--port {v:?}: not a port number (0-65535)"))?;
+            }
+            "--bind" => {
+                let v = value("--bind")?;
+                ip = v
+                    .parse()
+                    .map_err(|_| format!("--bind {v:?}: not an IP address"))?;
+            }
+            "--lifetime" => {
+                let v = value("--lifetime")?;
+                config.lifetime =
+                    parse_duration(&v).map_err(|e| format!("--lifetime {v:?}: {e}"))?;
+            }
+            "--idle" => {
+                let v = value("--idle")?;
+                config.idle_timeout =
+                    parse_duration(&v).map_err(|e| format!("--idle {v:?}: {e}"))?;
+            }
+            other => return Err(format!("unknown flag {other:?} (see --help)")),
+        }
+    }
+    config.validate()?;
+    Ok(Command::Run(Args {
+        data_dir,
+        addr: SocketAddr::new(ip, port),
+        config,
+    }))
+}
+
+/// `90s`, `15m`, `12h`, `30d`, or `0`.
+///
+/// # Errors
+/// A message if there is no number, no known unit, or it overflows.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("add a unit: s, m, h or d")?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a whole number and a unit")?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err("the unit is s, m, h or d".into()),
+    };
+    n.checked_mul(per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "too long".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: Option<&str>) -> Result<Args, String> {
+        match parse(args.iter().map(|s| s.to_string()), env.map(String::from))? {
+            Command::Run(a) => Ok(a),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_are_secure_cookies_on_loopback_port_3000() {
+        let a = run(&[], None).unwrap();
+        assert_eq!(a.data_dir, PathBuf::from("sessiondb-app-data"));
+        assert_eq!(a.addr, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(a.config, Config::default());
+        assert!(a.config.secure_cookies);
+    }
+
+    #[test]
+    fn every_flag_is_read_and_the_env_var_names_the_data_dir() {
+        let a = run(
+            &[
+                "--port",
+                "8080",
+                "--bind",
+                "0.0.0.0",
+                "--insecure-http",
+                "--lifetime",
+                "7d",
+                "--idle",
+                "30m",
+            ],
+            Some("/tmp/x"),
+        )
+        .unwrap();
+        assert_eq!(a.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(a.addr, "0.0.0.0:8080".parse().unwrap());
+        assert!(!a.config.secure_cookies);
+        assert_eq!(a.config.lifetime, Duration::from_secs(7 * 86_400));
+        assert_eq!(a.config.idle_timeout, Duration::from_secs(1_800));
+        let b = run(&["--data-dir", "here"], Some("/tmp/x")).unwrap();
+        assert_eq!(
+            b.data_dir,
+            PathBuf::from("here"),
+            "the flag beats the env var"
+        );
+        assert_eq!(parse(["--help".to_string()], None).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn bad_flags_are_messages_naming_the_flag() {
+        for (args, needle) in [
+            (&["--port"][..], "--port needs a value"),
+            (&["--port", "70000"][..], "--port"),
+            (&["--bind", "localhost:1"][..], "--bind"),
+            (&["--lifetime", "10"][..], "add a unit"),
+            (
+                &["--lifetime", "0"][..],
+                "lifetime must be longer than zero",
+            ),
+            (&["--idle", "5y"][..], "unit is s, m, h or d"),
+            (&["--idle", "99999999999999999999d"][..], "--idle"),
+            (&["--verbose"][..], "unknown flag"),
+        ] {
+            let err = run(args, None).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_zero_alone() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1.5h").is_err());
+        assert!(parse_duration("18446744073709551615d").is_err());
+    }
+}

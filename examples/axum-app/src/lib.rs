@@ -1,0 +1,250 @@
+//! An example web app on sessiondb: sign up, log in with a password, see your signed-in
+//! devices, sign one out or all of them.
+//!
+//! Build the router with [`app`] from a [`sessiondb::Store`], the [`Users`] and a
+//! [`Config`]; `main.rs` runs it on the durable store in a data directory, and the
+//! tests run it on a store in a temporary directory.
+//!
+//! What it shows of sessiondb:
+//! - every visitor gets an anonymous session labelled with their device
+//!   ([`sessiondb::NewSession::label`]), holding the CSRF token of the login form;
+//! - login rotates the token and binds the user ([`sessiondb::Store::login`], the
+//!   session-fixation defence), and the absolute lifetime then counts from sign-in
+//!   ([`sessiondb::Store::set_expiry`]);
+//! - the devices page lists the user's sessions ([`sessiondb::Store::sessions_of`]),
+//!   signs one out by its public id ([`sessiondb::Store::end_by_id`]) or all of them
+//!   ([`sessiondb::Store::revoke_user`]); signing out ends the session
+//!   ([`sessiondb::Store::end`]).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod device;
+pub mod pages;
+pub mod routes;
+pub mod session;
+pub mod users;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sessiondb::{Store, Timestamp};
+
+pub use users::{Users, UsersError};
+
+/// How the app runs: cookie security and session lifetimes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Mark the session cookie `Secure` (sent over HTTPS only) and name it with the
+    /// `__Host-` prefix (which browsers accept only from a secure origin, with
+    /// `Path=/` and no `Domain`). `false` only for plain HTTP on a developer's machine
+    /// (`--insecure-http`). Default true.
+    pub secure_cookies: bool,
+    /// How long a signed-in session lasts at most, counted from sign-in. Default 30
+    /// days.
+    pub lifetime: Duration,
+    /// A session unused for this long ends; zero disables it. Default 24 hours.
+    pub idle_timeout: Duration,
+    /// How long a visitor's session (before login: it holds the login form's CSRF
+    /// token) lasts at most. Default 1 hour.
+    pub visitor_lifetime: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            secure_cookies: true,
+            lifetime: Duration::from_secs(30 * 86_400),
+            idle_timeout: Duration::from_secs(86_400),
+            visitor_lifetime: Duration::from_secs(3_600),
+        }
+    }
+}
+
+impl Config {
+    /// The session cookie's name: `__Host-sid` with secure cookies, `sid` without
+    /// (browsers refuse `__Host-` cookies that are not `Secure`).
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure_cookies {
+            "__Host-sid"
+        } else {
+            "sid"
+        }
+    }
+
+    /// Checks the lifetimes.
+    ///
+    /// # Errors
+    /// A message naming the setting if a lifetime is zero.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lifetime.is_zero() {
+            return Err("the session lifetime must be longer than zero".into());
+        }
+        if self.visitor_lifetime.is_zero() {
+            return Err("the visitor session lifetime must be longer than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// What every handler shares: the store, the accounts and the configuration.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The session store.
+    pub store: Store,
+    /// The accounts.
+    pub users: Arc<Users>,
+    /// How the app runs.
+    pub config: Arc<Config>,
+}
+
+/// The app's router, ready for `axum::serve`.
+///
+/// # Errors
+/// A message if `config` does not validate ([`Config::validate`]).
+pub fn app(store: Store, users: Users, config: Config) -> Result<Router, String> {
+    config.validate()?;
+    let state = AppState {
+        store,
+        users: Arc::new(users),
+        config: Arc::new(config),
+    };
+    Ok(Router::new()
+        .route("/", get(routes::home))
+        .route("/app.css", get(routes::stylesheet))
+        .route("/login", get(routes::login_page).post(routes::login))
+        .route("/signup", get(routes::signup_page).post(routes::signup))
+        .route("/devices", get(routes::devices))
+        .route("/devices/{id}/sign-out", post(routes::sign_out_device))
+        .route("/sign-out", post(routes::sign_out))
+        .route("/sign-out-everywhere", post(routes::sign_out_everywhere))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state))
+}
+
+/// Headers on every response: pages carry CSRF tokens and personal data, so nothing
+/// is cached; no framing (the sign-out buttons cannot be clickjacked); scripts of any
+/// origin cannot run; forms post only to this origin.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    res
+}
+
+/// Now, on the same clock as the store's default ([`sessiondb::SystemClock`]).
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp(ms)
+}
+
+/// A failure that is not the visitor's doing: answered with a plain 500 page, and
+/// printed to stderr with the detail.
+#[derive(Debug)]
+pub enum AppError {
+    /// The session store failed (e.g. the disk).
+    Store(sessiondb::Error),
+    /// The accounts file or hashing failed.
+    Users(UsersError),
+    /// The OS random generator failed.
+    Random(getrandom::Error),
+    /// A blocking task (password hashing) panicked or was cancelled.
+    Task(tokio::task::JoinError),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Store(e) => write!(f, "session store: {e}"),
+            AppError::Users(e) => write!(f, "accounts: {e}"),
+            AppError::Random(e) => write!(f, "random generator: {e}"),
+            AppError::Task(e) => write!(f, "background task: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<sessiondb::Error> for AppError {
+    fn from(e: sessiondb::Error) -> Self {
+        AppError::Store(e)
+    }
+}
+
+impl From<UsersError> for AppError {
+    fn from(e: UsersError) -> Self {
+        AppError::Users(e)
+    }
+}
+
+impl From<getrandom::Error> for AppError {
+    fn from(e: getrandom::Error) -> Self {
+        AppError::Random(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::Task(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        eprintln!("sessiondb-axum-app: error: {self}");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::message(
+                "Something went wrong",
+                "The server could not finish this request. Try again in a moment.",
+            ),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_refuses_zero_lifetimes_but_allows_no_idle_timeout() {
+        assert!(Config::default().validate().is_ok());
+        let no_idle = Config {
+            idle_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(no_idle.validate().is_ok());
+        let zero = Config {
+            lifetime: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("lifetime"));
+        let zero_visitor = Config {
+            visitor_lifetime: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero_visitor.validate().unwrap_err().contains("visitor"));
+    }
+}

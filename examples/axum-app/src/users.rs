@@ -1,0 +1,361 @@
+//! The app's accounts: usernames and argon2id password hashes, kept in memory and in
+//! one JSON file (`users.json` in the data directory), rewritten atomically on every
+//! sign-up (write a temporary file, fsync, rename, fsync the directory).
+//!
+//! Passwords are never stored: each is hashed with argon2id (the `argon2` crate's
+//! default cost, a fresh random salt) into a PHC string (`$argon2id$v=19$m=...`), and a
+//! login verifies against it (argon2 compares the hashes in constant time). A login
+//! for an unknown username verifies against a dummy hash so that it costs the same time
+//! as a wrong password: the response does not tell which usernames exist.
+//!
+//! Sessions are not kept here: they live in the sessiondb store.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in bytes (argon2 takes any length; this bounds the work
+/// a request can ask for).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest accepted username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 32;
+
+/// Why a sign-up or a users file was refused.
+#[derive(Debug)]
+pub enum UsersError {
+    /// The username is empty, too long, or has characters other than ASCII letters,
+    /// digits, `.`, `_` and `-`.
+    BadUsername,
+    /// The password is shorter than [`MIN_PASSWORD_CHARS`] or longer than
+    /// [`MAX_PASSWORD_BYTES`].
+    BadPassword,
+    /// Someone already signed up with that username.
+    Taken,
+    /// The users file could not be read or written.
+    Io(io::Error),
+    /// The users file is not a users file of this app.
+    Corrupt(String),
+    /// Hashing failed (argon2 or the OS random generator).
+    Hash(String),
+}
+
+impl fmt::Display for UsersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsersError::BadUsername => write!(
+                f,
+                "a username is 1 to {MAX_USERNAME_CHARS} letters, digits, '.', '_' or '-'"
+            ),
+            UsersError::BadPassword => write!(
+                f,
+                "a password is at least {MIN_PASSWORD_CHARS} characters (and at most {MAX_PASSWORD_BYTES} bytes)"
+            ),
+            UsersError::Taken => f.write_str("that username is taken"),
+            UsersError::Io(e) => write!(f, "users file: {e}"),
+            UsersError::Corrupt(why) => write!(f, "users file is damaged: {why}"),
+            UsersError::Hash(why) => write!(f, "password hashing failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for UsersError {}
+
+impl From<io::Error> for UsersError {
+    fn from(e: io::Error) -> Self {
+        UsersError::Io(e)
+    }
+}
+
+/// The users file's format.
+#[derive(Serialize, Deserialize, Default)]
+struct UsersFile {
+    /// Format version, 1.
+    version: u32,
+    /// Username (lowercase) → argon2id PHC string.
+    users: BTreeMap<String, String>,
+}
+
+const FORMAT_VERSION: u32 = 1;
+
+/// The accounts, loaded from and saved to one JSON file.
+pub struct Users {
+    path: PathBuf,
+    hashes: Mutex<BTreeMap<String, String>>,
+    /// Verified against when the username is unknown, so that costs as much as a wrong
+    /// password.
+    dummy: String,
+}
+
+impl fmt::Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Users")
+            .field("path", &self.path)
+            .field("count", &self.hashes.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Users {
+    /// Opens the users file at `path`, or starts an empty one there (written at the
+    /// first sign-up).
+    ///
+    /// # Errors
+    /// [`UsersError::Io`] if it exists but cannot be read; [`UsersError::Corrupt`] if it
+    /// is not valid JSON of this format or holds a hash that is not a PHC string.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Users, UsersError> {
+        let path = path.into();
+        let hashes = match fs::read(&path) {
+            Ok(bytes) => {
+                let file: UsersFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| UsersError::Corrupt(e.to_string()))?;
+                if file.version != FORMAT_VERSION {
+                    return Err(UsersError::Corrupt(format!(
+                        "format version {} (this app reads {FORMAT_VERSION})",
+                        file.version
+                    )));
+                }
+                for (name, hash) in &file.users {
+                    PasswordHash::new(hash).map_err(|e| {
+                        UsersError::Corrupt(format!(
+                            "the hash of {name:?} is not a PHC string: {e}"
+                        ))
+                    })?;
+                }
+                file.users
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut dummy_password = [0u8; 16];
+        getrandom::fill(&mut dummy_password).map_err(|e| UsersError::Hash(e.to_string()))?;
+        let dummy = hash_password(&dummy_password)?;
+        Ok(Users {
+            path,
+            hashes: Mutex::new(hashes),
+            dummy,
+        })
+    }
+
+    /// The file the accounts are kept in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many accounts there are.
+    pub fn len(&self) -> usize {
+        self.hashes.lock().len()
+    }
+
+    /// Whether there are no accounts yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Creates an account and saves the file before returning. Returns the username as
+    /// stored (lowercase): the user id to bind to sessions.
+    ///
+    /// Slow on purpose (one argon2 hash): call it off the async runtime's threads.
+    ///
+    /// # Errors
+    /// [`UsersError::BadUsername`], [`UsersError::BadPassword`], [`UsersError::Taken`];
+    /// [`UsersError::Io`] if the file cannot be written (the account is then not
+    /// created).
+    pub fn sign_up(&self, username: &str, password: &str) -> Result<String, UsersError> {
+        let name = normalize_username(username).ok_or(UsersError::BadUsername)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(UsersError::BadPassword);
+        }
+        if self.hashes.lock().contains_key(&name) {
+            return Err(UsersError::Taken);
+        }
+        // Hash outside the lock: it takes tens of milliseconds.
+        let hash = hash_password(password.as_bytes())?;
+        let mut hashes = self.hashes.lock();
+        if hashes.contains_key(&name) {
+            return Err(UsersError::Taken);
+        }
+        hashes.insert(name.clone(), hash);
+        if let Err(e) = self.save(&hashes) {
+            hashes.remove(&name);
+            return Err(e);
+        }
+        Ok(name)
+    }
+
+    /// Checks a username and password. Returns the username as stored if they match,
+    /// `None` otherwise — for an unknown username too, after the same amount of work.
+    ///
+    /// Slow on purpose (one argon2 hash): call it off the async runtime's threads.
+    pub fn verify(&self, username: &str, password: &str) -> Option<String> {
+        let name = normalize_username(username);
+        let stored = name
+            .as_ref()
+            .and_then(|n| self.hashes.lock().get(n).cloned());
+        let ok = verify_password(
+            stored.as_deref().unwrap_or(&self.dummy),
+            password.as_bytes(),
+        );
+        match (ok, stored) {
+            (true, Some(_)) => name,
+            _ => None,
+        }
+    }
+
+    /// Writes the accounts to a temporary file beside the real one, fsyncs it, renames
+    /// it over the real one and fsyncs the directory: a crash leaves the old file or the
+    /// new one, never half of one.
+    fn save(&self, hashes: &BTreeMap<String, String>) -> Result<(), UsersError> {
+        let file = UsersFile {
+            version: FORMAT_VERSION,
+            users: hashes.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| UsersError::Corrupt(format!("cannot encode: {e}")))?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir)?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Lowercase, trimmed, and only `[a-z0-9._-]`, 1 to [`MAX_USERNAME_CHARS`] long; `None`
+/// otherwise.
+pub fn normalize_username(username: &str) -> Option<String> {
+    let name = username.trim().to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_USERNAME_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(name)
+}
+
+/// An argon2id PHC string for `password`, with a fresh random salt.
+fn hash_password(password: &[u8]) -> Result<String, UsersError> {
+    Argon2::default()
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| UsersError::Hash(e.to_string()))
+}
+
+/// Whether `password` matches the PHC string `phc` (argon2 compares in constant time).
+fn verify_password(phc: &str, password: &[u8]) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_lowercased_trimmed_and_restricted() {
+        assert_eq!(
+            normalize_username("  Alice.B-1_ "),
+            Some("alice.b-1_".into())
+        );
+        assert_eq!(normalize_username(""), None);
+        assert_eq!(normalize_username("a b"), None);
+        assert_eq!(normalize_username("al<ice"), None);
+        assert_eq!(normalize_username("ä"), None);
+        assert_eq!(
+            normalize_username(&"a".repeat(MAX_USERNAME_CHARS)).map(|s| s.len()),
+            Some(32)
+        );
+        assert_eq!(
+            normalize_username(&"a".repeat(MAX_USERNAME_CHARS + 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn sign_up_stores_an_argon2id_phc_string_and_verify_checks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::open(dir.path().join("users.json")).unwrap();
+        assert_eq!(users.sign_up("Alice", "correct horse").unwrap(), "alice");
+        assert_eq!(users.verify("ALICE", "correct horse"), Some("alice".into()));
+        assert_eq!(users.verify("alice", "correct horsE"), None);
+        assert_eq!(users.verify("bob", "correct horse"), None);
+        let text = fs::read_to_string(users.path()).unwrap();
+        assert!(text.contains("$argon2id$v=19$"), "{text}");
+        assert!(
+            !text.contains("correct horse"),
+            "plaintext password on disk"
+        );
+    }
+
+    #[test]
+    fn sign_up_refuses_taken_names_and_bad_passwords_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::open(dir.path().join("users.json")).unwrap();
+        users.sign_up("alice", "password1").unwrap();
+        assert!(matches!(
+            users.sign_up("ALICE", "password2"),
+            Err(UsersError::Taken)
+        ));
+        assert!(matches!(
+            users.sign_up("bob", "short"),
+            Err(UsersError::BadPassword)
+        ));
+        let long = "p".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(
+            users.sign_up("bob", &long),
+            Err(UsersError::BadPassword)
+        ));
+        assert!(matches!(
+            users.sign_up("b o b", "password1"),
+            Err(UsersError::BadUsername)
+        ));
+        assert_eq!(users.len(), 1);
+        assert_eq!(users.verify("alice", "password2"), None);
+    }
+
+    #[test]
+    fn accounts_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        Users::open(&path)
+            .unwrap()
+            .sign_up("alice", "password1")
+            .unwrap();
+        let again = Users::open(&path).unwrap();
+        assert_eq!(again.verify("alice", "password1"), Some("alice".into()));
+        assert!(!dir.path().join("users.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_users_file_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(Users::open(&path), Err(UsersError::Corrupt(_))));
+        fs::write(&path, br#"{"version":2,"users":{}}"#).unwrap();
+        let err = Users::open(&path).unwrap_err();
+        assert!(err.to_string().contains("format version 2"), "{err}");
+        fs::write(&path, br#"{"version":1,"users":{"alice":"plaintext"}}"#).unwrap();
+        let err = Users::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not a PHC string"), "{err}");
+    }
+}

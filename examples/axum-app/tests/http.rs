@@ -1,0 +1,611 @@
+//! The app over real HTTP: a reqwest client with a cookie jar per "device", the app on
+//! a loopback port, its sessions in a durable store in a temporary directory.
+
+mod support;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use sessiondb::Token;
+use sessiondb_axum_app::{Config, pages};
+use support::{Running, csrf_in, test_config};
+
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
+     (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
+
+/// One answer: status, headers, body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn set_cookie(&self) -> Option<String> {
+        self.headers
+            .get(SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// The session token a `Set-Cookie: sid=...` hands out.
+    fn cookie_token(&self) -> String {
+        let c = self.set_cookie().expect("a Set-Cookie header");
+        c.split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .expect("name=value")
+    }
+}
+
+async fn answer(r: reqwest::Response) -> Answer {
+    Answer {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// A browser-like client: its own cookie jar and User-Agent, redirects not followed
+/// (the tests check each one).
+struct Device {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Device {
+    fn new(app: &Running, user_agent: &str) -> Device {
+        Device {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(Policy::none())
+                .user_agent(user_agent)
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        answer(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        answer(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Fills and sends the sign-up or login form; returns the POST's answer.
+    async fn credentials(&self, page: &str, user: &str, password: &str) -> Answer {
+        let form = self.get(page).await;
+        assert_eq!(form.status, StatusCode::OK, "{page}: {}", form.body);
+        let csrf = csrf_in(&form.body);
+        self.post(
+            page,
+            &[("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    async fn sign_up(&self, user: &str, password: &str) {
+        let a = self.credentials("/signup", user, password).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "sign-up: {}", a.body);
+        assert_eq!(a.location(), "/devices");
+    }
+
+    async fn log_in(&self, user: &str, password: &str) {
+        let a = self.credentials("/login", user, password).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "login: {}", a.body);
+        assert_eq!(a.location(), "/devices");
+    }
+
+    /// The devices page, which must be served (signed in).
+    async fn devices(&self) -> Answer {
+        let a = self.get("/devices").await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "devices: {} {}",
+            a.status,
+            a.location()
+        );
+        a
+    }
+
+    /// Whether `/devices` sends this device to the login page.
+    async fn is_signed_out(&self) -> bool {
+        let a = self.get("/devices").await;
+        a.status == StatusCode::SEE_OTHER && a.location() == "/login"
+    }
+}
+
+async fn start(config: Config) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Running::start(dir.path(), config).await;
+    (dir, app)
+}
+
+#[tokio::test]
+async fn sign_up_lists_this_device_with_its_label_and_both_deadlines() {
+    let config = Config {
+        idle_timeout: std::time::Duration::from_secs(2 * 3_600),
+        ..test_config()
+    };
+    let lifetime = config.lifetime;
+    let (_dir, app) = start(config).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let page = laptop.devices().await;
+
+    let sessions = app.store.sessions_of("alice").unwrap();
+    assert_eq!(sessions.len(), 1);
+    let s = &sessions[0];
+    assert_eq!(s.label(), Some("Firefox 140 on Linux"));
+    // The absolute lifetime counts from sign-in.
+    let signed_in = s.authenticated_at().expect("authenticated");
+    assert_eq!(s.absolute_deadline(), signed_in.saturating_add(lifetime));
+    let idle_deadline = s.last_seen().saturating_add(s.idle_timeout().unwrap());
+    for needle in [
+        "Signed in as <b>alice</b>",
+        "Firefox 140 on Linux",
+        "this device",
+        &s.id().to_string(),
+        "Ends if idle",
+        &pages::utc(idle_deadline),
+        "Ends at the latest",
+        &pages::utc(s.absolute_deadline()),
+        "Sessions last 30 days from sign-in and end after 2 hours without activity",
+        "Sign out everywhere",
+    ] {
+        assert!(page.body.contains(needle), "{needle:?} not on the page");
+    }
+    // This device has no "sign out this device" button: it has "Sign out".
+    assert!(!page.body.contains(&format!("/devices/{}/sign-out", s.id())));
+}
+
+#[tokio::test]
+async fn login_rotates_the_cookie_and_the_old_cookie_stops_working() {
+    let (_dir, app) = start(test_config()).await;
+    Device::new(&app, FIREFOX_LINUX)
+        .sign_up("alice", "correct horse battery")
+        .await;
+
+    // By hand, to see each cookie: a visitor's session first.
+    let raw = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let form = answer(raw.get(app.url("/login")).send().await.unwrap()).await;
+    let before = form.cookie_token();
+    let csrf = csrf_in(&form.body);
+    let visitor = app
+        .store
+        .get(&Token::parse(&before).unwrap())
+        .expect("a visitor session");
+    assert!(visitor.user().is_none());
+
+    let login = answer(
+        raw.post(app.url("/login"))
+            .header(COOKIE, format!("sid={before}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.body);
+    let after = login.cookie_token();
+    assert_ne!(after, before, "login must hand out a new token");
+
+    // Same session (same public id), now bound to alice, under the new token only.
+    let session = app.store.get(&Token::parse(&after).unwrap()).unwrap();
+    assert_eq!(session.id(), visitor.id());
+    assert_eq!(session.user().map(|u| u.as_str()), Some("alice"));
+    assert!(
+        app.store.get(&Token::parse(&before).unwrap()).is_none(),
+        "the pre-login token still resolves (the tests run with zero rotation grace)"
+    );
+    let with = |token: String| {
+        let raw = raw.clone();
+        let url = app.url("/devices");
+        async move {
+            answer(
+                raw.get(url)
+                    .header(COOKIE, format!("sid={token}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(with(after).await.status, StatusCode::OK);
+    let old = with(before).await;
+    assert_eq!(old.status, StatusCode::SEE_OTHER);
+    assert_eq!(old.location(), "/login");
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_answer() {
+    let (_dir, app) = start(test_config()).await;
+    Device::new(&app, FIREFOX_LINUX)
+        .sign_up("alice", "correct horse battery")
+        .await;
+    let other = Device::new(&app, CHROME_ANDROID);
+    let wrong = other.credentials("/login", "alice", "wrong password").await;
+    let unknown = other
+        .credentials("/login", "mallory", "wrong password")
+        .await;
+    for a in [&wrong, &unknown] {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(a.body.contains("Wrong username or password."), "{}", a.body);
+        assert!(a.set_cookie().is_none(), "no new session cookie on failure");
+    }
+    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 1);
+    assert!(other.is_signed_out().await);
+    // The right password still works afterwards from the same form session.
+    other.log_in("alice", "correct horse battery").await;
+    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing() {
+    let (_dir, app) = start(test_config()).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let phone_page = phone.devices().await;
+    let phone_csrf = csrf_in(&phone_page.body);
+    let laptop_csrf = csrf_in(&laptop.devices().await.body);
+    assert_ne!(phone_csrf, laptop_csrf, "each session has its own token");
+    let phone_id = app.store.sessions_of("alice").unwrap()[1].id();
+
+    let device_path = format!("/devices/{phone_id}/sign-out");
+    for (path, form) in [
+        ("/sign-out", vec![]),
+        ("/sign-out", vec![("csrf", "")]),
+        ("/sign-out", vec![("csrf", "00")]),
+        ("/sign-out-everywhere", vec![]),
+        // Another session's valid token is still the wrong one.
+        ("/sign-out-everywhere", vec![("csrf", phone_csrf.as_str())]),
+        (device_path.as_str(), vec![("csrf", &phone_csrf[..63])]),
+    ] {
+        let a = laptop.post(path, &form).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path} {form:?}");
+        assert!(a.body.contains("This form has expired"));
+    }
+    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
+    laptop.devices().await;
+    phone.devices().await;
+
+    // The login and sign-up forms too, for a visitor.
+    let visitor = Device::new(&app, FIREFOX_LINUX);
+    visitor.get("/signup").await;
+    let signup = visitor
+        .post(
+            "/signup",
+            &[("username", "bob"), ("password", "correct horse battery")],
+        )
+        .await;
+    assert_eq!(signup.status, StatusCode::FORBIDDEN);
+    let login = visitor
+        .post(
+            "/login",
+            &[
+                ("csrf", laptop_csrf.as_str()),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::FORBIDDEN);
+    // With no session at all there is no token to match.
+    let cookieless = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let bare = cookieless
+        .post(app.url("/login"))
+        .form(&[("csrf", "x"), ("username", "alice"), ("password", "p")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
+    assert!(app.store.sessions_of("bob").unwrap().is_empty());
+    assert!(visitor.is_signed_out().await);
+}
+
+#[tokio::test]
+async fn sign_out_ends_this_session_and_clears_the_cookie() {
+    let (_dir, app) = start(test_config()).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let csrf = csrf_in(&laptop.devices().await.body);
+    let out = laptop.post("/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/login");
+    let cleared = out.set_cookie().unwrap();
+    assert!(
+        cleared.starts_with("sid=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert!(app.store.sessions_of("alice").unwrap().is_empty());
+    assert!(laptop.is_signed_out().await);
+}
+
+#[tokio::test]
+async fn one_device_signs_out_another_which_then_lands_on_the_login_page() {
+    let (_dir, app) = start(test_config()).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+
+    let sessions = app.store.sessions_of("alice").unwrap();
+    assert_eq!(sessions.len(), 2);
+    let phone_id = sessions
+        .iter()
+        .find(|s| s.label() == Some("Chrome 156 on Android"))
+        .unwrap()
+        .id();
+    let page = laptop.devices().await;
+    assert!(page.body.contains("2 signed-in devices"));
+    assert!(page.body.contains("Chrome 156 on Android"));
+    let button = format!("/devices/{phone_id}/sign-out");
+    assert!(
+        page.body.contains(&button),
+        "a sign-out button for the phone"
+    );
+
+    let a = laptop
+        .post(&button, &[("csrf", &csrf_in(&page.body))])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/devices");
+    assert!(app.store.get_by_id(phone_id).is_none());
+    assert!(phone.is_signed_out().await);
+    let page = laptop.devices().await;
+    assert!(page.body.contains("1 signed-in device."));
+    assert!(!page.body.contains("Chrome 156 on Android"));
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_device_of_that_user_only() {
+    let (_dir, app) = start(test_config()).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let bob = Device::new(&app, FIREFOX_LINUX);
+    bob.sign_up("bob", "another good password").await;
+
+    let csrf = csrf_in(&phone.devices().await.body);
+    let a = phone.post("/sign-out-everywhere", &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/login");
+    assert!(laptop.is_signed_out().await);
+    assert!(phone.is_signed_out().await);
+    assert!(app.store.sessions_of("alice").unwrap().is_empty());
+    bob.devices().await;
+}
+
+#[tokio::test]
+async fn a_user_cannot_sign_out_another_users_device() {
+    let (_dir, app) = start(test_config()).await;
+    let alice = Device::new(&app, FIREFOX_LINUX);
+    alice.sign_up("alice", "correct horse battery").await;
+    let bob = Device::new(&app, CHROME_ANDROID);
+    bob.sign_up("bob", "another good password").await;
+    let bob_id = app.store.sessions_of("bob").unwrap()[0].id();
+
+    let csrf = csrf_in(&alice.devices().await.body);
+    for id in [bob_id.to_string(), "not-an-id".into(), "0".repeat(36)] {
+        let a = alice
+            .post(&format!("/devices/{id}/sign-out"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{id}");
+    }
+    bob.devices().await;
+    assert!(!alice.devices().await.body.contains(&bob_id.to_string()));
+}
+
+#[tokio::test]
+async fn sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing() {
+    let (_dir, app) = start(test_config()).await;
+    Device::new(&app, FIREFOX_LINUX)
+        .sign_up("alice", "correct horse battery")
+        .await;
+    let other = Device::new(&app, CHROME_ANDROID);
+    let taken = other
+        .credentials("/signup", "ALICE", "some other password")
+        .await;
+    assert_eq!(taken.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        taken.body.contains("That username is taken"),
+        "{}",
+        taken.body
+    );
+    let short = other.credentials("/signup", "carol", "short").await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        short.body.contains("at least 8 characters"),
+        "{}",
+        short.body
+    );
+    let bad = other
+        .credentials("/signup", "<script>", "long enough password")
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.body.contains("value=\"&lt;script&gt;\""),
+        "escaped back into the form"
+    );
+    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 1);
+    assert!(other.is_signed_out().await);
+    // The password file holds argon2id hashes, never the password.
+    let users = std::fs::read_to_string(app.dir.join("users.json")).unwrap();
+    assert!(users.contains("$argon2id$"));
+    assert!(!users.contains("correct horse battery"));
+}
+
+#[tokio::test]
+async fn cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http() {
+    let (_dir, secure) = start(Config::default()).await;
+    let raw = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let form = answer(raw.get(secure.url("/login")).send().await.unwrap()).await;
+    let visitor = form.set_cookie().unwrap();
+    let attrs = |c: &str| c.split("; ").map(str::to_owned).collect::<Vec<_>>();
+    let v = attrs(&visitor);
+    assert!(v[0].starts_with("__Host-sid="), "{visitor}");
+    for flag in ["Path=/", "HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(v.iter().any(|a| a == flag), "{flag} missing: {visitor}");
+    }
+    // Sign up by hand (reqwest's jar rightly keeps a Secure cookie off plain http).
+    let token = form.cookie_token();
+    let users_csrf = csrf_in(&form.body);
+    let signup = answer(
+        raw.post(secure.url("/signup"))
+            .header(COOKIE, format!("__Host-sid={token}"))
+            .form(&[
+                ("csrf", users_csrf.as_str()),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(signup.status, StatusCode::SEE_OTHER, "{}", signup.body);
+    let signed_in = signup.set_cookie().unwrap();
+    let s = attrs(&signed_in);
+    for flag in ["Path=/", "HttpOnly", "SameSite=Lax", "Secure"] {
+        assert!(s.iter().any(|a| a == flag), "{flag} missing: {signed_in}");
+    }
+    let max_age: u64 = s
+        .iter()
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("a signed-in cookie lasts until the absolute deadline")
+        .parse()
+        .unwrap();
+    let lifetime = Config::default().lifetime.as_secs();
+    assert!((lifetime - 5..=lifetime).contains(&max_age), "{max_age}");
+
+    let (_dir2, plain) = start(test_config()).await;
+    let form = answer(raw.get(plain.url("/login")).send().await.unwrap()).await;
+    let c = form.set_cookie().unwrap();
+    let a = attrs(&c);
+    assert!(a[0].starts_with("sid="), "{c}");
+    assert!(!a.iter().any(|x| x == "Secure"), "{c}");
+    for flag in ["Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(a.iter().any(|x| x == flag), "{flag} missing: {c}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_that_is_not_a_token_is_no_session_and_gets_a_fresh_one() {
+    let (_dir, app) = start(test_config()).await;
+    let raw = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    for junk in ["garbage", "", &"A".repeat(32), &"é".repeat(40)] {
+        let r = raw
+            .get(app.url("/devices"))
+            .header(COOKIE, format!("sid={junk}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{junk}");
+        let r = answer(
+            raw.get(app.url("/login"))
+                .header(COOKIE, format!("sid={junk}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_ne!(r.cookie_token(), junk);
+    }
+}
+
+#[tokio::test]
+async fn every_response_forbids_caching_framing_and_scripts() {
+    let (_dir, app) = start(test_config()).await;
+    let d = Device::new(&app, FIREFOX_LINUX);
+    for path in ["/login", "/nowhere", "/app.css"] {
+        let a = d.get(path).await;
+        let h = |n: &str| {
+            a.headers
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(h("cache-control"), "no-store", "{path}");
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        let csp = h("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+    }
+    assert_eq!(d.get("/nowhere").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn accounts_and_signed_in_sessions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Running::start(dir.path(), test_config()).await;
+    let mut laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let id = app.store.sessions_of("alice").unwrap()[0].id();
+    app.stop().await;
+
+    // A new process on the same data directory (on another port: cookies do not care).
+    let app = Running::start(dir.path(), test_config()).await;
+    laptop.base = app.base.clone();
+    let page = laptop.devices().await;
+    assert!(
+        page.body.contains(&id.to_string()),
+        "the old cookie still works"
+    );
+    // And the account logs in again from another device.
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let sessions = app.store.sessions_of("alice").unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.iter().any(|s| s.id() == id));
+}

@@ -1,0 +1,107 @@
+//! Shared by the HTTP and browser tests: the app served on a loopback port from a real
+//! durable store and users file in a temporary directory.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sessiondb::{Options, Store};
+use sessiondb_axum_app::{Config, Users, app};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The app as the tests run it: plain HTTP on loopback, so cookies without `Secure`
+/// unless a test asks for the production setting.
+pub fn test_config() -> Config {
+    Config {
+        secure_cookies: false,
+        ..Config::default()
+    }
+}
+
+/// Store options for tests: a rotated-away token stops working at once (no grace), so
+/// "the old cookie no longer works" can be checked without waiting.
+pub fn test_options() -> Options {
+    Options::default().rotation_grace(Duration::ZERO)
+}
+
+/// A running app.
+pub struct Running {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The same store the app uses (a clone of the handle).
+    pub store: Store,
+    /// The data directory.
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Serves the app from the store in `dir/sessions` and the users in
+    /// `dir/users.json`, on a free loopback port.
+    pub async fn start(dir: &Path, config: Config) -> Running {
+        let store = Store::open_with(dir.join("sessions"), test_options()).expect("open store");
+        let users = Users::open(dir.join("users.json")).expect("open users");
+        let router = app(store.clone(), users, config).expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        Running {
+            base: format!("http://{addr}"),
+            addr,
+            store,
+            dir: dir.to_path_buf(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops serving (after open connections finish) and closes the store, releasing
+    /// the directory for a restart.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+        self.store.clone().close().expect("close store");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field in `html`.
+pub fn csrf_in(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF field in page:\n{html}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
