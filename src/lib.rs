@@ -5,6 +5,10 @@
 //! hierarchical timing wheel expires them without scanning; a per-user index lists and
 //! revokes a user's sessions in O(their count). No Redis, no database.
 //!
+//! Cargo features: `sled` (the sled backend), `actix-session` (the `actix_session`
+//! module: a store for actix-session, with login / devices / "log out everywhere"
+//! helpers).
+//!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};
 //!
@@ -33,6 +37,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
 mod clock;
 mod codec;
 mod data;

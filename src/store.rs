@@ -947,6 +947,13 @@ impl Store {
         }
     }
 
+    /// The options the store was opened with (for the integrations, e.g. to see
+    /// whether writes wait for an fsync).
+    #[cfg(feature = "actix-session")]
+    pub(crate) fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
     /// Ends the session (a logout). Final: its token, and any old token in its grace
     /// period, stop resolving, and no later write brings it back. Returns false if it
     /// was not live.

@@ -11,6 +11,7 @@ use std::path::Path;
 const REQUIRED: &[&str] = &[
     "examples/axum-app/src/session.rs",
     "examples/axum-app/src/routes.rs",
+    "examples/actix_session.rs",
 ];
 
 /// `(path, code)` for every marked snippet in `readme`.
