@@ -209,6 +209,13 @@ impl TokenHash {
     pub fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The hash with raw value `v` (the inverse of [`TokenHash::as_u128`]): for
+    /// rebuilding a [`crate::SessionRecord`] that was written out as text, such as the
+    /// `sessiondb` tool's export. Only a token whose hash this is reaches the session.
+    pub fn from_u128(v: u128) -> TokenHash {
+        TokenHash(v)
+    }
 }
 
 impl fmt::Debug for TokenHash {
@@ -299,6 +306,12 @@ impl fmt::Display for InstanceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_hash_rebuilt_from_its_raw_value_equals_the_token_hash() {
+        let t = Token::generate().unwrap();
+        assert_eq!(TokenHash::from_u128(t.hash().as_u128()), t.hash());
+    }
 
     #[test]
     fn token_string_round_trips_and_is_url_safe() {

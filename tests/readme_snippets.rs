@@ -1,7 +1,8 @@
 //! README code that cannot be a doctest (it needs another crate or a cargo feature) is
 //! kept as a ```` ```rust,ignore ```` block after a marker line
 //! `<!-- snippet: PATH -->`, and must be the exact text of a region of the compiled
-//! file PATH (relative to the repository root). This test holds them together: change
+//! file PATH (relative to the repository root). Shell walkthroughs (```` ```sh ````) are
+//! held the same way to a script a test runs. This test holds them together: change
 //! one without the other and it fails.
 
 use std::path::Path;
@@ -12,6 +13,7 @@ const REQUIRED: &[&str] = &[
     "examples/axum-app/src/session.rs",
     "examples/axum-app/src/routes.rs",
     "examples/actix_session.rs",
+    "examples/cli.sh",
 ];
 
 /// `(path, code)` for every marked snippet in `readme`.
@@ -29,9 +31,11 @@ fn snippets(readme: &str) -> Vec<(String, String)> {
         let fence = lines
             .next()
             .unwrap_or_else(|| panic!("snippet {path}: nothing after the marker"));
+        let fence = fence.trim_start();
         assert!(
-            fence.trim_start().starts_with("```rust,ignore"),
-            "snippet {path}: the marker must be followed by a ```rust,ignore block, got {fence:?}"
+            fence.starts_with("```rust,ignore") || fence == "```sh",
+            "snippet {path}: the marker must be followed by a ```rust,ignore (or ```sh) \
+             block, got {fence:?}"
         );
         let mut code = String::new();
         for line in lines.by_ref() {
@@ -77,4 +81,9 @@ fn the_snippet_reader_finds_markers_and_stops_at_the_fence() {
         vec![("a/b.rs".to_owned(), "fn x() {}\n".to_owned())]
     );
     assert!(snippets("no markers here\n```rust\nfn y() {}\n```\n").is_empty());
+    let sh = "<!-- snippet: run.sh -->\n```sh\nsessiondb stats\n```\n";
+    assert_eq!(
+        snippets(sh),
+        vec![("run.sh".to_owned(), "sessiondb stats\n".to_owned())]
+    );
 }

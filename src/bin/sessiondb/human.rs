@@ -1,0 +1,164 @@
+//! Text for people: durations in and out, times relative to now, previews of stored
+//! values, aligned tables.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::HumanDuration;
+use sessiondb::Timestamp;
+
+/// Parses a duration such as `90d`, `12h`, `1h30m`, `45s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 90d, 12h, 1h30m, 45s or 500ms");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let ms_per = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit..];
+        let ms = n.checked_mul(ms_per).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `ts` in RFC 3339, with how long ago or ahead of now it is.
+pub fn when(ts: Timestamp) -> String {
+    if ts == Timestamp::MAX {
+        return "never".into();
+    }
+    let now = now_ms();
+    let rel = if ts.as_millis() >= now {
+        format!(
+            "in {}",
+            HumanDuration(Duration::from_millis(ts.as_millis() - now))
+        )
+    } else {
+        format!(
+            "{} ago",
+            HumanDuration(Duration::from_millis(now - ts.as_millis()))
+        )
+    };
+    format!("{ts} ({rel})")
+}
+
+/// A short, safe-to-print rendering of a stored value: the string a bincode-encoded
+/// `String` holds, printable raw text, or the leading bytes in hex.
+pub fn preview(bytes: &[u8]) -> String {
+    const MAX_CHARS: usize = 60;
+    let text = |s: &str| {
+        let mut out: String = s.chars().take(MAX_CHARS).collect();
+        if s.chars().count() > MAX_CHARS {
+            out.push('…');
+        }
+        format!("{out:?}")
+    };
+    let printable = |s: &str| s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t');
+    if bytes.len() >= 8 {
+        let (len, rest) = bytes.split_at(8);
+        let len = u64::from_le_bytes(len.try_into().unwrap_or([0xff; 8]));
+        if usize::try_from(len).is_ok_and(|n| n == rest.len())
+            && let Ok(s) = std::str::from_utf8(rest)
+            && printable(s)
+        {
+            return format!("{} (a bincode string)", text(s));
+        }
+    }
+    if let Ok(s) = std::str::from_utf8(bytes)
+        && !s.is_empty()
+        && printable(s)
+    {
+        return format!("{} (raw text)", text(s));
+    }
+    let shown: Vec<String> = bytes.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    let more = if bytes.len() > 24 { " …" } else { "" };
+    format!("[{}{more}]", shown.join(" "))
+}
+
+/// Rows aligned in columns under a header, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_units_and_combinations_and_bad_ones_are_refused() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "10", "h", "5 d", "3w", "99999999999999999999d", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn previews_show_bincode_strings_raw_text_and_hex() {
+        let mut bincode_str = 5u64.to_le_bytes().to_vec();
+        bincode_str.extend_from_slice(b"hello");
+        assert_eq!(preview(&bincode_str), "\"hello\" (a bincode string)");
+        assert_eq!(preview(b"dark"), "\"dark\" (raw text)");
+        assert_eq!(preview(&[42, 0, 0, 0]), "[2a 00 00 00]");
+        assert!(preview(&[0u8; 30]).ends_with(" …]"));
+    }
+
+    #[test]
+    fn tables_align_columns_and_trim_line_ends() {
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), String::new()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz");
+    }
+}

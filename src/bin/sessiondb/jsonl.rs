@@ -1,0 +1,238 @@
+//! The export format: JSON lines, one object per session, schema version 1.
+//!
+//! ```text
+//! {"v":1,"id":"<hyphenated uuid>","token_hash":"<32 hex digits>","user":"alice"|null,
+//!  "label":"Firefox"|null,"created_ms":<u64>,"authenticated_ms":<u64>|null,
+//!  "absolute_ms":<u64>,"idle_timeout_ms":<u64>|null,"last_seen_ms":<u64>,
+//!  "version":<u64>,"data":{"<key>":"<base64 of the raw value bytes>",...}}
+//! ```
+//!
+//! Times are milliseconds since the Unix epoch (`absolute_ms` 18446744073709551615 means
+//! no deadline); `idle_timeout_ms` null or 0 means no idle timeout. `token_hash` is the
+//! first 128 bits of the BLAKE3 hash of the token, as the store keeps it: the token
+//! itself is never stored, so never exported, and an imported session answers to the
+//! same cookie as before. Values are the stored bytes (bincode, or whatever the
+//! application put with `put_raw`), base64 with padding. Optional fields may be absent;
+//! unknown fields are refused, so a typo is an error rather than silently lost. A
+//! reader refuses a `v` it does not know.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use sessiondb::{Limits, SessionData, SessionId, SessionRecord, Timestamp, TokenHash, UserId};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// One line of an export, field for field.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// The schema version, [`SCHEMA_VERSION`].
+    pub v: u64,
+    /// The public session id.
+    pub id: String,
+    /// The token's hash, 32 lowercase hex digits.
+    pub token_hash: String,
+    /// The bound user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The device label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Creation time.
+    pub created_ms: u64,
+    /// Last authentication (user bind), if any.
+    #[serde(default)]
+    pub authenticated_ms: Option<u64>,
+    /// The absolute deadline.
+    pub absolute_ms: u64,
+    /// The idle timeout; null (or 0) for none.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// The last recorded activity.
+    pub last_seen_ms: u64,
+    /// The data version.
+    pub version: u64,
+    /// Key → base64 of the raw value bytes, in key order.
+    pub data: BTreeMap<String, String>,
+}
+
+/// The line for `rec`.
+pub fn to_line(rec: &SessionRecord) -> Line {
+    Line {
+        v: SCHEMA_VERSION,
+        id: rec.id.to_string(),
+        token_hash: format!("{:032x}", rec.token_hash.as_u128()),
+        user: rec.user.as_ref().map(|u| u.as_str().to_owned()),
+        label: rec.label.clone(),
+        created_ms: rec.created.as_millis(),
+        authenticated_ms: rec.authenticated.map(Timestamp::as_millis),
+        absolute_ms: rec.absolute.as_millis(),
+        idle_timeout_ms: rec
+            .idle_timeout
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        last_seen_ms: rec.last_seen.as_millis(),
+        version: rec.version,
+        data: rec
+            .data
+            .iter()
+            .map(|(k, v)| (k.to_owned(), BASE64.encode(v)))
+            .collect(),
+    }
+}
+
+/// Parses and validates one line of an export into the record it describes. The error
+/// says what was wrong, without the line number (the caller adds it).
+pub fn parse(text: &str, limits: &Limits) -> Result<SessionRecord, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Some(obj) = value.as_object() else {
+        return Err("expected a JSON object, one session per line".into());
+    };
+    match obj.get("v") {
+        None => return Err("missing \"v\", the schema version".into()),
+        Some(v) if v.as_u64() == Some(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "schema version {v} is not supported; this sessiondb reads version \
+                 {SCHEMA_VERSION}"
+            ));
+        }
+    }
+    let line: Line = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    from_line(line, limits)
+}
+
+fn from_line(line: Line, limits: &Limits) -> Result<SessionRecord, String> {
+    let id = SessionId::parse(&line.id).map_err(|e| format!("\"id\": {e}"))?;
+    let token_hash = parse_hash(&line.token_hash)?;
+    let user = line
+        .user
+        .as_deref()
+        .map(|u| UserId::new(u, limits))
+        .transpose()
+        .map_err(|e| format!("\"user\": {e}"))?;
+    if let Some(label) = &line.label
+        && label.len() > limits.max_label_bytes
+    {
+        return Err(format!(
+            "\"label\" is {} bytes, over the limit of {}",
+            label.len(),
+            limits.max_label_bytes
+        ));
+    }
+    if line.last_seen_ms < line.created_ms {
+        return Err("\"last_seen_ms\" is earlier than \"created_ms\"".into());
+    }
+    let mut data = SessionData::new();
+    for (key, b64) in &line.data {
+        let bytes = BASE64
+            .decode(b64)
+            .map_err(|e| format!("\"data\".{key:?}: not valid base64: {e}"))?;
+        if key.len() > limits.max_key_bytes {
+            return Err(format!(
+                "\"data\".{key:?}: the key is {} bytes, over the limit of {}",
+                key.len(),
+                limits.max_key_bytes
+            ));
+        }
+        if bytes.len() > limits.max_value_bytes {
+            return Err(format!(
+                "\"data\".{key:?}: the value is {} bytes, over the limit of {}",
+                bytes.len(),
+                limits.max_value_bytes
+            ));
+        }
+        data.insert_raw(key, &bytes)
+            .map_err(|e| format!("\"data\".{key:?}: {e}"))?;
+    }
+    if data.encoded_len() > limits.max_data_bytes {
+        return Err(format!(
+            "\"data\" is {} bytes encoded, over the limit of {}",
+            data.encoded_len(),
+            limits.max_data_bytes
+        ));
+    }
+    Ok(SessionRecord {
+        id,
+        token_hash,
+        user,
+        label: line.label,
+        created: Timestamp(line.created_ms),
+        authenticated: line.authenticated_ms.map(Timestamp),
+        absolute: Timestamp(line.absolute_ms),
+        idle_timeout: line
+            .idle_timeout_ms
+            .filter(|&ms| ms != 0)
+            .map(Duration::from_millis),
+        last_seen: Timestamp(line.last_seen_ms),
+        version: line.version,
+        data,
+    })
+}
+
+fn parse_hash(s: &str) -> Result<TokenHash, String> {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("\"token_hash\" must be 32 hex digits".into());
+    }
+    u128::from_str_radix(s, 16)
+        .map(TokenHash::from_u128)
+        .map_err(|e| format!("\"token_hash\": {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    const GOOD: &str = r#"{"v":1,"id":"0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11","token_hash":"00112233445566778899aabbccddeeff","user":"alice","label":null,"created_ms":1000,"authenticated_ms":1000,"absolute_ms":9000,"idle_timeout_ms":null,"last_seen_ms":2000,"version":3,"data":{"cart":"KgAAAA=="}}"#;
+
+    #[test]
+    fn a_good_line_round_trips_to_the_same_json() {
+        let rec = parse(GOOD, &limits()).unwrap();
+        assert_eq!(rec.user.as_ref().unwrap().as_str(), "alice");
+        assert_eq!(rec.data.get_raw("cart"), Some(&[42u8, 0, 0, 0][..]));
+        assert_eq!(serde_json::to_string(&to_line(&rec)).unwrap(), GOOD);
+    }
+
+    #[test]
+    fn each_kind_of_bad_line_is_refused_with_what_was_wrong() {
+        let cases = [
+            ("{", "not valid JSON"),
+            ("[1]", "expected a JSON object"),
+            (r#"{"id":"x"}"#, "missing \"v\""),
+            (r#"{"v":2}"#, "schema version 2 is not supported"),
+            (
+                &GOOD.replace("\"version\":3", "\"version\":3,\"x\":1"),
+                "unknown field",
+            ),
+            (
+                &GOOD.replace(",\"version\":3", ""),
+                "missing field `version`",
+            ),
+            (&GOOD.replace("0b6c1f3e-", "zz6c1f3e-"), "\"id\""),
+            (&GOOD.replace("00112233", "0011223"), "\"token_hash\""),
+            (&GOOD.replace("\"alice\"", "\"\""), "\"user\""),
+            (&GOOD.replace("KgAAAA==", "!!"), "not valid base64"),
+            (
+                &GOOD.replace("\"last_seen_ms\":2000", "\"last_seen_ms\":10"),
+                "earlier than",
+            ),
+            (
+                &GOOD.replace("\"created_ms\":1000", "\"created_ms\":-1"),
+                "invalid value",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = parse(line, &limits()).err().unwrap_or_default();
+            assert!(err.contains(want), "{line}: {err:?} should say {want:?}");
+        }
+    }
+}

@@ -1,0 +1,782 @@
+//! The `sessiondb` command line, run as the real binary on real store directories made
+//! through the public API in temporary directories (feature `cli`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+#[cfg(feature = "sled")]
+use sessiondb::BackendKind;
+use sessiondb::{
+    ManualClock, NewSession, Options, SessionData, SessionId, Store, Timestamp, Token,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
+/// Every test here holds this for its whole run. A store's directory lock is an
+/// `flock` on an open file; while one test thread spawns a process, the child holds a
+/// copy of every open descriptor of this process until it execs, so a store another
+/// test just closed can still look locked for that instant, to a reopen here or to
+/// the binary. Run one at a time, the tests see exactly the locks they take.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The binary, with no store directory from the environment.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
+    c.env_remove("SESSIONDB_DIR").stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin().arg("--dir").arg(dir).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Runs and expects exit status 0.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn ok_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(dir, args)).unwrap()
+}
+
+/// Runs and expects exit status `code`; returns stderr.
+fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let o = run(dir, args);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stdout(&o));
+    stderr(&o)
+}
+
+fn options() -> Options {
+    Options::default().reaper_interval(None)
+}
+
+/// What `fixture` made.
+struct Fixture {
+    alice: Vec<(Token, SessionId)>,
+    bob: (Token, SessionId),
+    anon: (Token, SessionId),
+    created: Timestamp,
+}
+
+/// A store made two hours ago (so a touch by the tool would show in `last_seen`): two
+/// sessions of alice, one of bob, one anonymous, with data.
+fn fixture(dir: &Path, opts: Options) -> Fixture {
+    let created = Timestamp(now().0 - 2 * 3_600_000);
+    let clock = ManualClock::new(created);
+    let store = Store::open_with(dir, opts.clock(clock.clone())).unwrap();
+    let mut alice = Vec::new();
+    for label in ["Firefox on Linux", "Phone"] {
+        let (t, s) = store
+            .create(NewSession::for_user("alice").label(label))
+            .unwrap();
+        alice.push((t, s.id()));
+        clock.advance(Duration::from_secs(1));
+    }
+    store.put(&alice[0].0, "cart", &vec![42u32]).unwrap();
+    store.put(&alice[0].0, "theme", "dark").unwrap();
+    store.put_raw(&alice[0].0, "raw", b"plain text").unwrap();
+    let (t, s) = store.create(NewSession::for_user("bob")).unwrap();
+    let bob = (t, s.id());
+    let mut data = SessionData::new();
+    data.insert("visits", &3u64).unwrap();
+    let (t, s) = store
+        .create(NewSession::anonymous().data(data).idle_timeout(HOUR * 48))
+        .unwrap();
+    let anon = (t, s.id());
+    store.close().unwrap();
+    Fixture {
+        alice,
+        bob,
+        anon,
+        created,
+    }
+}
+
+fn reopen(dir: &Path) -> Store {
+    Store::open_with(dir, options()).unwrap()
+}
+
+fn sorted_lines(text: &str) -> BTreeSet<String> {
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn stats_reports_sessions_users_and_backend_as_text_and_json() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let text = ok(dir.path(), &["stats"]);
+    assert!(text.contains("(log backend)"), "{text}");
+    assert!(text.contains("4 live"), "{text}");
+    assert!(text.contains("users      2"), "{text}");
+    let j = ok_json(dir.path(), &["stats", "--json"]);
+    assert_eq!(j["backend"], "log");
+    assert_eq!(j["sessions"], 4);
+    assert_eq!(j["users"], 2);
+    assert!(j["disk_bytes"].as_u64().unwrap() > 0);
+    assert!(j["recovery"]["records"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn list_shows_a_users_sessions_oldest_first_as_a_table_and_json() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let text = ok(dir.path(), &["list", "--user", "alice"]);
+    assert!(
+        text.starts_with("2 live sessions of user \"alice\""),
+        "{text}"
+    );
+    assert!(text.contains("ID") && text.contains("LABEL") && text.contains("EXPIRES"));
+    let first = text.find(&f.alice[0].1.to_string()).unwrap();
+    let second = text.find(&f.alice[1].1.to_string()).unwrap();
+    assert!(first < second, "oldest first: {text}");
+    assert!(text.contains("Firefox on Linux") && text.contains("Phone"));
+    assert!(!text.contains(&f.bob.1.to_string()));
+
+    let j = ok_json(dir.path(), &["list", "--user", "alice", "--json"]);
+    let arr = j.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["id"], f.alice[0].1.to_string());
+    assert_eq!(arr[0]["user"], "alice");
+    assert_eq!(arr[1]["label"], "Phone");
+    assert_eq!(arr[0]["created_ms"], f.created.0);
+
+    let none = ok(dir.path(), &["list", "--user", "carol"]);
+    assert_eq!(none.trim(), "user \"carol\" has no live sessions");
+    assert_eq!(
+        ok_json(dir.path(), &["list", "-u", "carol", "--json"]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn show_prints_one_session_with_previews_and_json_gives_values_in_base64() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let id = f.alice[0].1.to_string();
+    let text = ok(dir.path(), &["show", &id]);
+    assert!(text.contains(&format!("id          {id}")), "{text}");
+    assert!(
+        text.contains("user        \"alice\", authenticated"),
+        "{text}"
+    );
+    assert!(text.contains("label       \"Firefox on Linux\""), "{text}");
+    assert!(text.contains("data        3 keys"), "{text}");
+    assert!(text.contains("\"dark\" (a bincode string)"), "{text}");
+    assert!(text.contains("\"plain text\" (raw text)"), "{text}");
+    assert!(
+        text.contains("[01 00 00 00 00 00 00 00 2a 00 00 00]"),
+        "{text}"
+    );
+
+    let j = ok_json(dir.path(), &["show", &id, "--json"]);
+    assert_eq!(j["id"], id);
+    assert_eq!(j["data"]["raw"], "cGxhaW4gdGV4dA=="); // base64("plain text")
+    assert_eq!(j["data"]["cart"], "AQAAAAAAAAAqAAAA");
+    assert_eq!(j["version"], 3);
+    assert_eq!(j["idle_timeout_ms"], 86_400_000);
+
+    let anon = ok_json(dir.path(), &["show", &f.anon.1.to_string(), "--json"]);
+    assert_eq!(anon["user"], serde_json::Value::Null);
+    assert_eq!(anon["idle_timeout_ms"], 48 * 3_600_000);
+}
+
+#[test]
+fn show_or_revoke_of_an_id_that_is_not_live_fails_with_status_1() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let unknown = "0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11";
+    let err = fails(dir.path(), &["show", unknown], 1);
+    assert!(
+        err.contains(&format!("no live session has id {unknown}")),
+        "{err}"
+    );
+    let err = fails(dir.path(), &["revoke", unknown], 1);
+    assert!(err.contains("nothing was revoked"), "{err}");
+}
+
+#[test]
+fn reading_commands_touch_extend_or_change_no_session() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options().lifetime(HOUR * 3);
+    let f = fixture(dir.path(), opts);
+    let before: Vec<_> = {
+        let s = reopen(dir.path());
+        let tokens = [&f.alice[0].0, &f.alice[1].0, &f.bob.0, &f.anon.0];
+        tokens
+            .iter()
+            .map(|t| {
+                let x = s.peek(t).unwrap();
+                (x.last_seen(), x.version(), x.expires_at())
+            })
+            .collect()
+    };
+    let id = f.alice[0].1.to_string();
+    for args in [
+        vec!["stats"],
+        vec!["list", "--user", "alice"],
+        vec!["show", &id],
+        vec!["verify"],
+        vec!["export"],
+    ] {
+        ok(dir.path(), &args);
+    }
+    let s = reopen(dir.path());
+    let tokens = [&f.alice[0].0, &f.alice[1].0, &f.bob.0, &f.anon.0];
+    let after: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let x = s.peek(t).unwrap();
+            (x.last_seen(), x.version(), x.expires_at())
+        })
+        .collect();
+    assert_eq!(before, after);
+    // Made two hours ago: a touch by the tool would have moved last_seen to now.
+    let hour_ago = Timestamp(now().0 - 3_600_000);
+    assert!(
+        after.iter().all(|&(seen, _, _)| seen < hour_ago),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_store_held_open_by_another_process_is_refused_naming_it_with_status_1() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let backup = dir.path().join("backup.jsonl");
+    std::fs::write(&backup, "").unwrap();
+    let backup = backup.to_str().unwrap();
+    let held = reopen(dir.path());
+    let id = f.bob.1.to_string();
+    for args in [
+        vec!["stats"],
+        vec!["list", "--user", "alice"],
+        vec!["show", &id],
+        vec!["revoke", "--user", "alice"],
+        vec!["revoke", &id],
+        vec!["compact"],
+        vec!["verify"],
+        vec!["export"],
+        vec!["import", backup],
+    ] {
+        let err = fails(dir.path(), &args, 1);
+        assert!(
+            err.contains(&format!("is in use by process {}", std::process::id())),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("no process has open"), "{err}");
+    }
+    // Nothing was changed meanwhile, and once it is closed the tool works.
+    assert_eq!(held.sessions_of("alice").unwrap().len(), 2);
+    drop(held);
+    assert_eq!(ok_json(dir.path(), &["stats", "--json"])["sessions"], 4);
+}
+
+#[test]
+fn bad_command_lines_exit_with_status_2_and_say_why() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let usage = |args: &[&str], want: &str| {
+        let o = bin().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    };
+    let d = dir.path().to_str().unwrap();
+    usage(&["stats"], "the store directory is required");
+    usage(&["-d", d], "Usage");
+    usage(&["-d", d, "frobnicate"], "unrecognized subcommand");
+    usage(&["-d", d, "show", "not-an-id"], "invalid session id");
+    usage(&["-d", d, "show"], "PUBLIC_ID");
+    usage(&["-d", d, "list"], "--user <USER>");
+    usage(&["-d", d, "list", "--user", ""], "invalid user id");
+    usage(&["-d", d, "revoke"], "required");
+    usage(
+        &[
+            "-d",
+            d,
+            "revoke",
+            "--user",
+            "alice",
+            "0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11",
+        ],
+        "cannot be used with",
+    );
+    usage(
+        &["-d", d, "--auth-lifetime", "3w", "stats"],
+        "not a duration",
+    );
+    usage(&["-d", d, "--backend", "redis", "stats"], "invalid value");
+    usage(&["-d", d, "export", "--json"], "unexpected argument");
+    // Help is not an error, and lists the exit statuses and examples.
+    let o = bin().arg("--help").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    assert!(help.contains("Exit status: 0 done; 1 the operation failed"));
+    assert!(help.contains("Examples:") && help.contains("only their BLAKE3 hashes"));
+    // The directory also comes from the environment.
+    let o = bin()
+        .env("SESSIONDB_DIR", dir.path())
+        .args(["stats", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_or_empty_directory_is_no_store_and_is_left_as_it_was() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = fails(&missing, &["stats"], 1);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists());
+    let err = fails(dir.path(), &["verify"], 1);
+    assert!(err.contains("holds no sessiondb store"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    assert!(fails(&file, &["stats"], 1).contains("is not a directory"));
+}
+
+#[test]
+fn export_then_import_into_an_empty_dir_round_trips_and_the_same_cookies_work() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    let f = fixture(src.path(), options());
+    let exported = ok(src.path(), &["export"]);
+    assert_eq!(exported.lines().count(), 4);
+    for line in exported.lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(j["v"], 1);
+        assert_eq!(j["token_hash"].as_str().unwrap().len(), 32);
+    }
+    // --out writes the same lines, and leaves no partial file.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("backup.jsonl");
+    ok(src.path(), &["export", "--out", file.to_str().unwrap()]);
+    let from_file = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(sorted_lines(&from_file), sorted_lines(&exported));
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("restored");
+    let text = ok(&target, &["import", file.to_str().unwrap()]);
+    assert_eq!(
+        text.trim(),
+        format!("imported 4 sessions into {}", target.display())
+    );
+    let again = ok(&target, &["export"]);
+    assert_eq!(sorted_lines(&again), sorted_lines(&exported));
+
+    let store = reopen(&target);
+    for (token, id) in f.alice.iter().chain([&f.bob, &f.anon]) {
+        assert_eq!(store.peek(token).unwrap().id(), *id);
+    }
+    let cart: Option<Vec<u32>> = store.peek(&f.alice[0].0).unwrap().get("cart").unwrap();
+    assert_eq!(cart, Some(vec![42]));
+    assert_eq!(store.sessions_of("alice").unwrap().len(), 2);
+    store.verify().unwrap();
+    drop(store);
+
+    // From stdin too, with a JSON summary.
+    let piped = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .arg("-d")
+        .arg(piped.path())
+        .args(["import", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exported.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["imported"], 4);
+    assert_eq!(reopen(piped.path()).len(), 4);
+}
+
+#[test]
+fn an_import_with_bad_lines_names_each_line_and_imports_nothing() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path(), options());
+    let exported = ok(src.path(), &["export"]);
+    let lines: Vec<&str> = exported.lines().collect();
+    let input = [
+        lines[0],                                                      // 1: good
+        "{not json",                                                   // 2
+        "",                                                            // 3: blank, ignored
+        &lines[1].replace("\"v\":1", "\"v\":7"),                       // 4
+        lines[0],                                                      // 5: duplicate of line 1
+        &lines[2].replace("\"data\"", "\"dta\""),                      // 6
+        &lines[3].replace("\"token_hash\":\"", "\"token_hash\":\"zz"), // 7
+        "[]",                                                          // 8
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, input).unwrap();
+    let target = dir.path().join("store");
+    let f = file.to_str().unwrap();
+    let err = fails(&target, &["import", f], 1);
+    for (line, what) in [
+        (2, "not valid JSON"),
+        (4, "schema version 7 is not supported"),
+        (5, "already appears on line 1"),
+        (6, "unknown field `dta`"),
+        (7, "\"token_hash\" must be 32 hex digits"),
+        (8, "expected a JSON object"),
+    ] {
+        let prefix = format!("{f}:{line}: ");
+        let reported = err.lines().find(|l| l.starts_with(&prefix));
+        assert!(
+            reported.is_some_and(|l| l.contains(what)),
+            "line {line}: {err}"
+        );
+    }
+    assert!(!err.contains(&format!("{f}:1:")) && !err.contains(&format!("{f}:3:")));
+    assert!(err.contains("6 bad lines in"), "{err}");
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(!target.exists(), "a bad file creates no store");
+}
+
+#[test]
+fn an_import_of_sessions_already_there_is_refused_unless_skip_existing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let exported = ok(dir.path(), &["export"]);
+    let file = dir.path().join("backup.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    let f = file.to_str().unwrap();
+    let err = fails(dir.path(), &["import", f], 1);
+    assert!(err.contains(":1: session ") && err.contains("is already in the store"));
+    assert!(err.contains("4 bad lines"), "{err}");
+    let j = ok_json(dir.path(), &["import", "--skip-existing", "--json", f]);
+    assert_eq!(j["imported"], 0);
+    assert_eq!(j["skipped_existing"], serde_json::json!([1, 2, 3, 4]));
+    let text = ok(dir.path(), &["import", "--skip-existing", f]);
+    assert!(
+        text.contains("skipped 4 already in the store (lines 1, 2, 3, 4)"),
+        "{text}"
+    );
+    assert_eq!(reopen(dir.path()).len(), 4);
+}
+
+#[test]
+fn an_import_skips_sessions_past_their_deadline_and_says_which_lines() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path(), options());
+    let exported = ok(src.path(), &["export"]);
+    let mut lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[1]["absolute_ms"] = serde_json::json!(now().0 - 1000);
+    let input: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, input.join("\n")).unwrap();
+    let target = dir.path().join("store");
+    let text = ok(&target, &["import", file.to_str().unwrap()]);
+    assert!(text.contains("imported 3 sessions"), "{text}");
+    assert!(
+        text.contains("skipped 1 already past their deadline (line 2)"),
+        "{text}"
+    );
+    assert_eq!(reopen(&target).len(), 3);
+}
+
+#[test]
+fn an_import_the_store_refuses_midway_takes_back_what_it_imported() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path(), options());
+    let exported = ok(src.path(), &["export"]);
+    let lines: Vec<&str> = exported.lines().collect();
+    // The target already has line 3's token hash, under another public id: only the
+    // store itself can see that conflict, when line 3 is imported.
+    let mut clash: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    clash["id"] = serde_json::json!("0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11");
+    let dir = tempfile::tempdir().unwrap();
+    let (one, all) = (dir.path().join("one.jsonl"), dir.path().join("all.jsonl"));
+    std::fs::write(&one, clash.to_string()).unwrap();
+    std::fs::write(&all, &exported).unwrap();
+    let target = dir.path().join("store");
+    ok(&target, &["import", one.to_str().unwrap()]);
+    let a = all.to_str().unwrap();
+    let err = fails(&target, &["import", a], 1);
+    assert!(
+        err.contains(&format!("{a}:3: the store refused the session")),
+        "{err}"
+    );
+    assert!(
+        err.contains("the 2 sessions imported before it were removed again"),
+        "{err}"
+    );
+    let store = reopen(&target);
+    assert_eq!(store.len(), 1);
+    store.verify().unwrap();
+}
+
+#[test]
+fn revoke_by_user_and_by_public_id_is_durable_in_a_reopened_store() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let text = ok(dir.path(), &["revoke", "--user", "alice"]);
+    assert_eq!(text.trim(), "revoked 2 sessions of user \"alice\"");
+    let j = ok_json(dir.path(), &["revoke", "--user", "alice", "--json"]);
+    assert_eq!(j, serde_json::json!({"user": "alice", "revoked": 0}));
+    let id = f.bob.1.to_string();
+    let j = ok_json(dir.path(), &["revoke", &id, "--json"]);
+    assert_eq!(j, serde_json::json!({"id": id, "revoked": 1}));
+
+    let store = reopen(dir.path());
+    assert!(store.sessions_of("alice").unwrap().is_empty());
+    assert!(store.peek(&f.alice[0].0).is_none() && store.peek(&f.alice[1].0).is_none());
+    assert!(store.peek(&f.bob.0).is_none());
+    assert!(store.peek(&f.anon.0).is_some());
+    assert_eq!(store.len(), 1);
+    store.verify().unwrap();
+}
+
+#[test]
+fn verify_says_ok_on_a_healthy_store_and_fails_on_a_damaged_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let text = ok(dir.path(), &["verify"]);
+    assert!(text.starts_with("ok: "), "{text}");
+    assert!(text.contains("torn tail  none"), "{text}");
+    assert!(text.contains("sessions   4 live"), "{text}");
+    let j = ok_json(dir.path(), &["verify", "--json"]);
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["sessions"], 4);
+    assert_eq!(j["bytes_truncated"], 0);
+
+    // A later segment exists, so damage in the first one is corruption, not a torn tail.
+    let store = reopen(dir.path());
+    store.create(NewSession::for_user("carol")).unwrap();
+    store.close().unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("seg-"))
+        .collect();
+    segments.sort();
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(first, bytes).unwrap();
+    let o = run(dir.path(), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert!(j["error"].as_str().unwrap().contains("corrupt log"), "{j}");
+    assert!(stderr(&o).contains("sessiondb: error: corrupt log"));
+}
+
+#[test]
+fn compact_shrinks_a_churned_log_and_keeps_every_live_session() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options().compaction(false, 16 << 20, 2.0)).unwrap();
+    let mut kept = Vec::new();
+    for i in 0..2000u32 {
+        let (t, _) = store
+            .create(NewSession::for_user(format!("user{}", i % 50)))
+            .unwrap();
+        for v in 0..5u32 {
+            store.put(&t, "counter", &vec![v; 20]).unwrap();
+        }
+        if i % 10 == 0 {
+            kept.push(t);
+        } else {
+            store.end(&t).unwrap();
+        }
+    }
+    store.close().unwrap();
+    let j = ok_json(dir.path(), &["compact", "--json"]);
+    let (before, after) = (
+        j["bytes_before"].as_u64().unwrap(),
+        j["bytes_after"].as_u64().unwrap(),
+    );
+    assert_eq!(j["backend"], "log");
+    assert_eq!(j["sessions"], 200);
+    assert!(after * 5 < before, "{before} -> {after}");
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk < before / 2, "{on_disk} on disk after compaction");
+    let text = ok(dir.path(), &["compact"]);
+    assert!(
+        text.contains("compacted ") && text.contains("200 live sessions"),
+        "{text}"
+    );
+    let store = reopen(dir.path());
+    assert_eq!(store.len(), 200);
+    for t in &kept {
+        let v: Option<Vec<u32>> = store.peek(t).unwrap().get("counter").unwrap();
+        assert_eq!(v, Some(vec![4; 20]));
+    }
+}
+
+#[test]
+fn auth_lifetime_makes_the_tool_agree_with_the_application_on_expiry() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // alice logged in two hours ago; an application with a one-hour auth lifetime
+    // considers her sessions over.
+    fixture(dir.path(), options());
+    let j = ok_json(dir.path(), &["list", "--user", "alice", "--json"]);
+    assert_eq!(j.as_array().unwrap().len(), 2);
+    let j = ok_json(
+        dir.path(),
+        &["--auth-lifetime", "1h", "list", "--user", "alice", "--json"],
+    );
+    assert_eq!(j, serde_json::json!([]));
+    let lines = ok(dir.path(), &["export", "--auth-lifetime", "1h"]);
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "only the anonymous session: {lines}"
+    );
+    let j = ok_json(dir.path(), &["--auth-lifetime", "3h", "stats", "--json"]);
+    assert_eq!(j["sessions"], 4);
+}
+
+#[test]
+fn the_backend_is_detected_and_a_contradicting_backend_flag_is_refused() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let err = fails(dir.path(), &["--backend", "sled", "stats"], 1);
+    assert!(
+        err.contains("holds a log store, not a sled database"),
+        "{err}"
+    );
+    assert!(!dir.path().join("sled").exists());
+    assert_eq!(
+        ok_json(dir.path(), &["--backend", "log", "stats", "--json"])["sessions"],
+        4
+    );
+}
+
+#[cfg(feature = "sled")]
+#[test]
+fn a_sled_store_is_detected_and_round_trips_through_export_and_import() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options().backend(BackendKind::Sled));
+    let j = ok_json(dir.path(), &["stats", "--json"]);
+    assert_eq!(j["backend"], "sled");
+    assert_eq!(j["sessions"], 4);
+    assert_eq!(
+        ok_json(dir.path(), &["list", "-u", "alice", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(ok(dir.path(), &["verify"]).contains("(sled backend)"));
+    assert!(ok(dir.path(), &["compact"]).contains("manages its own space"));
+    let exported = ok(dir.path(), &["export"]);
+    let file = dir.path().join("backup.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    // Into a new sled directory, and into a log one: a migration between backends.
+    let to_sled = tempfile::tempdir().unwrap();
+    ok(
+        to_sled.path(),
+        &["--backend", "sled", "import", file.to_str().unwrap()],
+    );
+    assert!(to_sled.path().join("sled").is_dir());
+    assert_eq!(
+        sorted_lines(&ok(to_sled.path(), &["export"])),
+        sorted_lines(&exported)
+    );
+    let to_log = tempfile::tempdir().unwrap();
+    ok(to_log.path(), &["import", file.to_str().unwrap()]);
+    let store = reopen(to_log.path());
+    assert_eq!(store.peek(&f.alice[1].0).unwrap().id(), f.alice[1].1);
+    drop(store);
+    ok(dir.path(), &["revoke", "--user", "alice"]);
+    let store = Store::open_with(dir.path(), options().backend(BackendKind::Sled)).unwrap();
+    assert!(store.sessions_of("alice").unwrap().is_empty());
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let _serial = serial();
+    let work = tempfile::tempdir().unwrap();
+    let f = fixture(&work.path().join("sessions"), options());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sessiondb")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cli.sh");
+    let o = Command::new("bash")
+        .arg(script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env_remove("SESSIONDB_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("revoked 2 sessions of user \"alice\""),
+        "{out}"
+    );
+    assert!(out.contains("imported 2 sessions into ./restored"), "{out}");
+    assert!(out.contains("compacted ./sessions"), "{out}");
+    let restored = reopen(&work.path().join("restored"));
+    assert_eq!(restored.peek(&f.bob.0).unwrap().id(), f.bob.1);
+    assert!(restored.peek(&f.alice[0].0).is_none());
+}
