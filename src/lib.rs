@@ -8,7 +8,9 @@
 //! Cargo features: `sled` (the sled backend), `tower-sessions` (the `tower_sessions`
 //! module: a store for tower-sessions and axum, with login / devices / "log out
 //! everywhere" helpers), `conformance` (the `conformance` module: a behaviour suite any
-//! tower-sessions store can run against itself).
+//! tower-sessions store can run against itself), `actix-session` (the `actix_session`
+//! module: a store for actix-session, with the same helpers), `cli` (the `sessiondb`
+//! command line).
 //!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};
@@ -38,6 +40,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
 mod clock;
 mod codec;
 #[cfg(feature = "conformance")]

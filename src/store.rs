@@ -978,7 +978,7 @@ impl Store {
 
     /// The options the store was opened with (for the integrations, e.g. to see
     /// whether writes wait for an fsync).
-    #[cfg(feature = "tower-sessions")]
+    #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
     pub(crate) fn options(&self) -> &Options {
         &self.inner.opts
     }
@@ -1455,14 +1455,17 @@ impl Inner {
 
     /// The image of the live session `id`, as compaction writes it.
     fn image_of(&self, id: SessionId) -> Option<Image> {
-        for _ in 0..MAX_HOPS {
+        // Not bounded by MAX_HOPS: a compaction must not drop a session because it
+        // was rotated many times during the lookup. Each retry means the session moved
+        // (the id map changed); an unchanged id map and no session means it is gone.
+        loop {
             let lo = self.place_of(id)?;
             let shard = self.shards[shard_of(lo, self.mask)].read();
-            let Some(key) = shard.hash_at(lo) else {
-                continue;
-            };
-            match shard.live(key) {
-                Some(s) if s.id == id => {
+            let found = shard
+                .hash_at(lo)
+                .and_then(|key| Some((key, shard.live(key)?)));
+            match found {
+                Some((key, s)) if s.id == id => {
                     if s.deadline(self.auth_ms) <= self.now() {
                         return None;
                     }
@@ -1480,10 +1483,14 @@ impl Inner {
                         data: s.data.clone(),
                     });
                 }
-                _ => continue,
+                _ => {
+                    drop(shard);
+                    if self.place_of(id) == Some(lo) {
+                        return None;
+                    }
+                }
             }
         }
-        None
     }
 
     /// Average encoded size of a session image, from a sample (for stats before the
@@ -1798,7 +1805,10 @@ impl Inner {
         id: SessionId,
         reason: EndReason,
     ) -> Result<Option<(Box<SessionState>, Ticket)>> {
-        for _ in 0..MAX_HOPS {
+        // Not bounded by MAX_HOPS: a revoke must not leave a session behind because a
+        // client rotated it many times during the lookup. Each retry means the session
+        // moved (the id map changed); see the check at the end of the loop.
+        loop {
             let Some(lo) = self.place_of(id) else {
                 return Ok(None);
             };
@@ -1818,7 +1828,6 @@ impl Inner {
                 return Ok(None);
             }
         }
-        Ok(None)
     }
 
     /// Removes the sessions `ids` and logs their ends, as [`Inner::remove_by_id`] does

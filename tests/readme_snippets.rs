@@ -12,6 +12,7 @@ use std::path::Path;
 const REQUIRED: &[&str] = &[
     "examples/axum-app/src/session.rs",
     "examples/axum-app/src/routes.rs",
+    "examples/actix_session.rs",
     "examples/cli.sh",
     "examples/tower_sessions.rs",
     "tests/conformance.rs",

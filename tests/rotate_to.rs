@@ -169,14 +169,11 @@ fn revoke_racing_rotate_to_finds_each_session_under_one_token_or_the_other() {
     assert_eq!((counted, readable), (80, 0));
 }
 
-/// Found while writing the test above, and left to the engine's owner: `revoke_user`
-/// looks a session up by id and retries when a rotation moved it, but gives up after
-/// `MAX_HOPS` (8) moves; a session rotated that often during the revoke (back-to-back
-/// rotations from another thread) is then neither ended nor left on the user's list,
-/// and stays readable (`Store::verify` reports "sessions have users but the user index
-/// lists 0"). `Store::rotate` shows it as well as `rotate_to`.
+/// Found while writing the test above: `revoke_user` used to give up after 8 moves of a
+/// session rotated back to back by another thread during the revoke, leaving it
+/// readable and off its user's list. It now retries for as long as the session keeps
+/// moving. `Store::rotate` and `rotate_to` both.
 #[test]
-#[ignore = "fails today: revoke_user gives up on a session rotated more than 8 times during it"]
 fn revoke_racing_back_to_back_rotations_leaves_nothing_readable() {
     for plain_rotate in [false, true] {
         let (counted, readable) = revoke_racing_rotations(40, Duration::ZERO, plain_rotate);
