@@ -265,26 +265,7 @@ impl actix_web::ResponseError for Error {
     }
 }
 
-/// One of a user's sessions, for a "your devices" page ([`SessionDbStore::devices`]).
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Device {
-    /// The session's public id: safe to show, and what [`SessionDbStore::end_device`]
-    /// takes. Stable across [`SessionDbStore::rotate`] and [`SessionDbStore::login`].
-    pub id: SessionId,
-    /// Its device label ([`SessionDbStore::set_label`]), if one was set.
-    pub label: Option<String>,
-    /// When it was created.
-    pub created: Timestamp,
-    /// Its last activity.
-    pub last_seen: Timestamp,
-    /// When the user last logged in on it.
-    pub authenticated: Option<Timestamp>,
-    /// When it expires.
-    pub expires: Timestamp,
-    /// Whether it is the session of the request that asked.
-    pub current: bool,
-}
+pub use crate::integration::Device;
 
 impl SessionDbStore {
     /// Wraps `engine`. Writes are offloaded to `spawn_blocking` when the store was
@@ -422,20 +403,7 @@ impl SessionDbStore {
     pub fn devices(&self, session: &Session) -> Result<Vec<Device>, Error> {
         let user = self.user(session).ok_or(Error::NotLoggedIn)?;
         let current = self.session_id(session);
-        Ok(self
-            .engine
-            .sessions_of(user.as_str())?
-            .into_iter()
-            .map(|s| Device {
-                id: s.id(),
-                label: s.label().map(str::to_owned),
-                created: s.created_at(),
-                last_seen: s.last_seen(),
-                authenticated: s.authenticated_at(),
-                expires: s.expires_at(),
-                current: Some(s.id()) == current,
-            })
-            .collect())
+        Ok(crate::integration::devices(&self.engine, &user, current)?)
     }
 
     /// Ends one session of the user bound to this request's session ("sign out that
@@ -449,11 +417,7 @@ impl SessionDbStore {
     /// cannot be made durable.
     pub async fn end_device(&self, session: &Session, device: SessionId) -> Result<bool, Error> {
         let user = self.user(session).ok_or(Error::NotLoggedIn)?;
-        let owned = self
-            .engine
-            .get_by_id(device)
-            .is_some_and(|s| s.user() == Some(&user));
-        if !owned {
+        if !crate::integration::owned_by(&self.engine, device, &user) {
             return Ok(false);
         }
         let current = self.session_id(session) == Some(device);
@@ -551,20 +515,7 @@ impl SessionDbStore {
         T: Send + 'static,
         F: FnOnce(&Store) -> crate::Result<T> + Send + 'static,
     {
-        if self.offload
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let engine = self.engine.clone();
-            return match rt.spawn_blocking(move || f(&engine)).await {
-                Ok(r) => r,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => Err(crate::Error::Io {
-                    context: "actix-session store: the runtime shut down during a write".into(),
-                    source: std::io::Error::from(std::io::ErrorKind::Interrupted),
-                }),
-            };
-        }
-        f(&self.engine)
+        crate::integration::write(&self.engine, self.offload, "actix-session", f).await
     }
 
     fn now(&self) -> Timestamp {

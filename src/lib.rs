@@ -50,6 +50,8 @@ mod data;
 mod error;
 mod events;
 mod failpoint;
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+mod integration;
 mod journal;
 mod load;
 mod lockfile;

@@ -1,0 +1,85 @@
+//! What the web-framework stores ([`crate::tower_sessions`], [`crate::actix_session`])
+//! share: the [`Device`] rows of a "your devices" page, the ownership check before
+//! ending one, and running a write on the async runtime's blocking pool when the
+//! store's durability makes a write wait for an fsync.
+
+use crate::clock::Timestamp;
+use crate::session::UserId;
+use crate::store::Store;
+use crate::token::SessionId;
+
+/// One of a user's sessions, for a "your devices" page (each store's `devices`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Device {
+    /// The session's public id: safe to show, and what each store's `end_device`
+    /// takes. Stable across the stores' `rotate` and `login`.
+    pub id: SessionId,
+    /// Its device label (each store's `set_label`), if one was set.
+    pub label: Option<String>,
+    /// When it was created.
+    pub created: Timestamp,
+    /// Its last activity.
+    pub last_seen: Timestamp,
+    /// When the user last logged in on it.
+    pub authenticated: Option<Timestamp>,
+    /// When it expires.
+    pub expires: Timestamp,
+    /// Whether it is the session of the request that asked.
+    pub current: bool,
+}
+
+/// The live sessions of `user` as devices, oldest first, `current` marked.
+pub(crate) fn devices(
+    engine: &Store,
+    user: &UserId,
+    current: Option<SessionId>,
+) -> crate::Result<Vec<Device>> {
+    Ok(engine
+        .sessions_of(user.as_str())?
+        .into_iter()
+        .map(|s| Device {
+            id: s.id(),
+            label: s.label().map(str::to_owned),
+            created: s.created_at(),
+            last_seen: s.last_seen(),
+            authenticated: s.authenticated_at(),
+            expires: s.expires_at(),
+            current: Some(s.id()) == current,
+        })
+        .collect())
+}
+
+/// True if `device` is a live session of `user` (so `user` may end it).
+pub(crate) fn owned_by(engine: &Store, device: SessionId, user: &UserId) -> bool {
+    engine
+        .get_by_id(device)
+        .is_some_and(|s| s.user() == Some(user))
+}
+
+/// Runs the write `f` on the engine: on tokio's blocking pool when `offload` is set
+/// and a runtime is there (an fsync wait would stall an async worker), directly
+/// otherwise. `store` names the adapter in the error if the runtime shuts down first.
+pub(crate) async fn write<T, F>(
+    engine: &Store,
+    offload: bool,
+    store: &'static str,
+    f: F,
+) -> crate::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> crate::Result<T> + Send + 'static,
+{
+    if offload && let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let engine = engine.clone();
+        return match rt.spawn_blocking(move || f(&engine)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(crate::Error::Io {
+                context: format!("{store} store: the runtime shut down during a write"),
+                source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+            }),
+        };
+    }
+    f(engine)
+}
