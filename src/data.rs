@@ -169,6 +169,23 @@ impl SessionData {
         self.buf = (!buf.is_empty()).then(|| Arc::from(buf));
     }
 
+    /// Builds a map from entries in any order (a later repeat of a key wins), in one
+    /// pass; `None` if a key or value is too long for the encoding.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_entries(mut entries: Vec<(String, Vec<u8>)>) -> Option<SessionData> {
+        entries.reverse();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, first| later.0 == first.0);
+        let mut buf = Vec::with_capacity(entries.iter().map(|(k, v)| 6 + k.len() + v.len()).sum());
+        for (k, v) in &entries {
+            buf.extend_from_slice(&u16::try_from(k.len()).ok()?.to_le_bytes());
+            buf.extend_from_slice(k.as_bytes());
+            buf.extend_from_slice(&u32::try_from(v.len()).ok()?.to_le_bytes());
+            buf.extend_from_slice(v);
+        }
+        SessionData::from_slice(&buf)
+    }
+
     /// Rebuilds a map from its flat encoding, checking that it is well formed (one
     /// allocation: the shared buffer).
     pub(crate) fn from_slice(buf: &[u8]) -> Option<SessionData> {

@@ -121,6 +121,18 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The session server (Redis or Valkey, for a [`crate::RedisStore`]) could not be
+    /// reached, did not answer in time, or refused the command. A write that failed
+    /// this way may or may not have been applied: read the session again before
+    /// retrying something that is not idempotent.
+    Unavailable {
+        /// The backend ("redis").
+        backend: &'static str,
+        /// What sessiondb was doing.
+        context: String,
+        /// The client's or the server's message.
+        reason: String,
+    },
     /// An earlier write failed to reach the log, so the store refuses further writes
     /// rather than acknowledge changes it may not keep. Reopen the store.
     Poisoned {
@@ -222,6 +234,15 @@ impl fmt::Display for Error {
                 "index inconsistency (a sessiondb bug, please report it): {what}"
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Unavailable {
+                backend,
+                context,
+                reason,
+            } => write!(
+                f,
+                "{backend} {context} failed: {reason}; check that the server is up and \
+                 reachable (a failed write may or may not have been applied)"
+            ),
             Error::Poisoned { reason } => write!(
                 f,
                 "store refuses writes after a failed log write ({reason}); reopen it"

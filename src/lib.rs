@@ -59,7 +59,11 @@ mod log;
 mod options;
 mod portable;
 mod reaper;
+#[cfg(feature = "redis")]
+mod redis_backend;
 mod session;
+#[cfg(any(feature = "redis", feature = "tower-sessions"))]
+mod sessions;
 mod shard;
 #[cfg(feature = "sled")]
 mod sled_backend;
@@ -80,7 +84,11 @@ pub use log::compaction::CompactionStats;
 pub use log::recovery::{RecoveryReport, SkippedRange};
 pub use options::{Durability, LimitPolicy, Limits, Options};
 pub use portable::SessionRecord;
+#[cfg(feature = "redis")]
+pub use redis_backend::{RedisOptions, RedisStore};
 pub use session::{NewSession, Session, UserId};
+#[cfg(any(feature = "redis", feature = "tower-sessions"))]
+pub use sessions::Sessions;
 pub use storage::BackendKind;
 pub use store::{Stats, Store};
 pub use token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};

@@ -57,6 +57,13 @@ impl UserId {
         &self.0
     }
 
+    /// Wraps a user id a store already checked (read back from a backend), without
+    /// checking it against this store's limits again.
+    #[cfg(feature = "redis")]
+    pub(crate) fn trusted(s: &str) -> UserId {
+        UserId(Arc::new(Box::from(s)))
+    }
+
     /// The address of the shared allocation: equal for clones of one interned id.
     pub(crate) fn addr(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
@@ -85,6 +92,40 @@ impl AsRef<str> for UserId {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+/// Checks one data entry against the limits.
+pub(crate) fn check_entry(key: &str, value_len: usize, l: &Limits) -> Result<()> {
+    if key.len() > l.max_key_bytes {
+        return Err(Error::TooLarge {
+            what: "key",
+            len: key.len(),
+            max: l.max_key_bytes,
+        });
+    }
+    if value_len > l.max_value_bytes {
+        return Err(Error::TooLarge {
+            what: "value",
+            len: value_len,
+            max: l.max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a whole data map against the limits.
+pub(crate) fn check_data(data: &SessionData, l: &Limits) -> Result<()> {
+    for (k, v) in data.iter() {
+        check_entry(k, v.len(), l)?;
+    }
+    if data.encoded_len() > l.max_data_bytes {
+        return Err(Error::TooLarge {
+            what: "session data",
+            len: data.encoded_len(),
+            max: l.max_data_bytes,
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn check_label(label: &str, limits: &Limits) -> Result<()> {
@@ -263,6 +304,37 @@ pub struct Session {
 }
 
 impl Session {
+    /// A snapshot assembled from a backend's fields (the Redis backend).
+    #[cfg(feature = "redis")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        id: SessionId,
+        user: Option<UserId>,
+        label: Option<&str>,
+        created_at: Timestamp,
+        last_seen: Timestamp,
+        authenticated_at: Option<Timestamp>,
+        expires_at: Timestamp,
+        absolute_deadline: Timestamp,
+        idle_timeout: Option<Duration>,
+        version: u64,
+        data: SessionData,
+    ) -> Session {
+        Session {
+            id,
+            user,
+            label: label.map(Arc::from),
+            created_at,
+            last_seen,
+            authenticated_at,
+            expires_at,
+            absolute_deadline,
+            idle_timeout,
+            version,
+            data,
+        }
+    }
+
     /// The public id: stable across rotation, safe to show and log.
     pub fn id(&self) -> SessionId {
         self.id

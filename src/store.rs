@@ -978,7 +978,11 @@ impl Store {
 
     /// The options the store was opened with (for the integrations, e.g. to see
     /// whether writes wait for an fsync).
-    #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+    #[cfg(any(
+        feature = "tower-sessions",
+        feature = "actix-session",
+        feature = "redis"
+    ))]
     pub(crate) fn options(&self) -> &Options {
         &self.inner.opts
     }
@@ -1765,37 +1769,11 @@ impl Inner {
     }
 
     fn check_entry(&self, key: &str, value_len: usize) -> Result<()> {
-        let l = &self.opts.limits;
-        if key.len() > l.max_key_bytes {
-            return Err(Error::TooLarge {
-                what: "key",
-                len: key.len(),
-                max: l.max_key_bytes,
-            });
-        }
-        if value_len > l.max_value_bytes {
-            return Err(Error::TooLarge {
-                what: "value",
-                len: value_len,
-                max: l.max_value_bytes,
-            });
-        }
-        Ok(())
+        crate::session::check_entry(key, value_len, &self.opts.limits)
     }
 
     fn check_data(&self, data: &SessionData) -> Result<()> {
-        for (k, v) in data.iter() {
-            self.check_entry(k, v.len())?;
-        }
-        let max = self.opts.limits.max_data_bytes;
-        if data.encoded_len() > max {
-            return Err(Error::TooLarge {
-                what: "session data",
-                len: data.encoded_len(),
-                max,
-            });
-        }
-        Ok(())
+        crate::session::check_data(data, &self.opts.limits)
     }
 
     /// Removes the session with public id `id`, wherever rotation has moved it, and

@@ -1,0 +1,1409 @@
+//! [`RedisStore`]: sessiondb's sessions kept in Redis or Valkey (cargo feature `redis`),
+//! for an app that runs on several nodes behind a load balancer.
+//!
+//! This module owns the key layout in Redis, the one Lua script every operation runs
+//! as (`sessions.lua`, beside this file), the decoding of its replies into the crate's
+//! types, the reaper task and the event subscriptions.
+//!
+//! # How it keeps the guarantees of the embedded store
+//!
+//! - **One step per operation.** Every operation is one call of the script, and Redis
+//!   runs a script alone: the session's hash, its id pointer, its user-index entry, the
+//!   expiry registry and the event change together or not at all. `revoke_user` and a
+//!   `create` for the same user are two scripts, so one runs wholly before the other;
+//!   a write to an ended session finds no session and stores nothing (a late save
+//!   never resurrects one); `login` rotates and binds in one step.
+//! - **The per-user index cannot leak or drift.** A user's index is a sorted set of
+//!   session ids scored by deadline. Every change that moves a deadline or a user
+//!   updates it in the same script; reading it (`sessions_of`, the per-user cap)
+//!   prunes entries whose deadline passed and, as a repair rule, any entry whose
+//!   session is gone or belongs to someone else; and the set's key expires with the
+//!   latest of its sessions. (Spring Session's Redis store kept its indexes with
+//!   separate commands from the client, which is how its index keys leaked and drifted.)
+//! - **Expiry.** Each session's keys carry a Redis expiry at its deadline plus
+//!   [`RedisOptions::retention`], and every read checks the deadline itself, so an
+//!   expired session is invisible at once. Within the retention the reaper (a task on
+//!   every [`RedisStore`], any node's will do) removes it and reports
+//!   [`crate::EndReason::Expired`] with its user; a session no node reaped in time is
+//!   dropped by Redis and reported expired later, without its user.
+//! - **Tokens are hashed** before they reach Redis, exactly as on disk: keys and the
+//!   rotation alias use the token's BLAKE3 hash ([`Token::hash`]); Redis never sees a
+//!   cookie value.
+//! - **Times** are the Redis server's clock (the script reads `TIME`), so every node
+//!   agrees on deadlines; [`crate::Options::clock`] does not apply.
+//!
+//! # Events across nodes
+//!
+//! The script appends every event to a Redis stream (`<prefix>:e`, capped at about
+//! [`RedisOptions::event_stream_len`] entries) in the same step as the change, and
+//! [`RedisStore::subscribe`] reads that stream from the moment it is called. Delivery:
+//! every event committed after the subscription, in commit order, to every subscriber
+//! on every node, surviving reconnects (the reader resumes after the last entry it
+//! read) — unless the subscriber falls more than the stream's cap behind, or its
+//! channel (capacity [`crate::Options::event_capacity`]) is full, in which case events
+//! are dropped and counted ([`RedisStore::events_dropped`]). Keyspace notifications
+//! were the alternative: fire-and-forget pub/sub (an event published while a node is
+//! reconnecting is lost), with a key name but no session content (an expiry cannot say
+//! whose session it was), and off by default on managed Redis.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use redis::Value;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+
+use crate::clock::{Timestamp, duration_ms};
+use crate::data::SessionData;
+use crate::error::{Error, Result};
+use crate::events::{EndReason, Event};
+use crate::options::{LimitPolicy, Options};
+use crate::portable::SessionRecord;
+use crate::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
+use crate::token::{EntropyPool, SessionId, Token, TokenHash};
+
+const SCRIPT: &str = include_str!("sessions.lua");
+
+/// The longest lifetime a session may be given: deadlines are milliseconds in Lua's
+/// doubles, exact to 2^53.
+const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Settings of the Redis backend itself (the session defaults and limits are the
+/// crate's [`Options`]).
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    prefix: String,
+    retention: Duration,
+    event_stream_len: usize,
+    response_timeout: Duration,
+    batch: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: "sessiondb".into(),
+            retention: Duration::from_secs(600),
+            event_stream_len: 100_000,
+            response_timeout: Duration::from_secs(10),
+            batch: 1_000,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The prefix of every key this store writes (`<prefix>:s:…`, `<prefix>:u:…`).
+    /// Stores with different prefixes share a server without seeing each other.
+    /// Default `sessiondb`. At most 128 bytes, no whitespace or control characters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a session's keys stay in Redis after its deadline, so that a reaper
+    /// can report its expiry with its user. An expired session is never readable
+    /// during this time. Default 10 minutes; at least 1 second.
+    pub fn retention(mut self, d: Duration) -> Self {
+        self.retention = d;
+        self
+    }
+
+    /// About how many events the stream keeps for subscribers that fall behind or
+    /// reconnect (Redis trims it approximately). Default 100,000; at least 100.
+    pub fn event_stream_len(mut self, n: usize) -> Self {
+        self.event_stream_len = n;
+        self
+    }
+
+    /// How long a call waits for Redis before failing with [`Error::Unavailable`].
+    /// Default 10 seconds.
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |reason: &str| Error::InvalidOption {
+            name: "RedisOptions::prefix",
+            reason: reason.into(),
+        };
+        if self.prefix.is_empty() || self.prefix.len() > 128 {
+            return Err(bad("must be 1 to 128 bytes long"));
+        }
+        if self
+            .prefix
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(bad("must not contain whitespace or control characters"));
+        }
+        if self.retention < Duration::from_secs(1) {
+            return Err(Error::InvalidOption {
+                name: "RedisOptions::retention",
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        if self.event_stream_len < 100 {
+            return Err(Error::InvalidOption {
+                name: "RedisOptions::event_stream_len",
+                reason: "must be at least 100".into(),
+            });
+        }
+        if self.response_timeout.is_zero() {
+            return Err(Error::InvalidOption {
+                name: "RedisOptions::response_timeout",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sessions kept in Redis or Valkey: the operations of [`crate::Store`], as async
+/// methods, for an app on several nodes sharing one server. Cheap to clone (one shared
+/// connection, multiplexed and reconnecting).
+///
+/// ```no_run
+/// use sessiondb::{NewSession, Options, RedisStore};
+///
+/// # async fn demo() -> Result<(), sessiondb::Error> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/", Options::default()).await?;
+/// let (token, _) = store.create(NewSession::anonymous()).await?;
+/// let token = store.login(&token, "alice").await?;
+/// assert_eq!(store.sessions_of("alice").await?.len(), 1);
+/// assert_eq!(store.revoke_user("alice").await?, 1);
+/// assert!(store.get(&token).await?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    client: redis::Client,
+    script: redis::Script,
+    opts: Options,
+    ropts: RedisOptions,
+    registry: String,
+    events_key: String,
+    entropy: Mutex<EntropyPool>,
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.reaper.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.ropts.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(context: impl Into<String>, e: &redis::RedisError) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        context: context.into(),
+        reason: e.to_string(),
+    }
+}
+
+fn protocol(context: &str, what: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        context: context.into(),
+        reason: format!("unexpected reply: {what}"),
+    }
+}
+
+fn hex(v: u128) -> String {
+    format!("{v:032x}")
+}
+
+fn hash_hex(token: &Token) -> String {
+    hex(token.hash().as_u128())
+}
+
+fn ms(d: Duration) -> u64 {
+    duration_ms(d)
+}
+
+impl RedisStore {
+    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`, or
+    /// `rediss://` for TLS if the `redis` crate was built with it) with the default
+    /// [`RedisOptions`], loads the script and starts the reaper task on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a bad URL or option; [`Error::Unavailable`] if the
+    /// server cannot be reached.
+    pub async fn connect(url: &str, opts: Options) -> Result<RedisStore> {
+        RedisStore::connect_with(url, opts, RedisOptions::default()).await
+    }
+
+    /// [`RedisStore::connect`] with backend settings.
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`].
+    pub async fn connect_with(url: &str, opts: Options, ropts: RedisOptions) -> Result<RedisStore> {
+        ropts.check()?;
+        opts.validate()?;
+        let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
+            name: "redis url",
+            reason: e.to_string(),
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(ropts.response_timeout))
+            .set_connection_timeout(Some(ropts.response_timeout))
+            .set_number_of_retries(3);
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| unavailable(format!("connecting to {url}"), &e))?;
+        let script = redis::Script::new(SCRIPT);
+        script
+            .load_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("loading the script", &e))?;
+        let prefix = ropts.prefix.clone();
+        let inner = Arc::new(Inner {
+            conn,
+            client,
+            script,
+            registry: format!("{prefix}:x"),
+            events_key: format!("{prefix}:e"),
+            opts,
+            ropts,
+            entropy: Mutex::new(EntropyPool::new()),
+            reaper: Mutex::new(None),
+            dropped: Arc::new(AtomicU64::new(0)),
+        });
+        if let Some(every) = inner.opts.reaper_interval {
+            let weak = Arc::downgrade(&inner);
+            let task = tokio::spawn(reap_loop(weak, every));
+            *inner.reaper.lock() = Some(task);
+        }
+        Ok(RedisStore { inner })
+    }
+
+    /// The options the store was connected with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// The backend settings the store was connected with.
+    pub fn redis_options(&self) -> &RedisOptions {
+        &self.inner.ropts
+    }
+
+    // ----------------------------------------------------------------------------
+    // Creating and reading
+
+    /// Creates a session and returns its token and a snapshot, as
+    /// [`crate::Store::create`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::create`], and [`Error::Unavailable`].
+    pub async fn create(&self, new: NewSession) -> Result<(Token, Session)> {
+        loop {
+            let (id, token) = self.inner.entropy.lock().session()?;
+            match self.admit_new(id, &token, &new).await {
+                Err(Error::Exists { .. }) => continue, // a fresh draw collided: draw again
+                Err(e) => return Err(e),
+                Ok(s) => return Ok((token, s)),
+            }
+        }
+    }
+
+    /// Creates a session addressed by a token the caller chose, as
+    /// [`crate::Store::create_with_token`].
+    ///
+    /// # Errors
+    /// [`Error::Exists`] if the token already addresses a session (or an old token in
+    /// its grace period); otherwise as [`RedisStore::create`].
+    pub async fn create_with_token(&self, token: &Token, new: NewSession) -> Result<Session> {
+        loop {
+            let (id, _) = self.inner.entropy.lock().session()?;
+            match self.admit_new(id, token, &new).await {
+                Err(Error::Exists { what: "session id" }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn admit_new(&self, id: SessionId, token: &Token, new: &NewSession) -> Result<Session> {
+        let o = &self.inner.opts;
+        let user = new
+            .user
+            .as_deref()
+            .map(|u| UserId::new(u, &o.limits))
+            .transpose()?;
+        if let Some(label) = &new.label {
+            check_label(label, &o.limits)?;
+        }
+        let lifetime = new.lifetime.unwrap_or(o.lifetime);
+        if lifetime.is_zero() {
+            return Err(Error::InvalidOption {
+                name: "NewSession::lifetime",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        let lifetime = lifetime.min(MAX_LIFETIME);
+        let idle = new.idle_timeout.unwrap_or(o.idle_timeout).min(MAX_LIFETIME);
+        check_data(&new.data, &o.limits)?;
+        let fields = Admit {
+            hash: hash_hex(token),
+            id,
+            user: user.as_ref().map(|u| u.as_str().to_owned()),
+            label: new.label.clone(),
+            created: -1,
+            last_seen: -1,
+            authenticated: user.as_ref().map(|_| -1),
+            absolute: -(ms(lifetime) as i64),
+            idle_ms: ms(idle),
+            version: 0,
+            data: new.data.clone(),
+        };
+        match self.admit(fields).await? {
+            Some(s) => Ok(s),
+            None => Err(protocol("create", "a new session expired at once")),
+        }
+    }
+
+    async fn admit(&self, a: Admit) -> Result<Option<Session>> {
+        let user = a.user.clone();
+        let reply = self
+            .call("admit", |inv| {
+                inv.arg(&a.hash)
+                    .arg(hex(a.id.0))
+                    .arg(a.user.as_deref().unwrap_or(""))
+                    .arg(a.label.as_deref().unwrap_or(""))
+                    .arg(a.created)
+                    .arg(a.last_seen)
+                    .arg(a.authenticated.map(|t| t.to_string()).unwrap_or_default())
+                    .arg(a.absolute)
+                    .arg(a.idle_ms)
+                    .arg(a.version)
+                    .arg(a.data.encoded_len());
+                self.limit_args(inv);
+                for (k, v) in a.data.iter() {
+                    inv.arg(k).arg(v);
+                }
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(Some(reply.session(1)?)),
+            "expired" => Ok(None),
+            "exists" => Err(Error::Exists {
+                what: if reply.str(1)? == "token" {
+                    "token"
+                } else {
+                    "session id"
+                },
+            }),
+            _ => Err(self.refusal(&reply, user.as_deref(), "create")),
+        }
+    }
+
+    /// Brings in a session exported from any sessiondb store (embedded or Redis), as
+    /// [`crate::Store::import`]: it answers to the same token. Returns false, and
+    /// changes nothing, if its deadline has passed.
+    ///
+    /// # Errors
+    /// As [`crate::Store::import`], and [`Error::Unavailable`].
+    pub async fn import(&self, rec: SessionRecord) -> Result<bool> {
+        let limits = &self.inner.opts.limits;
+        if let Some(user) = &rec.user {
+            UserId::new(user.as_str(), limits)?;
+        }
+        if let Some(label) = &rec.label {
+            check_label(label, limits)?;
+        }
+        check_data(&rec.data, limits)?;
+        if rec.last_seen < rec.created {
+            return Err(Error::InvalidOption {
+                name: "SessionRecord::last_seen",
+                reason: "is earlier than its creation".into(),
+            });
+        }
+        let clamp = |t: Timestamp| t.0.min(i64::MAX as u64) as i64;
+        let fields = Admit {
+            hash: hex(rec.token_hash.as_u128()),
+            id: rec.id,
+            user: rec.user.as_ref().map(|u| u.as_str().to_owned()),
+            label: rec.label.clone(),
+            created: clamp(rec.created),
+            last_seen: clamp(rec.last_seen),
+            authenticated: rec.authenticated.map(clamp),
+            absolute: clamp(rec.absolute).min(1 << 52),
+            idle_ms: rec.idle_timeout.map_or(0, |d| ms(d.min(MAX_LIFETIME))),
+            version: rec.version,
+            data: rec.data,
+        };
+        Ok(self.admit(fields).await?.is_some())
+    }
+
+    /// Calls `f` with every live session, as [`crate::Store::export`]: in batches,
+    /// so other clients are served in between (sessions created or ended during the
+    /// walk may or may not be seen; none is seen twice). Returns how many were passed.
+    ///
+    /// # Errors
+    /// Whatever `f` returns stops the walk and is returned; [`Error::Unavailable`].
+    pub async fn export(&self, mut f: impl FnMut(SessionRecord) -> Result<()>) -> Result<usize> {
+        let mut cursor = "0".to_owned();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let batch = self.inner.ropts.batch;
+            let reply = self
+                .call("export", |inv| {
+                    inv.arg(&cursor).arg(batch);
+                })
+                .await?;
+            cursor = reply.str(1)?.to_owned();
+            for i in 2..reply.len() {
+                let img = reply.nested(i)?;
+                let s = img.session(0)?;
+                let h = img.str(img.len() - 1)?;
+                let hash = u128::from_str_radix(h, 16).map_err(|e| protocol("export", e))?;
+                if !seen.insert(s.id()) {
+                    continue;
+                }
+                f(SessionRecord {
+                    id: s.id(),
+                    token_hash: TokenHash::from_u128(hash),
+                    user: s.user().cloned(),
+                    label: s.label().map(str::to_owned),
+                    created: s.created_at(),
+                    authenticated: s.authenticated_at(),
+                    absolute: s.absolute_deadline(),
+                    idle_timeout: s.idle_timeout(),
+                    last_seen: s.last_seen(),
+                    version: s.version(),
+                    data: s.data().clone(),
+                })?;
+            }
+            if cursor == "0" {
+                return Ok(seen.len());
+            }
+        }
+    }
+
+    /// The live session `token` addresses, as [`crate::Store::get`]: counts as
+    /// activity (at most once per [`Options::touch_interval`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn get(&self, token: &Token) -> Result<Option<Session>> {
+        let touch = ms(self.inner.opts.touch_interval) as i64;
+        self.read(token, touch).await
+    }
+
+    /// Like [`RedisStore::get`], but does not count as activity.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn peek(&self, token: &Token) -> Result<Option<Session>> {
+        self.read(token, -1).await
+    }
+
+    async fn read(&self, token: &Token, touch: i64) -> Result<Option<Session>> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("get", |inv| {
+                inv.arg(&h).arg(touch);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(Some(reply.session(1)?)),
+            "ended" => Ok(None),
+            other => Err(protocol("get", other)),
+        }
+    }
+
+    /// The user bound to the live session `token` addresses, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn user_of(&self, token: &Token) -> Result<Option<UserId>> {
+        Ok(self.peek(token).await?.and_then(|s| s.user().cloned()))
+    }
+
+    /// The live session with public id `id`. Does not count as activity.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn get_by_id(&self, id: SessionId) -> Result<Option<Session>> {
+        let reply = self
+            .call("get_by_id", |inv| {
+                inv.arg(hex(id.0));
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(Some(reply.session(1)?)),
+            "ended" => Ok(None),
+            other => Err(protocol("get_by_id", other)),
+        }
+    }
+
+    // ----------------------------------------------------------------------------
+    // Data
+
+    /// Sets `key` to `value`, as [`crate::Store::put`]. Returns the new version.
+    ///
+    /// # Errors
+    /// As [`crate::Store::put`], and [`Error::Unavailable`].
+    pub async fn put<T: serde::Serialize + ?Sized>(
+        &self,
+        token: &Token,
+        key: &str,
+        value: &T,
+    ) -> Result<u64> {
+        let bytes = crate::codec::encode(value, Some(key))?;
+        self.put_raw(token, key, &bytes).await
+    }
+
+    /// Sets `key` to raw bytes, as [`crate::Store::put_raw`]. Returns the new version.
+    ///
+    /// # Errors
+    /// As [`crate::Store::put`], and [`Error::Unavailable`].
+    pub async fn put_raw(&self, token: &Token, key: &str, value: &[u8]) -> Result<u64> {
+        let limits = self.inner.opts.limits;
+        check_entry(key, value.len(), &limits)?;
+        let h = hash_hex(token);
+        let reply = self
+            .call("put", |inv| {
+                inv.arg(&h)
+                    .arg(key)
+                    .arg(value)
+                    .arg(6 + key.len() + value.len())
+                    .arg(limits.max_data_bytes);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => reply.u64(1),
+            "too_large" => Err(Error::TooLarge {
+                what: "session data",
+                len: reply.u64(1)? as usize,
+                max: limits.max_data_bytes,
+            }),
+            _ => Err(self.refusal(&reply, None, "put")),
+        }
+    }
+
+    /// Removes `key` from the session's data. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn remove(&self, token: &Token, key: &str) -> Result<u64> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("remove", |inv| {
+                inv.arg(&h).arg(key);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => reply.u64(1),
+            _ => Err(self.refusal(&reply, None, "remove")),
+        }
+    }
+
+    /// Atomic read-modify-write of the session's data, as [`crate::Store::update`]:
+    /// `f` may run more than once (optimistic: a compare-and-swap save, retried on a
+    /// concurrent change).
+    ///
+    /// # Errors
+    /// As [`crate::Store::update`], and [`Error::Unavailable`].
+    pub async fn update<R>(
+        &self,
+        token: &Token,
+        mut f: impl FnMut(&mut SessionData) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            let s = self.peek(token).await?.ok_or(Error::Ended)?;
+            let mut data = s.data().clone();
+            let out = f(&mut data)?;
+            if &data == s.data() {
+                return Ok(out);
+            }
+            match self.save(token, s.version(), &data).await {
+                Ok(_) => return Ok(out),
+                Err(Error::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Compare-and-swap save of the whole data map, as [`crate::Store::save`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::save`], and [`Error::Unavailable`].
+    pub async fn save(
+        &self,
+        token: &Token,
+        expected_version: u64,
+        data: &SessionData,
+    ) -> Result<u64> {
+        check_data(data, &self.inner.opts.limits)?;
+        let h = hash_hex(token);
+        let reply = self
+            .call("save", |inv| {
+                inv.arg(&h).arg(expected_version).arg(data.encoded_len());
+                for (k, v) in data.iter() {
+                    inv.arg(k).arg(v);
+                }
+            })
+            .await?;
+        match reply.status() {
+            "ok" => reply.u64(1),
+            "conflict" => Err(Error::VersionConflict {
+                expected: expected_version,
+                actual: reply.u64(1)?,
+            }),
+            _ => Err(self.refusal(&reply, None, "save")),
+        }
+    }
+
+    // ----------------------------------------------------------------------------
+    // Expiry
+
+    /// Records activity now, as [`crate::Store::touch`].
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn touch(&self, token: &Token) -> Result<()> {
+        let h = hash_hex(token);
+        let reply = self.call("touch", |inv| {
+            inv.arg(&h);
+        });
+        self.unit(reply.await?, "touch")
+    }
+
+    /// Extends the absolute deadline to at least now + `by`, as
+    /// [`crate::Store::extend`]. Returns the new effective deadline.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn extend(&self, token: &Token, by: Duration) -> Result<Timestamp> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("extend", |inv| {
+                inv.arg(&h).arg(ms(by.min(MAX_LIFETIME)));
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(Timestamp(reply.u64(1)?)),
+            _ => Err(self.refusal(&reply, None, "extend")),
+        }
+    }
+
+    /// Sets the absolute deadline to exactly `absolute`, as
+    /// [`crate::Store::set_expiry`] (a moment at or before now ends the session as
+    /// expired). Returns the new effective deadline.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn set_expiry(&self, token: &Token, absolute: Timestamp) -> Result<Timestamp> {
+        let h = hash_hex(token);
+        let at = absolute.0.min(1 << 52);
+        let reply = self
+            .call("set_expiry", |inv| {
+                inv.arg(&h).arg(at);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(Timestamp(reply.u64(1)?)),
+            _ => Err(self.refusal(&reply, None, "set_expiry")),
+        }
+    }
+
+    /// Sets (or clears) the device label.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`];
+    /// [`Error::Unavailable`].
+    pub async fn set_label(&self, token: &Token, label: Option<&str>) -> Result<()> {
+        if let Some(l) = label {
+            check_label(l, &self.inner.opts.limits)?;
+        }
+        let h = hash_hex(token);
+        let reply = self.call("set_label", |inv| {
+            inv.arg(&h)
+                .arg(if label.is_some() { "1" } else { "0" })
+                .arg(label.unwrap_or(""));
+        });
+        self.unit(reply.await?, "set_label")
+    }
+
+    /// Removes every session past its deadline now (the reaper task does this every
+    /// [`Options::reaper_interval`]). Returns how many were removed.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn reap_expired(&self) -> Result<usize> {
+        self.inner.reap().await
+    }
+
+    // ----------------------------------------------------------------------------
+    // Users
+
+    /// Binds `user` to the session, as [`crate::Store::bind_user`] (the per-user cap
+    /// applies).
+    ///
+    /// # Errors
+    /// As [`crate::Store::bind_user`], and [`Error::Unavailable`].
+    pub async fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let h = hash_hex(token);
+        let reply = self.call("bind", |inv| {
+            inv.arg(&h).arg(user);
+            self.limit_args(inv);
+        });
+        match reply.await? {
+            r if r.status() == "ok" => Ok(()),
+            r => Err(self.refusal(&r, Some(user), "bind_user")),
+        }
+    }
+
+    /// Logs `user` in: rotates the token and binds the user, in one step. Returns the
+    /// new token.
+    ///
+    /// # Errors
+    /// As [`crate::Store::login`], and [`Error::Unavailable`].
+    pub async fn login(&self, token: &Token, user: &str) -> Result<Token> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let old = hash_hex(token);
+        let grace = ms(self.inner.opts.rotation_grace);
+        loop {
+            let fresh = self.inner.entropy.lock().token()?;
+            let new = hash_hex(&fresh);
+            let reply = self
+                .call("login", |inv| {
+                    inv.arg(&old).arg(&new).arg(grace).arg(user);
+                    self.limit_args(inv);
+                })
+                .await?;
+            match reply.status() {
+                "ok" => return Ok(fresh),
+                "exists" if new != old => continue,
+                _ => return Err(self.refusal(&reply, Some(user), "login")),
+            }
+        }
+    }
+
+    /// Unbinds the session's user, as [`crate::Store::unbind_user`]. Returns the user
+    /// that was bound, if any.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn unbind_user(&self, token: &Token) -> Result<Option<UserId>> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("unbind", |inv| {
+                inv.arg(&h);
+            })
+            .await?;
+        match reply.status() {
+            "ok" if reply.str(1)? == "1" => Ok(Some(UserId::trusted(reply.str(2)?))),
+            "ok" => Ok(None),
+            _ => Err(self.refusal(&reply, None, "unbind_user")),
+        }
+    }
+
+    /// The live sessions of `user`, oldest first, as [`crate::Store::sessions_of`].
+    /// Prunes the user's index as it reads it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`]; [`Error::Unavailable`].
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let reply = self
+            .call("sessions_of", |inv| {
+                inv.arg(user);
+            })
+            .await?;
+        if reply.status() != "ok" {
+            return Err(protocol("sessions_of", reply.status()));
+        }
+        (1..reply.len())
+            .map(|i| reply.nested(i)?.session(0))
+            .collect()
+    }
+
+    /// Ends every session of `user`, as [`crate::Store::revoke_user`], in one step: a
+    /// concurrent create for the same user lands wholly before (and is ended) or after.
+    /// Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`]; [`Error::Unavailable`].
+    pub async fn revoke_user(&self, user: &str) -> Result<usize> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let reply = self
+            .call("revoke", |inv| {
+                inv.arg(user);
+            })
+            .await?;
+        Ok(reply.u64(1)? as usize)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Rotation and ending
+
+    /// Replaces the token with a fresh one, as [`crate::Store::rotate`]: the old one
+    /// resolves for [`Options::rotation_grace`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::rotate`], and [`Error::Unavailable`].
+    pub async fn rotate(&self, token: &Token) -> Result<Token> {
+        let grace = ms(self.inner.opts.rotation_grace);
+        loop {
+            let fresh = self.inner.entropy.lock().token()?;
+            match self.rotate_with(token, &fresh, grace).await {
+                Err(Error::Exists { .. }) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(fresh),
+            }
+        }
+    }
+
+    /// Rotates to a token the caller chose, with no grace, as
+    /// [`crate::Store::rotate_to`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::rotate_to`], and [`Error::Unavailable`].
+    pub async fn rotate_to(&self, token: &Token, new: &Token) -> Result<()> {
+        self.rotate_with(token, new, 0).await
+    }
+
+    async fn rotate_with(&self, token: &Token, new: &Token, grace: u64) -> Result<()> {
+        let (old, new) = (hash_hex(token), hash_hex(new));
+        let reply = self.call("rotate", |inv| {
+            inv.arg(&old).arg(&new).arg(grace);
+        });
+        self.unit(reply.await?, "rotate")
+    }
+
+    /// Ends the session, as [`crate::Store::end`]. Returns false if it was not live.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn end(&self, token: &Token) -> Result<bool> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("end", |inv| {
+                inv.arg(&h);
+            })
+            .await?;
+        Ok(reply.str(1)? == "1")
+    }
+
+    /// Ends the session with public id `id`. Returns false if it was not live.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn end_by_id(&self, id: SessionId) -> Result<bool> {
+        let reply = self
+            .call("end_by_id", |inv| {
+                inv.arg(hex(id.0));
+            })
+            .await?;
+        Ok(reply.str(1)? == "1")
+    }
+
+    /// Ends every session of this store (this prefix), as [`crate::Store::clear`], in
+    /// batches (a session created meanwhile may survive). Returns how many live
+    /// sessions ended.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn clear(&self) -> Result<usize> {
+        let mut ended = 0usize;
+        loop {
+            let batch = self.inner.ropts.batch;
+            let reply = self
+                .call("clear", |inv| {
+                    inv.arg(batch);
+                })
+                .await?;
+            ended += reply.u64(1)? as usize;
+            if reply.u64(2)? == 0 {
+                break;
+            }
+        }
+        self.call("clear_done", |inv| {
+            inv.arg(ended);
+        })
+        .await?;
+        Ok(ended)
+    }
+
+    /// How many live sessions the store holds.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn len(&self) -> Result<usize> {
+        let reply = self.call("len", |_| {}).await?;
+        Ok(reply.u64(1)? as usize)
+    }
+
+    /// Whether the store holds no live session.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Events
+
+    /// Subscribes to the events of every node sharing this store (see the module
+    /// documentation for the delivery guarantee): every event committed after this
+    /// call returns. A task on the current tokio runtime reads the stream; it stops
+    /// at the first event after the receiver is dropped, or within a second of the
+    /// store being dropped.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn subscribe(&self) -> Result<Receiver<Event>> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let last: Value = redis::cmd("XREVRANGE")
+            .arg(&inner.events_key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("subscribe", &e))?;
+        let from = match &last {
+            Value::Array(entries) => match entries.first() {
+                Some(Value::Array(entry)) => match entry.first() {
+                    Some(Value::BulkString(id)) => String::from_utf8_lossy(id).into_owned(),
+                    _ => return Err(protocol("subscribe", "an entry without an id")),
+                },
+                _ => "0-0".to_owned(),
+            },
+            other => return Err(protocol("subscribe", format!("{other:?}"))),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(inner.opts.event_capacity);
+        tokio::spawn(read_events(Arc::downgrade(inner), tx, from));
+        Ok(rx)
+    }
+
+    /// Events a subscriber's full channel could not take (see
+    /// [`RedisStore::subscribe`]).
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Plumbing
+
+    async fn call(
+        &self,
+        op: &'static str,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<Reply> {
+        self.inner.call(op, args).await
+    }
+
+    fn limit_args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        let o = &self.inner.opts;
+        inv.arg(o.max_sessions_per_user.unwrap_or(0))
+            .arg(match o.limit_policy {
+                LimitPolicy::Refuse => "refuse",
+                LimitPolicy::EndOldest => "end_oldest",
+            });
+    }
+
+    fn unit(&self, reply: Reply, op: &'static str) -> Result<()> {
+        match reply.status() {
+            "ok" => Ok(()),
+            _ => Err(self.refusal(&reply, None, op)),
+        }
+    }
+
+    /// The error for a refusal the script answered with.
+    fn refusal(&self, reply: &Reply, user: Option<&str>, op: &'static str) -> Error {
+        match reply.status() {
+            "ended" => Error::Ended,
+            "retired" => Error::TokenRetired,
+            "exists" => Error::Exists { what: "token" },
+            "limit" => Error::UserSessionLimit {
+                user: user.unwrap_or_default().to_owned(),
+                max: self.inner.opts.max_sessions_per_user.unwrap_or(0),
+            },
+            other => protocol(op, other),
+        }
+    }
+}
+
+/// The fields of a session to admit (a create passes negative times: "now", and
+/// `absolute` = -lifetime).
+struct Admit {
+    hash: String,
+    id: SessionId,
+    user: Option<String>,
+    label: Option<String>,
+    created: i64,
+    last_seen: i64,
+    authenticated: Option<i64>,
+    absolute: i64,
+    idle_ms: u64,
+    version: u64,
+    data: SessionData,
+}
+
+impl Inner {
+    async fn call(
+        &self,
+        op: &'static str,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<Reply> {
+        let mut inv = self.script.key(&self.registry);
+        inv.arg(&self.ropts.prefix)
+            .arg(op)
+            .arg(self.opts.auth_lifetime.map_or(0, ms))
+            .arg(ms(self.ropts.retention))
+            .arg(self.ropts.event_stream_len);
+        args(&mut inv);
+        let mut conn = self.conn.clone();
+        let value: Value = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(op, &e))?;
+        match value {
+            Value::Array(items) => Ok(Reply(items)),
+            other => Err(protocol(op, format!("{other:?}"))),
+        }
+    }
+
+    async fn reap(&self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let batch = self.ropts.batch;
+            let reply = self
+                .call("reap", |inv| {
+                    inv.arg(batch);
+                })
+                .await?;
+            let k = reply.u64(1)? as usize;
+            n += k;
+            if k < batch {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+async fn reap_loop(inner: Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        // A failed pass (server away) is retried at the next tick.
+        let _ = inner.reap().await;
+    }
+}
+
+/// Reads the event stream from after entry `from` into `tx` until the receiver or the
+/// store is gone. Uses its own connection: a blocking XREAD would hold up every other
+/// call on the shared one.
+async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from: String) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        let (client, key, dropped) = (
+            store.client.clone(),
+            store.events_key.clone(),
+            store.dropped.clone(),
+        );
+        drop(store);
+        if conn.is_none() {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_connection_timeout(Some(Duration::from_secs(5)));
+            match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(512)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&from)
+            .query_async(c)
+            .await;
+        let entries = match reply {
+            Ok(v) => stream_entries(v),
+            Err(_) => {
+                // Reconnect and resume after the last entry read.
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for (id, fields) in entries {
+            from = id;
+            let Some(ev) = decode_event(&fields) else {
+                continue;
+            };
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+}
+
+/// (entry id, field/value pairs) of an XREAD reply (empty on a timeout).
+fn stream_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let Value::Array(streams) = v else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(parts) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = parts.get(1) else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(e) = entry else { continue };
+            let (Some(id), Some(Value::Array(kv))) = (e.first().and_then(text), e.get(1)) else {
+                continue;
+            };
+            let fields = kv
+                .chunks(2)
+                .filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?)))
+                .collect();
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+fn decode_event(fields: &[(String, String)]) -> Option<Event> {
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let id = || {
+        get("id")
+            .and_then(|h| u128::from_str_radix(h, 16).ok())
+            .map(SessionId)
+    };
+    let user = || get("u").filter(|u| !u.is_empty()).map(UserId::trusted);
+    Some(match get("k")? {
+        "created" => Event::Created {
+            session: id()?,
+            user: user(),
+        },
+        "ended" => Event::Ended {
+            session: id()?,
+            user: user(),
+            reason: match get("r")? {
+                "ended" => EndReason::Ended,
+                "expired" => EndReason::Expired,
+                "revoked" => EndReason::Revoked,
+                "limit" => EndReason::LimitExceeded,
+                _ => return None,
+            },
+        },
+        "revoked" => Event::UserRevoked {
+            user: user()?,
+            sessions: get("ids")?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .filter_map(|h| u128::from_str_radix(h, 16).ok().map(SessionId))
+                .collect(),
+        },
+        "rotated" => Event::Rotated { session: id()? },
+        "bound" => Event::UserBound {
+            session: id()?,
+            user: user()?,
+        },
+        "unbound" => Event::UserUnbound {
+            session: id()?,
+            user: user()?,
+        },
+        "cleared" => Event::Cleared {
+            sessions: get("n")?.parse().ok()?,
+        },
+        _ => return None,
+    })
+}
+
+/// A script's reply: a status word, then the operation's values.
+struct Reply(Vec<Value>);
+
+impl Reply {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn status(&self) -> &str {
+        match self.0.first() {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or("?"),
+            Some(Value::SimpleString(s)) => s,
+            _ => "?",
+        }
+    }
+
+    fn bytes(&self, i: usize) -> Result<&[u8]> {
+        match self.0.get(i) {
+            Some(Value::BulkString(b)) => Ok(b),
+            Some(Value::SimpleString(s)) => Ok(s.as_bytes()),
+            other => Err(protocol("reply", format!("field {i}: {other:?}"))),
+        }
+    }
+
+    fn str(&self, i: usize) -> Result<&str> {
+        std::str::from_utf8(self.bytes(i)?).map_err(|e| protocol("reply", e))
+    }
+
+    fn u64(&self, i: usize) -> Result<u64> {
+        match self.0.get(i) {
+            Some(Value::Int(n)) => u64::try_from(*n).map_err(|e| protocol("reply", e)),
+            _ => self.str(i)?.parse().map_err(|e| protocol("reply", e)),
+        }
+    }
+
+    fn i64(&self, i: usize) -> Result<i64> {
+        self.str(i)?.parse().map_err(|e| protocol("reply", e))
+    }
+
+    fn nested(&self, i: usize) -> Result<Reply> {
+        match self.0.get(i) {
+            Some(Value::Array(items)) => Ok(Reply(items.clone())),
+            other => Err(protocol("reply", format!("field {i}: {other:?}"))),
+        }
+    }
+
+    /// The session image starting at field `at`: id, user, has-user, label, has-label,
+    /// created, last seen, authenticated (-1: none), absolute, idle, version,
+    /// deadline, then key/value pairs.
+    fn session(&self, at: usize) -> Result<Session> {
+        let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
+        let user = (self.str(at + 2)? == "1")
+            .then(|| self.str(at + 1))
+            .transpose()?;
+        let label = (self.str(at + 4)? == "1")
+            .then(|| self.str(at + 3))
+            .transpose()?;
+        let auth = self.i64(at + 7)?;
+        let idle = self.u64(at + 9)?;
+        let mut entries = Vec::new();
+        let mut i = at + 12;
+        while i + 1 < self.len() {
+            entries.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
+            i += 2;
+        }
+        let data = SessionData::from_entries(entries)
+            .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
+        Ok(Session::from_parts(
+            SessionId(id),
+            user.map(UserId::trusted),
+            label,
+            Timestamp(self.u64(at + 5)?),
+            Timestamp(self.u64(at + 6)?),
+            (auth >= 0).then_some(Timestamp(auth as u64)),
+            Timestamp(self.u64(at + 11)?),
+            Timestamp(self.u64(at + 8)?),
+            (idle != 0).then(|| Duration::from_millis(idle)),
+            self.u64(at + 10)?,
+            data,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_decode_from_their_stream_fields() {
+        let f = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let id = "000000000000000000000000000000ff";
+        assert_eq!(
+            decode_event(&f(&[
+                ("k", "ended"),
+                ("id", id),
+                ("u", "bob"),
+                ("r", "revoked")
+            ])),
+            Some(Event::Ended {
+                session: SessionId(255),
+                user: Some(UserId::trusted("bob")),
+                reason: EndReason::Revoked
+            })
+        );
+        assert_eq!(
+            decode_event(&f(&[("k", "created"), ("id", id), ("u", "")])),
+            Some(Event::Created {
+                session: SessionId(255),
+                user: None
+            })
+        );
+        assert_eq!(
+            decode_event(&f(&[("k", "revoked"), ("u", "bob"), ("ids", "")])),
+            Some(Event::UserRevoked {
+                user: UserId::trusted("bob"),
+                sessions: vec![]
+            })
+        );
+        assert_eq!(decode_event(&f(&[("k", "ended"), ("id", "zz")])), None);
+        assert_eq!(decode_event(&f(&[("k", "unknown")])), None);
+    }
+
+    #[test]
+    fn options_refuse_an_unusable_prefix() {
+        assert!(RedisOptions::default().prefix("").check().is_err());
+        assert!(RedisOptions::default().prefix("a b").check().is_err());
+        assert!(
+            RedisOptions::default()
+                .prefix("x".repeat(129))
+                .check()
+                .is_err()
+        );
+        assert!(RedisOptions::default().prefix("{app}").check().is_ok());
+        assert!(
+            RedisOptions::default()
+                .retention(Duration::from_millis(10))
+                .check()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,504 @@
+-- sessiondb's operations on Redis, one script, one operation per call.
+--
+-- Every change a session goes through (its hash, its id pointer, its user-index entry,
+-- the expiry registry, the event) happens inside one call of this script, so Redis
+-- applies it as one step: no reader sees half of it and no crash leaves half of it.
+--
+-- Calling convention: KEYS[1] = the expiry registry (<prefix>:x), which also routes
+-- the call in a Redis Cluster (every key shares the prefix's hash tag, if it has one).
+-- ARGV[1] prefix, ARGV[2] operation, ARGV[3] authentication lifetime (ms, 0 = none),
+-- ARGV[4] retention (ms a session's keys outlive its deadline so the reaper can report
+-- it), ARGV[5] approximate length cap of the event stream, ARGV[6..] the operation's
+-- arguments.
+--
+-- Keys (h = 32 hex digits of the token's hash, id = 32 hex digits of the public id):
+--   <p>:s:<h>   hash: id u(user) l(label) c(created) ls(last seen) a(authenticated)
+--               abs(absolute deadline) idle(ms, 0 = none) v(version) dsz(data bytes)
+--               and one field d:<key> per data entry
+--   <p>:i:<id>  string: the current h of the session with that id
+--   <p>:a:<h>   string: id, for a rotated-away token inside its grace period
+--   <p>:u:<user> sorted set: the user's session ids scored by deadline
+--   <p>:x       sorted set: every session id scored by deadline (len, reaper, clear)
+--   <p>:e       stream: the events
+-- Times are Redis server milliseconds (TIME), so every node agrees on them.
+
+local P = ARGV[1]
+local OP = ARGV[2]
+local AUTH = tonumber(ARGV[3])
+local KEEP = tonumber(ARGV[4])
+local EVMAX = ARGV[5]
+local A = {}
+for i = 6, #ARGV do A[#A + 1] = ARGV[i] end
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local KX = KEYS[1]
+local KE = P .. ':e'
+local function kS(h) return P .. ':s:' .. h end
+local function kA(h) return P .. ':a:' .. h end
+local function kI(id) return P .. ':i:' .. id end
+local function kU(u) return P .. ':u:' .. u end
+local function fmt(n) return string.format('%d', n) end
+local function num(x) if x then return tonumber(x) end return 0 end
+
+local function load(h)
+  local r = redis.call('HMGET', kS(h), 'id', 'u', 'l', 'c', 'ls', 'a', 'abs', 'idle', 'v', 'dsz')
+  if not r[1] then return nil end
+  return { h = h, id = r[1], u = r[2], l = r[3], c = num(r[4]), ls = num(r[5]),
+           a = r[6] and tonumber(r[6]) or false, abs = num(r[7]), idle = num(r[8]),
+           v = num(r[9]), dsz = num(r[10]) }
+end
+
+local function deadline(s)
+  local d = s.abs
+  if s.idle > 0 and s.ls + s.idle < d then d = s.ls + s.idle end
+  if AUTH > 0 and s.a and s.a + AUTH < d then d = s.a + AUTH end
+  return d
+end
+
+local function by_id(id)
+  local h = redis.call('GET', kI(id))
+  if not h then return nil end
+  local s = load(h)
+  if s and s.id == id then return s end
+  return nil
+end
+
+-- The live session token hash h answers to (directly, or as a rotated-away token in
+-- its grace period), and whether it came through such an alias.
+local function resolve(h)
+  local s = load(h)
+  local alias = false
+  if not s then
+    local id = redis.call('GET', kA(h))
+    if not id then return nil, false end
+    s = by_id(id)
+    if not s then return nil, false end
+    alias = true
+  end
+  if deadline(s) <= NOW then return nil, false end
+  return s, alias
+end
+
+local function event(...)
+  redis.call('XADD', KE, 'MAXLEN', '~', EVMAX, '*', ...)
+end
+
+-- Pushes the key's expiry out to at least `at` (never pulls it in).
+local function keep_until(k, at)
+  local ttl = redis.call('PTTL', k)
+  if ttl == -1 or (ttl >= 0 and NOW + ttl < at) then redis.call('PEXPIREAT', k, at) end
+end
+
+-- Makes the indexes and key expiries agree with s's deadline.
+local function arm(s)
+  local d = deadline(s)
+  local at = d + KEEP
+  redis.call('PEXPIREAT', kS(s.h), at)
+  redis.call('PEXPIREAT', kI(s.id), at)
+  redis.call('ZADD', KX, d, s.id)
+  if s.u then
+    redis.call('ZADD', kU(s.u), d, s.id)
+    keep_until(kU(s.u), at)
+  end
+  return d
+end
+
+-- Removes every key of s; `reason` goes into the event (false: no event).
+local function drop(s, reason)
+  redis.call('DEL', kS(s.h), kI(s.id))
+  redis.call('ZREM', KX, s.id)
+  if s.u then redis.call('ZREM', kU(s.u), s.id) end
+  if reason then event('k', 'ended', 'id', s.id, 'u', s.u or '', 'r', reason) end
+end
+
+-- The user's live sessions, oldest first; prunes whatever in the index is not one.
+local function live_of(user)
+  local k = kU(user)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', NOW)
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+    local s = by_id(id)
+    if s and s.u == user and deadline(s) > NOW then
+      out[#out + 1] = s
+    else
+      redis.call('ZREM', k, id)
+    end
+  end
+  table.sort(out, function(x, y)
+    if x.c ~= y.c then return x.c < y.c end
+    return x.id < y.id
+  end)
+  return out
+end
+
+-- Makes room for one more session of `user` (not counting session id `except`):
+-- returns false if the policy refuses.
+local function make_room(user, max, policy, except)
+  if max <= 0 then return true end
+  local live = {}
+  for _, s in ipairs(live_of(user)) do
+    if s.id ~= except then live[#live + 1] = s end
+  end
+  if #live < max then return true end
+  if policy == 'refuse' then return false end
+  for i = 1, #live - max + 1 do drop(live[i], 'limit') end
+  return true
+end
+
+-- A session as the client decodes it: 11 scalars, then key/value pairs.
+local function image(s)
+  local out = { s.id, s.u or '', s.u and '1' or '0', s.l or '', s.l and '1' or '0', fmt(s.c),
+                fmt(s.ls), s.a and fmt(s.a) or '-1', fmt(s.abs), fmt(s.idle), fmt(s.v),
+                fmt(deadline(s)) }
+  local all = redis.call('HGETALL', kS(s.h))
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'd:' then
+      out[#out + 1] = string.sub(all[i], 3)
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end
+
+local function ok(...) return { 'ok', ... } end
+local function with_image(tag, s)
+  local img = image(s)
+  table.insert(img, 1, tag)
+  return img
+end
+
+local function set_data(s, from, dsz)
+  for _, f in ipairs(redis.call('HKEYS', kS(s.h))) do
+    if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', kS(s.h), f) end
+  end
+  for i = from, #A - 1, 2 do redis.call('HSET', kS(s.h), 'd:' .. A[i], A[i + 1]) end
+  redis.call('HSET', kS(s.h), 'dsz', dsz)
+end
+
+local ops = {}
+
+-- create / import: h id user label created last_seen authenticated absolute idle
+-- version dsz max policy [k v ...]. Times < 0 mean "now" (a create).
+function ops.admit()
+  local h, id, user, label = A[1], A[2], A[3], A[4]
+  if redis.call('EXISTS', kS(h)) + redis.call('EXISTS', kA(h)) > 0 then return { 'exists', 'token' } end
+  if redis.call('EXISTS', kI(id)) > 0 then return { 'exists', 'session id' } end
+  local function at(x) local n = tonumber(x); if n < 0 then return NOW end; return n end
+  local s = { h = h, id = id, u = (user ~= '' and user) or nil, l = (label ~= '' and label) or nil,
+              c = at(A[5]), ls = at(A[6]), a = false, abs = tonumber(A[8]), idle = tonumber(A[9]),
+              v = tonumber(A[10]), dsz = tonumber(A[11]) }
+  if s.abs < 0 then s.abs = NOW - tonumber(A[8]) end -- a create passes -lifetime
+  if s.u and A[7] ~= '' then s.a = at(A[7]) end
+  if deadline(s) <= NOW then return { 'expired' } end
+  if s.u and not make_room(s.u, tonumber(A[12]), A[13], nil) then return { 'limit' } end
+  local k = kS(h)
+  redis.call('HSET', k, 'id', id, 'c', fmt(s.c), 'ls', fmt(s.ls), 'abs', fmt(s.abs),
+             'idle', fmt(s.idle), 'v', fmt(s.v), 'dsz', fmt(s.dsz))
+  if s.u then redis.call('HSET', k, 'u', s.u) end
+  if s.a then redis.call('HSET', k, 'a', fmt(s.a)) end
+  if s.l then redis.call('HSET', k, 'l', s.l) end
+  for i = 14, #A - 1, 2 do redis.call('HSET', k, 'd:' .. A[i], A[i + 1]) end
+  redis.call('SET', kI(id), h)
+  arm(s)
+  event('k', 'created', 'id', id, 'u', s.u or '')
+  return with_image('ok', s)
+end
+
+-- get / peek: h touch_ms (touch_ms < 0: no activity)
+function ops.get()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local touch = tonumber(A[2])
+  if touch >= 0 and NOW - s.ls >= touch then
+    s.ls = NOW
+    redis.call('HSET', kS(s.h), 'ls', fmt(NOW))
+    arm(s)
+  end
+  return with_image('ok', s)
+end
+
+function ops.get_by_id()
+  local s = by_id(A[1])
+  if not s or deadline(s) <= NOW then return { 'ended' } end
+  return with_image('ok', s)
+end
+
+-- put: h key value entry_bytes max_data_bytes
+function ops.put()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local f = 'd:' .. A[2]
+  local old = 0
+  if redis.call('HEXISTS', kS(s.h), f) == 1 then
+    old = 6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f)
+  end
+  local dsz = s.dsz - old + tonumber(A[4])
+  if dsz > tonumber(A[5]) then return { 'too_large', fmt(dsz) } end
+  s.v = s.v + 1
+  redis.call('HSET', kS(s.h), f, A[3], 'dsz', fmt(dsz), 'v', fmt(s.v))
+  return ok(fmt(s.v))
+end
+
+-- remove: h key
+function ops.remove()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local f = 'd:' .. A[2]
+  if redis.call('HEXISTS', kS(s.h), f) == 0 then return ok(fmt(s.v)) end
+  local dsz = s.dsz - (6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f))
+  s.v = s.v + 1
+  redis.call('HDEL', kS(s.h), f)
+  redis.call('HSET', kS(s.h), 'dsz', fmt(dsz), 'v', fmt(s.v))
+  return ok(fmt(s.v))
+end
+
+-- save: h expected_version dsz [k v ...]
+function ops.save()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  if s.v ~= tonumber(A[2]) then return { 'conflict', fmt(s.v) } end
+  set_data(s, 4, A[3])
+  s.v = s.v + 1
+  redis.call('HSET', kS(s.h), 'v', fmt(s.v))
+  return ok(fmt(s.v))
+end
+
+function ops.touch()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  s.ls = NOW
+  redis.call('HSET', kS(s.h), 'ls', fmt(NOW))
+  arm(s)
+  return ok()
+end
+
+-- extend: h by_ms (never shortens)
+function ops.extend()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local abs = NOW + tonumber(A[2])
+  if abs > s.abs then s.abs = abs end
+  s.ls = NOW
+  redis.call('HSET', kS(s.h), 'ls', fmt(NOW), 'abs', fmt(s.abs))
+  return ok(fmt(arm(s)))
+end
+
+-- set_expiry: h absolute_ms (a moment at or before now ends the session as expired)
+function ops.set_expiry()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local abs = tonumber(A[2])
+  if abs <= NOW then
+    drop(s, 'expired')
+    return ok(fmt(abs))
+  end
+  s.abs = abs
+  s.ls = NOW
+  redis.call('HSET', kS(s.h), 'ls', fmt(NOW), 'abs', fmt(abs))
+  return ok(fmt(arm(s)))
+end
+
+-- set_label: h has_label label
+function ops.set_label()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  if A[2] == '1' then redis.call('HSET', kS(s.h), 'l', A[3]) else redis.call('HDEL', kS(s.h), 'l') end
+  return ok()
+end
+
+local function bind(s, user, max, policy)
+  local old = s.u
+  if old ~= user and not make_room(user, max, policy, s.id) then return { 'limit' } end
+  if old and old ~= user then redis.call('ZREM', kU(old), s.id) end
+  s.u, s.a, s.ls, s.v = user, NOW, NOW, s.v + 1
+  redis.call('HSET', kS(s.h), 'u', user, 'a', fmt(NOW), 'ls', fmt(NOW), 'v', fmt(s.v))
+  arm(s)
+  if old and old ~= user then event('k', 'unbound', 'id', s.id, 'u', old) end
+  event('k', 'bound', 'id', s.id, 'u', user)
+  return nil
+end
+
+-- bind: h user max policy
+function ops.bind()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  return bind(s, A[2], tonumber(A[3]), A[4]) or ok()
+end
+
+function ops.unbind()
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  if not s.u then return ok('0', '') end
+  local user = s.u
+  redis.call('ZREM', kU(user), s.id)
+  s.v = s.v + 1
+  redis.call('HDEL', kS(s.h), 'u', 'a')
+  redis.call('HSET', kS(s.h), 'v', fmt(s.v))
+  s.u, s.a = nil, false
+  arm(s)
+  event('k', 'unbound', 'id', s.id, 'u', user)
+  return ok('1', user)
+end
+
+-- The session token hash `old` may be rotated from to `new`, or the refusal.
+local function rotatable(old, new)
+  local s = load(old)
+  if not s then
+    if redis.call('EXISTS', kA(old)) == 1 and resolve(old) then return nil, { 'retired' } end
+    return nil, { 'ended' }
+  end
+  if deadline(s) <= NOW then return nil, { 'ended' } end
+  if old == new or redis.call('EXISTS', kS(new)) + redis.call('EXISTS', kA(new)) > 0 then
+    return nil, { 'exists' }
+  end
+  return s, nil
+end
+
+-- Moves s to token hash `new`; the old one resolves for `grace` ms (not past s's end).
+local function rotate(s, new, grace)
+  local old = s.h
+  redis.call('RENAME', kS(old), kS(new))
+  s.h, s.ls = new, NOW
+  redis.call('HSET', kS(new), 'ls', fmt(NOW))
+  redis.call('SET', kI(s.id), new)
+  local d = arm(s)
+  if grace > 0 then
+    if NOW + grace > d then grace = d - NOW end
+    redis.call('SET', kA(old), s.id, 'PX', grace)
+  end
+  event('k', 'rotated', 'id', s.id)
+end
+
+-- rotate: old_h new_h grace_ms
+function ops.rotate()
+  local s, err = rotatable(A[1], A[2])
+  if err then return err end
+  rotate(s, A[2], tonumber(A[3]))
+  return ok()
+end
+
+-- login: old_h new_h grace_ms user max policy: rotate, then bind, as one step (the
+-- limit is checked first, so a refused login changes nothing).
+function ops.login()
+  local s, err = rotatable(A[1], A[2])
+  if err then return err end
+  local user = A[4]
+  if s.u ~= user and not make_room(user, tonumber(A[5]), A[6], s.id) then return { 'limit' } end
+  rotate(s, A[2], tonumber(A[3]))
+  bind(s, user, 0, '')
+  return ok()
+end
+
+-- end: h (an old token in its grace period ends its session too)
+ops['end'] = function()
+  local s = resolve(A[1])
+  if not s then return ok('0') end
+  drop(s, 'ended')
+  return ok('1')
+end
+
+function ops.end_by_id()
+  local s = by_id(A[1])
+  if not s or deadline(s) <= NOW then return ok('0') end
+  drop(s, 'ended')
+  return ok('1')
+end
+
+function ops.sessions_of()
+  local out = { 'ok' }
+  for _, s in ipairs(live_of(A[1])) do out[#out + 1] = image(s) end
+  return out
+end
+
+function ops.revoke()
+  local user = A[1]
+  local k = kU(user)
+  local ended = {}
+  for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+    local s = by_id(id)
+    if s and s.u == user then
+      if deadline(s) > NOW then
+        drop(s, 'revoked')
+        ended[#ended + 1] = id
+      else
+        drop(s, 'expired')
+      end
+    end
+  end
+  redis.call('DEL', k)
+  event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
+  return ok(fmt(#ended))
+end
+
+-- reap: batch. Ends sessions whose deadline passed; reports sessions Redis already
+-- dropped (no node reaped them within the retention) as expired with no user.
+function ops.reap()
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KX, '-inf', NOW, 'LIMIT', 0, tonumber(A[1]))) do
+    local s = by_id(id)
+    if s then
+      local d = deadline(s)
+      if d <= NOW then
+        drop(s, 'expired')
+        n = n + 1
+      else
+        redis.call('ZADD', KX, d, id)
+      end
+    else
+      redis.call('ZREM', KX, id)
+      redis.call('DEL', kI(id))
+      event('k', 'ended', 'id', id, 'u', '', 'r', 'expired')
+      n = n + 1
+    end
+  end
+  return ok(fmt(n))
+end
+
+-- clear: batch. Ends up to `batch` sessions (no per-session events); the caller loops
+-- while any remain, then calls clear_done.
+function ops.clear()
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', KX, 0, tonumber(A[1]) - 1)) do
+    local s = by_id(id)
+    if s then
+      if deadline(s) > NOW then n = n + 1 end
+      drop(s, false)
+    else
+      redis.call('ZREM', KX, id)
+      redis.call('DEL', kI(id))
+    end
+  end
+  return ok(fmt(n), fmt(redis.call('ZCARD', KX)))
+end
+
+function ops.clear_done()
+  event('k', 'cleared', 'n', A[1])
+  return ok()
+end
+
+function ops.len()
+  return ok(fmt(redis.call('ZCOUNT', KX, '(' .. fmt(NOW), '+inf')))
+end
+
+-- export: cursor batch -> next cursor, then the images (each followed by its h) of
+-- the live sessions in this step of a ZSCAN of the registry (every session live for the
+-- whole walk is returned at least once; the caller drops repeats).
+function ops.export()
+  local r = redis.call('ZSCAN', KX, A[1], 'COUNT', tonumber(A[2]))
+  local out = { 'ok', r[1] }
+  for i = 1, #r[2], 2 do
+    local s = by_id(r[2][i])
+    if s and deadline(s) > NOW then
+      local img = image(s)
+      img[#img + 1] = s.h
+      out[#out + 1] = img
+    end
+  end
+  return out
+end
+
+local f = ops[OP]
+if not f then return redis.error_reply('sessiondb: unknown operation ' .. tostring(OP)) end
+return f()

@@ -1,0 +1,548 @@
+//! [`Sessions`]: one async handle over either backend — the embedded [`Store`] or a
+//! [`crate::RedisStore`] (cargo feature `redis`) — so an app's session code does not
+//! change when its sessions move from one process to a Redis shared by several.
+//!
+//! This module owns the seam between the two calling styles. The embedded store is
+//! synchronous and answers in microseconds, so calling it inside an async handler is
+//! fine — except a write under [`Durability::Sync`], which waits for an fsync: those
+//! run on tokio's blocking pool (`spawn_blocking`), everything else is called directly.
+//! The Redis store is a network client, so its methods are async and never block a
+//! runtime thread. [`Sessions`] gives both the async shape; code that wants the
+//! embedded store's synchronous API (a desktop app, a CLI) keeps using [`Store`].
+//!
+//! ```
+//! use sessiondb::{NewSession, Options, Sessions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sessiondb::Error> {
+//! // "memory:", a directory, or (feature `redis`) "redis://host:port/".
+//! let sessions = Sessions::open("memory:", Options::default()).await?;
+//! let (token, _) = sessions.create(NewSession::anonymous()).await?;
+//! let token = sessions.login(&token, "alice").await?;
+//! assert_eq!(sessions.sessions_of("alice").await?.len(), 1);
+//! assert_eq!(sessions.revoke_user("alice").await?, 1);
+//! assert!(sessions.get(&token).await?.is_none());
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::data::SessionData;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::options::{Durability, Options};
+use crate::portable::SessionRecord;
+use crate::session::{NewSession, Session, UserId};
+use crate::store::Store;
+use crate::token::{SessionId, Token};
+
+/// Sessions on whichever backend the configuration names, with one async API. Cheap to
+/// clone. Build with [`Sessions::open`] (from a configuration string),
+/// [`Sessions::embedded`] or [`Sessions::redis`].
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Embedded {
+        store: Store,
+        /// Writes wait for an fsync: run them on the blocking pool.
+        offload: bool,
+    },
+    #[cfg(feature = "redis")]
+    Redis(crate::RedisStore),
+}
+
+/// Calls the same method on whichever backend: `embedded` with the store (reads, and
+/// writes that do not wait for the disk), `redis` awaited.
+macro_rules! read {
+    ($self:ident, |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
+        match &$self.backend {
+            Backend::Embedded { store: $s, .. } => Ok($embedded),
+            #[cfg(feature = "redis")]
+            Backend::Redis($r) => $redis.await,
+        }
+    };
+}
+
+/// As `read!`, but the embedded call may wait for an fsync, so it runs through
+/// [`Sessions::write`] with owned arguments.
+macro_rules! write {
+    ($self:ident, ($($arg:ident),*), |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
+        match &$self.backend {
+            Backend::Embedded { .. } => {
+                $(let $arg = $arg.to_owned();)*
+                $self.write(move |$s| { $(let $arg = &$arg;)* $embedded }).await
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis($r) => $redis.await,
+        }
+    };
+}
+
+impl Sessions {
+    /// Opens the backend a configuration string names:
+    /// - `memory:` — an embedded store in memory ([`Store::in_memory_with`]);
+    /// - `redis://…` or `rediss://…` — a Redis or Valkey server (feature `redis`;
+    ///   [`crate::RedisStore::connect`]), with the default [`crate::RedisOptions`];
+    /// - anything else — a directory for an embedded durable store ([`Store::open_with`]).
+    ///
+    /// # Errors
+    /// As the backend's constructor; [`Error::InvalidOption`] for a Redis URL in a
+    /// build without the `redis` feature.
+    pub async fn open(config: &str, opts: Options) -> Result<Sessions> {
+        if config == "memory:" {
+            return Ok(Sessions::embedded(Store::in_memory_with(opts)?));
+        }
+        if config.starts_with("redis://") || config.starts_with("rediss://") {
+            #[cfg(feature = "redis")]
+            return Ok(Sessions::redis(
+                crate::RedisStore::connect(config, opts).await?,
+            ));
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::InvalidOption {
+                name: "session backend",
+                reason: "a redis:// backend needs sessiondb's `redis` cargo feature".into(),
+            });
+        }
+        let dir = config.strip_prefix("file:").unwrap_or(config).to_owned();
+        let store = match tokio::runtime::Handle::try_current() {
+            // Recovery reads the whole log: keep it off the async workers.
+            Ok(rt) => rt
+                .spawn_blocking(move || Store::open_with(dir, opts))
+                .await
+                .map_err(|e| Error::Io {
+                    context: "opening the store".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??,
+            Err(_) => Store::open_with(dir, opts)?,
+        };
+        Ok(Sessions::embedded(store))
+    }
+
+    /// The embedded `store`, behind the async API.
+    pub fn embedded(store: Store) -> Sessions {
+        let offload = matches!(store.options().durability, Durability::Sync);
+        Sessions {
+            backend: Backend::Embedded { store, offload },
+        }
+    }
+
+    /// The Redis `store`, behind the async API.
+    #[cfg(feature = "redis")]
+    pub fn redis(store: crate::RedisStore) -> Sessions {
+        Sessions {
+            backend: Backend::Redis(store),
+        }
+    }
+
+    /// The embedded store, if that is the backend (for what only it has: instances,
+    /// compaction, statistics, the synchronous API).
+    pub fn as_embedded(&self) -> Option<&Store> {
+        match &self.backend {
+            Backend::Embedded { store, .. } => Some(store),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// The Redis store, if that is the backend.
+    #[cfg(feature = "redis")]
+    pub fn as_redis(&self) -> Option<&crate::RedisStore> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Embedded { .. } => None,
+        }
+    }
+
+    /// "embedded" or "redis".
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded { .. } => "embedded",
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// The options the backend was opened with.
+    pub fn options(&self) -> &Options {
+        match &self.backend {
+            Backend::Embedded { store, .. } => store.options(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.options(),
+        }
+    }
+
+    /// Whether a write waits for the disk or the network (so a caller batching
+    /// writes, such as a framework adapter, should not hold anything while it runs).
+    pub fn writes_wait(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded { offload, .. } => *offload,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => true,
+        }
+    }
+
+    /// Runs the embedded write `f`: on the blocking pool when it waits for an fsync
+    /// and a runtime is there, directly otherwise.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        #[allow(irrefutable_let_patterns)] // without the `redis` feature
+        let Backend::Embedded { store, offload } = &self.backend else {
+            unreachable!("write is only called for the embedded backend")
+        };
+        if *offload && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = store.clone();
+            return match rt.spawn_blocking(move || f(&store)).await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(Error::Io {
+                    context: "the runtime shut down during a session write".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+                }),
+            };
+        }
+        f(store)
+    }
+
+    // ----------------------------------------------------------------------------
+    // Creating and reading
+
+    /// Creates a session: [`Store::create`].
+    ///
+    /// # Errors
+    /// As the backend's `create`.
+    pub async fn create(&self, new: NewSession) -> Result<(Token, Session)> {
+        write!(self, (new), |s| s.create(new.clone()), |r| r.create(new))
+    }
+
+    /// Creates a session under a token the caller chose: [`Store::create_with_token`].
+    ///
+    /// # Errors
+    /// As the backend's `create_with_token`.
+    pub async fn create_with_token(&self, token: &Token, new: NewSession) -> Result<Session> {
+        write!(
+            self,
+            (token, new),
+            |s| s.create_with_token(token, new.clone()),
+            |r| r.create_with_token(token, new)
+        )
+    }
+
+    /// Brings in an exported session: [`Store::import`].
+    ///
+    /// # Errors
+    /// As the backend's `import`.
+    pub async fn import(&self, rec: SessionRecord) -> Result<bool> {
+        write!(self, (rec), |s| s.import(rec.clone()), |r| r.import(rec))
+    }
+
+    /// Calls `f` with every live session: [`Store::export`].
+    ///
+    /// # Errors
+    /// Whatever `f` returns; the backend's errors.
+    pub async fn export(&self, f: impl FnMut(SessionRecord) -> Result<()>) -> Result<usize> {
+        match &self.backend {
+            Backend::Embedded { store, .. } => store.export(f),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.export(f).await,
+        }
+    }
+
+    /// The live session `token` addresses (counts as activity): [`Store::get`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn get(&self, token: &Token) -> Result<Option<Session>> {
+        read!(self, |s| s.get(token), |r| r.get(token))
+    }
+
+    /// Like [`Sessions::get`], without counting as activity: [`Store::peek`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn peek(&self, token: &Token) -> Result<Option<Session>> {
+        read!(self, |s| s.peek(token), |r| r.peek(token))
+    }
+
+    /// The user bound to the session: [`Store::user_of`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn user_of(&self, token: &Token) -> Result<Option<UserId>> {
+        read!(self, |s| s.user_of(token), |r| r.user_of(token))
+    }
+
+    /// The live session with public id `id`: [`Store::get_by_id`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn get_by_id(&self, id: SessionId) -> Result<Option<Session>> {
+        read!(self, |s| s.get_by_id(id), |r| r.get_by_id(id))
+    }
+
+    // ----------------------------------------------------------------------------
+    // Data
+
+    /// Sets `key` to `value`: [`Store::put`]. Returns the new version.
+    ///
+    /// # Errors
+    /// As the backend's `put`.
+    pub async fn put<T: Serialize + ?Sized>(
+        &self,
+        token: &Token,
+        key: &str,
+        value: &T,
+    ) -> Result<u64> {
+        let bytes = crate::codec::encode(value, Some(key))?;
+        self.put_raw(token, key, &bytes).await
+    }
+
+    /// Sets `key` to raw bytes: [`Store::put_raw`]. Returns the new version.
+    ///
+    /// # Errors
+    /// As the backend's `put_raw`.
+    pub async fn put_raw(&self, token: &Token, key: &str, value: &[u8]) -> Result<u64> {
+        write!(
+            self,
+            (token, key, value),
+            |s| s.put_raw(token, key, value),
+            |r| r.put_raw(token, key, value)
+        )
+    }
+
+    /// Removes `key`: [`Store::remove`]. Returns the new version.
+    ///
+    /// # Errors
+    /// As the backend's `remove`.
+    pub async fn remove(&self, token: &Token, key: &str) -> Result<u64> {
+        write!(self, (token, key), |s| s.remove(token, key), |r| r
+            .remove(token, key))
+    }
+
+    /// Atomic read-modify-write of the data: [`Store::update`] (`f` may run more
+    /// than once).
+    ///
+    /// # Errors
+    /// As the backend's `update`.
+    pub async fn update<R, F>(&self, token: &Token, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut SessionData) -> Result<R> + Send + 'static,
+    {
+        let mut f = f;
+        write!(self, (token), |s| s.update(token, &mut f), |r| r
+            .update(token, f))
+    }
+
+    /// Compare-and-swap save of the whole data: [`Store::save`].
+    ///
+    /// # Errors
+    /// As the backend's `save`.
+    pub async fn save(
+        &self,
+        token: &Token,
+        expected_version: u64,
+        data: &SessionData,
+    ) -> Result<u64> {
+        write!(
+            self,
+            (token, data),
+            |s| s.save(token, expected_version, data),
+            |r| r.save(token, expected_version, data)
+        )
+    }
+
+    // ----------------------------------------------------------------------------
+    // Expiry
+
+    /// Records activity now: [`Store::touch`].
+    ///
+    /// # Errors
+    /// As the backend's `touch`.
+    pub async fn touch(&self, token: &Token) -> Result<()> {
+        write!(self, (token), |s| s.touch(token), |r| r.touch(token))
+    }
+
+    /// Extends the absolute deadline: [`Store::extend`].
+    ///
+    /// # Errors
+    /// As the backend's `extend`.
+    pub async fn extend(&self, token: &Token, by: Duration) -> Result<Timestamp> {
+        write!(self, (token), |s| s.extend(token, by), |r| r
+            .extend(token, by))
+    }
+
+    /// Sets the absolute deadline: [`Store::set_expiry`].
+    ///
+    /// # Errors
+    /// As the backend's `set_expiry`.
+    pub async fn set_expiry(&self, token: &Token, absolute: Timestamp) -> Result<Timestamp> {
+        write!(self, (token), |s| s.set_expiry(token, absolute), |r| r
+            .set_expiry(token, absolute))
+    }
+
+    /// Sets or clears the device label: [`Store::set_label`].
+    ///
+    /// # Errors
+    /// As the backend's `set_label`.
+    pub async fn set_label(&self, token: &Token, label: Option<&str>) -> Result<()> {
+        let label = label.map(str::to_owned);
+        write!(
+            self,
+            (token, label),
+            |s| s.set_label(token, label.as_deref()),
+            |r| r.set_label(token, label.as_deref())
+        )
+    }
+
+    /// Removes every expired session now: [`Store::reap_expired`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn reap_expired(&self) -> Result<usize> {
+        write!(self, (), |s| Ok(s.reap_expired()), |r| r.reap_expired())
+    }
+
+    // ----------------------------------------------------------------------------
+    // Users
+
+    /// Binds `user` to the session: [`Store::bind_user`].
+    ///
+    /// # Errors
+    /// As the backend's `bind_user`.
+    pub async fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
+        write!(self, (token, user), |s| s.bind_user(token, user), |r| r
+            .bind_user(token, user))
+    }
+
+    /// Rotates the token and binds `user`: [`Store::login`]. Returns the new token.
+    ///
+    /// # Errors
+    /// As the backend's `login`.
+    pub async fn login(&self, token: &Token, user: &str) -> Result<Token> {
+        write!(self, (token, user), |s| s.login(token, user), |r| r
+            .login(token, user))
+    }
+
+    /// Unbinds the session's user: [`Store::unbind_user`].
+    ///
+    /// # Errors
+    /// As the backend's `unbind_user`.
+    pub async fn unbind_user(&self, token: &Token) -> Result<Option<UserId>> {
+        write!(self, (token), |s| s.unbind_user(token), |r| r
+            .unbind_user(token))
+    }
+
+    /// The live sessions of `user`, oldest first: [`Store::sessions_of`].
+    ///
+    /// # Errors
+    /// As the backend's `sessions_of`.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
+        match &self.backend {
+            Backend::Embedded { store, .. } => store.sessions_of(user),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.sessions_of(user).await,
+        }
+    }
+
+    /// Ends every session of `user`: [`Store::revoke_user`].
+    ///
+    /// # Errors
+    /// As the backend's `revoke_user`.
+    pub async fn revoke_user(&self, user: &str) -> Result<usize> {
+        write!(self, (user), |s| s.revoke_user(user), |r| r
+            .revoke_user(user))
+    }
+
+    // ----------------------------------------------------------------------------
+    // Rotation and ending
+
+    /// Replaces the token, with a grace period for the old one: [`Store::rotate`].
+    ///
+    /// # Errors
+    /// As the backend's `rotate`.
+    pub async fn rotate(&self, token: &Token) -> Result<Token> {
+        write!(self, (token), |s| s.rotate(token), |r| r.rotate(token))
+    }
+
+    /// Rotates to a token the caller chose, with no grace: [`Store::rotate_to`].
+    ///
+    /// # Errors
+    /// As the backend's `rotate_to`.
+    pub async fn rotate_to(&self, token: &Token, new: &Token) -> Result<()> {
+        write!(self, (token, new), |s| s.rotate_to(token, new), |r| r
+            .rotate_to(token, new))
+    }
+
+    /// Ends the session: [`Store::end`]. Returns false if it was not live.
+    ///
+    /// # Errors
+    /// As the backend's `end`.
+    pub async fn end(&self, token: &Token) -> Result<bool> {
+        write!(self, (token), |s| s.end(token), |r| r.end(token))
+    }
+
+    /// Ends the session with public id `id`: [`Store::end_by_id`].
+    ///
+    /// # Errors
+    /// As the backend's `end_by_id`.
+    pub async fn end_by_id(&self, id: SessionId) -> Result<bool> {
+        write!(self, (), |s| s.end_by_id(id), |r| r.end_by_id(id))
+    }
+
+    /// Ends every session: [`Store::clear`].
+    ///
+    /// # Errors
+    /// As the backend's `clear`.
+    pub async fn clear(&self) -> Result<usize> {
+        write!(self, (), |s| s.clear(), |r| r.clear())
+    }
+
+    /// How many sessions the backend holds: [`Store::len`].
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn len(&self) -> Result<usize> {
+        read!(self, |s| s.len(), |r| r.len())
+    }
+
+    /// Whether the backend holds no session.
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Subscribes to the backend's events: [`Store::subscribe`] (this process's
+    /// events) or [`crate::RedisStore::subscribe`] (every node's).
+    ///
+    /// # Errors
+    /// Only the Redis backend's [`Error::Unavailable`].
+    pub async fn subscribe(&self) -> Result<Receiver<Event>> {
+        read!(self, |s| s.subscribe(), |r| r.subscribe())
+    }
+}
+
+impl From<Store> for Sessions {
+    fn from(store: Store) -> Sessions {
+        Sessions::embedded(store)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<crate::RedisStore> for Sessions {
+    fn from(store: crate::RedisStore) -> Sessions {
+        Sessions::redis(store)
+    }
+}
