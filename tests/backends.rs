@@ -9,7 +9,13 @@
 mod redis_server;
 
 use redis_server::{NO_PERSISTENCE, RedisServer};
-use sessiondb::{Durability, NewSession, Options, RedisOptions, RedisStore, Sessions, Token};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sessiondb::{
+    Durability, EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore,
+    SessionData, Sessions, Timestamp, Token,
+};
 
 /// A backend for one test, and what keeps it alive.
 struct Backend {
@@ -63,13 +69,24 @@ async fn redis(opts: Options) -> Option<Backend> {
     })
 }
 
+/// The options a scenario asks for, or the defaults.
+macro_rules! opts {
+    () => {
+        sessiondb::Options::default()
+    };
+    ($opts:expr) => {
+        $opts
+    };
+}
+use opts;
+
 /// Generates, for each scenario `name(backend)`, one test per backend.
 macro_rules! on_every_backend {
     ($($name:ident $(with $opts:expr)?;)*) => {
         mod embedded_memory { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let opts = sessiondb::Options::default() $(; let opts = $opts)?;
+                let opts = super::opts!($($opts)?);
                 let b = super::memory(opts).await.unwrap();
                 super::$name(&b).await;
             }
@@ -77,7 +94,7 @@ macro_rules! on_every_backend {
         mod embedded_log { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let opts = sessiondb::Options::default() $(; let opts = $opts)?;
+                let opts = super::opts!($($opts)?);
                 let b = super::log(opts).await.unwrap();
                 super::$name(&b).await;
             }
@@ -85,7 +102,7 @@ macro_rules! on_every_backend {
         mod redis { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let opts = sessiondb::Options::default() $(; let opts = $opts)?;
+                let opts = super::opts!($($opts)?);
                 let Some(b) = super::redis(opts).await else { return };
                 super::$name(&b).await;
             }
@@ -93,8 +110,62 @@ macro_rules! on_every_backend {
     };
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Options for a test that waits for real time to pass: no background reaper.
+fn no_reaper() -> Options {
+    Options::default().reaper_interval(None)
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
+/// The next event within 5 seconds (Redis delivers through a stream reader).
+fn next(rx: &crossbeam_channel::Receiver<Event>) -> Event {
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("an event within 5 s")
+}
+
 on_every_backend! {
     created_session_is_found_by_its_token_and_unknown_tokens_are_not;
+    session_is_never_returned_past_its_absolute_deadline_even_unreaped with super::no_reaper();
+    idle_timeout_slides_with_activity with super::no_reaper().touch_interval(super::ms(0));
+    session_created_with_data_has_it_at_version_zero;
+    typed_data_put_get_remove_and_versions;
+    compare_and_swap_save_refuses_a_stale_version;
+    concurrent_updates_never_lose_each_other;
+    update_that_fails_saves_nothing;
+    ending_is_final_no_write_or_touch_resurrects;
+    a_late_save_after_an_end_never_resurrects;
+    rotation_keeps_id_data_and_user_and_old_token_lives_out_its_grace with sessiondb::Options::default().rotation_grace(super::ms(800));
+    rotation_with_zero_grace_retires_the_old_token_at_once with sessiondb::Options::default().rotation_grace(super::ms(0));
+    ending_through_an_old_token_in_grace_ends_the_session;
+    login_rotates_and_binds;
+    binding_another_user_moves_the_session_between_user_indexes;
+    unbinding_keeps_the_session_and_leaves_the_users_index;
+    sessions_of_user_lists_devices_oldest_first;
+    revoke_user_ends_all_and_only_that_users_sessions;
+    end_by_public_id_signs_out_one_device;
+    per_user_limit_refuses_when_configured with sessiondb::Options::default().max_sessions_per_user(Some(2), sessiondb::LimitPolicy::Refuse);
+    per_user_limit_ends_the_oldest_when_configured with sessiondb::Options::default().max_sessions_per_user(Some(2), sessiondb::LimitPolicy::EndOldest);
+    events_report_lifecycle_by_public_id;
+    reaper_reports_expiry_with_the_user with sessiondb::Options::default().reaper_interval(Some(super::ms(100)));
+    bad_input_is_refused_with_typed_errors_and_changes_nothing;
+    clear_ends_everything;
+    create_with_token_addresses_the_session_by_that_token_and_refuses_a_taken_one;
+    export_then_import_answers_to_the_same_tokens;
+    set_expiry_moves_the_deadline_both_ways_and_a_past_one_ends_the_session_as_expired;
+    extend_never_shortens_and_touch_refuses_an_ended_session;
+    revoking_a_user_with_many_sessions_some_rotated_ends_every_one;
+    revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
 }
 
 async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Sessions) {
@@ -110,4 +181,703 @@ async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Se
     assert!(got.authenticated_at().is_some());
     assert!(s.get(&Token::generate().unwrap()).await.unwrap().is_none());
     assert_eq!(s.len().await.unwrap(), 1);
+}
+
+async fn session_is_never_returned_past_its_absolute_deadline_even_unreaped(s: &Sessions) {
+    let (token, _) = s
+        .create(NewSession::for_user("alice").lifetime(ms(600)))
+        .await
+        .unwrap();
+    assert!(s.get(&token).await.unwrap().is_some());
+    tokio::time::sleep(ms(800)).await;
+    assert!(s.get(&token).await.unwrap().is_none());
+    assert!(s.peek(&token).await.unwrap().is_none());
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert!(matches!(s.put(&token, "k", &1).await, Err(Error::Ended)));
+    assert!(matches!(s.touch(&token).await, Err(Error::Ended)));
+}
+
+async fn idle_timeout_slides_with_activity(s: &Sessions) {
+    let (token, _) = s
+        .create(NewSession::anonymous().idle_timeout(ms(1500)))
+        .await
+        .unwrap();
+    // Four reads 400 ms apart: 1.6 s in all, longer than the idle timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(ms(400)).await;
+        assert!(s.get(&token).await.unwrap().is_some(), "activity keeps it");
+    }
+    tokio::time::sleep(ms(1800)).await;
+    assert!(
+        s.peek(&token).await.unwrap().is_none(),
+        "idle past the timeout"
+    );
+}
+
+async fn session_created_with_data_has_it_at_version_zero(s: &Sessions) {
+    let mut data = SessionData::new();
+    data.insert("cart", &vec![1u32, 2]).unwrap();
+    data.insert_raw("raw", b"\x00\xffbytes").unwrap();
+    let (token, created) = s
+        .create(NewSession::anonymous().data(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(created.version(), 0);
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.data(), &data);
+    assert_eq!(got.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2]));
+    assert_eq!(got.data().get_raw("raw"), Some(&b"\x00\xffbytes"[..]));
+}
+
+async fn typed_data_put_get_remove_and_versions(s: &Sessions) {
+    let (token, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert_eq!(s.put(&token, "a", &"x").await.unwrap(), 1);
+    assert_eq!(s.put(&token, "b", &7u64).await.unwrap(), 2);
+    assert_eq!(s.put(&token, "a", &"y").await.unwrap(), 3);
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.get::<String>("a").unwrap().as_deref(), Some("y"));
+    assert_eq!(got.get::<u64>("b").unwrap(), Some(7));
+    assert_eq!(got.version(), 3);
+    assert_eq!(s.remove(&token, "a").await.unwrap(), 4);
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.get::<String>("a").unwrap(), None);
+    assert_eq!(got.data().len(), 1);
+    // A wrong type is a codec error, not a panic.
+    assert!(matches!(
+        got.get::<Vec<String>>("b"),
+        Err(Error::Codec { .. })
+    ));
+}
+
+async fn compare_and_swap_save_refuses_a_stale_version(s: &Sessions) {
+    let (token, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let read = s.get(&token).await.unwrap().unwrap();
+    s.put(&token, "other", &1).await.unwrap();
+    let mut mine = read.data().clone();
+    mine.insert("mine", &2).unwrap();
+    match s.save(&token, read.version(), &mine).await {
+        Err(Error::VersionConflict { expected, actual }) => {
+            assert_eq!((expected, actual), (0, 1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let now = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(now.get::<i32>("other").unwrap(), Some(1));
+    assert_eq!(now.get::<i32>("mine").unwrap(), None);
+    let v = s.save(&token, now.version(), &mine).await.unwrap();
+    assert_eq!(v, 2);
+    let after = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(after.data(), &mine, "a save replaces the whole map");
+}
+
+async fn concurrent_updates_never_lose_each_other(s: &Sessions) {
+    let (token, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (s, token) = (s.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                s.update(&token, |d| {
+                    let n: u64 = d.get("n")?.unwrap_or(0);
+                    d.insert("n", &(n + 1))
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.get::<u64>("n").unwrap(), Some(100));
+}
+
+async fn update_that_fails_saves_nothing(s: &Sessions) {
+    let (token, _) = s.create(NewSession::anonymous()).await.unwrap();
+    s.put(&token, "k", &1).await.unwrap();
+    let r: sessiondb::Result<()> = s
+        .update(&token, |d| {
+            d.insert("k", &2)?;
+            Err(Error::InvalidOption {
+                name: "test",
+                reason: "refused".into(),
+            })
+        })
+        .await;
+    assert!(r.is_err());
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.get::<i32>("k").unwrap(), Some(1));
+    assert_eq!(got.version(), 1);
+}
+
+async fn ending_is_final_no_write_or_touch_resurrects(s: &Sessions) {
+    let (token, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    assert!(s.end(&token).await.unwrap());
+    assert!(!s.end(&token).await.unwrap(), "a second end finds nothing");
+    assert!(matches!(s.put(&token, "k", &1).await, Err(Error::Ended)));
+    assert!(matches!(s.remove(&token, "k").await, Err(Error::Ended)));
+    assert!(matches!(s.touch(&token).await, Err(Error::Ended)));
+    assert!(matches!(
+        s.extend(&token, ms(1000)).await,
+        Err(Error::Ended)
+    ));
+    assert!(matches!(
+        s.set_label(&token, Some("x")).await,
+        Err(Error::Ended)
+    ));
+    assert!(matches!(
+        s.bind_user(&token, "bob").await,
+        Err(Error::Ended)
+    ));
+    assert!(matches!(s.rotate(&token).await, Err(Error::Ended)));
+    assert!(matches!(s.login(&token, "bob").await, Err(Error::Ended)));
+    assert!(matches!(s.unbind_user(&token).await, Err(Error::Ended)));
+    assert!(s.get(&token).await.unwrap().is_none());
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert!(s.sessions_of("bob").await.unwrap().is_empty());
+    assert_eq!(s.len().await.unwrap(), 0);
+}
+
+async fn a_late_save_after_an_end_never_resurrects(s: &Sessions) {
+    let (token, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let read = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 1);
+    let mut data = read.data().clone();
+    data.insert("late", &true).unwrap();
+    assert!(matches!(
+        s.save(&token, read.version(), &data).await,
+        Err(Error::Ended)
+    ));
+    assert!(s.get(&token).await.unwrap().is_none());
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+}
+
+async fn rotation_keeps_id_data_and_user_and_old_token_lives_out_its_grace(s: &Sessions) {
+    let (old, created) = s.create(NewSession::for_user("alice")).await.unwrap();
+    s.put(&old, "k", &"v").await.unwrap();
+    let new = s.rotate(&old).await.unwrap();
+    assert_ne!(new, old);
+    let got = s.get(&new).await.unwrap().unwrap();
+    assert_eq!(got.id(), created.id());
+    assert_eq!(got.user().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(got.get::<String>("k").unwrap().as_deref(), Some("v"));
+    // The old token still reads and writes the session during its grace...
+    assert_eq!(s.get(&old).await.unwrap().unwrap().id(), created.id());
+    s.put(&old, "k2", &1).await.unwrap();
+    // ...but cannot mint a new token.
+    assert!(matches!(s.rotate(&old).await, Err(Error::TokenRetired)));
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 1);
+    tokio::time::sleep(ms(1100)).await;
+    assert!(s.get(&old).await.unwrap().is_none(), "grace is over");
+    let got = s.get(&new).await.unwrap().unwrap();
+    assert_eq!(got.get::<i32>("k2").unwrap(), Some(1));
+}
+
+async fn rotation_with_zero_grace_retires_the_old_token_at_once(s: &Sessions) {
+    let (old, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let new = s.rotate(&old).await.unwrap();
+    assert!(s.get(&old).await.unwrap().is_none());
+    assert!(s.get(&new).await.unwrap().is_some());
+    // rotate_to: a chosen token, no grace; a taken one is refused.
+    let chosen = Token::generate().unwrap();
+    s.rotate_to(&new, &chosen).await.unwrap();
+    assert!(s.get(&new).await.unwrap().is_none());
+    assert!(s.get(&chosen).await.unwrap().is_some());
+    let (other, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(matches!(
+        s.rotate_to(&chosen, &other).await,
+        Err(Error::Exists { .. })
+    ));
+    assert!(matches!(
+        s.rotate_to(&chosen, &chosen).await,
+        Err(Error::Exists { .. })
+    ));
+}
+
+async fn ending_through_an_old_token_in_grace_ends_the_session(s: &Sessions) {
+    let (old, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let new = s.rotate(&old).await.unwrap();
+    assert!(s.end(&old).await.unwrap());
+    assert!(s.get(&new).await.unwrap().is_none());
+    assert!(s.get(&old).await.unwrap().is_none());
+}
+
+async fn login_rotates_and_binds(s: &Sessions) {
+    let (visitor, created) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(created.authenticated_at().is_none());
+    s.put(&visitor, "cart", &3).await.unwrap();
+    let token = s.login(&visitor, "alice").await.unwrap();
+    assert_ne!(token, visitor);
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.id(), created.id());
+    assert_eq!(got.user().map(|u| u.as_str()), Some("alice"));
+    assert!(got.authenticated_at().is_some());
+    assert_eq!(got.get::<i32>("cart").unwrap(), Some(3));
+    assert_eq!(
+        s.user_of(&token).await.unwrap().map(|u| u.to_string()),
+        Some("alice".into())
+    );
+    let mine = s.sessions_of("alice").await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].id(), created.id());
+}
+
+async fn binding_another_user_moves_the_session_between_user_indexes(s: &Sessions) {
+    let (token, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    s.bind_user(&token, "bob").await.unwrap();
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert_eq!(s.sessions_of("bob").await.unwrap().len(), 1);
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 0);
+    assert!(s.get(&token).await.unwrap().is_some());
+}
+
+async fn unbinding_keeps_the_session_and_leaves_the_users_index(s: &Sessions) {
+    let (token, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    s.put(&token, "k", &1).await.unwrap();
+    let was = s.unbind_user(&token).await.unwrap();
+    assert_eq!(was.map(|u| u.to_string()), Some("alice".into()));
+    assert_eq!(s.unbind_user(&token).await.unwrap(), None);
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert!(got.user().is_none());
+    assert!(got.authenticated_at().is_none());
+    assert_eq!(got.get::<i32>("k").unwrap(), Some(1));
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 0);
+}
+
+async fn sessions_of_user_lists_devices_oldest_first(s: &Sessions) {
+    let mut ids = Vec::new();
+    for label in ["phone", "laptop", "tablet"] {
+        let (_, c) = s
+            .create(NewSession::for_user("alice").label(label))
+            .await
+            .unwrap();
+        ids.push(c.id());
+        tokio::time::sleep(ms(5)).await;
+    }
+    s.create(NewSession::for_user("bob")).await.unwrap();
+    let mine = s.sessions_of("alice").await.unwrap();
+    let got: Vec<_> = mine.iter().map(|x| x.id()).collect();
+    assert_eq!(got, ids);
+    let labels: Vec<_> = mine.iter().map(|x| x.label().unwrap()).collect();
+    assert_eq!(labels, ["phone", "laptop", "tablet"]);
+    assert!(s.sessions_of("nobody").await.unwrap().is_empty());
+}
+
+async fn revoke_user_ends_all_and_only_that_users_sessions(s: &Sessions) {
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        alice.push(s.create(NewSession::for_user("alice")).await.unwrap().0);
+    }
+    let (bob, _) = s.create(NewSession::for_user("bob")).await.unwrap();
+    let (anon, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 3);
+    for t in &alice {
+        assert!(s.get(t).await.unwrap().is_none());
+    }
+    assert!(s.get(&bob).await.unwrap().is_some());
+    assert!(s.get(&anon).await.unwrap().is_some());
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 0);
+    assert_eq!(s.len().await.unwrap(), 2);
+}
+
+async fn end_by_public_id_signs_out_one_device(s: &Sessions) {
+    let (a, sa) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    assert_eq!(s.get_by_id(sa.id()).await.unwrap().unwrap().id(), sa.id());
+    assert!(s.end_by_id(sa.id()).await.unwrap());
+    assert!(!s.end_by_id(sa.id()).await.unwrap());
+    assert!(s.get_by_id(sa.id()).await.unwrap().is_none());
+    assert!(s.get(&a).await.unwrap().is_none());
+    assert!(s.get(&b).await.unwrap().is_some());
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 1);
+}
+
+async fn per_user_limit_refuses_when_configured(s: &Sessions) {
+    s.create(NewSession::for_user("alice")).await.unwrap();
+    s.create(NewSession::for_user("alice")).await.unwrap();
+    match s.create(NewSession::for_user("alice")).await {
+        Err(Error::UserSessionLimit { user, max }) => {
+            assert_eq!((user.as_str(), max), ("alice", 2));
+        }
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    // A login that would go over is refused too, and changes nothing.
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(matches!(
+        s.login(&visitor, "alice").await,
+        Err(Error::UserSessionLimit { .. })
+    ));
+    let v = s
+        .get(&visitor)
+        .await
+        .unwrap()
+        .expect("the visitor keeps its session");
+    assert!(v.user().is_none());
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 2);
+}
+
+async fn per_user_limit_ends_the_oldest_when_configured(s: &Sessions) {
+    let (first, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    tokio::time::sleep(ms(5)).await;
+    let (second, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    tokio::time::sleep(ms(5)).await;
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let third = s.login(&visitor, "alice").await.unwrap();
+    assert!(
+        s.get(&first).await.unwrap().is_none(),
+        "the oldest made room"
+    );
+    assert!(s.get(&second).await.unwrap().is_some());
+    assert!(s.get(&third).await.unwrap().is_some());
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 2);
+}
+
+async fn events_report_lifecycle_by_public_id(s: &Sessions) {
+    let rx = s.subscribe().await.unwrap();
+    let (visitor, c) = s.create(NewSession::anonymous()).await.unwrap();
+    let id = c.id();
+    assert_eq!(
+        next(&rx),
+        Event::Created {
+            session: id,
+            user: None
+        }
+    );
+    let token = s.rotate(&visitor).await.unwrap();
+    assert_eq!(next(&rx), Event::Rotated { session: id });
+    s.bind_user(&token, "alice").await.unwrap();
+    match next(&rx) {
+        Event::UserBound { session, user } => {
+            assert_eq!((session, user.as_str()), (id, "alice"));
+        }
+        other => panic!("expected UserBound, got {other:?}"),
+    }
+    assert_eq!(s.revoke_user("alice").await.unwrap(), 1);
+    match next(&rx) {
+        Event::Ended {
+            session,
+            user,
+            reason,
+        } => {
+            assert_eq!(session, id);
+            assert_eq!(user.map(|u| u.to_string()), Some("alice".into()));
+            assert_eq!(reason, EndReason::Revoked);
+        }
+        other => panic!("expected Ended, got {other:?}"),
+    }
+    match next(&rx) {
+        Event::UserRevoked { user, sessions } => {
+            assert_eq!((user.as_str(), sessions), ("alice", vec![id]));
+        }
+        other => panic!("expected UserRevoked, got {other:?}"),
+    }
+    let (t2, c2) = s.create(NewSession::anonymous()).await.unwrap();
+    next(&rx);
+    s.end(&t2).await.unwrap();
+    assert_eq!(
+        next(&rx),
+        Event::Ended {
+            session: c2.id(),
+            user: None,
+            reason: EndReason::Ended
+        }
+    );
+}
+
+async fn reaper_reports_expiry_with_the_user(s: &Sessions) {
+    let rx = s.subscribe().await.unwrap();
+    let (_, c) = s
+        .create(NewSession::for_user("alice").lifetime(ms(300)))
+        .await
+        .unwrap();
+    assert!(matches!(next(&rx), Event::Created { .. }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the expiry event")
+        {
+            Event::Ended {
+                session,
+                user,
+                reason,
+            } => {
+                assert_eq!(session, c.id());
+                assert_eq!(user.map(|u| u.to_string()), Some("alice".into()));
+                assert_eq!(reason, EndReason::Expired);
+                break;
+            }
+            other => assert!(std::time::Instant::now() < deadline, "{other:?}"),
+        }
+    }
+    assert_eq!(s.len().await.unwrap(), 0);
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+}
+
+async fn bad_input_is_refused_with_typed_errors_and_changes_nothing(s: &Sessions) {
+    assert!(matches!(
+        s.create(NewSession::for_user("")).await,
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert!(matches!(
+        s.create(NewSession::for_user("a\nb")).await,
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert!(matches!(
+        s.create(NewSession::for_user("u".repeat(257))).await,
+        Err(Error::TooLarge {
+            what: "user id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.create(NewSession::anonymous().label("l".repeat(257)))
+            .await,
+        Err(Error::TooLarge { what: "label", .. })
+    ));
+    assert!(matches!(
+        s.create(NewSession::anonymous().lifetime(Duration::ZERO))
+            .await,
+        Err(Error::InvalidOption { .. })
+    ));
+    assert_eq!(s.len().await.unwrap(), 0, "nothing was created");
+    let (token, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(matches!(
+        s.put_raw(&token, &"k".repeat(257), b"v").await,
+        Err(Error::TooLarge { what: "key", .. })
+    ));
+    assert!(matches!(
+        s.put_raw(&token, "k", &vec![0u8; 64 * 1024 + 1]).await,
+        Err(Error::TooLarge { what: "value", .. })
+    ));
+    // Five 60 KiB values fit one by one but not together (256 KiB per session).
+    for i in 0..4 {
+        s.put_raw(&token, &format!("k{i}"), &vec![1u8; 60 * 1024])
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        s.put_raw(&token, "k4", &vec![1u8; 60 * 1024]).await,
+        Err(Error::TooLarge {
+            what: "session data",
+            ..
+        })
+    ));
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.data().len(), 4);
+    assert_eq!(got.version(), 4);
+    // Replacing a value counts its old size out.
+    s.put_raw(&token, "k0", &vec![2u8; 60 * 1024])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.sessions_of("").await,
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert!(matches!(
+        s.revoke_user("").await,
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert!(matches!(
+        s.bind_user(&token, "").await,
+        Err(Error::InvalidUserId { .. })
+    ));
+}
+
+async fn clear_ends_everything(s: &Sessions) {
+    let rx = s.subscribe().await.unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..30 {
+        let new = if i % 2 == 0 {
+            NewSession::for_user(format!("user{}", i % 5))
+        } else {
+            NewSession::anonymous()
+        };
+        tokens.push(s.create(new).await.unwrap().0);
+    }
+    assert_eq!(s.clear().await.unwrap(), 30);
+    for t in &tokens {
+        assert!(s.get(t).await.unwrap().is_none());
+    }
+    assert_eq!(s.len().await.unwrap(), 0);
+    assert!(s.sessions_of("user0").await.unwrap().is_empty());
+    let cleared = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|e| matches!(e, Event::Cleared { .. }));
+    assert_eq!(cleared, Some(Event::Cleared { sessions: 30 }));
+    // The store works after a clear.
+    let (t, _) = s.create(NewSession::for_user("user0")).await.unwrap();
+    assert!(s.get(&t).await.unwrap().is_some());
+}
+
+async fn create_with_token_addresses_the_session_by_that_token_and_refuses_a_taken_one(
+    s: &Sessions,
+) {
+    let token = Token::from_bytes([7u8; 24]);
+    let created = s
+        .create_with_token(&token, NewSession::for_user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(s.get(&token).await.unwrap().unwrap().id(), created.id());
+    assert!(matches!(
+        s.create_with_token(&token, NewSession::anonymous()).await,
+        Err(Error::Exists { what: "token" })
+    ));
+    // A token in its grace period is taken too.
+    let new = s.rotate(&token).await.unwrap();
+    assert!(matches!(
+        s.create_with_token(&token, NewSession::anonymous()).await,
+        Err(Error::Exists { .. })
+    ));
+    assert!(s.get(&new).await.unwrap().is_some());
+}
+
+async fn export_then_import_answers_to_the_same_tokens(s: &Sessions) {
+    let mut tokens = Vec::new();
+    for i in 0..20u32 {
+        let (t, _) = s
+            .create(NewSession::for_user(format!("u{}", i % 3)).label(format!("dev{i}")))
+            .await
+            .unwrap();
+        s.put(&t, "i", &i).await.unwrap();
+        tokens.push(t);
+    }
+    let mut records = Vec::new();
+    let n = s
+        .export(|r| {
+            records.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((n, records.len()), (20, 20));
+    // Into a fresh embedded store: the same cookies keep working.
+    let other = Sessions::open("memory:", Options::default()).await.unwrap();
+    for r in records.clone() {
+        assert!(other.import(r).await.unwrap());
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let got = other.get(t).await.unwrap().expect("imported");
+        assert_eq!(got.get::<u32>("i").unwrap(), Some(i as u32));
+        assert_eq!(got.label(), Some(format!("dev{i}").as_str()));
+    }
+    assert_eq!(other.sessions_of("u0").await.unwrap().len(), 7);
+    // Importing into the store they came from: every one is already there.
+    assert!(matches!(
+        s.import(records[0].clone()).await,
+        Err(Error::Exists { .. })
+    ));
+}
+
+async fn set_expiry_moves_the_deadline_both_ways_and_a_past_one_ends_the_session_as_expired(
+    s: &Sessions,
+) {
+    let (token, _) = s
+        .create(NewSession::anonymous().idle_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    let later = Timestamp(now().as_millis() + 3_600_000);
+    assert_eq!(s.set_expiry(&token, later).await.unwrap(), later);
+    assert_eq!(
+        s.get(&token).await.unwrap().unwrap().absolute_deadline(),
+        later
+    );
+    let sooner = Timestamp(now().as_millis() + 60_000);
+    assert_eq!(s.set_expiry(&token, sooner).await.unwrap(), sooner);
+    let rx = s.subscribe().await.unwrap();
+    s.set_expiry(&token, Timestamp(now().as_millis() - 1))
+        .await
+        .unwrap();
+    assert!(s.get(&token).await.unwrap().is_none());
+    match next(&rx) {
+        Event::Ended { reason, .. } => assert_eq!(reason, EndReason::Expired),
+        other => panic!("expected Ended, got {other:?}"),
+    }
+}
+
+async fn extend_never_shortens_and_touch_refuses_an_ended_session(s: &Sessions) {
+    let (token, c) = s
+        .create(NewSession::anonymous().lifetime(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let same = s.extend(&token, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(same, c.expires_at().min(same));
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(
+        got.absolute_deadline(),
+        c.absolute_deadline(),
+        "not shortened"
+    );
+    s.extend(&token, Duration::from_secs(7200)).await.unwrap();
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert!(got.absolute_deadline() > c.absolute_deadline());
+    s.touch(&token).await.unwrap();
+    s.end(&token).await.unwrap();
+    assert!(matches!(s.touch(&token).await, Err(Error::Ended)));
+}
+
+async fn revoking_a_user_with_many_sessions_some_rotated_ends_every_one(s: &Sessions) {
+    let mut tokens = Vec::new();
+    for i in 0..300 {
+        let (t, _) = s.create(NewSession::for_user("many")).await.unwrap();
+        let t = if i % 3 == 0 {
+            s.rotate(&t).await.unwrap()
+        } else {
+            t
+        };
+        tokens.push(t);
+    }
+    assert_eq!(s.sessions_of("many").await.unwrap().len(), 300);
+    assert_eq!(s.revoke_user("many").await.unwrap(), 300);
+    for t in &tokens {
+        assert!(s.get(t).await.unwrap().is_none());
+    }
+    assert_eq!(s.len().await.unwrap(), 0);
+}
+
+async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost(s: &Sessions) {
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..40 {
+                mine.push(s.create(NewSession::for_user("racer")).await.unwrap().0);
+            }
+            mine
+        }));
+    }
+    let mut revoked = 0;
+    for _ in 0..5 {
+        tokio::time::sleep(ms(2)).await;
+        revoked += s.revoke_user("racer").await.unwrap();
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        created.extend(t.await.unwrap());
+    }
+    let live: HashSet<_> = s
+        .sessions_of("racer")
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    let mut found = 0;
+    for t in &created {
+        if let Some(x) = s.get(t).await.unwrap() {
+            assert!(
+                live.contains(&x.id()),
+                "a live session missing from the user's index"
+            );
+            found += 1;
+        }
+    }
+    assert_eq!(found, live.len(), "the index lists only live sessions");
+    assert_eq!(
+        found + revoked,
+        160,
+        "every session is either live or revoked"
+    );
 }
