@@ -1,0 +1,345 @@
+//! What only the Redis backend has to prove: what it writes into Redis (hashed tokens,
+//! a TTL on every per-session key), how its user index repairs itself, two app nodes
+//! sharing one server, and what survives a `redis-server` crash under each persistence
+//! setting. Each test starts its own `redis-server` (tests/support/redis_server.rs);
+//! skipped with a message if it is not installed, unless `SESSIONDB_REQUIRE_REDIS=1`.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis_server::{AOF_ALWAYS, NO_PERSISTENCE, RedisServer};
+use sessiondb::{EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore, Token};
+
+async fn connect(server: &RedisServer, prefix: &str, opts: Options) -> RedisStore {
+    RedisStore::connect_with(
+        &server.url(),
+        opts,
+        RedisOptions::default()
+            .prefix(prefix)
+            .response_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap()
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Every key and every stored byte string in the server.
+async fn dump(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, Vec<Vec<u8>>)> {
+    let keys: Vec<String> = conn.keys("*").await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE").arg(&k).query_async(conn).await.unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![conn.get(&k).await.unwrap()],
+            "hash" => {
+                let all: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                    .arg(&k)
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                all
+            }
+            "zset" => conn.zrange(&k, 0, -1).await.unwrap(),
+            "stream" => {
+                let v: redis::Value = redis::cmd("XRANGE")
+                    .arg(&k)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                vec![format!("{v:?}").into_bytes()]
+            }
+            other => panic!("unexpected key type {other} for {k}"),
+        };
+        out.push((k, values));
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_reach_redis_only_as_their_hash() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let (t, _) = store
+            .create(NewSession::for_user(format!("u{i}")))
+            .await
+            .unwrap();
+        let t = store.login(&t, "alice").await.unwrap();
+        let rotated = store.rotate(&t).await.unwrap();
+        tokens.push(t);
+        tokens.push(rotated);
+    }
+    let chosen = Token::from_bytes([9u8; 24]);
+    store
+        .create_with_token(&chosen, NewSession::anonymous())
+        .await
+        .unwrap();
+    tokens.push(chosen);
+    let mut conn = raw(&server).await;
+    let all = dump(&mut conn).await;
+    assert!(all.len() > 10, "the store wrote its keys: {all:?}");
+    for t in &tokens {
+        let text = t.to_string();
+        for (k, values) in &all {
+            assert!(!k.contains(&text), "token in key {k}");
+            for v in values {
+                assert!(!contains(v, text.as_bytes()), "token text in {k}");
+                assert!(!contains(v, t.as_bytes()), "token bytes in {k}");
+            }
+        }
+        // What Redis has instead: the hash, as on disk.
+        let h = format!("{:032x}", t.hash().as_u128());
+        assert!(all.iter().any(|(k, _)| k.ends_with(&h)), "hash {h} keyed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_per_session_key_expires_so_nothing_can_leak() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    for i in 0..10 {
+        let (t, _) = store
+            .create(NewSession::for_user(format!("u{}", i % 3)).lifetime(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        store.rotate(&t).await.unwrap();
+    }
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = conn.keys("app:*").await.unwrap();
+    for k in keys {
+        let ttl: i64 = conn.pttl(&k).await.unwrap();
+        if k == "app:x" || k == "app:e" {
+            // The registry empties itself as sessions end; the stream is capped.
+            continue;
+        }
+        assert!(ttl > 0, "{k} has no expiry (pttl {ttl})");
+        // Deadline (at most 1 h: the idle timeout is 24 h, the lifetime 1 h) plus
+        // the 10-minute retention.
+        assert!(ttl <= 4_200_000, "{k} lives too long: {ttl} ms");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_index_repairs_itself_when_a_session_vanishes_behind_its_back() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let (a, sa) = store.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, _) = store.create(NewSession::for_user("alice")).await.unwrap();
+    // An operator (or eviction under maxmemory) deletes one session's hash directly.
+    let mut conn = raw(&server).await;
+    let h = format!("{:032x}", a.hash().as_u128());
+    let _: () = conn.del(format!("app:s:{h}")).await.unwrap();
+    let listed = store.sessions_of("alice").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_ne!(listed[0].id(), sa.id());
+    let members: Vec<String> = conn.zrange("app:u:alice", 0, -1).await.unwrap();
+    assert_eq!(members.len(), 1, "the dangling entry was pruned");
+    assert_eq!(store.revoke_user("alice").await.unwrap(), 1);
+    assert!(store.get(&b).await.unwrap().is_none());
+    let exists: bool = conn.exists("app:u:alice").await.unwrap();
+    assert!(!exists, "a revoked user's index is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_sessions_revocation_and_events() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let node_a = connect(&server, "app", Options::default()).await;
+    let node_b = connect(&server, "app", Options::default()).await;
+    let events_on_b = node_b.subscribe().await.unwrap();
+    let (visitor, _) = node_a.create(NewSession::anonymous()).await.unwrap();
+    let token = node_a.login(&visitor, "alice").await.unwrap();
+    // The load balancer sends the next request to node B.
+    let seen = node_b.get(&token).await.unwrap().expect("logged in on B");
+    assert_eq!(seen.user().map(|u| u.as_str()), Some("alice"));
+    node_b.put(&token, "theme", &"dark").await.unwrap();
+    let back = node_a.get(&token).await.unwrap().unwrap();
+    assert_eq!(
+        back.get::<String>("theme").unwrap().as_deref(),
+        Some("dark")
+    );
+    // "Sign out everywhere" from B ends it for A.
+    assert_eq!(node_b.revoke_user("alice").await.unwrap(), 1);
+    assert!(node_a.get(&token).await.unwrap().is_none());
+    // B heard A's events.
+    let mut kinds = Vec::new();
+    while let Ok(e) = events_on_b.recv_timeout(Duration::from_secs(5)) {
+        let done = matches!(e, Event::UserRevoked { .. });
+        kinds.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(matches!(kinds[0], Event::Created { .. }), "{kinds:?}");
+    assert!(kinds.iter().any(|e| matches!(e, Event::Rotated { .. })));
+    assert!(kinds.iter().any(|e| matches!(e, Event::UserBound { .. })));
+    assert!(kinds.iter().any(|e| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::Revoked,
+            ..
+        }
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_with_different_prefixes_share_a_server_without_seeing_each_other() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let one = connect(&server, "one", Options::default()).await;
+    let two = connect(&server, "two", Options::default()).await;
+    let (t1, _) = one.create(NewSession::for_user("alice")).await.unwrap();
+    let (t2, _) = two.create(NewSession::for_user("alice")).await.unwrap();
+    assert!(two.get(&t1).await.unwrap().is_none());
+    assert_eq!(one.sessions_of("alice").await.unwrap().len(), 1);
+    assert_eq!(one.clear().await.unwrap(), 1);
+    assert!(two.get(&t2).await.unwrap().is_some());
+    assert_eq!(two.len().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_flushed_from_the_server_is_loaded_again() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let (t, _) = store.create(NewSession::anonymous()).await.unwrap();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.get(&t).await.unwrap().is_some());
+}
+
+/// Sessions, with data and users, created and acknowledged before a crash.
+async fn populate(store: &RedisStore) -> Vec<(Token, sessiondb::SessionId)> {
+    let mut out = Vec::new();
+    for i in 0..50u32 {
+        let (t, _) = store.create(NewSession::anonymous()).await.unwrap();
+        let t = store.login(&t, &format!("user{}", i % 5)).await.unwrap();
+        store.put(&t, "n", &i).await.unwrap();
+        let s = store.get(&t).await.unwrap().unwrap();
+        out.push((t, s.id()));
+    }
+    out
+}
+
+/// Waits until the store answers again after a restart (its connection reconnects).
+async fn until_answering(store: &RedisStore) {
+    for _ in 0..100 {
+        if store.len().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store did not reconnect within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aof_always_every_acknowledged_session_survives_a_redis_crash() {
+    let Some(mut server) = RedisServer::start(AOF_ALWAYS) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let sessions = populate(&store).await;
+    assert_eq!(store.revoke_user("user0").await.unwrap(), 10);
+    server.kill(); // SIGKILL: no shutdown, no final fsync
+    // While it is down, calls fail with a typed error, not a panic.
+    match store.get(&sessions[1].0).await {
+        Err(Error::Unavailable {
+            backend: "redis", ..
+        }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    server.restart();
+    until_answering(&store).await;
+    // Everything acknowledged is there: sessions, data, user indexes, the revocation.
+    for (i, (t, id)) in sessions.iter().enumerate() {
+        let got = store.get(t).await.unwrap();
+        if i % 5 == 0 {
+            assert!(got.is_none(), "a revoked session stays revoked");
+            continue;
+        }
+        let got = got.expect("survived the crash");
+        assert_eq!(got.id(), *id);
+        assert_eq!(got.get::<u32>("n").unwrap(), Some(i as u32));
+    }
+    assert_eq!(store.len().await.unwrap(), 40);
+    assert_eq!(store.sessions_of("user1").await.unwrap().len(), 10);
+    assert_eq!(store.revoke_user("user1").await.unwrap(), 10);
+    // And the same store keeps working.
+    let (t, _) = store.create(NewSession::for_user("after")).await.unwrap();
+    assert!(store.get(&t).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_persistence_a_redis_crash_logs_everyone_out_and_the_store_carries_on() {
+    let Some(mut server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let sessions = populate(&store).await;
+    server.kill();
+    server.restart();
+    until_answering(&store).await;
+    for (t, _) in &sessions {
+        assert!(store.get(t).await.unwrap().is_none(), "nothing survives");
+        assert!(matches!(store.put(t, "n", &1).await, Err(Error::Ended)));
+    }
+    assert_eq!(store.len().await.unwrap(), 0);
+    assert!(store.sessions_of("user1").await.unwrap().is_empty());
+    let (t, _) = store.create(NewSession::for_user("after")).await.unwrap();
+    assert!(store.get(&t).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_server_that_is_not_there_is_a_typed_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = RedisStore::connect_with(
+        &format!("redis://127.0.0.1:{port}/"),
+        Options::default(),
+        RedisOptions::default().response_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    match r {
+        Err(e @ Error::Unavailable { .. }) => {
+            assert!(e.to_string().contains("reachable"), "{e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(
+        RedisStore::connect("not a url", Options::default()).await,
+        Err(Error::InvalidOption { .. })
+    ));
+}
