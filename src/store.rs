@@ -748,7 +748,32 @@ impl Store {
     /// # Errors
     /// As [`Store::rotate`] and [`Store::bind_user`].
     pub fn login(&self, token: &Token, user: &str) -> Result<Token> {
-        UserId::new(user, &self.inner.opts.limits)?;
+        let inner = &*self.inner;
+        let uid = UserId::new(user, &inner.opts.limits)?;
+        // A login the per-user limit refuses must change nothing: refuse it before
+        // the rotation, which would otherwise leave the caller holding a retired
+        // token. (A create for the same user racing this login can still take the
+        // last place between this check and the bind; the bind then refuses.)
+        if let (Some(max), LimitPolicy::Refuse) =
+            (inner.opts.max_sessions_per_user, inner.opts.limit_policy)
+        {
+            let (id, current) = inner
+                .read_live(token.hash().0, |s, _| (s.id, s.user.clone()))
+                .ok_or(Error::Ended)?;
+            if current.as_ref() != Some(&uid) {
+                let others = inner.users.lock(&uid, None).sessions(&uid);
+                let live = others
+                    .into_iter()
+                    .filter(|&o| o != id && inner.read_by_id(o, |_| ()).is_some())
+                    .count();
+                if live >= max {
+                    return Err(Error::UserSessionLimit {
+                        user: uid.to_string(),
+                        max,
+                    });
+                }
+            }
+        }
         let fresh = self.rotate(token)?;
         self.bind_user(&fresh, user)?;
         Ok(fresh)

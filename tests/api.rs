@@ -951,3 +951,20 @@ fn revoking_a_user_with_hundreds_of_sessions_some_rotated_ends_every_one() {
     assert_eq!(s.len(), 1);
     s.verify().unwrap();
 }
+
+#[test]
+fn a_login_the_user_limit_refuses_changes_nothing_and_keeps_the_token() {
+    let (store, _) =
+        store_with(Options::default().max_sessions_per_user(Some(1), LimitPolicy::Refuse));
+    store.create(NewSession::for_user("alice")).unwrap();
+    let (visitor, _) = store.create(NewSession::anonymous()).unwrap();
+    assert!(matches!(
+        store.login(&visitor, "alice"),
+        Err(Error::UserSessionLimit { max: 1, .. })
+    ));
+    // The visitor's token is still its current one: it can mint a new token (an old
+    // token in its grace period could not).
+    let s = store.get(&visitor).expect("still live");
+    assert!(s.user().is_none());
+    store.rotate(&visitor).unwrap();
+}
