@@ -1518,6 +1518,117 @@ impl Worker for RedisWorker {
 }
 
 // -------------------------------------------------------------------------------------
+// sessiondb on Redis (feature `redis`): the same API, every operation one Lua script
+
+/// The Redis backend, driven from the harness's threads through a tokio runtime of its
+/// own (each call is `block_on`, as a sync caller would).
+#[cfg(feature = "redis")]
+struct SdbRedisEngine {
+    rt: tokio::runtime::Runtime,
+    store: sessiondb::RedisStore,
+}
+
+#[cfg(feature = "redis")]
+impl SdbRedisEngine {
+    fn connect(url: &str) -> Result<SdbRedisEngine, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let store = rt
+            .block_on(sessiondb::RedisStore::connect_with(
+                url,
+                Options::default(),
+                sessiondb::RedisOptions::default().prefix("sdb"),
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(SdbRedisEngine { rt, store })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Engine for SdbRedisEngine {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
+        Ok(Box::new(SdbRedisWorker {
+            e: self,
+            p: payload(),
+        }))
+    }
+}
+
+#[cfg(feature = "redis")]
+struct SdbRedisWorker<'a> {
+    e: &'a SdbRedisEngine,
+    p: &'static Payload,
+}
+
+#[cfg(feature = "redis")]
+impl Worker for SdbRedisWorker<'_> {
+    fn get(&mut self, token: &str) -> bool {
+        let Ok(t) = Token::parse(token) else {
+            return false;
+        };
+        match self.e.rt.block_on(self.e.store.get(&t)) {
+            Ok(s) => s.map(black_box).is_some(),
+            Err(e) => {
+                note_err("sessiondb on Redis get", e);
+                false
+            }
+        }
+    }
+
+    fn create(&mut self, user: &str) -> Option<String> {
+        let mut data = SessionData::new();
+        data.insert("profile", self.p.profile_a.as_str()).ok()?;
+        let (t, _) = self
+            .e
+            .rt
+            .block_on(self.e.store.create(NewSession::for_user(user).data(data)))
+            .map_err(|e| note_err("sessiondb on Redis create", e))
+            .ok()?;
+        Some(t.as_string())
+    }
+
+    fn update(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| {
+            self.e
+                .rt
+                .block_on(self.e.store.put(&t, "profile", self.p.profile_b.as_str()))
+                .is_ok()
+        })
+    }
+
+    fn touch(&mut self, token: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.e.rt.block_on(self.e.store.touch(&t)).is_ok())
+    }
+
+    fn rotate(&mut self, token: &str, _user: &str) -> Option<String> {
+        let t = Token::parse(token).ok()?;
+        let new = self.e.rt.block_on(self.e.store.rotate(&t)).ok()?;
+        Some(new.as_string())
+    }
+
+    fn end(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.e.rt.block_on(self.e.store.end(&t)).unwrap_or(false))
+    }
+
+    fn revoke_user(&mut self, user: &str) -> usize {
+        self.e
+            .rt
+            .block_on(self.e.store.revoke_user(user))
+            .unwrap_or(0)
+    }
+
+    fn sessions_of(&mut self, user: &str) -> usize {
+        self.e
+            .rt
+            .block_on(self.e.store.sessions_of(user))
+            .map_or(0, |v| black_box(v).len())
+    }
+}
+
+// -------------------------------------------------------------------------------------
 // Running one operation
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1993,6 +2104,7 @@ struct Report {
 const SDB_MEMORY: &str = "sessiondb Memory";
 const SDB_BUFFERED: &str = "sessiondb Buffered";
 const SDB_SYNC: &str = "sessiondb Sync";
+const SDB_REDIS: &str = "sessiondb on Redis";
 
 /// Preloads (unless a pool is handed over) and runs every op at every thread count.
 fn bench_engine(
@@ -2252,6 +2364,7 @@ fn bench_redis(ctx: &Ctx, report: &mut Report) {
                 });
             }
             bench_engine(&e, i, ctx, Some(pool), report);
+            bench_sessiondb_on_redis(&e, ctx, report);
         } else {
             let mut pool = bench_engine(&e, i, ctx, None, report);
             let r = run_op(&e, name, ctx, &mut pool, Op::Create, GROUP_PEER_CLIENTS);
@@ -2262,6 +2375,38 @@ fn bench_redis(ctx: &Ctx, report: &mut Report) {
             e.server.child.id()
         ));
     }
+}
+
+/// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
+/// prefix), compared with the embedded store: what moving sessions off the process
+/// costs. Needs `--features redis`.
+#[cfg(feature = "redis")]
+fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
+    let url = format!("redis://127.0.0.1:{}/", raw.server.port);
+    match SdbRedisEngine::connect(&url) {
+        Ok(e) => {
+            let i = info(
+                SDB_REDIS,
+                "the Redis server above (no persistence); one Lua script per operation",
+                SDB_MEMORY,
+                "`revoke_user`: one script over the user's sorted set",
+                "`sessions_of`: one script, pruning the user's sorted set",
+            );
+            bench_engine(&e, i, ctx, None, report);
+        }
+        Err(err) => {
+            let line = format!("{SDB_REDIS}: skipped ({err})");
+            eprintln!("{line}");
+            report.skipped.push(line);
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn bench_sessiondb_on_redis(_raw: &RedisEngine, _ctx: &Ctx, report: &mut Report) {
+    report.skipped.push(format!(
+        "{SDB_REDIS}: skipped (run with `--features redis`)"
+    ));
 }
 
 // -------------------------------------------------------------------------------------
