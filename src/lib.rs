@@ -10,7 +10,8 @@
 //! everywhere" helpers), `conformance` (the `conformance` module: a behaviour suite any
 //! tower-sessions store can run against itself), `actix-session` (the `actix_session`
 //! module: a store for actix-session, with the same helpers), `cli` (the `sessiondb`
-//! command line).
+//! command line), `redis` (`RedisStore`: the same sessions on Redis or Valkey for an
+//! app on several nodes, and `Sessions`, one async handle over either backend).
 //!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};

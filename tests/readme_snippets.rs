@@ -15,6 +15,7 @@ const REQUIRED: &[&str] = &[
     "examples/actix_session.rs",
     "examples/cli.sh",
     "examples/tower_sessions.rs",
+    "examples/redis.rs",
     "tests/conformance.rs",
 ];
 
