@@ -121,7 +121,7 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// The session server (Redis or Valkey, for a [`crate::RedisStore`]) could not be
+    /// The session server (Redis or Valkey, for a `RedisStore`) could not be
     /// reached, did not answer in time, or refused the command. A write that failed
     /// this way may or may not have been applied: read the session again before
     /// retrying something that is not idempotent.
