@@ -89,7 +89,8 @@ macro_rules! write {
 impl Sessions {
     /// Opens the backend a configuration string names:
     /// - `memory:` — an embedded store in memory ([`Store::in_memory_with`]);
-    /// - `redis://…` or `rediss://…` — a Redis or Valkey server (feature `redis`;
+    /// - `redis://…`, `rediss://…`, `redis+unix://…` or `unix://…` — a Redis or Valkey
+    ///   server (feature `redis`;
     ///   [`crate::RedisStore::connect`]), with the default [`crate::RedisOptions`];
     /// - anything else — a directory for an embedded durable store ([`Store::open_with`]).
     ///
@@ -100,7 +101,10 @@ impl Sessions {
         if config == "memory:" {
             return Ok(Sessions::embedded(Store::in_memory_with(opts)?));
         }
-        if config.starts_with("redis://") || config.starts_with("rediss://") {
+        if ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| config.starts_with(scheme))
+        {
             #[cfg(feature = "redis")]
             return Ok(Sessions::redis(
                 crate::RedisStore::connect(config, opts).await?,

@@ -343,3 +343,31 @@ async fn connecting_to_a_server_that_is_not_there_is_a_typed_error() {
         Err(Error::InvalidOption { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_open_picks_redis_for_a_unix_socket_url_too() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("redis.sock");
+    let sock_arg = sock.to_str().unwrap().to_owned();
+    let args = [
+        "--save",
+        "",
+        "--unixsocket",
+        &sock_arg,
+        "--unixsocketperm",
+        "700",
+    ];
+    let Some(_server) = RedisServer::start(&args) else {
+        return;
+    };
+    let sessions =
+        sessiondb::Sessions::open(&format!("redis+unix://{sock_arg}"), Options::default())
+            .await
+            .unwrap();
+    assert_eq!(sessions.backend_name(), "redis");
+    let (t, _) = sessions
+        .create(NewSession::for_user("alice"))
+        .await
+        .unwrap();
+    assert!(sessions.get(&t).await.unwrap().is_some());
+}
