@@ -246,8 +246,8 @@ impl RedisStore {
     /// tokio runtime.
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] for a bad URL or option; [`Error::Unavailable`] if the
-    /// server cannot be reached.
+    /// [`Error::InvalidOption`] for a bad URL or option, or when not awaited inside a
+    /// tokio runtime; [`Error::Unavailable`] if the server cannot be reached.
     pub async fn connect(url: &str, opts: Options) -> Result<RedisStore> {
         RedisStore::connect_with(url, opts, RedisOptions::default()).await
     }
@@ -257,6 +257,14 @@ impl RedisStore {
     /// # Errors
     /// As [`RedisStore::connect`].
     pub async fn connect_with(url: &str, opts: Options, ropts: RedisOptions) -> Result<RedisStore> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidOption {
+                name: "RedisStore::connect",
+                reason: "must be awaited inside a tokio runtime (its connection and reaper \
+                         run as tokio tasks)"
+                    .into(),
+            });
+        }
         ropts.check()?;
         opts.validate()?;
         let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
@@ -1386,6 +1394,21 @@ mod tests {
         );
         assert_eq!(decode_event(&f(&[("k", "ended"), ("id", "zz")])), None);
         assert_eq!(decode_event(&f(&[("k", "unknown")])), None);
+    }
+
+    #[test]
+    fn connecting_outside_a_tokio_runtime_is_a_typed_error_not_a_panic() {
+        let fut = RedisStore::connect("redis://127.0.0.1:1/", Options::default());
+        // A minimal executor that is not tokio: poll once with a no-op waker.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(fut);
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Err(Error::InvalidOption { name, .. })) => {
+                assert_eq!(name, "RedisStore::connect");
+            }
+            other => panic!("expected a typed error at once, got {:?}", other.is_ready()),
+        }
     }
 
     #[test]
