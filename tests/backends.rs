@@ -166,6 +166,8 @@ on_every_backend! {
     extend_never_shortens_and_touch_refuses_an_ended_session;
     revoking_a_user_with_many_sessions_some_rotated_ends_every_one;
     revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
+    auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
+    reads_rearm_the_idle_deadline_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(1000));
 }
 
 async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Sessions) {
@@ -880,4 +882,42 @@ async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_los
         160,
         "every session is either live or revoked"
     );
+}
+
+async fn auth_lifetime_counts_from_the_last_login(s: &Sessions) {
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    tokio::time::sleep(ms(1000)).await;
+    // An anonymous session has no login to count from.
+    assert!(s.get(&visitor).await.unwrap().is_some());
+    let token = s.login(&visitor, "alice").await.unwrap();
+    let got = s.get(&token).await.unwrap().unwrap();
+    let auth = got.authenticated_at().unwrap();
+    assert!(got.expires_at().as_millis() <= auth.as_millis() + 900);
+    tokio::time::sleep(ms(1100)).await;
+    assert!(
+        s.get(&token).await.unwrap().is_none(),
+        "past its login's lifetime"
+    );
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+}
+
+async fn reads_rearm_the_idle_deadline_at_most_once_per_touch_interval(s: &Sessions) {
+    let (token, c) = s
+        .create(NewSession::anonymous().idle_timeout(ms(1600)))
+        .await
+        .unwrap();
+    tokio::time::sleep(ms(500)).await;
+    // Within the touch interval: the read does not move the idle deadline...
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert_eq!(got.last_seen(), c.last_seen());
+    assert_eq!(got.expires_at(), c.expires_at());
+    tokio::time::sleep(ms(700)).await;
+    // ...past it, a read does.
+    let got = s.get(&token).await.unwrap().unwrap();
+    assert!(got.last_seen() > c.last_seen());
+    assert!(got.expires_at() > c.expires_at());
+    // An explicit touch always does.
+    s.touch(&token).await.unwrap();
+    let touched = s.peek(&token).await.unwrap().unwrap();
+    assert!(touched.last_seen() >= got.last_seen());
 }
