@@ -22,6 +22,10 @@
 --   <p>:e       stream: the events
 -- Times are Redis server milliseconds (TIME), so every node agrees on them.
 
+-- Redis 5 and 6 replicate scripts verbatim unless told otherwise, and this script
+-- reads the clock before it writes: replicate its effects (always the case from 7.0).
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+
 local P = ARGV[1]
 local OP = ARGV[2]
 local AUTH = tonumber(ARGV[3])
