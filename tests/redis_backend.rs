@@ -371,3 +371,52 @@ async fn sessions_open_picks_redis_for_a_unix_socket_url_too() {
         .unwrap();
     assert!(sessions.get(&t).await.unwrap().is_some());
 }
+
+/// Not a test: how long one call takes, the store's script next to a raw command on
+/// the same server, interleaved so machine noise hits both alike.
+/// `cargo test --release --features redis --test redis_backend measure -- --ignored --nocapture`
+#[tokio::test(flavor = "current_thread")]
+#[ignore]
+async fn measure_call_latency() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let mut conn = raw(&server).await;
+    let (t, _) = store.create(NewSession::for_user("alice")).await.unwrap();
+    store.put(&t, "profile", &"x".repeat(180)).await.unwrap();
+    let _: () = conn.set("raw", "x".repeat(200)).await.unwrap();
+    let n = 5_000;
+    let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..4 {
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(store.get(&t).await.unwrap());
+        }
+        ours += t0.elapsed();
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            let v: Option<Vec<u8>> = conn.get("raw").await.unwrap();
+            std::hint::black_box(v);
+        }
+        theirs += t0.elapsed();
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / (4 * n) as f64;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for line in stats
+        .lines()
+        .filter(|l| l.contains("evalsha") || l.contains("cmdstat_get:"))
+    {
+        println!("server side: {line}");
+    }
+    println!(
+        "get: RedisStore {:.1} us, raw GET {:.1} us (ratio {:.2})",
+        per(ours),
+        per(theirs),
+        per(ours) / per(theirs)
+    );
+}

@@ -46,12 +46,32 @@ local function kU(u) return P .. ':u:' .. u end
 local function fmt(n) return string.format('%d', n) end
 local function num(x) if x then return tonumber(x) end return 0 end
 
-local function load(h)
-  local r = redis.call('HMGET', kS(h), 'id', 'u', 'l', 'c', 'ls', 'a', 'abs', 'idle', 'v', 'dsz')
-  if not r[1] then return nil end
-  return { h = h, id = r[1], u = r[2], l = r[3], c = num(r[4]), ls = num(r[5]),
-           a = r[6] and tonumber(r[6]) or false, abs = num(r[7]), idle = num(r[8]),
-           v = num(r[9]), dsz = num(r[10]) }
+-- The session at token hash h: its scalars, and with `full` its data as a flat
+-- key/value list (one HGETALL; without `full`, one HMGET of the scalars only).
+local function load(h, full)
+  if not full then
+    local r = redis.call('HMGET', kS(h), 'id', 'u', 'l', 'c', 'ls', 'a', 'abs', 'idle', 'v', 'dsz')
+    if not r[1] then return nil end
+    return { h = h, id = r[1], u = r[2] or nil, l = r[3] or nil, c = num(r[4]), ls = num(r[5]),
+             a = r[6] and tonumber(r[6]) or false, abs = num(r[7]), idle = num(r[8]),
+             v = num(r[9]), dsz = num(r[10]) }
+  end
+  local all = redis.call('HGETALL', kS(h))
+  if #all == 0 then return nil end
+  local f, data = {}, {}
+  for i = 1, #all, 2 do
+    local k = all[i]
+    if string.sub(k, 1, 2) == 'd:' then
+      data[#data + 1] = string.sub(k, 3)
+      data[#data + 1] = all[i + 1]
+    else
+      f[k] = all[i + 1]
+    end
+  end
+  if not f.id then return nil end
+  return { h = h, id = f.id, u = f.u, l = f.l, c = num(f.c), ls = num(f.ls),
+           a = f.a and tonumber(f.a) or false, abs = num(f.abs), idle = num(f.idle),
+           v = num(f.v), dsz = num(f.dsz), data = data }
 end
 
 local function deadline(s)
@@ -61,23 +81,23 @@ local function deadline(s)
   return d
 end
 
-local function by_id(id)
+local function by_id(id, full)
   local h = redis.call('GET', kI(id))
   if not h then return nil end
-  local s = load(h)
+  local s = load(h, full)
   if s and s.id == id then return s end
   return nil
 end
 
 -- The live session token hash h answers to (directly, or as a rotated-away token in
 -- its grace period), and whether it came through such an alias.
-local function resolve(h)
-  local s = load(h)
+local function resolve(h, full)
+  local s = load(h, full)
   local alias = false
   if not s then
     local id = redis.call('GET', kA(h))
     if not id then return nil, false end
-    s = by_id(id)
+    s = by_id(id, full)
     if not s then return nil, false end
     alias = true
   end
@@ -118,12 +138,12 @@ local function drop(s, reason)
 end
 
 -- The user's live sessions, oldest first; prunes whatever in the index is not one.
-local function live_of(user)
+local function live_of(user, full)
   local k = kU(user)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', NOW)
   local out = {}
   for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-    local s = by_id(id)
+    local s = by_id(id, full)
     if s and s.u == user and deadline(s) > NOW then
       out[#out + 1] = s
     else
@@ -151,18 +171,13 @@ local function make_room(user, max, policy, except)
   return true
 end
 
--- A session as the client decodes it: 11 scalars, then key/value pairs.
+-- A session as the client decodes it: 12 scalars, then its data's key/value pairs
+-- (as loaded: callers that change the data do not answer with an image).
 local function image(s)
   local out = { s.id, s.u or '', s.u and '1' or '0', s.l or '', s.l and '1' or '0', fmt(s.c),
                 fmt(s.ls), s.a and fmt(s.a) or '-1', fmt(s.abs), fmt(s.idle), fmt(s.v),
                 fmt(deadline(s)) }
-  local all = redis.call('HGETALL', kS(s.h))
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'd:' then
-      out[#out + 1] = string.sub(all[i], 3)
-      out[#out + 1] = all[i + 1]
-    end
-  end
+  for i = 1, #s.data do out[#out + 1] = s.data[i] end
   return out
 end
 
@@ -181,18 +196,20 @@ local function set_data(s, from, dsz)
   redis.call('HSET', kS(s.h), 'dsz', dsz)
 end
 
-local ops = {}
+-- The operations: one block each, run only for the operation asked (a table of
+-- functions would create every closure on every call).
 
 -- create / import: h id user label created last_seen authenticated absolute idle
 -- version dsz max policy [k v ...]. Times < 0 mean "now" (a create).
-function ops.admit()
+if OP == 'admit' then
   local h, id, user, label = A[1], A[2], A[3], A[4]
   if redis.call('EXISTS', kS(h)) + redis.call('EXISTS', kA(h)) > 0 then return { 'exists', 'token' } end
   if redis.call('EXISTS', kI(id)) > 0 then return { 'exists', 'session id' } end
   local function at(x) local n = tonumber(x); if n < 0 then return NOW end; return n end
   local s = { h = h, id = id, u = (user ~= '' and user) or nil, l = (label ~= '' and label) or nil,
               c = at(A[5]), ls = at(A[6]), a = false, abs = tonumber(A[8]), idle = tonumber(A[9]),
-              v = tonumber(A[10]), dsz = tonumber(A[11]) }
+              v = tonumber(A[10]), dsz = tonumber(A[11]), data = {} }
+  for i = 14, #A do s.data[#s.data + 1] = A[i] end
   if s.abs < 0 then s.abs = NOW - tonumber(A[8]) end -- a create passes -lifetime
   if s.u and A[7] ~= '' then s.a = at(A[7]) end
   if deadline(s) <= NOW then return { 'expired' } end
@@ -211,8 +228,8 @@ function ops.admit()
 end
 
 -- get / peek: h touch_ms (touch_ms < 0: no activity)
-function ops.get()
-  local s = resolve(A[1])
+if OP == 'get' then
+  local s = resolve(A[1], true)
   if not s then return { 'ended' } end
   local touch = tonumber(A[2])
   if touch >= 0 and NOW - s.ls >= touch then
@@ -223,14 +240,14 @@ function ops.get()
   return with_image('ok', s)
 end
 
-function ops.get_by_id()
-  local s = by_id(A[1])
+if OP == 'get_by_id' then
+  local s = by_id(A[1], true)
   if not s or deadline(s) <= NOW then return { 'ended' } end
   return with_image('ok', s)
 end
 
 -- put: h key value entry_bytes max_data_bytes
-function ops.put()
+if OP == 'put' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   local f = 'd:' .. A[2]
@@ -246,7 +263,7 @@ function ops.put()
 end
 
 -- remove: h key
-function ops.remove()
+if OP == 'remove' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   local f = 'd:' .. A[2]
@@ -259,7 +276,7 @@ function ops.remove()
 end
 
 -- save: h expected_version dsz [k v ...]
-function ops.save()
+if OP == 'save' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   if s.v ~= tonumber(A[2]) then return { 'conflict', fmt(s.v) } end
@@ -269,7 +286,7 @@ function ops.save()
   return ok(fmt(s.v))
 end
 
-function ops.touch()
+if OP == 'touch' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   s.ls = NOW
@@ -279,7 +296,7 @@ function ops.touch()
 end
 
 -- extend: h by_ms (never shortens)
-function ops.extend()
+if OP == 'extend' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   local abs = NOW + tonumber(A[2])
@@ -290,7 +307,7 @@ function ops.extend()
 end
 
 -- set_expiry: h absolute_ms (a moment at or before now ends the session as expired)
-function ops.set_expiry()
+if OP == 'set_expiry' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   local abs = tonumber(A[2])
@@ -305,7 +322,7 @@ function ops.set_expiry()
 end
 
 -- set_label: h has_label label
-function ops.set_label()
+if OP == 'set_label' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   if A[2] == '1' then redis.call('HSET', kS(s.h), 'l', A[3]) else redis.call('HDEL', kS(s.h), 'l') end
@@ -325,13 +342,13 @@ local function bind(s, user, max, policy)
 end
 
 -- bind: h user max policy
-function ops.bind()
+if OP == 'bind' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   return bind(s, A[2], tonumber(A[3]), A[4]) or ok()
 end
 
-function ops.unbind()
+if OP == 'unbind' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   if not s.u then return ok('0', '') end
@@ -376,7 +393,7 @@ local function rotate(s, new, grace)
 end
 
 -- rotate: old_h new_h grace_ms
-function ops.rotate()
+if OP == 'rotate' then
   local s, err = rotatable(A[1], A[2])
   if err then return err end
   rotate(s, A[2], tonumber(A[3]))
@@ -385,7 +402,7 @@ end
 
 -- login: old_h new_h grace_ms user max policy: rotate, then bind, as one step (the
 -- limit is checked first, so a refused login changes nothing).
-function ops.login()
+if OP == 'login' then
   local s, err = rotatable(A[1], A[2])
   if err then return err end
   local user = A[4]
@@ -396,27 +413,27 @@ function ops.login()
 end
 
 -- end: h (an old token in its grace period ends its session too)
-ops['end'] = function()
+if OP == 'end' then
   local s = resolve(A[1])
   if not s then return ok('0') end
   drop(s, 'ended')
   return ok('1')
 end
 
-function ops.end_by_id()
+if OP == 'end_by_id' then
   local s = by_id(A[1])
   if not s or deadline(s) <= NOW then return ok('0') end
   drop(s, 'ended')
   return ok('1')
 end
 
-function ops.sessions_of()
+if OP == 'sessions_of' then
   local out = { 'ok' }
-  for _, s in ipairs(live_of(A[1])) do out[#out + 1] = image(s) end
+  for _, s in ipairs(live_of(A[1], true)) do out[#out + 1] = image(s) end
   return out
 end
 
-function ops.revoke()
+if OP == 'revoke' then
   local user = A[1]
   local k = kU(user)
   local ended = {}
@@ -438,7 +455,7 @@ end
 
 -- reap: batch. Ends sessions whose deadline passed; reports sessions Redis already
 -- dropped (no node reaped them within the retention) as expired with no user.
-function ops.reap()
+if OP == 'reap' then
   local n = 0
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KX, '-inf', NOW, 'LIMIT', 0, tonumber(A[1]))) do
     local s = by_id(id)
@@ -462,7 +479,7 @@ end
 
 -- clear: batch. Ends up to `batch` sessions (no per-session events); the caller loops
 -- while any remain, then calls clear_done.
-function ops.clear()
+if OP == 'clear' then
   local n = 0
   for _, id in ipairs(redis.call('ZRANGE', KX, 0, tonumber(A[1]) - 1)) do
     local s = by_id(id)
@@ -477,23 +494,23 @@ function ops.clear()
   return ok(fmt(n), fmt(redis.call('ZCARD', KX)))
 end
 
-function ops.clear_done()
+if OP == 'clear_done' then
   event('k', 'cleared', 'n', A[1])
   return ok()
 end
 
-function ops.len()
+if OP == 'len' then
   return ok(fmt(redis.call('ZCOUNT', KX, '(' .. fmt(NOW), '+inf')))
 end
 
 -- export: cursor batch -> next cursor, then the images (each followed by its h) of
 -- the live sessions in this step of a ZSCAN of the registry (every session live for the
 -- whole walk is returned at least once; the caller drops repeats).
-function ops.export()
+if OP == 'export' then
   local r = redis.call('ZSCAN', KX, A[1], 'COUNT', tonumber(A[2]))
   local out = { 'ok', r[1] }
   for i = 1, #r[2], 2 do
-    local s = by_id(r[2][i])
+    local s = by_id(r[2][i], true)
     if s and deadline(s) > NOW then
       local img = image(s)
       img[#img + 1] = s.h
@@ -503,6 +520,4 @@ function ops.export()
   return out
 end
 
-local f = ops[OP]
-if not f then return redis.error_reply('sessiondb: unknown operation ' .. tostring(OP)) end
-return f()
+return redis.error_reply('sessiondb: unknown operation ' .. tostring(OP))
