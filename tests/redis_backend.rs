@@ -342,6 +342,14 @@ async fn connecting_to_a_server_that_is_not_there_is_a_typed_error() {
         RedisStore::connect("not a url", Options::default()).await,
         Err(Error::InvalidOption { .. })
     ));
+    // TLS needs the redis crate's TLS feature (an app can enable it on its own
+    // dependency); without it, a clear error rather than a plaintext connection.
+    match RedisStore::connect("rediss://127.0.0.1:1/", Options::default()).await {
+        Err(e @ (Error::InvalidOption { .. } | Error::Unavailable { .. })) => {
+            println!("rediss:// without TLS support: {e}");
+        }
+        other => panic!("expected a typed error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

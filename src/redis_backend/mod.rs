@@ -240,8 +240,11 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`, or
-    /// `rediss://` for TLS if the `redis` crate was built with it) with the default
+    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`,
+    /// `redis+unix:///path/to/socket`, or `rediss://` for TLS — which needs the `redis`
+    /// crate's TLS support: add `redis = { version = "1.8", features =
+    /// ["tokio-rustls-comp"] }` to your app's dependencies; sessiondb does not enable
+    /// it, and without it `rediss://` is refused, never downgraded) with the default
     /// [`RedisOptions`], loads the script and starts the reaper task on the current
     /// tokio runtime.
     ///
