@@ -1,14 +1,15 @@
 //! The operations every backend shares, run against each through the public async
 //! handle [`Sessions`]: the embedded store in memory, the embedded store on its log
-//! with `Durability::Sync`, and Redis (a `redis-server` this test starts on a free
-//! port; skipped with a message if it is not installed, unless
-//! `SESSIONDB_REQUIRE_REDIS=1`). One scenario, three backends: a difference between
-//! them is a failure.
+//! with `Durability::Sync`, Redis (a `redis-server` this test starts on a free port),
+//! and a three-primary Redis Cluster (three more, joined by `redis-cli --cluster
+//! create`). Redis is skipped with a message if it is not installed, unless
+//! `SESSIONDB_REQUIRE_REDIS=1`. One scenario, four backends: a difference between them
+//! is a failure.
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use redis_server::{NO_PERSISTENCE, RedisServer};
+use redis_server::{NO_PERSISTENCE, RedisCluster, RedisServer};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ struct Backend {
     sessions: Sessions,
     _dir: Option<tempfile::TempDir>,
     _server: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 impl std::ops::Deref for Backend {
@@ -37,6 +39,7 @@ async fn memory(opts: Options) -> Option<Backend> {
         sessions: Sessions::open("memory:", opts).await.unwrap(),
         _dir: None,
         _server: None,
+        _cluster: None,
     })
 }
 
@@ -50,6 +53,7 @@ async fn log(opts: Options) -> Option<Backend> {
         sessions,
         _dir: Some(dir),
         _server: None,
+        _cluster: None,
     })
 }
 
@@ -66,6 +70,25 @@ async fn redis(opts: Options) -> Option<Backend> {
         sessions: Sessions::redis(store),
         _dir: None,
         _server: Some(server),
+        _cluster: None,
+    })
+}
+
+/// A three-primary Redis Cluster; the store's keys share the hash tag `{test}`.
+async fn redis_cluster(opts: Options) -> Option<Backend> {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap()?;
+    let urls = cluster.urls();
+    let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = RedisStore::connect_cluster(&seeds, opts, RedisOptions::default().prefix("{test}"))
+        .await
+        .unwrap();
+    Some(Backend {
+        sessions: Sessions::redis(store),
+        _dir: None,
+        _server: None,
+        _cluster: Some(cluster),
     })
 }
 
@@ -104,6 +127,14 @@ macro_rules! on_every_backend {
             async fn $name() {
                 let opts = super::opts!($($opts)?);
                 let Some(b) = super::redis(opts).await else { return };
+                super::$name(&b).await;
+            }
+        )* }
+        mod redis_cluster { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let opts = super::opts!($($opts)?);
+                let Some(b) = super::redis_cluster(opts).await else { return };
                 super::$name(&b).await;
             }
         )* }

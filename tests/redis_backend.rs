@@ -428,3 +428,22 @@ async fn measure_call_latency() {
         per(ours) / per(theirs)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_store_needs_a_hash_tag_prefix() {
+    // Refused before connecting: without one tag, a session's keys would land in
+    // different slots, which no script can change together.
+    match RedisStore::connect_cluster(
+        &["redis://127.0.0.1:1/"],
+        Options::default(),
+        RedisOptions::default().prefix("sessiondb"),
+    )
+    .await
+    {
+        Err(Error::InvalidOption { name, reason }) => {
+            assert_eq!(name, "RedisOptions::prefix");
+            assert!(reason.contains("hash tag"), "{reason}");
+        }
+        other => panic!("expected the prefix to be refused, got {other:?}"),
+    }
+}

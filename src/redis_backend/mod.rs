@@ -31,6 +31,9 @@
 //!   cookie value.
 //! - **Times** are the Redis server's clock (the script reads `TIME`), so every node
 //!   agrees on deadlines; [`crate::Options::clock`] does not apply.
+//! - **A Redis Cluster** ([`RedisStore::connect_cluster`]) runs a script only over keys
+//!   of one hash slot, and the script names keys from what it reads (a session's user),
+//!   so the prefix must be a hash tag: all of a store's keys share one slot.
 //!
 //! # Events across nodes
 //!
@@ -53,7 +56,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use redis::Value;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::data::SessionData;
@@ -183,8 +188,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    client: Client,
     script: redis::Script,
     opts: Options,
     ropts: RedisOptions,
@@ -211,6 +216,35 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The shared connection: one server (reconnecting), or a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// What opens a subscriber's own connection.
+enum Client {
+    Single(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Conn {
+    async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
 fn unavailable(context: impl Into<String>, e: &redis::RedisError) -> Error {
     Error::Unavailable {
         backend: "redis",
@@ -225,6 +259,15 @@ fn protocol(context: &str, what: impl std::fmt::Display) -> Error {
         context: context.into(),
         reason: format!("unexpected reply: {what}"),
     }
+}
+
+/// Whether every key `<prefix>:…` hashes to one Cluster slot: the prefix holds a
+/// non-empty `{tag}` (Redis hashes only the first such tag).
+fn is_hash_tag(prefix: &str) -> bool {
+    prefix
+        .find('{')
+        .and_then(|open| prefix[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
 }
 
 fn hex(v: u128) -> String {
@@ -278,20 +321,90 @@ impl RedisStore {
             .set_response_timeout(Some(ropts.response_timeout))
             .set_connection_timeout(Some(ropts.response_timeout))
             .set_number_of_retries(3);
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| unavailable(format!("connecting to {url}"), &e))?;
-        let script = redis::Script::new(SCRIPT);
-        script
-            .load_async(&mut conn)
+        RedisStore::start(Conn::Single(conn), Client::Single(client), opts, ropts).await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`seeds`: `redis://host:port`
+    /// URLs). Every key of a store must live in one hash slot, so the prefix must be a
+    /// hash tag (`RedisOptions::default().prefix("{sessiondb}")`): the store's sessions
+    /// live on the one shard that owns that slot (and move with it on a resharding or a
+    /// failover), so a Cluster gives them its availability, not more capacity than one
+    /// primary. Several stores (apps, tenants) with different tags spread over shards.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a prefix that is not a hash tag, or as
+    /// [`RedisStore::connect`].
+    pub async fn connect_cluster(
+        seeds: &[&str],
+        opts: Options,
+        ropts: RedisOptions,
+    ) -> Result<RedisStore> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidOption {
+                name: "RedisStore::connect_cluster",
+                reason: "must be awaited inside a tokio runtime".into(),
+            });
+        }
+        ropts.check()?;
+        opts.validate()?;
+        if !is_hash_tag(&ropts.prefix) {
+            return Err(Error::InvalidOption {
+                name: "RedisOptions::prefix",
+                reason: format!(
+                    "in a Redis Cluster the prefix must be a hash tag such as \"{{sessiondb}}\" \
+                     (so that every key of the store is in one slot); got {:?}",
+                    ropts.prefix
+                ),
+            });
+        }
+        let client = ClusterClient::builder(seeds.iter().copied())
+            .response_timeout(ropts.response_timeout)
+            .connection_timeout(ropts.response_timeout)
+            .build()
+            .map_err(|e| Error::InvalidOption {
+                name: "redis cluster seeds",
+                reason: e.to_string(),
+            })?;
+        let conn = client
+            .get_async_connection()
             .await
-            .map_err(|e| unavailable("loading the script", &e))?;
+            .map_err(|e| unavailable(format!("connecting to the cluster at {seeds:?}"), &e))?;
+        RedisStore::start(
+            Conn::Cluster(conn),
+            Client::Cluster(Box::new(client)),
+            opts,
+            ropts,
+        )
+        .await
+    }
+
+    /// Loads the script and starts the reaper.
+    async fn start(
+        conn: Conn,
+        client: Client,
+        opts: Options,
+        ropts: RedisOptions,
+    ) -> Result<RedisStore> {
+        let script = redis::Script::new(SCRIPT);
         let prefix = ropts.prefix.clone();
+        let registry = format!("{prefix}:x");
+        // Loaded now where the call is routed by a key (a Cluster loads it on the
+        // shard that first runs it: invoking reloads on NOSCRIPT).
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(SCRIPT);
+        if let Conn::Single(_) = &conn {
+            conn.query(&load)
+                .await
+                .map_err(|e| unavailable("loading the script", &e))?;
+        }
         let inner = Arc::new(Inner {
             conn,
             client,
             script,
-            registry: format!("{prefix}:x"),
+            registry,
             events_key: format!("{prefix}:e"),
             opts,
             ropts,
@@ -299,6 +412,9 @@ impl RedisStore {
             reaper: Mutex::new(None),
             dropped: Arc::new(AtomicU64::new(0)),
         });
+        // One call now: it fails here, not at the first request, if the server cannot
+        // run the script (too old, scripting disabled).
+        inner.call("len", |_| {}).await?;
         if let Some(every) = inner.opts.reaper_interval {
             let weak = Arc::downgrade(&inner);
             let task = tokio::spawn(reap_loop(weak, every));
@@ -987,14 +1103,15 @@ impl RedisStore {
     /// [`Error::Unavailable`].
     pub async fn subscribe(&self) -> Result<Receiver<Event>> {
         let inner = &self.inner;
-        let mut conn = inner.conn.clone();
-        let last: Value = redis::cmd("XREVRANGE")
-            .arg(&inner.events_key)
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&inner.events_key)
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
+            .arg(1);
+        let last = inner
+            .conn
+            .query(&cmd)
             .await
             .map_err(|e| unavailable("subscribe", &e))?;
         let from = match &last {
@@ -1089,9 +1206,9 @@ impl Inner {
             .arg(ms(self.ropts.retention))
             .arg(self.ropts.event_stream_len);
         args(&mut inv);
-        let mut conn = self.conn.clone();
-        let value: Value = inv
-            .invoke_async(&mut conn)
+        let value = self
+            .conn
+            .invoke(&inv)
             .await
             .map_err(|e| unavailable(op, &e))?;
         match value {
@@ -1131,42 +1248,27 @@ async fn reap_loop(inner: Weak<Inner>, every: Duration) {
 /// store is gone. Uses its own connection: a blocking XREAD would hold up every other
 /// call on the shared one.
 async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from: String) {
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<Conn> = None;
     loop {
         let Some(store) = inner.upgrade() else { return };
-        let (client, key, dropped) = (
-            store.client.clone(),
-            store.events_key.clone(),
-            store.dropped.clone(),
-        );
-        drop(store);
+        let (key, dropped) = (store.events_key.clone(), store.dropped.clone());
         if conn.is_none() {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_connection_timeout(Some(Duration::from_secs(5)));
-            match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
-                Ok(c) => conn = Some(c),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
+            conn = subscriber_connection(&store.client).await;
         }
-        let c = conn.as_mut().expect("connected above");
-        let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
-            .arg("COUNT")
+        drop(store);
+        let Some(c) = conn.as_ref() else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
             .arg(512)
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
             .arg(&key)
-            .arg(&from)
-            .query_async(c)
-            .await;
-        let entries = match reply {
+            .arg(&from);
+        let entries = match c.query(&cmd).await {
             Ok(v) => stream_entries(v),
             Err(_) => {
                 // Reconnect and resume after the last entry read.
@@ -1188,6 +1290,23 @@ async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from: String) {
                 Err(TrySendError::Disconnected(_)) => return,
             }
         }
+    }
+}
+
+/// A subscriber's own connection, with a response timeout longer than its XREAD's
+/// block; `None` if the server cannot be reached now.
+async fn subscriber_connection(client: &Client) -> Option<Conn> {
+    match client {
+        Client::Single(client) => ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_connection_timeout(Some(Duration::from_secs(5))),
+        )
+        .await
+        .ok()
+        .map(Conn::Single),
+        Client::Cluster(client) => client.get_async_connection().await.ok().map(Conn::Cluster),
     }
 }
 
@@ -1412,6 +1531,16 @@ mod tests {
             }
             other => panic!("expected a typed error at once, got {:?}", other.is_ready()),
         }
+    }
+
+    #[test]
+    fn a_cluster_prefix_must_be_a_hash_tag() {
+        assert!(is_hash_tag("{sessiondb}"));
+        assert!(is_hash_tag("app:{tenant-1}"));
+        assert!(!is_hash_tag("sessiondb"));
+        assert!(!is_hash_tag("{}"));
+        assert!(!is_hash_tag("{open"));
+        assert!(!is_hash_tag("close}{"));
     }
 
     #[test]

@@ -135,6 +135,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -162,5 +167,84 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas), each a [`RedisServer`] with cluster
+/// mode on, joined with `redis-cli --cluster create`; stopped with its servers.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// `None` (after printing why) if redis-server is not installed, as
+    /// [`RedisServer::start`].
+    pub fn start(n: usize) -> Option<RedisCluster> {
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+        ];
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(RedisServer::start(&args)?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("running redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    /// Every node says the cluster is ok and knows every node.
+    fn ready(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            let Ok(client) = redis::Client::open(node.url()) else {
+                return false;
+            };
+            let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+                return false;
+            };
+            let info: String = match redis::cmd("CLUSTER").arg("INFO").query(&mut c) {
+                Ok(i) => i,
+                Err(_) => return false,
+            };
+            info.contains("cluster_state:ok")
+                && info.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
+        })
+    }
+
+    /// The nodes' URLs, to seed a cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }
