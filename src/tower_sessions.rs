@@ -128,6 +128,14 @@
 //! commit). [`SessionDbStore::offload_writes`]
 //! overrides the choice. Outside a tokio runtime, everything is called directly.
 //!
+//! On Redis a `save` is two or three round trips (read the session, write the data,
+//! move the deadline: each write one atomic script that refuses a session that is not
+//! live) and a `create` one or two. Measured (release build, same VM, a local
+//! redis-server without persistence, `measure_redis` in `tests/tower_sessions_store.rs`:
+//! 64 tasks each doing create + save + load): 3,300 such requests/s on Redis against
+//! 257,000 on the embedded store in memory — the price of sharing sessions between
+//! nodes is network round trips, not the store.
+//!
 //! [tower-sessions]: https://docs.rs/tower-sessions
 
 use std::collections::{HashMap, HashSet};

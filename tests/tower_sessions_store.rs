@@ -497,3 +497,50 @@ fn measure_data_layout() {
         );
     }
 }
+
+/// One request's worth of store traffic (create, save, load) from 64 tasks on a
+/// 2-worker runtime, on the embedded store in memory and on Redis (a local
+/// redis-server without persistence): what moving the sessions to Redis costs.
+#[cfg(feature = "redis")]
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn measure_redis() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for backend in [Backend::Memory, Backend::Redis] {
+        let Some((store, _held)) = rt.block_on(tower_app::store_on(backend)) else {
+            return;
+        };
+        let (tasks, per_task) = (64, 200);
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_task {
+                            let mut r = record(in_30_minutes());
+                            store.create(&mut r).await.unwrap();
+                            r.data.insert("n".into(), serde_json::json!(i));
+                            store.save(&r).await.unwrap();
+                            assert!(store.load(&r.id).await.unwrap().is_some());
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        let elapsed = start.elapsed();
+        let n = f64::from(tasks * per_task);
+        println!(
+            "{backend:?}: {:>8.0} create+save+load/s, {:?} each (64 tasks, 2 workers)",
+            n / elapsed.as_secs_f64(),
+            elapsed / (tasks * per_task)
+        );
+    }
+}
