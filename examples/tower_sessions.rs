@@ -34,14 +34,15 @@ async fn login(State(store): State<SessionDbStore>, session: Session) -> String 
 }
 
 async fn me(State(store): State<SessionDbStore>, session: Session) -> String {
-    match store.user(&session) {
-        Some(user) => format!("you are {user}"),
-        None => "not logged in".into(),
+    match store.user(&session).await {
+        Ok(Some(user)) => format!("you are {user}"),
+        Ok(None) => "not logged in".into(),
+        Err(e) => e.to_string(),
     }
 }
 
 async fn devices(State(store): State<SessionDbStore>, session: Session) -> String {
-    match store.devices(&session) {
+    match store.devices(&session).await {
         Ok(list) => format!("{} device(s)", list.len()),
         Err(e) => e.to_string(),
     }
@@ -58,6 +59,8 @@ async fn logout_everywhere(State(store): State<SessionDbStore>, session: Session
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?; // a real app: Store::open("sessions")
     let store = SessionDbStore::new(Store::open(dir.path())?);
+    // On several nodes, the same app over Redis (features `tower-sessions,redis`):
+    // SessionDbStore::new(Sessions::open("redis://127.0.0.1:6379/", Options::default()).await?)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(axum::serve(listener, app(store)).into_future());

@@ -1,10 +1,15 @@
 //! What the web-framework stores ([`crate::tower_sessions`], [`crate::actix_session`])
-//! share: the [`Device`] rows of a "your devices" page, the ownership check before
-//! ending one, and running a write on the async runtime's blocking pool when the
-//! store's durability makes a write wait for an fsync.
+//! share: the [`Device`] rows of a "your devices" page and the ownership check before
+//! ending one (over the embedded [`crate::Store`] for actix-session, over either
+//! backend's [`crate::Sessions`] for tower-sessions), and, for actix-session, running
+//! a write on the async runtime's blocking pool when the store's durability makes a
+//! write wait for an fsync ([`crate::Sessions`] does that itself).
 
 use crate::clock::Timestamp;
-use crate::session::UserId;
+use crate::session::{Session, UserId};
+#[cfg(feature = "tower-sessions")]
+use crate::sessions::Sessions;
+#[cfg(feature = "actix-session")]
 use crate::store::Store;
 use crate::token::SessionId;
 
@@ -29,7 +34,27 @@ pub struct Device {
     pub current: bool,
 }
 
-/// The live sessions of `user` as devices, oldest first, `current` marked.
+/// `s` as a row of a devices page.
+fn device(s: Session, current: Option<SessionId>) -> Device {
+    Device {
+        id: s.id(),
+        label: s.label().map(str::to_owned),
+        created: s.created_at(),
+        last_seen: s.last_seen(),
+        authenticated: s.authenticated_at(),
+        expires: s.expires_at(),
+        current: Some(s.id()) == current,
+    }
+}
+
+/// True if `s` is a live session of `user` (so `user` may end it).
+fn owns(s: Option<Session>, user: &UserId) -> bool {
+    s.is_some_and(|s| s.user() == Some(user))
+}
+
+/// The live sessions of `user` in the embedded `engine` as devices, oldest first,
+/// `current` marked.
+#[cfg(feature = "actix-session")]
 pub(crate) fn devices(
     engine: &Store,
     user: &UserId,
@@ -38,28 +63,45 @@ pub(crate) fn devices(
     Ok(engine
         .sessions_of(user.as_str())?
         .into_iter()
-        .map(|s| Device {
-            id: s.id(),
-            label: s.label().map(str::to_owned),
-            created: s.created_at(),
-            last_seen: s.last_seen(),
-            authenticated: s.authenticated_at(),
-            expires: s.expires_at(),
-            current: Some(s.id()) == current,
-        })
+        .map(|s| device(s, current))
         .collect())
 }
 
-/// True if `device` is a live session of `user` (so `user` may end it).
+/// True if `device` is a live session of `user` in the embedded `engine`.
+#[cfg(feature = "actix-session")]
 pub(crate) fn owned_by(engine: &Store, device: SessionId, user: &UserId) -> bool {
-    engine
-        .get_by_id(device)
-        .is_some_and(|s| s.user() == Some(user))
+    owns(engine.get_by_id(device), user)
+}
+
+/// [`devices`] over either backend.
+#[cfg(feature = "tower-sessions")]
+pub(crate) async fn devices_in(
+    sessions: &Sessions,
+    user: &UserId,
+    current: Option<SessionId>,
+) -> crate::Result<Vec<Device>> {
+    Ok(sessions
+        .sessions_of(user.as_str())
+        .await?
+        .into_iter()
+        .map(|s| device(s, current))
+        .collect())
+}
+
+/// [`owned_by`] over either backend.
+#[cfg(feature = "tower-sessions")]
+pub(crate) async fn owned_in(
+    sessions: &Sessions,
+    device: SessionId,
+    user: &UserId,
+) -> crate::Result<bool> {
+    Ok(owns(sessions.get_by_id(device).await?, user))
 }
 
 /// Runs the write `f` on the engine: on tokio's blocking pool when `offload` is set
 /// and a runtime is there (an fsync wait would stall an async worker), directly
 /// otherwise. `store` names the adapter in the error if the runtime shuts down first.
+#[cfg(feature = "actix-session")]
 pub(crate) async fn write<T, F>(
     engine: &Store,
     offload: bool,

@@ -138,6 +138,19 @@ impl Sessions {
         }
     }
 
+    /// Overrides whether the embedded store's writes run on tokio's blocking pool
+    /// (`true`) or directly on the calling task (`false`); by default they do under
+    /// [`Durability::Sync`] only (a write that waits for an fsync would hold an async
+    /// worker; any other write is faster called directly). No effect on Redis.
+    #[must_use]
+    pub fn offload_writes(mut self, on: bool) -> Sessions {
+        #[allow(irrefutable_let_patterns)] // without the `redis` feature
+        if let Backend::Embedded { offload, .. } = &mut self.backend {
+            *offload = on;
+        }
+        self
+    }
+
     /// The Redis `store`, behind the async API.
     #[cfg(feature = "redis")]
     pub fn redis(store: crate::RedisStore) -> Sessions {

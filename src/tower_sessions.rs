@@ -6,15 +6,22 @@
 //! This module owns the mapping between tower-sessions' [`Record`] and sessiondb's
 //! sessions, the [`SessionStore`] and [`ExpiredDeletion`] implementations, and the
 //! helpers on [`SessionDbStore`] that a handler calls with its
-//! [`tower_sessions_core::Session`].
+//! [`tower_sessions_core::Session`]. It runs over [`Sessions`], so the same store and
+//! helpers work on the embedded [`crate::Store`] (one process) and, with the `redis`
+//! feature, on Redis or Valkey (several nodes sharing the sessions): which one is
+//! configuration ([`Sessions::open`]), not code.
 //!
 //! ```no_run
-//! use sessiondb::Store;
+//! use sessiondb::{Options, Sessions, Store};
 //! use sessiondb::tower_sessions::SessionDbStore;
 //! use tower_sessions::{Expiry, Session, SessionManagerLayer};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // One process: the embedded store.
 //! let store = SessionDbStore::new(Store::open("sessions")?);
+//! // Or from configuration: "memory:", a directory, or "redis://host:6379/".
+//! let config = std::env::var("SESSIONS").unwrap_or_else(|_| "sessions".into());
+//! let store = SessionDbStore::new(Sessions::open(&config, Options::default()).await?);
 //! let layer = SessionManagerLayer::new(store.clone())
 //!     .with_expiry(Expiry::OnInactivity(time::Duration::days(7)));
 //!
@@ -30,9 +37,9 @@
 //! - **Ids.** tower-sessions picks the session id (an `i128` from a CSPRNG). It becomes
 //!   a sessiondb [`Token`]: its 16 bytes plus an 8-byte domain tag
 //!   ([`SessionDbStore::token`]). The store keys the session by that token's BLAKE3
-//!   hash, as every sessiondb session, so the cookie value never reaches the disk.
-//!   `create` resolves a collision by drawing a new id, as the trait asks
-//!   ([`Store::create_with_token`] answers [`crate::Error::Exists`]).
+//!   hash, as every sessiondb session, so the cookie value never reaches the disk
+//!   (nor Redis). `create` resolves a collision by drawing a new id, as the trait asks
+//!   ([`Sessions::create_with_token`] answers [`crate::Error::Exists`]).
 //! - **Data.** Each entry of the record's map is one key of the session's
 //!   [`SessionData`] — `t:` + the tower key, holding the value as JSON — so sessiondb's
 //!   limits apply as documented ([`crate::Limits`]: per key, per value, per session),
@@ -49,18 +56,21 @@
 //!   would take 3.4 ms. The session's data belongs to tower-sessions: a save replaces
 //!   all of it.
 //! - **Expiry.** The session's absolute deadline is `expiry_date` rounded *down* to
-//!   the millisecond ([`Store::set_expiry`] after each save that moves it), and its
+//!   the millisecond ([`Sessions::set_expiry`] after each save that moves it), and its
 //!   idle timeout is off: tower-sessions' `Expiry::OnInactivity` moves `expiry_date`
 //!   at each save itself. ([`crate::Options::auth_lifetime`], if set, still ends a
 //!   logged-in session that long after its login, and
-//!   [`crate::Options::max_sessions_per_user`] applies at login.) A save writes the data only if it changed and the deadline
-//!   only if it moved; under `Expiry::OnInactivity` it moves at every save, so such a
-//!   save is two engine writes (two fsyncs under [`Durability::Sync`]). Rounding down means the store never keeps a session past the
-//!   instant tower-sessions gave, and [`SessionStore::load`] also checks the exact
-//!   instant (two saves racing with different expiries may leave the earlier
-//!   deadline in force, never a later one). Open the store with the system clock (the
-//!   default): tower-sessions dates everything by it. The reaper removes expired
-//!   sessions in the background, so
+//!   [`crate::Options::max_sessions_per_user`] applies at login.) A save writes the
+//!   data only if it changed and the deadline only if it moved; under
+//!   `Expiry::OnInactivity` it moves at every save, so such a save is two backend
+//!   writes (two fsyncs under [`crate::Durability::Sync`], two round trips on Redis).
+//!   Rounding down means the store never keeps a session past the instant
+//!   tower-sessions gave, and [`SessionStore::load`] also checks the exact instant (two
+//!   saves racing with different expiries may leave the earlier deadline in force,
+//!   never a later one). tower-sessions dates everything by this process's clock:
+//!   open the embedded store with the system clock (the default); on Redis, where
+//!   deadlines are the Redis server's clock, keep the nodes' clocks in sync (NTP) with
+//!   it. The reaper removes expired sessions in the background, so
 //!   [`ExpiredDeletion::delete_expired`] only runs one reaper pass now and
 //!   `continuously_delete_expired` is never needed.
 //!
@@ -84,9 +94,16 @@
 //! user binding does not. That fails closed (the user must log in again; a binding never
 //! outlives a revocation). To rotate and keep the binding, call
 //! [`SessionDbStore::rotate`] (privilege changes) or [`SessionDbStore::login`] (which
-//! rotates, then binds): they move the session to the new id in one step of the engine
-//! ([`Store::rotate_to`]), keeping its public [`SessionId`], user, creation and login
-//! times, so a concurrent [`Store::revoke_user`] finds it under one id or the other.
+//! rotates, then binds): they move the session to the new id in one step of the
+//! backend ([`Sessions::rotate_to`]), keeping its public [`SessionId`], user, creation
+//! and login times, so a concurrent [`Sessions::revoke_user`] (from any node) finds it
+//! under one id or the other.
+//!
+//! On Redis every operation is one atomic script, so all of this holds across nodes:
+//! a cookie issued by one node loads on any other, a save arriving at any node for a
+//! session revoked from another stores nothing, and the rotation's id reservation
+//! (kept by the node serving the request, which is where tower-sessions' `create`
+//! for it runs) needs nothing shared.
 //!
 //! Use the binding as the source of truth for "who is logged in"
 //! ([`SessionDbStore::user`]), not a user id of your own in the session data: the
@@ -95,10 +112,12 @@
 //!
 //! # Blocking
 //!
-//! The engine is synchronous. Reads, and writes under [`Durability::Memory`] and
-//! [`Durability::Buffered`], return in microseconds, so they are called directly on the
-//! async task (tokio's guidance: well under the ~100 µs between awaits). Under
-//! [`Durability::Sync`] a write waits for its fsync (a millisecond or more), which would
+//! Redis calls are async network round trips. The embedded store is synchronous
+//! ([`Sessions`] decides how to call it). Reads, and writes under
+//! [`crate::Durability::Memory`] and [`crate::Durability::Buffered`], return in
+//! microseconds, so they are called directly on the async task (tokio's guidance: well
+//! under the ~100 µs between awaits). Under [`crate::Durability::Sync`] a write waits
+//! for its fsync (a millisecond or more), which would
 //! hold a runtime worker and, with few workers, starve group commit of concurrent
 //! writers; there, writes go through `tokio::task::spawn_blocking`. Measured (release
 //! build, this project's 2-core VM, `measure_offload` in `tests/tower_sessions_store.rs`:
@@ -108,6 +127,14 @@
 //! writes per fsync) and `spawn_blocking` 13,500 (many writers share each fsync: group
 //! commit). [`SessionDbStore::offload_writes`]
 //! overrides the choice. Outside a tokio runtime, everything is called directly.
+//!
+//! On Redis a `save` is two or three round trips (read the session, write the data,
+//! move the deadline: each write one atomic script that refuses a session that is not
+//! live) and a `create` one or two. Measured (release build, same VM, a local
+//! redis-server without persistence, `measure_redis` in `tests/tower_sessions_store.rs`:
+//! 64 tasks each doing create + save + load): 3,300 such requests/s on Redis against
+//! 257,000 on the embedded store in memory — the price of sharing sessions between
+//! nodes is network round trips, not the store.
 //!
 //! [tower-sessions]: https://docs.rs/tower-sessions
 
@@ -126,9 +153,8 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::clock::Timestamp;
 use crate::data::SessionData;
-use crate::options::Durability;
 use crate::session::{NewSession, UserId};
-use crate::store::Store;
+use crate::sessions::Sessions;
 use crate::token::{SessionId, Token};
 
 /// The 8 bytes after the 16 id bytes in a token derived from a tower-sessions id: a
@@ -146,13 +172,13 @@ const SUCCESSOR_KEY: &str = "__sessiondb.successor";
 /// this many in a row means the id source is broken.
 const MAX_CREATE_ATTEMPTS: usize = 16;
 
-/// A tower-sessions [`SessionStore`] over a sessiondb [`Store`], plus the helpers for
-/// the per-user index. Cheap to clone (clones share everything): give one clone to
+/// A tower-sessions [`SessionStore`] over sessiondb's [`Sessions`] — the embedded
+/// [`crate::Store`] or Redis, whichever the configuration names — plus the helpers for the
+/// per-user index. Cheap to clone (clones share everything): give one clone to
 /// `SessionManagerLayer::new` and keep another in your app state for the helpers.
 #[derive(Clone)]
 pub struct SessionDbStore {
-    engine: Store,
-    offload: bool,
+    sessions: Sessions,
     /// Ids [`SessionDbStore::rotate`] has moved a session to and whose record `create`
     /// has not received yet.
     successors: Arc<Mutex<HashSet<i128>>>,
@@ -161,8 +187,7 @@ pub struct SessionDbStore {
 impl fmt::Debug for SessionDbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionDbStore")
-            .field("engine", &self.engine)
-            .field("offload_writes", &self.offload)
+            .field("sessions", &self.sessions)
             .finish_non_exhaustive()
     }
 }
@@ -171,8 +196,9 @@ impl fmt::Debug for SessionDbStore {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The engine refused (see [`crate::Error`]): e.g. an invalid user id, a user at
-    /// their session limit, or a write that could not be made durable.
+    /// The backend refused or could not be reached (see [`crate::Error`]): e.g. an
+    /// invalid user id, a user at their session limit, a write that could not be made
+    /// durable, or Redis unavailable ([`crate::Error::Unavailable`]).
     Store(crate::Error),
     /// tower-sessions failed to load, save or delete the session, or to encode a value.
     Session(tower_sessions_core::session::Error),
@@ -216,30 +242,32 @@ impl From<tower_sessions_core::session::Error> for Error {
 pub use crate::integration::Device;
 
 impl SessionDbStore {
-    /// Wraps `engine`. Writes are offloaded to `spawn_blocking` when the store was
-    /// opened with [`Durability::Sync`], called directly otherwise (see the module
-    /// docs for the measurements).
-    pub fn new(engine: Store) -> SessionDbStore {
-        let offload = matches!(engine.options().durability, Durability::Sync);
+    /// Wraps `sessions`: a [`crate::Store`] (`SessionDbStore::new(Store::open("sessions")?)`)
+    /// or a [`Sessions`] from [`Sessions::open`] (`"redis://…"` for sessions shared by
+    /// several nodes). On the embedded store, writes are offloaded to `spawn_blocking`
+    /// when it was opened with [`crate::Durability::Sync`], called directly otherwise (see the
+    /// module docs for the measurements).
+    pub fn new(sessions: impl Into<Sessions>) -> SessionDbStore {
         SessionDbStore {
-            engine,
-            offload,
+            sessions: sessions.into(),
             successors: Arc::default(),
         }
     }
 
-    /// Overrides whether writes run on tokio's blocking pool (`true`) or directly on
-    /// the calling task (`false`).
+    /// Overrides whether the embedded store's writes run on tokio's blocking pool
+    /// (`true`) or directly on the calling task (`false`): [`Sessions::offload_writes`].
+    /// No effect on Redis.
     pub fn offload_writes(mut self, on: bool) -> SessionDbStore {
-        self.offload = on;
+        self.sessions = self.sessions.offload_writes(on);
         self
     }
 
-    /// The engine, for everything this adapter does not wrap (events, stats, admin
-    /// tools). Writing a tower-sessions session's data through it is pointless: the
-    /// next save from tower-sessions replaces the data.
-    pub fn engine(&self) -> &Store {
-        &self.engine
+    /// The sessions, for everything this adapter does not wrap (events, admin tools;
+    /// [`Sessions::as_embedded`] for what only the embedded store has). Writing a
+    /// tower-sessions session's data through it is pointless: the next save from
+    /// tower-sessions replaces the data.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The sessiondb token a tower-sessions id maps to (see the module docs).
@@ -255,19 +283,26 @@ impl SessionDbStore {
 
     /// The user bound to this request's session, if it is live and has one. This is
     /// the answer to "who is logged in": a revoked, expired or ended session has none.
-    pub fn user(&self, session: &Session) -> Option<UserId> {
-        session
-            .id()
-            .and_then(|id| self.engine.user_of(&Self::token(id)))
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the backend cannot be reached (Redis).
+    pub async fn user(&self, session: &Session) -> Result<Option<UserId>, Error> {
+        match session.id() {
+            Some(id) => Ok(self.sessions.user_of(&Self::token(id)).await?),
+            None => Ok(None),
+        }
     }
 
     /// The public id of this request's session, if it is stored and live (for logs,
     /// and to mark the current row of a devices page).
-    pub fn session_id(&self, session: &Session) -> Option<SessionId> {
-        session
-            .id()
-            .and_then(|id| self.engine.peek(&Self::token(id)))
-            .map(|s| s.id())
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the backend cannot be reached (Redis).
+    pub async fn session_id(&self, session: &Session) -> Result<Option<SessionId>, Error> {
+        match session.id() {
+            Some(id) => Ok(self.sessions.peek(&Self::token(id)).await?.map(|s| s.id())),
+            None => Ok(None),
+        }
     }
 
     /// Logs `user` in on this request's session: rotates its id (the session-fixation
@@ -281,7 +316,7 @@ impl SessionDbStore {
     /// # async fn handler(store: SessionDbStore, session: tower_sessions::Session) -> Result<(), Error> {
     /// // ... the password checked out ...
     /// store.login(&session, "alice").await?;
-    /// assert_eq!(store.user(&session).map(|u| u.to_string()), Some("alice".into()));
+    /// assert_eq!(store.user(&session).await?.map(|u| u.to_string()), Some("alice".into()));
     /// # Ok(()) }
     /// ```
     ///
@@ -292,15 +327,13 @@ impl SessionDbStore {
     /// refuses (the session is then rotated but anonymous); [`Error::Session`] if
     /// tower-sessions cannot load or save the session.
     pub async fn login(&self, session: &Session, user: &str) -> Result<(), Error> {
-        UserId::new(user, &self.engine.options().limits)?;
+        UserId::new(user, &self.sessions.options().limits)?;
         self.rotate(session).await?;
         if session.id().is_none() {
             session.save().await?;
         }
         let id = session.id().ok_or(Error::Store(crate::Error::Ended))?;
-        let user = user.to_owned();
-        self.write(move |e| e.bind_user(&Self::token(id), &user))
-            .await?;
+        self.sessions.bind_user(&Self::token(id), user).await?;
         // tower-sessions sends the cookie only for a modified session; a visitor's
         // first request may have changed nothing else.
         session.set_expiry(session.expiry());
@@ -313,16 +346,16 @@ impl SessionDbStore {
     /// is left to tower-sessions, which gives it a fresh id when it is saved.
     ///
     /// Unlike tower-sessions' [`Session::cycle_id`], this keeps the user binding: the
-    /// engine moves the session to the new id in one step ([`Store::rotate_to`]), then
+    /// backend moves the session to the new id in one step ([`Sessions::rotate_to`]), then
     /// tower-sessions' own `cycle_id` and `save` run, and `create` hands the record
     /// the reserved id. If the request is dropped half-way, the session is ended rather
     /// than left under an id no client holds.
     ///
     /// # Errors
     /// [`Error::Session`] if tower-sessions cannot load or save the session;
-    /// [`Error::Store`] if the engine cannot make the change durable.
+    /// [`Error::Store`] if the backend cannot make the change (durably).
     pub async fn rotate(&self, session: &Session) -> Result<(), Error> {
-        // Load the record now: once the engine has moved the session, the old id
+        // Load the record now: once the backend has moved the session, the old id
         // loads nothing.
         session.get_value(SUCCESSOR_KEY).await?;
         let Some(old) = session.id() else {
@@ -331,8 +364,11 @@ impl SessionDbStore {
         let mut attempts = 0;
         let new = loop {
             let new = Id::default();
-            let (from, to) = (Self::token(old), Self::token(new));
-            match self.write(move |e| e.rotate_to(&from, &to)).await {
+            match self
+                .sessions
+                .rotate_to(&Self::token(old), &Self::token(new))
+                .await
+            {
                 Ok(()) => break new,
                 Err(crate::Error::Exists { .. }) if attempts < MAX_CREATE_ATTEMPTS => {
                     attempts += 1;
@@ -369,14 +405,14 @@ impl SessionDbStore {
     /// "Log out everywhere": ends every session of the user bound to this request's
     /// session, this one included, and clears this one so the response removes the
     /// cookie. Returns how many sessions were ended. Final: a request of that user
-    /// still in flight cannot save its session back.
+    /// still in flight (on any node sharing the backend) cannot save its session back.
     ///
     /// # Errors
     /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] if the
-    /// revocation cannot be made durable.
+    /// revocation cannot be made (durably).
     pub async fn logout_everywhere(&self, session: &Session) -> Result<usize, Error> {
-        let user = self.user(session).ok_or(Error::NotLoggedIn)?;
-        let n = self.write(move |e| e.revoke_user(user.as_str())).await?;
+        let user = self.user(session).await?.ok_or(Error::NotLoggedIn)?;
+        let n = self.sessions.revoke_user(user.as_str()).await?;
         session.flush().await?;
         Ok(n)
     }
@@ -385,11 +421,12 @@ impl SessionDbStore {
     /// the current one marked. O(that user's sessions).
     ///
     /// # Errors
-    /// [`Error::NotLoggedIn`] if this session has no user.
-    pub fn devices(&self, session: &Session) -> Result<Vec<Device>, Error> {
-        let user = self.user(session).ok_or(Error::NotLoggedIn)?;
-        let current = self.session_id(session);
-        Ok(crate::integration::devices(&self.engine, &user, current)?)
+    /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] if the
+    /// backend cannot be reached (Redis).
+    pub async fn devices(&self, session: &Session) -> Result<Vec<Device>, Error> {
+        let user = self.user(session).await?.ok_or(Error::NotLoggedIn)?;
+        let current = self.session_id(session).await?;
+        Ok(crate::integration::devices_in(&self.sessions, &user, current).await?)
     }
 
     /// Ends one session of the user bound to this request's session ("sign out that
@@ -400,14 +437,14 @@ impl SessionDbStore {
     ///
     /// # Errors
     /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] if the end
-    /// cannot be made durable.
+    /// cannot be made (durably).
     pub async fn end_device(&self, session: &Session, device: SessionId) -> Result<bool, Error> {
-        let user = self.user(session).ok_or(Error::NotLoggedIn)?;
-        if !crate::integration::owned_by(&self.engine, device, &user) {
+        let user = self.user(session).await?.ok_or(Error::NotLoggedIn)?;
+        if !crate::integration::owned_in(&self.sessions, device, &user).await? {
             return Ok(false);
         }
-        let current = self.session_id(session) == Some(device);
-        let ended = self.write(move |e| e.end_by_id(device)).await?;
+        let current = self.session_id(session).await? == Some(device);
+        let ended = self.sessions.end_by_id(device).await?;
         if current {
             session.flush().await?;
         }
@@ -427,8 +464,8 @@ impl SessionDbStore {
             session.save().await?;
         }
         let id = session.id().ok_or(Error::Store(crate::Error::Ended))?;
-        let label = label.to_owned();
-        self.write(move |e| e.set_label(&Self::token(id), Some(&label)))
+        self.sessions
+            .set_label(&Self::token(id), Some(label))
             .await?;
         session.set_expiry(session.expiry()); // so the response carries the cookie
         Ok(())
@@ -437,41 +474,31 @@ impl SessionDbStore {
     // ------------------------------------------------------------------------------
     // Internals
 
-    /// Runs a write on the engine: on tokio's blocking pool when offloading and inside
-    /// a tokio runtime, directly otherwise.
-    async fn write<T, F>(&self, f: F) -> crate::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> crate::Result<T> + Send + 'static,
-    {
-        crate::integration::write(&self.engine, self.offload, "tower-sessions", f).await
-    }
-
     /// Stores `record` under its id, which must address a live session: the data (with
     /// the exact expiry) and the deadline. A session that is not live is left alone.
-    fn save_live(
-        engine: &Store,
+    async fn save_live(
+        &self,
         id: Id,
         data: &SessionData,
         deadline: Timestamp,
     ) -> crate::Result<()> {
         let token = Self::token(id);
         loop {
-            let Some(s) = engine.peek(&token) else {
+            let Some(s) = self.sessions.peek(&token).await? else {
                 return Ok(()); // ended: a save never brings it back
             };
             let current = s.absolute_deadline();
-            // Order the two writes so that the engine's deadline is never earlier than
-            // the stored expiry: a later deadline first, an earlier one last.
+            // Order the two writes so that the backend's deadline is never earlier
+            // than the stored expiry: a later deadline first, an earlier one last.
             if deadline > current {
-                match engine.set_expiry(&token, deadline) {
+                match self.sessions.set_expiry(&token, deadline).await {
                     Ok(_) => {}
                     Err(crate::Error::Ended) => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }
             if s.data() != data {
-                match engine.save(&token, s.version(), data) {
+                match self.sessions.save(&token, s.version(), data).await {
                     Ok(_) => {}
                     Err(crate::Error::VersionConflict { .. }) => continue,
                     Err(crate::Error::Ended) => return Ok(()),
@@ -479,7 +506,7 @@ impl SessionDbStore {
                 }
             }
             if deadline < current {
-                match engine.set_expiry(&token, deadline) {
+                match self.sessions.set_expiry(&token, deadline).await {
                     Ok(_) | Err(crate::Error::Ended) => {}
                     Err(e) => return Err(e),
                 }
@@ -489,8 +516,8 @@ impl SessionDbStore {
     }
 
     /// Creates a session for `record`, drawing a new id on a collision.
-    fn create_new(
-        engine: &Store,
+    async fn create_new(
+        &self,
         mut id: Id,
         data: SessionData,
         deadline: Timestamp,
@@ -506,11 +533,11 @@ impl SessionDbStore {
                 .lifetime(lifetime)
                 .idle_timeout(Duration::ZERO)
                 .data(data.clone());
-            match engine.create_with_token(&token, new) {
+            match self.sessions.create_with_token(&token, new).await {
                 Ok(s) => {
-                    // The engine counted the lifetime from its own clock reading.
+                    // The backend counted the lifetime from its own clock reading.
                     if s.absolute_deadline() != deadline {
-                        match engine.set_expiry(&token, deadline) {
+                        match self.sessions.set_expiry(&token, deadline).await {
                             Ok(_) | Err(crate::Error::Ended) => {}
                             Err(e) => return Err(e),
                         }
@@ -528,8 +555,8 @@ impl SessionDbStore {
 }
 
 /// A reservation made by [`SessionDbStore::rotate`]: until disarmed, dropping it (the
-/// request was cancelled half-way) ends the session the engine moved to the reserved id,
-/// which no client holds.
+/// request was cancelled half-way) ends the session the backend moved to the reserved
+/// id, which no client holds.
 struct Successor<'a> {
     store: &'a SessionDbStore,
     id: Id,
@@ -554,10 +581,24 @@ impl<'a> Successor<'a> {
 impl Drop for Successor<'_> {
     fn drop(&mut self) {
         let unclaimed = self.store.successors.lock().remove(&self.id.0);
-        if self.armed && unclaimed {
-            // Best effort, from a destructor: an error here leaves a session nobody can
-            // address, which its deadline removes.
-            let _ = self.store.engine.end(&SessionDbStore::token(self.id));
+        if !(self.armed && unclaimed) {
+            return;
+        }
+        // Best effort, from a destructor: an error here (or no runtime to reach Redis
+        // from) leaves a session nobody can address, which its deadline removes.
+        let token = SessionDbStore::token(self.id);
+        match self.store.sessions.as_embedded() {
+            Some(engine) => {
+                let _ = engine.end(&token);
+            }
+            None => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let sessions = self.store.sessions.clone();
+                    rt.spawn(async move {
+                        let _ = sessions.end(&token).await;
+                    });
+                }
+            }
         }
     }
 }
@@ -571,19 +612,16 @@ impl SessionStore for SessionDbStore {
         if let Some(id) = successor.filter(|id| self.successors.lock().remove(&id.0)) {
             // The session is already there under this id (SessionDbStore::rotate).
             record.id = id;
-            let saved = self
-                .write(move |e| Self::save_live(e, id, &data, deadline))
-                .await;
+            let saved = self.save_live(id, &data, deadline).await;
             if saved.is_err() {
                 // The record cannot be stored (e.g. past a limit): the session must
                 // not stay behind under an id whose record tower-sessions will drop.
-                let _ = self.write(move |e| e.end(&Self::token(id))).await;
+                let _ = self.sessions.end(&Self::token(id)).await;
             }
             return saved.map_err(backend);
         }
-        let first = record.id;
         if let Some(id) = self
-            .write(move |e| Self::create_new(e, first, data, deadline))
+            .create_new(record.id, data, deadline)
             .await
             .map_err(backend)?
         {
@@ -594,14 +632,18 @@ impl SessionStore for SessionDbStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = encode(record)?;
-        let (id, deadline) = (record.id, deadline_of(record.expiry_date));
-        self.write(move |e| Self::save_live(e, id, &data, deadline))
+        self.save_live(record.id, &data, deadline_of(record.expiry_date))
             .await
             .map_err(backend)
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(s) = self.engine.get(&Self::token(*session_id)) else {
+        let Some(s) = self
+            .sessions
+            .get(&Self::token(*session_id))
+            .await
+            .map_err(backend)?
+        else {
             return Ok(None);
         };
         let record = decode(*session_id, s.data(), s.expires_at())?;
@@ -609,21 +651,22 @@ impl SessionStore for SessionDbStore {
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        let token = Self::token(*session_id);
-        self.write(move |e| e.end(&token))
+        self.sessions
+            .end(&Self::token(*session_id))
             .await
             .map(|_| ())
             .map_err(backend)
     }
 }
 
-/// The engine's reaper already removes expired sessions in the background, on a timing
-/// wheel, without a scan; this runs one pass of it now. There is no need for
+/// The backend already removes expired sessions in the background (the embedded
+/// store's reaper, on a timing wheel, without a scan; Redis's reaper task and key
+/// expiry); this runs one pass of the reaper now. There is no need for
 /// `continuously_delete_expired`.
 #[async_trait]
 impl ExpiredDeletion for SessionDbStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        self.engine.reap_expired();
+        self.sessions.reap_expired().await.map_err(backend)?;
         Ok(())
     }
 }

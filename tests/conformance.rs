@@ -1,5 +1,10 @@
 //! The conformance suite (`sessiondb::conformance`) against sessiondb's store on every
-//! backend, and against tower-sessions' own `MemoryStore`.
+//! backend (with the `redis` feature, Redis too: a redis-server of the test's own), and
+//! against tower-sessions' own `MemoryStore`.
+
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::time::Duration;
 
@@ -29,7 +34,7 @@ async fn sessiondb_in_memory_passes_every_check() {
     let report = conformance::run_all(store.clone()).await;
     println!("{report}");
     report.assert_passes();
-    store.engine().verify().unwrap();
+    store.sessions().as_embedded().unwrap().verify().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,7 +44,7 @@ async fn sessiondb_on_the_log_passes_every_check() {
     let report = conformance::run_all(store.clone()).await;
     println!("{report}");
     report.assert_passes();
-    store.engine().verify().unwrap();
+    store.sessions().as_embedded().unwrap().verify().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -61,6 +66,24 @@ async fn sessiondb_on_sled_passes_every_check() {
     let report = conformance::run_all(store).await;
     println!("{report}");
     report.assert_passes();
+}
+
+/// The same store over Redis passes the same checks: ending is final there too (the
+/// Redis scripts refuse a write to a session that is not live), and so on.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessiondb_on_redis_passes_every_check() {
+    let Some(server) = redis_server::RedisServer::start(redis_server::NO_PERSISTENCE) else {
+        return;
+    };
+    let sessions = sessiondb::Sessions::open(&server.url(), quick_reaper())
+        .await
+        .unwrap();
+    let store = SessionDbStore::new(sessions);
+    let report = conformance::run_all(store.clone()).await;
+    println!("{report}");
+    report.assert_passes();
+    assert_eq!(store.sessions().backend_name(), "redis");
 }
 
 /// What the suite finds in tower-sessions' `MemoryStore` (0.15): its `save` is a plain

@@ -16,20 +16,39 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use sessiondb::tower_sessions::SessionDbStore;
 use tower_app::{
-    Backend, Server, body, client, client_with, helper_routes, open, reopen, tower_routes,
+    Backend, Held, Server, body, client, client_with, helper_routes, open, reopen, store_on,
+    tower_routes,
 };
 use tower_sessions::Expiry;
+
+/// Returns from the test (skipped, with a message) when its backend is Redis and
+/// redis-server is not installed.
+macro_rules! or_skip {
+    ($opened:expr) => {
+        match $opened {
+            Some(opened) => opened,
+            None => return,
+        }
+    };
+}
 
 /// A server running tower-sessions' route-test app over a store on `backend`.
 async fn tower_app(
     backend: Backend,
     max_age: Option<time::Duration>,
     domain: Option<&str>,
-) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SessionDbStore::new(open(backend, dir.path()));
+) -> Option<(Server, Held)> {
+    let (store, held) = store_on(backend).await?;
     let app = tower_routes(store.clone(), max_age, domain.map(str::to_owned));
-    (Server::start(app, store).await, dir)
+    Some((Server::start(app, store).await, held))
+}
+
+async fn len(store: &SessionDbStore) -> usize {
+    store.sessions().len().await.unwrap()
+}
+
+async fn sessions_of(store: &SessionDbStore, user: &str) -> usize {
+    store.sessions().sessions_of(user).await.unwrap().len()
 }
 
 /// A plain client: tower-sessions' route tests send cookies by hand.
@@ -78,13 +97,13 @@ const HOUR: time::Duration = time::Duration::hours(1);
 // Part one: tower-sessions' route tests, per backend.
 
 async fn no_session_set(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/"), None).await;
     assert!(res.headers().get(SET_COOKIE).is_none());
 }
 
 async fn bogus_session_cookie(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), Some("AAAAAAAAAAAAAAAAAAAAAA")).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = session_cookie(&res).expect("a session cookie");
@@ -92,7 +111,7 @@ async fn bogus_session_cookie(b: Backend) {
 }
 
 async fn malformed_session_cookie(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/"), Some("malformed")).await;
     // The session stays empty, so the answer is a removal cookie.
     let cookie = session_cookie(&res).expect("a session cookie");
@@ -101,7 +120,7 @@ async fn malformed_session_cookie(b: Backend) {
 }
 
 async fn insert_session(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     assert!(c.http_only);
@@ -112,7 +131,7 @@ async fn insert_session(b: Backend) {
 }
 
 async fn session_max_age(b: Backend) {
-    let (srv, _dir) = tower_app(b, None, None).await;
+    let (srv, _held) = or_skip!(tower_app(b, None, None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     assert!(c.http_only && c.same_site_strict && c.secure);
@@ -121,7 +140,7 @@ async fn session_max_age(b: Backend) {
 }
 
 async fn get_session(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     let res = get_with(&srv.url("/get"), Some(&c.value)).await;
@@ -130,13 +149,13 @@ async fn get_session(b: Backend) {
 }
 
 async fn get_no_value(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/get_value"), None).await;
     assert_eq!(res.text().await.unwrap(), "None");
 }
 
 async fn remove_last_value(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     get_with(&srv.url("/remove_value"), Some(&c.value)).await;
@@ -145,7 +164,7 @@ async fn remove_last_value(b: Backend) {
 }
 
 async fn cycle_session_id(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let first = session_cookie(&res).expect("a session cookie");
     let res = get_with(&srv.url("/cycle_id"), Some(&first.value)).await;
@@ -159,7 +178,7 @@ async fn cycle_session_id(b: Backend) {
 }
 
 async fn flush_session(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), None).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), None).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     let res = get_with(&srv.url("/flush"), Some(&c.value)).await;
@@ -172,7 +191,7 @@ async fn flush_session(b: Backend) {
 }
 
 async fn flush_with_domain(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), Some("localhost")).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), Some("localhost")).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     let res = get_with(&srv.url("/flush"), Some(&c.value)).await;
@@ -184,7 +203,7 @@ async fn flush_with_domain(b: Backend) {
 }
 
 async fn set_expiry(b: Backend) {
-    let (srv, _dir) = tower_app(b, Some(HOUR), Some("localhost")).await;
+    let (srv, _held) = or_skip!(tower_app(b, Some(HOUR), Some("localhost")).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     assert!(within_a_second(c.max_age, Duration::from_secs(3600)));
@@ -195,8 +214,10 @@ async fn set_expiry(b: Backend) {
     let id: tower_sessions::session::Id = c2.value.parse().unwrap();
     let s = srv
         .store
-        .engine()
+        .sessions()
         .peek(&SessionDbStore::token(id))
+        .await
+        .unwrap()
         .expect("live");
     let left = s
         .expires_at()
@@ -206,7 +227,7 @@ async fn set_expiry(b: Backend) {
 }
 
 async fn change_expiry_type(b: Backend) {
-    let (srv, _dir) = tower_app(b, None, Some("localhost")).await;
+    let (srv, _held) = or_skip!(tower_app(b, None, Some("localhost")).await);
     let res = get_with(&srv.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     assert_eq!(c.max_age, None);
@@ -214,7 +235,7 @@ async fn change_expiry_type(b: Backend) {
     let c = session_cookie(&res).expect("a session cookie");
     assert!(within_a_second(c.max_age, Duration::from_secs(86_400)));
 
-    let (srv2, _dir2) = tower_app(b, Some(HOUR), Some("localhost")).await;
+    let (srv2, _held2) = or_skip!(tower_app(b, Some(HOUR), Some("localhost")).await);
     let res = get_with(&srv2.url("/insert"), None).await;
     let c = session_cookie(&res).expect("a session cookie");
     assert!(within_a_second(c.max_age, Duration::from_secs(3600)));
@@ -266,15 +287,16 @@ route_tests!(route_log, Backend::Log);
 route_tests!(route_log_sync, Backend::LogSync);
 #[cfg(feature = "sled")]
 route_tests!(route_sled, Backend::Sled);
+#[cfg(feature = "redis")]
+route_tests!(route_redis, Backend::Redis);
 
 // ---------------------------------------------------------------------------------
 // Part two: the per-user helpers, over HTTP with cookie jars.
 
-async fn helper_app(backend: Backend, expiry: Option<Expiry>) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SessionDbStore::new(open(backend, dir.path()));
+async fn helper_app(backend: Backend, expiry: Option<Expiry>) -> Option<(Server, Held)> {
+    let (store, held) = store_on(backend).await?;
     let app = helper_routes(store.clone(), expiry);
-    (Server::start(app, store).await, dir)
+    Some((Server::start(app, store).await, held))
 }
 
 /// The session cookie value `jar` holds for `srv`.
@@ -291,18 +313,18 @@ fn cookie_in(jar: &reqwest::cookie::Jar, srv: &Server) -> Option<String> {
 }
 
 async fn data_lives_across_requests_and_clients_do_not_share_it(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (c1, _) = client();
     let (c2, _) = client();
     body(&c1, &srv.url("/put/apple")).await;
     body(&c2, &srv.url("/put/pear")).await;
     assert_eq!(body(&c1, &srv.url("/get")).await, "apple");
     assert_eq!(body(&c2, &srv.url("/get")).await, "pear");
-    assert_eq!(srv.store.engine().len(), 2);
+    assert_eq!(len(&srv.store).await, 2);
 }
 
 async fn login_rotates_the_cookie_keeps_the_data_and_binds_the_user(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (c, jar) = client();
     body(&c, &srv.url("/put/cart")).await;
     let before = cookie_in(&jar, &srv).expect("a cookie");
@@ -316,11 +338,11 @@ async fn login_rotates_the_cookie_keeps_the_data_and_binds_the_user(b: Backend) 
     assert_eq!(res.text().await.unwrap(), "anonymous");
     let res = get_with(&srv.url("/get"), Some(&before)).await;
     assert_eq!(res.text().await.unwrap(), "none");
-    assert_eq!(srv.store.engine().sessions_of("alice").unwrap().len(), 1);
+    assert_eq!(sessions_of(&srv.store, "alice").await, 1);
 }
 
 async fn login_of_a_new_visitor_stores_and_binds_the_session(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (c, jar) = client();
     assert_eq!(body(&c, &srv.url("/login/alice")).await, "ok");
     assert!(cookie_in(&jar, &srv).is_some());
@@ -328,7 +350,7 @@ async fn login_of_a_new_visitor_stores_and_binds_the_session(b: Backend) {
 }
 
 async fn login_with_a_bad_user_id_changes_nothing(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (c, jar) = client();
     body(&c, &srv.url("/put/x")).await;
     let before = cookie_in(&jar, &srv).unwrap();
@@ -344,7 +366,7 @@ async fn login_with_a_bad_user_id_changes_nothing(b: Backend) {
 }
 
 async fn logout_everywhere_from_one_client_ends_the_others_session(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (laptop, _) = client();
     let (phone, _) = client();
     body(&laptop, &srv.url("/login/alice")).await;
@@ -361,11 +383,11 @@ async fn logout_everywhere_from_one_client_ends_the_others_session(b: Backend) {
         "bob",
         "other users untouched"
     );
-    assert!(srv.store.engine().sessions_of("alice").unwrap().is_empty());
+    assert_eq!(sessions_of(&srv.store, "alice").await, 0);
 }
 
 async fn a_request_in_flight_cannot_save_a_revoked_session_back(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (laptop, _) = client();
     let (phone, _) = client();
     body(&laptop, &srv.url("/login/alice")).await;
@@ -383,11 +405,11 @@ async fn a_request_in_flight_cannot_save_a_revoked_session_back(b: Backend) {
     );
     assert_eq!(body(&phone, &srv.url("/get")).await, "none");
     assert_eq!(body(&phone, &srv.url("/whoami")).await, "anonymous");
-    assert!(srv.store.engine().sessions_of("alice").unwrap().is_empty());
+    assert_eq!(sessions_of(&srv.store, "alice").await, 0);
 }
 
 async fn devices_lists_the_users_sessions_and_ends_one(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (laptop, _) = client();
     let (phone, _) = client();
     let (bob, _) = client();
@@ -423,7 +445,7 @@ async fn devices_lists_the_users_sessions_and_ends_one(b: Backend) {
 }
 
 async fn rotate_keeps_the_user_and_public_id_while_tower_cycle_id_drops_the_user(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (c, jar) = client();
     body(&c, &srv.url("/login/alice")).await;
     body(&c, &srv.url("/put/kept")).await;
@@ -451,12 +473,12 @@ async fn rotate_keeps_the_user_and_public_id_while_tower_cycle_id_drops_the_user
     assert_ne!(cookie_in(&jar, &srv).unwrap(), after);
     assert_eq!(body(&c, &srv.url("/get")).await, "kept");
     assert_eq!(body(&c, &srv.url("/whoami")).await, "anonymous");
-    assert!(srv.store.engine().sessions_of("alice").unwrap().is_empty());
+    assert_eq!(sessions_of(&srv.store, "alice").await, 0);
 }
 
 async fn a_session_expires_after_its_inactivity_lifetime(b: Backend) {
     let expiry = Expiry::OnInactivity(time::Duration::seconds(2));
-    let (srv, _dir) = helper_app(b, Some(expiry)).await;
+    let (srv, _held) = or_skip!(helper_app(b, Some(expiry)).await);
     let (c, jar) = client();
     body(&c, &srv.url("/put/short")).await;
     let cookie = cookie_in(&jar, &srv).expect("a cookie");
@@ -482,17 +504,17 @@ async fn a_session_expires_after_its_inactivity_lifetime(b: Backend) {
     // The reaper removes it from the engine too, within a tick of its timing wheel
     // (about a second).
     let give_up = std::time::Instant::now() + Duration::from_secs(5);
-    while !srv.store.engine().is_empty() && std::time::Instant::now() < give_up {
+    while len(&srv.store).await > 0 && std::time::Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        srv.store.engine().is_empty(),
+        len(&srv.store).await == 0,
         "the reaper removed the expired session"
     );
 }
 
 async fn logout_ends_only_this_session_and_removes_the_cookie(b: Backend) {
-    let (srv, _dir) = helper_app(b, None).await;
+    let (srv, _held) = or_skip!(helper_app(b, None).await);
     let (laptop, jar) = client();
     let (phone, _) = client();
     body(&laptop, &srv.url("/login/alice")).await;
@@ -532,6 +554,24 @@ per_backend!(
     ]
 );
 
+#[cfg(feature = "redis")]
+per_backend!(
+    helpers_redis,
+    Backend::Redis,
+    [
+        data_lives_across_requests_and_clients_do_not_share_it,
+        login_rotates_the_cookie_keeps_the_data_and_binds_the_user,
+        login_of_a_new_visitor_stores_and_binds_the_session,
+        login_with_a_bad_user_id_changes_nothing,
+        logout_everywhere_from_one_client_ends_the_others_session,
+        a_request_in_flight_cannot_save_a_revoked_session_back,
+        devices_lists_the_users_sessions_and_ends_one,
+        rotate_keeps_the_user_and_public_id_while_tower_cycle_id_drops_the_user,
+        a_session_expires_after_its_inactivity_lifetime,
+        logout_ends_only_this_session_and_removes_the_cookie,
+    ]
+);
+
 #[cfg(feature = "sled")]
 per_backend!(
     helpers_sled,
@@ -562,7 +602,7 @@ async fn a_restart_of_the_store_keeps_the_session(b: Backend) {
         body(&c, &srv.url("/sid")).await
     };
     // Make buffered writes durable, as a planned shutdown does.
-    srv.store.engine().flush().unwrap();
+    srv.store.sessions().as_embedded().unwrap().flush().unwrap();
     srv.stop().await;
 
     let store = SessionDbStore::new(reopen(b, dir.path()).await);
@@ -598,3 +638,152 @@ per_backend!(
     Backend::Sled,
     [a_restart_of_the_store_keeps_the_session]
 );
+
+// ---------------------------------------------------------------------------------
+// Several nodes sharing one Redis: what issue #7 is for.
+
+/// Two app servers ("nodes"), each with its own `SessionDbStore` and its own connection,
+/// over one Redis; `None` if redis-server is not installed.
+#[cfg(feature = "redis")]
+async fn two_nodes() -> Option<(Server, Server, Held)> {
+    let (a, held) = store_on(Backend::Redis).await?;
+    let url = held.shared_config().expect("a Redis URL");
+    let b = SessionDbStore::new(
+        sessiondb::Sessions::open(&url, tower_app::test_options())
+            .await
+            .expect("the second node connects"),
+    );
+    let node_a = Server::start(helper_routes(a.clone(), None), a).await;
+    let node_b = Server::start(helper_routes(b.clone(), None), b).await;
+    Some((node_a, node_b, held))
+}
+
+/// GETs `path` on `srv` with the session cookie `cookie` sent by hand (the jar would
+/// send it too, cookies are not per port, but this says which cookie goes where).
+#[cfg(feature = "redis")]
+async fn on(srv: &Server, path: &str, cookie: &str) -> String {
+    get_with(&srv.url(path), Some(cookie))
+        .await
+        .text()
+        .await
+        .unwrap()
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_from_one_node_works_on_another_and_logout_everywhere_reaches_both() {
+    let Some((node_a, node_b, _held)) = two_nodes().await else {
+        return;
+    };
+    // Log in through node A (rotates, binds, labels).
+    let (laptop, jar) = client();
+    body(&laptop, &node_a.url("/put/cart")).await;
+    assert_eq!(body(&laptop, &node_a.url("/login/alice")).await, "ok");
+    body(&laptop, &node_a.url("/label/laptop")).await;
+    let cookie = cookie_in(&jar, &node_a).expect("a cookie");
+
+    // The next request lands on node B: same session, data, user, public id.
+    assert_eq!(on(&node_b, "/whoami", &cookie).await, "alice");
+    assert_eq!(on(&node_b, "/get", &cookie).await, "cart");
+    assert_eq!(
+        on(&node_b, "/sid", &cookie).await,
+        on(&node_a, "/sid", &cookie).await
+    );
+    let listing = on(&node_b, "/devices", &cookie).await;
+    assert!(listing.ends_with(" laptop current"), "{listing}");
+
+    // A second device logs in through node B; node A lists both.
+    let (phone, phone_jar) = client();
+    assert_eq!(body(&phone, &node_b.url("/login/alice")).await, "ok");
+    let phone_cookie = cookie_in(&phone_jar, &node_b).expect("a cookie");
+    assert_eq!(on(&node_a, "/devices", &cookie).await.lines().count(), 2);
+    assert_eq!(on(&node_a, "/whoami", &phone_cookie).await, "alice");
+
+    // "Log out everywhere" through node B ends the session node A issued.
+    assert_eq!(on(&node_b, "/logout_everywhere", &cookie).await, "2");
+    assert_eq!(on(&node_a, "/whoami", &cookie).await, "anonymous");
+    assert_eq!(on(&node_a, "/get", &cookie).await, "none");
+    assert_eq!(on(&node_a, "/whoami", &phone_cookie).await, "anonymous");
+    assert_eq!(sessions_of(&node_a.store, "alice").await, 0);
+    assert_eq!(sessions_of(&node_b.store, "alice").await, 0);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_one_node_kills_the_old_cookie_on_the_other() {
+    let Some((node_a, node_b, _held)) = two_nodes().await else {
+        return;
+    };
+    let (c, jar) = client();
+    body(&c, &node_a.url("/login/alice")).await;
+    body(&c, &node_a.url("/put/kept")).await;
+    let before = cookie_in(&jar, &node_a).unwrap();
+    let sid = on(&node_a, "/sid", &before).await;
+    // The privilege change is served by node B.
+    body(&c, &node_b.url("/rotate")).await;
+    let after = cookie_in(&jar, &node_b).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(
+        on(&node_a, "/get", &before).await,
+        "none",
+        "old id dead on A"
+    );
+    assert_eq!(on(&node_a, "/whoami", &after).await, "alice");
+    assert_eq!(on(&node_a, "/get", &after).await, "kept");
+    assert_eq!(on(&node_a, "/sid", &after).await, sid, "same public id");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_on_one_node_cannot_save_back_a_session_revoked_on_another() {
+    let Some((node_a, node_b, _held)) = two_nodes().await else {
+        return;
+    };
+    let (laptop, _) = client();
+    let (phone, phone_jar) = client();
+    body(&laptop, &node_a.url("/login/alice")).await;
+    body(&phone, &node_a.url("/login/alice")).await;
+    let phone_cookie = cookie_in(&phone_jar, &node_a).unwrap();
+    // The phone's slow request is on node A; the laptop revokes through node B.
+    let slow = {
+        let url = node_a.url("/slow_put/late/600");
+        let cookie = phone_cookie.clone();
+        tokio::spawn(async move { get_with(&url, Some(&cookie)).await.status() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(body(&laptop, &node_b.url("/logout_everywhere")).await, "2");
+    assert!(slow.await.unwrap().is_success(), "accepted, not a 500");
+    assert_eq!(on(&node_b, "/get", &phone_cookie).await, "none");
+    assert_eq!(on(&node_a, "/whoami", &phone_cookie).await, "anonymous");
+    assert_eq!(sessions_of(&node_b.store, "alice").await, 0);
+}
+
+/// A node restarting (its store dropped, a new one connected) loses nothing: the
+/// sessions are in Redis.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_a_node_keeps_the_session_on_redis() {
+    let Some((srv, held)) = helper_app(Backend::Redis, None).await else {
+        return;
+    };
+    let (c, jar) = client();
+    body(&c, &srv.url("/put/survives")).await;
+    body(&c, &srv.url("/login/alice")).await;
+    let cookie = cookie_in(&jar, &srv).unwrap();
+    let sid = body(&c, &srv.url("/sid")).await;
+    drop(c);
+    srv.stop().await;
+
+    let url = held.shared_config().unwrap();
+    let store = SessionDbStore::new(
+        sessiondb::Sessions::open(&url, tower_app::test_options())
+            .await
+            .unwrap(),
+    );
+    let srv = Server::start(helper_routes(store.clone(), None), store).await;
+    assert_eq!(on(&srv, "/get", &cookie).await, "survives");
+    assert_eq!(on(&srv, "/whoami", &cookie).await, "alice");
+    assert_eq!(on(&srv, "/sid", &cookie).await, sid);
+    assert_eq!(on(&srv, "/logout_everywhere", &cookie).await, "1");
+    srv.stop().await;
+}

@@ -2,7 +2,8 @@
 //!
 //! tower-sessions' `MemoryStore` unit tests (`memory-store/src/lib.rs` in its
 //! repository: create, save, load, delete, id collision) run here against every
-//! backend; then what sessiondb adds: saves that never resurrect, the engine deadline
+//! backend (the embedded ones, and Redis with the `redis` feature: a redis-server of
+//! each test's own); then what sessiondb adds: saves that never resurrect, the deadline
 //! following `expiry_date`, limits, and the rotation that keeps a user bound.
 
 #[path = "support/tower_app.rs"]
@@ -15,14 +16,42 @@ use std::time::Duration;
 use sessiondb::tower_sessions::{Error as HelperError, SessionDbStore};
 use sessiondb::{Options, Store, Timestamp};
 use time::OffsetDateTime;
-use tower_app::{Backend, open};
+use tower_app::{Backend, verify};
 use tower_sessions::Session;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
-fn store_on(b: Backend) -> (SessionDbStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    (SessionDbStore::new(open(b, dir.path())), dir)
+/// A store on the backend, and what keeps it alive; returns from the test (skipped,
+/// with a message) if the backend is Redis and redis-server is not installed.
+macro_rules! store_on {
+    ($b:expr) => {
+        store_on!($b, tower_app::test_options())
+    };
+    ($b:expr, $opts:expr) => {
+        match tower_app::store_on_with($b, $opts).await {
+            Some(opened) => opened,
+            None => return,
+        }
+    };
+}
+
+/// The backend's deadline for the session of tower-sessions id `id` (live).
+async fn deadline_in(store: &SessionDbStore, id: Id) -> Timestamp {
+    store
+        .sessions()
+        .peek(&SessionDbStore::token(id))
+        .await
+        .unwrap()
+        .expect("live")
+        .absolute_deadline()
+}
+
+async fn is_empty(store: &SessionDbStore) -> bool {
+    store.sessions().is_empty().await.unwrap()
+}
+
+async fn sessions_of(store: &SessionDbStore, user: &str) -> usize {
+    store.sessions().sessions_of(user).await.unwrap().len()
 }
 
 fn record(expiry: OffsetDateTime) -> Record {
@@ -41,13 +70,13 @@ fn in_30_minutes() -> OffsetDateTime {
 // tower-sessions' MemoryStore tests, per backend
 
 async fn test_create(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     assert!(store.create(&mut r).await.is_ok());
 }
 
 async fn test_save(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     // A record never created: accepted (tower-sessions' test), and not stored (ours).
     let r = record(in_30_minutes());
     assert!(store.save(&r).await.is_ok());
@@ -55,7 +84,7 @@ async fn test_save(b: Backend) {
 }
 
 async fn test_load(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     r.data.insert("k".into(), serde_json::json!({"v": [1, 2]}));
     store.create(&mut r).await.unwrap();
@@ -63,7 +92,7 @@ async fn test_load(b: Backend) {
 }
 
 async fn test_delete(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     store.create(&mut r).await.unwrap();
     assert!(store.delete(&r.id).await.is_ok());
@@ -71,7 +100,7 @@ async fn test_delete(b: Backend) {
 }
 
 async fn test_create_id_collision(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let expiry = in_30_minutes();
     let mut r1 = record(expiry);
     let mut r2 = record(expiry);
@@ -87,52 +116,45 @@ async fn test_create_id_collision(b: Backend) {
 // What sessiondb adds
 
 async fn a_save_after_delete_is_accepted_and_stores_nothing(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     store.create(&mut r).await.unwrap();
     store.delete(&r.id).await.unwrap();
     r.data.insert("late".into(), serde_json::json!(1));
     assert!(store.save(&r).await.is_ok());
     assert_eq!(store.load(&r.id).await.unwrap(), None);
-    assert!(store.engine().is_empty());
+    assert!(is_empty(&store).await);
 }
 
 async fn the_engine_deadline_is_the_expiry_rounded_down_to_the_millisecond(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let expiry = in_30_minutes().replace_nanosecond(987_654_321).unwrap();
     let mut r = record(expiry);
     store.create(&mut r).await.unwrap();
     let floor = |t: OffsetDateTime| Timestamp((t.unix_timestamp_nanos() / 1_000_000) as u64);
-    let engine = |r: &Record| {
-        store
-            .engine()
-            .peek(&SessionDbStore::token(r.id))
-            .expect("live")
-            .absolute_deadline()
-    };
-    assert_eq!(engine(&r), floor(expiry));
-    // Later, then earlier: the engine follows both ways.
+    assert_eq!(deadline_in(&store, r.id).await, floor(expiry));
+    // Later, then earlier: the backend follows both ways.
     r.expiry_date = expiry + time::Duration::hours(5);
     store.save(&r).await.unwrap();
-    assert_eq!(engine(&r), floor(r.expiry_date));
+    assert_eq!(deadline_in(&store, r.id).await, floor(r.expiry_date));
     r.expiry_date = expiry - time::Duration::minutes(20);
     store.save(&r).await.unwrap();
-    assert_eq!(engine(&r), floor(r.expiry_date));
+    assert_eq!(deadline_in(&store, r.id).await, floor(r.expiry_date));
     assert_eq!(store.load(&r.id).await.unwrap(), Some(r));
 }
 
 async fn a_save_with_a_past_expiry_ends_the_session(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     store.create(&mut r).await.unwrap();
     r.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(1);
     store.save(&r).await.unwrap();
     assert_eq!(store.load(&r.id).await.unwrap(), None);
-    assert!(store.engine().is_empty());
+    assert!(is_empty(&store).await);
 }
 
 async fn data_past_the_limits_is_refused_and_changes_nothing(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let mut r = record(in_30_minutes());
     r.data.insert("k".into(), serde_json::json!("small"));
     store.create(&mut r).await.unwrap();
@@ -158,27 +180,33 @@ async fn data_past_the_limits_is_refused_and_changes_nothing(b: Backend) {
         store.create(&mut fresh).await,
         Err(session_store::Error::Encode(_))
     ));
-    assert_eq!(store.engine().len(), 1);
+    assert_eq!(store.sessions().len().await.unwrap(), 1);
 }
 
-async fn load_never_returns_an_expired_record_even_unreaped(_: Backend) {
+async fn load_never_returns_an_expired_record_even_unreaped(b: Backend) {
     // The reaper off, so the expired session is still in the index.
-    let store = SessionDbStore::new(
-        Store::in_memory_with(Options::default().reaper_interval(None)).unwrap(),
-    );
+    let (store, _held) = store_on!(b, Options::default().reaper_interval(None));
     let mut r = record(OffsetDateTime::now_utc() + time::Duration::milliseconds(300));
     store.create(&mut r).await.unwrap();
     assert!(store.load(&r.id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(store.load(&r.id).await.unwrap(), None);
-    assert_eq!(store.engine().len(), 1, "not reaped yet");
+    if let Some(engine) = store.sessions().as_embedded() {
+        // (Redis counts only live sessions.)
+        assert_eq!(engine.len(), 1, "not reaped yet");
+    }
     // ExpiredDeletion runs one reaper pass.
     store.delete_expired().await.unwrap();
-    assert!(store.engine().is_empty());
+    assert!(is_empty(&store).await);
+    assert_eq!(
+        store.sessions().reap_expired().await.unwrap(),
+        0,
+        "all reaped"
+    );
 }
 
 async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let backend = Arc::new(store.clone());
     let session = Session::new(None, backend.clone(), None);
     session.insert("cart", 3).await.unwrap();
@@ -189,8 +217,10 @@ async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
     assert_ne!(first, logged_in);
     assert_eq!(store.load(&first).await.unwrap(), None);
     let s = store
-        .engine()
+        .sessions()
         .peek(&SessionDbStore::token(logged_in))
+        .await
+        .unwrap()
         .unwrap();
     let (sid, created, authenticated) = (s.id(), s.created_at(), s.authenticated_at());
     assert!(authenticated.is_some());
@@ -202,8 +232,10 @@ async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
     assert_ne!(rotated, logged_in);
     assert_eq!(store.load(&logged_in).await.unwrap(), None);
     let s = store
-        .engine()
+        .sessions()
         .peek(&SessionDbStore::token(rotated))
+        .await
+        .unwrap()
         .unwrap();
     assert_eq!(
         (s.id(), s.created_at(), s.authenticated_at()),
@@ -217,12 +249,12 @@ async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
         !loaded.data.contains_key("__sessiondb.successor"),
         "the marker is never stored"
     );
-    assert_eq!(store.engine().sessions_of("alice").unwrap().len(), 1);
-    store.engine().verify().unwrap();
+    assert_eq!(sessions_of(&store, "alice").await, 1);
+    verify(&store);
 }
 
 async fn helpers_refuse_an_anonymous_session(b: Backend) {
-    let (store, _dir) = store_on(b);
+    let (store, _held) = store_on!(b);
     let session = Session::new(None, Arc::new(store.clone()), None);
     session.insert("k", 1).await.unwrap();
     session.save().await.unwrap();
@@ -231,11 +263,17 @@ async fn helpers_refuse_an_anonymous_session(b: Backend) {
         Err(HelperError::NotLoggedIn)
     ));
     assert!(matches!(
-        store.devices(&session),
+        store.devices(&session).await,
         Err(HelperError::NotLoggedIn)
     ));
-    assert!(store.user(&session).is_none());
-    assert!(store.session_id(&session).is_some());
+    assert!(matches!(
+        store
+            .end_device(&session, store.session_id(&session).await.unwrap().unwrap())
+            .await,
+        Err(HelperError::NotLoggedIn)
+    ));
+    assert!(store.user(&session).await.unwrap().is_none());
+    assert!(store.session_id(&session).await.unwrap().is_some());
 }
 
 macro_rules! per_backend {
@@ -269,6 +307,9 @@ macro_rules! all_tests {
                 data_past_the_limits_is_refused_and_changes_nothing,
                 login_then_rotate_keep_public_id_times_and_user,
                 helpers_refuse_an_anonymous_session,
+                load_never_returns_an_expired_record_even_unreaped,
+                a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it,
+                a_forged_successor_marker_is_ignored_and_never_stored,
             ]
         );
     };
@@ -279,11 +320,8 @@ all_tests!(log, Backend::Log);
 all_tests!(log_sync, Backend::LogSync);
 #[cfg(feature = "sled")]
 all_tests!(sled, Backend::Sled);
-per_backend!(
-    unreaped,
-    Backend::Memory,
-    [load_never_returns_an_expired_record_even_unreaped]
-);
+#[cfg(feature = "redis")]
+all_tests!(redis, Backend::Redis);
 
 // ---------------------------------------------------------------------------------
 // A rotation cut short
@@ -309,9 +347,8 @@ impl SessionStore for StallsOnCreate {
     }
 }
 
-#[tokio::test]
-async fn a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it() {
-    let store = SessionDbStore::new(Store::in_memory().unwrap());
+async fn a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it(b: Backend) {
+    let (store, _held) = store_on!(b);
     let session = Session::new(None, Arc::new(store.clone()), None);
     store.login(&session, "alice").await.unwrap();
     let id = session.id().unwrap();
@@ -319,16 +356,23 @@ async fn a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it() 
     let stalled = Session::new(Some(id), Arc::new(StallsOnCreate(store.clone())), None);
     let cut = tokio::time::timeout(Duration::from_millis(200), store.rotate(&stalled)).await;
     assert!(cut.is_err(), "the rotation stalls in create");
-    // The engine had moved the session to the reserved id; dropping the rotation
-    // ended it, rather than leaving a session nobody can address on alice's list.
-    assert!(store.engine().sessions_of("alice").unwrap().is_empty());
+    // The backend had moved the session to the reserved id; dropping the rotation
+    // ended it, rather than leaving a session nobody can address on alice's list (at
+    // once on the embedded store; on Redis from a task the drop spawned).
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    while sessions_of(&store, "alice").await > 0 && std::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sessions_of(&store, "alice").await, 0);
+    if store.sessions().as_embedded().is_some() {
+        assert!(is_empty(&store).await, "ended by the drop itself");
+    }
     assert_eq!(store.load(&id).await.unwrap(), None);
-    store.engine().verify().unwrap();
+    verify(&store);
 }
 
-#[tokio::test]
-async fn a_forged_successor_marker_is_ignored_and_never_stored() {
-    let store = SessionDbStore::new(Store::in_memory().unwrap());
+async fn a_forged_successor_marker_is_ignored_and_never_stored(b: Backend) {
+    let (store, _held) = store_on!(b);
     let victim = {
         let s = Session::new(None, Arc::new(store.clone()), None);
         store.login(&s, "alice").await.unwrap();
@@ -343,9 +387,12 @@ async fn a_forged_successor_marker_is_ignored_and_never_stored() {
     store.create(&mut r).await.unwrap();
     assert_ne!(r.id, victim);
     assert!(!r.data.contains_key("__sessiondb.successor"));
-    assert_eq!(store.engine().sessions_of("alice").unwrap().len(), 1);
+    assert_eq!(sessions_of(&store, "alice").await, 1);
     assert_eq!(
-        store.user(&Session::new(Some(r.id), Arc::new(store.clone()), None)),
+        store
+            .user(&Session::new(Some(r.id), Arc::new(store.clone()), None))
+            .await
+            .unwrap(),
         None
     );
 }
@@ -429,19 +476,17 @@ fn measure_data_layout() {
         let per_key = start.elapsed() / u32::try_from(rounds).unwrap();
         // The alternative layout, for comparison: the whole map as one JSON value
         // under one key (save + load the same way, through the engine directly).
-        let (token, _) = store
-            .engine()
-            .create(sessiondb::NewSession::anonymous())
-            .unwrap();
+        let engine = store.sessions().as_embedded().unwrap();
+        let (token, _) = engine.create(sessiondb::NewSession::anonymous()).unwrap();
         let start = std::time::Instant::now();
         for i in 0..rounds {
             r.data.insert("key0000".into(), serde_json::json!(i));
             let mut d = sessiondb::SessionData::new();
             d.insert_raw("tower", &serde_json::to_vec(&r.data).unwrap())
                 .unwrap();
-            let v = store.engine().peek(&token).unwrap().version();
-            store.engine().save(&token, v, &d).unwrap();
-            let s = store.engine().get(&token).unwrap();
+            let v = engine.peek(&token).unwrap().version();
+            engine.save(&token, v, &d).unwrap();
+            let s = engine.get(&token).unwrap();
             let back: HashMap<String, serde_json::Value> =
                 serde_json::from_slice(s.data().get_raw("tower").unwrap()).unwrap();
             std::hint::black_box(back);
@@ -449,6 +494,53 @@ fn measure_data_layout() {
         let one_key = start.elapsed() / u32::try_from(rounds).unwrap();
         println!(
             "{keys:>5} keys x {len:>2} B: save + load, key per entry {per_key:?}, one key {one_key:?}"
+        );
+    }
+}
+
+/// One request's worth of store traffic (create, save, load) from 64 tasks on a
+/// 2-worker runtime, on the embedded store in memory and on Redis (a local
+/// redis-server without persistence): what moving the sessions to Redis costs.
+#[cfg(feature = "redis")]
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn measure_redis() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for backend in [Backend::Memory, Backend::Redis] {
+        let Some((store, _held)) = rt.block_on(tower_app::store_on(backend)) else {
+            return;
+        };
+        let (tasks, per_task) = (64, 200);
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_task {
+                            let mut r = record(in_30_minutes());
+                            store.create(&mut r).await.unwrap();
+                            r.data.insert("n".into(), serde_json::json!(i));
+                            store.save(&r).await.unwrap();
+                            assert!(store.load(&r.id).await.unwrap().is_some());
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        let elapsed = start.elapsed();
+        let n = f64::from(tasks * per_task);
+        println!(
+            "{backend:?}: {:>8.0} create+save+load/s, {:?} each (64 tasks, 2 workers)",
+            n / elapsed.as_secs_f64(),
+            elapsed / (tasks * per_task)
         );
     }
 }

@@ -4,6 +4,10 @@
 //! per-user helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+#[path = "redis_server.rs"]
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use axum::routing::get;
 #[cfg(feature = "sled")]
 use sessiondb::BackendKind;
 use sessiondb::tower_sessions::SessionDbStore;
-use sessiondb::{Durability, Options, SessionId, Store};
+use sessiondb::{Durability, Options, SessionId, Sessions, Store};
 use time::OffsetDateTime;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
@@ -31,19 +35,91 @@ pub enum Backend {
     /// sled.
     #[cfg(feature = "sled")]
     Sled,
+    /// Redis: a `redis-server` of the test's own (no persistence), through
+    /// `Sessions::open("redis://…")`.
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
-/// Opens a store on `backend`, in `dir` for the durable ones.
+/// The options every test store is opened with: a quick reaper.
+pub fn test_options() -> Options {
+    Options::default().reaper_interval(Some(Duration::from_millis(50)))
+}
+
+/// Opens an embedded store on `backend`, in `dir` for the durable ones.
 pub fn open(backend: Backend, dir: &Path) -> Store {
-    let opts = Options::default().reaper_interval(Some(Duration::from_millis(50)));
+    open_with(backend, dir, test_options())
+}
+
+fn open_with(backend: Backend, dir: &Path, opts: Options) -> Store {
     match backend {
         Backend::Memory => Store::in_memory_with(opts),
         Backend::Log => Store::open_with(dir, opts),
         Backend::LogSync => Store::open_with(dir, opts.durability(Durability::Sync)),
         #[cfg(feature = "sled")]
         Backend::Sled => Store::open_with(dir, opts.backend(BackendKind::Sled)),
+        #[cfg(feature = "redis")]
+        Backend::Redis => panic!("Redis is not an embedded store: use `store_on`"),
     }
     .expect("open the store")
+}
+
+/// What keeps a test's store alive: its directory, and its redis-server.
+pub struct Held {
+    pub dir: tempfile::TempDir,
+    #[cfg(feature = "redis")]
+    pub redis: Option<redis_server::RedisServer>,
+}
+
+impl Held {
+    /// The configuration string a second node would open the same sessions with
+    /// (the Redis URL), if the backend is shared.
+    pub fn shared_config(&self) -> Option<String> {
+        #[cfg(feature = "redis")]
+        if let Some(server) = &self.redis {
+            return Some(server.url());
+        }
+        None
+    }
+}
+
+/// A `SessionDbStore` on `backend` with [`test_options`]; `None` (the test is skipped,
+/// with a message) only for Redis when redis-server is not installed.
+pub async fn store_on(backend: Backend) -> Option<(SessionDbStore, Held)> {
+    store_on_with(backend, test_options()).await
+}
+
+/// [`store_on`] with `opts`.
+pub async fn store_on_with(backend: Backend, opts: Options) -> Option<(SessionDbStore, Held)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    #[cfg(feature = "redis")]
+    if backend == Backend::Redis {
+        let server = redis_server::RedisServer::start(redis_server::NO_PERSISTENCE)?;
+        let sessions = Sessions::open(&server.url(), opts)
+            .await
+            .expect("connect to redis");
+        let held = Held {
+            dir,
+            redis: Some(server),
+        };
+        return Some((SessionDbStore::new(sessions), held));
+    }
+    let store = SessionDbStore::new(Sessions::embedded(open_with(backend, dir.path(), opts)));
+    Some((
+        store,
+        Held {
+            dir,
+            #[cfg(feature = "redis")]
+            redis: None,
+        },
+    ))
+}
+
+/// Checks the embedded store's internal invariants (nothing to check on Redis).
+pub fn verify(store: &SessionDbStore) {
+    if let Some(engine) = store.sessions().as_embedded() {
+        engine.verify().expect("the store's invariants hold");
+    }
 }
 
 /// Opens `dir` again, waiting for the previous owner's lock to go (its last handle may
@@ -249,6 +325,8 @@ pub fn helper_routes(store: SessionDbStore, expiry: Option<Expiry>) -> Router {
             get(|State(store): St, session: Session| async move {
                 store
                     .user(&session)
+                    .await
+                    .unwrap()
                     .map_or_else(|| "anonymous".to_owned(), |u| u.to_string())
             }),
         )
@@ -257,6 +335,8 @@ pub fn helper_routes(store: SessionDbStore, expiry: Option<Expiry>) -> Router {
             get(|State(store): St, session: Session| async move {
                 store
                     .session_id(&session)
+                    .await
+                    .unwrap()
                     .map_or_else(|| "none".to_owned(), |id| id.to_string())
             }),
         )
@@ -283,7 +363,7 @@ pub fn helper_routes(store: SessionDbStore, expiry: Option<Expiry>) -> Router {
         .route(
             "/devices",
             get(|State(store): St, session: Session| async move {
-                match store.devices(&session) {
+                match store.devices(&session).await {
                     // One line per device: "<id> <label or -> <current or other>".
                     Ok(list) => list
                         .iter()
