@@ -1,5 +1,5 @@
 //! [`Sessions`]: one async handle over either backend — the embedded [`Store`] or a
-//! [`crate::RedisStore`] (cargo feature `redis`) — so an app's session code does not
+//! `RedisStore` (cargo feature `redis`) — so an app's session code does not
 //! change when its sessions move from one process to a Redis shared by several.
 //!
 //! This module owns the seam between the two calling styles. The embedded store is
@@ -42,7 +42,7 @@ use crate::token::{SessionId, Token};
 
 /// Sessions on whichever backend the configuration names, with one async API. Cheap to
 /// clone. Build with [`Sessions::open`] (from a configuration string),
-/// [`Sessions::embedded`] or [`Sessions::redis`].
+/// [`Sessions::embedded`] or `Sessions::redis`.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     backend: Backend,
@@ -91,7 +91,7 @@ impl Sessions {
     /// - `memory:` — an embedded store in memory ([`Store::in_memory_with`]);
     /// - `redis://…`, `rediss://…`, `redis+unix://…` or `unix://…` — a Redis or Valkey
     ///   server (feature `redis`;
-    ///   [`crate::RedisStore::connect`]), with the default [`crate::RedisOptions`];
+    ///   `RedisStore::connect`), with the default `RedisOptions`;
     /// - anything else — a directory for an embedded durable store ([`Store::open_with`]).
     ///
     /// # Errors
@@ -542,7 +542,7 @@ impl Sessions {
     }
 
     /// Subscribes to the backend's events: [`Store::subscribe`] (this process's
-    /// events) or [`crate::RedisStore::subscribe`] (every node's).
+    /// events) or `RedisStore::subscribe` (every node's).
     ///
     /// # Errors
     /// Only the Redis backend's [`Error::Unavailable`].

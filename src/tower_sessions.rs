@@ -83,7 +83,7 @@
 //! nothing and starts a fresh session. This is what makes "log out everywhere" stick
 //! when another of the user's requests is still in flight, and a rotated-away id stay
 //! dead (tower-sessions' own `MemoryStore` brings both back: see
-//! [`crate::conformance`]). `load` never returns an expired record; `delete` of an
+//! `sessiondb::conformance`). `load` never returns an expired record; `delete` of an
 //! unknown id is `Ok`.
 //!
 //! # Users, rotation and the per-user index
