@@ -38,7 +38,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// The binary, with no store directory from the environment.
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
-    c.env_remove("SESSIONDB_DIR").stdin(Stdio::null());
+    c.env_remove("SESSIONDB_DIR")
+        .env_remove("SESSIONDB_REDIS_URL")
+        .stdin(Stdio::null());
     c
 }
 
@@ -314,7 +316,7 @@ fn bad_command_lines_exit_with_status_2_and_say_why() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     };
     let d = dir.path().to_str().unwrap();
-    usage(&["stats"], "the store directory is required");
+    usage(&["stats"], "the store is required: pass --dir DIR");
     usage(&["-d", d], "Usage");
     usage(&["-d", d, "frobnicate"], "unrecognized subcommand");
     usage(&["-d", d, "show", "not-an-id"], "invalid session id");
@@ -352,6 +354,37 @@ fn bad_command_lines_exit_with_status_2_and_say_why() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Redis support is a build option: without it, `--redis` says how to get it (the
+/// Redis commands themselves are pinned in tests/cli_redis.rs).
+#[cfg(not(feature = "redis"))]
+#[test]
+fn without_the_redis_feature_redis_urls_are_refused_saying_how_to_build_with_it() {
+    let _serial = serial();
+    let o = bin()
+        .env_remove("SESSIONDB_REDIS_URL")
+        .args([
+            "--redis",
+            "redis://127.0.0.1:6379/",
+            "list",
+            "--user",
+            "alice",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("built without Redis support") && err.contains("--features cli,redis"),
+        "{err}"
+    );
+    // The command line itself is checked first, as with a directory.
+    let o = bin()
+        .args(["--redis", "redis://127.0.0.1:6379/", "-d", ".", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]

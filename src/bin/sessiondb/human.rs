@@ -1,5 +1,5 @@
 //! Text for people: durations in and out, times relative to now, previews of stored
-//! values, aligned tables.
+//! values, aligned tables, URLs without their passwords.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,6 +126,48 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `url` with any password (in the authority, or a `pass=` query parameter of a
+/// `redis+unix://` URL) replaced by `***`, for messages and `stats`.
+pub fn redact(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("pass" | "password", _)) => {
+                        format!("{}=***", &p[..p.find('=').unwrap_or(p.len())])
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            (u, format!("?{}", params.join("&")))
+        }
+        None => (url, String::new()),
+    };
+    format!("{}{query}", redact_authority(url))
+}
+
+fn redact_authority(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth_end, host_start) = match rest.rfind('@') {
+        // Only an '@' before the path belongs to the authority.
+        Some(at) if !rest[..at].contains('/') => (at, at + 1),
+        _ => return url.to_owned(),
+    };
+    let user = rest[..auth_end]
+        .split_once(':')
+        .map_or(&rest[..auth_end], |(u, _)| u);
+    let shown_user = if rest[..auth_end].contains(':') {
+        format!("{user}:***")
+    } else {
+        // redis://secret@host: a lone field is the password.
+        "***".to_owned()
+    };
+    format!("{scheme}://{shown_user}@{}", &rest[host_start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +202,25 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_hidden_and_the_rest_kept() {
+        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(
+            redact("redis://app:s3cret@db:6379/2"),
+            "redis://app:***@db:6379/2"
+        );
+        assert_eq!(redact("rediss://:s3cret@db/"), "rediss://:***@db/");
+        assert_eq!(redact("redis://s3cret@db/"), "redis://***@db/");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock"),
+            "redis+unix:///run/redis.sock"
+        );
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(redact("not a url"), "not a url");
     }
 }

@@ -1,12 +1,16 @@
 //! `sessiondb`: the command-line tool for a sessiondb store directory (cargo feature
-//! `cli`). It owns the command line, how a directory is opened for an operator (backend
-//! detection, no background work, the lock error), and the output of each command; the
-//! export format lives in [`jsonl`], progress bars in [`progress`], text helpers in
-//! [`human`].
+//! `cli`), or for sessions kept in Redis (`--redis`, with the `redis` feature too). It
+//! owns the command line, how a store is opened for an operator (backend detection, no
+//! background work, the lock error), the [`Handle`] the commands share over both kinds
+//! of store, and the output of each command; the export format lives in [`jsonl`],
+//! progress bars in [`progress`], text helpers in [`human`], the Redis connection in
+//! `remote`.
 
 mod human;
 mod jsonl;
 mod progress;
+#[cfg(feature = "redis")]
+mod remote;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,17 +26,21 @@ use clap::{ArgGroup, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{HumanBytes, HumanCount, HumanDuration};
 use serde_json::json;
 use sessiondb::{
-    BackendKind, Durability, Error, Limits, Options, Session, SessionId, Store, UserId,
+    BackendKind, Durability, Error, Limits, Options, Session, SessionId, SessionRecord, Store,
+    UserId,
 };
 
+use crate::human::redact;
 use crate::progress::Progress;
 
-const ABOUT: &str = "Inspect and administer a sessiondb store directory.";
+const ABOUT: &str = "Inspect and administer a sessiondb store: a directory, or sessions in Redis.";
 
 const AFTER_HELP: &str = "\
-The store must not be open in any process: stop the application first. While another
-process holds the directory's lock, every command fails with exit status 1 and names
-that process.
+A store directory must not be open in any process: stop the application first. While
+another process holds the directory's lock, every command fails with exit status 1 and
+names that process. Sessions in Redis (--redis URL, keys under --redis-prefix) are
+administered while the application runs: every command is one atomic step per
+session, as the application's own calls are.
 
 Nothing changes a session unless the command says so: no reaper or background
 compaction runs, and stats, list, show, verify and export only read (like
@@ -52,6 +60,10 @@ Examples:
   sessiondb -d ./sessions verify && sessiondb -d ./sessions compact
   sessiondb -d ./sessions export --out backup.jsonl
   sessiondb -d ./restored import backup.jsonl
+  sessiondb --redis redis://127.0.0.1:6379/ list --user alice
+  sessiondb --redis redis://127.0.0.1:6379/ revoke --user alice
+  sessiondb -d ./sessions export | sessiondb --redis redis://127.0.0.1:6379/ import
+      (moves an embedded store to Redis: every cookie keeps working)
 
 Exit status: 0 done; 1 the operation failed (the store is locked, missing or
 damaged, an import line is bad, ...); 2 the command line is wrong.";
@@ -66,11 +78,15 @@ Sessions come in no particular order. Times are milliseconds since the Unix epoc
 (absolute_ms 18446744073709551615: no deadline). The token is not there — the store never had it, only its hash — yet an
 imported session answers to the same cookie. Sessions already past their deadline are
 not exported. With --out the file appears only once complete (written beside it as
-FILE.partial, fsynced, renamed).
+FILE.partial, fsynced, renamed). A directory and Redis export the same format, so
+either imports into the other. From Redis, the sessions are read in batches while the
+application keeps running: a session created or ended during the export may or may
+not be in it.
 
 Examples:
   sessiondb -d ./sessions export > backup.jsonl
-  sessiondb -d ./sessions export --out backup.jsonl";
+  sessiondb -d ./sessions export --out backup.jsonl
+  sessiondb --redis redis://127.0.0.1:6379/ export --out backup.jsonl";
 
 const IMPORT_HELP: &str = "\
 Reads the format `export` writes (see `sessiondb export --help`). Every line is checked
@@ -83,18 +99,42 @@ before it are removed again and the line is reported: nothing is half-imported. 
 the command is killed while importing, the sessions imported until then stay: run it
 again with --skip-existing to finish.)
 The directory is created if it does not exist (log backend unless --backend sled).
+Into Redis, each session is written as the server acknowledges it; how durable that is
+depends on the server's persistence (appendfsync).
 
 Examples:
   sessiondb -d ./restored import backup.jsonl
   sessiondb -d ./sessions export | sessiondb -d ./copy import
-  sessiondb -d ./sessions import --skip-existing backup.jsonl";
+  sessiondb -d ./sessions import --skip-existing backup.jsonl
+  sessiondb -d ./sessions export | sessiondb --redis redis://127.0.0.1:6379/ import
+      (moves an embedded store to Redis: stop the application, import, restart it
+      configured for Redis; every cookie keeps working)";
 
 #[derive(Parser)]
-#[command(name = "sessiondb", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "sessiondb",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    group(ArgGroup::new("store").args(["dir", "redis"]).multiple(false))
+)]
 struct Cli {
-    /// The store directory
-    #[arg(short, long, global = true, env = "SESSIONDB_DIR", value_name = "DIR")]
+    // --dir and --redis read their environment variables in `main`, not through clap:
+    // clap would count a variable as given and refuse `--redis URL` while SESSIONDB_DIR
+    // is exported, where the command line should win.
+    /// The store directory [env: SESSIONDB_DIR]
+    #[arg(short, long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Sessions kept in Redis or Valkey instead of a directory:
+    /// redis://[user:password@]host:port[/db], rediss://… (TLS), or
+    /// redis+unix:///path/to/socket. Needs a sessiondb built with `--features cli,redis`
+    /// [env: SESSIONDB_REDIS_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    redis: Option<String>,
+    /// The prefix of the store's keys in Redis: the application's RedisOptions::prefix
+    /// [default: sessiondb]
+    #[arg(long, global = true, value_name = "PREFIX")]
+    redis_prefix: Option<String>,
     /// The storage backend. By default it is detected from the directory's files; name
     /// it only to import into a new directory with sled, or when a directory holds both
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto, value_name = "KIND")]
@@ -269,18 +309,75 @@ fn say_json(v: &serde_json::Value) -> Result<(), Fail> {
     say(&text)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Some(dir) = cli.dir else {
-        Cli::command()
-            .error(
-                ErrorKind::MissingRequiredArgument,
-                "the store directory is required: pass --dir DIR (or set SESSIONDB_DIR)",
-            )
-            .exit()
+/// Where the command line (or else the environment) says the store is; exits with
+/// status 2 if it names none, or both ways at once.
+fn target(cli: &mut Cli) -> Target {
+    let usage = |kind, msg: &str| -> ! { Cli::command().error(kind, msg).exit() };
+    let from_env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    // The ArgGroup refuses --dir with --redis when both come before the command; a
+    // global argument given after it escapes the group's check, so check again here.
+    let given = (cli.dir.take(), cli.redis.take());
+    let on_command_line = given.0.is_some() || given.1.is_some();
+    let (dir, redis) = match given {
+        (None, None) => {
+            let redis = from_env("SESSIONDB_REDIS_URL").map(|v| {
+                v.into_string().unwrap_or_else(|_| {
+                    usage(ErrorKind::InvalidUtf8, "SESSIONDB_REDIS_URL is not UTF-8")
+                })
+            });
+            (from_env("SESSIONDB_DIR").map(PathBuf::from), redis)
+        }
+        given => given,
     };
+    match (dir, redis) {
+        (Some(dir), None) => {
+            if cli.redis_prefix.is_some() {
+                usage(
+                    ErrorKind::ArgumentConflict,
+                    "--redis-prefix applies to a Redis store (--redis URL), not to a \
+                     store directory",
+                );
+            }
+            Target::Dir(dir)
+        }
+        (None, Some(url)) => {
+            if cli.backend != BackendArg::Auto {
+                usage(
+                    ErrorKind::ArgumentConflict,
+                    "--backend applies to a store directory, not to Redis (--redis URL)",
+                );
+            }
+            Target::Redis {
+                url,
+                prefix: cli
+                    .redis_prefix
+                    .take()
+                    .unwrap_or_else(|| "sessiondb".into()),
+            }
+        }
+        (Some(_), Some(_)) if on_command_line => usage(
+            ErrorKind::ArgumentConflict,
+            "the argument '--dir <DIR>' cannot be used with '--redis <URL>': a command \
+             works on one store",
+        ),
+        (Some(_), Some(_)) => usage(
+            ErrorKind::ArgumentConflict,
+            "SESSIONDB_DIR and SESSIONDB_REDIS_URL are both set: pass --dir DIR or \
+             --redis URL to say which store",
+        ),
+        (None, None) => usage(
+            ErrorKind::MissingRequiredArgument,
+            "the store is required: pass --dir DIR (or set SESSIONDB_DIR), or --redis URL \
+             (or set SESSIONDB_REDIS_URL)",
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    let target = target(&mut cli);
     let ctx = Ctx {
-        dir,
+        target,
         backend: cli.backend,
         auth_lifetime: cli.auth_lifetime,
         quiet: cli.quiet,
@@ -312,13 +409,106 @@ fn run(ctx: &Ctx, command: Command) -> Result<(), Fail> {
     }
 }
 
+/// Where the sessions are.
+enum Target {
+    /// A store directory.
+    Dir(PathBuf),
+    /// A Redis server, and the prefix of the store's keys there.
+    Redis { url: String, prefix: String },
+}
+
 /// What every command shares: where the store is and how to open it.
 struct Ctx {
-    dir: PathBuf,
+    target: Target,
     backend: BackendArg,
     auth_lifetime: Option<Duration>,
     quiet: bool,
     progress: Progress,
+}
+
+/// An open store of either kind, with the operations the commands use on both.
+/// Redis calls run to completion one at a time on the command's own runtime.
+enum Handle {
+    Embedded(Store),
+    #[cfg(feature = "redis")]
+    Redis(remote::Remote),
+}
+
+impl Handle {
+    fn sessions_of(&self, user: &str) -> Result<Vec<Session>, Error> {
+        match self {
+            Handle::Embedded(s) => s.sessions_of(user),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.sessions_of(user)),
+        }
+    }
+
+    fn get_by_id(&self, id: SessionId) -> Result<Option<Session>, Error> {
+        match self {
+            Handle::Embedded(s) => Ok(s.get_by_id(id)),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.get_by_id(id)),
+        }
+    }
+
+    fn revoke_user(&self, user: &str) -> Result<usize, Error> {
+        match self {
+            Handle::Embedded(s) => s.revoke_user(user),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.revoke_user(user)),
+        }
+    }
+
+    fn end_by_id(&self, id: SessionId) -> Result<bool, Error> {
+        match self {
+            Handle::Embedded(s) => s.end_by_id(id),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.end_by_id(id)),
+        }
+    }
+
+    fn import(&self, rec: SessionRecord) -> Result<bool, Error> {
+        match self {
+            Handle::Embedded(s) => s.import(rec),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.import(rec)),
+        }
+    }
+
+    fn export(&self, f: impl FnMut(SessionRecord) -> Result<(), Error>) -> Result<usize, Error> {
+        match self {
+            Handle::Embedded(s) => s.export(f),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.export(f)),
+        }
+    }
+
+    fn len(&self) -> Result<usize, Error> {
+        match self {
+            Handle::Embedded(s) => Ok(s.len()),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.len()),
+        }
+    }
+
+    /// Makes every write so far durable. On Redis each write is acknowledged by the
+    /// server as it is made (its durability is the server's persistence setting).
+    fn flush(&self) -> Result<(), Error> {
+        match self {
+            Handle::Embedded(s) => s.flush(),
+            #[cfg(feature = "redis")]
+            Handle::Redis(_) => Ok(()),
+        }
+    }
+
+    /// Closes the store, durably.
+    fn close(self) -> Result<(), Error> {
+        match self {
+            Handle::Embedded(s) => s.close(),
+            #[cfg(feature = "redis")]
+            Handle::Redis(_) => Ok(()),
+        }
+    }
 }
 
 /// What a directory holds, by its files.
@@ -368,12 +558,69 @@ fn disk_bytes(path: &Path, depth: u32) -> u64 {
 }
 
 impl Ctx {
-    /// Opens the store in `self.dir` for an operator: the backend its files show, no
+    /// The store, as messages name it: the directory, or the Redis URL (password
+    /// hidden) and key prefix.
+    fn shown(&self) -> String {
+        match &self.target {
+            Target::Dir(dir) => dir.display().to_string(),
+            Target::Redis { url, prefix } => format!("{} (prefix {prefix:?})", redact(url)),
+        }
+    }
+
+    /// The store directory, for the commands that only apply to one.
+    fn dir_for(&self, command: &str, why: &str) -> Result<&Path, Fail> {
+        match &self.target {
+            Target::Dir(dir) => Ok(dir),
+            Target::Redis { .. } => Err(Fail(format!(
+                "`{command}` applies to a store directory (--dir), not to Redis: {why}"
+            ))),
+        }
+    }
+
+    /// Opens the store for an operator: a directory (see [`Ctx::open`]) or a Redis
+    /// connection (no reaper, limits as wide as the format). `create` allows a missing
+    /// or empty directory (for import).
+    fn handle(&self, create: bool) -> Result<Handle, Fail> {
+        match &self.target {
+            Target::Dir(dir) => Ok(Handle::Embedded(self.open(dir, create)?)),
+            Target::Redis { url, prefix } => self.connect(url, prefix),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn connect(&self, url: &str, prefix: &str) -> Result<Handle, Fail> {
+        let opts = Options::default()
+            .reaper_interval(None)
+            .limits(cli_limits())
+            .auth_lifetime(self.auth_lifetime);
+        let spinner = self
+            .progress
+            .spinner(format!("connecting to {}", redact(url)));
+        let remote = remote::Remote::connect(url, prefix, opts);
+        spinner.finish_and_clear();
+        // The client's message names the URL it was given: never print its password.
+        let remote = remote.map_err(|e| {
+            let Fail(msg) = Fail::from(e);
+            Fail(msg.replace(url, &redact(url)))
+        })?;
+        Ok(Handle::Redis(remote))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn connect(&self, _url: &str, _prefix: &str) -> Result<Handle, Fail> {
+        Err(Fail(
+            "this sessiondb was built without Redis support: build it with \
+             `--features cli,redis` (cargo install sessiondb --features cli,redis) to use \
+             --redis"
+                .into(),
+        ))
+    }
+
+    /// Opens the store in `dir` for an operator: the backend its files show, no
     /// reaper, no background compaction, limits as wide as the format. `create` allows
     /// a missing or empty directory (for import); otherwise that is an error, so a
     /// mistyped path never becomes a new, empty store.
-    fn open(&self, create: bool) -> Result<Store, Fail> {
-        let dir = &self.dir;
+    fn open(&self, dir: &Path, create: bool) -> Result<Store, Fail> {
         let shown = dir.display();
         let found = match std::fs::metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -445,13 +692,17 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
+    let dir = match &ctx.target {
+        Target::Dir(dir) => dir,
+        Target::Redis { url, prefix } => return redis_stats(ctx, url, prefix, json),
+    };
+    let store = ctx.open(dir, false)?;
     let st = store.stats();
     let rep = store.recovery_report();
     drop(store);
     if json {
         return say_json(&json!({
-            "dir": ctx.dir,
+            "dir": dir,
             "backend": st.backend,
             "sessions": st.sessions,
             "users": st.users,
@@ -472,7 +723,7 @@ fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
     let rows = [
         (
             "store",
-            format!("{} ({} backend)", ctx.dir.display(), st.backend),
+            format!("{} ({} backend)", dir.display(), st.backend),
         ),
         (
             "sessions",
@@ -515,6 +766,27 @@ fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
     say(&text.join("\n"))
 }
 
+/// Stats of a Redis store: what Redis can say cheaply. Users, rotation aliases, bytes
+/// and recovery are the embedded store's (Redis reports its memory itself: INFO).
+fn redis_stats(ctx: &Ctx, url: &str, prefix: &str, json: bool) -> Result<(), Fail> {
+    let store = ctx.handle(false)?;
+    let sessions = store.len()?;
+    drop(store);
+    if json {
+        return say_json(&json!({
+            "redis": redact(url),
+            "prefix": prefix,
+            "backend": "redis",
+            "sessions": sessions,
+        }));
+    }
+    say(&format!(
+        "store      {} (redis backend, keys {prefix}:*)\nsessions   {} live",
+        redact(url),
+        HumanCount(sessions as u64)
+    ))
+}
+
 fn data_json(s: &Session) -> serde_json::Value {
     s.data()
         .iter()
@@ -540,7 +812,7 @@ fn session_json(s: &Session) -> serde_json::Value {
 }
 
 fn list(ctx: &Ctx, user: &str, json: bool) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
+    let store = ctx.handle(false)?;
     let sessions = store.sessions_of(user)?;
     drop(store);
     if json {
@@ -570,13 +842,13 @@ fn list(ctx: &Ctx, user: &str, json: bool) -> Result<(), Fail> {
 }
 
 fn show(ctx: &Ctx, id: SessionId, json: bool) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
-    let session = store.get_by_id(id);
+    let store = ctx.handle(false)?;
+    let session = store.get_by_id(id)?;
     drop(store);
     let Some(s) = session else {
         return Err(Fail(format!(
             "no live session has id {id} in {}",
-            ctx.dir.display()
+            ctx.shown()
         )));
     };
     if json {
@@ -629,7 +901,7 @@ fn show(ctx: &Ctx, id: SessionId, json: bool) -> Result<(), Fail> {
 }
 
 fn revoke(ctx: &Ctx, user: Option<&str>, id: Option<SessionId>, json: bool) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
+    let store = ctx.handle(false)?;
     match (user, id) {
         (Some(user), _) => {
             let n = store.revoke_user(user)?;
@@ -649,7 +921,7 @@ fn revoke(ctx: &Ctx, user: Option<&str>, id: Option<SessionId>, json: bool) -> R
             if !ended {
                 return Err(Fail(format!(
                     "no live session has id {id} in {}; nothing was revoked",
-                    ctx.dir.display()
+                    ctx.shown()
                 )));
             }
             if json {
@@ -663,11 +935,15 @@ fn revoke(ctx: &Ctx, user: Option<&str>, id: Option<SessionId>, json: bool) -> R
 }
 
 fn compact(ctx: &Ctx, json: bool) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
+    let dir = ctx.dir_for(
+        "compact",
+        "Redis keeps no log to rewrite (it reclaims an ended session's memory at once)",
+    )?;
+    let store = ctx.open(dir, false)?;
     let backend = store.stats().backend;
     let spinner = ctx
         .progress
-        .spinner(format!("compacting {}", ctx.dir.display()));
+        .spinner(format!("compacting {}", dir.display()));
     let result = store.compact();
     spinner.finish_and_clear();
     let cs = result?;
@@ -694,7 +970,7 @@ fn compact(ctx: &Ctx, json: bool) -> Result<(), Fail> {
     };
     say(&format!(
         "compacted {}: {} -> {} on disk ({saved:.0}% reclaimed), {} live sessions, in {:.2} s",
-        ctx.dir.display(),
+        dir.display(),
         HumanBytes(cs.bytes_before),
         HumanBytes(cs.bytes_after),
         HumanCount(cs.sessions as u64),
@@ -703,11 +979,18 @@ fn compact(ctx: &Ctx, json: bool) -> Result<(), Fail> {
 }
 
 fn verify(ctx: &Ctx, json: bool) -> Result<(), Fail> {
-    let checked = ctx.open(false).and_then(|store| {
-        store.verify()?;
-        Ok((store.recovery_report(), store.len()))
-    });
-    let (rep, live) = match checked {
+    let checked = ctx
+        .dir_for(
+            "verify",
+            "it checks a log's records and the indexes rebuilt from them; Redis keeps \
+             neither (each operation is one atomic script)",
+        )
+        .and_then(|dir| Ok((dir, ctx.open(dir, false)?)))
+        .and_then(|(dir, store)| {
+            store.verify()?;
+            Ok((dir, store.recovery_report(), store.len()))
+        });
+    let (dir, rep, live) = match checked {
         Ok(v) => v,
         Err(fail) => {
             if json {
@@ -743,7 +1026,7 @@ fn verify(ctx: &Ctx, json: bool) -> Result<(), Fail> {
          torn tail  {torn}\n\
          sessions   {} live; {} past their deadline (dropped, as any open does)\n\
          indexes    sessions, public ids, users and timers agree",
-        ctx.dir.display(),
+        dir.display(),
         rep.backend,
         HumanCount(rep.records),
         rep.files,
@@ -755,10 +1038,10 @@ fn verify(ctx: &Ctx, json: bool) -> Result<(), Fail> {
 }
 
 /// Writes every live session of `store` to `w` as JSON lines; returns how many.
-fn write_export(ctx: &Ctx, store: &Store, w: &mut impl Write) -> Result<usize, Fail> {
+fn write_export(ctx: &Ctx, store: &Handle, w: &mut impl Write) -> Result<usize, Fail> {
     let bar = ctx
         .progress
-        .sessions(store.len() as u64, "exporting".into());
+        .sessions(store.len()? as u64, "exporting".into());
     let n = store.export(|rec| {
         serde_json::to_writer(&mut *w, &jsonl::to_line(&rec))
             .map_err(io::Error::from)
@@ -777,13 +1060,13 @@ fn write_export(ctx: &Ctx, store: &Store, w: &mut impl Write) -> Result<usize, F
 }
 
 fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
-    let store = ctx.open(false)?;
+    let store = ctx.handle(false)?;
     let Some(path) = out else {
         let n = write_export(ctx, &store, &mut BufWriter::new(io::stdout().lock()))?;
         ctx.note(&format!(
             "exported {} sessions from {}",
             HumanCount(n as u64),
-            ctx.dir.display()
+            ctx.shown()
         ));
         return Ok(());
     };
@@ -815,7 +1098,7 @@ fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
             ctx.note(&format!(
                 "exported {} sessions from {} to {}",
                 HumanCount(n as u64),
-                ctx.dir.display(),
+                ctx.shown(),
                 path.display()
             ));
             Ok(())
@@ -913,25 +1196,30 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
     refuse_bad_lines(&source, &bad)?;
 
     // 2. Check against what the store holds.
-    let store = ctx.open(true)?;
+    let store = ctx.handle(true)?;
     let mut existing: Vec<usize> = Vec::new();
-    records.retain(|(line, rec)| {
-        if store.get_by_id(rec.id).is_none() {
-            return true;
-        }
-        if skip_existing {
-            existing.push(*line);
+    let bar = ctx
+        .progress
+        .sessions(records.len() as u64, "checking the store".into());
+    let mut new = Vec::with_capacity(records.len());
+    for (line, rec) in records {
+        bar.inc(1);
+        if store.get_by_id(rec.id)?.is_none() {
+            new.push((line, rec));
+        } else if skip_existing {
+            existing.push(line);
         } else {
             bad.push((
-                *line,
+                line,
                 format!(
                     "session {} is already in the store (--skip-existing skips such lines)",
                     rec.id
                 ),
             ));
         }
-        false
-    });
+    }
+    bar.finish_and_clear();
+    let records = new;
     refuse_bad_lines(&source, &bad)?;
 
     // 3. Import; on a refusal, take back what this run imported.
@@ -967,7 +1255,7 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
         "imported {} session{} into {}",
         imported.len(),
         if imported.len() == 1 { "" } else { "s" },
-        ctx.dir.display()
+        ctx.shown()
     );
     if !expired.is_empty() {
         text.push_str(&format!(
@@ -1008,7 +1296,7 @@ fn refuse_bad_lines(source: &str, bad: &[(usize, String)]) -> Result<(), Fail> {
 /// After the store refused line `line`, ends the sessions imported before it, so the
 /// import leaves nothing behind; the failure says exactly what, if anything, remains.
 fn undo(
-    store: &Store,
+    store: &Handle,
     source: &str,
     line: usize,
     e: &Error,
