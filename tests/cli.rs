@@ -584,7 +584,7 @@ fn an_import_the_store_refuses_midway_takes_back_what_it_imported() {
         "{err}"
     );
     assert!(
-        err.contains("the 2 sessions imported before it were removed again"),
+        err.contains("the 2 sessions this run imported were removed again"),
         "{err}"
     );
     let store = reopen(&target);

@@ -446,7 +446,7 @@ fn an_import_that_redis_refuses_midway_takes_back_what_it_imported() {
         "{err}"
     );
     assert!(
-        err.contains("the 2 sessions imported before it were removed again"),
+        err.contains("the 2 sessions this run imported were removed again"),
         "{err}"
     );
     let rt = rt();
@@ -454,6 +454,38 @@ fn an_import_that_redis_refuses_midway_takes_back_what_it_imported() {
     assert_eq!(rt.block_on(redis.len()).unwrap(), 1);
     let clash_id = SessionId::parse("0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11").unwrap();
     assert!(rt.block_on(redis.get_by_id(clash_id)).unwrap().is_some());
+
+    // Many calls are in flight at once: a refusal in the middle of a long input still
+    // takes back every session this run wrote, before and after the refused line.
+    let base: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let many: Vec<String> = (0..300u128)
+        .map(|i| {
+            if i == 149 {
+                return lines[2].to_owned(); // line 150: the clashing token hash
+            }
+            let mut v = base.clone();
+            v["id"] = serde_json::json!(format!("00000000-0000-4000-8000-{:012x}", i));
+            v["token_hash"] = serde_json::json!(format!("{:032x}", 0xbeef_0000 + i));
+            v.to_string()
+        })
+        .collect();
+    let long = work.path().join("long.jsonl");
+    std::fs::write(&long, many.join("\n")).unwrap();
+    let l = long.to_str().unwrap();
+    let err = fails(&["--redis", &url, "import", l], 1);
+    assert!(
+        err.contains(&format!("{l}:150: the store refused")),
+        "{err}"
+    );
+    assert!(
+        err.contains("were removed again: nothing was imported"),
+        "{err}"
+    );
+    assert_eq!(rt.block_on(redis.len()).unwrap(), 1);
+    for i in [0u128, 148, 150, 299] {
+        let id = SessionId::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap();
+        assert!(rt.block_on(redis.get_by_id(id)).unwrap().is_none(), "{id}");
+    }
 }
 
 #[test]

@@ -94,8 +94,8 @@ first — JSON, schema version, ids, hashes, sizes, duplicates within the input,
 already in the store — and if any is bad, each bad line is reported with its number and
 nothing is imported. Then the sessions are imported, and made durable before the
 command returns. Sessions already past their deadline are skipped and reported. If the
-store refuses a session after all (a token hash already there), the sessions imported
-before it are removed again and the line is reported: nothing is half-imported. (If
+store refuses a session after all (a token hash already there), the sessions this run
+imported are removed again and the line is reported: nothing is half-imported. (If
 the command is killed while importing, the sessions imported until then stay: run it
 again with --skip-existing to finish.)
 The directory is created if it does not exist (log backend unless --backend sled).
@@ -467,11 +467,61 @@ impl Handle {
         }
     }
 
-    fn import(&self, rec: SessionRecord) -> Result<bool, Error> {
+    /// Which of `ids` are live sessions; `tick` after each.
+    fn live(&self, ids: Vec<SessionId>, tick: impl Fn()) -> Result<Vec<bool>, Error> {
         match self {
-            Handle::Embedded(s) => s.import(rec),
+            Handle::Embedded(s) => Ok(ids
+                .into_iter()
+                .map(|id| {
+                    tick();
+                    s.get_by_id(id).is_some()
+                })
+                .collect()),
             #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.import(rec)),
+            Handle::Redis(r) => {
+                let mut live = vec![false; ids.len()];
+                let mut failed = None;
+                r.each(
+                    ids,
+                    |store, id| async move { store.get_by_id(id).await },
+                    |i, found| {
+                        tick();
+                        match found {
+                            Ok(found) => live[i] = found.is_some(),
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                        failed.is_none()
+                    },
+                );
+                failed.map_or(Ok(live), Err)
+            }
+        }
+    }
+
+    /// Imports each record, calling `done(index, result)` after each; stops starting
+    /// new ones once `done` returns false (on Redis, those already sent are still
+    /// reported).
+    fn import_each(
+        &self,
+        records: Vec<SessionRecord>,
+        mut done: impl FnMut(usize, Result<bool, Error>) -> bool,
+    ) {
+        match self {
+            Handle::Embedded(s) => {
+                for (i, rec) in records.into_iter().enumerate() {
+                    if !done(i, s.import(rec)) {
+                        return;
+                    }
+                }
+            }
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.each(
+                records,
+                |store, rec| async move { store.import(rec).await },
+                done,
+            ),
         }
     }
 
@@ -1201,10 +1251,13 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
     let bar = ctx
         .progress
         .sessions(records.len() as u64, "checking the store".into());
+    let live = store.live(records.iter().map(|(_, rec)| rec.id).collect(), || {
+        bar.inc(1)
+    });
+    bar.finish_and_clear();
     let mut new = Vec::with_capacity(records.len());
-    for (line, rec) in records {
-        bar.inc(1);
-        if store.get_by_id(rec.id)?.is_none() {
+    for ((line, rec), live) in records.into_iter().zip(live?) {
+        if !live {
             new.push((line, rec));
         } else if skip_existing {
             existing.push(line);
@@ -1218,7 +1271,6 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
             ));
         }
     }
-    bar.finish_and_clear();
     let records = new;
     refuse_bad_lines(&source, &bad)?;
 
@@ -1228,21 +1280,33 @@ fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -> Re
         .sessions(records.len() as u64, "importing".into());
     let mut imported: Vec<(usize, SessionId)> = Vec::with_capacity(records.len());
     let mut expired: Vec<usize> = Vec::new();
-    for (line, rec) in records {
-        let id = rec.id;
-        match store.import(rec) {
-            Ok(true) => imported.push((line, id)),
+    let mut refused: Option<(usize, Error)> = None;
+    let (lines, records): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+    let ids: Vec<SessionId> = records.iter().map(|rec| rec.id).collect();
+    store.import_each(records, |i, result| {
+        bar.inc(1);
+        let line = lines[i];
+        match result {
+            Ok(true) => imported.push((line, ids[i])),
             Ok(false) => expired.push(line),
             Err(Error::Exists { .. }) if skip_existing => existing.push(line),
             Err(e) => {
-                bar.finish_and_clear();
-                return Err(undo(&store, &source, line, &e, &imported));
+                // With calls in flight, more than one may fail: report the first line.
+                if refused.as_ref().is_none_or(|(l, _)| line < *l) {
+                    refused = Some((line, e));
+                }
             }
         }
-        bar.inc(1);
-    }
+        refused.is_none()
+    });
     bar.finish_and_clear();
+    if let Some((line, e)) = refused {
+        imported.sort_unstable();
+        return Err(undo(&store, &source, line, &e, &imported));
+    }
     store.close()?;
+    imported.sort_unstable();
+    expired.sort_unstable();
     existing.sort_unstable();
     if json {
         return say_json(&json!({
@@ -1293,7 +1357,7 @@ fn refuse_bad_lines(source: &str, bad: &[(usize, String)]) -> Result<(), Fail> {
     )))
 }
 
-/// After the store refused line `line`, ends the sessions imported before it, so the
+/// After the store refused line `line`, ends the sessions this run imported, so the
 /// import leaves nothing behind; the failure says exactly what, if anything, remains.
 fn undo(
     store: &Handle,
@@ -1318,13 +1382,13 @@ fn undo(
     }
     match first_err {
         None => Fail(format!(
-            "{refused}; the {} session{} imported before it were removed again: nothing \
+            "{refused}; the {} session{} this run imported were removed again: nothing \
              was imported",
             imported.len(),
             if imported.len() == 1 { "" } else { "s" }
         )),
         Some(err) => Fail(format!(
-            "{refused}; removing the sessions imported before it failed too ({err}): the \
+            "{refused}; removing the sessions this run imported failed too ({err}): the \
              sessions of {} may remain",
             line_list(&left)
         )),
