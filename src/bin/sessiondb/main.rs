@@ -164,7 +164,7 @@ enum BackendArg {
 #[derive(Subcommand)]
 enum Command {
     /// Counts: sessions, users, bytes on disk and how much of it is dead history, and
-    /// what opening the store found
+    /// what opening the store found (on Redis: live sessions, the server and key prefix)
     Stats {
         /// One JSON object instead of text
         #[arg(long)]
@@ -217,14 +217,14 @@ enum Command {
         json: bool,
     },
     /// Rewrites the log as its live sessions only, deleting the dead history (the sled
-    /// backend manages its own space: nothing to do there)
+    /// backend manages its own space: nothing to do there). A store directory only
     Compact {
         /// One JSON object instead of text
         #[arg(long)]
         json: bool,
     },
     /// Opens the store, which replays and checksums every record, then checks that its
-    /// indexes agree. Changes no session
+    /// indexes agree. Changes no session. A store directory only
     Verify {
         /// One JSON object instead of text ({"ok": false, "error": ...} on failure)
         #[arg(long)]
