@@ -241,7 +241,12 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "{backend} {context} failed: {reason}; check that the server is up and \
-                 reachable (a failed write may or may not have been applied)"
+                 reachable{}",
+                if context.starts_with("connecting") {
+                    ""
+                } else {
+                    " (if this was a write, it may or may not have been applied)"
+                }
             ),
             Error::Poisoned { reason } => write!(
                 f,

@@ -447,3 +447,38 @@ async fn a_cluster_store_needs_a_hash_tag_prefix() {
         other => panic!("expected the prefix to be refused, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_deadline_keeps_none_through_redis() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let embedded = sessiondb::Store::in_memory().unwrap();
+    let (token, _) = embedded
+        .create(NewSession::for_user("alice").idle_timeout(Duration::ZERO))
+        .unwrap();
+    embedded
+        .set_expiry(&token, sessiondb::Timestamp::MAX)
+        .unwrap();
+    let mut records = Vec::new();
+    embedded
+        .export(|r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
+    assert!(store.import(records.pop().unwrap()).await.unwrap());
+    let got = store.get(&token).await.unwrap().expect("imported");
+    assert_eq!(got.absolute_deadline(), sessiondb::Timestamp::MAX);
+    assert_eq!(got.expires_at(), sessiondb::Timestamp::MAX);
+    let mut back = Vec::new();
+    store
+        .export(|r| {
+            back.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(back[0].absolute, sessiondb::Timestamp::MAX);
+}

@@ -71,6 +71,10 @@ use crate::token::{EntropyPool, SessionId, Token, TokenHash};
 
 const SCRIPT: &str = include_str!("sessions.lua");
 
+/// The latest deadline kept in Redis: 2^52 ms (year 144,683), exact in Lua's doubles;
+/// read back as [`Timestamp::MAX`], no deadline.
+const NEVER: u64 = 1 << 52;
+
 /// The longest lifetime a session may be given: deadlines are milliseconds in Lua's
 /// doubles, exact to 2^53.
 const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -323,7 +327,11 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(|e| unavailable(format!("connecting to {url}"), &e))?;
+            // The address only: the URL may carry a password, and errors get logged.
+            .map_err(|e| {
+                let addr = client.get_connection_info().addr();
+                unavailable(format!("connecting to {addr}"), &e)
+            })?;
         RedisStore::start(Conn::Single(conn), Client::Single(client), opts, ropts).await
     }
 
@@ -368,10 +376,12 @@ impl RedisStore {
                 name: "redis cluster seeds",
                 reason: e.to_string(),
             })?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .map_err(|e| unavailable(format!("connecting to the cluster at {seeds:?}"), &e))?;
+        let conn = client.get_async_connection().await.map_err(|e| {
+            unavailable(
+                format!("connecting to a cluster of {} seeds", seeds.len()),
+                &e,
+            )
+        })?;
         RedisStore::start(
             Conn::Cluster(conn),
             Client::Cluster(Box::new(client)),
@@ -572,7 +582,7 @@ impl RedisStore {
             created: clamp(rec.created),
             last_seen: clamp(rec.last_seen),
             authenticated: rec.authenticated.map(clamp),
-            absolute: clamp(rec.absolute).min(1 << 52),
+            absolute: clamp(rec.absolute).min(NEVER as i64),
             idle_ms: rec.idle_timeout.map_or(0, |d| ms(d.min(MAX_LIFETIME))),
             version: rec.version,
             data: rec.data,
@@ -841,7 +851,7 @@ impl RedisStore {
     /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
     pub async fn set_expiry(&self, token: &Token, absolute: Timestamp) -> Result<Timestamp> {
         let h = hash_hex(token);
-        let at = absolute.0.min(1 << 52);
+        let at = absolute.0.min(NEVER);
         let reply = self
             .call("set_expiry", |inv| {
                 inv.arg(&h).arg(at);
@@ -1458,6 +1468,14 @@ impl Reply {
         }
         let data = SessionData::from_entries(entries)
             .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
+        // Deadlines are kept at most NEVER (Lua's doubles); that is "no deadline".
+        let deadline = |t: u64| {
+            if t >= NEVER {
+                Timestamp::MAX
+            } else {
+                Timestamp(t)
+            }
+        };
         Ok(Session::from_parts(
             SessionId(id),
             user.map(UserId::trusted),
@@ -1465,8 +1483,8 @@ impl Reply {
             Timestamp(self.u64(at + 5)?),
             Timestamp(self.u64(at + 6)?),
             (auth >= 0).then_some(Timestamp(auth as u64)),
-            Timestamp(self.u64(at + 11)?),
-            Timestamp(self.u64(at + 8)?),
+            deadline(self.u64(at + 11)?),
+            deadline(self.u64(at + 8)?),
             (idle != 0).then(|| Duration::from_millis(idle)),
             self.u64(at + 10)?,
             data,
