@@ -327,14 +327,18 @@ async fn connecting_to_a_server_that_is_not_there_is_a_typed_error() {
         .unwrap()
         .port();
     let r = RedisStore::connect_with(
-        &format!("redis://127.0.0.1:{port}/"),
+        &format!("redis://app:s3cret@127.0.0.1:{port}/"),
         Options::default(),
         RedisOptions::default().response_timeout(Duration::from_millis(500)),
     )
     .await;
     match r {
         Err(e @ Error::Unavailable { .. }) => {
-            assert!(e.to_string().contains("reachable"), "{e}");
+            let text = e.to_string();
+            assert!(text.contains("reachable"), "{text}");
+            // Errors get logged: the server's address, never the URL's password.
+            assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+            assert!(!text.contains("s3cret") && !format!("{e:?}").contains("s3cret"));
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
