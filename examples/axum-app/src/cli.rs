@@ -11,14 +11,22 @@ use crate::Config;
 /// The environment variable naming the data directory when `--data-dir` is not given.
 pub const DATA_DIR_ENV: &str = "SESSIONDB_APP_DATA";
 
+/// The environment variable naming the session backend when `--sessions` is not given.
+pub const SESSIONS_ENV: &str = "SESSIONDB_APP_SESSIONS";
+
 /// The help text.
 pub const USAGE: &str = "\
 sessiondb-axum-app: an example app on sessiondb (sign up, log in, your devices)
 
 USAGE: sessiondb-axum-app [FLAGS]
 
-  --data-dir DIR      where sessions (DIR/sessions) and accounts (DIR/users.json) live
-                      [env SESSIONDB_APP_DATA; default ./sessiondb-app-data]
+  --data-dir DIR      where accounts (DIR/users.json) and, by default, sessions
+                      (DIR/sessions) live [env SESSIONDB_APP_DATA; default
+                      ./sessiondb-app-data]
+  --sessions WHERE    where sessions live: a directory (the embedded store), memory:,
+                      or redis://HOST:PORT/ to share them with other processes of the
+                      app (give them the same --data-dir for the accounts)
+                      [env SESSIONDB_APP_SESSIONS; default DIR/sessions]
   --port N            TCP port [default 3000]
   --bind ADDR         address to listen on [default 127.0.0.1]
   --insecure-http     drop the cookie's Secure flag (and its __Host- prefix), for plain
@@ -34,6 +42,9 @@ DUR is a number with a unit: 90s, 15m, 12h, 30d.";
 pub struct Args {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where sessions live, as `sessiondb::Sessions::open` takes it; `None`: the
+    /// `sessions` directory inside the data directory.
+    pub sessions: Option<String>,
     /// Where to listen.
     pub addr: SocketAddr,
     /// Cookie and lifetime settings.
@@ -49,18 +60,20 @@ pub enum Command {
     Help,
 }
 
-/// Parses the flags (without the program name). `env_data_dir` is the value of
-/// [`DATA_DIR_ENV`], if set.
+/// Parses the flags (without the program name). `env_data_dir` and `env_sessions` are
+/// the values of [`DATA_DIR_ENV`] and [`SESSIONS_ENV`], if set.
 ///
 /// # Errors
 /// A message naming the flag that is unknown, lacks its value or has a bad one.
 pub fn parse(
     args: impl IntoIterator<Item = String>,
     env_data_dir: Option<String>,
+    env_sessions: Option<String>,
 ) -> Result<Command, String> {
     let mut data_dir = env_data_dir
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from("sessiondb-app-data"), PathBuf::from);
+    let mut sessions = env_sessions.filter(|s| !s.is_empty());
     let mut port: u16 = 3000;
     let mut ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut config = Config::default();
@@ -74,6 +87,13 @@ pub fn parse(
             "-h" | "--help" => return Ok(Command::Help),
             "--insecure-http" => config.secure_cookies = false,
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
+            "--sessions" => {
+                let v = value("--sessions")?;
+                if v.is_empty() {
+                    return Err("--sessions needs a directory, memory: or a redis:// URL".into());
+                }
+                sessions = Some(v);
+            }
             "--port" => {
                 let v = value("--port")?;
                 port = v
@@ -102,6 +122,7 @@ pub fn parse(
     config.validate()?;
     Ok(Command::Run(Args {
         data_dir,
+        sessions,
         addr: SocketAddr::new(ip, port),
         config,
     }))
@@ -140,7 +161,11 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: Option<&str>) -> Result<Args, String> {
-        match parse(args.iter().map(|s| s.to_string()), env.map(String::from))? {
+        match parse(
+            args.iter().map(|s| s.to_string()),
+            env.map(String::from),
+            None,
+        )? {
             Command::Run(a) => Ok(a),
             Command::Help => Err("help".into()),
         }
@@ -150,6 +175,7 @@ mod tests {
     fn defaults_are_secure_cookies_on_loopback_port_3000() {
         let a = run(&[], None).unwrap();
         assert_eq!(a.data_dir, PathBuf::from("sessiondb-app-data"));
+        assert_eq!(a.sessions, None, "sessions default to DATA/sessions");
         assert_eq!(a.addr, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(a.config, Config::default());
         assert!(a.config.secure_cookies);
@@ -183,7 +209,39 @@ mod tests {
             PathBuf::from("here"),
             "the flag beats the env var"
         );
-        assert_eq!(parse(["--help".to_string()], None).unwrap(), Command::Help);
+        assert_eq!(
+            parse(["--help".to_string()], None, None).unwrap(),
+            Command::Help
+        );
+    }
+
+    #[test]
+    fn sessions_come_from_the_flag_or_else_the_env_var() {
+        let parse3 = |args: &[&str], env: Option<&str>| match parse(
+            args.iter().map(|s| s.to_string()),
+            None,
+            env.map(String::from),
+        ) {
+            Ok(Command::Run(a)) => a.sessions,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            parse3(&["--sessions", "redis://127.0.0.1:6379/"], None).as_deref(),
+            Some("redis://127.0.0.1:6379/")
+        );
+        assert_eq!(parse3(&[], Some("memory:")).as_deref(), Some("memory:"));
+        assert_eq!(
+            parse3(&["--sessions", "/srv/s"], Some("memory:")).as_deref(),
+            Some("/srv/s"),
+            "the flag beats the env var"
+        );
+        assert_eq!(parse3(&[], Some("")), None);
+        assert!(run(&["--sessions", ""], None).is_err());
+        assert!(
+            run(&["--sessions"], None)
+                .unwrap_err()
+                .contains("--sessions")
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use axum::http::header::{
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sessiondb::{Store, Timestamp};
+use sessiondb::{Sessions, Timestamp};
 
 pub use users::{Users, UsersError};
 
@@ -99,8 +99,8 @@ impl Config {
 /// What every handler shares: the store, the accounts and the configuration.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The session store.
-    pub store: Store,
+    /// The sessions: the embedded store or Redis, as configured.
+    pub store: Sessions,
     /// The accounts.
     pub users: Arc<Users>,
     /// How the app runs.
@@ -111,10 +111,10 @@ pub struct AppState {
 ///
 /// # Errors
 /// A message if `config` does not validate ([`Config::validate`]).
-pub fn app(store: Store, users: Users, config: Config) -> Result<Router, String> {
+pub fn app(store: impl Into<Sessions>, users: Users, config: Config) -> Result<Router, String> {
     config.validate()?;
     let state = AppState {
-        store,
+        store: store.into(),
         users: Arc::new(users),
         config: Arc::new(config),
     };

@@ -1,17 +1,19 @@
-//! `sessiondb-axum-app`: runs the example app on the durable store in a data directory
-//! (`--help` for the flags). Sessions live in `DATA/sessions` (sessiondb's log), the
-//! accounts in `DATA/users.json`.
+//! `sessiondb-axum-app`: runs the example app (`--help` for the flags). Sessions live
+//! in `DATA/sessions` (sessiondb's log) or where `--sessions` says (`memory:`, another
+//! directory, or `redis://…` to share them between processes); the accounts in
+//! `DATA/users.json`.
 
 use std::process::ExitCode;
 
-use sessiondb::{Options, Store};
+use sessiondb::{Options, Sessions};
 use sessiondb_axum_app::cli::{self, Command};
 use sessiondb_axum_app::{Users, app};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let env_dir = std::env::var(cli::DATA_DIR_ENV).ok();
-    let args = match cli::parse(std::env::args().skip(1), env_dir) {
+    let env_sessions = std::env::var(cli::SESSIONS_ENV).ok();
+    let args = match cli::parse(std::env::args().skip(1), env_dir, env_sessions) {
         Ok(Command::Run(args)) => args,
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
@@ -34,23 +36,29 @@ async fn main() -> ExitCode {
 async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
-    let sessions_dir = args.data_dir.join("sessions");
     // The store's own idle timeout and lifetime are only defaults: the app gives every
     // session its own (from the flags) when it creates or logs it in.
-    let store = Store::open_with(&sessions_dir, Options::default()).map_err(|e| {
-        format!(
-            "cannot open the session store in {}: {e}",
-            sessions_dir.display()
-        )
-    })?;
-    let report = store.recovery_report();
+    let config = args.sessions.clone().unwrap_or_else(|| {
+        args.data_dir
+            .join("sessions")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let store = Sessions::open(&config, Options::default())
+        .await
+        .map_err(|e| format!("cannot open the sessions at {config}: {e}"))?;
     let users = Users::open(args.data_dir.join("users.json"))?;
+    let live = store.len().await?;
+    let recovered = store
+        .as_embedded()
+        .map(|s| format!(", recovered in {:?}", s.recovery_report().duration))
+        .unwrap_or_default();
     println!(
-        "sessiondb-axum-app: {} accounts, {} live sessions (recovered in {:?}) in {}",
+        "sessiondb-axum-app: {} accounts in {}; {live} live sessions in {} ({}{recovered})",
         users.len(),
-        store.len(),
-        report.duration,
-        args.data_dir.display()
+        args.data_dir.display(),
+        config,
+        store.backend_name(),
     );
     let router = app(store.clone(), users, args.config.clone())?;
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -68,8 +76,11 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    // Flush and release the directory's lock before exiting.
-    store.close()?;
+    // Flush before exiting (Redis: nothing to do); the directory's lock is released
+    // when the last handle drops, at the end of this function.
+    if let Some(embedded) = store.as_embedded() {
+        embedded.flush()?;
+    }
     println!("sessiondb-axum-app: stopped");
     Ok(())
 }

@@ -76,7 +76,7 @@ fn forbidden() -> Response {
 /// The visitor's session and its CSRF token for the login and sign-up forms: the one
 /// the cookie addresses, or a new anonymous session labelled with the device, with a
 /// fresh CSRF token in its data (then also the cookie to set).
-fn visitor(
+async fn visitor(
     state: &AppState,
     current: Option<CurrentSession>,
     headers: &HeaderMap,
@@ -93,7 +93,7 @@ fn visitor(
         .lifetime(config.visitor_lifetime.min(config.lifetime))
         .idle_timeout(config.idle_timeout)
         .data(data);
-    let (token, _) = state.store.create(new)?;
+    let (token, _) = state.store.create(new).await?;
     Ok((csrf, Some(token)))
 }
 
@@ -124,7 +124,7 @@ pub async fn login_page(
     if current.as_ref().is_some_and(|c| c.session.user().is_some()) {
         return Ok(Redirect::to("/devices").into_response());
     }
-    let (csrf, new_token) = visitor(&state, current, &headers)?;
+    let (csrf, new_token) = visitor(&state, current, &headers).await?;
     let html = pages::login(&csrf, None, "");
     Ok(form_page(&state, StatusCode::OK, new_token, html))
 }
@@ -138,7 +138,7 @@ pub async fn signup_page(
     if current.as_ref().is_some_and(|c| c.session.user().is_some()) {
         return Ok(Redirect::to("/devices").into_response());
     }
-    let (csrf, new_token) = visitor(&state, current, &headers)?;
+    let (csrf, new_token) = visitor(&state, current, &headers).await?;
     let html = pages::signup(&csrf, None, "");
     Ok(form_page(&state, StatusCode::OK, new_token, html))
 }
@@ -164,26 +164,33 @@ pub async fn login(
         let html = pages::login(&csrf, Some("Wrong username or password."), &form.username);
         return Ok((StatusCode::UNAUTHORIZED, html).into_response());
     };
-    sign_in(&state, &current.token, &user)
+    sign_in(&state, &current.token, &user).await
 }
 
 /// Logs `user` in on the session `token` addresses; answers with the new cookie.
-fn sign_in(state: &AppState, token: &Token, user: &str) -> Result<Response, AppError> {
+async fn sign_in(state: &AppState, token: &Token, user: &str) -> Result<Response, AppError> {
     // A new token and the user bound: a token planted before login is worthless now.
-    let token = match state.store.login(token, user) {
+    let token = match state.store.login(token, user).await {
         Ok(token) => token,
         // Ended meanwhile, or an old token still in its rotation grace (a double submit).
         Err(Error::Ended | Error::TokenRetired) => return Ok(forbidden()),
         Err(e) => return Err(e.into()),
     };
     // A fresh CSRF token for the signed-in session.
-    state.store.put(&token, CSRF_KEY, &new_csrf_token()?)?;
+    state
+        .store
+        .put(&token, CSRF_KEY, &new_csrf_token()?)
+        .await?;
     // The absolute lifetime counts from sign-in, not from the first visit.
-    let signed_in_at = state.store.peek(&token).and_then(|s| s.authenticated_at());
+    let signed_in_at = state
+        .store
+        .peek(&token)
+        .await?
+        .and_then(|s| s.authenticated_at());
     let deadline = signed_in_at
         .unwrap_or_else(now)
         .saturating_add(state.config.lifetime);
-    state.store.set_expiry(&token, deadline)?;
+    state.store.set_expiry(&token, deadline).await?;
     // The cookie lives as long as the session can; the idle deadline is the store's job.
     let max_age = deadline.saturating_since(now());
     let cookie = session_cookie(&state.config, &token, Some(max_age));
@@ -212,7 +219,7 @@ pub async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
-    sign_in(&state, &current.token, &user)
+    sign_in(&state, &current.token, &user).await
 }
 
 /// `GET /devices`: the signed-in user's sessions.
@@ -220,7 +227,7 @@ pub async fn devices(
     State(state): State<AppState>,
     me: SignedIn,
 ) -> Result<Html<String>, AppError> {
-    let sessions = state.store.sessions_of(me.user.as_str())?;
+    let sessions = state.store.sessions_of(me.user.as_str()).await?;
     let csrf = csrf_of(&me.session).unwrap_or_default();
     Ok(pages::devices(&state.config, &me, &sessions, &csrf, now()))
 }
@@ -244,11 +251,12 @@ pub async fn sign_out_device(
     let theirs = state
         .store
         .get_by_id(id)
+        .await?
         .is_some_and(|s| s.user() == Some(&me.user));
     if !theirs {
         return Ok(not_found().await);
     }
-    state.store.end_by_id(id)?;
+    state.store.end_by_id(id).await?;
     if id == me.session.id() {
         return Ok(signed_out(&state));
     }
@@ -264,7 +272,7 @@ pub async fn sign_out(
     if !csrf_matches(&me.session, &form.csrf) {
         return Ok(forbidden());
     }
-    state.store.end(&me.token)?;
+    state.store.end(&me.token).await?;
     Ok(signed_out(&state))
 }
 
@@ -277,7 +285,7 @@ pub async fn sign_out_everywhere(
     if !csrf_matches(&me.session, &form.csrf) {
         return Ok(forbidden());
     }
-    state.store.revoke_user(me.user.as_str())?;
+    state.store.revoke_user(me.user.as_str()).await?;
     Ok(signed_out(&state))
 }
 

@@ -10,18 +10,17 @@
 //! has a form puts it in a hidden field, and every POST must send it back; it is
 //! compared in constant time, and a missing or wrong one gets 403.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::{COOKIE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::Redirect;
+use axum::response::{IntoResponse, Redirect, Response};
 use sessiondb::{Session, Token, UserId};
 use subtle::ConstantTimeEq;
 
-use crate::{AppState, Config};
+use crate::{AppError, AppState, Config};
 
 /// The session data key the CSRF token is stored under.
 pub const CSRF_KEY: &str = "csrf";
@@ -112,7 +111,7 @@ pub struct CurrentSession {
 
 // README snippet start: the extractor
 impl OptionalFromRequestParts<AppState> for CurrentSession {
-    type Rejection = Infallible;
+    type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -125,8 +124,9 @@ impl OptionalFromRequestParts<AppState> for CurrentSession {
         let Ok(token) = Token::parse(cookie) else {
             return Ok(None);
         };
-        // O(1), in memory; `None` once the session is ended, revoked or expired.
-        let session = state.store.get(&token);
+        // `None` once the session is ended, revoked or expired (O(1) in memory, one
+        // round trip on Redis); an unreachable Redis is a 500, not a logout.
+        let session = state.store.get(&token).await?;
         Ok(session.map(|session| CurrentSession { token, session }))
     }
 }
@@ -144,16 +144,16 @@ pub struct SignedIn {
 }
 
 impl FromRequestParts<AppState> for SignedIn {
-    type Rejection = Redirect;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Redirect> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let current = <CurrentSession as OptionalFromRequestParts<AppState>>::from_request_parts(
             parts, state,
         )
         .await
-        .unwrap_or_else(|never| match never {});
+        .map_err(IntoResponse::into_response)?;
         let Some(CurrentSession { token, session }) = current else {
-            return Err(Redirect::to("/login"));
+            return Err(Redirect::to("/login").into_response());
         };
         match session.user().cloned() {
             Some(user) => Ok(SignedIn {
@@ -161,7 +161,7 @@ impl FromRequestParts<AppState> for SignedIn {
                 session,
                 user,
             }),
-            None => Err(Redirect::to("/login")),
+            None => Err(Redirect::to("/login").into_response()),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -87,21 +88,64 @@ struct UsersFile {
 
 const FORMAT_VERSION: u32 = 1;
 
-/// The accounts, loaded from and saved to one JSON file.
+/// The accounts, loaded from and saved to one JSON file. Several processes of the app
+/// may share the file (sessions on Redis, one data directory): a lookup re-reads the
+/// file when it changed, and a sign-up holds an exclusive lock on `users.json.lock`
+/// while it re-reads, checks and writes, so two processes never lose each other's
+/// sign-ups.
 pub struct Users {
     path: PathBuf,
-    hashes: Mutex<BTreeMap<String, String>>,
+    loaded: Mutex<Loaded>,
     /// Verified against when the username is unknown, so that costs as much as a wrong
     /// password.
     dummy: String,
+}
+
+/// The accounts as last read, and the file's modification time and length then.
+struct Loaded {
+    hashes: BTreeMap<String, String>,
+    stamp: Option<(SystemTime, u64)>,
 }
 
 impl fmt::Debug for Users {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Users")
             .field("path", &self.path)
-            .field("count", &self.hashes.lock().len())
+            .field("count", &self.loaded.lock().hashes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The file's modification time and length, `None` if it does not exist.
+fn stamp(path: &Path) -> Result<Option<(SystemTime, u64)>, UsersError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some((m.modified()?, m.len()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The accounts in the file at `path` (none if it does not exist), checked.
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, UsersError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let file: UsersFile =
+                serde_json::from_slice(&bytes).map_err(|e| UsersError::Corrupt(e.to_string()))?;
+            if file.version != FORMAT_VERSION {
+                return Err(UsersError::Corrupt(format!(
+                    "format version {} (this app reads {FORMAT_VERSION})",
+                    file.version
+                )));
+            }
+            for (name, hash) in &file.users {
+                PasswordHash::new(hash).map_err(|e| {
+                    UsersError::Corrupt(format!("the hash of {name:?} is not a PHC string: {e}"))
+                })?;
+            }
+            Ok(file.users)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -114,36 +158,38 @@ impl Users {
     /// is not valid JSON of this format or holds a hash that is not a PHC string.
     pub fn open(path: impl Into<PathBuf>) -> Result<Users, UsersError> {
         let path = path.into();
-        let hashes = match fs::read(&path) {
-            Ok(bytes) => {
-                let file: UsersFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| UsersError::Corrupt(e.to_string()))?;
-                if file.version != FORMAT_VERSION {
-                    return Err(UsersError::Corrupt(format!(
-                        "format version {} (this app reads {FORMAT_VERSION})",
-                        file.version
-                    )));
-                }
-                for (name, hash) in &file.users {
-                    PasswordHash::new(hash).map_err(|e| {
-                        UsersError::Corrupt(format!(
-                            "the hash of {name:?} is not a PHC string: {e}"
-                        ))
-                    })?;
-                }
-                file.users
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let stamp = stamp(&path)?;
+        let hashes = read_file(&path)?;
         let mut dummy_password = [0u8; 16];
         getrandom::fill(&mut dummy_password).map_err(|e| UsersError::Hash(e.to_string()))?;
         let dummy = hash_password(&dummy_password)?;
         Ok(Users {
             path,
-            hashes: Mutex::new(hashes),
+            loaded: Mutex::new(Loaded { hashes, stamp }),
             dummy,
         })
+    }
+
+    /// Re-reads the file if another process changed it since it was last read.
+    fn refresh(&self, loaded: &mut Loaded) -> Result<(), UsersError> {
+        let now = stamp(&self.path)?;
+        if now != loaded.stamp {
+            loaded.hashes = read_file(&self.path)?;
+            loaded.stamp = now;
+        }
+        Ok(())
+    }
+
+    /// An exclusive lock shared with the other processes using this file, released
+    /// when the returned file is dropped.
+    fn lock_file(&self) -> Result<fs::File, UsersError> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("json.lock"))?;
+        f.lock()?;
+        Ok(f)
     }
 
     /// The file the accounts are kept in.
@@ -151,9 +197,9 @@ impl Users {
         &self.path
     }
 
-    /// How many accounts there are.
+    /// How many accounts there are (as last read).
     pub fn len(&self) -> usize {
-        self.hashes.lock().len()
+        self.loaded.lock().hashes.len()
     }
 
     /// Whether there are no accounts yet.
@@ -167,40 +213,51 @@ impl Users {
     /// Slow on purpose (one argon2 hash): call it off the async runtime's threads.
     ///
     /// # Errors
-    /// [`UsersError::BadUsername`], [`UsersError::BadPassword`], [`UsersError::Taken`];
-    /// [`UsersError::Io`] if the file cannot be written (the account is then not
-    /// created).
+    /// [`UsersError::BadUsername`], [`UsersError::BadPassword`], [`UsersError::Taken`]
+    /// (also by another process sharing the file); [`UsersError::Io`] if the file
+    /// cannot be read or written (the account is then not created).
     pub fn sign_up(&self, username: &str, password: &str) -> Result<String, UsersError> {
         let name = normalize_username(username).ok_or(UsersError::BadUsername)?;
         if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
             return Err(UsersError::BadPassword);
         }
-        if self.hashes.lock().contains_key(&name) {
-            return Err(UsersError::Taken);
+        {
+            let mut loaded = self.loaded.lock();
+            self.refresh(&mut loaded)?;
+            if loaded.hashes.contains_key(&name) {
+                return Err(UsersError::Taken);
+            }
         }
-        // Hash outside the lock: it takes tens of milliseconds.
+        // Hash outside the locks: it takes tens of milliseconds.
         let hash = hash_password(password.as_bytes())?;
-        let mut hashes = self.hashes.lock();
-        if hashes.contains_key(&name) {
+        let _other_processes = self.lock_file()?;
+        let mut loaded = self.loaded.lock();
+        self.refresh(&mut loaded)?;
+        if loaded.hashes.contains_key(&name) {
             return Err(UsersError::Taken);
         }
-        hashes.insert(name.clone(), hash);
-        if let Err(e) = self.save(&hashes) {
-            hashes.remove(&name);
+        loaded.hashes.insert(name.clone(), hash);
+        if let Err(e) = self.save(&loaded.hashes) {
+            loaded.hashes.remove(&name);
             return Err(e);
         }
+        loaded.stamp = stamp(&self.path)?;
         Ok(name)
     }
 
     /// Checks a username and password. Returns the username as stored if they match,
     /// `None` otherwise — for an unknown username too, after the same amount of work.
+    /// Sees accounts another process added to the file since the last look.
     ///
     /// Slow on purpose (one argon2 hash): call it off the async runtime's threads.
     pub fn verify(&self, username: &str, password: &str) -> Option<String> {
         let name = normalize_username(username);
-        let stored = name
-            .as_ref()
-            .and_then(|n| self.hashes.lock().get(n).cloned());
+        let stored = name.as_ref().and_then(|n| {
+            let mut loaded = self.loaded.lock();
+            // A file that cannot be read now: answer from what was read before.
+            let _ = self.refresh(&mut loaded);
+            loaded.hashes.get(n).cloned()
+        });
         let ok = verify_password(
             stored.as_deref().unwrap_or(&self.dummy),
             password.as_bytes(),
@@ -288,6 +345,26 @@ mod tests {
             normalize_username(&"a".repeat(MAX_USERNAME_CHARS + 1)),
             None
         );
+    }
+
+    #[test]
+    fn two_processes_sharing_the_file_see_each_others_sign_ups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let a = Users::open(&path).unwrap();
+        let b = Users::open(&path).unwrap();
+        assert_eq!(a.sign_up("alice", "correct horse").unwrap(), "alice");
+        // B loaded the file before the sign-up, and still sees it.
+        assert_eq!(b.verify("alice", "correct horse"), Some("alice".into()));
+        assert!(matches!(
+            b.sign_up("Alice", "another password"),
+            Err(UsersError::Taken)
+        ));
+        // And A sees B's: neither write loses the other's account.
+        assert_eq!(b.sign_up("bob", "battery staple").unwrap(), "bob");
+        assert_eq!(a.verify("bob", "battery staple"), Some("bob".into()));
+        let c = Users::open(&path).unwrap();
+        assert_eq!(c.len(), 2);
     }
 
     #[test]

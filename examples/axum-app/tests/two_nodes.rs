@@ -1,0 +1,227 @@
+//! Two processes of the app, on two ports, sharing one Redis for sessions and one data
+//! directory for accounts: what a deployment behind a load balancer looks like. A
+//! browser logs in on one node and is signed in on the other; a device is signed out,
+//! and then everything is, from the other node. The app binary runs as it would in
+//! production (`--sessions redis://…`); redis-server is Debian's, on a free loopback
+//! port, stopped by pid. Skipped with a message if redis-server is not installed,
+//! unless `SESSIONDB_REQUIRE_REDIS=1`.
+
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+
+mod support;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis_server::{NO_PERSISTENCE, RedisServer};
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+use reqwest::redirect::Policy;
+use support::csrf_in;
+
+/// One process of the app, killed (and waited for) when dropped.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    fn start(data: &Path, sessions: &str) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sessiondb-axum-app"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--sessions", sessions, "--port", &port.to_string()])
+            .arg("--insecure-http")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the app");
+        let mut node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("the app exited before listening: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the app did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A browser: one cookie jar for every node (cookies belong to the host, not the
+/// port, as behind a load balancer), redirects not followed.
+fn browser(user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .unwrap()
+}
+
+async fn page(c: &reqwest::Client, url: &str) -> (StatusCode, String, String) {
+    let r = c.get(url).send().await.unwrap();
+    let status = r.status();
+    let location = r
+        .headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, r.text().await.unwrap())
+}
+
+async fn post(c: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+    let r = c.post(url).form(form).send().await.unwrap();
+    let location = r
+        .headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.status(), location)
+}
+
+/// Fills and sends the sign-up or login form on `node`.
+async fn credentials(c: &reqwest::Client, node: &Node, form: &str, user: &str, password: &str) {
+    let (status, _, html) = page(c, &node.url(form)).await;
+    assert_eq!(status, StatusCode::OK, "{form}: {html}");
+    let csrf = csrf_in(&html);
+    let (status, location) = post(
+        c,
+        &node.url(form),
+        &[("csrf", &csrf), ("username", user), ("password", password)],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/devices"),
+        "{form} on {}",
+        node.base
+    );
+}
+
+/// The devices page of `c` on `node`, which must be served (signed in).
+async fn devices(c: &reqwest::Client, node: &Node) -> String {
+    let (status, location, html) = page(c, &node.url("/devices")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "signed in on {} ({location})",
+        node.base
+    );
+    html
+}
+
+async fn signed_out(c: &reqwest::Client, node: &Node) -> bool {
+    let (status, location, _) = page(c, &node.url("/devices")).await;
+    status == StatusCode::SEE_OTHER && location == "/login"
+}
+
+/// The public ids of the other devices' sign-out buttons on a devices page.
+fn other_devices(html: &str) -> Vec<String> {
+    html.split(r#"action="/devices/"#)
+        .skip(1)
+        .filter_map(|rest| rest.split('/').next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_processes_on_one_redis_share_logins_and_sign_outs() {
+    let Some(redis) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let node_a = Node::start(data.path(), &redis.url());
+    let node_b = Node::start(data.path(), &redis.url());
+
+    // A laptop signs up on node A; its next request lands on node B: signed in there.
+    let laptop = browser("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0");
+    credentials(
+        &laptop,
+        &node_a,
+        "/signup",
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    let on_b = devices(&laptop, &node_b).await;
+    assert!(on_b.contains("Signed in as <b>alice</b>"), "{on_b}");
+
+    // A phone logs in on node B (the account was created by node A's process).
+    let phone = browser("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/156.0.0.0 Mobile");
+    credentials(&phone, &node_b, "/login", "alice", "correct horse battery").await;
+    // Either node lists both devices.
+    for node in [&node_a, &node_b] {
+        let html = devices(&phone, node).await;
+        assert_eq!(
+            other_devices(&html).len(),
+            1,
+            "the laptop, on {}",
+            node.base
+        );
+        assert!(
+            html.contains("Firefox") && html.contains("Android"),
+            "{html}"
+        );
+    }
+
+    // From node B, the phone signs the laptop out; the laptop, on node A, is out.
+    let html = devices(&phone, &node_b).await;
+    let laptop_id = other_devices(&html).pop().unwrap();
+    let csrf = csrf_in(&html);
+    let (status, _) = post(
+        &phone,
+        &node_b.url(&format!("/devices/{laptop_id}/sign-out")),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(signed_out(&laptop, &node_a).await, "signed out on node A");
+    assert!(signed_out(&laptop, &node_b).await);
+    assert!(!signed_out(&phone, &node_a).await, "the phone still is");
+
+    // The laptop logs in again on node A; "sign out everywhere" from node B ends both.
+    credentials(&laptop, &node_a, "/login", "alice", "correct horse battery").await;
+    let html = devices(&phone, &node_b).await;
+    let csrf = csrf_in(&html);
+    let (status, location) = post(
+        &phone,
+        &node_b.url("/sign-out-everywhere"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    for node in [&node_a, &node_b] {
+        assert!(signed_out(&laptop, node).await, "laptop on {}", node.base);
+        assert!(signed_out(&phone, node).await, "phone on {}", node.base);
+    }
+}
