@@ -30,20 +30,16 @@ const REDIS_PASSWORD: &str = "s3cret-app-password";
 
 /// A redis-server without persistence, with the app's ACL user.
 fn redis_with_app_user() -> Option<RedisServer> {
+    redis_with_app_user_and(&["--appendonly", "no"])
+}
+
+/// A redis-server with `persistence` arguments and the app's ACL user.
+fn redis_with_app_user_and(persistence: &[&str]) -> Option<RedisServer> {
     let password = format!(">{REDIS_PASSWORD}");
-    RedisServer::start(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--user",
-        REDIS_USER,
-        "on",
-        &password,
-        "~*",
-        "&*",
-        "+@all",
-    ])
+    let mut args = vec!["--save", ""];
+    args.extend_from_slice(persistence);
+    args.extend(["--user", REDIS_USER, "on", &password, "~*", "&*", "+@all"]);
+    RedisServer::start(&args)
 }
 
 /// `redis://USER:PASSWORD@127.0.0.1:PORT/`.
@@ -356,4 +352,88 @@ fn a_redis_that_refuses_the_password_stops_the_app_with_a_message_that_hides_it(
         "{stderr}{stdout}"
     );
     assert!(!stdout.contains("listening"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_on_both_nodes_at_once_are_all_kept_and_log_in_on_either() {
+    let Some(redis) = redis_with_app_user() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let url = url_with_password(&redis, REDIS_PASSWORD);
+    let nodes = [
+        Node::start(data.path(), &url),
+        Node::start(data.path(), &url),
+    ];
+    let names: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    // Half the sign-ups on each node, all at once: two processes write users.json.
+    let mut tasks = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (base, name) = (nodes[i % 2].base.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = browser("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Firefox/140.0");
+            let (status, _, html) = page(&c, &format!("{base}/signup")).await;
+            assert_eq!(status, StatusCode::OK);
+            let csrf = csrf_in(&html);
+            let form = [
+                ("csrf", csrf.as_str()),
+                ("username", &name),
+                ("password", "correct horse battery"),
+            ];
+            post(&c, &format!("{base}/signup"), &form).await
+        }));
+    }
+    for task in tasks {
+        let (status, location) = task.await.unwrap();
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, "/devices")
+        );
+    }
+    // Each account logs in on the node it did not sign up on.
+    for (i, name) in names.iter().enumerate() {
+        let other = &nodes[(i + 1) % 2];
+        let c = browser("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/156.0.0.0 Mobile");
+        credentials(&c, other, "/login", name, "correct horse battery").await;
+    }
+    let file = std::fs::read_to_string(data.path().join("users.json")).unwrap();
+    for name in &names {
+        assert!(file.contains(&format!("\"{name}\"")), "{name} lost: {file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_pages_fail_with_500_and_nobody_is_signed_out() {
+    let Some(mut redis) =
+        redis_with_app_user_and(&["--appendonly", "yes", "--appendfsync", "always"])
+    else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(data.path(), &url_with_password(&redis, REDIS_PASSWORD));
+    let laptop = browser("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Firefox/140.0");
+    credentials(&laptop, &node, "/signup", "alice", "correct horse battery").await;
+    devices(&laptop, &node).await;
+
+    redis.kill();
+    let (status, location, html) = page(&laptop, &node.url("/devices")).await;
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "not a redirect to the login page ({location})"
+    );
+    assert!(html.contains("Something went wrong"), "{html}");
+    // The cookie was not cleared: once Redis is back, the laptop is still signed in.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, location, html) = page(&laptop, &node.url("/devices")).await;
+        if status == StatusCode::OK {
+            assert!(html.contains("Signed in as <b>alice</b>"), "{html}");
+            break;
+        }
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{location}");
+        assert!(Instant::now() < deadline, "the app did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
