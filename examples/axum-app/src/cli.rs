@@ -156,6 +156,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| "too long".into())
 }
 
+/// `sessions` as the app prints it (startup line, errors): a Redis URL's password (in
+/// its authority, or a `pass=`/`password=` query parameter) replaced by `***`, so logs
+/// never hold it. Anything else is returned as it is.
+pub fn redact(sessions: &str) -> String {
+    let Some((scheme, rest)) = sessions.split_once("://") else {
+        return sessions.to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k @ ("pass" | "password"), _)) => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            (r, format!("?{}", params.join("&")))
+        }
+        None => (rest, String::new()),
+    };
+    // Only an '@' before the path belongs to the authority.
+    let rest = match rest.rfind('@') {
+        Some(at) if !rest[..at].contains('/') => {
+            let shown = match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                // redis://secret@host: a lone field is the password.
+                None => "***".to_owned(),
+            };
+            format!("{shown}@{}", &rest[at + 1..])
+        }
+        _ => rest.to_owned(),
+    };
+    format!("{scheme}://{rest}{query}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +310,23 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("1.5h").is_err());
         assert!(parse_duration("18446744073709551615d").is_err());
+    }
+
+    #[test]
+    fn redis_passwords_are_hidden_when_the_backend_is_printed() {
+        for (given, shown) in [
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("redis://app:s3cret@db:6379/2", "redis://app:***@db:6379/2"),
+            ("rediss://:s3cret@db/", "rediss://:***@db/"),
+            ("redis://s3cret@db/", "redis://***@db/"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("memory:", "memory:"),
+            ("/srv/app@2/sessions", "/srv/app@2/sessions"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
     }
 }

@@ -1,20 +1,22 @@
 //! An example web app on sessiondb: sign up, log in with a password, see your signed-in
 //! devices, sign one out or all of them.
 //!
-//! Build the router with [`app`] from a [`sessiondb::Store`], the [`Users`] and a
-//! [`Config`]; `main.rs` runs it on the durable store in a data directory, and the
-//! tests run it on a store in a temporary directory.
+//! Build the router with [`app`] from a [`sessiondb::Sessions`] (or a
+//! [`sessiondb::Store`], which converts), the [`Users`] and a [`Config`]. `main.rs`
+//! opens the sessions where `--sessions` says: the durable embedded store in a data
+//! directory by default, or Redis, where several processes of the app share them (and
+//! the accounts, through one data directory). The handlers are the same on either.
 //!
 //! What it shows of sessiondb:
 //! - every visitor gets an anonymous session labelled with their device
 //!   ([`sessiondb::NewSession::label`]), holding the CSRF token of the login form;
-//! - login rotates the token and binds the user ([`sessiondb::Store::login`], the
+//! - login rotates the token and binds the user ([`sessiondb::Sessions::login`], the
 //!   session-fixation defence), and the absolute lifetime then counts from sign-in
-//!   ([`sessiondb::Store::set_expiry`]);
-//! - the devices page lists the user's sessions ([`sessiondb::Store::sessions_of`]),
-//!   signs one out by its public id ([`sessiondb::Store::end_by_id`]) or all of them
-//!   ([`sessiondb::Store::revoke_user`]); signing out ends the session
-//!   ([`sessiondb::Store::end`]).
+//!   ([`sessiondb::Sessions::set_expiry`]);
+//! - the devices page lists the user's sessions ([`sessiondb::Sessions::sessions_of`]),
+//!   signs one out by its public id ([`sessiondb::Sessions::end_by_id`]) or all of them
+//!   ([`sessiondb::Sessions::revoke_user`]); signing out ends the session
+//!   ([`sessiondb::Sessions::end`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -46,7 +46,7 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let store = Sessions::open(&config, Options::default())
         .await
-        .map_err(|e| format!("cannot open the sessions at {config}: {e}"))?;
+        .map_err(|e| format!("cannot open the sessions at {}: {e}", cli::redact(&config)))?;
     let users = Users::open(args.data_dir.join("users.json"))?;
     let live = store.len().await?;
     let recovered = store
@@ -57,7 +57,7 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
         "sessiondb-axum-app: {} accounts in {}; {live} live sessions in {} ({}{recovered})",
         users.len(),
         args.data_dir.display(),
-        config,
+        cli::redact(&config),
         store.backend_name(),
     );
     let router = app(store.clone(), users, args.config.clone())?;

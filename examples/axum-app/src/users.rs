@@ -368,6 +368,28 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_sign_ups_through_separate_handles_on_one_file_lose_none() {
+        // Each handle stands for a process: its own cache, only the file and its lock
+        // file shared.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let (handles, per_handle) = (4, 5);
+        std::thread::scope(|scope| {
+            for h in 0..handles {
+                let users = Users::open(&path).unwrap();
+                scope.spawn(move || {
+                    for i in 0..per_handle {
+                        users.sign_up(&format!("user{h}-{i}"), "password1").unwrap();
+                    }
+                });
+            }
+        });
+        let all = Users::open(&path).unwrap();
+        assert_eq!(all.len(), handles * per_handle, "a sign-up was lost");
+        assert_eq!(all.verify("user3-4", "password1"), Some("user3-4".into()));
+    }
+
+    #[test]
     fn sign_up_stores_an_argon2id_phc_string_and_verify_checks_it() {
         let dir = tempfile::tempdir().unwrap();
         let users = Users::open(dir.path().join("users.json")).unwrap();

@@ -239,7 +239,7 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     let other = a.find(Locator::Css("section.device:not(.current)")).await?;
     assert!(other.text().await?.contains("Chrome 156 on Android"));
     let b_id = other.attr("data-session").await?.expect("a session id");
-    assert_eq!(app.store.sessions_of("alice")?.len(), 2);
+    assert_eq!(app.store.sessions_of("alice").await?.len(), 2);
     screenshot(&a, shots, "devices.png").await?;
 
     // A signs B out.
@@ -255,7 +255,10 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     }
     assert_eq!(path_of(&a).await?, "/devices");
     let ended = b_id.parse().map_err(|e| format!("{b_id}: {e:?}"))?;
-    assert!(app.store.get_by_id(ended).is_none(), "B's session ended");
+    assert!(
+        app.store.get_by_id(ended).await?.is_none(),
+        "B's session ended"
+    );
     screenshot(&a, shots, "devices-after-sign-out.png").await?;
 
     // B's next page load lands on the login page.
@@ -275,7 +278,7 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     wait_for_path(&a, "/login").await?;
     b.goto(&format!("{base}/devices")).await?;
     wait_for_path(&b, "/login").await?;
-    assert!(app.store.sessions_of("alice")?.is_empty());
+    assert!(app.store.sessions_of("alice").await?.is_empty());
 
     a.close().await?;
     b.close().await?;

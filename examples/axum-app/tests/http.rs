@@ -1,14 +1,20 @@
 //! The app over real HTTP: a reqwest client with a cookie jar per "device", the app on
-//! a loopback port, its sessions in a durable store in a temporary directory.
+//! a loopback port. Every scenario runs twice (`embedded::…` and `on_redis::…`): with
+//! the sessions in a durable store in a temporary directory, and in a redis-server of
+//! its own (Debian's, on a free loopback port; skipped with a message if it is not
+//! installed, unless `SESSIONDB_REQUIRE_REDIS=1`). The app's code is the same.
 
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
 mod support;
 
+use redis_server::{NO_PERSISTENCE, RedisServer};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use sessiondb::Token;
 use sessiondb_axum_app::{Config, pages};
-use support::{Running, csrf_in, test_config};
+use support::{Backend, Running, csrf_in, test_config};
 
 const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
@@ -142,25 +148,24 @@ impl Device {
     }
 }
 
-async fn start(config: Config) -> (tempfile::TempDir, Running) {
+async fn start(backend: &Backend, config: Config) -> (tempfile::TempDir, Running) {
     let dir = tempfile::tempdir().unwrap();
-    let app = Running::start(dir.path(), config).await;
+    let app = Running::start_on(backend, dir.path(), config).await;
     (dir, app)
 }
 
-#[tokio::test]
-async fn sign_up_lists_this_device_with_its_label_and_both_deadlines() {
+async fn sign_up_lists_this_device_with_its_label_and_both_deadlines(backend: Backend) {
     let config = Config {
         idle_timeout: std::time::Duration::from_secs(2 * 3_600),
         ..test_config()
     };
     let lifetime = config.lifetime;
-    let (_dir, app) = start(config).await;
+    let (_dir, app) = start(&backend, config).await;
     let laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
     let page = laptop.devices().await;
 
-    let sessions = app.store.sessions_of("alice").unwrap();
+    let sessions = app.store.sessions_of("alice").await.unwrap();
     assert_eq!(sessions.len(), 1);
     let s = &sessions[0];
     assert_eq!(s.label(), Some("Firefox 140 on Linux"));
@@ -186,9 +191,8 @@ async fn sign_up_lists_this_device_with_its_label_and_both_deadlines() {
     assert!(!page.body.contains(&format!("/devices/{}/sign-out", s.id())));
 }
 
-#[tokio::test]
-async fn login_rotates_the_cookie_and_the_old_cookie_stops_working() {
-    let (_dir, app) = start(test_config()).await;
+async fn login_rotates_the_cookie_and_the_old_cookie_stops_working(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     Device::new(&app, FIREFOX_LINUX)
         .sign_up("alice", "correct horse battery")
         .await;
@@ -204,6 +208,8 @@ async fn login_rotates_the_cookie_and_the_old_cookie_stops_working() {
     let visitor = app
         .store
         .get(&Token::parse(&before).unwrap())
+        .await
+        .unwrap()
         .expect("a visitor session");
     assert!(visitor.user().is_none());
 
@@ -225,11 +231,20 @@ async fn login_rotates_the_cookie_and_the_old_cookie_stops_working() {
     assert_ne!(after, before, "login must hand out a new token");
 
     // Same session (same public id), now bound to alice, under the new token only.
-    let session = app.store.get(&Token::parse(&after).unwrap()).unwrap();
+    let session = app
+        .store
+        .get(&Token::parse(&after).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(session.id(), visitor.id());
     assert_eq!(session.user().map(|u| u.as_str()), Some("alice"));
     assert!(
-        app.store.get(&Token::parse(&before).unwrap()).is_none(),
+        app.store
+            .get(&Token::parse(&before).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
         "the pre-login token still resolves (the tests run with zero rotation grace)"
     );
     let with = |token: String| {
@@ -252,9 +267,8 @@ async fn login_rotates_the_cookie_and_the_old_cookie_stops_working() {
     assert_eq!(old.location(), "/login");
 }
 
-#[tokio::test]
-async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_answer() {
-    let (_dir, app) = start(test_config()).await;
+async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_answer(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     Device::new(&app, FIREFOX_LINUX)
         .sign_up("alice", "correct horse battery")
         .await;
@@ -268,16 +282,15 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_generic_answer() {
         assert!(a.body.contains("Wrong username or password."), "{}", a.body);
         assert!(a.set_cookie().is_none(), "no new session cookie on failure");
     }
-    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 1);
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 1);
     assert!(other.is_signed_out().await);
     // The right password still works afterwards from the same form session.
     other.log_in("alice", "correct horse battery").await;
-    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing() {
-    let (_dir, app) = start(test_config()).await;
+async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
     let phone = Device::new(&app, CHROME_ANDROID);
@@ -286,7 +299,7 @@ async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing() 
     let phone_csrf = csrf_in(&phone_page.body);
     let laptop_csrf = csrf_in(&laptop.devices().await.body);
     assert_ne!(phone_csrf, laptop_csrf, "each session has its own token");
-    let phone_id = app.store.sessions_of("alice").unwrap()[1].id();
+    let phone_id = app.store.sessions_of("alice").await.unwrap()[1].id();
 
     let device_path = format!("/devices/{phone_id}/sign-out");
     for (path, form) in [
@@ -302,7 +315,7 @@ async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing() 
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path} {form:?}");
         assert!(a.body.contains("This form has expired"));
     }
-    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
     laptop.devices().await;
     phone.devices().await;
 
@@ -339,14 +352,13 @@ async fn a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing() 
         .await
         .unwrap();
     assert_eq!(bare.status(), StatusCode::FORBIDDEN);
-    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 2);
-    assert!(app.store.sessions_of("bob").unwrap().is_empty());
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
+    assert!(app.store.sessions_of("bob").await.unwrap().is_empty());
     assert!(visitor.is_signed_out().await);
 }
 
-#[tokio::test]
-async fn sign_out_ends_this_session_and_clears_the_cookie() {
-    let (_dir, app) = start(test_config()).await;
+async fn sign_out_ends_this_session_and_clears_the_cookie(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
     let csrf = csrf_in(&laptop.devices().await.body);
@@ -358,19 +370,18 @@ async fn sign_out_ends_this_session_and_clears_the_cookie() {
         cleared.starts_with("sid=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
-    assert!(app.store.sessions_of("alice").unwrap().is_empty());
+    assert!(app.store.sessions_of("alice").await.unwrap().is_empty());
     assert!(laptop.is_signed_out().await);
 }
 
-#[tokio::test]
-async fn one_device_signs_out_another_which_then_lands_on_the_login_page() {
-    let (_dir, app) = start(test_config()).await;
+async fn one_device_signs_out_another_which_then_lands_on_the_login_page(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
     let phone = Device::new(&app, CHROME_ANDROID);
     phone.log_in("alice", "correct horse battery").await;
 
-    let sessions = app.store.sessions_of("alice").unwrap();
+    let sessions = app.store.sessions_of("alice").await.unwrap();
     assert_eq!(sessions.len(), 2);
     let phone_id = sessions
         .iter()
@@ -391,16 +402,15 @@ async fn one_device_signs_out_another_which_then_lands_on_the_login_page() {
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert_eq!(a.location(), "/devices");
-    assert!(app.store.get_by_id(phone_id).is_none());
+    assert!(app.store.get_by_id(phone_id).await.unwrap().is_none());
     assert!(phone.is_signed_out().await);
     let page = laptop.devices().await;
     assert!(page.body.contains("1 signed-in device."));
     assert!(!page.body.contains("Chrome 156 on Android"));
 }
 
-#[tokio::test]
-async fn sign_out_everywhere_ends_every_device_of_that_user_only() {
-    let (_dir, app) = start(test_config()).await;
+async fn sign_out_everywhere_ends_every_device_of_that_user_only(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
     let phone = Device::new(&app, CHROME_ANDROID);
@@ -414,18 +424,17 @@ async fn sign_out_everywhere_ends_every_device_of_that_user_only() {
     assert_eq!(a.location(), "/login");
     assert!(laptop.is_signed_out().await);
     assert!(phone.is_signed_out().await);
-    assert!(app.store.sessions_of("alice").unwrap().is_empty());
+    assert!(app.store.sessions_of("alice").await.unwrap().is_empty());
     bob.devices().await;
 }
 
-#[tokio::test]
-async fn a_user_cannot_sign_out_another_users_device() {
-    let (_dir, app) = start(test_config()).await;
+async fn a_user_cannot_sign_out_another_users_device(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let alice = Device::new(&app, FIREFOX_LINUX);
     alice.sign_up("alice", "correct horse battery").await;
     let bob = Device::new(&app, CHROME_ANDROID);
     bob.sign_up("bob", "another good password").await;
-    let bob_id = app.store.sessions_of("bob").unwrap()[0].id();
+    let bob_id = app.store.sessions_of("bob").await.unwrap()[0].id();
 
     let csrf = csrf_in(&alice.devices().await.body);
     for id in [bob_id.to_string(), "not-an-id".into(), "0".repeat(36)] {
@@ -438,9 +447,8 @@ async fn a_user_cannot_sign_out_another_users_device() {
     assert!(!alice.devices().await.body.contains(&bob_id.to_string()));
 }
 
-#[tokio::test]
-async fn sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing() {
-    let (_dir, app) = start(test_config()).await;
+async fn sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     Device::new(&app, FIREFOX_LINUX)
         .sign_up("alice", "correct horse battery")
         .await;
@@ -469,7 +477,7 @@ async fn sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing()
         bad.body.contains("value=\"&lt;script&gt;\""),
         "escaped back into the form"
     );
-    assert_eq!(app.store.sessions_of("alice").unwrap().len(), 1);
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 1);
     assert!(other.is_signed_out().await);
     // The password file holds argon2id hashes, never the password.
     let users = std::fs::read_to_string(app.dir.join("users.json")).unwrap();
@@ -477,9 +485,8 @@ async fn sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing()
     assert!(!users.contains("correct horse battery"));
 }
 
-#[tokio::test]
-async fn cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http() {
-    let (_dir, secure) = start(Config::default()).await;
+async fn cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http(backend: Backend) {
+    let (_dir, secure) = start(&backend, Config::default()).await;
     let raw = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -523,7 +530,7 @@ async fn cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http() {
     let lifetime = Config::default().lifetime.as_secs();
     assert!((lifetime - 5..=lifetime).contains(&max_age), "{max_age}");
 
-    let (_dir2, plain) = start(test_config()).await;
+    let (_dir2, plain) = start(&backend, test_config()).await;
     let form = answer(raw.get(plain.url("/login")).send().await.unwrap()).await;
     let c = form.set_cookie().unwrap();
     let a = attrs(&c);
@@ -534,9 +541,8 @@ async fn cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http() {
     }
 }
 
-#[tokio::test]
-async fn a_cookie_that_is_not_a_token_is_no_session_and_gets_a_fresh_one() {
-    let (_dir, app) = start(test_config()).await;
+async fn a_cookie_that_is_not_a_token_is_no_session_and_gets_a_fresh_one(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let raw = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -562,9 +568,8 @@ async fn a_cookie_that_is_not_a_token_is_no_session_and_gets_a_fresh_one() {
     }
 }
 
-#[tokio::test]
-async fn every_response_forbids_caching_framing_and_scripts() {
-    let (_dir, app) = start(test_config()).await;
+async fn every_response_forbids_caching_framing_and_scripts(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
     let d = Device::new(&app, FIREFOX_LINUX);
     for path in ["/login", "/nowhere", "/app.css"] {
         let a = d.get(path).await;
@@ -585,17 +590,16 @@ async fn every_response_forbids_caching_framing_and_scripts() {
     assert_eq!(d.get("/nowhere").await.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn accounts_and_signed_in_sessions_survive_a_restart() {
+async fn accounts_and_signed_in_sessions_survive_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let app = Running::start(dir.path(), test_config()).await;
+    let app = Running::start_on(&backend, dir.path(), test_config()).await;
     let mut laptop = Device::new(&app, FIREFOX_LINUX);
     laptop.sign_up("alice", "correct horse battery").await;
-    let id = app.store.sessions_of("alice").unwrap()[0].id();
+    let id = app.store.sessions_of("alice").await.unwrap()[0].id();
     app.stop().await;
 
     // A new process on the same data directory (on another port: cookies do not care).
-    let app = Running::start(dir.path(), test_config()).await;
+    let app = Running::start_on(&backend, dir.path(), test_config()).await;
     laptop.base = app.base.clone();
     let page = laptop.devices().await;
     assert!(
@@ -605,7 +609,53 @@ async fn accounts_and_signed_in_sessions_survive_a_restart() {
     // And the account logs in again from another device.
     let phone = Device::new(&app, CHROME_ANDROID);
     phone.log_in("alice", "correct horse battery").await;
-    let sessions = app.store.sessions_of("alice").unwrap();
+    let sessions = app.store.sessions_of("alice").await.unwrap();
     assert_eq!(sessions.len(), 2);
     assert!(sessions.iter().any(|s| s.id() == id));
 }
+
+/// Each scenario as two tests: `embedded::NAME` on the embedded durable store and
+/// `on_redis::NAME` on a redis-server started for it (stopped by pid at its end).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Embedded).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(redis) = super::RedisServer::start(super::NO_PERSISTENCE) else {
+                        return;
+                    };
+                    let backend = super::Backend::Redis {
+                        url: redis.url(),
+                        prefix: "sessiondb-app-test:".into(),
+                    };
+                    super::$name(backend).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    sign_up_lists_this_device_with_its_label_and_both_deadlines,
+    login_rotates_the_cookie_and_the_old_cookie_stops_working,
+    a_wrong_password_and_an_unknown_user_get_the_same_generic_answer,
+    a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing,
+    sign_out_ends_this_session_and_clears_the_cookie,
+    one_device_signs_out_another_which_then_lands_on_the_login_page,
+    sign_out_everywhere_ends_every_device_of_that_user_only,
+    a_user_cannot_sign_out_another_users_device,
+    sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing,
+    cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http,
+    a_cookie_that_is_not_a_token_is_no_session_and_gets_a_fresh_one,
+    every_response_forbids_caching_framing_and_scripts,
+    accounts_and_signed_in_sessions_survive_a_restart,
+);

@@ -1,12 +1,13 @@
-//! Shared by the HTTP and browser tests: the app served on a loopback port from a real
-//! durable store and users file in a temporary directory.
+//! Shared by the HTTP and browser tests: the app served on a loopback port, its users
+//! file in a temporary directory and its sessions in a real durable store there or in a
+//! real redis-server ([`Backend`]).
 #![allow(dead_code)] // each test file uses a different part
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sessiondb::{Options, Store};
+use sessiondb::{Options, RedisOptions, RedisStore, Sessions, Store};
 use sessiondb_axum_app::{Config, Users, app};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,14 +27,28 @@ pub fn test_options() -> Options {
     Options::default().rotation_grace(Duration::ZERO)
 }
 
+/// Where a test app keeps its sessions.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded durable store in `DIR/sessions` (what `main.rs` defaults to).
+    Embedded,
+    /// A Redis server at this URL, under this key prefix.
+    Redis {
+        /// `redis://127.0.0.1:PORT/`.
+        url: String,
+        /// The key prefix, so tests could share one server.
+        prefix: String,
+    },
+}
+
 /// A running app.
 pub struct Running {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The same store the app uses (a clone of the handle).
-    pub store: Store,
+    /// The same sessions the app uses (a clone of the handle).
+    pub store: Sessions,
     /// The data directory.
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -44,7 +59,26 @@ impl Running {
     /// Serves the app from the store in `dir/sessions` and the users in
     /// `dir/users.json`, on a free loopback port.
     pub async fn start(dir: &Path, config: Config) -> Running {
-        let store = Store::open_with(dir.join("sessions"), test_options()).expect("open store");
+        Running::start_on(&Backend::Embedded, dir, config).await
+    }
+
+    /// As [`Running::start`], with the sessions on `backend` (the users file is in
+    /// `dir` either way).
+    pub async fn start_on(backend: &Backend, dir: &Path, config: Config) -> Running {
+        let store = match backend {
+            Backend::Embedded => Sessions::embedded(
+                Store::open_with(dir.join("sessions"), test_options()).expect("open store"),
+            ),
+            Backend::Redis { url, prefix } => Sessions::redis(
+                RedisStore::connect_with(
+                    url,
+                    test_options(),
+                    RedisOptions::default().prefix(prefix.clone()),
+                )
+                .await
+                .expect("connect to redis"),
+            ),
+        };
         let users = Users::open(dir.join("users.json")).expect("open users");
         let router = app(store.clone(), users, config).expect("valid config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -84,7 +118,9 @@ impl Running {
         if let Some(server) = self.server.take() {
             server.await.expect("server task");
         }
-        self.store.clone().close().expect("close store");
+        if let Some(embedded) = self.store.as_embedded() {
+            embedded.clone().close().expect("close store");
+        }
     }
 }
 
