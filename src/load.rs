@@ -5,9 +5,11 @@
 //! after every record, instead of into an intermediate map that is copied afterwards.
 //!
 //! A compacted base (images and aliases only, which commute) takes a bulk path: its
-//! records are decoded on two threads into one list per shard, then each shard is built
-//! on its own (its map, its wheel and the boxes fit in a core's cache while it is
-//! built), and the id shards after it, the same way. A million-session base costs a few
+//! records are decoded on two threads into one list per shard — each image's user as an
+//! index into that thread's table of user ids, so decoding touches no shared reference
+//! count — then each shard is built on its own (its map, its wheel and the boxes fit in
+//! a core's cache while it is built), each building thread handing its sessions its own
+//! copy of a user's id, and the id shards and user index after it, the same way. A million-session base costs a few
 //! sequential passes rather than a million scattered inserts. The records of segments
 //! then apply one by one, in log order. Last, [`Loader::finish`] advances each shard's
 //! wheel to now — dropping exactly the sessions whose deadline passed, without scanning
@@ -22,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Timestamp;
 use crate::journal::Change;
-use crate::log::record::{Image, Record};
+use crate::log::record::{Image, NO_USER, Record, UserInterner};
 use crate::log::recovery::Recovered;
 use crate::session::{MaybeTime, SessionState, UserId};
 use crate::shard::{IdMap, Padded, Shard, Slot, id_ix, shard_of};
@@ -47,8 +49,14 @@ pub(crate) struct Loaded {
     pub(crate) expired: usize,
 }
 
-/// Images of a base, decoded and sorted by shard: one list per shard.
-pub(crate) type ByShard = Vec<Vec<Image>>;
+/// One decoding thread's share of a base: its images sorted by shard, one list per
+/// shard, each image with its user given as an index into `users` ([`NO_USER`]: none)
+/// and its own `user` unset. The loader fills the users in while it builds the shards,
+/// so decoding never touches a user's shared allocation.
+pub(crate) struct BasePart {
+    pub(crate) shards: Vec<Vec<(Image, u32)>>,
+    pub(crate) users: UserInterner,
+}
 
 /// Deals `items` round-robin to `workers`, each item with its index.
 fn deal<T>(items: Vec<T>, workers: usize) -> Vec<Vec<(usize, T)>> {
@@ -128,49 +136,83 @@ impl Loader {
         self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
-    /// Bulk-loads the images of a base, given as one [`ByShard`] per decoding thread,
+    /// Bulk-loads the images of a base, given as one [`BasePart`] per decoding thread,
     /// and its aliases. The index must be empty.
     pub(crate) fn load_base(
         &self,
-        parts: Vec<ByShard>,
+        parts: Vec<BasePart>,
         aliases: Vec<(TokenHash, SessionId, Timestamp)>,
     ) {
         let n = self.shards.len();
-        let mut per_shard: Vec<Vec<Vec<Image>>> = (0..n).map(|_| Vec::new()).collect();
-        for part in parts {
-            for (s, list) in part.into_iter().enumerate() {
-                per_shard[s].push(list);
+        // One table of every part's users: the first part's interner, which the others'
+        // ids are added to (each part's indices remapped).
+        let mut parts = parts.into_iter();
+        // Per shard, each part's list with the remapping of its user indices (`None`:
+        // the first part's, which need none).
+        type Lists = Vec<(Option<Vec<u32>>, Vec<(Image, u32)>)>;
+        let mut per_shard: Vec<Lists> = (0..n).map(|_| Vec::new()).collect();
+        let mut users = UserInterner::default();
+        if let Some(first) = parts.next() {
+            users = first.users;
+            for (s, list) in first.shards.into_iter().enumerate() {
+                per_shard[s].push((None, list));
             }
         }
+        for part in parts {
+            let remap: Vec<u32> = part
+                .users
+                .users()
+                .iter()
+                .map(|u| users.index(u.as_str()).expect("an id already validated"))
+                .collect();
+            for (s, list) in part.shards.into_iter().enumerate() {
+                per_shard[s].push((Some(remap.clone()), list));
+            }
+        }
+        let users = &users;
+        let user_count = users.users().len();
         let workers = 2.min(n);
         let work = deal(per_shard, workers);
         type IdParts = Vec<Vec<(SessionId, u64)>>;
-        type ByUser = HashMap<usize, (UserId, Vec<SessionId>), ahash::RandomState>;
+        // Per user (by index into `users`): this worker's copy of the id, shared by the
+        // sessions it loads, and those sessions. A copy per worker keeps each reference
+        // count on one core instead of bouncing between the two.
+        type ByUser = Vec<Option<(UserId, Vec<SessionId>)>>;
         let built: Vec<(IdParts, ByUser)> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .into_iter()
                 .map(|mine| {
                     scope.spawn(move || {
-                        let mut id_parts: IdParts = (0..n).map(|_| Vec::new()).collect();
-                        let mut by_user = ByUser::default();
+                        let count: usize = mine
+                            .iter()
+                            .flat_map(|(_, lists)| lists.iter().map(|(_, l)| l.len()))
+                            .sum();
+                        let cap = count / n + count / n / 8 + 16;
+                        let mut id_parts: IdParts =
+                            (0..n).map(|_| Vec::with_capacity(cap)).collect();
+                        let mut by_user: ByUser = (0..user_count).map(|_| None).collect();
                         for (s, lists) in mine {
                             let mut shard = self.shards[s].write();
                             let shard = &mut *shard;
-                            shard.reserve(lists.iter().map(Vec::len).sum());
-                            for img in lists.into_iter().flatten() {
-                                let (key, state) = state_of(img);
-                                let deadline = state.deadline(self.auth_ms);
-                                id_parts[self.id_ix(state.id)].push((state.id, key as u64));
-                                if let Some(u) = &state.user {
-                                    by_user
-                                        .entry(u.addr())
-                                        .or_insert_with(|| (u.clone(), Vec::new()))
-                                        .1
-                                        .push(state.id);
+                            shard.reserve(lists.iter().map(|(_, l)| l.len()).sum());
+                            for (remap, list) in lists {
+                                for (mut img, user) in list {
+                                    if user != NO_USER {
+                                        let u = remap.as_ref().map_or(user, |r| r[user as usize]);
+                                        let (id, ids) =
+                                            by_user[u as usize].get_or_insert_with(|| {
+                                                (users.get(u).separate_copy(), Vec::new())
+                                            });
+                                        img.user = Some(id.clone());
+                                        ids.push(img.id);
+                                    }
+                                    let (key, state) = state_of(img);
+                                    let deadline = state.deadline(self.auth_ms);
+                                    id_parts[self.id_ix(state.id)].push((state.id, key as u64));
+                                    // Two images at one place: only a damaged base could
+                                    // say so; the later one is kept.
+                                    shard.insert_live(key, state, deadline);
                                 }
-                                // Two images at one place: only a damaged base could
-                                // say so; the later one is kept.
-                                shard.insert_live(key, state, deadline);
                             }
                         }
                         (id_parts, by_user)
@@ -183,17 +225,29 @@ impl Loader {
                 .collect()
         });
         let mut id_parts: Vec<Vec<Vec<(SessionId, u64)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut by_user: ByUser = Vec::new();
+        for (parts, mine) in built {
+            for (i, p) in parts.into_iter().enumerate() {
+                id_parts[i].push(p);
+            }
+            if by_user.is_empty() {
+                by_user = mine;
+            } else {
+                for (all, more) in by_user.iter_mut().zip(mine) {
+                    match (all.as_mut(), more) {
+                        (Some((_, ids)), Some((_, more))) => ids.extend(more),
+                        (None, more) => *all = more,
+                        (Some(_), None) => {}
+                    }
+                }
+            }
+        }
         // Users, partitioned by user-index shard, so each shard's map is filled at once.
         let un = self.users.shard_count();
         let mut user_parts: Vec<Vec<(UserId, Vec<SessionId>)>> =
             (0..un).map(|_| Vec::new()).collect();
-        for (parts, by_user) in built {
-            for (i, p) in parts.into_iter().enumerate() {
-                id_parts[i].push(p);
-            }
-            for (_, (user, ids)) in by_user {
-                user_parts[self.users.shard_of(&user)].push((user, ids));
-            }
+        for (user, ids) in by_user.into_iter().flatten() {
+            user_parts[self.users.shard_of(&user)].push((user, ids));
         }
         std::thread::scope(|scope| {
             let work = deal(id_parts, workers);
@@ -267,16 +321,22 @@ impl Loader {
 
     /// Feeds a fully replayed state (the sled backend's) into the index.
     pub(crate) fn load_recovered(&self, state: Recovered) {
-        let mut parts: ByShard = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        for (_, img) in state.sessions {
-            parts[self.shard_ix(img.hash.0)].push(img);
+        let mut shards: Vec<Vec<(Image, u32)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut users = UserInterner::default();
+        for (_, mut img) in state.sessions {
+            let user = match img.user.take() {
+                Some(u) => users.index(u.as_str()).expect("an id already validated"),
+                None => NO_USER,
+            };
+            shards[self.shard_ix(img.hash.0)].push((img, user));
         }
         let aliases = state
             .aliases
             .into_iter()
             .map(|(hash, (id, until))| (hash, id, until))
             .collect();
-        self.load_base(vec![parts], aliases);
+        self.load_base(vec![BasePart { shards, users }], aliases);
     }
 
     /// Applies one record from a segment, in log order.

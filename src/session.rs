@@ -52,6 +52,12 @@ impl UserId {
         Ok(UserId(Arc::new(Box::from(s))))
     }
 
+    /// An equal id in an allocation of its own (whose reference count no other clone
+    /// shares: recovery gives each loading thread its own).
+    pub(crate) fn separate_copy(&self) -> UserId {
+        UserId(Arc::new(Box::from(self.as_str())))
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -62,11 +68,6 @@ impl UserId {
     #[cfg(feature = "redis")]
     pub(crate) fn trusted(s: &str) -> UserId {
         UserId(Arc::new(Box::from(s)))
-    }
-
-    /// The address of the shared allocation: equal for clones of one interned id.
-    pub(crate) fn addr(&self) -> usize {
-        Arc::as_ptr(&self.0) as usize
     }
 }
 

@@ -361,37 +361,71 @@ pub(crate) fn encode_alias(out: &mut Vec<u8>, hash: TokenHash, id: SessionId, un
 }
 
 /// Interns user ids while records are decoded, so that the sessions of one user share
-/// one allocation (and recovery can group them by pointer instead of by string).
+/// one allocation (and the bulk load of a base can group them by index instead of by
+/// string).
 ///
 /// Ids of up to 23 bytes — almost all — are keyed by their bytes held inline in the
 /// table, so a lookup compares them without following a pointer to the shared string
 /// (a cache miss per record when a million records name a hundred thousand users).
+/// The table maps an id to its index in `users`: [`UserInterner::index`] (the bulk
+/// load of a base) touches no user's shared allocation per record, only
+/// [`UserInterner::intern`] clones one.
 #[derive(Default)]
 pub(crate) struct UserInterner {
-    short: HashMap<(u8, [u8; 23]), UserId, ahash::RandomState>,
-    long: HashMap<Box<str>, UserId, ahash::RandomState>,
+    short: HashMap<(u8, [u8; 23]), u32, ahash::RandomState>,
+    long: HashMap<Box<str>, u32, ahash::RandomState>,
+    users: Vec<UserId>,
 }
+
+/// The user index of a session without a user (see [`BaseRecord`]).
+pub(crate) const NO_USER: u32 = u32::MAX;
 
 impl UserInterner {
     pub(crate) fn intern(&mut self, s: &str) -> Result<UserId, String> {
+        let i = self.index(s)?;
+        Ok(self.users[i as usize].clone())
+    }
+
+    /// The index of `s` in [`UserInterner::into_users`], validated and added on first
+    /// sight.
+    pub(crate) fn index(&mut self, s: &str) -> Result<u32, String> {
         if let Ok(len) = u8::try_from(s.len())
             && s.len() <= 23
         {
             let mut inline = [0u8; 23];
             inline[..s.len()].copy_from_slice(s.as_bytes());
-            if let Some(u) = self.short.get(&(len, inline)) {
-                return Ok(u.clone());
+            if let Some(&i) = self.short.get(&(len, inline)) {
+                return Ok(i);
             }
-            let u = user(s)?;
-            self.short.insert((len, inline), u.clone());
-            return Ok(u);
+            let i = self.push(s)?;
+            self.short.insert((len, inline), i);
+            return Ok(i);
         }
-        if let Some(u) = self.long.get(s) {
-            return Ok(u.clone());
+        if let Some(&i) = self.long.get(s) {
+            return Ok(i);
         }
-        let u = user(s)?;
-        self.long.insert(Box::from(s), u.clone());
-        Ok(u)
+        let i = self.push(s)?;
+        self.long.insert(Box::from(s), i);
+        Ok(i)
+    }
+
+    fn push(&mut self, s: &str) -> Result<u32, String> {
+        let i = u32::try_from(self.users.len())
+            .ok()
+            .filter(|&i| i != NO_USER)
+            .ok_or_else(|| "too many distinct user ids".to_owned())?;
+        self.users.push(user(s)?);
+        Ok(i)
+    }
+
+    /// The id at `index`.
+    pub(crate) fn get(&self, index: u32) -> &UserId {
+        &self.users[index as usize]
+    }
+
+    /// Every id interned, by index.
+    pub(crate) fn users(&self) -> &[UserId] {
+        &self.users
     }
 }
 
@@ -514,19 +548,8 @@ pub(crate) fn decode_record(
         }
         kind::IMAGE => {
             let r: ImageRec<'_> = decode(payload)?;
-            return Ok(Record::Image(Image {
-                id: SessionId(r.id),
-                hash: TokenHash(r.hash),
-                user: r.user.map(|u| users.intern(u)).transpose()?,
-                label: label(r.label),
-                created: Timestamp(r.created),
-                authenticated: r.authenticated.map(Timestamp),
-                absolute: Timestamp(r.absolute),
-                idle_ms: r.idle_ms,
-                last_seen: Timestamp(r.last_seen),
-                version: r.version,
-                data: data(r.data)?,
-            }));
+            let user = r.user.map(|u| users.intern(u)).transpose()?;
+            return Ok(Record::Image(image(&r, user)?));
         }
         kind::ALIAS => {
             let r: AliasRec = decode(payload)?;
@@ -539,6 +562,68 @@ pub(crate) fn decode_record(
         other => return Err(format!("unknown record type {other}")),
     };
     Ok(Record::Change(change))
+}
+
+#[inline]
+fn image(r: &ImageRec<'_>, user: Option<UserId>) -> Result<Image, String> {
+    Ok(Image {
+        id: SessionId(r.id),
+        hash: TokenHash(r.hash),
+        user,
+        label: label(r.label),
+        created: Timestamp(r.created),
+        authenticated: r.authenticated.map(Timestamp),
+        absolute: Timestamp(r.absolute),
+        idle_ms: r.idle_ms,
+        last_seen: Timestamp(r.last_seen),
+        version: r.version,
+        data: data(r.data)?,
+    })
+}
+
+/// A record of a compacted base, decoded for the bulk load.
+#[derive(Debug, PartialEq)]
+pub(crate) enum BaseRecord {
+    /// An image without its user, and the index of that user in the interner
+    /// ([`NO_USER`] for none): the loader fills the user in, grouped by user.
+    Image(Image, u32),
+    Alias {
+        hash: TokenHash,
+        id: SessionId,
+        until: Timestamp,
+    },
+}
+
+/// Decodes and validates one frame of a base (images and aliases only; anything else is
+/// malformed there).
+///
+/// # Errors
+/// A description of what is malformed.
+#[inline]
+pub(crate) fn decode_base_record(
+    kind: u8,
+    payload: &[u8],
+    users: &mut UserInterner,
+) -> Result<BaseRecord, String> {
+    match kind {
+        kind::IMAGE => {
+            let r: ImageRec<'_> = decode(payload)?;
+            let user = match r.user {
+                Some(u) => users.index(u)?,
+                None => NO_USER,
+            };
+            Ok(BaseRecord::Image(image(&r, None)?, user))
+        }
+        kind::ALIAS => {
+            let r: AliasRec = decode(payload)?;
+            Ok(BaseRecord::Alias {
+                hash: TokenHash(r.hash),
+                id: SessionId(r.id),
+                until: Timestamp(r.until),
+            })
+        }
+        other => Err(format!("record type {other} in a base")),
+    }
 }
 
 #[cfg(test)]

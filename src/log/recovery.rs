@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::load::{ByShard, Loader};
+use crate::load::{BasePart, Loader};
 use crate::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, decode_header,
     parse_name, read_frame,
 };
-use crate::log::record::{Image, Record, UserInterner, decode_batch, decode_record, kind};
+use crate::log::record::{
+    BaseRecord, Image, UserInterner, decode_base_record, decode_batch, decode_record, kind,
+};
 use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
 
@@ -331,6 +333,35 @@ fn remove(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
 
+/// Files from this size up are read by two threads, each into its half of the buffer:
+/// the kernel's copy and the faulting-in of the fresh buffer's pages, most of the time
+/// a large base takes to read, then run on both cores.
+const PARALLEL_READ_BYTES: u64 = 8 << 20;
+
+/// The whole file at `path` (as `std::fs::read`; the store's directory lock keeps its
+/// size fixed meanwhile).
+fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < PARALLEL_READ_BYTES {
+        return std::fs::read(path);
+    }
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    let (front, back) = buf.split_at_mut(len / 2);
+    let file = &file;
+    std::thread::scope(|scope| {
+        let other = scope.spawn(move || file.read_exact_at(back, (len / 2) as u64));
+        let mine = file.read_exact_at(front, 0);
+        other
+            .join()
+            .expect("a read thread does not panic")
+            .and(mine)
+    })?;
+    Ok(buf)
+}
+
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was
 /// removed as an empty torn file).
 fn replay_file(
@@ -342,8 +373,7 @@ fn replay_file(
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
-    let buf =
-        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let buf = read_whole(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     report.files += 1;
     report.bytes_read += buf.len() as u64;
     match decode_header(&buf, kind_of_file) {
@@ -428,9 +458,10 @@ fn replay_file(
     Ok(buf.len() as u64)
 }
 
-/// Replays a compacted base — images and aliases, which commute — on two threads:
-/// frame boundaries are found by their lengths, then each half is checksummed,
-/// decoded and applied in parallel. Any damage is `Error::Corrupt` at the first
+/// Replays a compacted base — images and aliases, which commute — on two threads: the
+/// frame boundary at the middle is found by following the lengths from the start, then
+/// each half is walked, checksummed and decoded in parallel, its users interned to
+/// indices (see [`BasePart`]), and the whole is bulk-loaded. Any damage is `Error::Corrupt` at the first
 /// damaged offset (salvage uses the sequential path instead).
 fn replay_base_in_parallel(
     path: &Path,
@@ -438,58 +469,73 @@ fn replay_base_in_parallel(
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let mut starts = Vec::with_capacity(buf.len() / 300);
-    let mut pos = HEADER_LEN;
-    while pos < buf.len() {
-        starts.push(pos);
-        match frame_end(buf, pos) {
-            Some(next) => pos = next,
+    // The first frame boundary past the middle, found by following the lengths from
+    // the start; each half is then walked, checksummed, decoded and applied on a
+    // thread of its own.
+    let mut mid = HEADER_LEN;
+    let mut frames = 0usize;
+    while mid < buf.len() / 2 {
+        match frame_end(buf, mid) {
+            Some(next) => {
+                mid = next;
+                frames += 1;
+            }
             None => break,
         }
     }
-    let halves = starts.chunks(starts.len().div_ceil(2).max(1));
+    // For pre-sizing: the halves hold about as many frames each.
+    let per_shard = frames / sink.shard_count();
+    let cap = per_shard + per_shard / 8 + 16;
     type Part = (
         u64,
         Option<(usize, String)>,
-        ByShard,
+        BasePart,
         Vec<(TokenHash, SessionId, Timestamp)>,
     );
     let outcomes: Vec<Part> = std::thread::scope(|scope| {
-        let handles: Vec<_> = halves
-            .map(|part| {
+        let handles: Vec<_> = [(HEADER_LEN, mid), (mid, buf.len())]
+            .into_iter()
+            .map(|(from, to)| {
                 scope.spawn(move || {
                     let mut users = UserInterner::default();
                     let mut records = 0u64;
-                    let mut by_shard: ByShard =
-                        (0..sink.shard_count()).map(|_| Vec::new()).collect();
+                    // Growing these lists would copy every image again.
+                    let mut shards: Vec<Vec<(Image, u32)>> = (0..sink.shard_count())
+                        .map(|_| Vec::with_capacity(cap))
+                        .collect();
                     let mut aliases = Vec::new();
-                    for &at in part {
-                        let problem = match read_frame(buf, at) {
+                    let mut problem = None;
+                    let mut at = from;
+                    while at < to {
+                        let why = match read_frame(buf, at) {
                             Frame::Ok {
-                                kind: k @ (kind::IMAGE | kind::ALIAS),
+                                kind,
                                 payload,
-                                ..
-                            } => match decode_record(k, payload, &mut users) {
-                                Ok(Record::Image(img)) => {
-                                    by_shard[sink.shard_ix(img.hash.0)].push(img);
+                                next,
+                            } => match decode_base_record(kind, payload, &mut users) {
+                                Ok(BaseRecord::Image(img, user)) => {
+                                    shards[sink.shard_ix(img.hash.0)].push((img, user));
                                     records += 1;
+                                    at = next;
                                     continue;
                                 }
-                                Ok(Record::Alias { hash, id, until }) => {
+                                Ok(BaseRecord::Alias { hash, id, until }) => {
                                     aliases.push((hash, id, until));
                                     records += 1;
+                                    at = next;
                                     continue;
                                 }
-                                Ok(Record::Change(_)) => "a change record in a base".to_owned(),
                                 Err(why) => why,
                             },
-                            Frame::Ok { kind, .. } => format!("record type {kind} in a base"),
                             Frame::Truncated => "record cut short".to_owned(),
                             Frame::BadChecksum => "record checksum mismatch".to_owned(),
                         };
-                        return (records, Some((at, problem)), by_shard, aliases);
+                        problem = Some((at, why));
+                        break;
                     }
-                    (records, None, by_shard, aliases)
+                    debug_assert!(problem.is_some() || at == to, "the halves meet at a frame");
+                    let part = BasePart { shards, users };
+                    (records, problem, part, aliases)
                 })
             })
             .collect();
@@ -501,18 +547,15 @@ fn replay_base_in_parallel(
     let mut first: Option<(usize, String)> = None;
     let mut parts = Vec::new();
     let mut all_aliases = Vec::new();
-    for (records, problem, by_shard, aliases) in outcomes {
+    for (records, problem, part, aliases) in outcomes {
         report.records += records;
         if let Some(p) = problem
             && first.as_ref().is_none_or(|f| p.0 < f.0)
         {
             first = Some(p);
         }
-        parts.push(by_shard);
+        parts.push(part);
         all_aliases.extend(aliases);
-    }
-    if pos < buf.len() && first.as_ref().is_none_or(|f| pos < f.0) {
-        first = Some((pos, "record cut short".to_owned()));
     }
     if let Some((at, why)) = first {
         return Err(corrupt(path, at as u64, why));

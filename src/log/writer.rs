@@ -18,6 +18,7 @@
 //! that the disk may not have.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,22 @@ pub(crate) struct WriterCounters {
 
 struct Shared {
     progress: Mutex<Progress>,
+    /// Set (after `progress.failed`) once the journal is poisoned: every append checks
+    /// it, and a plain load keeps that check off the progress lock, whose cache line
+    /// the writer takes once per batch.
+    poisoned: AtomicBool,
     counters: Mutex<WriterCounters>,
+}
+
+impl Shared {
+    /// Poisons the journal with `reason` (the first one stays); returns every waiting
+    /// thread, each of which will see it.
+    fn fail(&self, reason: String) -> Vec<std::thread::Thread> {
+        let mut p = self.progress.lock();
+        let all = p.fail(reason);
+        self.poisoned.store(true, Ordering::Release);
+        all
+    }
 }
 
 /// A journal that makes changes durable through a backend on a writer thread.
@@ -120,6 +136,7 @@ impl Durable {
         let (ctx, crx) = crossbeam_channel::bounded(1);
         let shared = std::sync::Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
+            poisoned: AtomicBool::new(false),
             counters: Mutex::new(WriterCounters {
                 disk_bytes: backend.disk_bytes(),
                 ..WriterCounters::default()
@@ -149,6 +166,9 @@ impl Durable {
     }
 
     fn failed(&self) -> Option<Error> {
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         self.shared
             .progress
             .lock()
@@ -339,7 +359,7 @@ fn writer_loop(
                 wake(ready);
             }
             Err(e) => {
-                let all = shared.progress.lock().fail(e.to_string());
+                let all = shared.fail(e.to_string());
                 wake(all);
                 for c in controls.drain(..) {
                     reply_failed(c, &e);
@@ -355,7 +375,7 @@ fn writer_loop(
                 Msg::BeginCompaction(reply) => {
                     let r = backend.begin_compaction();
                     if let Err(e) = &r {
-                        let all = shared.progress.lock().fail(e.to_string());
+                        let all = shared.fail(e.to_string());
                         wake(all);
                     }
                     let _ = reply.send(r);
