@@ -1,11 +1,15 @@
 //! The `sessiondb` command line, run as the real binary on real store directories made
 //! through the public API in temporary directories (feature `cli`).
 
+#[path = "support/cli_bin.rs"]
+mod cli_bin;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use cli_bin::{bin, serial, stderr, stdout};
 #[cfg(feature = "sled")]
 use sessiondb::BackendKind;
 use sessiondb::{
@@ -23,37 +27,8 @@ fn now() -> Timestamp {
     )
 }
 
-/// Every test here holds this for its whole run. A store's directory lock is an
-/// `flock` on an open file; while one test thread spawns a process, the child holds a
-/// copy of every open descriptor of this process until it execs, so a store another
-/// test just closed can still look locked for that instant, to a reopen here or to
-/// the binary. Run one at a time, the tests see exactly the locks they take.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The binary, with no store directory from the environment.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
-    c.env_remove("SESSIONDB_DIR")
-        .env_remove("SESSIONDB_REDIS_URL")
-        .stdin(Stdio::null());
-    c
-}
-
 fn run(dir: &Path, args: &[&str]) -> Output {
     bin().arg("--dir").arg(dir).args(args).output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
 }
 
 /// Runs and expects exit status 0.

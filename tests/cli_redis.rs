@@ -7,11 +7,15 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
+#[path = "support/cli_bin.rs"]
+mod cli_bin;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use cli_bin::{bin, serial, stderr, stdout};
 use redis_server::{NO_PERSISTENCE, RedisServer};
 use sessiondb::{
     NewSession, Options, RedisOptions, RedisStore, Session, SessionData, SessionId, Store, Token,
@@ -19,36 +23,8 @@ use sessiondb::{
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Every test here holds this for its whole run. A store's directory lock is an
-/// `flock` on an open file, and a child spawned by another test thread holds a copy of
-/// every open descriptor until it execs: run one at a time, the tests see exactly the
-/// locks they take (as in tests/cli.rs).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The binary, with no store from the environment.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
-    c.env_remove("SESSIONDB_DIR")
-        .env_remove("SESSIONDB_REDIS_URL")
-        .stdin(Stdio::null());
-    c
-}
-
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
 }
 
 /// Runs and expects exit status 0; returns stdout.
