@@ -71,19 +71,42 @@ macro_rules! read {
     };
 }
 
-/// As `read!`, but the embedded call may wait for an fsync, so it runs through
-/// [`Sessions::write`] with owned arguments.
+/// As `read!`, but the embedded call may wait for an fsync: then it runs on the
+/// blocking pool ([`offload`]) with owned copies of the arguments; otherwise inline,
+/// on the arguments as they are.
 macro_rules! write {
     ($self:ident, ($($arg:ident),*), |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
         match &$self.backend {
-            Backend::Embedded { .. } => {
+            Backend::Embedded { store: $s, offload: false } => $embedded,
+            Backend::Embedded { store, .. } => {
                 $(let $arg = $arg.to_owned();)*
-                $self.write(move |$s| { $(let $arg = &$arg;)* $embedded }).await
+                offload(store, move |$s| { $(let $arg = &$arg;)* $embedded }).await
             }
             #[cfg(feature = "redis")]
             Backend::Redis($r) => $redis.await,
         }
     };
+}
+
+/// Runs the embedded write `f` on tokio's blocking pool (it waits for an fsync, which
+/// would stall an async worker), or directly when no runtime is there.
+async fn offload<T, F>(store: &Store, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T> + Send + 'static,
+{
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let store = store.clone();
+        return match rt.spawn_blocking(move || f(&store)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Io {
+                context: "the runtime shut down during a session write".into(),
+                source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+            }),
+        };
+    }
+    f(store)
 }
 
 impl Sessions {
@@ -204,31 +227,6 @@ impl Sessions {
             #[cfg(feature = "redis")]
             Backend::Redis(_) => true,
         }
-    }
-
-    /// Runs the embedded write `f`: on the blocking pool when it waits for an fsync
-    /// and a runtime is there, directly otherwise.
-    async fn write<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T> + Send + 'static,
-    {
-        #[allow(irrefutable_let_patterns)] // without the `redis` feature
-        let Backend::Embedded { store, offload } = &self.backend else {
-            unreachable!("write is only called for the embedded backend")
-        };
-        if *offload && let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let store = store.clone();
-            return match rt.spawn_blocking(move || f(&store)).await {
-                Ok(r) => r,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => Err(Error::Io {
-                    context: "the runtime shut down during a session write".into(),
-                    source: std::io::Error::from(std::io::ErrorKind::Interrupted),
-                }),
-            };
-        }
-        f(store)
     }
 
     // ----------------------------------------------------------------------------

@@ -265,6 +265,20 @@ fn protocol(context: &str, what: impl std::fmt::Display) -> Error {
     }
 }
 
+/// What both ways of connecting check first: a tokio runtime to run on, and the options.
+fn preflight(name: &'static str, opts: &Options, ropts: &RedisOptions) -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::InvalidOption {
+            name,
+            reason: "must be awaited inside a tokio runtime (its connection and reaper run \
+                     as tokio tasks)"
+                .into(),
+        });
+    }
+    ropts.check()?;
+    opts.validate()
+}
+
 /// Whether every key `<prefix>:…` hashes to one Cluster slot: the prefix holds a
 /// non-empty `{tag}` (Redis hashes only the first such tag).
 fn is_hash_tag(prefix: &str) -> bool {
@@ -307,16 +321,7 @@ impl RedisStore {
     /// # Errors
     /// As [`RedisStore::connect`].
     pub async fn connect_with(url: &str, opts: Options, ropts: RedisOptions) -> Result<RedisStore> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::InvalidOption {
-                name: "RedisStore::connect",
-                reason: "must be awaited inside a tokio runtime (its connection and reaper \
-                         run as tokio tasks)"
-                    .into(),
-            });
-        }
-        ropts.check()?;
-        opts.validate()?;
+        preflight("RedisStore::connect", &opts, &ropts)?;
         let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
             name: "redis url",
             reason: e.to_string(),
@@ -350,14 +355,7 @@ impl RedisStore {
         opts: Options,
         ropts: RedisOptions,
     ) -> Result<RedisStore> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::InvalidOption {
-                name: "RedisStore::connect_cluster",
-                reason: "must be awaited inside a tokio runtime".into(),
-            });
-        }
-        ropts.check()?;
-        opts.validate()?;
+        preflight("RedisStore::connect_cluster", &opts, &ropts)?;
         if !is_hash_tag(&ropts.prefix) {
             return Err(Error::InvalidOption {
                 name: "RedisOptions::prefix",
@@ -607,8 +605,7 @@ impl RedisStore {
                 })
                 .await?;
             cursor = reply.str(1)?.to_owned();
-            for i in 2..reply.len() {
-                let img = reply.nested(i)?;
+            for img in reply.into_nested(2)? {
                 let s = img.session(0)?;
                 let h = img.str(img.len() - 1)?;
                 let hash = u128::from_str_radix(h, 16).map_err(|e| protocol("export", e))?;
@@ -971,8 +968,10 @@ impl RedisStore {
         if reply.status() != "ok" {
             return Err(protocol("sessions_of", reply.status()));
         }
-        (1..reply.len())
-            .map(|i| reply.nested(i)?.session(0))
+        reply
+            .into_nested(1)?
+            .iter()
+            .map(|img| img.session(0))
             .collect()
     }
 
@@ -1440,11 +1439,17 @@ impl Reply {
         self.str(i)?.parse().map_err(|e| protocol("reply", e))
     }
 
-    fn nested(&self, i: usize) -> Result<Reply> {
-        match self.0.get(i) {
-            Some(Value::Array(items)) => Ok(Reply(items.clone())),
-            other => Err(protocol("reply", format!("field {i}: {other:?}"))),
-        }
+    /// The arrays from field `from` on, each as a reply of its own (taken, not copied:
+    /// a session's data can be large).
+    fn into_nested(self, from: usize) -> Result<Vec<Reply>> {
+        self.0
+            .into_iter()
+            .skip(from)
+            .map(|v| match v {
+                Value::Array(items) => Ok(Reply(items)),
+                other => Err(protocol("reply", format!("an array expected: {other:?}"))),
+            })
+            .collect()
     }
 
     /// The session image starting at field `at`: id, user, has-user, label, has-label,
