@@ -247,7 +247,7 @@ impl Loader {
         let mut user_parts: Vec<Vec<(UserId, Vec<SessionId>)>> =
             (0..un).map(|_| Vec::new()).collect();
         for (user, ids) in by_user.into_iter().flatten() {
-            user_parts[self.users.shard_of(&user)].push((user, ids));
+            user_parts[self.users.shard_of(user.as_str())].push((user, ids));
         }
         std::thread::scope(|scope| {
             let work = deal(id_parts, workers);

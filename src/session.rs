@@ -32,6 +32,12 @@ impl UserId {
     /// [`Error::InvalidUserId`] if empty or containing a control character;
     /// [`Error::TooLarge`] past the limit.
     pub fn new(s: &str, limits: &Limits) -> Result<UserId> {
+        UserId::check(s, limits)?;
+        Ok(UserId(Arc::new(Box::from(s))))
+    }
+
+    /// Checks a user id as [`UserId::new`] does, without wrapping it.
+    pub(crate) fn check(s: &str, limits: &Limits) -> Result<()> {
         if s.is_empty() {
             return Err(Error::InvalidUserId {
                 reason: "a user id must not be empty",
@@ -49,7 +55,7 @@ impl UserId {
                 reason: "a user id must not contain control characters",
             });
         }
-        Ok(UserId(Arc::new(Box::from(s))))
+        Ok(())
     }
 
     /// An equal id in an allocation of its own (whose reference count no other clone

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::codec;
@@ -846,37 +847,38 @@ impl Store {
     /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
     pub fn revoke_user(&self, user: &str) -> Result<usize> {
         let inner = &*self.inner;
-        let user = UserId::new(user, &inner.opts.limits)?;
-        let mut guards = inner.users.lock(&user, None);
-        let ids = guards.take(&user);
-        let mut ended = Vec::with_capacity(ids.len());
-        let mut expired = Vec::new();
-        let mut tickets = Vec::new();
-        for (state, t) in inner.remove_batch(&ids, EndReason::Revoked)? {
-            tickets.push(t);
-            if inner.is_live(&state) {
-                ended.push(state.id);
-            } else {
-                expired.push(state.id);
-            }
-        }
+        let limits = &inner.opts.limits;
+        UserId::check(user, limits)?;
+        let mut guards = inner.users.lock_str(user);
+        // The index's own UserId (no allocation) when the user has sessions.
+        let (user, ids) = match guards.take(user) {
+            Some(listed) => listed,
+            None => (UserId::new(user, limits)?, Vec::new()),
+        };
+        let removed = inner.remove_batch(&ids, EndReason::Revoked)?;
         drop(guards);
-        inner.wait_all(&tickets)?;
-        let count = ended.len();
+        let now = inner.now();
+        let live = |s: &SessionState| s.deadline(inner.auth_ms) > now;
+        let count = removed.iter().filter(|(s, _)| live(s)).count();
+        // Tickets are handed out in log order: the last one covers the rest.
+        if let Some(last) = removed.iter().map(|&(_, t)| t).max() {
+            inner.journal.wait(last)?;
+        }
         inner.events.emit_if(|| {
             let ev = |session, reason| Event::Ended {
                 session,
                 user: Some(user.clone()),
                 reason,
             };
+            let (ended, expired): (Vec<_>, Vec<_>) = removed.iter().partition(|(s, _)| live(s));
             let mut evs: Vec<Event> = expired
                 .iter()
-                .map(|&id| ev(id, EndReason::Expired))
-                .chain(ended.iter().map(|&id| ev(id, EndReason::Revoked)))
+                .map(|(s, _)| ev(s.id, EndReason::Expired))
+                .chain(ended.iter().map(|(s, _)| ev(s.id, EndReason::Revoked)))
                 .collect();
             evs.push(Event::UserRevoked {
                 user: user.clone(),
-                sessions: ended.clone(),
+                sessions: ended.iter().map(|(s, _)| s.id).collect(),
             });
             evs
         });
@@ -1845,35 +1847,37 @@ impl Inner {
         ids: &[SessionId],
         reason: EndReason,
     ) -> Result<Vec<(Box<SessionState>, Ticket)>> {
+        // A user's sessions are ended in chunks of up to BATCH, with the chunk's
+        // bookkeeping on the stack: the cost of revoking a few sessions is their cache
+        // misses, so nothing here allocates but the returned list.
         const BATCH: usize = 32;
+        type Chunk<T> = SmallVec<[T; BATCH]>;
         let mut out = Vec::with_capacity(ids.len());
         let mut stragglers = Vec::new();
         for chunk in ids.chunks(BATCH) {
             // Where each session is now: its place in a shard, from the id shards.
             let mask = self.mask;
-            let mut id_shards: Vec<usize> = chunk.iter().map(|&id| id_ix(id, mask)).collect();
+            let mut id_shards: Chunk<usize> = chunk.iter().map(|&id| id_ix(id, mask)).collect();
             id_shards.sort_unstable();
             id_shards.dedup();
-            let places: Vec<Option<u64>> = {
-                let held: Vec<_> = id_shards.iter().map(|&i| self.ids[i].read()).collect();
+            let id_at = |id: SessionId| id_shards.binary_search(&id_ix(id, mask)).unwrap_or(0);
+            let places: Chunk<Option<u64>> = {
+                let held: Chunk<_> = id_shards.iter().map(|&i| self.ids[i].read()).collect();
                 chunk
                     .iter()
-                    .map(|&id| {
-                        let at = id_shards.binary_search(&id_ix(id, mask)).unwrap_or(0);
-                        held[at].get(&id).copied()
-                    })
+                    .map(|&id| held[id_at(id)].get(&id).copied())
                     .collect()
             };
-            let mut shards: Vec<usize> = places
+            let mut shards: Chunk<usize> = places
                 .iter()
                 .flatten()
                 .map(|&lo| shard_of(lo, mask))
                 .collect();
             shards.sort_unstable();
             shards.dedup();
-            let mut held: Vec<_> = shards.iter().map(|&i| self.shards[i].write()).collect();
+            let mut held: Chunk<_> = shards.iter().map(|&i| self.shards[i].write()).collect();
             let at = |key: u128| shards.binary_search(&self.shard_ix(key)).unwrap_or(0);
-            let keys: Vec<Option<u128>> = places
+            let keys: Chunk<Option<u128>> = places
                 .iter()
                 .map(|p| p.and_then(|lo| held[at(u128::from(lo))].hash_at(lo)))
                 .collect();
@@ -1887,7 +1891,7 @@ impl Inner {
                 }
             }
             std::hint::black_box(warm);
-            let mut removed = Vec::with_capacity(chunk.len());
+            let mut removed: Chunk<SessionId> = SmallVec::new();
             for (&id, key) in chunk.iter().zip(&keys) {
                 let Some(key) = *key else {
                     stragglers.push(id);
@@ -1903,8 +1907,11 @@ impl Inner {
                 removed.push(id);
                 out.push((state, t));
             }
+            // Out of the id map too, each id shard locked once (session shards are
+            // still held: that is the lock order).
+            let mut id_held: Chunk<_> = id_shards.iter().map(|&i| self.ids[i].write()).collect();
             for id in removed {
-                self.ids_remove(id);
+                id_held[id_at(id)].remove(&id);
             }
         }
         for id in stragglers {

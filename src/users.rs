@@ -33,7 +33,7 @@ pub(crate) struct UserGuards<'a> {
 }
 
 impl UserGuards<'_> {
-    pub(crate) fn map(&mut self, user: &UserId) -> &mut UserMap {
+    pub(crate) fn map(&mut self, user: &str) -> &mut UserMap {
         let i = self.index.shard_of(user);
         match &mut self.second {
             Some((j, g)) if *j == i => g,
@@ -47,22 +47,28 @@ impl UserGuards<'_> {
     /// The `UserId` the index already holds for `user` (so sessions of one user share
     /// one allocation), or `user` itself.
     pub(crate) fn canonical(&mut self, user: &UserId) -> UserId {
-        self.map(user)
+        self.map(user.as_str())
             .get_key_value(user)
             .map_or_else(|| user.clone(), |(k, _)| k.clone())
     }
 
     /// The sessions listed for `user` (a copy).
     pub(crate) fn sessions(&mut self, user: &UserId) -> Vec<SessionId> {
-        self.map(user).get(user).cloned().unwrap_or_default()
+        self.map(user.as_str())
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn add(&mut self, user: &UserId, id: SessionId) {
-        self.map(user).entry(user.clone()).or_default().push(id);
+        self.map(user.as_str())
+            .entry(user.clone())
+            .or_default()
+            .push(id);
     }
 
     pub(crate) fn remove(&mut self, user: &UserId, id: SessionId) {
-        let map = self.map(user);
+        let map = self.map(user.as_str());
         if let Some(list) = map.get_mut(user) {
             if let Some(pos) = list.iter().position(|s| *s == id) {
                 list.swap_remove(pos);
@@ -73,8 +79,9 @@ impl UserGuards<'_> {
         }
     }
 
-    pub(crate) fn take(&mut self, user: &UserId) -> Vec<SessionId> {
-        self.map(user).remove(user).unwrap_or_default()
+    /// Takes `user`'s list out of the index, with the index's own `UserId` for them.
+    pub(crate) fn take(&mut self, user: &str) -> Option<(UserId, Vec<SessionId>)> {
+        self.map(user).remove_entry(user)
     }
 }
 
@@ -102,7 +109,7 @@ impl UserIndex {
     ) {
         let mut map = self.shards[i].lock();
         for (user, ids) in users {
-            debug_assert_eq!(self.shard_of(&user), i);
+            debug_assert_eq!(self.shard_of(user.as_str()), i);
             let list = map.entry(user).or_default();
             if list.is_empty() {
                 *list = ids;
@@ -112,14 +119,24 @@ impl UserIndex {
         }
     }
 
-    pub(crate) fn shard_of(&self, user: &UserId) -> usize {
-        (self.hasher.hash_one(user.as_str()) as usize) & self.mask
+    pub(crate) fn shard_of(&self, user: &str) -> usize {
+        (self.hasher.hash_one(user) as usize) & self.mask
+    }
+
+    /// Takes the lock of `user` (not yet checked and wrapped as a `UserId`).
+    pub(crate) fn lock_str(&self, user: &str) -> UserGuards<'_> {
+        let i = self.shard_of(user);
+        UserGuards {
+            index: self,
+            first: (i, self.shards[i].lock()),
+            second: None,
+        }
     }
 
     /// Takes the lock of `user`, and of `also` if given, in shard order.
     pub(crate) fn lock<'a>(&'a self, user: &UserId, also: Option<&UserId>) -> UserGuards<'a> {
-        let i = self.shard_of(user);
-        match also.map(|u| self.shard_of(u)).filter(|&j| j != i) {
+        let i = self.shard_of(user.as_str());
+        match also.map(|u| self.shard_of(u.as_str())).filter(|&j| j != i) {
             None => UserGuards {
                 index: self,
                 first: (i, self.shards[i].lock()),
