@@ -189,6 +189,24 @@ impl Shard {
         }
     }
 
+    /// The live session at place `lo` (the low half of its token hash), with its full
+    /// hash: one probe where `hash_at` then `live` would take two.
+    pub(crate) fn live_at(&self, lo: u64) -> Option<(u128, &SessionState)> {
+        self.sessions.get(&lo).map(|s| (join(lo, s.hash_hi), &**s))
+    }
+
+    /// Takes out the live session at `hash` with its timer, for a caller that has just
+    /// found it (by `live_at`) under the same lock.
+    pub(crate) fn take_live(&mut self, hash: u128) -> Option<Box<SessionState>> {
+        let s = self.sessions.remove(&(hash as u64))?;
+        debug_assert_eq!(s.hash_hi, (hash >> 64) as u64);
+        self.wheel.cancel(s.timer, hash as u64);
+        if !self.instances.is_empty() {
+            self.instances.remove(&hash);
+        }
+        Some(s)
+    }
+
     /// Takes out what `hash` points at (its timer stays: the caller cancels it).
     pub(crate) fn remove(&mut self, hash: u128) -> Option<Slot> {
         match self.get(hash)? {

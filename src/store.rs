@@ -19,7 +19,6 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::Serialize;
-use smallvec::SmallVec;
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::codec;
@@ -613,7 +612,9 @@ impl Store {
                     id,
                     reason: EndReason::Expired,
                 })?;
-                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+                let Some(state) = shard.remove_live(key, id) else {
+                    return Err(Error::Ended);
+                };
                 inner.ids_remove(id);
                 return Ok(Some(Done::Expired(state, t)));
             }
@@ -1031,7 +1032,9 @@ impl Store {
                 id,
                 reason: EndReason::Ended,
             })?;
-            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            let Some(state) = shard.remove_live(key, id) else {
+                return Err(Error::Ended);
+            };
             inner.ids_remove(id);
             Ok(Some((state, t)))
         });
@@ -1169,7 +1172,9 @@ impl Store {
                 id,
                 reason: EndReason::LastInstanceEnded,
             })?;
-            let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+            let Some(state) = shard.remove_live(key, id) else {
+                return Err(Error::Ended);
+            };
             inner.ids_remove(id);
             Ok(Some((id, true, Some((state, t)))))
         })?;
@@ -1822,7 +1827,9 @@ impl Inner {
                 && shard.live(key).is_some_and(|s| s.id == id)
             {
                 let t = self.journal.append(|| Change::End { id, reason })?;
-                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
+                let Some(state) = shard.remove_live(key, id) else {
+                    return Err(Error::Ended);
+                };
                 self.ids_remove(id);
                 return Ok(Some((state, t)));
             }
@@ -1848,70 +1855,85 @@ impl Inner {
         reason: EndReason,
     ) -> Result<Vec<(Box<SessionState>, Ticket)>> {
         // A user's sessions are ended in chunks of up to BATCH, with the chunk's
-        // bookkeeping on the stack: the cost of revoking a few sessions is their cache
-        // misses, so nothing here allocates but the returned list.
-        const BATCH: usize = 32;
-        type Chunk<T> = SmallVec<[T; BATCH]>;
+        // bookkeeping in arrays on the stack: revoking a few sessions costs their cache
+        // misses and little else, so nothing here allocates but the returned list.
+        const BATCH: usize = 16;
+        let mask = self.mask;
         let mut out = Vec::with_capacity(ids.len());
         let mut stragglers = Vec::new();
         for chunk in ids.chunks(BATCH) {
-            // Where each session is now: its place in a shard, from the id shards.
-            let mask = self.mask;
-            let mut id_shards: Chunk<usize> = chunk.iter().map(|&id| id_ix(id, mask)).collect();
-            id_shards.sort_unstable();
-            id_shards.dedup();
-            let id_at = |id: SessionId| id_shards.binary_search(&id_ix(id, mask)).unwrap_or(0);
-            let places: Chunk<Option<u64>> = {
-                let held: Chunk<_> = id_shards.iter().map(|&i| self.ids[i].read()).collect();
+            // Where each session is now: its place in a shard, from the id shards. Each
+            // session's lock is found once, as its position among the chunk's locks.
+            let mut id_shards = [0usize; BATCH];
+            let id_shards = sorted_unique(&mut id_shards, chunk.iter().map(|&id| id_ix(id, mask)));
+            let id_pos: [usize; BATCH] = std::array::from_fn(|i| {
                 chunk
-                    .iter()
-                    .map(|&id| held[id_at(id)].get(&id).copied())
-                    .collect()
-            };
-            let mut shards: Chunk<usize> = places
-                .iter()
-                .flatten()
-                .map(|&lo| shard_of(lo, mask))
-                .collect();
-            shards.sort_unstable();
-            shards.dedup();
-            let mut held: Chunk<_> = shards.iter().map(|&i| self.shards[i].write()).collect();
-            let at = |key: u128| shards.binary_search(&self.shard_ix(key)).unwrap_or(0);
-            let keys: Chunk<Option<u128>> = places
-                .iter()
-                .map(|p| p.and_then(|lo| held[at(u128::from(lo))].hash_at(lo)))
-                .collect();
-            // Touch every session, its data and its timer before changing anything.
+                    .get(i)
+                    .map_or(0, |&id| position(id_shards, id_ix(id, mask)))
+            });
+            let mut places = [None::<u64>; BATCH];
+            {
+                let held: [_; BATCH] =
+                    std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].read()));
+                for ((place, &id), &p) in places.iter_mut().zip(chunk).zip(&id_pos) {
+                    *place = held[p].as_ref().and_then(|m| m.get(&id).copied());
+                }
+            }
+            let places = &places[..chunk.len()];
+            let mut shards = [0usize; BATCH];
+            let shards = sorted_unique(
+                &mut shards,
+                places.iter().flatten().map(|&lo| shard_of(lo, mask)),
+            );
+            let pos: [usize; BATCH] = std::array::from_fn(|i| {
+                places
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |lo| position(shards, shard_of(lo, mask)))
+            });
+            let mut held: [_; BATCH] =
+                std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].write()));
+            // Find each session at its place (still this id's?), and touch its timer and
+            // data before changing anything, so their memory fetches overlap.
+            let mut found = [None::<u128>; BATCH];
             let mut warm = 0u64;
-            for &key in keys.iter().flatten() {
-                let shard = &held[at(key)];
-                if let Some(s) = shard.live(key) {
+            for (i, (&place, &id)) in places.iter().zip(chunk).enumerate() {
+                let Some(lo) = place else { continue };
+                if let Some(shard) = &held[pos[i]]
+                    && let Some((key, s)) = shard.live_at(lo)
+                    && s.id == id
+                {
                     warm ^= shard.wheel.warm(s.timer);
                     warm ^= u64::from(s.data.as_bytes().first().copied().unwrap_or(0));
+                    found[i] = Some(key);
                 }
             }
             std::hint::black_box(warm);
-            let mut removed: Chunk<SessionId> = SmallVec::new();
-            for (&id, key) in chunk.iter().zip(&keys) {
-                let Some(key) = *key else {
+            let mut removed = [false; BATCH];
+            for (i, &id) in chunk.iter().enumerate() {
+                // Not where the id map said (rotated meanwhile): looked up again below.
+                let (Some(key), Some(shard)) = (found[i], held[pos[i]].as_mut()) else {
                     stragglers.push(id);
                     continue;
                 };
-                let shard = &mut held[at(key)];
-                if shard.live(key).is_none_or(|s| s.id != id) {
-                    stragglers.push(id);
-                    continue;
-                }
                 let t = self.journal.append(|| Change::End { id, reason })?;
-                let state = shard.remove_live(key, id).ok_or(Error::Ended)?;
-                removed.push(id);
+                let Some(state) = shard.take_live(key) else {
+                    return Err(Error::Ended);
+                };
+                removed[i] = true;
                 out.push((state, t));
             }
             // Out of the id map too, each id shard locked once (session shards are
             // still held: that is the lock order).
-            let mut id_held: Chunk<_> = id_shards.iter().map(|&i| self.ids[i].write()).collect();
-            for id in removed {
-                id_held[id_at(id)].remove(&id);
+            let mut id_held: [_; BATCH] =
+                std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].write()));
+            for (i, &id) in chunk.iter().enumerate() {
+                if removed[i]
+                    && let Some(map) = &mut id_held[id_pos[i]]
+                {
+                    map.remove(&id);
+                }
             }
         }
         for id in stragglers {
@@ -2160,4 +2182,29 @@ impl EventBus {
             self.emit(make());
         }
     }
+}
+
+/// Where `item` is in `sorted` (which holds it).
+fn position(sorted: &[usize], item: usize) -> usize {
+    sorted.binary_search(&item).unwrap_or(0)
+}
+
+/// Writes `items` (at most `buf.len()`) into `buf`, sorted and without repeats; returns
+/// that prefix.
+fn sorted_unique(buf: &mut [usize], items: impl Iterator<Item = usize>) -> &[usize] {
+    let mut n = 0;
+    for (slot, item) in buf.iter_mut().zip(items) {
+        *slot = item;
+        n += 1;
+    }
+    let buf = &mut buf[..n];
+    buf.sort_unstable();
+    let mut k = 0;
+    for i in 0..n {
+        if i == 0 || buf[i] != buf[k - 1] {
+            buf[k] = buf[i];
+            k += 1;
+        }
+    }
+    &buf[..k]
 }
