@@ -116,14 +116,19 @@ fn throughput_on(
 /// (a session with a user and ~200 bytes of data, framed), so both write the same.
 fn single_writer_vs_disk(probe: &std::path::Path) {
     let rounds = env("SESSIONDB_BENCH_ROUNDS", 7);
-    println!("\none `Sync` writer (create) against the disk, {rounds} interleaved rounds of 1 s each:\n");
+    println!(
+        "\none `Sync` writer (create) against the disk, {rounds} interleaved rounds of 1 s each:\n"
+    );
     println!("| round | raw fdatasync/s (512 B appends) | sessiondb `Sync` creates/s | ratio |");
     println!("|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for round in 0..rounds {
         let (raw, sdb) = if round % 2 == 0 {
             let raw = raw_fdatasync_rate(probe, 1.0, 512);
-            (raw, throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec)
+            (
+                raw,
+                throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec,
+            )
         } else {
             let sdb = throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec;
             (raw_fdatasync_rate(probe, 1.0, 512), sdb)
