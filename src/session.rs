@@ -69,9 +69,8 @@ impl UserId {
         &self.0
     }
 
-    /// Wraps a user id a store already checked (read back from a backend), without
-    /// checking it against this store's limits again.
-    #[cfg(feature = "redis")]
+    /// Wraps a user id that was already checked ([`UserId::check`], or read back from a
+    /// backend that a store checked it into), without checking it again.
     pub(crate) fn trusted(s: &str) -> UserId {
         UserId(Arc::new(Box::from(s)))
     }

@@ -295,11 +295,12 @@ impl Store {
     fn create_inner(&self, new: NewSession, fixed: Option<&Token>) -> Result<(Token, Session)> {
         let inner = &*self.inner;
         let limits = &inner.opts.limits;
-        let user = new
-            .user
-            .as_deref()
-            .map(|u| UserId::new(u, limits))
-            .transpose()?;
+        // Checked here, wrapped under the user's lock (no allocation if the user already
+        // has sessions).
+        let user = new.user.as_deref();
+        if let Some(u) = user {
+            UserId::check(u, limits)?;
+        }
         if let Some(label) = &new.label {
             check_label(label, limits)?;
         }
@@ -406,21 +407,28 @@ impl Store {
                 reason: "is earlier than its creation".into(),
             });
         }
-        let (id, key, user) = (rec.id, rec.token_hash.0, rec.user.clone());
+        let (id, key) = (rec.id, rec.token_hash.0);
+        let user = rec.user.clone();
         let (state_key, state) = crate::load::state_of(rec.into_image());
         debug_assert_eq!(state_key, key);
         if state.deadline(inner.auth_ms) <= inner.now() {
             return Ok(false);
         }
         let mut state = Some(state);
-        inner.admit(id, user, Key::Given(key), true, |_, user| {
-            // A given key is tried once, so the state is built once.
-            let mut s = state
-                .take()
-                .unwrap_or_else(|| unreachable!("admit builds once"));
-            s.user = user.clone();
-            s
-        })?;
+        inner.admit(
+            id,
+            user.as_ref().map(UserId::as_str),
+            Key::Given(key),
+            true,
+            |_, user| {
+                // A given key is tried once, so the state is built once.
+                let mut s = state
+                    .take()
+                    .unwrap_or_else(|| unreachable!("admit builds once"));
+                s.user = user.clone();
+                s
+            },
+        )?;
         Ok(true)
     }
 
@@ -1358,18 +1366,18 @@ impl Inner {
     fn admit(
         &self,
         id: SessionId,
-        user: Option<UserId>,
+        user: Option<&str>,
         key: Key,
         as_image: bool,
         mut build: impl FnMut(Timestamp, &Option<UserId>) -> Box<SessionState>,
     ) -> Result<(Option<Token>, Session)> {
         let mut events = Vec::new();
         let mut tickets = Vec::new();
-        let mut guards = user.as_ref().map(|u| self.users.lock(u, None));
+        let mut guards = user.map(|u| self.users.lock_str(u));
         // Sessions of one user share one allocation of its id.
         let user = match (guards.as_mut(), user) {
-            (Some(g), Some(u)) => Some(g.canonical(&u)),
-            (_, u) => u,
+            (Some(g), Some(u)) => Some(g.canonical_str(u)),
+            _ => None,
         };
         if let Key::Given(k) = key {
             // Checked before the limit can end anything for this session's sake.

@@ -52,6 +52,14 @@ impl UserGuards<'_> {
             .map_or_else(|| user.clone(), |(k, _)| k.clone())
     }
 
+    /// The `UserId` the index already holds for `user`, or a new one (`user` must have
+    /// passed [`UserId::check`]): a user with sessions costs no allocation.
+    pub(crate) fn canonical_str(&mut self, user: &str) -> UserId {
+        self.map(user)
+            .get_key_value(user)
+            .map_or_else(|| UserId::trusted(user), |(k, _)| k.clone())
+    }
+
     /// The sessions listed for `user` (a copy).
     pub(crate) fn sessions(&mut self, user: &UserId) -> Vec<SessionId> {
         self.map(user.as_str())
