@@ -9,12 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cli_bin::{bin, serial, stderr, stdout};
+use cli_bin::{Filled, bin, fill, serial, stderr, stdout};
 #[cfg(feature = "sled")]
 use sessiondb::BackendKind;
-use sessiondb::{
-    ManualClock, NewSession, Options, SessionData, SessionId, Store, Timestamp, Token,
-};
+use sessiondb::{ManualClock, NewSession, Options, SessionId, Store, Timestamp, Token};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -67,25 +65,7 @@ fn fixture(dir: &Path, opts: Options) -> Fixture {
     let created = Timestamp(now().0 - 2 * 3_600_000);
     let clock = ManualClock::new(created);
     let store = Store::open_with(dir, opts.clock(clock.clone())).unwrap();
-    let mut alice = Vec::new();
-    for label in ["Firefox on Linux", "Phone"] {
-        let (t, s) = store
-            .create(NewSession::for_user("alice").label(label))
-            .unwrap();
-        alice.push((t, s.id()));
-        clock.advance(Duration::from_secs(1));
-    }
-    store.put(&alice[0].0, "cart", &vec![42u32]).unwrap();
-    store.put(&alice[0].0, "theme", "dark").unwrap();
-    store.put_raw(&alice[0].0, "raw", b"plain text").unwrap();
-    let (t, s) = store.create(NewSession::for_user("bob")).unwrap();
-    let bob = (t, s.id());
-    let mut data = SessionData::new();
-    data.insert("visits", &3u64).unwrap();
-    let (t, s) = store
-        .create(NewSession::anonymous().data(data).idle_timeout(HOUR * 48))
-        .unwrap();
-    let anon = (t, s.id());
+    let Filled { alice, bob, anon } = fill(&store, || clock.advance(Duration::from_secs(1)));
     store.close().unwrap();
     Fixture {
         alice,

@@ -15,13 +15,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cli_bin::{bin, serial, stderr, stdout};
+use cli_bin::{Filled, bin, fill, serial, stderr, stdout};
 use redis_server::{NO_PERSISTENCE, RedisServer};
-use sessiondb::{
-    NewSession, Options, RedisOptions, RedisStore, Session, SessionData, SessionId, Store, Token,
-};
-
-const HOUR: Duration = Duration::from_secs(3600);
+use sessiondb::{NewSession, Options, RedisOptions, RedisStore, Session, SessionId, Store, Token};
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
@@ -67,37 +63,14 @@ fn connect(rt: &tokio::runtime::Runtime, url: &str, prefix: &str) -> RedisStore 
 }
 
 /// What `fixture` made.
-struct Fixture {
-    alice: Vec<(Token, SessionId)>,
-    bob: (Token, SessionId),
-    anon: (Token, SessionId),
-}
+type Fixture = Filled;
 
-/// An embedded store in `dir`: two sessions of alice (labelled, one with data), one
-/// of bob, one anonymous with data and an idle timeout.
+/// An embedded store in `dir` with `fill`'s sessions.
 fn fixture(dir: &Path) -> Fixture {
     let store = Store::open_with(dir, options()).unwrap();
-    let mut alice = Vec::new();
-    for label in ["Firefox on Linux", "Phone"] {
-        let (t, s) = store
-            .create(NewSession::for_user("alice").label(label))
-            .unwrap();
-        alice.push((t, s.id()));
-        std::thread::sleep(Duration::from_millis(3)); // distinct creation times
-    }
-    store.put(&alice[0].0, "cart", &vec![42u32]).unwrap();
-    store.put(&alice[0].0, "theme", "dark").unwrap();
-    store.put_raw(&alice[0].0, "raw", b"plain text").unwrap();
-    let (t, s) = store.create(NewSession::for_user("bob")).unwrap();
-    let bob = (t, s.id());
-    let mut data = SessionData::new();
-    data.insert("visits", &3u64).unwrap();
-    let (t, s) = store
-        .create(NewSession::anonymous().data(data).idle_timeout(HOUR * 48))
-        .unwrap();
-    let anon = (t, s.id());
+    let made = fill(&store, || std::thread::sleep(Duration::from_millis(3)));
     store.close().unwrap();
-    Fixture { alice, bob, anon }
+    made
 }
 
 /// A session's id, user, label and data (its times are compared one by one).
