@@ -22,20 +22,35 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// fdatasyncs per second of `block`-byte appends to a file in `dir`: the disk's own
-/// ceiling for one synchronous writer.
-fn raw_fdatasync_rate(dir: &std::path::Path, secs: f64, block: usize) -> f64 {
+/// fdatasyncs per second of `block`-byte writes to a file in `dir`: appends that grow
+/// the file (so each sync also commits its new size through the journal), or, with
+/// `in_place`, sequential overwrites of a file written out beforehand — what the log's
+/// zero-filled active segment does. The disk's own ceiling for one synchronous writer.
+fn raw_fdatasync_rate(dir: &std::path::Path, secs: f64, block: usize, in_place: bool) -> f64 {
+    use std::io::{Seek, SeekFrom};
+    const SPAN: u64 = 16 << 20;
     let path = dir.join("raw-fsync-probe");
     let mut f = OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(true)
         .open(&path)
         .unwrap();
+    if in_place {
+        f.write_all(&vec![0u8; SPAN as usize]).unwrap();
+        f.sync_all().unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+    }
     let block = vec![7u8; block];
     let start = Instant::now();
-    let mut n = 0u64;
+    let (mut n, mut at) = (0u64, 0u64);
     while start.elapsed().as_secs_f64() < secs {
+        if in_place && at + block.len() as u64 > SPAN {
+            f.seek(SeekFrom::Start(0)).unwrap();
+            at = 0;
+        }
         f.write_all(&block).unwrap();
+        at += block.len() as u64;
         f.sync_data().unwrap();
         n += 1;
     }
@@ -119,27 +134,40 @@ fn single_writer_vs_disk(probe: &std::path::Path) {
     println!(
         "\none `Sync` writer (create) against the disk, {rounds} interleaved rounds of 1 s each:\n"
     );
-    println!("| round | raw fdatasync/s (512 B appends) | sessiondb `Sync` creates/s | ratio |");
-    println!("|---:|---:|---:|---:|");
-    let mut ratios = Vec::new();
+    println!(
+        "| round | raw fdatasync/s, 512 B appends | raw, 512 B overwrites | sessiondb `Sync` creates/s | ÷ appends | ÷ overwrites |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let (mut vs_append, mut vs_overwrite) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (raw, sdb) = if round % 2 == 0 {
-            let raw = raw_fdatasync_rate(probe, 1.0, 512);
-            (
-                raw,
-                throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec,
-            )
+        let raw = |in_place| raw_fdatasync_rate(probe, 1.0, 512, in_place);
+        let sdb = || throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec;
+        let (append, overwrite, ours) = if round % 2 == 0 {
+            let (a, o) = (raw(false), raw(true));
+            (a, o, sdb())
         } else {
-            let sdb = throughput(Durability::Sync, 1, 1.0, op_create).ops_per_sec;
-            (raw_fdatasync_rate(probe, 1.0, 512), sdb)
+            let ours = sdb();
+            let (o, a) = (raw(true), raw(false));
+            (a, o, ours)
         };
-        let ratio = sdb / raw;
-        ratios.push(ratio);
-        println!("| {} | {raw:.0} | {sdb:.0} | {ratio:.2} |", round + 1);
+        vs_append.push(ours / append);
+        vs_overwrite.push(ours / overwrite);
+        println!(
+            "| {} | {append:.0} | {overwrite:.0} | {ours:.0} | {:.2} | {:.2} |",
+            round + 1,
+            ours / append,
+            ours / overwrite
+        );
     }
-    ratios.sort_by(f64::total_cmp);
-    if let Some(median) = ratios.get(ratios.len() / 2) {
-        println!("\nmedian ratio, one `Sync` writer ÷ raw fdatasync: {median:.2}");
+    vs_append.sort_by(f64::total_cmp);
+    vs_overwrite.sort_by(f64::total_cmp);
+    if let (Some(a), Some(o)) = (
+        vs_append.get(vs_append.len() / 2),
+        vs_overwrite.get(vs_overwrite.len() / 2),
+    ) {
+        println!(
+            "\nmedian ratio, one `Sync` writer ÷ raw fdatasync: {a:.2} of 512 B appends, {o:.2} of 512 B overwrites"
+        );
     }
 }
 
@@ -163,7 +191,7 @@ fn main() {
     let secs = env("SESSIONDB_BENCH_SECS", 3) as f64;
     let n = env("SESSIONDB_BENCH_SESSIONS", 1_000_000);
     let probe = tempfile::tempdir().unwrap();
-    let raw = raw_fdatasync_rate(probe.path(), secs, 4096);
+    let raw = raw_fdatasync_rate(probe.path(), secs, 4096, false);
     println!("disk: raw fdatasync of 4 KiB appends: {raw:.0}/s\n");
 
     println!("| operation | durability | threads | ops/s | fsyncs/s | records/fsync |");

@@ -2,13 +2,15 @@
 //! record frame.
 //!
 //! ```text
-//! file   := header frame*
+//! file   := header frame* zeros*
 //! header := magic "SESSNDB\0" (8) | format version u32 | kind u8 | sequence u64 | crc32 u32
 //! frame  := length u32 | crc32 u32 | type u8 | payload (length bytes, bincode)
 //! ```
 //!
 //! All integers are little-endian. A frame's CRC covers its length, type and payload,
-//! so a damaged length is caught too. `kind` is 0 for a segment (appended to) and 1 for
+//! so a damaged length is caught too. The active segment is zero-filled ahead of its
+//! records (see [`crate::log::segment`]); all-zero bytes never checksum as a frame, so
+//! they end the log. `kind` is 0 for a segment (appended to) and 1 for
 //! a base (the compacted live set covering every segment up to its sequence).
 
 use std::path::{Path, PathBuf};
@@ -220,6 +222,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn zeros_never_read_as_a_frame() {
+        // Recovery relies on it: the preallocated, zero-filled space after the last
+        // record of the active segment must end the log, not replay as records.
+        let zeros = [0u8; 64];
+        for pos in 0..zeros.len() {
+            assert_ne!(
+                std::mem::discriminant(&read_frame(&zeros, pos)),
+                std::mem::discriminant(&Frame::Ok {
+                    kind: 0,
+                    payload: &[],
+                    next: 0
+                }),
+                "zeros at {pos}"
+            );
+        }
+        assert_eq!(read_frame(&zeros, 0), Frame::BadChecksum);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! record checksummed and validated. Damage is handled by where it is:
 //!
 //! - in the **last segment**, past the last point that was fsynced (the torn tail a
-//!   crash leaves): cut off, and reported in [`RecoveryReport::bytes_truncated`];
+//!   crash leaves): cut off, and reported in [`RecoveryReport::bytes_truncated`]; so is
+//!   the zero-filled space the writer preallocates past the records (not counted);
 //! - **anywhere else**: [`Error::Corrupt`] naming the file and offset — unless the
 //!   store is opened with [`crate::Options::salvage`], which skips the damaged bytes to
 //!   the next valid record and lists them in [`RecoveryReport::skipped`].
@@ -44,6 +45,8 @@ pub struct RecoveryReport {
     /// Bytes read.
     pub bytes_read: u64,
     /// Bytes cut off the torn tail of the last segment (0 after a clean shutdown).
+    /// Zeros at the end are not counted: the writer zero-fills the active segment
+    /// ahead of its records, so a crash leaves them behind even when nothing was torn.
     pub bytes_truncated: u64,
     /// Damaged ranges skipped in salvage mode (empty otherwise).
     pub skipped: Vec<SkippedRange>,
@@ -437,11 +440,17 @@ fn replay_file(
             Frame::Truncated => "record cut short".to_owned(),
             Frame::BadChecksum => "record checksum mismatch".to_owned(),
         };
-        if last && kind_of_file == FileKind::Segment && is_torn_tail(&buf, pos) {
-            let cut = (buf.len() - pos) as u64;
-            truncate(path, pos as u64)?;
-            report.bytes_truncated += cut;
-            return Ok(pos as u64);
+        if last && kind_of_file == FileKind::Segment {
+            // The writer zero-fills the active segment ahead of its records, so a
+            // crash leaves zeros after the last record (or after a torn one). Zeros
+            // cannot start a frame (the checksum of an empty frame is not 0), so the
+            // search for a later batch frame stops where they begin.
+            let zeros_from = pos.max(buf.len() - buf.iter().rev().take_while(|&&b| b == 0).count());
+            if is_torn_tail(&buf[..zeros_from], &buf, pos) {
+                truncate(path, pos as u64)?;
+                report.bytes_truncated += (zeros_from - pos) as u64;
+                return Ok(pos as u64);
+            }
         }
         if !salvage {
             return Err(corrupt(path, pos as u64, problem));
@@ -573,9 +582,10 @@ fn frame_end(buf: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// True when the damage at `at` lies past every point a later batch says was fsynced:
-/// the unsynced tail a crash can tear.
-fn is_torn_tail(buf: &[u8], at: usize) -> bool {
-    (at + 1..buf.len()).all(|p| match read_frame(buf, p) {
+/// the unsynced tail a crash can tear. Frames are looked for at every offset of
+/// `starts` (a prefix of `buf`: past it, nothing can start one) and read from `buf`.
+fn is_torn_tail(starts: &[u8], buf: &[u8], at: usize) -> bool {
+    (at + 1..starts.len()).all(|p| match read_frame(buf, p) {
         Frame::Ok {
             kind: kind::BATCH,
             payload,

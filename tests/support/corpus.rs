@@ -178,5 +178,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut crash = vec![0xff, 0xff, 0, 0];
     crash.extend((0..40u8).flat_map(|i| [7 * (i % 2), i, 1, i, 3, i]));
     write("crash_replay", "creates", &crash);
+    // The same, with zeros after the cut (a crash in the preallocated part).
+    crash[3] = 0x80;
+    write("crash_replay", "creates-zero-filled", &crash);
     out
 }

@@ -5,7 +5,8 @@
 //! garbage.
 //!
 //! Every operation used here writes exactly one log record, so "a prefix of the
-//! records" is "a prefix of the operations". Input: `[cut: u32 LE]`, then one tag byte
+//! records" is "a prefix of the operations". Input: `[cut: u32 LE]` (its top bit: zeros
+//! follow the cut, as a crash inside the preallocated part of the segment leaves them), then one tag byte
 //! per operation followed by its parameters.
 
 #![allow(dead_code)]
@@ -62,7 +63,10 @@ pub fn check(data: &[u8]) {
     if data.len() < 4 {
         return;
     }
-    let cut = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as u64;
+    let raw = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    // The top bit: the crash came inside the zero-filled, preallocated part of the
+    // active segment, so zeros follow the cut.
+    let (cut, zeros_after) = (u64::from(raw & 0x7fff_ffff), raw >> 31 == 1);
     let mut ops = &data[4..];
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
     let dir = scratch_dir();
@@ -135,7 +139,13 @@ pub fn check(data: &[u8]) {
         .write(true)
         .open(&last)
         .expect("open");
-    f.set_len(cut % (len + 1)).expect("truncate");
+    let at = cut % (len + 1);
+    f.set_len(at).expect("truncate");
+    // (The writer zero-fills only after the header is durable.)
+    if zeros_after && at >= 25 {
+        f.set_len(at.next_multiple_of(4096) + 4096)
+            .expect("zero-fill");
+    }
     drop(f);
 
     let store = Store::open_with(dir.path(), opts(&clock))
