@@ -22,7 +22,7 @@
 //! - `SESSIONDB_BENCH_SESSIONS`: sessions preloaded (default 1,000,000);
 //! - `SESSIONDB_BENCH_SECS`: seconds per measured run (default 2, fractions allowed);
 //! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`, `moka`,
-//!   `hashmap`, `sled`, `sqlite`, `redis`, `memory`, `recovery` (default: all);
+//!   `hashmap`, `sled`, `sqlite`, `redis`, `group`, `memory`, `recovery` (default: all);
 //! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`Spinners`]).
 //!
 //! Progress goes to stderr; the tables go to stdout at the end.
@@ -2085,11 +2085,29 @@ struct Info {
     fsync: f64,
 }
 
+/// One engine's create throughput in each round of the interleaved group-commit run.
+struct GroupRounds {
+    engine: String,
+    threads: usize,
+    ops: Vec<f64>,
+    /// (fsyncs per second, records per fsync) per round, for engines that count them.
+    sync: Vec<(f64, f64)>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 #[derive(Default)]
 struct Report {
     infos: Vec<Info>,
     runs: Vec<RunResult>,
     group: Vec<RunResult>,
+    group_rounds: Vec<GroupRounds>,
+    /// Raw fdatasync rate (4 KiB appends) at the start of each interleaved round.
+    group_fsync: Vec<f64>,
+    group_preload: usize,
     skipped: Vec<String>,
     memory: Vec<MemRow>,
     recovery: Vec<(String, String)>,
@@ -2375,6 +2393,90 @@ fn bench_redis(ctx: &Ctx, report: &mut Report) {
             e.server.child.id()
         ));
     }
+}
+
+/// Group commit against the peers' fsync-per-write modes, interleaved: every engine is
+/// open at once (fresh, empty stores: the same for all), and each round runs each one's
+/// concurrent creates back to back, in an order that rotates per round. On a shared VM
+/// the disk's fsync rate swings several-fold within minutes, so the ratio is taken per
+/// round, and the median of the rounds is the figure; the per-engine sections' group
+/// rows, run minutes apart, move with the disk.
+fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
+    let rounds: usize = env_parse("SESSIONDB_BENCH_GROUP_ROUNDS")
+        .unwrap_or(5)
+        .max(1);
+    let sdb_dir = tempfile::tempdir().expect("tempdir");
+    let sled_dir = tempfile::tempdir().expect("tempdir");
+    let sqlite_dir = tempfile::tempdir().expect("tempdir");
+    let sdb = SdbEngine::open(sdb_dir.path(), Durability::Sync);
+    let sled = SledEngine::open(sled_dir.path());
+    sled.flush_each.store(true, Ordering::Relaxed);
+    let sqlite = SqliteEngine::open(&sqlite_dir.path().join("sessions.db"), "FULL");
+    let redis = if !redis_installed() {
+        report
+            .skipped
+            .push("interleaved group commit: Redis skipped (redis-server not installed)".into());
+        None
+    } else {
+        match RedisEngine::start(&["--appendonly", "yes", "--appendfsync", "always"]) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                report
+                    .skipped
+                    .push(format!("interleaved group commit: Redis skipped ({err})"));
+                None
+            }
+        }
+    };
+    let mut engines: Vec<(&str, &dyn Engine, usize)> = vec![
+        (SDB_SYNC, &sdb, GROUP_SESSIONDB_WRITERS),
+        ("sled flush/write", &sled, GROUP_PEER_CLIENTS),
+        ("SQLite FULL", &sqlite, GROUP_PEER_CLIENTS),
+    ];
+    if let Some(r) = &redis {
+        engines.push(("Redis AOF always", r, GROUP_PEER_CLIENTS));
+    }
+    // A preload, the same for every engine: a thread creates at most its share of the
+    // pool in one run (the harness's bound on growth), and 64 writers must not run out
+    // within the run.
+    let preload = ctx.n.clamp(64_000, 256_000);
+    let users: Vec<u32> = (0..preload).map(|i| (i % ctx.users.len()) as u32).collect();
+    let mut pools: Vec<Vec<Entry>> = engines
+        .iter()
+        .map(|&(name, engine, _)| {
+            ctx.progress(format_args!(
+                "interleaved group commit: preloading {name} with {preload} sessions"
+            ));
+            engine.bulk_create(ctx, &users)
+        })
+        .collect();
+    let mut runs: Vec<Vec<RunResult>> = engines.iter().map(|_| Vec::new()).collect();
+    let mut fsync = Vec::new();
+    for round in 0..rounds {
+        ctx.progress(format_args!(
+            "interleaved group commit: round {}",
+            round + 1
+        ));
+        fsync.push(raw_fdatasync_rate(0.5, false));
+        for k in 0..engines.len() {
+            let i = (k + round) % engines.len();
+            let (name, engine, threads) = engines[i];
+            let r = run_op(engine, name, ctx, &mut pools[i], Op::Create, threads);
+            runs[i].push(r);
+        }
+    }
+    report.group_rounds = engines
+        .iter()
+        .zip(runs)
+        .map(|(&(name, _, threads), runs)| GroupRounds {
+            engine: name.to_owned(),
+            threads,
+            ops: runs.iter().map(RunResult::ops_per_sec).collect(),
+            sync: runs.iter().filter_map(|r| r.sync).collect(),
+        })
+        .collect();
+    report.group_fsync = fsync;
+    report.group_preload = preload;
 }
 
 /// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
@@ -2961,7 +3063,10 @@ fn print_report(ctx: &Ctx, report: &Report) {
     }
 
     if !report.group.is_empty() {
-        let _ = writeln!(o, "\n## Durable creates under many concurrent writers\n");
+        let _ = writeln!(
+            o,
+            "\n## Durable creates under many concurrent writers, each engine in its own section\n"
+        );
         let _ = writeln!(
             o,
             "sessiondb Sync with {GROUP_SESSIONDB_WRITERS} writer threads; the peers with \
@@ -3002,6 +3107,67 @@ fn print_report(ctx: &Ctx, report: &Report) {
                 fs,
                 rpf,
                 ratio
+            );
+        }
+    }
+
+    if let Some(sdb) = report.group_rounds.iter().find(|g| g.engine == SDB_SYNC) {
+        let _ = writeln!(
+            o,
+            "\n## Durable creates under many concurrent writers, interleaved\n"
+        );
+        let _ = writeln!(
+            o,
+            "Every engine open at once, each preloaded with the same {} sessions; {} rounds, \
+             each running every engine's creates for {:.1} s back to back, the order \
+             rotating per round. \
+             sessiondb Sync with {GROUP_SESSIONDB_WRITERS} writer threads, the peers with \
+             {GROUP_PEER_CLIENTS} clients. sdb/peer is the median of the per-round ratios \
+             (min–max). Raw fdatasync (4 KiB appends) at the start of each round: {}.\n",
+            fmt_count(report.group_preload as f64),
+            sdb.ops.len(),
+            ctx.run.as_secs_f64(),
+            report
+                .group_fsync
+                .iter()
+                .map(|&f| format!("{}/s", fmt_count(f)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            o,
+            "| engine | writers | create ops/s (median of rounds) | fsyncs/s | records per fsync | sdb/peer (min–max) |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+        for g in &report.group_rounds {
+            let (fs, rpf) = if g.sync.is_empty() {
+                ("—".to_owned(), "—".to_owned())
+            } else {
+                (
+                    fmt_count(median(g.sync.iter().map(|s| s.0).collect())),
+                    format!("{:.1}", median(g.sync.iter().map(|s| s.1).collect())),
+                )
+            };
+            let ratio = if g.engine == SDB_SYNC {
+                "—".to_owned()
+            } else {
+                let ratios: Vec<f64> = sdb
+                    .ops
+                    .iter()
+                    .zip(&g.ops)
+                    .filter(|&(_, &p)| p > 0.0)
+                    .map(|(&s, &p)| s / p)
+                    .collect();
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios.clone()))
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {fs} | {rpf} | {ratio} |",
+                g.engine,
+                g.threads,
+                fmt_count(median(g.ops.clone())),
             );
         }
     }
@@ -3125,6 +3291,9 @@ fn main() {
     }
     if ctx.wants("redis") {
         bench_redis(&ctx, &mut report);
+    }
+    if ctx.wants("group") {
+        bench_group_interleaved(&ctx, &mut report);
     }
     if ctx.wants("memory") {
         measure_memory(&ctx, &mut report);
