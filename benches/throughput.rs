@@ -2851,12 +2851,16 @@ fn command_line() -> String {
         "SESSIONDB_BENCH_SECS",
         "SESSIONDB_BENCH_ONLY",
         "SESSIONDB_BENCH_SPIN",
+        "SESSIONDB_BENCH_GROUP_ROUNDS",
     ] {
         if let Ok(v) = std::env::var(var) {
             let _ = write!(cmd, "{var}={v} ");
         }
     }
     cmd.push_str("cargo bench --bench throughput");
+    if cfg!(feature = "redis") {
+        cmd.push_str(" --features redis");
+    }
     cmd
 }
 
