@@ -3164,7 +3164,7 @@ fn print_report(ctx: &Ctx, report: &Report) {
                     .collect();
                 let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = ratios.iter().copied().fold(0.0, f64::max);
-                format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios.clone()))
+                format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))
             };
             let _ = writeln!(
                 o,

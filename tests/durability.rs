@@ -1339,6 +1339,7 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
         }
         if zeros == 0 {
             plain = (k, truncated);
+            last_prefix = k;
         } else if full.get(cut) != Some(&0) {
             // (Unless the file itself had a zero there: then the padding completes
             // more of it.)
@@ -1347,9 +1348,6 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
                 plain,
                 "cut at {cut}: zeros after it changed what recovered"
             );
-        }
-        if zeros == 0 {
-            last_prefix = k;
         }
         let report = store.recovery_report();
         assert!(

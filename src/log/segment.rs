@@ -22,7 +22,7 @@ use crate::failpoint;
 use crate::journal::Change;
 use crate::load::Loader;
 use crate::log::compaction::CompactionJob;
-use crate::log::format::{FileKind, encode_header, path_of};
+use crate::log::format::{FileKind, Frame, encode_header, path_of, read_frame};
 use crate::log::record::{encode_batch, encode_change};
 use crate::log::recovery::{Recovered, recover_dir};
 use crate::options::Options;
@@ -216,8 +216,7 @@ impl Backend for LogBackend {
             // the bytes lost include its type byte (never 0): over the zero-filled
             // file a cut elsewhere may lose only zeros, which is no tear at all.
             let mut half = 0;
-            while let crate::log::format::Frame::Ok { next, .. } =
-                crate::log::format::read_frame(&self.buf, half)
+            while let Frame::Ok { next, .. } = read_frame(&self.buf, half)
                 && next <= self.buf.len() / 2
             {
                 half = next;
