@@ -15,6 +15,7 @@
 //! torn tail exactly when no later batch proves it had already been made durable.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -336,15 +337,14 @@ fn remove(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
 
-/// Files from this size up are read by two threads, each into its half of the buffer:
-/// the kernel's copy and the faulting-in of the fresh buffer's pages, most of the time
-/// a large base takes to read, then run on both cores.
+/// Segments from this size up are read by two threads, each into its half of the
+/// buffer: the kernel's copy and the faulting-in of the fresh buffer's pages then run
+/// on both cores. (A base is never read whole: see [`replay_base_in_parallel`].)
 const PARALLEL_READ_BYTES: u64 = 8 << 20;
 
 /// The whole file at `path` (as `std::fs::read`; the store's directory lock keeps its
 /// size fixed meanwhile).
 fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len < PARALLEL_READ_BYTES {
@@ -365,6 +365,26 @@ fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Checks the header at the start of `head` (the file's first bytes): its kind, its
+/// format version and the sequence the file's name gives.
+fn check_header(path: &Path, head: &[u8], kind_of_file: FileKind, seq: u64) -> Result<()> {
+    match decode_header(head, kind_of_file) {
+        Ok(s) if s == seq => Ok(()),
+        Ok(s) => Err(corrupt(
+            path,
+            0,
+            format!("header says sequence {s}, the name says {seq}"),
+        )),
+        Err(HeaderError::Short) => Err(corrupt(path, 0, "file shorter than its header")),
+        Err(HeaderError::Newer(found)) => Err(Error::UnsupportedFormat {
+            file: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(HeaderError::Damaged(why)) => Err(corrupt(path, 0, why)),
+    }
+}
+
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was
 /// removed as an empty torn file).
 fn replay_file(
@@ -376,38 +396,29 @@ fn replay_file(
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
-    let buf = read_whole(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    if kind_of_file == FileKind::Base && !salvage {
+        let file = std::fs::File::open(path).map_err(reading)?;
+        let len = file.metadata().map_err(reading)?.len();
+        let mut head = [0u8; HEADER_LEN];
+        let got = usize::try_from(len).map_or(HEADER_LEN, |l| l.min(HEADER_LEN));
+        file.read_exact_at(&mut head[..got], 0).map_err(reading)?;
+        report.files += 1;
+        report.bytes_read += len;
+        check_header(path, &head[..got], kind_of_file, seq)?;
+        replay_base_in_parallel(path, &file, len, sink, report)?;
+        return Ok(len);
+    }
+    let buf = read_whole(path).map_err(reading)?;
     report.files += 1;
     report.bytes_read += buf.len() as u64;
-    match decode_header(&buf, kind_of_file) {
-        Ok(s) if s == seq => {}
-        Ok(s) => {
-            return Err(corrupt(
-                path,
-                0,
-                format!("header says sequence {s}, the name says {seq}"),
-            ));
-        }
-        Err(HeaderError::Short) if last => {
-            // Created just before a crash, before its header reached the disk.
-            report.bytes_truncated += buf.len() as u64;
-            remove(path)?;
-            return Ok(0);
-        }
-        Err(HeaderError::Short) => return Err(corrupt(path, 0, "file shorter than its header")),
-        Err(HeaderError::Newer(found)) => {
-            return Err(Error::UnsupportedFormat {
-                file: path.to_path_buf(),
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Err(HeaderError::Damaged(why)) => return Err(corrupt(path, 0, why)),
+    if last && buf.len() < HEADER_LEN {
+        // Created just before a crash, before its header reached the disk.
+        report.bytes_truncated += buf.len() as u64;
+        remove(path)?;
+        return Ok(0);
     }
-    if kind_of_file == FileKind::Base && !salvage {
-        replay_base_in_parallel(path, &buf, sink, report)?;
-        return Ok(buf.len() as u64);
-    }
+    check_header(path, &buf, kind_of_file, seq)?;
     let mut users = UserInterner::default();
     let mut pos = HEADER_LEN;
     while pos < buf.len() {
@@ -467,45 +478,38 @@ fn replay_file(
     Ok(buf.len() as u64)
 }
 
-/// Replays a compacted base — images and aliases, which commute — on two threads: the
-/// frame boundary at the middle is found by following the lengths from the start, then
-/// each half is walked, checksummed and decoded in parallel, its users interned to
-/// indices (see [`BasePart`]), and the whole is bulk-loaded. Any damage is `Error::Corrupt` at the first
-/// damaged offset (salvage uses the sequential path instead).
+/// Replays a compacted base — images and aliases, which commute — on two threads, each
+/// reading its half of the file a chunk at a time, so the file is never held whole (a
+/// fresh buffer the size of the base costs more in page faults and page clearing than
+/// its copy from the page cache). The frame boundary at the middle is found by
+/// following the lengths from the start (a thread reading only lengths runs well
+/// ahead of one decoding); each half is walked, checksummed and decoded, its users
+/// interned to indices (see [`BasePart`]), and the whole is bulk-loaded. Any damage is
+/// `Error::Corrupt` at the first damaged offset (salvage uses the sequential path).
 fn replay_base_in_parallel(
     path: &Path,
-    buf: &[u8],
+    file: &std::fs::File,
+    len: u64,
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    // The first frame boundary past the middle, found by following the lengths from
-    // the start; each half is then walked, checksummed, decoded and applied on a
-    // thread of its own.
-    let mut mid = HEADER_LEN;
-    let mut frames = 0usize;
-    while mid < buf.len() / 2 {
-        match frame_end(buf, mid) {
-            Some(next) => {
-                mid = next;
-                frames += 1;
-            }
-            None => break,
-        }
-    }
-    // For pre-sizing: the halves hold about as many frames each.
-    let per_shard = frames / sink.shard_count();
+    let mid = middle_boundary(file, len)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    // For pre-sizing: each half holds about as many frames as the other, estimated
+    // from the size of a typical image.
+    let per_shard = usize::try_from(len / 2 / 320).unwrap_or(0) / sink.shard_count();
     let cap = per_shard + per_shard / 8 + 16;
     type Part = (
         u64,
-        Option<(usize, String)>,
+        Option<(u64, String)>,
         BasePart,
         Vec<(TokenHash, SessionId, Timestamp)>,
     );
-    let outcomes: Vec<Part> = std::thread::scope(|scope| {
-        let handles: Vec<_> = [(HEADER_LEN, mid), (mid, buf.len())]
+    let outcomes: Vec<std::io::Result<Part>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [(HEADER_LEN as u64, mid), (mid, len)]
             .into_iter()
             .map(|(from, to)| {
-                scope.spawn(move || {
+                scope.spawn(move || -> std::io::Result<Part> {
                     let mut users = UserInterner::default();
                     let mut records = 0u64;
                     // Growing these lists would copy every image again.
@@ -514,37 +518,32 @@ fn replay_base_in_parallel(
                         .collect();
                     let mut aliases = Vec::new();
                     let mut problem = None;
-                    let mut at = from;
-                    while at < to {
-                        let why = match read_frame(buf, at) {
-                            Frame::Ok {
-                                kind,
-                                payload,
-                                next,
-                            } => match decode_base_record(kind, payload, &mut users) {
-                                Ok(BaseRecord::Image(img, user)) => {
-                                    shards[sink.shard_ix(img.hash.0)].push((img, user));
-                                    records += 1;
-                                    at = next;
-                                    continue;
+                    let mut frames = ChunkedFrames::new(file, from, to);
+                    while let Some((at, frame)) = frames.next()? {
+                        let why = match frame {
+                            Frame::Ok { kind, payload, .. } => {
+                                match decode_base_record(kind, payload, &mut users) {
+                                    Ok(BaseRecord::Image(img, user)) => {
+                                        shards[sink.shard_ix(img.hash.0)].push((img, user));
+                                        records += 1;
+                                        continue;
+                                    }
+                                    Ok(BaseRecord::Alias { hash, id, until }) => {
+                                        aliases.push((hash, id, until));
+                                        records += 1;
+                                        continue;
+                                    }
+                                    Err(why) => why,
                                 }
-                                Ok(BaseRecord::Alias { hash, id, until }) => {
-                                    aliases.push((hash, id, until));
-                                    records += 1;
-                                    at = next;
-                                    continue;
-                                }
-                                Err(why) => why,
-                            },
+                            }
                             Frame::Truncated => "record cut short".to_owned(),
                             Frame::BadChecksum => "record checksum mismatch".to_owned(),
                         };
                         problem = Some((at, why));
                         break;
                     }
-                    debug_assert!(problem.is_some() || at == to, "the halves meet at a frame");
                     let part = BasePart { shards, users };
-                    (records, problem, part, aliases)
+                    Ok((records, problem, part, aliases))
                 })
             })
             .collect();
@@ -553,10 +552,12 @@ fn replay_base_in_parallel(
             .map(|h| h.join().expect("replay threads do not panic"))
             .collect()
     });
-    let mut first: Option<(usize, String)> = None;
+    let mut first: Option<(u64, String)> = None;
     let mut parts = Vec::new();
     let mut all_aliases = Vec::new();
-    for (records, problem, part, aliases) in outcomes {
+    for outcome in outcomes {
+        let (records, problem, part, aliases) =
+            outcome.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         report.records += records;
         if let Some(p) = problem
             && first.as_ref().is_none_or(|f| p.0 < f.0)
@@ -567,18 +568,119 @@ fn replay_base_in_parallel(
         all_aliases.extend(aliases);
     }
     if let Some((at, why)) = first {
-        return Err(corrupt(path, at as u64, why));
+        return Err(corrupt(path, at, why));
     }
     sink.load_base(parts, all_aliases);
     Ok(())
 }
 
-/// Where the frame at `pos` ends, from its length field alone (`None` if it runs past
-/// the buffer).
-fn frame_end(buf: &[u8], pos: usize) -> Option<usize> {
-    let len = u32::from_le_bytes(buf.get(pos..pos + 4)?.try_into().ok()?) as usize;
-    let end = pos.checked_add(FRAME_HEADER_LEN)?.checked_add(len)?;
-    (end <= buf.len()).then_some(end)
+/// How much of a base a replay thread reads at a time: small enough to stay in a
+/// core's cache while its frames are decoded.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// The first frame boundary at or past the middle of a base of `len` bytes, found by
+/// following the frames' lengths from the start (or the start of the first frame whose
+/// length runs past the end: the half that starts there reports it).
+fn middle_boundary(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    // The file's bytes `chunk_at..chunk_at + filled` are in `chunk`.
+    let (mut chunk_at, mut filled) = (0u64, 0usize);
+    let mut at = HEADER_LEN as u64;
+    while at < len / 2 {
+        if at < chunk_at || at + 4 > chunk_at + filled as u64 {
+            let want = usize::try_from(len - at).map_or(CHUNK_BYTES, |r| r.min(CHUNK_BYTES));
+            if want < 4 {
+                break;
+            }
+            file.read_exact_at(&mut chunk[..want], at)?;
+            (chunk_at, filled) = (at, want);
+        }
+        let i = (at - chunk_at) as usize;
+        let frame_len = u32::from_le_bytes(chunk[i..i + 4].try_into().expect("4 bytes"));
+        let end = at + FRAME_HEADER_LEN as u64 + u64::from(frame_len);
+        if end > len {
+            break;
+        }
+        at = end;
+    }
+    Ok(at)
+}
+
+/// The frames of a file between two frame boundaries `from` and `to`, read a chunk at
+/// a time into one buffer (grown only for a frame larger than a chunk). A frame that
+/// runs past `to` reads as [`Frame::Truncated`].
+struct ChunkedFrames<'f> {
+    file: &'f std::fs::File,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    buf_at: u64,
+    /// How much of `buf` holds the file's bytes.
+    filled: usize,
+    /// The next frame's place in `buf`.
+    pos: usize,
+    to: u64,
+}
+
+impl<'f> ChunkedFrames<'f> {
+    fn new(file: &'f std::fs::File, from: u64, to: u64) -> Self {
+        ChunkedFrames {
+            file,
+            buf: Vec::new(),
+            buf_at: from,
+            filled: 0,
+            pos: 0,
+            to,
+        }
+    }
+
+    /// The next frame and its file offset; `None` at `to`.
+    fn next(&mut self) -> std::io::Result<Option<(u64, Frame<'_>)>> {
+        let at = self.buf_at + self.pos as u64;
+        if at >= self.to {
+            return Ok(None);
+        }
+        // Bytes the frame at `pos` needs: its header, then its header and payload.
+        let have = self.filled - self.pos;
+        let need = match self.buf.get(self.pos..self.pos + 4) {
+            Some(l) if have >= FRAME_HEADER_LEN => {
+                FRAME_HEADER_LEN + u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize
+            }
+            _ => FRAME_HEADER_LEN,
+        };
+        if have < need && self.buf_at + (self.filled as u64) < self.to {
+            self.refill(need)?;
+        }
+        Ok(Some((at, self.frame())))
+    }
+
+    /// The frame at `pos`, stepping past it when it is whole.
+    fn frame(&mut self) -> Frame<'_> {
+        let frame = read_frame(&self.buf[..self.filled], self.pos);
+        if let Frame::Ok { next, .. } = frame {
+            self.pos = next;
+        }
+        frame
+    }
+
+    /// Moves the unread bytes to the front and reads after them, up to a chunk or
+    /// `need` bytes from `pos`, whichever is more, but never past `to`.
+    fn refill(&mut self, need: usize) -> std::io::Result<()> {
+        self.buf.copy_within(self.pos..self.filled, 0);
+        self.buf_at += self.pos as u64;
+        self.filled -= self.pos;
+        self.pos = 0;
+        let left = self.to - self.buf_at;
+        let want =
+            usize::try_from(left).map_or(need.max(CHUNK_BYTES), |l| l.min(need.max(CHUNK_BYTES)));
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let from = self.buf_at + self.filled as u64;
+        self.file
+            .read_exact_at(&mut self.buf[self.filled..want], from)?;
+        self.filled = want;
+        Ok(())
+    }
 }
 
 /// True when the damage at `at` lies past every point a later batch says was fsynced:
@@ -615,4 +717,99 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
     f.set_len(len)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("cutting the torn tail of {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::format::encode_frame;
+
+    /// A file of a header's worth of bytes and then frames of the given payload sizes
+    /// (payload bytes vary so every frame's checksum differs); returns it with the
+    /// frames' offsets and its length.
+    fn file_of_frames(sizes: &[usize]) -> (tempfile::NamedTempFile, Vec<u64>, Vec<u8>) {
+        let mut bytes = vec![7u8; HEADER_LEN];
+        let mut starts = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            starts.push(bytes.len() as u64);
+            let payload: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            encode_frame(&mut bytes, kind::IMAGE, &payload);
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        (file, starts, bytes)
+    }
+
+    /// Every frame `ChunkedFrames` reads between `from` and `to`: offset, and payload
+    /// or what was wrong.
+    fn chunked(file: &std::fs::File, from: u64, to: u64) -> Vec<(u64, Result<Vec<u8>, String>)> {
+        let mut frames = ChunkedFrames::new(file, from, to);
+        let mut out = Vec::new();
+        while let Some((at, frame)) = frames.next().unwrap() {
+            match frame {
+                Frame::Ok { payload, .. } => out.push((at, Ok(payload.to_vec()))),
+                other => {
+                    out.push((at, Err(format!("{other:?}"))));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunked_reading_yields_the_frames_a_whole_buffer_does_across_chunk_edges() {
+        // Frames that straddle chunk edges, one larger than two chunks, empty ones.
+        let sizes = [
+            100,
+            CHUNK_BYTES - 50,
+            0,
+            3,
+            CHUNK_BYTES * 2 + 17,
+            5000,
+            0,
+            CHUNK_BYTES - 9,
+            1,
+        ];
+        let (file, starts, bytes) = file_of_frames(&sizes);
+        let len = bytes.len() as u64;
+        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        let want: Vec<(u64, Result<Vec<u8>, String>)> = starts
+            .iter()
+            .map(|&at| match read_frame(&bytes, at as usize) {
+                Frame::Ok { payload, .. } => (at, Ok(payload.to_vec())),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, want);
+        // The two halves a base is split into read the same frames between them.
+        let mid = middle_boundary(file.as_file(), len).unwrap();
+        assert!(starts.contains(&mid) && mid >= len / 2, "mid {mid}");
+        let mut halves = chunked(file.as_file(), HEADER_LEN as u64, mid);
+        halves.extend(chunked(file.as_file(), mid, len));
+        assert_eq!(halves, want);
+    }
+
+    #[test]
+    fn a_frame_running_past_its_range_or_the_file_reads_as_truncated_at_its_start() {
+        let (file, starts, mut bytes) = file_of_frames(&[10, CHUNK_BYTES, 20, 30]);
+        let len = bytes.len() as u64;
+        // A range ending inside the third frame.
+        let got = chunked(file.as_file(), HEADER_LEN as u64, starts[2] + 5);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2], (starts[2], Err("Truncated".into())));
+        // A length field damaged to claim more than the file holds: the frame is cut
+        // short where it starts, and the middle search stops there too.
+        bytes[starts[1] as usize + 3] = 0x7f;
+        std::fs::write(file.path(), &bytes).unwrap();
+        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        assert_eq!(got.last().unwrap(), &(starts[1], Err("Truncated".into())));
+        assert_eq!(middle_boundary(file.as_file(), len).unwrap(), starts[1]);
+        // A damaged payload byte is a checksum mismatch at the frame's start.
+        bytes[starts[1] as usize + 3] = 0;
+        bytes[starts[2] as usize + FRAME_HEADER_LEN + 4] ^= 1;
+        std::fs::write(file.path(), &bytes).unwrap();
+        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        assert_eq!(got.last().unwrap(), &(starts[2], Err("BadChecksum".into())));
+    }
 }
