@@ -2701,7 +2701,9 @@ fn measure_recovery(ctx: &Ctx, report: &mut Report) {
         Err(e) => rows.push(("`compact()`".to_owned(), format!("failed: {e}"))),
     }
     store.close().expect("close");
-    ctx.progress(format_args!("recovery: opening the base in fresh processes"));
+    ctx.progress(format_args!(
+        "recovery: opening the base in fresh processes"
+    ));
     match timed_opens(dir.path(), OPENS_OF_BASE) {
         Ok((open, o)) => rows.push((
             format!(

@@ -660,6 +660,71 @@ fn snapshot_all(store: &Store, tokens: &[Token]) -> Vec<Option<Seen>> {
     tokens.iter().map(|t| seen(store, t)).collect()
 }
 
+/// A segment is decoded on one thread and applied on another, handed over in batches:
+/// a long history in which the same sessions change again and again — data, users,
+/// ends, rotations, thousands of records in one segment — must still replay in log
+/// order, to the same state the sequential (salvage) replay reaches.
+#[test]
+fn a_long_uncompacted_history_replays_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock, buffered()).compaction(false, u64::MAX, 2.0);
+    let store = open(dir.path(), o());
+    let mut tokens = Vec::new();
+    for i in 0..300u64 {
+        let (t, _) = store
+            .create(NewSession::for_user(format!("user{}", i % 13)))
+            .unwrap();
+        tokens.push(t);
+    }
+    for round in 0..12u64 {
+        clock.advance(secs(1));
+        for (i, t) in tokens.iter().enumerate() {
+            store.put(t, "n", &(round * 1000 + i as u64)).unwrap();
+            match (i as u64 + round) % 7 {
+                0 => store
+                    .bind_user(t, &format!("user{}", (i as u64 + round) % 13))
+                    .unwrap(),
+                3 => {
+                    store.unbind_user(t).unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    for t in tokens.iter().step_by(5) {
+        store.end(t).unwrap();
+    }
+    let rotated: Vec<Token> = tokens
+        .iter()
+        .skip(1)
+        .step_by(10)
+        .map(|t| store.rotate(t).unwrap())
+        .collect();
+    tokens.extend(rotated);
+    store.flush().unwrap();
+    let records = store.stats().log_records;
+    assert!(records > 5_000, "{records} records");
+    let state = snapshot_all(&store, &tokens);
+    let users: Vec<Vec<SessionId>> = (0..13)
+        .map(|u| ids_of(&store, &format!("user{u}")))
+        .collect();
+    drop(store);
+
+    for salvage in [false, true] {
+        let store = open(dir.path(), o().salvage(salvage));
+        assert!(store.recovery_report().records > 5_000);
+        assert_eq!(snapshot_all(&store, &tokens), state, "salvage {salvage}");
+        for (u, ids) in users.iter().enumerate() {
+            assert_eq!(
+                &ids_of(&store, &format!("user{u}")),
+                ids,
+                "salvage {salvage}"
+            );
+        }
+    }
+}
+
 #[test]
 fn compaction_shrinks_the_log_and_reopen_equals_the_state_before() {
     let dir = tempfile::tempdir().unwrap();

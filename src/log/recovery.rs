@@ -13,6 +13,10 @@
 //! Every write batch starts with a frame recording how far the segment had been fsynced
 //! when the batch was written (see [`crate::log::record::kind::BATCH`]); damage is a
 //! torn tail exactly when no later batch proves it had already been made durable.
+//!
+//! Files are read a chunk at a time ([`ChunkedFrames`]), never whole, except in
+//! salvage mode: a base's two halves are decoded on two threads, a segment's records
+//! are decoded on one thread and applied, in order, on another.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -27,7 +31,7 @@ use crate::log::format::{
     parse_name, read_frame,
 };
 use crate::log::record::{
-    BaseRecord, Image, UserInterner, decode_base_record, decode_batch, decode_record, kind,
+    BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
 use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
@@ -409,6 +413,9 @@ fn replay_file(
         replay_base_in_parallel(path, &file, len, sink, report)?;
         return Ok(len);
     }
+    if !salvage {
+        return replay_segment_pipelined(path, seq, last, sink, report);
+    }
     let buf = read_whole(path).map_err(reading)?;
     report.files += 1;
     report.bytes_read += buf.len() as u64;
@@ -451,17 +458,11 @@ fn replay_file(
             Frame::Truncated => "record cut short".to_owned(),
             Frame::BadChecksum => "record checksum mismatch".to_owned(),
         };
-        if last && kind_of_file == FileKind::Segment {
-            // The writer zero-fills the active segment ahead of its records, so a
-            // crash leaves zeros after the last record (or after a torn one). Zeros
-            // cannot start a frame (the checksum of an empty frame is not 0), so the
-            // search for a later batch frame stops where they begin.
-            let zeros_from = pos.max(buf.len() - buf.iter().rev().take_while(|&&b| b == 0).count());
-            if is_torn_tail(&buf[..zeros_from], &buf, pos) {
-                truncate(path, pos as u64)?;
-                report.bytes_truncated += (zeros_from - pos) as u64;
-                return Ok(pos as u64);
-            }
+        if last
+            && kind_of_file == FileKind::Segment
+            && cut_torn_tail(path, &buf[pos..], pos as u64, report)?
+        {
+            return Ok(pos as u64);
         }
         if !salvage {
             return Err(corrupt(path, pos as u64, problem));
@@ -476,6 +477,110 @@ fn replay_file(
         pos = next;
     }
     Ok(buf.len() as u64)
+}
+
+/// Records handed from the decoding thread to the applying one at a time.
+const RECORDS_PER_HANDOFF: usize = 256;
+
+/// Replays a segment (not in salvage mode) on two threads: one reads it a chunk at a
+/// time and checksums, decodes and validates its records, the other applies them to
+/// the index in log order, so decoding and applying run on both cores. At the first
+/// damage the decoder stops; what it decoded before is applied, then the damage is
+/// judged as on the sequential path — a torn tail of the last segment is cut (its bytes
+/// from the damage on read to decide), anything else is `Error::Corrupt`.
+fn replay_segment_pipelined(
+    path: &Path,
+    seq: u64,
+    last: bool,
+    sink: &Loader,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    let file = std::fs::File::open(path).map_err(reading)?;
+    let len = file.metadata().map_err(reading)?.len();
+    report.files += 1;
+    report.bytes_read += len;
+    if len < HEADER_LEN as u64 {
+        if last {
+            // Created just before a crash, before its header reached the disk.
+            report.bytes_truncated += len;
+            remove(path)?;
+            return Ok(0);
+        }
+        return Err(corrupt(path, 0, "file shorter than its header"));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, 0).map_err(reading)?;
+    check_header(path, &head, FileKind::Segment, seq)?;
+
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Record>>(4);
+    let file_ref = &file;
+    let problem = std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || -> std::io::Result<Option<(u64, String)>> {
+            let mut users = UserInterner::default();
+            let mut frames = ChunkedFrames::new(file_ref, HEADER_LEN as u64, len);
+            let mut batch = Vec::with_capacity(RECORDS_PER_HANDOFF);
+            let mut problem = None;
+            while let Some((at, frame)) = frames.next()? {
+                let why = match frame {
+                    Frame::Ok {
+                        kind: kind::BATCH,
+                        payload,
+                        ..
+                    } => match decode_batch(payload) {
+                        Some(_) => continue,
+                        None => "malformed batch frame".to_owned(),
+                    },
+                    Frame::Ok { kind, payload, .. } => {
+                        match decode_record(kind, payload, &mut users) {
+                            Ok(rec) => {
+                                batch.push(rec);
+                                if batch.len() == RECORDS_PER_HANDOFF {
+                                    let full = std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(RECORDS_PER_HANDOFF),
+                                    );
+                                    if tx.send(full).is_err() {
+                                        break;
+                                    }
+                                }
+                                continue;
+                            }
+                            Err(why) => why,
+                        }
+                    }
+                    Frame::Truncated => "record cut short".to_owned(),
+                    Frame::BadChecksum => "record checksum mismatch".to_owned(),
+                };
+                problem = Some((at, why));
+                break;
+            }
+            // The receiver outlives this thread: a failed send only means it is gone.
+            let _ = tx.send(batch);
+            Ok(problem)
+        });
+        for batch in &rx {
+            report.records += batch.len() as u64;
+            for rec in batch {
+                sink.apply(rec);
+            }
+        }
+        decoder.join().expect("the decoding thread does not panic")
+    })
+    .map_err(reading)?;
+    let Some((at, why)) = problem else {
+        return Ok(len);
+    };
+    if last {
+        let tail_len = usize::try_from(len - at).map_err(|e| reading(std::io::Error::other(e)))?;
+        let mut tail = vec![0u8; tail_len];
+        file.read_exact_at(&mut tail, at).map_err(reading)?;
+        drop(file);
+        if cut_torn_tail(path, &tail, at, report)? {
+            return Ok(at);
+        }
+    }
+    Err(corrupt(path, at, why))
 }
 
 /// Replays a compacted base — images and aliases, which commute — on two threads, each
@@ -683,18 +788,30 @@ impl<'f> ChunkedFrames<'f> {
     }
 }
 
-/// True when the damage at `at` lies past every point a later batch says was fsynced:
-/// the unsynced tail a crash can tear. Frames are looked for at every offset of
-/// `starts` (a prefix of `buf`: past it, nothing can start one) and read from `buf`.
-fn is_torn_tail(starts: &[u8], buf: &[u8], at: usize) -> bool {
-    (at + 1..starts.len()).all(|p| match read_frame(buf, p) {
+/// Damage at file offset `at` of the last segment, whose bytes from `at` on are
+/// `tail`: if it lies past every point a later batch says was fsynced — the unsynced
+/// tail a crash can tear — the file is cut at `at`, the cut bytes are counted, and the
+/// answer is true.
+///
+/// The writer zero-fills the active segment ahead of its records, so a crash leaves
+/// zeros after the last record (or after a torn one): they are cut but not counted, and
+/// the search for a later batch frame stops where they begin (zeros cannot start a
+/// frame: the checksum of an empty frame is not 0).
+fn cut_torn_tail(path: &Path, tail: &[u8], at: u64, report: &mut RecoveryReport) -> Result<bool> {
+    let zeros_from = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
+    let torn = (1..zeros_from).all(|p| match read_frame(tail, p) {
         Frame::Ok {
             kind: kind::BATCH,
             payload,
             ..
-        } => decode_batch(payload).is_none_or(|synced| synced <= at as u64),
+        } => decode_batch(payload).is_none_or(|synced| synced <= at),
         _ => true,
-    })
+    });
+    if torn {
+        truncate(path, at)?;
+        report.bytes_truncated += zeros_from as u64;
+    }
+    Ok(torn)
 }
 
 /// The offset of the next checksummed frame of a known type at or after `from`.
