@@ -660,6 +660,35 @@ fn snapshot_all(store: &Store, tokens: &[Token]) -> Vec<Option<Seen>> {
     tokens.iter().map(|t| seen(store, t)).collect()
 }
 
+/// An application that opens its store at every start, often without writing, must not
+/// leave a file behind each time: an empty last segment is replaced, not followed.
+#[test]
+fn reopening_without_writes_leaves_no_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (token, _) = {
+        let store = open(dir.path(), opts(&clock, buffered()));
+        store.create(NewSession::for_user("alice")).unwrap()
+    };
+    let files = || segments(dir.path());
+    // The first reopen follows the written segment with a new, empty one.
+    drop(open(dir.path(), opts(&clock, buffered())));
+    let after_first = files();
+    for _ in 0..5 {
+        let store = open(dir.path(), opts(&clock, buffered()));
+        assert!(store.get(&token).is_some());
+    }
+    assert_eq!(files(), after_first);
+    // A write after that still lands, and survives the next open.
+    {
+        let store = open(dir.path(), opts(&clock, Durability::Sync));
+        store.put(&token, "n", &7u64).unwrap();
+    }
+    let store = open(dir.path(), opts(&clock, buffered()));
+    assert_eq!(n_of(&store.get(&token).unwrap()), Some(7));
+    assert_eq!(files().len(), after_first.len() + 1);
+}
+
 /// A segment is decoded on one thread and applied on another, handed over in batches:
 /// a long history in which the same sessions change again and again — data, users,
 /// ends, rotations, thousands of records in one segment — must still replay in log

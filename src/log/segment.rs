@@ -92,10 +92,22 @@ pub(crate) struct LogBackend {
 impl LogBackend {
     /// Recovers `dir` into `sink` and starts a fresh active segment after what is there.
     pub(crate) fn open(dir: &Path, opts: &Options, sink: &Loader) -> Result<Opened> {
-        let (report, layout) = recover_dir(dir, opts.salvage, sink)?;
+        let (report, mut layout) = recover_dir(dir, opts.salvage, sink)?;
+        let header = crate::log::format::HEADER_LEN as u64;
+        // A last segment without a record (the store was opened and closed with no
+        // write since) is replaced rather than followed: an application that opens
+        // its store at every start would otherwise leave one more file each time.
+        // It is the last, so no gap opens if a crash comes between the two steps.
+        if let Some(&(seq, size)) = layout.segments.last()
+            && size <= header
+        {
+            let path = path_of(dir, FileKind::Segment, seq);
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            layout.segments.pop();
+        }
         let seq = layout.next_seq();
         let active = create_segment(dir, seq)?;
-        let header = crate::log::format::HEADER_LEN as u64;
         let files = LogFiles {
             base: layout.base,
             sealed: layout.segments.clone(),
