@@ -5,13 +5,14 @@
 //! after every record, instead of into an intermediate map that is copied afterwards.
 //!
 //! A compacted base (images and aliases only, which commute) takes a bulk path: its
-//! records are decoded on two threads into one list per shard — each image's user as an
-//! index into that thread's table of user ids, so decoding touches no shared reference
-//! count — then each shard is built on its own (its map, its wheel and the boxes fit in
-//! a core's cache while it is built), each building thread handing its sessions its own
-//! copy of a user's id, and the id shards and user index after it, the same way. A million-session base costs a few
-//! sequential passes rather than a million scattered inserts. The records of segments
-//! then apply one by one, in log order. Last, [`Loader::finish`] advances each shard's
+//! records are decoded on two threads straight into the sessions' boxes, one list per
+//! shard — each session's user as an index into that thread's table of user ids, so
+//! decoding touches no shared reference count — then each shard is built on its own
+//! (its map and its wheel fit in a core's cache while it is built), each building
+//! thread handing its sessions its own copy of a user's id, and the id shards and user
+//! index after it, the same way. A million-session base costs a few sequential passes
+//! rather than a million scattered inserts. The records of segments then apply one by
+//! one, in log order. Last, [`Loader::finish`] advances each shard's
 //! wheel to now — dropping exactly the sessions whose deadline passed, without scanning
 //! the others — and restores the rotation aliases still in their grace period.
 //!
@@ -49,12 +50,14 @@ pub(crate) struct Loaded {
     pub(crate) expired: usize,
 }
 
-/// One decoding thread's share of a base: its images sorted by shard, one list per
-/// shard, each image with its user given as an index into `users` ([`NO_USER`]: none)
-/// and its own `user` unset. The loader fills the users in while it builds the shards,
-/// so decoding never touches a user's shared allocation.
+/// One decoding thread's share of a base: its sessions sorted by shard, one list per
+/// shard, each already in the box the index keeps it in (built by the decoding thread,
+/// so the lists stay small: a key and a pointer, not a whole image), with its token
+/// hash, and its user given as an index into `users` ([`NO_USER`]: none) and its own
+/// `user` unset. The loader fills the users in while it builds the shards, so decoding
+/// never touches a user's shared allocation.
 pub(crate) struct BasePart {
-    pub(crate) shards: Vec<Vec<(Image, u32)>>,
+    pub(crate) shards: Vec<Vec<(u128, Box<SessionState>, u32)>>,
     pub(crate) users: UserInterner,
 }
 
@@ -149,7 +152,7 @@ impl Loader {
         let mut parts = parts.into_iter();
         // Per shard, each part's list with the remapping of its user indices (`None`:
         // the first part's, which need none).
-        type Lists = Vec<(Option<Vec<u32>>, Vec<(Image, u32)>)>;
+        type Lists = Vec<(Option<Vec<u32>>, Vec<(u128, Box<SessionState>, u32)>)>;
         let mut per_shard: Vec<Lists> = (0..n).map(|_| Vec::new()).collect();
         let mut users = UserInterner::default();
         if let Some(first) = parts.next() {
@@ -196,17 +199,16 @@ impl Loader {
                             let shard = &mut *shard;
                             shard.reserve(lists.iter().map(|(_, l)| l.len()).sum());
                             for (remap, list) in lists {
-                                for (mut img, user) in list {
+                                for (key, mut state, user) in list {
                                     if user != NO_USER {
                                         let u = remap.as_ref().map_or(user, |r| r[user as usize]);
                                         let (id, ids) =
                                             by_user[u as usize].get_or_insert_with(|| {
                                                 (users.get(u).separate_copy(), Vec::new())
                                             });
-                                        img.user = Some(id.clone());
-                                        ids.push(img.id);
+                                        state.user = Some(id.clone());
+                                        ids.push(state.id);
                                     }
-                                    let (key, state) = state_of(img);
                                     let deadline = state.deadline(self.auth_ms);
                                     id_parts[self.id_ix(state.id)].push((state.id, key as u64));
                                     // Two images at one place: only a damaged base could
@@ -321,7 +323,7 @@ impl Loader {
 
     /// Feeds a fully replayed state (the sled backend's) into the index.
     pub(crate) fn load_recovered(&self, state: Recovered) {
-        let mut shards: Vec<Vec<(Image, u32)>> =
+        let mut shards: Vec<Vec<(u128, Box<SessionState>, u32)>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
         let mut users = UserInterner::default();
         for (_, mut img) in state.sessions {
@@ -329,7 +331,8 @@ impl Loader {
                 Some(u) => users.index(u.as_str()).expect("an id already validated"),
                 None => NO_USER,
             };
-            shards[self.shard_ix(img.hash.0)].push((img, user));
+            let (key, state) = state_of(img);
+            shards[self.shard_ix(key)].push((key, state, user));
         }
         let aliases = state
             .aliases

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::load::{BasePart, Loader};
+use crate::load::{BasePart, Loader, state_of};
 use crate::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, decode_header,
     parse_name, read_frame,
@@ -33,6 +33,7 @@ use crate::log::format::{
 use crate::log::record::{
     BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
+use crate::session::SessionState;
 use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
 
@@ -618,7 +619,8 @@ fn replay_base_in_parallel(
                     let mut users = UserInterner::default();
                     let mut records = 0u64;
                     // Growing these lists would copy every image again.
-                    let mut shards: Vec<Vec<(Image, u32)>> = (0..sink.shard_count())
+                    let mut shards: Vec<Vec<(u128, Box<SessionState>, u32)>> = (0..sink
+                        .shard_count())
                         .map(|_| Vec::with_capacity(cap))
                         .collect();
                     let mut aliases = Vec::new();
@@ -629,7 +631,8 @@ fn replay_base_in_parallel(
                             Frame::Ok { kind, payload, .. } => {
                                 match decode_base_record(kind, payload, &mut users) {
                                     Ok(BaseRecord::Image(img, user)) => {
-                                        shards[sink.shard_ix(img.hash.0)].push((img, user));
+                                        let (key, state) = state_of(img);
+                                        shards[sink.shard_ix(key)].push((key, state, user));
                                         records += 1;
                                         continue;
                                     }
