@@ -771,11 +771,9 @@ impl Store {
                 .read_live(token.hash().0, |s, _| (s.id, s.user.clone()))
                 .ok_or(Error::Ended)?;
             if current.as_ref() != Some(&uid) {
-                let others = inner.users.lock(&uid, None).sessions(&uid);
-                let live = others
-                    .into_iter()
-                    .filter(|&o| o != id && inner.read_by_id(o, |_| ()).is_some())
-                    .count();
+                let others = inner.users.lock(&uid, None).sessions(uid.as_str());
+                let mut live = 0usize;
+                inner.read_batch(&others, |s| live += usize::from(s.id != id));
                 if live >= max {
                     return Err(Error::UserSessionLimit {
                         user: uid.to_string(),
@@ -838,12 +836,10 @@ impl Store {
     /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
     pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
         let inner = &*self.inner;
-        let user = UserId::new(user, &inner.opts.limits)?;
-        let ids = inner.users.lock(&user, None).sessions(&user);
-        let mut out: Vec<Session> = ids
-            .into_iter()
-            .filter_map(|id| inner.read_by_id(id, |s| s.snapshot(inner.auth_ms)))
-            .collect();
+        UserId::check(user, &inner.opts.limits)?;
+        let ids = inner.users.lock_str(user).sessions(user);
+        let mut out: Vec<Session> = Vec::with_capacity(ids.len());
+        inner.read_batch(&ids, |s| out.push(s.snapshot(inner.auth_ms)));
         out.sort_by_key(|s| (s.created_at(), s.id()));
         Ok(out)
     }
@@ -1706,6 +1702,56 @@ impl Inner {
     }
 
     /// Runs `f` on the live session with public id `id` under its shard's read lock.
+    /// Calls `f` with each of the sessions `ids` that is live, as [`Inner::read_by_id`]
+    /// would one by one, but a chunk at a time: each id shard a chunk touches is
+    /// read-locked once and all the chunk's places looked up, then each session shard
+    /// likewise, so the chunk's cache misses overlap instead of queueing one session
+    /// behind another. A session moved by a concurrent rotation meanwhile is looked up
+    /// again on its own.
+    fn read_batch(&self, ids: &[SessionId], mut f: impl FnMut(&SessionState)) {
+        const BATCH: usize = 16;
+        let mask = self.mask;
+        let now = self.now();
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(BATCH) {
+            let mut places = [None::<u64>; BATCH];
+            {
+                let mut buf = [0usize; BATCH];
+                let id_shards = sorted_unique(&mut buf, chunk.iter().map(|&id| id_ix(id, mask)));
+                let held: [_; BATCH] =
+                    std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].read()));
+                for (place, &id) in places.iter_mut().zip(chunk) {
+                    let map = held[position(id_shards, id_ix(id, mask))].as_ref();
+                    *place = map.and_then(|m| m.get(&id).copied());
+                }
+            }
+            let places = &places[..chunk.len()];
+            let mut buf = [0usize; BATCH];
+            let shards = sorted_unique(
+                &mut buf,
+                places.iter().flatten().map(|&lo| shard_of(lo, mask)),
+            );
+            let held: [_; BATCH] =
+                std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].read()));
+            for (&place, &id) in places.iter().zip(chunk) {
+                // Not in the id map: ended.
+                let Some(lo) = place else { continue };
+                let shard = held[position(shards, shard_of(lo, mask))].as_ref();
+                match shard.and_then(|m| m.live_at(lo)) {
+                    Some((_, s)) if s.id == id => {
+                        if s.deadline(self.auth_ms) > now {
+                            f(s);
+                        }
+                    }
+                    _ => moved.push(id),
+                }
+            }
+        }
+        for id in moved {
+            self.read_by_id(id, &mut f);
+        }
+    }
+
     fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
         for _ in 0..MAX_HOPS {
             let lo = self.place_of(id)?;
@@ -1984,14 +2030,11 @@ impl Inner {
             return Ok(());
         };
         let mut live: Vec<(Timestamp, SessionId)> = Vec::new();
-        for id in guards.sessions(user) {
-            if Some(id) == exclude {
-                continue;
+        self.read_batch(&guards.sessions(user.as_str()), |s| {
+            if Some(s.id) != exclude {
+                live.push((s.created, s.id));
             }
-            if let Some(created) = self.read_by_id(id, |s| s.created) {
-                live.push((created, id));
-            }
-        }
+        });
         if live.len() < max {
             return Ok(());
         }

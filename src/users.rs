@@ -61,11 +61,8 @@ impl UserGuards<'_> {
     }
 
     /// The sessions listed for `user` (a copy).
-    pub(crate) fn sessions(&mut self, user: &UserId) -> Vec<SessionId> {
-        self.map(user.as_str())
-            .get(user)
-            .cloned()
-            .unwrap_or_default()
+    pub(crate) fn sessions(&mut self, user: &str) -> Vec<SessionId> {
+        self.map(user).get(user).cloned().unwrap_or_default()
     }
 
     pub(crate) fn add(&mut self, user: &UserId, id: SessionId) {

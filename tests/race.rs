@@ -1,6 +1,7 @@
 //! Revocation racing with concurrent creates, binds and rotations for the same user:
 //! afterwards, no session of that user that existed before the revoke began is
-//! readable, and the user index still agrees with the sessions.
+//! readable, and the user index still agrees with the sessions. And listing a user's
+//! sessions while they are rotated never misses one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,4 +90,53 @@ fn revoke_racing_creates_binds_and_rotations_leaves_nothing_readable() {
         assert!(store.sessions_of("victim").unwrap().is_empty());
         store.verify().unwrap();
     }
+}
+
+/// A rotation moves a session to its new token's place while `sessions_of` looks it up
+/// by id (a chunk of ids at a time): a session caught mid-move must be looked up again,
+/// never left out of the list.
+#[test]
+fn listing_a_users_sessions_while_they_rotate_never_misses_one() {
+    let store = Store::in_memory_with(Options::default().reaper_interval(None).shards(4)).unwrap();
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..40 {
+        let (t, s) = store.create(NewSession::for_user("busy")).unwrap();
+        ids.push(s.id());
+        tokens.push(t);
+    }
+    ids.sort();
+    let done = Arc::new(AtomicBool::new(false));
+    let rotators: Vec<_> = tokens
+        .chunks(20)
+        .map(|mine| {
+            let (s, done, mut mine) = (store.clone(), done.clone(), mine.to_vec());
+            thread::spawn(move || {
+                let mut rotations = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    for t in &mut mine {
+                        *t = s.rotate(t).unwrap();
+                        rotations += 1;
+                    }
+                }
+                rotations
+            })
+        })
+        .collect();
+    for _ in 0..3_000 {
+        let mut listed: Vec<_> = store
+            .sessions_of("busy")
+            .unwrap()
+            .iter()
+            .map(|s| s.id())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ids);
+    }
+    done.store(true, Ordering::Relaxed);
+    let rotations: u64 = rotators.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(
+        rotations > 1_000,
+        "{rotations} rotations raced the listings"
+    );
 }
