@@ -50,6 +50,9 @@ pub(crate) struct Loaded {
     pub(crate) expired: usize,
 }
 
+/// Per shard, its sessions as (token hash, box, user index).
+pub(crate) type ShardLists = Vec<Vec<(u128, Box<SessionState>, u32)>>;
+
 /// One decoding thread's share of a base: its sessions sorted by shard, one list per
 /// shard, each already in the box the index keeps it in (built by the decoding thread,
 /// so the lists stay small: a key and a pointer, not a whole image), with its token
@@ -57,7 +60,7 @@ pub(crate) struct Loaded {
 /// `user` unset. The loader fills the users in while it builds the shards, so decoding
 /// never touches a user's shared allocation.
 pub(crate) struct BasePart {
-    pub(crate) shards: Vec<Vec<(u128, Box<SessionState>, u32)>>,
+    pub(crate) shards: ShardLists,
     pub(crate) users: UserInterner,
 }
 
@@ -323,8 +326,7 @@ impl Loader {
 
     /// Feeds a fully replayed state (the sled backend's) into the index.
     pub(crate) fn load_recovered(&self, state: Recovered) {
-        let mut shards: Vec<Vec<(u128, Box<SessionState>, u32)>> =
-            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut shards: ShardLists = (0..self.shards.len()).map(|_| Vec::new()).collect();
         let mut users = UserInterner::default();
         for (_, mut img) in state.sessions {
             let user = match img.user.take() {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::load::{BasePart, Loader, state_of};
+use crate::load::{BasePart, Loader, ShardLists, state_of};
 use crate::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, decode_header,
     parse_name, read_frame,
@@ -33,7 +33,6 @@ use crate::log::format::{
 use crate::log::record::{
     BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
-use crate::session::SessionState;
 use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
 
@@ -519,44 +518,23 @@ fn replay_segment_pipelined(
     let problem = std::thread::scope(|scope| {
         let decoder = scope.spawn(move || -> std::io::Result<Option<(u64, String)>> {
             let mut users = UserInterner::default();
-            let mut frames = ChunkedFrames::new(file_ref, HEADER_LEN as u64, len);
             let mut batch = Vec::with_capacity(RECORDS_PER_HANDOFF);
-            let mut problem = None;
-            while let Some((at, frame)) = frames.next()? {
-                let why = match frame {
-                    Frame::Ok {
-                        kind: kind::BATCH,
-                        payload,
-                        ..
-                    } => match decode_batch(payload) {
-                        Some(_) => continue,
-                        None => "malformed batch frame".to_owned(),
-                    },
-                    Frame::Ok { kind, payload, .. } => {
-                        match decode_record(kind, payload, &mut users) {
-                            Ok(rec) => {
-                                batch.push(rec);
-                                if batch.len() == RECORDS_PER_HANDOFF {
-                                    let full = std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(RECORDS_PER_HANDOFF),
-                                    );
-                                    if tx.send(full).is_err() {
-                                        break;
-                                    }
-                                }
-                                continue;
-                            }
-                            Err(why) => why,
-                        }
-                    }
-                    Frame::Truncated => "record cut short".to_owned(),
-                    Frame::BadChecksum => "record checksum mismatch".to_owned(),
-                };
-                problem = Some((at, why));
-                break;
-            }
-            // The receiver outlives this thread: a failed send only means it is gone.
+            let problem = walk_frames(file_ref, HEADER_LEN as u64, len, |kind, payload| {
+                if kind == kind::BATCH {
+                    return decode_batch(payload)
+                        .map(drop)
+                        .ok_or_else(|| "malformed batch frame".to_owned());
+                }
+                batch.push(decode_record(kind, payload, &mut users)?);
+                if batch.len() == RECORDS_PER_HANDOFF {
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(RECORDS_PER_HANDOFF));
+                    // The receiver outlives this thread: a failed send only means it
+                    // is gone.
+                    let _ = tx.send(full);
+                }
+                Ok(())
+            })?;
             let _ = tx.send(batch);
             Ok(problem)
         });
@@ -619,37 +597,23 @@ fn replay_base_in_parallel(
                     let mut users = UserInterner::default();
                     let mut records = 0u64;
                     // Growing these lists would copy every image again.
-                    let mut shards: Vec<Vec<(u128, Box<SessionState>, u32)>> = (0..sink
-                        .shard_count())
+                    let mut shards: ShardLists = (0..sink.shard_count())
                         .map(|_| Vec::with_capacity(cap))
                         .collect();
                     let mut aliases = Vec::new();
-                    let mut problem = None;
-                    let mut frames = ChunkedFrames::new(file, from, to);
-                    while let Some((at, frame)) = frames.next()? {
-                        let why = match frame {
-                            Frame::Ok { kind, payload, .. } => {
-                                match decode_base_record(kind, payload, &mut users) {
-                                    Ok(BaseRecord::Image(img, user)) => {
-                                        let (key, state) = state_of(img);
-                                        shards[sink.shard_ix(key)].push((key, state, user));
-                                        records += 1;
-                                        continue;
-                                    }
-                                    Ok(BaseRecord::Alias { hash, id, until }) => {
-                                        aliases.push((hash, id, until));
-                                        records += 1;
-                                        continue;
-                                    }
-                                    Err(why) => why,
-                                }
+                    let problem = walk_frames(file, from, to, |kind, payload| {
+                        match decode_base_record(kind, payload, &mut users)? {
+                            BaseRecord::Image(img, user) => {
+                                let (key, state) = state_of(img);
+                                shards[sink.shard_ix(key)].push((key, state, user));
                             }
-                            Frame::Truncated => "record cut short".to_owned(),
-                            Frame::BadChecksum => "record checksum mismatch".to_owned(),
-                        };
-                        problem = Some((at, why));
-                        break;
-                    }
+                            BaseRecord::Alias { hash, id, until } => {
+                                aliases.push((hash, id, until));
+                            }
+                        }
+                        records += 1;
+                        Ok(())
+                    })?;
                     let part = BasePart { shards, users };
                     Ok((records, problem, part, aliases))
                 })
@@ -712,6 +676,30 @@ fn middle_boundary(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
         at = end;
     }
     Ok(at)
+}
+
+/// Walks the frames of `file` from `from` to `to` (frame boundaries) a chunk at a
+/// time, handing each whole frame's kind and payload to `f`. Returns where the first
+/// damage is and what it is — a frame cut short, a checksum mismatch, or what `f` found
+/// wrong with a payload — or `None` if every frame up to `to` was whole and accepted.
+fn walk_frames(
+    file: &std::fs::File,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(u8, &[u8]) -> std::result::Result<(), String>,
+) -> std::io::Result<Option<(u64, String)>> {
+    let mut frames = ChunkedFrames::new(file, from, to);
+    while let Some((at, frame)) = frames.next()? {
+        let outcome = match frame {
+            Frame::Ok { kind, payload, .. } => f(kind, payload),
+            Frame::Truncated => Err("record cut short".to_owned()),
+            Frame::BadChecksum => Err("record checksum mismatch".to_owned()),
+        };
+        if let Err(why) = outcome {
+            return Ok(Some((at, why)));
+        }
+    }
+    Ok(None)
 }
 
 /// The frames of a file between two frame boundaries `from` and `to`, read a chunk at
