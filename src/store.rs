@@ -371,8 +371,10 @@ impl Store {
         let mut n = 0usize;
         for ids in inner.ids.iter() {
             let batch: Vec<SessionId> = ids.read().keys().copied().collect();
-            for id in batch {
-                if let Some(img) = inner.image_of(id) {
+            let mut images = Vec::with_capacity(IMAGES_AT_ONCE);
+            for ids in batch.chunks(IMAGES_AT_ONCE) {
+                inner.images_of(ids, &mut images);
+                for img in images.drain(..) {
                     f(SessionRecord::from_image(img))?;
                     n += 1;
                 }
@@ -1322,8 +1324,11 @@ impl Snapshot for Inner {
                     ),
                 ));
             }
-            for id in batch {
-                if let Some(img) = self.image_of(id) {
+            let mut images = Vec::with_capacity(IMAGES_AT_ONCE);
+            for ids in batch.chunks(IMAGES_AT_ONCE) {
+                // Built under the shards' read locks, written after they are released.
+                self.images_of(ids, &mut images);
+                for img in images.drain(..) {
                     f(&img)?;
                 }
             }
@@ -1509,19 +1514,7 @@ impl Inner {
                     if s.deadline(self.auth_ms) <= self.now() {
                         return None;
                     }
-                    return Some(Image {
-                        id,
-                        hash: TokenHash(key),
-                        user: s.user.clone(),
-                        label: s.label.clone(),
-                        created: s.created,
-                        authenticated: s.authenticated.get(),
-                        absolute: s.absolute,
-                        idle_ms: s.idle_ms,
-                        last_seen: s.last_seen(),
-                        version: s.version,
-                        data: s.data.clone(),
-                    });
+                    return Some(image(key, s));
                 }
                 _ => {
                     drop(shard);
@@ -1531,6 +1524,17 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Appends the images of the live sessions among `ids` to `out`, a chunk at a time
+    /// (see [`Inner::read_chunk`]); a session moved meanwhile is looked up again by
+    /// [`Inner::image_of`], which does not give up on one that keeps moving.
+    fn images_of(&self, ids: &[SessionId], out: &mut Vec<Image>) {
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(READ_CHUNK) {
+            self.read_chunk(chunk, |key, s| out.push(image(key, s)), &mut moved);
+        }
+        out.extend(moved.into_iter().filter_map(|id| self.image_of(id)));
     }
 
     /// Average encoded size of a session image, from a sample (for stats before the
@@ -1701,57 +1705,69 @@ impl Inner {
         None
     }
 
-    /// Runs `f` on the live session with public id `id` under its shard's read lock.
     /// Calls `f` with each of the sessions `ids` that is live, as [`Inner::read_by_id`]
-    /// would one by one, but a chunk at a time: each id shard a chunk touches is
-    /// read-locked once and all the chunk's places looked up, then each session shard
-    /// likewise, so the chunk's cache misses overlap instead of queueing one session
-    /// behind another. A session moved by a concurrent rotation meanwhile is looked up
-    /// again on its own.
+    /// would one by one, but a chunk at a time (see [`Inner::read_chunk`]). A session
+    /// moved by a concurrent rotation meanwhile is looked up again on its own.
     fn read_batch(&self, ids: &[SessionId], mut f: impl FnMut(&SessionState)) {
-        const BATCH: usize = 16;
-        let mask = self.mask;
-        let now = self.now();
         let mut moved = Vec::new();
-        for chunk in ids.chunks(BATCH) {
-            let mut places = [None::<u64>; BATCH];
-            {
-                let mut buf = [0usize; BATCH];
-                let id_shards = sorted_unique(&mut buf, chunk.iter().map(|&id| id_ix(id, mask)));
-                let held: [_; BATCH] =
-                    std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].read()));
-                for (place, &id) in places.iter_mut().zip(chunk) {
-                    let map = held[position(id_shards, id_ix(id, mask))].as_ref();
-                    *place = map.and_then(|m| m.get(&id).copied());
-                }
-            }
-            let places = &places[..chunk.len()];
-            let mut buf = [0usize; BATCH];
-            let shards = sorted_unique(
-                &mut buf,
-                places.iter().flatten().map(|&lo| shard_of(lo, mask)),
-            );
-            let held: [_; BATCH] =
-                std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].read()));
-            for (&place, &id) in places.iter().zip(chunk) {
-                // Not in the id map: ended.
-                let Some(lo) = place else { continue };
-                let shard = held[position(shards, shard_of(lo, mask))].as_ref();
-                match shard.and_then(|m| m.live_at(lo)) {
-                    Some((_, s)) if s.id == id => {
-                        if s.deadline(self.auth_ms) > now {
-                            f(s);
-                        }
-                    }
-                    _ => moved.push(id),
-                }
-            }
+        for chunk in ids.chunks(READ_CHUNK) {
+            self.read_chunk(chunk, |_, s| f(s), &mut moved);
         }
         for id in moved {
             self.read_by_id(id, &mut f);
         }
     }
 
+    /// Calls `f` with the token hash and state of each live session of `chunk` (at most
+    /// [`READ_CHUNK`] ids), under its shard's read lock: each id shard the chunk
+    /// touches is read-locked once and all the chunk's places looked up, then each
+    /// session shard likewise, so the chunk's cache misses overlap instead of queueing
+    /// one session behind another. Ids whose session was not at the place the id map
+    /// gave (moved by a concurrent rotation) go to `moved`, for the caller to look up
+    /// on its own terms; ended and expired sessions are skipped.
+    fn read_chunk(
+        &self,
+        chunk: &[SessionId],
+        mut f: impl FnMut(u128, &SessionState),
+        moved: &mut Vec<SessionId>,
+    ) {
+        let mask = self.mask;
+        let now = self.now();
+        let mut places = [None::<u64>; READ_CHUNK];
+        {
+            let mut buf = [0usize; READ_CHUNK];
+            let id_shards = sorted_unique(&mut buf, chunk.iter().map(|&id| id_ix(id, mask)));
+            let held: [_; READ_CHUNK] =
+                std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].read()));
+            for (place, &id) in places.iter_mut().zip(chunk) {
+                let map = held[position(id_shards, id_ix(id, mask))].as_ref();
+                *place = map.and_then(|m| m.get(&id).copied());
+            }
+        }
+        let places = &places[..chunk.len()];
+        let mut buf = [0usize; READ_CHUNK];
+        let shards = sorted_unique(
+            &mut buf,
+            places.iter().flatten().map(|&lo| shard_of(lo, mask)),
+        );
+        let held: [_; READ_CHUNK] =
+            std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].read()));
+        for (&place, &id) in places.iter().zip(chunk) {
+            // Not in the id map: ended.
+            let Some(lo) = place else { continue };
+            let shard = held[position(shards, shard_of(lo, mask))].as_ref();
+            match shard.and_then(|m| m.live_at(lo)) {
+                Some((key, s)) if s.id == id => {
+                    if s.deadline(self.auth_ms) > now {
+                        f(key, s);
+                    }
+                }
+                _ => moved.push(id),
+            }
+        }
+    }
+
+    /// Runs `f` on the live session with public id `id` under its shard's read lock.
     fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
         for _ in 0..MAX_HOPS {
             let lo = self.place_of(id)?;
@@ -2236,6 +2252,29 @@ impl EventBus {
 }
 
 /// Where `item` is in `sorted` (which holds it).
+/// The image of live session `s`, whose token hash is `key`.
+fn image(key: u128, s: &SessionState) -> Image {
+    Image {
+        id: s.id,
+        hash: TokenHash(key),
+        user: s.user.clone(),
+        label: s.label.clone(),
+        created: s.created,
+        authenticated: s.authenticated.get(),
+        absolute: s.absolute,
+        idle_ms: s.idle_ms,
+        last_seen: s.last_seen(),
+        version: s.version,
+        data: s.data.clone(),
+    }
+}
+
+/// Images a compaction or an export builds before writing them out.
+const IMAGES_AT_ONCE: usize = 256;
+
+/// Sessions looked up together by [`Inner::read_chunk`].
+const READ_CHUNK: usize = 16;
+
 fn position(sorted: &[usize], item: usize) -> usize {
     sorted.binary_search(&item).unwrap_or(0)
 }

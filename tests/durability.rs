@@ -853,6 +853,79 @@ fn compaction_shrinks_the_log_and_reopen_equals_the_state_before() {
     );
 }
 
+/// A compaction reads sessions a chunk at a time, and a session a rotation moves in
+/// the middle of that read must still be in the base: a rotation record after the base
+/// cannot bring back a session the base left out. Checked after every compaction, on a
+/// copy of the directory opened while the rotations go on.
+#[test]
+fn compaction_racing_rotations_keeps_every_session_in_the_base() {
+    let clock = ManualClock::new(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    // No grace: under the manual clock an old token's alias would never expire, and
+    // every round's compaction would write all the aliases of all rounds before.
+    let o = || {
+        opts(&clock, buffered())
+            .compaction(false, u64::MAX, 2.0)
+            .rotation_grace(Duration::ZERO)
+    };
+    let store = open(dir.path(), o());
+    let mut tokens = Vec::new();
+    for i in 0..24 {
+        let (t, _) = store
+            .create(NewSession::for_user(format!("user{}", i % 3)))
+            .unwrap();
+        tokens.push(t);
+    }
+    let ids: Vec<Vec<SessionId>> = (0..3)
+        .map(|u| ids_of(&store, &format!("user{u}")))
+        .collect();
+    // Each round the rotators move their sessions for as long as the main thread's
+    // compaction runs, then wait: the log stays small, so a round costs the same as
+    // the first however many came before.
+    const ROUNDS: usize = 60;
+    let gate = Arc::new(std::sync::Barrier::new(3));
+    let compacted = Arc::new(AtomicBool::new(false));
+    let rotators: Vec<_> = tokens
+        .chunks(12)
+        .map(|mine| {
+            let (s, gate, compacted) = (store.clone(), gate.clone(), compacted.clone());
+            let mut mine = mine.to_vec();
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    gate.wait();
+                    while !compacted.load(Ordering::Acquire) {
+                        for t in &mut mine {
+                            *t = s.rotate(t).unwrap();
+                        }
+                    }
+                    gate.wait();
+                }
+            })
+        })
+        .collect();
+    for round in 0..ROUNDS {
+        gate.wait();
+        store.compact().unwrap();
+        compacted.store(true, Ordering::Release);
+        gate.wait();
+        compacted.store(false, Ordering::Release);
+        store.flush().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let reopened = open(copy.path(), o());
+        for (u, want) in ids.iter().enumerate() {
+            assert_eq!(
+                &ids_of(&reopened, &format!("user{u}")),
+                want,
+                "round {round}: user{u}'s sessions after reopening the copy"
+            );
+        }
+    }
+    for r in rotators {
+        r.join().unwrap();
+    }
+}
+
 #[test]
 fn compaction_racing_writer_threads_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
