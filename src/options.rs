@@ -264,9 +264,11 @@ impl Options {
     }
 
     /// Compact in the background when the log reaches `min_bytes` and `growth` times
-    /// the size of the last compacted base (so rewriting costs O(1) per byte written,
-    /// amortized). `auto = false` compacts only on [`crate::Store::compact`]. Default
-    /// on, 16 MiB, 2.0.
+    /// what a compaction would leave: the last compacted base, or the estimated size of
+    /// the live sessions (`Stats::estimated_live_bytes`) if larger — so a log that is
+    /// mostly live sessions, not history, is not rewritten for nothing, and rewriting
+    /// costs O(1) per byte written, amortized. `auto = false` compacts only on
+    /// [`crate::Store::compact`]. Default on, 16 MiB, 2.0.
     pub fn compaction(mut self, auto: bool, min_bytes: u64, growth: f64) -> Self {
         self.auto_compact = auto;
         self.compact_min_bytes = min_bytes;

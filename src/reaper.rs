@@ -66,7 +66,8 @@ pub(crate) fn spawn_reaper(store: Weak<Inner>, every: Duration) -> Result<Backgr
     })
 }
 
-/// Starts the compactor: one compaction per request from the log writer.
+/// Starts the compactor: one compaction per request from the log writer, unless the
+/// log is mostly live (see [`Inner::compact_if_worthwhile`]).
 pub(crate) fn spawn_compactor(store: Weak<Inner>, requests: Receiver<()>) -> Result<Background> {
     Background::spawn("sessiondb-compact", move |stopped| {
         loop {
@@ -77,7 +78,7 @@ pub(crate) fn spawn_compactor(store: Weak<Inner>, requests: Receiver<()>) -> Res
                     }
                     let Some(store) = store.upgrade() else { return };
                     // A failure is recorded in the store's stats; the log goes on.
-                    let _ = store.compact();
+                    let _ = store.compact_if_worthwhile();
                 }
                 recv(stopped) -> _ => return,
             }

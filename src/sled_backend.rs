@@ -676,7 +676,7 @@ impl Backend for SledBackend {
         Ok(None)
     }
 
-    fn wants_compaction(&self) -> bool {
+    fn wants_compaction(&self, _floor: u64) -> bool {
         false
     }
 }
@@ -863,7 +863,7 @@ mod tests {
             o.backend.sync().unwrap();
             assert!(o.backend.disk_bytes() > 0);
             assert!(o.backend.begin_compaction().unwrap().is_none());
-            assert!(!o.backend.wants_compaction());
+            assert!(!o.backend.wants_compaction(0));
         }
         let o = open(dir.path(), &opts).unwrap();
         check_open(&o.state, &mut replay(&changes), T0);

@@ -36,8 +36,10 @@ pub(crate) trait Backend: Send + 'static {
     /// base, to run off the writer thread; `None` if the backend compacts itself.
     fn begin_compaction(&mut self) -> Result<Option<CompactionJob>>;
 
-    /// Whether the data has grown enough past the last compaction to compact again.
-    fn wants_compaction(&self) -> bool;
+    /// Whether the data has grown enough past what a compaction would leave to compact
+    /// again: past the last compacted base or `floor` (the store's estimate of its live
+    /// data when it last declined to compact), whichever is larger.
+    fn wants_compaction(&self, floor: u64) -> bool;
 }
 
 /// What opening a backend yields: the backend, ready to append, and the state it held.

@@ -1235,11 +1235,8 @@ impl Store {
             st.compactions = log.count;
             st.last_compaction.clone_from(&log.last);
             st.last_compaction_error.clone_from(&log.last_error);
-            let per_session = log
-                .bytes_per_session
-                .unwrap_or_else(|| inner.sample_image_bytes());
             drop(log);
-            st.estimated_live_bytes = (per_session * st.sessions as f64) as u64;
+            st.estimated_live_bytes = inner.estimated_live_bytes(st.sessions);
             if st.disk_bytes > 0 {
                 st.dead_ratio =
                     (1.0 - st.estimated_live_bytes as f64 / st.disk_bytes as f64).clamp(0.0, 1.0);
@@ -1562,6 +1559,34 @@ impl Inner {
         }
     }
 
+    /// Estimated size of a base holding `sessions` sessions: bytes per session in the
+    /// last base, or in a sample of images before the first compaction.
+    fn estimated_live_bytes(&self, sessions: usize) -> u64 {
+        let per_session = self.compaction.lock().bytes_per_session;
+        let per_session = per_session.unwrap_or_else(|| self.sample_image_bytes());
+        (per_session * sessions as f64) as u64
+    }
+
+    /// What the compactor runs when the log writer asks (the log reached
+    /// `compact_min_bytes` and `growth` times the last base): a compaction — unless the
+    /// live sessions alone would make a base more than `1 / growth` of the log. Then the
+    /// history is mostly live and rewriting it would reclaim little (a log of creates
+    /// only would even grow: an image carries more fields than a create record), so the
+    /// writer is told not to ask again before the log is `growth` times that estimate.
+    /// Checks stay amortized O(1) per byte written, like compactions.
+    pub(crate) fn compact_if_worthwhile(&self) -> Result<()> {
+        let Journal::Durable(d) = &self.journal else {
+            return Ok(());
+        };
+        let sessions = self.ids.iter().map(|m| m.read().len()).sum();
+        let live = self.estimated_live_bytes(sessions);
+        if (d.counters().disk_bytes as f64) < self.opts.compact_growth * live as f64 {
+            d.set_compaction_floor(live);
+            return Ok(());
+        }
+        self.compact().map(drop)
+    }
+
     pub(crate) fn compact(&self) -> Result<CompactionStats> {
         let Journal::Durable(d) = &self.journal else {
             return Ok(CompactionStats::default());
@@ -1582,11 +1607,13 @@ impl Inner {
         match &result {
             Ok(st) => {
                 d.note_disk_bytes(st.bytes_after);
+                // The base is now the measure of what a compaction leaves.
+                d.set_compaction_floor(0);
                 log.count += 1;
                 log.last = Some((self.now(), st.clone()));
                 log.last_error = None;
-                if st.sessions > 0 && st.bytes_after > 0 {
-                    log.bytes_per_session = Some(st.bytes_after as f64 / st.sessions as f64);
+                if st.sessions > 0 && st.base_bytes > 0 {
+                    log.bytes_per_session = Some(st.base_bytes as f64 / st.sessions as f64);
                 }
             }
             Err(e) => log.last_error = Some(e.to_string()),

@@ -1089,6 +1089,72 @@ fn auto_compaction_triggers_and_bounds_the_log() {
     check_model(&store, &model, "after reopen");
 }
 
+/// A log that is nearly all live sessions has nothing to reclaim — a base of images
+/// would even be larger than the create records — so auto-compaction leaves it alone
+/// however much it grows, and compacts once overwrites make most of it history.
+#[test]
+fn auto_compaction_leaves_a_log_of_live_sessions_alone_until_history_dominates() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let o = opts(&clock, buffered())
+        .segment_bytes(64 << 10)
+        .compaction(true, 16 << 10, 2.0);
+    let store = open(dir.path(), o);
+    let pad = "p".repeat(150);
+    let tokens: Vec<Token> = (0..4000)
+        .map(|i| {
+            let mut d = SessionData::new();
+            d.insert("pad", pad.as_str()).unwrap();
+            let new = NewSession::for_user(format!("user{}", i % 400)).data(d);
+            store.create(new).unwrap().0
+        })
+        .collect();
+    store.flush().unwrap();
+    // Give a compactor that was asked time to run: it would have been asked at 16 KiB,
+    // 32 KiB, 64 KiB, ... of the ~1 MB written.
+    std::thread::sleep(Duration::from_millis(300));
+    let st = store.stats();
+    assert!(st.disk_bytes > 32 * (16 << 10), "{st:?}");
+    assert_eq!(
+        st.compactions, 0,
+        "a log of live sessions was rewritten: {st:?}"
+    );
+    // Overwrite every session's data a few times: most of the log becomes history.
+    for round in 0..3 {
+        for t in &tokens {
+            store.put(t, "pad", &format!("{round}{pad}")).unwrap();
+        }
+    }
+    store.flush().unwrap();
+    let started = Instant::now();
+    while store.stats().compactions == 0 {
+        assert!(
+            started.elapsed() < secs(10),
+            "no compaction: {:?}",
+            store.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = store.stats();
+    assert!(st.last_compaction_error.is_none(), "{st:?}");
+    let (_, c) = st.last_compaction.clone().unwrap();
+    assert_eq!(c.sessions, 4000);
+    assert!(
+        c.base_bytes * 3 < c.bytes_before * 2,
+        "reclaimed little: {c:?}"
+    );
+    // The live estimate is the base's size (not the base plus what was written while
+    // it was built).
+    assert!(
+        st.estimated_live_bytes.abs_diff(c.base_bytes) <= 1,
+        "{st:?}"
+    );
+    for t in &tokens {
+        let s = store.get(t).expect("every session kept");
+        assert_eq!(s.get::<String>("pad").unwrap(), Some(format!("2{pad}")));
+    }
+}
+
 /// Opens `dir`, waiting up to 2 s for a store being dropped to release its lock.
 fn open_when_released(dir: &Path, opts: impl Fn() -> Options) -> Store {
     let started = Instant::now();

@@ -43,8 +43,10 @@ use crate::token::{SessionId, TokenHash};
 pub struct CompactionStats {
     /// Bytes on disk before.
     pub bytes_before: u64,
-    /// Bytes on disk after.
+    /// Bytes on disk after: the new base, and the segments written while it was built.
     pub bytes_after: u64,
+    /// Bytes of the new base alone: the size of the live sessions and aliases.
+    pub base_bytes: u64,
     /// Sessions written to the new base.
     pub sessions: usize,
     /// Time it took.
@@ -151,6 +153,7 @@ impl CompactionJob {
         Ok(CompactionStats {
             bytes_before,
             bytes_after,
+            base_bytes,
             sessions,
             duration: started.elapsed(),
         })

@@ -278,10 +278,10 @@ impl Backend for LogBackend {
         }))
     }
 
-    fn wants_compaction(&self) -> bool {
+    fn wants_compaction(&self, floor: u64) -> bool {
         let files = self.files.lock();
         let total = files.disk_bytes();
-        let base = files.base.map_or(0, |b| b.1);
+        let base = files.base.map_or(0, |b| b.1).max(floor);
         total >= self.compact_min_bytes && total as f64 >= self.compact_growth * base as f64
     }
 }

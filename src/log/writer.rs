@@ -18,7 +18,7 @@
 //! that the disk may not have.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,9 @@ struct Shared {
     /// the writer takes once per batch.
     poisoned: AtomicBool,
     counters: Mutex<WriterCounters>,
+    /// The floor [`Backend::wants_compaction`] is asked with: the live data's estimated
+    /// size when the store last declined to compact, 0 after a compaction.
+    compaction_floor: AtomicU64,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Durable {
         let shared = std::sync::Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
             poisoned: AtomicBool::new(false),
+            compaction_floor: AtomicU64::new(0),
             counters: Mutex::new(WriterCounters {
                 disk_bytes: backend.disk_bytes(),
                 ..WriterCounters::default()
@@ -262,6 +266,12 @@ impl Durable {
         *self.shared.counters.lock()
     }
 
+    /// Asks for no background compaction before the log is `growth` times `bytes` (0:
+    /// before it is `growth` times the last base).
+    pub(crate) fn set_compaction_floor(&self, bytes: u64) {
+        self.shared.compaction_floor.store(bytes, Ordering::Relaxed);
+    }
+
     /// Records the disk size a compaction left (the writer refreshes it per batch).
     pub(crate) fn note_disk_bytes(&self, bytes: u64) {
         self.shared.counters.lock().disk_bytes = bytes;
@@ -384,7 +394,7 @@ fn writer_loop(
             }
         }
         if let Some(tx) = &compact
-            && backend.wants_compaction()
+            && backend.wants_compaction(shared.compaction_floor.load(Ordering::Relaxed))
         {
             // At most one request pending; the compactor clears it when done.
             let _ = tx.try_send(());
