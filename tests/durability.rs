@@ -926,6 +926,56 @@ fn compaction_racing_rotations_keeps_every_session_in_the_base() {
     }
 }
 
+/// Many `Sync` writers share each fsync, and each one's wait ends: the writer wakes a
+/// few of a batch's waiters and they wake the rest (a relay), so none may be left
+/// parked. Every acknowledged session is in the reopened store.
+#[test]
+fn many_sync_writers_all_return_and_every_acknowledged_session_survives() {
+    const WRITERS: usize = 32;
+    const EACH: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = open(dir.path(), opts(&clock, Durability::Sync));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for w in 0..WRITERS {
+        let (store, done_tx) = (store.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            let ids: Vec<SessionId> = (0..EACH)
+                .map(|_| {
+                    let new = NewSession::for_user(format!("writer{w}"));
+                    store.create(new).unwrap().1.id()
+                })
+                .collect();
+            done_tx.send(ids).unwrap();
+        });
+    }
+    let mut acknowledged = Vec::new();
+    for finished in 0..WRITERS {
+        // A generous bound: a writer left parked never returns at all.
+        match done_rx.recv_timeout(secs(60)) {
+            Ok(ids) => acknowledged.extend(ids),
+            Err(_) => panic!("{finished} of {WRITERS} Sync writers returned; the rest hang"),
+        }
+    }
+    let st = store.stats();
+    assert!(
+        st.log_syncs >= 1 && st.log_records >= (WRITERS * EACH) as u64,
+        "{st:?}"
+    );
+    drop(store);
+    let store = open_when_released(dir.path(), || opts(&clock, Durability::Sync));
+    for w in 0..WRITERS {
+        assert_eq!(
+            ids_of(&store, &format!("writer{w}")).len(),
+            EACH,
+            "writer{w}"
+        );
+    }
+    for id in acknowledged {
+        assert!(store.get_by_id(id).is_some(), "session {id:?} lost");
+    }
+}
+
 #[test]
 fn compaction_racing_writer_threads_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();

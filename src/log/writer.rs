@@ -82,6 +82,9 @@ fn wake(threads: Vec<std::thread::Thread>) {
     }
 }
 
+/// Threads a woken waiter wakes in turn before it returns (see [`Shared::relay`]).
+const RELAY_FANOUT: usize = 2;
+
 /// Counters the writer keeps for [`crate::Stats`].
 #[derive(Default, Debug, Clone, Copy)]
 pub(crate) struct WriterCounters {
@@ -101,9 +104,35 @@ struct Shared {
     /// The floor [`Backend::wants_compaction`] is asked with: the live data's estimated
     /// size when the store last declined to compact, 0 after a compaction.
     compaction_floor: AtomicU64,
+    /// Waiters whose change is durable but who are not woken yet. The writer wakes
+    /// [`RELAY_FANOUT`] and leaves the rest here; each woken waiter wakes as many more
+    /// before it returns, so a batch's wake-ups fan out over the cores as a tree
+    /// instead of keeping the writer (the one thread every commit goes through) busy
+    /// with one futex wake per waiter before it can start the next batch's fsync.
+    relay: Mutex<Vec<std::thread::Thread>>,
 }
 
 impl Shared {
+    /// Wakes `ready` through the relay: a few now, the rest by those.
+    fn wake_relayed(&self, mut ready: Vec<std::thread::Thread>) {
+        if ready.len() > RELAY_FANOUT {
+            let now: Vec<_> = ready.drain(..RELAY_FANOUT).collect();
+            self.relay.lock().append(&mut ready);
+            ready = now;
+        }
+        wake(ready);
+    }
+
+    /// Wakes up to [`RELAY_FANOUT`] threads left in the relay, as every waiter does
+    /// when it wakes.
+    fn pass_on(&self) {
+        let mut relay = self.relay.lock();
+        let at = relay.len().saturating_sub(RELAY_FANOUT);
+        let next: Vec<_> = relay.drain(at..).collect();
+        drop(relay);
+        wake(next);
+    }
+
     /// Poisons the journal with `reason` (the first one stays); returns every waiting
     /// thread, each of which will see it.
     fn fail(&self, reason: String) -> Vec<std::thread::Thread> {
@@ -141,6 +170,7 @@ impl Durable {
             progress: Mutex::new(Progress::default()),
             poisoned: AtomicBool::new(false),
             compaction_floor: AtomicU64::new(0),
+            relay: Mutex::new(Vec::new()),
             counters: Mutex::new(WriterCounters {
                 disk_bytes: backend.disk_bytes(),
                 ..WriterCounters::default()
@@ -242,9 +272,10 @@ impl Durable {
                 registered = true;
             }
             drop(p);
-            // Woken by the writer once the fsync covers `ticket` (or on failure);
-            // a spurious wakeup just checks again.
+            // Woken by the writer or a relaying waiter once the fsync covers `ticket`
+            // (or on failure); a spurious wakeup just checks again.
             std::thread::park();
+            self.shared.pass_on();
         }
     }
 
@@ -366,7 +397,7 @@ fn writer_loop(
         match outcome {
             Ok(()) => {
                 let ready = shared.progress.lock().advance(last_seq);
-                wake(ready);
+                shared.wake_relayed(ready);
             }
             Err(e) => {
                 let all = shared.fail(e.to_string());
