@@ -60,7 +60,7 @@
 //!   ([`crate::Options::auth_lifetime`], if set, still ends a logged-in session that
 //!   long after its login.) A TTL of zero or less is refused as a configuration error.
 //!   An `update` that changes the state is two engine writes (data, then deadline;
-//!   two fsyncs under [`Durability::Sync`]); one that does not change it is one.
+//!   two fsyncs under [`crate::Durability::Sync`]); one that does not change it is one.
 //!
 //! # Ending is final
 //!
@@ -111,19 +111,20 @@
 //!
 //! The engine is synchronous, and actix-web runs each worker as a single-threaded
 //! runtime: a call that blocks stalls every connection of that worker. Reads, and
-//! writes under [`Durability::Memory`] and [`Durability::Buffered`], return in
+//! writes under [`crate::Durability::Memory`] and [`crate::Durability::Buffered`], return in
 //! microseconds, so they are called directly (a hand-off to a thread pool would cost
-//! more than the call). Under [`Durability::Sync`] a write waits for its fsync (a
-//! millisecond or more): called directly, a worker would do one fsync at a time and
-//! serve nothing meanwhile, and group commit would see at most one writer per worker.
-//! There, writes go through `spawn_blocking` (actix-web's runtime is tokio), so many
-//! writers share each fsync while the worker keeps serving. Measured on this project's
-//! 2-core VM (release build, `measure_offload` in `tests/actix_session.rs`: 64 tasks
-//! on one actix worker, each calling `save` then `update`), in store calls per second:
-//! under `Memory`, direct 781,000 and offloaded 157,000 (the hand-off costs more than
-//! the write); under `Sync`, direct 3,200 (one fsync at a time) and offloaded 49,000
-//! (group commit). [`SessionDbStore::offload_writes`] overrides the choice. Outside a
-//! tokio runtime, everything is called directly.
+//! more than the call). Under [`crate::Durability::Sync`] a write waits for its fsync (a
+//! millisecond or more): called as a blocking call, a worker would do one fsync at a
+//! time and serve nothing meanwhile. So the write is made directly inside
+//! [`Store::deferred`] and the task awaits its [`crate::Commit`]: the worker keeps
+//! serving, and every task that writes meanwhile shares the fsync (group commit).
+//! Measured on this project's 2-core VM (release build, 2026-12-05, `measure_offload`
+//! in `tests/actix_session.rs`: 64 tasks on one actix worker, each calling `save` then
+//! `update`; two runs), in store calls per second: under `Memory`, direct 542,000–549,000
+//! and offloaded to `spawn_blocking` 108,000–124,000 (the hand-off costs more than the
+//! write); under `Sync`, awaited commits 262,000–349,000 and offloaded (the previous
+//! default) 65,000–83,000. A blocking call on the worker did 3,200 on the slower VM of
+//! 2026-11 (one fsync at a time). [`SessionDbStore::offload_writes`] offloads instead.
 //!
 //! [actix-session]: https://docs.rs/actix-session
 
@@ -140,7 +141,6 @@ use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::data::SessionData;
-use crate::options::Durability;
 use crate::session::{NewSession, UserId};
 use crate::store::Store;
 use crate::token::{SessionId, Token};
@@ -268,20 +268,19 @@ impl actix_web::ResponseError for Error {
 pub use crate::integration::Device;
 
 impl SessionDbStore {
-    /// Wraps `engine`. Writes are offloaded to `spawn_blocking` when the store was
-    /// opened with [`Durability::Sync`], called directly otherwise (see the module
-    /// docs).
+    /// Wraps `engine`. Writes are called directly on the task; under
+    /// [`crate::Durability::Sync`] the task then awaits the fsync without blocking the worker
+    /// (see the module docs).
     pub fn new(engine: Store) -> SessionDbStore {
-        let offload = matches!(engine.options().durability, Durability::Sync);
         SessionDbStore {
             engine,
-            offload,
+            offload: false,
             pending: Arc::default(),
         }
     }
 
     /// Overrides whether writes run on tokio's blocking pool (`true`) or directly on
-    /// the calling task (`false`).
+    /// the calling task (`false`, the default).
     pub fn offload_writes(mut self, on: bool) -> SessionDbStore {
         self.offload = on;
         self
@@ -509,7 +508,7 @@ impl SessionDbStore {
     }
 
     /// Runs a write on the engine: on tokio's blocking pool when offloading and inside
-    /// a tokio runtime, directly otherwise.
+    /// a tokio runtime, directly otherwise (awaiting the fsync under `Sync`).
     async fn write<T, F>(&self, f: F) -> crate::Result<T>
     where
         T: Send + 'static,

@@ -132,7 +132,24 @@ impl EventBus {
     }
 
     /// Delivers `events` to every subscriber without blocking. Call with no lock held.
+    /// Inside [`crate::Store::deferred`] they are held back for its [`crate::Commit`].
     pub(crate) fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() || !self.active() {
+            return;
+        }
+        let Some(events) = crate::commit::defer_events(self.key(), events) else {
+            return;
+        };
+        self.deliver(events);
+    }
+
+    /// This bus's identity for a deferral scope.
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Delivers `events` now, deferral or not.
+    pub(crate) fn deliver(&self, events: Vec<Event>) {
         if events.is_empty() || !self.active() {
             return;
         }

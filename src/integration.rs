@@ -99,8 +99,10 @@ pub(crate) async fn owned_in(
 }
 
 /// Runs the write `f` on the engine: on tokio's blocking pool when `offload` is set
-/// and a runtime is there (an fsync wait would stall an async worker), directly
-/// otherwise. `store` names the adapter in the error if the runtime shuts down first.
+/// and a runtime is there; otherwise directly, and under [`crate::Durability::Sync`]
+/// inside [`Store::deferred`], awaiting its commit, so the fsync holds no thread and
+/// every task writing meanwhile shares it. `store` names the adapter in the error if
+/// the runtime shuts down first.
 #[cfg(feature = "actix-session")]
 pub(crate) async fn write<T, F>(
     engine: &Store,
@@ -122,6 +124,12 @@ where
                 source: std::io::Error::from(std::io::ErrorKind::Interrupted),
             }),
         };
+    }
+    if matches!(engine.options().durability, crate::Durability::Sync) {
+        let (r, commit) = engine.deferred(f);
+        // Awaited even when the write failed: what it changed first is durable then.
+        let durable = commit.await;
+        return r.and_then(|v| durable.map(|()| v));
     }
     f(engine)
 }

@@ -7,8 +7,10 @@
 //! change to be durable ([`Journal::wait`]) happens after the locks are released.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crate::clock::Timestamp;
+use crate::commit;
 use crate::data::SessionData;
 use crate::error::Result;
 use crate::events::EndReason;
@@ -102,11 +104,39 @@ impl Journal {
     }
 
     /// Returns once the change behind `ticket` is as durable as the mode promises.
-    /// Call with no lock held.
+    /// Call with no lock held. Inside [`crate::Store::deferred`] it only records the
+    /// ticket for the caller's [`crate::Commit`] ([`commit::defer_wait`]).
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
+        match self {
+            Journal::Memory => Ok(()),
+            Journal::Durable(_) if commit::defer_wait(self.key(), ticket) => Ok(()),
+            Journal::Durable(d) => d.wait(ticket),
+        }
+    }
+
+    /// As [`Journal::wait`] (never deferred), for a [`crate::Commit`] being waited on.
+    pub(crate) fn wait_now(&self, ticket: Ticket) -> Result<()> {
         match self {
             Journal::Memory => Ok(()),
             Journal::Durable(d) => d.wait(ticket),
         }
+    }
+
+    /// As [`Journal::wait_now`], for a [`crate::Commit`] being awaited.
+    pub(crate) fn poll_wait(
+        &self,
+        ticket: Ticket,
+        cx: &Context<'_>,
+        registered: &mut Option<Waker>,
+    ) -> Poll<Result<()>> {
+        match self {
+            Journal::Memory => Poll::Ready(Ok(())),
+            Journal::Durable(d) => d.poll_wait(ticket, cx, registered),
+        }
+    }
+
+    /// This journal's identity for a deferral scope.
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 }

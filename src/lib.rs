@@ -45,6 +45,7 @@
 pub mod actix_session;
 mod clock;
 mod codec;
+mod commit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod data;
@@ -77,6 +78,7 @@ mod users;
 mod wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use commit::Commit;
 pub use data::SessionData;
 pub use error::{Error, Result};
 pub use events::{EndReason, Event};

@@ -4,8 +4,11 @@
 //!
 //! This module owns the seam between the two calling styles. The embedded store is
 //! synchronous and answers in microseconds, so calling it inside an async handler is
-//! fine — except a write under [`Durability::Sync`], which waits for an fsync: those
-//! run on tokio's blocking pool (`spawn_blocking`), everything else is called directly.
+//! fine — except that a write under [`Durability::Sync`] then waits for an fsync. Those
+//! writes are made directly too, inside [`Store::deferred`], and the task awaits their
+//! [`crate::Commit`]: no runtime thread is held during the fsync, and every task writing
+//! meanwhile shares it. ([`Sessions::offload_writes`] runs writes on tokio's blocking
+//! pool instead, `spawn_blocking`, as earlier versions did.)
 //! The Redis store is a network client, so its methods are async and never block a
 //! runtime thread. [`Sessions`] gives both the async shape; code that wants the
 //! embedded store's synchronous API (a desktop app, a CLI) keeps using [`Store`].
@@ -52,7 +55,10 @@ pub struct Sessions {
 enum Backend {
     Embedded {
         store: Store,
-        /// Writes wait for an fsync: run them on the blocking pool.
+        /// Writes wait for an fsync (`Sync`): made inside [`Store::deferred`], and
+        /// their commit awaited.
+        sync: bool,
+        /// Writes run on the blocking pool ([`Sessions::offload_writes`]).
         offload: bool,
     },
     #[cfg(feature = "redis")]
@@ -71,17 +77,25 @@ macro_rules! read {
     };
 }
 
-/// As `read!`, but the embedded call may wait for an fsync: then it runs on the
-/// blocking pool ([`offload`]) with owned copies of the arguments; otherwise inline,
-/// on the arguments as they are.
+/// As `read!`, but the embedded call may wait for an fsync: then it is made inside
+/// [`Store::deferred`] and its commit awaited, or (offloaded) it runs on the blocking
+/// pool ([`offload`]) with owned copies of the arguments; otherwise inline, on the
+/// arguments as they are.
 macro_rules! write {
     ($self:ident, ($($arg:ident),*), |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
         match &$self.backend {
-            Backend::Embedded { store: $s, offload: false } => $embedded,
-            Backend::Embedded { store, .. } => {
+            Backend::Embedded { store, offload: true, .. } => {
                 $(let $arg = $arg.to_owned();)*
                 offload(store, move |$s| { $(let $arg = &$arg;)* $embedded }).await
             }
+            Backend::Embedded { store, sync: true, .. } => {
+                let (r, commit) = store.deferred(|$s| $embedded);
+                // Awaited even when the write failed: what it changed before failing
+                // (a revocation stopped halfway) is durable when this returns.
+                let durable = commit.await;
+                r.and_then(|v| durable.map(|()| v))
+            }
+            Backend::Embedded { store: $s, .. } => $embedded,
             #[cfg(feature = "redis")]
             Backend::Redis($r) => $redis.await,
         }
@@ -155,16 +169,22 @@ impl Sessions {
 
     /// The embedded `store`, behind the async API.
     pub fn embedded(store: Store) -> Sessions {
-        let offload = matches!(store.options().durability, Durability::Sync);
+        let sync = matches!(store.options().durability, Durability::Sync);
         Sessions {
-            backend: Backend::Embedded { store, offload },
+            backend: Backend::Embedded {
+                store,
+                sync,
+                offload: false,
+            },
         }
     }
 
     /// Overrides whether the embedded store's writes run on tokio's blocking pool
-    /// (`true`) or directly on the calling task (`false`); by default they do under
-    /// [`Durability::Sync`] only (a write that waits for an fsync would hold an async
-    /// worker; any other write is faster called directly). No effect on Redis.
+    /// (`true`) or directly on the calling task (`false`, the default: the in-memory
+    /// part takes microseconds, and under [`Durability::Sync`] the task then awaits the
+    /// fsync without holding a thread; see [`Store::deferred`]). Offloading costs a
+    /// hand-off to another thread per write, more than the write itself. No effect on
+    /// Redis.
     #[must_use]
     pub fn offload_writes(mut self, on: bool) -> Sessions {
         #[allow(irrefutable_let_patterns)] // without the `redis` feature
@@ -223,7 +243,7 @@ impl Sessions {
     /// writes, such as a framework adapter, should not hold anything while it runs).
     pub fn writes_wait(&self) -> bool {
         match &self.backend {
-            Backend::Embedded { offload, .. } => *offload,
+            Backend::Embedded { sync, offload, .. } => *sync || *offload,
             #[cfg(feature = "redis")]
             Backend::Redis(_) => true,
         }

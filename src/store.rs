@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::codec;
+use crate::commit::{self, Commit};
 use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::events::{EndReason, Event, EventBus};
@@ -1274,6 +1275,46 @@ impl Store {
         }
     }
 
+    /// Runs `f` on this store without blocking for durability, and returns its result
+    /// with a [`Commit`] that completes once everything `f` wrote is as durable as the
+    /// store's [`Durability`] promises.
+    ///
+    /// For async servers under [`Durability::Sync`]: a write is made in memory in
+    /// microseconds, and then blocks its thread until the log's fsync covers it. Inside
+    /// `deferred` it returns at once instead, and the task awaits the [`Commit`] (a
+    /// [`std::future::Future`], on any executor) without holding a thread, so any
+    /// number of tasks on a few runtime workers share each fsync. [`Commit::wait`]
+    /// blocks instead, for threads that want to batch several writes under one wait.
+    ///
+    /// Until the commit completes the writes are not acknowledged: other readers see
+    /// them (as they see any `Sync` write before its fsync returns), and a crash may
+    /// lose them. Events they raise are delivered when it completes. Writes to another
+    /// store inside `f` wait as usual. Under `Memory` and `Buffered` the commit is ready
+    /// at once (`Buffered` promises its interval, not an fsync per write).
+    ///
+    /// ```
+    /// use sessiondb::{Durability, NewSession, Options, Store};
+    ///
+    /// # fn main() -> Result<(), sessiondb::Error> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open_with(dir.path(), Options::default().durability(Durability::Sync))?;
+    /// let (created, commit) = store.deferred(|s| s.create(NewSession::for_user("alice")));
+    /// let (token, _) = created?;
+    /// // In an async handler: `commit.await?`.
+    /// commit.wait()?;
+    /// assert!(store.get(&token).is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn deferred<R>(&self, f: impl FnOnce(&Store) -> R) -> (R, Commit) {
+        let inner = &self.inner;
+        let deliver = |events| inner.events.deliver(events);
+        let (r, ticket, stash) =
+            commit::run(inner.journal.key(), inner.events.key(), &deliver, || {
+                f(self)
+            });
+        (r, Commit::new(Arc::clone(inner), ticket, stash))
+    }
+
     /// Flushes and drops this handle. The store closes — its threads stop and the
     /// directory lock is released — when the last clone is dropped.
     ///
@@ -1619,6 +1660,26 @@ impl Inner {
             Err(e) => log.last_error = Some(e.to_string()),
         }
         result
+    }
+
+    /// Blocks until the change behind `ticket` is durable ([`Commit::wait`]).
+    pub(crate) fn wait_commit(&self, ticket: Ticket) -> Result<()> {
+        self.journal.wait_now(ticket)
+    }
+
+    /// Polls the durability of the change behind `ticket` ([`Commit`] as a future).
+    pub(crate) fn poll_commit(
+        &self,
+        ticket: Ticket,
+        cx: &std::task::Context<'_>,
+        registered: &mut Option<std::task::Waker>,
+    ) -> std::task::Poll<Result<()>> {
+        self.journal.poll_wait(ticket, cx, registered)
+    }
+
+    /// Delivers events a [`Commit`] held back.
+    pub(crate) fn deliver_events(&self, events: Vec<Event>) {
+        self.events.deliver(events);
     }
 
     pub(crate) fn now(&self) -> Timestamp {

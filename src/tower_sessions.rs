@@ -117,16 +117,19 @@
 //! [`crate::Durability::Memory`] and [`crate::Durability::Buffered`], return in
 //! microseconds, so they are called directly on the async task (tokio's guidance: well
 //! under the ~100 µs between awaits). Under [`crate::Durability::Sync`] a write waits
-//! for its fsync (a millisecond or more), which would
-//! hold a runtime worker and, with few workers, starve group commit of concurrent
-//! writers; there, writes go through `tokio::task::spawn_blocking`. Measured (release
-//! build, this project's 2-core VM, `measure_offload` in `tests/tower_sessions_store.rs`:
-//! 64 tasks each creating and saving sessions, on a 2-worker runtime): in memory,
-//! direct calls do 766,000 ops/s and `spawn_blocking` 78,000 (the hand-off costs more
-//! than the write); under `Sync`, direct calls do 556 ops/s (two workers, so about two
-//! writes per fsync) and `spawn_blocking` 13,500 (many writers share each fsync: group
-//! commit). [`SessionDbStore::offload_writes`]
-//! overrides the choice. Outside a tokio runtime, everything is called directly.
+//! for its fsync, which as a blocking call would hold a runtime worker and, with few
+//! workers, starve group commit of concurrent writers (measured on the slower VM of
+//! 2026-11: 556 ops/s, about one fsync per worker at a time). So the write is made
+//! directly inside [`crate::Store::deferred`] and the task awaits its
+//! [`crate::Commit`]: no thread waits, and every task writing meanwhile shares the
+//! fsync. Measured (release build, this project's 2-core VM, 2026-12-05,
+//! `measure_offload` in `tests/tower_sessions_store.rs`: 64 tasks each creating and
+//! saving sessions, on a 2-worker runtime, two runs): in memory, direct calls do
+//! 981,000–1,416,000 ops/s and `spawn_blocking` 174,000–204,000 (the hand-off costs more
+//! than the write); under `Sync`, awaited commits do 259,000–369,000 and
+//! `spawn_blocking` (the previous default) 78,000–85,000. [`SessionDbStore::offload_writes`]
+//! sends writes to `spawn_blocking` instead. Outside a tokio runtime, a commit is still
+//! a future: any executor can await it.
 //!
 //! On Redis a `save` is two or three round trips (read the session, write the data,
 //! move the deadline: each write one atomic script that refuses a session that is not
@@ -244,9 +247,9 @@ pub use crate::integration::Device;
 impl SessionDbStore {
     /// Wraps `sessions`: a [`crate::Store`] (`SessionDbStore::new(Store::open("sessions")?)`)
     /// or a [`Sessions`] from [`Sessions::open`] (`"redis://…"` for sessions shared by
-    /// several nodes). On the embedded store, writes are offloaded to `spawn_blocking`
-    /// when it was opened with [`crate::Durability::Sync`], called directly otherwise (see the
-    /// module docs for the measurements).
+    /// several nodes). On the embedded store, writes are called directly on the task, and
+    /// under [`crate::Durability::Sync`] the task then awaits the fsync without holding a
+    /// thread (see the module docs for the measurements).
     pub fn new(sessions: impl Into<Sessions>) -> SessionDbStore {
         SessionDbStore {
             sessions: sessions.into(),

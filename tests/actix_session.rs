@@ -1325,7 +1325,7 @@ async fn measure_offload() {
                 Store::open_with(dir.path(), Options::default().durability(durability)).unwrap();
             let store = SessionDbStore::new(engine).offload_writes(offload);
             let per_task = if matches!(durability, Durability::Sync) {
-                20
+                1_000
             } else {
                 2_000
             };

@@ -3,7 +3,9 @@
 //! The child is this test binary itself, running the ignored test `crash_child` (which
 //! does nothing unless `SESSIONDB_CRASH_CHILD_DIR` is set): it opens a store with
 //! `Durability::Sync`, small segments and eager compaction, and writes from several
-//! threads forever, printing `INTENT …` before and `ACK …` after every call. The parent
+//! threads forever, printing `INTENT …` before and `ACK …` after every call (half the
+//! threads make each write inside `Store::deferred` and acknowledge it once its `Commit`,
+//! polled as a future, completes: the async servers' path). The parent
 //! kills it with SIGKILL (or lets it abort at a crash point, `SESSIONDB_FAILPOINT`),
 //! reopens the store normally, and checks against the acknowledged history:
 //!
@@ -161,15 +163,86 @@ fn crash_child() {
     }
 }
 
+/// The store, written through directly or through `Store::deferred`.
+struct Writer<'a> {
+    store: &'a Store,
+    deferred: bool,
+}
+
+impl Writer<'_> {
+    fn write<R>(&self, f: impl FnOnce(&Store) -> sessiondb::Result<R>) -> sessiondb::Result<R> {
+        if !self.deferred {
+            return f(self.store);
+        }
+        let (r, commit) = self.store.deferred(f);
+        let durable = block_on(commit);
+        r.and_then(|v| durable.map(|()| v))
+    }
+
+    fn create(&self, new: NewSession) -> sessiondb::Result<(Token, sessiondb::Session)> {
+        self.write(|s| s.create(new))
+    }
+
+    fn update<R>(
+        &self,
+        token: &Token,
+        f: impl FnMut(&mut sessiondb::SessionData) -> sessiondb::Result<R>,
+    ) -> sessiondb::Result<R> {
+        self.write(|s| s.update(token, f))
+    }
+
+    fn get(&self, token: &Token) -> Option<sessiondb::Session> {
+        self.store.get(token)
+    }
+
+    fn rotate(&self, token: &Token) -> sessiondb::Result<Token> {
+        self.write(|s| s.rotate(token))
+    }
+
+    fn bind_user(&self, token: &Token, user: &str) -> sessiondb::Result<()> {
+        self.write(|s| s.bind_user(token, user))
+    }
+
+    fn end(&self, token: &Token) -> sessiondb::Result<bool> {
+        self.write(|s| s.end(token))
+    }
+
+    fn revoke_user(&self, user: &str) -> sessiondb::Result<usize> {
+        self.write(|s| s.revoke_user(user))
+    }
+}
+
 struct Mine {
     token: Token,
     n: u64,
     user: Option<String>,
 }
 
+/// Polls `fut` to completion on this thread, parked between polls until woken.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 /// One writer thread of the child: random operations on its own sessions and users
-/// (users are named after the thread, so no other thread touches them).
+/// (users are named after the thread, so no other thread touches them). Odd threads
+/// make every write inside `Store::deferred` and await its commit before the ACK.
 fn child_worker(t: u64, store: &Store, seed: u64) -> ! {
+    let deferred = t % 2 == 1;
+    let store = &Writer { store, deferred };
     let mut rng = Rng::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut mine: Vec<Mine> = Vec::new();
     let user_name = |k: u64| format!("t{t}u{k}");

@@ -422,7 +422,7 @@ fn measure_offload() {
                 Store::in_memory().unwrap()
             };
             let store = SessionDbStore::new(engine).offload_writes(offload);
-            let (tasks, per_task) = (64, if sync { 40 } else { 2_000 });
+            let (tasks, per_task) = (64, if sync { 1_000 } else { 2_000 });
             let start = std::time::Instant::now();
             rt.block_on(async {
                 let handles: Vec<_> = (0..tasks)

@@ -4,7 +4,9 @@
 //! changed; it numbers each change and sends it over a crossbeam channel to one writer
 //! thread. The writer takes whatever has queued up — one change or thousands — and
 //! writes it as one batch with one `write`, then (under [`Durability::Sync`]) one
-//! fsync, and wakes everyone whose change is now durable: group commit. Under
+//! fsync, and wakes everyone whose change is now durable: group commit. A waiter is a
+//! blocked thread ([`Durable::wait`]) or an async task ([`Durable::poll_wait`], behind
+//! [`crate::commit::Commit`]), which waits without holding a thread. Under
 //! [`Durability::Buffered`] the batch goes to the OS at once and is fsynced at most
 //! once per interval.
 //!
@@ -19,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,32 +56,57 @@ struct Progress {
     /// Every change numbered up to this one is as durable as the mode promises.
     durable: u64,
     failed: Option<String>,
-    /// Threads waiting for a change to be durable, with its number. The writer wakes
-    /// exactly those whose change its fsync covered: with many writers, a broadcast
-    /// would wake everyone just to send most back to sleep.
-    waiters: Vec<(u64, std::thread::Thread)>,
+    /// Threads and tasks waiting for a change to be durable, with its number. The
+    /// writer wakes exactly those whose change its fsync covered: with many writers, a
+    /// broadcast would wake everyone just to send most back to sleep.
+    waiters: Vec<(u64, Waiter)>,
+}
+
+/// Who waits for a change to be durable.
+enum Waiter {
+    /// A thread parked in [`Durable::wait`].
+    Thread(std::thread::Thread),
+    /// An async task that polled [`Durable::poll_wait`].
+    Task(Waker),
 }
 
 impl Progress {
-    /// Marks everything up to `seq` durable; returns the threads to wake.
-    fn advance(&mut self, seq: u64) -> Vec<std::thread::Thread> {
+    /// Marks everything up to `seq` durable; returns those to wake.
+    fn advance(&mut self, seq: u64) -> Vec<Waiter> {
         self.durable = seq;
         self.waiters
             .extract_if(.., |(s, _)| *s <= seq)
-            .map(|(_, t)| t)
+            .map(|(_, w)| w)
             .collect()
     }
 
-    /// Records a failure; returns every waiting thread (each will see it).
-    fn fail(&mut self, reason: String) -> Vec<std::thread::Thread> {
+    /// Records a failure; returns every waiter (each will see it).
+    fn fail(&mut self, reason: String) -> Vec<Waiter> {
         self.failed.get_or_insert(reason);
-        self.waiters.drain(..).map(|(_, t)| t).collect()
+        self.waiters.drain(..).map(|(_, w)| w).collect()
+    }
+
+    /// The outcome for `ticket` if it is settled: durable, or the journal failed.
+    fn outcome(&self, sync: bool, ticket: Ticket) -> Option<Result<()>> {
+        if sync && self.durable >= ticket.0 {
+            return Some(Ok(()));
+        }
+        match &self.failed {
+            Some(reason) => Some(Err(Error::Poisoned {
+                reason: reason.clone(),
+            })),
+            None if !sync => Some(Ok(())),
+            None => None,
+        }
     }
 }
 
-fn wake(threads: Vec<std::thread::Thread>) {
-    for t in threads {
-        t.unpark();
+fn wake(waiters: Vec<Waiter>) {
+    for w in waiters {
+        match w {
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Task(w) => w.wake(),
+        }
     }
 }
 
@@ -113,14 +141,24 @@ struct Shared {
 }
 
 impl Shared {
-    /// Wakes `ready` through the relay: a few now, the rest by those.
-    fn wake_relayed(&self, mut ready: Vec<std::thread::Thread>) {
-        if ready.len() > RELAY_FANOUT {
-            let now: Vec<_> = ready.drain(..RELAY_FANOUT).collect();
-            self.relay.lock().append(&mut ready);
-            ready = now;
+    /// Wakes `ready`: tasks at once (a waker only queues its task on an executor),
+    /// threads through the relay, a few now and the rest by those.
+    fn wake_relayed(&self, ready: Vec<Waiter>) {
+        let mut threads = Vec::new();
+        for w in ready {
+            match w {
+                Waiter::Thread(t) => threads.push(t),
+                Waiter::Task(w) => w.wake(),
+            }
         }
-        wake(ready);
+        if threads.len() > RELAY_FANOUT {
+            let now: Vec<_> = threads.drain(..RELAY_FANOUT).collect();
+            self.relay.lock().append(&mut threads);
+            threads = now;
+        }
+        for t in threads {
+            t.unpark();
+        }
     }
 
     /// Wakes up to [`RELAY_FANOUT`] threads left in the relay, as every waiter does
@@ -130,12 +168,14 @@ impl Shared {
         let at = relay.len().saturating_sub(RELAY_FANOUT);
         let next: Vec<_> = relay.drain(at..).collect();
         drop(relay);
-        wake(next);
+        for t in next {
+            t.unpark();
+        }
     }
 
-    /// Poisons the journal with `reason` (the first one stays); returns every waiting
-    /// thread, each of which will see it.
-    fn fail(&self, reason: String) -> Vec<std::thread::Thread> {
+    /// Poisons the journal with `reason` (the first one stays); returns every waiter,
+    /// each of which will see it.
+    fn fail(&self, reason: String) -> Vec<Waiter> {
         let mut p = self.progress.lock();
         let all = p.fail(reason);
         self.poisoned.store(true, Ordering::Release);
@@ -259,16 +299,12 @@ impl Durable {
         let mut registered = false;
         loop {
             let mut p = self.shared.progress.lock();
-            if !self.sync || p.durable >= ticket.0 || p.failed.is_some() {
-                return match (&p.failed, self.sync && p.durable >= ticket.0) {
-                    (_, true) | (None, false) => Ok(()),
-                    (Some(reason), false) => Err(Error::Poisoned {
-                        reason: reason.clone(),
-                    }),
-                };
+            if let Some(outcome) = p.outcome(self.sync, ticket) {
+                return outcome;
             }
             if !registered {
-                p.waiters.push((ticket.0, std::thread::current()));
+                p.waiters
+                    .push((ticket.0, Waiter::Thread(std::thread::current())));
                 registered = true;
             }
             drop(p);
@@ -277,6 +313,29 @@ impl Durable {
             std::thread::park();
             self.shared.pass_on();
         }
+    }
+
+    /// As [`Durable::wait`], for an async task: ready once the change behind `ticket`
+    /// is fsynced (under `Sync`; at once otherwise). While pending, the task's waker is
+    /// registered (again only if `registered` would not wake the same task) and the
+    /// writer wakes it with the fsync that covers `ticket`.
+    pub(crate) fn poll_wait(
+        &self,
+        ticket: Ticket,
+        cx: &Context<'_>,
+        registered: &mut Option<Waker>,
+    ) -> Poll<Result<()>> {
+        let mut p = self.shared.progress.lock();
+        if let Some(outcome) = p.outcome(self.sync, ticket) {
+            return Poll::Ready(outcome);
+        }
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // A waker registered by an earlier poll stays until the fsync and then
+            // wakes a finished task: harmless, and the writer drops it then.
+            p.waiters.push((ticket.0, Waiter::Task(cx.waker().clone())));
+            *registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Writes pending touches and fsyncs everything written so far.
@@ -445,5 +504,224 @@ fn reply_failed(msg: Msg, e: &Error) {
             let _ = r.send(Err(err()));
         }
         Msg::Change(..) | Msg::Touch(..) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::Duration;
+
+    use crossbeam_channel::{Receiver, Sender};
+
+    use super::Durable;
+    use crate::error::{Error, Result};
+    use crate::journal::{Change, Ticket};
+    use crate::load::Loader;
+    use crate::log::compaction::CompactionJob;
+    use crate::options::{Durability, Options};
+    use crate::storage::{self, Backend};
+
+    /// The real log backend, with each fsync held until the test lets it go (`Ok`) or
+    /// fails it (`Err`): the moment a change becomes durable, under the test's control.
+    struct Gated {
+        log: Box<dyn Backend>,
+        gate: Receiver<std::result::Result<(), String>>,
+    }
+
+    impl Backend for Gated {
+        fn write(&mut self, changes: &[Change]) -> Result<()> {
+            self.log.write(changes)
+        }
+        fn sync(&mut self) -> Result<()> {
+            match self.gate.recv() {
+                Ok(Ok(())) | Err(_) => self.log.sync(),
+                Ok(Err(reason)) => Err(Error::io(
+                    "syncing the log (gated test backend)",
+                    std::io::Error::other(reason),
+                )),
+            }
+        }
+        fn disk_bytes(&self) -> u64 {
+            self.log.disk_bytes()
+        }
+        fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
+            self.log.begin_compaction()
+        }
+        fn wants_compaction(&self, floor: u64) -> bool {
+            self.log.wants_compaction(floor)
+        }
+    }
+
+    fn gated(dir: &std::path::Path) -> (Durable, Sender<std::result::Result<(), String>>) {
+        let opts = Options::default();
+        let loader = Loader::new(opts.shards, opts.clock.now(), 0);
+        let opened = storage::open(opts.backend, dir, &opts, &loader).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let backend = Box::new(Gated {
+            log: opened.backend,
+            gate: rx,
+        });
+        let lock = crate::lockfile::lock(dir).unwrap();
+        let durable = Durable::start(backend, Durability::Sync, lock, false).unwrap();
+        (durable, tx)
+    }
+
+    /// Counts wake-ups and lets the test thread wait for one.
+    struct CountingWaker {
+        woken: AtomicUsize,
+        test: std::thread::Thread,
+    }
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.woken.fetch_add(1, Ordering::SeqCst);
+            self.test.unpark();
+        }
+    }
+
+    fn counting() -> (Arc<CountingWaker>, Waker) {
+        let c = Arc::new(CountingWaker {
+            woken: AtomicUsize::new(0),
+            test: std::thread::current(),
+        });
+        (c.clone(), Waker::from(c))
+    }
+
+    fn wait_for_wake(c: &CountingWaker) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.woken.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task was never woken"
+            );
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    }
+
+    fn change() -> Change {
+        Change::Clear
+    }
+
+    /// A gated journal with one change appended and one task that polled for it (and
+    /// found it pending: its fsync is held at the gate).
+    struct OneTask {
+        /// Before `durable`: dropped first, so a closing writer's last fsync goes through.
+        gate: Sender<std::result::Result<(), String>>,
+        durable: Durable,
+        ticket: Ticket,
+        count: Arc<CountingWaker>,
+        waker: Waker,
+        registered: Option<Waker>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl OneTask {
+        fn new() -> OneTask {
+            let dir = tempfile::tempdir().unwrap();
+            let (durable, gate) = gated(dir.path());
+            let ticket = durable.append(change()).unwrap();
+            let (count, waker) = counting();
+            let mut t = OneTask {
+                gate,
+                durable,
+                ticket,
+                count,
+                waker,
+                registered: None,
+                _dir: dir,
+            };
+            assert!(t.poll().is_pending());
+            t
+        }
+
+        fn poll(&mut self) -> Poll<Result<()>> {
+            let cx = Context::from_waker(&self.waker);
+            self.durable
+                .poll_wait(self.ticket, &cx, &mut self.registered)
+        }
+    }
+
+    #[test]
+    fn a_task_waiting_for_a_change_is_pending_until_the_fsync_covering_it_then_woken() {
+        let mut t = OneTask::new();
+        // Polled again before the fsync (a spurious wake-up): still pending, and the
+        // same task is not registered twice.
+        assert!(t.poll().is_pending());
+        assert_eq!(t.durable.shared.progress.lock().waiters.len(), 1);
+        assert_eq!(
+            t.count.woken.load(Ordering::SeqCst),
+            0,
+            "woken before the fsync"
+        );
+        t.gate.send(Ok(())).unwrap();
+        wait_for_wake(&t.count);
+        assert!(matches!(t.poll(), Poll::Ready(Ok(()))));
+        assert_eq!(t.count.woken.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_fsync_wakes_waiting_tasks_with_the_error() {
+        let mut t = OneTask::new();
+        t.gate.send(Err("disk gone".into())).unwrap();
+        wait_for_wake(&t.count);
+        match t.poll() {
+            Poll::Ready(Err(Error::Poisoned { reason })) => {
+                assert!(reason.contains("disk gone"), "{reason}");
+            }
+            other => panic!("expected the fsync's failure, got {other:?}"),
+        }
+        // A change appended after the failure is refused outright.
+        assert!(matches!(
+            t.durable.append(change()),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+
+    #[test]
+    fn threads_and_tasks_waiting_on_one_fsync_are_all_released_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate) = gated(dir.path());
+        let durable = Arc::new(durable);
+        // The first fsync is held: every change below waits on the next one or this.
+        let first = durable.append(change()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let d = durable.clone();
+                let t = d.append(change()).unwrap();
+                std::thread::spawn(move || d.wait(t))
+            })
+            .collect();
+        let tickets: Vec<Ticket> = (0..4).map(|_| durable.append(change()).unwrap()).collect();
+        let wakers: Vec<_> = tickets.iter().map(|_| counting()).collect();
+        let mut registered: Vec<Option<Waker>> = vec![None; tickets.len()];
+        for ((t, (_, w)), r) in tickets.iter().zip(&wakers).zip(&mut registered) {
+            assert!(
+                durable
+                    .poll_wait(*t, &Context::from_waker(w), r)
+                    .is_pending()
+            );
+        }
+        // Two fsyncs at most cover everything appended (the one in progress, then one
+        // batch of the rest); let a few more through in case batches split.
+        for _ in 0..8 {
+            gate.send(Ok(())).unwrap();
+        }
+        for h in threads {
+            h.join().unwrap().unwrap();
+        }
+        for ((t, (c, w)), r) in tickets.iter().zip(&wakers).zip(&mut registered) {
+            wait_for_wake(c);
+            assert!(matches!(
+                durable.poll_wait(*t, &Context::from_waker(w), r),
+                Poll::Ready(Ok(()))
+            ));
+        }
+        assert!(matches!(
+            durable.poll_wait(first, &Context::from_waker(&wakers[0].1), &mut None),
+            Poll::Ready(Ok(()))
+        ));
     }
 }
