@@ -2122,6 +2122,9 @@ struct Report {
 const SDB_MEMORY: &str = "sessiondb Memory";
 const SDB_BUFFERED: &str = "sessiondb Buffered";
 const SDB_SYNC: &str = "sessiondb Sync";
+const SDB_SYNC_ASYNC: &str = "sessiondb Sync, async tasks";
+/// Runtime worker threads under the async tasks of the interleaved group-commit run.
+const GROUP_ASYNC_WORKERS: usize = 2;
 const SDB_REDIS: &str = "sessiondb on Redis";
 
 /// Preloads (unless a pool is handed over) and runs every op at every thread count.
@@ -2395,6 +2398,117 @@ fn bench_redis(ctx: &Ctx, report: &mut Report) {
     }
 }
 
+/// sessiondb `Sync` creates from `tasks` async tasks on a tokio runtime of
+/// [`GROUP_ASYNC_WORKERS`] threads, as an async server makes them: each write inside
+/// `Store::deferred`, its `Commit` awaited, so no thread is blocked per writer. Timed
+/// per op from the call to the commit's completion. The sessions it created are ended
+/// afterwards, untimed, so every round starts from the same store.
+fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(GROUP_ASYNC_WORKERS)
+        .build()
+        .expect("tokio runtime");
+    let store = &engine.store;
+    // Shared, not copied per task: the timed window starts before the tasks do.
+    let users: Arc<[String]> = ctx.users.clone().into();
+    let before = engine.sync_stats();
+    let start = Instant::now();
+    let deadline = start + ctx.run;
+    let outs: Vec<(Hist, u64, u64, Vec<Entry>, Instant)> = rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let store = store.clone();
+                let users = Arc::clone(&users);
+                let profile = payload().profile_a.as_str();
+                tokio::spawn(async move {
+                    let (mut hist, mut ops, mut failed) = (Hist::new(), 0u64, 0u64);
+                    let mut made = Vec::new();
+                    let mut rng = Rng(0x9e37_79b9 ^ t as u64);
+                    let mut last = Instant::now();
+                    while last < deadline {
+                        let u = rng.below(users.len());
+                        let t0 = Instant::now();
+                        let (r, commit) = store.deferred(|s| {
+                            let mut data = SessionData::new();
+                            data.insert("profile", profile)?;
+                            s.create(NewSession::for_user(&users[u]).data(data))
+                        });
+                        let durable = commit.await;
+                        last = Instant::now();
+                        hist.record(last - t0);
+                        match (r, durable) {
+                            (Ok((token, _)), Ok(())) => {
+                                ops += 1;
+                                made.push(Entry {
+                                    token: token.as_string(),
+                                    user: u as u32,
+                                });
+                            }
+                            (r, d) => {
+                                failed += 1;
+                                if let Err(e) = r.map(|_| ()).and(d) {
+                                    note_err(SDB_SYNC_ASYNC, e);
+                                }
+                            }
+                        }
+                    }
+                    (hist, ops, failed, made, last)
+                })
+            })
+            .collect();
+        let mut outs = Vec::new();
+        for h in handles {
+            outs.push(h.await.expect("bench task"));
+        }
+        outs
+    });
+    let after = engine.sync_stats();
+    let end = outs.iter().map(|o| o.4).max().unwrap_or(start);
+    let secs = end.saturating_duration_since(start).as_secs_f64();
+    let mut hist = Hist::new();
+    let (mut ops, mut failed, mut made) = (0, 0, Vec::new());
+    for (h, o, f, mut m, _) in outs {
+        hist.merge(&h);
+        ops += o;
+        failed += f;
+        made.append(&mut m);
+    }
+    let t = Instant::now();
+    engine.bulk_end(ctx, &made);
+    ctx.progress(format_args!(
+        "  (rebalanced: +0 −{} sessions in {:.1} s)",
+        made.len(),
+        t.elapsed().as_secs_f64()
+    ));
+    let sync = before.zip(after).map(|((s0, r0), (s1, r1))| {
+        let syncs = (s1 - s0) as f64;
+        let recs = (r1 - r0) as f64;
+        (
+            if secs > 0.0 { syncs / secs } else { 0.0 },
+            if syncs > 0.0 { recs / syncs } else { 0.0 },
+        )
+    });
+    let r = RunResult {
+        engine: SDB_SYNC_ASYNC.to_owned(),
+        op: Op::Create,
+        threads: tasks,
+        ops,
+        failed,
+        secs,
+        hist,
+        capped: false,
+        sync,
+    };
+    ctx.progress(format_args!(
+        "{SDB_SYNC_ASYNC:<22} {:<16} ×{tasks:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8} ({GROUP_ASYNC_WORKERS} runtime threads)",
+        Op::Create.name(),
+        fmt_count(r.ops_per_sec()),
+        fmt_ns(r.hist.percentile(0.50)),
+        fmt_ns(r.hist.percentile(0.99)),
+    ));
+    r
+}
+
 /// Group commit against the peers' fsync-per-write modes, interleaved: every engine is
 /// open at once (fresh, empty stores: the same for all), and each round runs each one's
 /// concurrent creates back to back, in an order that rotates per round. On a shared VM
@@ -2409,6 +2523,8 @@ fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
     let sled_dir = tempfile::tempdir().expect("tempdir");
     let sqlite_dir = tempfile::tempdir().expect("tempdir");
     let sdb = SdbEngine::open(sdb_dir.path(), Durability::Sync);
+    let async_dir = tempfile::tempdir().expect("tempdir");
+    let sdb_async = SdbEngine::open(async_dir.path(), Durability::Sync);
     let sled = SledEngine::open(sled_dir.path());
     sled.flush_each.store(true, Ordering::Relaxed);
     let sqlite = SqliteEngine::open(&sqlite_dir.path().join("sessions.db"), "FULL");
@@ -2452,7 +2568,13 @@ fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
             engine.bulk_create(ctx, &users)
         })
         .collect();
-    let mut runs: Vec<Vec<RunResult>> = engines.iter().map(|_| Vec::new()).collect();
+    ctx.progress(format_args!(
+        "interleaved group commit: preloading {SDB_SYNC_ASYNC} with {preload} sessions"
+    ));
+    drop(sdb_async.bulk_create(ctx, &users));
+    // The async run is one more turn in each round, after the engines above.
+    let turns = engines.len() + 1;
+    let mut runs: Vec<Vec<RunResult>> = (0..turns).map(|_| Vec::new()).collect();
     let mut fsync = Vec::new();
     for round in 0..rounds {
         ctx.progress(format_args!(
@@ -2460,17 +2582,24 @@ fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
             round + 1
         ));
         fsync.push(raw_fdatasync_rate(0.5, false));
-        for k in 0..engines.len() {
-            let i = (k + round) % engines.len();
-            let (name, engine, threads) = engines[i];
-            let r = run_op(engine, name, ctx, &mut pools[i], Op::Create, threads);
+        for k in 0..turns {
+            let i = (k + round) % turns;
+            let r = match engines.get(i) {
+                Some(&(name, engine, threads)) => {
+                    run_op(engine, name, ctx, &mut pools[i], Op::Create, threads)
+                }
+                None => run_async_creates(&sdb_async, ctx, GROUP_SESSIONDB_WRITERS),
+            };
             runs[i].push(r);
         }
     }
-    report.group_rounds = engines
+    let names = engines
         .iter()
+        .map(|&(name, _, threads)| (name, threads))
+        .chain([(SDB_SYNC_ASYNC, GROUP_SESSIONDB_WRITERS)]);
+    report.group_rounds = names
         .zip(runs)
-        .map(|(&(name, _, threads), runs)| GroupRounds {
+        .map(|((name, threads), runs)| GroupRounds {
             engine: name.to_owned(),
             threads,
             ops: runs.iter().map(RunResult::ops_per_sec).collect(),
@@ -3207,8 +3336,10 @@ fn print_report(ctx: &Ctx, report: &Report) {
             "Every engine open at once, each preloaded with the same {} sessions; {} rounds, \
              each running every engine's creates for {:.1} s back to back, the order \
              rotating per round. \
-             sessiondb Sync with {GROUP_SESSIONDB_WRITERS} writer threads, the peers with \
-             {GROUP_PEER_CLIENTS} clients. sdb/peer is the median of the per-round ratios \
+             sessiondb Sync with {GROUP_SESSIONDB_WRITERS} writer threads, and again with \
+             {GROUP_SESSIONDB_WRITERS} async tasks on {GROUP_ASYNC_WORKERS} runtime threads \
+             (`Store::deferred`, each commit awaited), the peers with {GROUP_PEER_CLIENTS} \
+             clients. sdb/peer and async/peer are the medians of the per-round ratios \
              (min–max). Raw fdatasync (4 KiB appends) at the start of each round: {}.\n",
             fmt_count(report.group_preload as f64),
             sdb.ops.len(),
@@ -3222,9 +3353,25 @@ fn print_report(ctx: &Ctx, report: &Report) {
         );
         let _ = writeln!(
             o,
-            "| engine | writers | create ops/s (median of rounds) | fsyncs/s | records per fsync | sdb/peer (min–max) |"
+            "| engine | writers | create ops/s (median of rounds) | fsyncs/s | records per fsync | sdb/peer (min–max) | async/peer (min–max) |"
         );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+        let asynch = report
+            .group_rounds
+            .iter()
+            .find(|g| g.engine == SDB_SYNC_ASYNC);
+        let ratio = |ours: &GroupRounds, peer: &GroupRounds| {
+            let ratios: Vec<f64> = ours
+                .ops
+                .iter()
+                .zip(&peer.ops)
+                .filter(|&(_, &p)| p > 0.0)
+                .map(|(&s, &p)| s / p)
+                .collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))
+        };
         for g in &report.group_rounds {
             let (fs, rpf) = if g.sync.is_empty() {
                 ("—".to_owned(), "—".to_owned())
@@ -3234,23 +3381,18 @@ fn print_report(ctx: &Ctx, report: &Report) {
                     format!("{:.1}", median(g.sync.iter().map(|s| s.1).collect())),
                 )
             };
-            let ratio = if g.engine == SDB_SYNC {
-                "—".to_owned()
+            let ours = g.engine == SDB_SYNC || g.engine == SDB_SYNC_ASYNC;
+            let (vs_sdb, vs_async) = if ours {
+                ("—".to_owned(), "—".to_owned())
             } else {
-                let ratios: Vec<f64> = sdb
-                    .ops
-                    .iter()
-                    .zip(&g.ops)
-                    .filter(|&(_, &p)| p > 0.0)
-                    .map(|(&s, &p)| s / p)
-                    .collect();
-                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = ratios.iter().copied().fold(0.0, f64::max);
-                format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))
+                (
+                    ratio(sdb, g),
+                    asynch.map_or_else(|| "—".to_owned(), |a| ratio(a, g)),
+                )
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {fs} | {rpf} | {ratio} |",
+                "| {} | {} | {} | {fs} | {rpf} | {vs_sdb} | {vs_async} |",
                 g.engine,
                 g.threads,
                 fmt_count(median(g.ops.clone())),
