@@ -1927,6 +1927,15 @@ impl RunResult {
     }
 }
 
+/// (fsyncs per second, records per fsync) between two `(fsyncs, records)` readings
+/// `secs` apart.
+fn sync_rates((s0, r0): (u64, u64), (s1, r1): (u64, u64), secs: f64) -> (f64, f64) {
+    let syncs = (s1 - s0) as f64;
+    let recs = (r1 - r0) as f64;
+    let per_sec = if secs > 0.0 { syncs / secs } else { 0.0 };
+    (per_sec, if syncs > 0.0 { recs / syncs } else { 0.0 })
+}
+
 /// Runs `op` on `threads` threads over the pool, then restores the pool's size
 /// (untimed) if the run moved it by more than 0.5%.
 fn run_op(
@@ -2036,12 +2045,7 @@ fn run_op(
             t.elapsed().as_secs_f64()
         ));
     }
-    let sync = sync.map(|((s0, r0), (s1, r1))| {
-        let syncs = (s1 - s0) as f64;
-        let recs = (r1 - r0) as f64;
-        let per_sec = if secs > 0.0 { syncs / secs } else { 0.0 };
-        (per_sec, if syncs > 0.0 { recs / syncs } else { 0.0 })
-    });
+    let sync = sync.map(|(before, after)| sync_rates(before, after, secs));
     let r = RunResult {
         engine: name.to_owned(),
         op,
@@ -2480,14 +2484,9 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
         made.len(),
         t.elapsed().as_secs_f64()
     ));
-    let sync = before.zip(after).map(|((s0, r0), (s1, r1))| {
-        let syncs = (s1 - s0) as f64;
-        let recs = (r1 - r0) as f64;
-        (
-            if secs > 0.0 { syncs / secs } else { 0.0 },
-            if syncs > 0.0 { recs / syncs } else { 0.0 },
-        )
-    });
+    let sync = before
+        .zip(after)
+        .map(|(before, after)| sync_rates(before, after, secs));
     let r = RunResult {
         engine: SDB_SYNC_ASYNC.to_owned(),
         op: Op::Create,

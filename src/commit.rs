@@ -143,6 +143,19 @@ impl Commit {
         Ok(())
     }
 
+    /// Awaits the commit, then answers for the write that made it: `r` if the write
+    /// failed (what it changed before failing is durable by then), the commit's error
+    /// if the disk failed, else `r`. What the async adapters return for a write.
+    #[cfg(any(
+        feature = "redis",
+        feature = "tower-sessions",
+        feature = "actix-session"
+    ))]
+    pub(crate) async fn settle<T>(self, r: Result<T>) -> Result<T> {
+        let durable = self.await;
+        r.and_then(|v| durable.map(|()| v))
+    }
+
     fn deliver(&mut self) {
         let stash = std::mem::take(&mut self.stash);
         self.inner.deliver_events(stash);

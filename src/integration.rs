@@ -127,9 +127,7 @@ where
     }
     if matches!(engine.options().durability, crate::Durability::Sync) {
         let (r, commit) = engine.deferred(f);
-        // Awaited even when the write failed: what it changed first is durable then.
-        let durable = commit.await;
-        return r.and_then(|v| durable.map(|()| v));
+        return commit.settle(r).await;
     }
     f(engine)
 }

@@ -108,9 +108,8 @@ impl Journal {
     /// ticket for the caller's [`crate::Commit`] ([`commit::defer_wait`]).
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
         match self {
-            Journal::Memory => Ok(()),
             Journal::Durable(_) if commit::defer_wait(self.key(), ticket) => Ok(()),
-            Journal::Durable(d) => d.wait(ticket),
+            _ => self.wait_now(ticket),
         }
     }
 

@@ -90,10 +90,7 @@ macro_rules! write {
             }
             Backend::Embedded { store, sync: true, .. } => {
                 let (r, commit) = store.deferred(|$s| $embedded);
-                // Awaited even when the write failed: what it changed before failing
-                // (a revocation stopped halfway) is durable when this returns.
-                let durable = commit.await;
-                r.and_then(|v| durable.map(|()| v))
+                commit.settle(r).await
             }
             Backend::Embedded { store: $s, .. } => $embedded,
             #[cfg(feature = "redis")]
