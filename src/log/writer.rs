@@ -20,7 +20,7 @@
 //! that the disk may not have.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -110,6 +110,11 @@ fn wake(waiters: Vec<Waiter>) {
     }
 }
 
+/// How many times a thread waiting for an fsync yields its core before it parks, when
+/// at least twice as many threads are waiting already as there are cores (see
+/// [`Durable::wait`]). 32 and 64 measured alike.
+const SPIN_YIELDS: usize = 32;
+
 /// Threads a woken waiter wakes in turn before it returns (see [`Shared::relay`]).
 const RELAY_FANOUT: usize = 2;
 
@@ -138,6 +143,31 @@ struct Shared {
     /// instead of keeping the writer (the one thread every commit goes through) busy
     /// with one futex wake per waiter before it can start the next batch's fsync.
     relay: Mutex<Vec<std::thread::Thread>>,
+    /// `progress.durable`, stored under the progress lock with each advance: read
+    /// without the lock by threads yielding in [`Durable::wait`].
+    durable: AtomicU64,
+    /// Threads inside [`Durable::wait`].
+    waiting: AtomicUsize,
+}
+
+/// Counts a thread in [`Shared::waiting`] while it lives.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// Threads that were waiting already when this one came.
+    before: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        Waiting { count, before }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -186,6 +216,9 @@ impl Shared {
 /// A journal that makes changes durable through a backend on a writer thread.
 pub(crate) struct Durable {
     sync: bool,
+    /// With this many threads waiting already (twice the machine's cores), a waiting
+    /// thread yields before it parks.
+    yield_from: usize,
     /// The next change number and the channel; one lock so numbers follow channel order.
     tx: Mutex<(u64, Option<Sender<Msg>>)>,
     shared: std::sync::Arc<Shared>,
@@ -211,6 +244,8 @@ impl Durable {
             poisoned: AtomicBool::new(false),
             compaction_floor: AtomicU64::new(0),
             relay: Mutex::new(Vec::new()),
+            durable: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
             counters: Mutex::new(WriterCounters {
                 disk_bytes: backend.disk_bytes(),
                 ..WriterCounters::default()
@@ -231,6 +266,7 @@ impl Durable {
         };
         Ok(Durable {
             sync,
+            yield_from: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             tx: Mutex::new((0, Some(tx))),
             shared,
             writer: Mutex::new(Some(writer)),
@@ -295,7 +331,38 @@ impl Durable {
     }
 
     /// Under `Sync`, blocks until the change behind `ticket` is fsynced.
+    ///
+    /// A thread that finds at least twice as many threads waiting already as there are
+    /// cores first yields its core up to [`SPIN_YIELDS`] times, looking at the durable
+    /// mark after each, and parks only if its fsync has not come by then. With many
+    /// more writers than cores, a yield hands the core to a writer with work to do,
+    /// and a waiter that sees its fsync that way costs the writer no futex wake (on a
+    /// 2-core VM a park and its wake-up cost more CPU than the write; medians of 5
+    /// interleaved rounds: 8 threads 1.54×, 16 1.30×, 64 1.51× the creates/s of parking
+    /// at once). With fewer waiters, a yield mostly finds no one to run and spins: 4
+    /// threads on 2 cores gained ~10% for twice the CPU per write, so they park at once.
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
+        if !self.sync {
+            return self.wait_parked(ticket);
+        }
+        let waiting = Waiting::enter(&self.shared.waiting);
+        if waiting.before >= self.yield_from {
+            for _ in 0..SPIN_YIELDS {
+                std::thread::yield_now();
+                if self.shared.durable.load(Ordering::Acquire) >= ticket.0 {
+                    return Ok(());
+                }
+                if self.shared.poisoned.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+        }
+        self.wait_parked(ticket)
+    }
+
+    /// [`Durable::wait`] without the yields: parks until woken by the writer or a
+    /// relaying waiter.
+    fn wait_parked(&self, ticket: Ticket) -> Result<()> {
         let mut registered = false;
         loop {
             let mut p = self.shared.progress.lock();
@@ -455,7 +522,11 @@ fn writer_loop(
         shared.counters.lock().disk_bytes = backend.disk_bytes();
         match outcome {
             Ok(()) => {
-                let ready = shared.progress.lock().advance(last_seq);
+                let ready = {
+                    let mut progress = shared.progress.lock();
+                    shared.durable.store(last_seq, Ordering::Release);
+                    progress.advance(last_seq)
+                };
                 shared.wake_relayed(ready);
             }
             Err(e) => {
@@ -723,5 +794,73 @@ mod tests {
             durable.poll_wait(first, &Context::from_waker(&wakers[0].1), &mut None),
             Poll::Ready(Ok(()))
         ));
+    }
+
+    /// Starts `n` threads, each appending a change and waiting for it; returns them
+    /// once each is inside [`Durable::wait`] or back from it, with the count of those
+    /// back.
+    fn waiting_threads(
+        durable: &Arc<Durable>,
+        n: usize,
+    ) -> (Vec<std::thread::JoinHandle<Result<()>>>, Arc<AtomicUsize>) {
+        let returned = Arc::new(AtomicUsize::new(0));
+        let threads = (0..n)
+            .map(|_| {
+                let (d, r) = (durable.clone(), returned.clone());
+                let t = d.append(change()).unwrap();
+                std::thread::spawn(move || {
+                    let out = d.wait(t);
+                    r.fetch_add(1, Ordering::SeqCst);
+                    out
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while durable.shared.waiting.load(Ordering::SeqCst) + returned.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "threads never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (threads, returned)
+    }
+
+    #[test]
+    fn threads_beyond_the_cores_yield_while_they_wait_yet_return_only_after_their_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate) = gated(dir.path());
+        let durable = Arc::new(durable);
+        // Four times the cores and more: at least half of them take the yielding path.
+        let n = durable.yield_from * 2 + 2;
+        let (threads, returned) = waiting_threads(&durable, n);
+        // A yield takes microseconds; by now the yielders have looked at the durable
+        // mark many times (or parked after their yields).
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            returned.load(Ordering::SeqCst),
+            0,
+            "a waiter returned before any fsync"
+        );
+        for _ in 0..n + 2 {
+            gate.send(Ok(())).unwrap();
+        }
+        for h in threads {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(returned.load(Ordering::SeqCst), n);
+        assert_eq!(durable.shared.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_failed_fsync_reaches_yielding_waiters_with_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate) = gated(dir.path());
+        let durable = Arc::new(durable);
+        let (threads, _) = waiting_threads(&durable, durable.yield_from * 2 + 2);
+        gate.send(Err("disk gone".into())).unwrap();
+        for h in threads {
+            match h.join().unwrap() {
+                Err(Error::Poisoned { reason }) => assert!(reason.contains("disk gone")),
+                other => panic!("expected the fsync's failure, got {other:?}"),
+            }
+        }
     }
 }
