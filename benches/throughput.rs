@@ -2111,7 +2111,8 @@ struct Report {
     group_rounds: Vec<GroupRounds>,
     /// Raw fdatasync rate (4 KiB appends) at the start of each interleaved round.
     group_fsync: Vec<f64>,
-    group_preload: usize,
+    /// Sessions preloaded into each peer, and into each sessiondb store.
+    group_preload: (usize, usize),
     skipped: Vec<String>,
     memory: Vec<MemRow>,
     recovery: Vec<(String, String)>,
@@ -2551,26 +2552,33 @@ fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
     if let Some(r) = &redis {
         engines.push(("Redis AOF always", r, GROUP_PEER_CLIENTS));
     }
-    // A preload, the same for every engine: a thread creates at most its share of the
-    // pool in one run (the harness's bound on growth). On a fast disk 64 sessiondb
-    // writers use theirs up before the run's end (256,000 at ~140,000/s) and the run
-    // stops there; its rate is over the time it ran, and a 1,000,000 preload measured
-    // the same rate (2026-12-05) and would add ~25 s of sled and SQLite preloading.
+    // A preload: a thread creates at most its share of the pool in one run (the
+    // harness's bound on growth). The peers get 256,000 (at 50 clients none comes near
+    // using it up in a run; 1,000,000 would add ~25 s of sled and SQLite preloading).
+    // sessiondb's two stores get four times as many: its 64 writer threads make
+    // ~200,000 creates/s here, and with a 256,000 pool ran out ~1.2 s into a 2 s run.
+    // The larger store only makes sessiondb's maps bigger, no help to it.
     let preload = ctx.n.clamp(64_000, 256_000);
-    let users: Vec<u32> = (0..preload).map(|i| (i % ctx.users.len()) as u32).collect();
+    let sdb_preload = 4 * preload;
+    let users = |n: usize| -> Vec<u32> { (0..n).map(|i| (i % ctx.users.len()) as u32).collect() };
     let mut pools: Vec<Vec<Entry>> = engines
         .iter()
         .map(|&(name, engine, _)| {
+            let n = if name == SDB_SYNC {
+                sdb_preload
+            } else {
+                preload
+            };
             ctx.progress(format_args!(
-                "interleaved group commit: preloading {name} with {preload} sessions"
+                "interleaved group commit: preloading {name} with {n} sessions"
             ));
-            engine.bulk_create(ctx, &users)
+            engine.bulk_create(ctx, &users(n))
         })
         .collect();
     ctx.progress(format_args!(
-        "interleaved group commit: preloading {SDB_SYNC_ASYNC} with {preload} sessions"
+        "interleaved group commit: preloading {SDB_SYNC_ASYNC} with {sdb_preload} sessions"
     ));
-    drop(sdb_async.bulk_create(ctx, &users));
+    drop(sdb_async.bulk_create(ctx, &users(sdb_preload)));
     // The async run is one more turn in each round, after the engines above.
     let turns = engines.len() + 1;
     let mut runs: Vec<Vec<RunResult>> = (0..turns).map(|_| Vec::new()).collect();
@@ -2606,7 +2614,7 @@ fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
         })
         .collect();
     report.group_fsync = fsync;
-    report.group_preload = preload;
+    report.group_preload = (preload, sdb_preload);
 }
 
 /// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
@@ -3332,7 +3340,9 @@ fn print_report(ctx: &Ctx, report: &Report) {
         );
         let _ = writeln!(
             o,
-            "Every engine open at once, each preloaded with the same {} sessions; {} rounds, \
+            "Every engine open at once, each peer preloaded with {} sessions and each \
+             sessiondb store with {} (a bigger pool for the fastest writers, so they do \
+             not run out of their share before the run ends); {} rounds, \
              each running every engine's creates for {:.1} s back to back, the order \
              rotating per round. \
              sessiondb Sync with {GROUP_SESSIONDB_WRITERS} writer threads, and again with \
@@ -3340,7 +3350,8 @@ fn print_report(ctx: &Ctx, report: &Report) {
              (`Store::deferred`, each commit awaited), the peers with {GROUP_PEER_CLIENTS} \
              clients. sdb/peer and async/peer are the medians of the per-round ratios \
              (min–max). Raw fdatasync (4 KiB appends) at the start of each round: {}.\n",
-            fmt_count(report.group_preload as f64),
+            fmt_count(report.group_preload.0 as f64),
+            fmt_count(report.group_preload.1 as f64),
             sdb.ops.len(),
             ctx.run.as_secs_f64(),
             report
