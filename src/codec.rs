@@ -26,10 +26,36 @@ fn options(limit: u64) -> impl bincode::Options {
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, key: Option<&str>) -> Result<Vec<u8>> {
     options(u64::MAX)
         .serialize(value)
-        .map_err(|e| Error::Codec {
-            key: key.map(str::to_owned),
-            reason: e.to_string(),
-        })
+        .map_err(|e| codec_error(e, key))
+}
+
+/// The length of `value`'s encoding; `key` names it in the error.
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T, key: Option<&str>) -> Result<usize> {
+    options(u64::MAX)
+        .serialized_size(value)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .map_err(|e| codec_error(e, key))
+}
+
+/// Encodes `value` onto the end of `out` (the same bytes as [`encode`], with no
+/// buffer of their own); `key` names it in the error. On an error `out` may hold part
+/// of the encoding.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+    key: Option<&str>,
+) -> Result<()> {
+    options(u64::MAX)
+        .with_no_limit()
+        .serialize_into(out, value)
+        .map_err(|e| codec_error(e, key))
+}
+
+fn codec_error(e: bincode::Error, key: Option<&str>) -> Error {
+    Error::Codec {
+        key: key.map(str::to_owned),
+        reason: e.to_string(),
+    }
 }
 
 /// Decodes a `T` that must use all of `bytes`; allocations are bounded by `bytes.len()`.

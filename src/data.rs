@@ -63,8 +63,8 @@ impl SessionData {
     /// [`Error::Codec`] if `value` cannot be serialized; [`Error::TooLarge`] past the
     /// encoding's hard limits (the store applies the tighter configured ones).
     pub fn insert<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
-        let bytes = codec::encode(value, Some(key))?;
-        self.insert_raw(key, &bytes)
+        let len = codec::encoded_len(value, Some(key))?;
+        self.replace(key, len, |buf| codec::encode_into(buf, value, Some(key)))
     }
 
     /// Sets `key` to raw bytes (for values encoded by the caller, e.g. JSON).
@@ -72,13 +72,6 @@ impl SessionData {
     /// # Errors
     /// [`Error::TooLarge`] past the encoding's hard limits.
     pub fn insert_raw(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(Error::TooLarge {
-                what: "key",
-                len: key.len(),
-                max: MAX_KEY_BYTES,
-            });
-        }
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
                 what: "value",
@@ -86,20 +79,50 @@ impl SessionData {
                 max: MAX_VALUE_BYTES,
             });
         }
-        let mut encoded = Vec::with_capacity(6 + key.len() + value.len());
-        encoded.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        encoded.extend_from_slice(key.as_bytes());
-        encoded.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        encoded.extend_from_slice(value);
-        let mut buf = self.bytes().to_vec();
-        match self.find(key) {
-            Ok(e) => {
-                buf.splice(e.start..e.value.end, encoded);
-            }
-            Err(at) => {
-                buf.splice(at..at, encoded);
-            }
-        }
+        self.replace(key, value.len(), |buf| {
+            buf.extend_from_slice(value);
+            Ok(())
+        })
+    }
+
+    /// Sets `key` to the value `write` appends (`len` bytes expected): the new map is
+    /// written into one buffer, the entries around the key copied once, and the value
+    /// encoded in place rather than in a buffer of its own.
+    fn replace(
+        &mut self,
+        key: &str,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let key_len = u16::try_from(key.len()).map_err(|_| Error::TooLarge {
+            what: "key",
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        })?;
+        let old = self.bytes();
+        let (start, end) = match self.find(key) {
+            Ok(e) => (e.start, e.value.end),
+            Err(at) => (at, at),
+        };
+        let mut buf = Vec::with_capacity(
+            (old.len() - (end - start))
+                .saturating_add(6 + key.len())
+                .saturating_add(len),
+        );
+        buf.extend_from_slice(&old[..start]);
+        buf.extend_from_slice(&key_len.to_le_bytes());
+        buf.extend_from_slice(key.as_bytes());
+        let len_at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        write(&mut buf)?;
+        let written = buf.len() - len_at - 4;
+        let value_len = u32::try_from(written).map_err(|_| Error::TooLarge {
+            what: "value",
+            len: written,
+            max: MAX_VALUE_BYTES,
+        })?;
+        buf[len_at..len_at + 4].copy_from_slice(&value_len.to_le_bytes());
+        buf.extend_from_slice(&old[end..]);
         self.set(buf);
         Ok(())
     }
@@ -325,5 +348,82 @@ mod tests {
         let mut swapped = bytes[bytes.len() / 2..].to_vec();
         swapped.extend_from_slice(&bytes[..bytes.len() / 2]);
         assert!(SessionData::from_slice(&swapped).is_none());
+    }
+
+    /// A value whose encoding always fails.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no encoding"))
+        }
+    }
+
+    #[test]
+    fn a_value_that_fails_to_encode_leaves_the_map_as_it_was() {
+        let mut d = SessionData::new();
+        d.insert("a", "kept").unwrap();
+        let before = d.clone();
+        match d.insert("a", &Unencodable) {
+            Err(Error::Codec { key, reason }) => {
+                assert_eq!(key.as_deref(), Some("a"));
+                assert!(reason.contains("no encoding"), "{reason}");
+            }
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+        assert!(d.insert("b", &Unencodable).is_err());
+        assert_eq!(d, before);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, String),
+        InsertRaw(String, Vec<u8>),
+        Remove(String),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        // Few keys, so inserts often replace and removes often hit.
+        let key = "[a-e]{1,3}";
+        prop_oneof![
+            (key, ".{0,40}").prop_map(|(k, v)| Op::Insert(k, v)),
+            (key, proptest::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(k, v)| Op::InsertRaw(k, v)),
+            key.prop_map(Op::Remove),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Every change leaves exactly the model's entries, sorted by key, in a buffer
+        /// that checks as well formed.
+        #[test]
+        fn changes_keep_the_same_entries_as_a_sorted_map(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let mut d = SessionData::new();
+            let mut model = std::collections::BTreeMap::<String, Vec<u8>>::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        d.insert(&k, v.as_str()).unwrap();
+                        model.insert(k, codec::encode(v.as_str(), None).unwrap());
+                    }
+                    Op::InsertRaw(k, v) => {
+                        d.insert_raw(&k, &v).unwrap();
+                        model.insert(k, v);
+                    }
+                    Op::Remove(k) => {
+                        proptest::prop_assert_eq!(d.remove(&k), model.remove(&k).is_some());
+                    }
+                }
+                let entries: Vec<(String, Vec<u8>)> =
+                    d.iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect();
+                let expected: Vec<(String, Vec<u8>)> = model.clone().into_iter().collect();
+                proptest::prop_assert_eq!(entries, expected);
+                proptest::prop_assert_eq!(SessionData::from_slice(d.as_bytes()), Some(d.clone()));
+                proptest::prop_assert_eq!(d.is_empty(), model.is_empty());
+            }
+        }
     }
 }
