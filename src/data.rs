@@ -72,22 +72,16 @@ impl SessionData {
     /// # Errors
     /// [`Error::TooLarge`] past the encoding's hard limits.
     pub fn insert_raw(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(Error::TooLarge {
-                what: "value",
-                len: value.len(),
-                max: MAX_VALUE_BYTES,
-            });
-        }
         self.replace(key, value.len(), |buf| {
             buf.extend_from_slice(value);
             Ok(())
         })
     }
 
-    /// Sets `key` to the value `write` appends (`len` bytes expected): the new map is
-    /// written into one buffer, the entries around the key copied once, and the value
-    /// encoded in place rather than in a buffer of its own.
+    /// Sets `key` to the value `write` appends (`len` bytes expected, refused before
+    /// anything is allocated if the encoding cannot hold them): the new map is written
+    /// into one buffer, the entries around the key copied once, and the value encoded
+    /// in place rather than in a buffer of its own.
     fn replace(
         &mut self,
         key: &str,
@@ -99,6 +93,14 @@ impl SessionData {
             len: key.len(),
             max: MAX_KEY_BYTES,
         })?;
+        let too_large = |len| Error::TooLarge {
+            what: "value",
+            len,
+            max: MAX_VALUE_BYTES,
+        };
+        if len > MAX_VALUE_BYTES {
+            return Err(too_large(len));
+        }
         let old = self.bytes();
         let (start, end) = match self.find(key) {
             Ok(e) => (e.start, e.value.end),
@@ -116,11 +118,7 @@ impl SessionData {
         buf.extend_from_slice(&[0; 4]);
         write(&mut buf)?;
         let written = buf.len() - len_at - 4;
-        let value_len = u32::try_from(written).map_err(|_| Error::TooLarge {
-            what: "value",
-            len: written,
-            max: MAX_VALUE_BYTES,
-        })?;
+        let value_len = u32::try_from(written).map_err(|_| too_large(written))?;
         buf[len_at..len_at + 4].copy_from_slice(&value_len.to_le_bytes());
         buf.extend_from_slice(&old[end..]);
         self.set(buf);

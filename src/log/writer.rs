@@ -53,8 +53,6 @@ pub(crate) enum Msg {
 
 #[derive(Default)]
 struct Progress {
-    /// Every change numbered up to this one is as durable as the mode promises.
-    durable: u64,
     failed: Option<String>,
     /// Threads and tasks waiting for a change to be durable, with its number. The
     /// writer wakes exactly those whose change its fsync covered: with many writers, a
@@ -71,9 +69,8 @@ enum Waiter {
 }
 
 impl Progress {
-    /// Marks everything up to `seq` durable; returns those to wake.
-    fn advance(&mut self, seq: u64) -> Vec<Waiter> {
-        self.durable = seq;
+    /// Takes out those waiting for a change up to `seq` (now durable), to wake.
+    fn ready(&mut self, seq: u64) -> Vec<Waiter> {
         self.waiters
             .extract_if(.., |(s, _)| *s <= seq)
             .map(|(_, w)| w)
@@ -86,9 +83,10 @@ impl Progress {
         self.waiters.drain(..).map(|(_, w)| w).collect()
     }
 
-    /// The outcome for `ticket` if it is settled: durable, or the journal failed.
-    fn outcome(&self, sync: bool, ticket: Ticket) -> Option<Result<()>> {
-        if sync && self.durable >= ticket.0 {
+    /// The outcome for `ticket` if it is settled: durable (everything up to `durable`
+    /// is), or the journal failed.
+    fn outcome(&self, durable: u64, sync: bool, ticket: Ticket) -> Option<Result<()>> {
+        if sync && durable >= ticket.0 {
             return Some(Ok(()));
         }
         match &self.failed {
@@ -143,8 +141,9 @@ struct Shared {
     /// instead of keeping the writer (the one thread every commit goes through) busy
     /// with one futex wake per waiter before it can start the next batch's fsync.
     relay: Mutex<Vec<std::thread::Thread>>,
-    /// `progress.durable`, stored under the progress lock with each advance: read
-    /// without the lock by threads yielding in [`Durable::wait`].
+    /// Every change numbered up to this one is as durable as the mode promises. Stored
+    /// under the progress lock (so a waiter that registers under it cannot miss the
+    /// wake-up), read without it by threads yielding in [`Durable::wait`].
     durable: AtomicU64,
     /// Threads inside [`Durable::wait`].
     waiting: AtomicUsize,
@@ -366,7 +365,11 @@ impl Durable {
         let mut registered = false;
         loop {
             let mut p = self.shared.progress.lock();
-            if let Some(outcome) = p.outcome(self.sync, ticket) {
+            if let Some(outcome) = p.outcome(
+                self.shared.durable.load(Ordering::Acquire),
+                self.sync,
+                ticket,
+            ) {
                 return outcome;
             }
             if !registered {
@@ -393,7 +396,11 @@ impl Durable {
         registered: &mut Option<Waker>,
     ) -> Poll<Result<()>> {
         let mut p = self.shared.progress.lock();
-        if let Some(outcome) = p.outcome(self.sync, ticket) {
+        if let Some(outcome) = p.outcome(
+            self.shared.durable.load(Ordering::Acquire),
+            self.sync,
+            ticket,
+        ) {
             return Poll::Ready(outcome);
         }
         if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -525,7 +532,7 @@ fn writer_loop(
                 let ready = {
                     let mut progress = shared.progress.lock();
                     shared.durable.store(last_seq, Ordering::Release);
-                    progress.advance(last_seq)
+                    progress.ready(last_seq)
                 };
                 shared.wake_relayed(ready);
             }
