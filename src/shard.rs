@@ -15,8 +15,9 @@ use crate::session::{Instances, SessionState};
 use crate::token::SessionId;
 use crate::wheel::{TimerHandle, TimerWheel};
 
-/// Keeps a lock on its own cache line, so threads on neighbouring shards do not
-/// contend through false sharing.
+/// Keeps a lock (or a flag) on its own cache line (128 bytes: x86 prefetches lines in
+/// pairs), so threads on neighbouring shards do not contend through false sharing, and
+/// writes to a neighbour do not evict a read-mostly value from its readers' caches.
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 

@@ -40,7 +40,7 @@ use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
 use crate::shard::{IdMap, Padded, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
-use crate::token::{EntropyPool, InstanceId, SessionId, Token, TokenHash};
+use crate::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
 use crate::wheel::TimerHandle;
 
@@ -131,7 +131,7 @@ pub(crate) struct Inner {
     compactor: parking_lot::Mutex<Option<Background>>,
     reaper: parking_lot::Mutex<Option<Background>>,
     /// OS randomness for tokens and ids, read in bulk.
-    entropy: parking_lot::Mutex<EntropyPool>,
+    entropy: Entropy,
     /// Set when the last handle is dropped: a running compaction stops early.
     closing: std::sync::atomic::AtomicBool,
 }
@@ -261,7 +261,7 @@ impl Store {
             compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
-            entropy: parking_lot::Mutex::new(EntropyPool::new()),
+            entropy: Entropy::new(),
             opts,
         });
         let life = Arc::new(Lifecycle(Arc::clone(&inner)));
@@ -315,7 +315,7 @@ impl Store {
         let idle = new.idle_timeout.unwrap_or(inner.opts.idle_timeout);
         inner.check_data(&new.data)?;
         let data = new.data;
-        let (id, first_token) = inner.entropy.lock().session()?;
+        let (id, first_token) = inner.entropy.session()?;
         let label: Option<Arc<str>> = new.label.map(Arc::from);
         let key = match fixed {
             Some(token) => Key::Given(token.hash().0),
@@ -931,7 +931,7 @@ impl Store {
         loop {
             let fresh = match given {
                 Some(t) => t.clone(),
-                None => inner.entropy.lock().token()?,
+                None => inner.entropy.token()?,
             };
             let new = fresh.hash().0;
             if new == old {
@@ -1437,7 +1437,7 @@ impl Inner {
                     (Some(t), k)
                 }
                 (None, None) => {
-                    let t = self.entropy.lock().token()?;
+                    let t = self.entropy.token()?;
                     let k = t.hash().0;
                     (Some(t), k)
                 }

@@ -35,6 +35,7 @@ use crate::journal::{Change, Ticket};
 use crate::lockfile::DirLock;
 use crate::log::compaction::CompactionJob;
 use crate::options::Durability;
+use crate::shard::Padded;
 use crate::storage::Backend;
 use crate::token::SessionId;
 
@@ -144,7 +145,7 @@ struct Shared {
     /// outside `Sync`, every wait) checks it. Read-only until then, on a cache line of
     /// its own: a plain load keeps that check off the progress lock and the durable
     /// mark, whose lines the writer takes once per batch.
-    poisoned: OwnLine<AtomicBool>,
+    poisoned: Padded<AtomicBool>,
     counters: Mutex<WriterCounters>,
     /// The floor [`Backend::wants_compaction`] is asked with: the live data's estimated
     /// size when the store last declined to compact, 0 after a compaction.
@@ -161,18 +162,6 @@ struct Shared {
     durable: AtomicU64,
     /// Threads inside [`Durable::wait`].
     waiting: AtomicUsize,
-}
-
-/// A value alone on its cache line (128 bytes: adjacent-line prefetch pairs lines on
-/// x86), so writes to its neighbours do not evict it from the readers' caches.
-#[repr(align(128))]
-struct OwnLine<T>(T);
-
-impl<T> std::ops::Deref for OwnLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// Counts a thread in [`Shared::waiting`] while it lives.
@@ -277,7 +266,7 @@ impl Durable {
         let (ctx, crx) = crossbeam_channel::bounded(1);
         let shared = std::sync::Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
-            poisoned: OwnLine(AtomicBool::new(false)),
+            poisoned: Padded(AtomicBool::new(false)),
             compaction_floor: AtomicU64::new(0),
             relay: Mutex::new(Vec::new()),
             durable: AtomicU64::new(0),
