@@ -13,7 +13,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;

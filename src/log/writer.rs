@@ -491,11 +491,12 @@ impl Drop for Durable {
     }
 }
 
-/// Whether the writer, woken by `first`, sleeps (for [`LINGER`]) before it drains the queue:
-/// only under `Buffered` (under `Sync` the fsync in progress gathers the next batch,
-/// and a waiter is waiting), only for a change (touches wait for the tick anyway),
-/// only if nothing else is queued yet (a queue is a batch already) and only when the
-/// last batch went out within [`BUSY`] (a quiet store's change is written at once).
+/// Whether the writer, woken by `first`, sleeps (for [`LINGER`]) before it drains the
+/// queue: only under `Buffered` (under `Sync` the fsync in progress gathers the next
+/// batch, and a waiter is waiting), only for a change (touches wait for the tick
+/// anyway), only if nothing else is queued yet (a queue is a batch already) and only
+/// when the last batch went out within [`BUSY`] (a quiet store's change is written at
+/// once).
 fn lingers(sync_mode: bool, first: &Msg, queued: bool, since_write: Duration) -> bool {
     !sync_mode && matches!(first, Msg::Change(..)) && !queued && since_write < BUSY
 }
