@@ -684,14 +684,11 @@ mod tests {
     }
 
     fn gated(dir: &std::path::Path) -> (Durable, Sender<std::result::Result<(), String>>) {
-        gated_in(dir, Durability::Sync)
+        gated_lingering(dir, Durability::Sync, super::LINGER)
     }
 
-    fn gated_in(
-        dir: &std::path::Path,
-        mode: Durability,
-    ) -> (Durable, Sender<std::result::Result<(), String>>) {
-        gated_lingering(dir, mode, super::LINGER)
+    fn buffered(flush_every: Duration) -> Durability {
+        Durability::Buffered { flush_every }
     }
 
     fn gated_lingering(
@@ -939,11 +936,10 @@ mod tests {
     #[test]
     fn a_buffered_wait_returns_before_any_fsync_and_reports_a_failure_once_poisoned() {
         let dir = tempfile::tempdir().unwrap();
-        let (durable, gate) = gated_in(
+        let (durable, gate) = gated_lingering(
             dir.path(),
-            Durability::Buffered {
-                flush_every: Duration::from_millis(1),
-            },
+            buffered(Duration::from_millis(1)),
+            super::LINGER,
         );
         let ticket = durable.append(change()).unwrap();
         // The interval's fsync is held at the gate: a Buffered write does not wait for it.
@@ -1000,9 +996,7 @@ mod tests {
         // A linger twenty times the pause below: the outcome is not a race.
         let (durable, _gate) = gated_lingering(
             dir.path(),
-            Durability::Buffered {
-                flush_every: Duration::from_secs(60),
-            },
+            buffered(Duration::from_secs(60)),
             Duration::from_secs(2),
         );
         let written = |records: u64| {
