@@ -47,13 +47,19 @@ const SECS_ENV: &str = "SESSIONDB_CRASH_SECS";
 /// the path that yields before it parks.
 const CHILD_THREADS: u64 = 12;
 
-/// Every crash point of the log backend (`src/failpoint.rs`).
-const FAILPOINTS: [&str; 7] = [
+/// Every crash point of the log backend (`src/failpoint.rs`). The first two are
+/// reached while the child opens its store (a manifest written, an empty segment not
+/// yet dropped); the others while it writes and compacts.
+const FAILPOINTS: [&str; 11] = [
+    "manifest:before_rename",
+    "open:after_manifest",
     "writer:mid_batch",
+    "roll:before_manifest",
     "compaction:after_roll",
     "compaction:mid_base",
     "compaction:after_base_synced",
     "compaction:after_rename",
+    "compaction:after_manifest",
     "compaction:mid_delete",
     "compaction:after_delete",
 ];
@@ -893,7 +899,7 @@ fn acknowledged_writes_survive_kill_9_sled() {
 }
 
 #[test]
-fn crash_at_every_compaction_step_loses_nothing() {
+fn a_crash_at_every_step_of_a_write_roll_compaction_or_open_loses_nothing() {
     let seed = seed();
     eprintln!("crash points: seed {seed} ({SEED_ENV})");
     let mut rng = Rng::new(seed);

@@ -4,9 +4,11 @@
 //! newer format versions and garbage files.
 //!
 //! Public API only: the files are damaged with `std::fs`, the way a crash or a bad disk
-//! would. The one thing these tests know of the format is what `src/log/format.rs`
-//! documents: `seg-%016x.log` / `base-%016x.log` files starting with a 25-byte header
-//! (magic | u32 version | kind | u64 seq | crc32 of the first 21 bytes).
+//! would. What these tests know of the format is what `src/log/format.rs` and
+//! `src/log/manifest.rs` document: `seg-%016x.log` / `base-%016x.log` files starting
+//! with a 25-byte header (magic | u32 version | kind | u64 seq | crc32 of the first 21
+//! bytes) and then frames (u32 length | crc32 | type u8 | payload), and a `MANIFEST`
+//! naming them. A crash image is a copy of a store's files taken while it is open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -164,6 +166,32 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// Makes `to` what a crash of the open store in `from` would leave: its files as they
+/// are, but the active (last) segment ending at its records, as if the last append
+/// had extended the file (the preallocated zeros past them cut, so that every byte of
+/// the file is a record's).
+fn crash_image(from: &Path, to: &Path) {
+    copy_dir(from, to);
+    let seg = last_segment(to);
+    let bytes = fs::read(&seg).unwrap();
+    let records = *frame_boundaries(&bytes).last().unwrap();
+    fs::write(&seg, &bytes[..records]).unwrap();
+}
+
+/// The offsets at which the frames of a log file start, and its end: every record
+/// boundary. Stops at zeros (preallocated space).
+fn frame_boundaries(bytes: &[u8]) -> Vec<usize> {
+    let mut at = HEADER_LEN;
+    let mut out = vec![at];
+    while at + 9 <= bytes.len() && bytes[at..at + 9].iter().any(|&b| b != 0) {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 9 + len;
+        assert!(at <= bytes.len(), "a frame runs past the end of the file");
+        out.push(at);
+    }
+    out
 }
 
 /// A scratch directory for the many short-lived copies of the every-byte tests: on
@@ -661,7 +689,8 @@ fn snapshot_all(store: &Store, tokens: &[Token]) -> Vec<Option<Seen>> {
 }
 
 /// An application that opens its store at every start, often without writing, must not
-/// leave a file behind each time: an empty last segment is replaced, not followed.
+/// leave a file behind each time: a close drops an active segment that holds no record
+/// (and an open, one a crash left).
 #[test]
 fn reopening_without_writes_leaves_no_new_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -671,14 +700,23 @@ fn reopening_without_writes_leaves_no_new_files() {
         store.create(NewSession::for_user("alice")).unwrap()
     };
     let files = || segments(dir.path());
-    // The first reopen follows the written segment with a new, empty one.
-    drop(open(dir.path(), opts(&clock, buffered())));
     let after_first = files();
+    assert_eq!(after_first.len(), 1);
     for _ in 0..5 {
         let store = open(dir.path(), opts(&clock, buffered()));
         assert!(store.get(&token).is_some());
+        // While open, the store has its active segment.
+        assert_eq!(files().len(), after_first.len() + 1);
     }
     assert_eq!(files(), after_first);
+    // A crash image of a store opened without a write: its empty active segment is
+    // dropped by the next open.
+    let store = open(dir.path(), opts(&clock, buffered()));
+    let image = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), image.path());
+    drop(store);
+    drop(open(image.path(), opts(&clock, buffered())));
+    assert_eq!(segments(image.path()).len(), after_first.len());
     // A write after that still lands, and survives the next open.
     {
         let store = open(dir.path(), opts(&clock, Durability::Sync));
@@ -686,6 +724,7 @@ fn reopening_without_writes_leaves_no_new_files() {
     }
     let store = open(dir.path(), opts(&clock, buffered()));
     assert_eq!(n_of(&store.get(&token).unwrap()), Some(7));
+    drop(store);
     assert_eq!(files().len(), after_first.len() + 1);
 }
 
@@ -1284,9 +1323,9 @@ fn dropping_the_last_handle_releases_the_directory_at_once() {
 // ------------------------------------------------------------------------------------
 // Torn tails, truncation and corruption
 
-/// A few sessions and values, written (Sync) and closed; returns the tokens and each
-/// session's last "n".
-fn small_store(dir: &Path, clock: &ManualClock) -> Vec<(Token, u64)> {
+/// A few sessions and values, written (Sync) and closed — or, given `crashed`, left
+/// there as a crash image; returns the tokens and each session's last "n".
+fn small_store(dir: &Path, clock: &ManualClock, crashed: Option<&Path>) -> Vec<(Token, u64)> {
     let store = open(dir, opts(clock, Durability::Sync));
     let mut out = Vec::new();
     for i in 0..4u64 {
@@ -1300,6 +1339,9 @@ fn small_store(dir: &Path, clock: &ManualClock) -> Vec<(Token, u64)> {
             store.put(&t, "n", &(10 * i + n)).unwrap();
         }
         out.push((t, 10 * i + i));
+    }
+    if let Some(image) = crashed {
+        crash_image(dir, image);
     }
     out
 }
@@ -1337,8 +1379,9 @@ fn torn_tail_is_cut_off_and_reported() {
         (torn_then_zeros, torn),
         (rng.bytes(1), 1),
     ] {
+        let written = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let sessions = small_store(dir.path(), &clock);
+        let sessions = small_store(written.path(), &clock, Some(dir.path()));
         let seg = last_segment(dir.path());
         let len = file_len(&seg);
         append(&seg, &tail);
@@ -1404,8 +1447,9 @@ fn a_crash_image_ends_in_preallocated_zeros_that_recovery_cuts_and_a_close_leave
     assert_eq!(store.sessions_of("alice").unwrap().len(), 50);
 }
 
-/// A log written one operation per batch (Sync, one thread), and what the store showed
-/// after each operation, so a recovered state can be matched to a prefix of the log.
+/// A log written one operation per batch (Sync, one thread), as a crash image, and what
+/// the store showed after each operation, so a recovered state can be matched to a
+/// prefix of the log.
 struct Prefixes {
     dir: tempfile::TempDir,
     clock: ManualClock,
@@ -1445,11 +1489,11 @@ fn observe(store: &Store, tokens: &[Token]) -> Observed {
 }
 
 fn build_prefixes() -> Prefixes {
-    let dir = tempfile::tempdir().unwrap();
+    let written = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     // A long grace: old tokens must resolve in every later state, whatever the clock.
     let store = open(
-        dir.path(),
+        written.path(),
         opts(&clock, Durability::Sync).rotation_grace(secs(86_400)),
     );
     let mut tokens: Vec<Token> = Vec::new();
@@ -1497,6 +1541,14 @@ fn build_prefixes() -> Prefixes {
     step(&store, &tokens);
     store.put(&s1, "n", &3u64).unwrap();
     step(&store, &tokens);
+    // The log as a crash now would leave it: its one segment still active, so damage
+    // after its last fsync is a torn tail (a store closed cleanly has sealed it, and
+    // any cut of it is corruption).
+    let dir = {
+        let image = tempfile::tempdir().unwrap();
+        crash_image(written.path(), image.path());
+        image
+    };
     drop(store);
     for s in &mut states {
         s.0.resize(tokens.len(), None);
@@ -1575,7 +1627,7 @@ impl Prefixes {
 }
 
 #[test]
-fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
+fn a_cut_at_every_byte_of_a_crashed_stores_active_segment_is_a_torn_tail_of_a_prefix() {
     let p = build_prefixes();
     let seg = last_segment(p.dir.path());
     let full = fs::read(&seg).unwrap();
@@ -1594,8 +1646,18 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
         let mut bytes = full[..cut].to_vec();
         bytes.resize(cut + zeros, 0);
         fs::write(&copy, &bytes).unwrap();
-        let store = Store::open_with(trial.path(), opts(&p.clock, Durability::Sync))
-            .unwrap_or_else(|e| panic!("cut at {cut} of {}: open failed: {e}", full.len()));
+        let opened = Store::open_with(trial.path(), opts(&p.clock, Durability::Sync));
+        if cut < HEADER_LEN {
+            // The manifest names the segment active only once its header is durable:
+            // no crash leaves it shorter.
+            match opened {
+                Err(Error::Corrupt { segment, .. }) => assert_eq!(segment, copy),
+                other => panic!("cut at {cut}, inside the active segment's header: {other:?}"),
+            }
+            continue;
+        }
+        let store =
+            opened.unwrap_or_else(|e| panic!("cut at {cut} of {}: open failed: {e}", full.len()));
         store.verify().unwrap();
         let k = p.prefix_of(&store).unwrap_or_else(|| {
             panic!(
@@ -1613,7 +1675,12 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
             // The file keeps exactly the recovered records; what was cut is counted,
             // except zeros at its end (preallocated space, indistinguishable from the
             // zero bytes a torn record may end in).
-            let kept = file_len(&copy) as usize;
+            // (A segment left with no record is dropped: it kept its header only.)
+            let kept = if copy.exists() {
+                file_len(&copy) as usize
+            } else {
+                HEADER_LEN
+            };
             let counted = kept + truncated as usize;
             assert!(
                 counted <= bytes.len() && bytes[counted..].iter().all(|&b| b == 0),
@@ -1641,7 +1708,7 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
             assert_eq!(k, p.states.len() - 1, "the whole file recovers everything");
             assert_eq!(report.bytes_truncated, 0);
         }
-        if cut <= HEADER_LEN {
+        if cut == HEADER_LEN {
             assert_eq!(k, 0);
         }
         drop(store);
@@ -1651,6 +1718,269 @@ fn a_cut_at_every_byte_of_the_last_segment_is_a_torn_tail_of_a_prefix() {
             assert_eq!(p.prefix_of(&store), Some(k), "cut at {cut}: second reopen");
         }
     }
+}
+
+/// A store with a base, sealed segments after it and an active segment (Sync, 4 KiB
+/// segments): the directory after a clean close, a crash image of it taken just before
+/// the close, and every session's token and last "n".
+struct Layered {
+    closed: tempfile::TempDir,
+    crashed: tempfile::TempDir,
+    sessions: Vec<(Token, u64)>,
+}
+
+fn layered_store(clock: &ManualClock) -> Layered {
+    let closed = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let store = open(
+        closed.path(),
+        opts(clock, Durability::Sync).segment_bytes(4096),
+    );
+    let mut sessions = Vec::new();
+    for i in 0..40u64 {
+        if i == 12 {
+            store.compact().unwrap();
+        }
+        let (t, _) = store.create(NewSession::for_user("alice")).unwrap();
+        store.put(&t, "pad", &"z".repeat(200)).unwrap();
+        store.put(&t, "n", &i).unwrap();
+        sessions.push((t, i));
+    }
+    crash_image(closed.path(), crashed.path());
+    drop(store);
+    for dir in [closed.path(), crashed.path()] {
+        assert_eq!(bases(dir).len(), 1);
+        assert!(segments(dir).len() >= 3, "{:?}", segments(dir));
+    }
+    Layered {
+        closed,
+        crashed,
+        sessions,
+    }
+}
+
+/// Opens `dir` expecting `Error::Corrupt` naming `file`.
+fn assert_corrupt_naming(dir: &Path, clock: &ManualClock, file: &Path, what: &str) {
+    match Store::open_with(dir, opts(clock, Durability::Sync)) {
+        Err(Error::Corrupt { segment, .. }) => assert_eq!(segment, file, "{what}"),
+        Err(e) => panic!(
+            "{what}: expected Corrupt naming {}, got {e}",
+            file.display()
+        ),
+        Ok(s) => panic!(
+            "{what}: opened with {} of 40 sessions, the damage unnoticed: {:?}",
+            s.len(),
+            s.recovery_report()
+        ),
+    }
+}
+
+/// Where a file ends is recorded, not inferred: a base or sealed segment cut exactly at
+/// a record boundary reads as whole records, and only the manifest's length for it
+/// tells that some are gone. After a clean close every file is sealed, the last
+/// segment too; after a crash only the active segment may end early (a torn tail).
+#[test]
+fn a_cut_at_any_record_boundary_of_any_file_is_corruption_but_a_crashed_active_tail() {
+    let clock = ManualClock::new(T0);
+    let l = layered_store(&clock);
+    let trial = trial_dir();
+    let mut cuts = 0;
+    for (image, crashed) in [(l.closed.path(), false), (l.crashed.path(), true)] {
+        let active = crashed.then(|| last_segment(image));
+        for file in bases(image).into_iter().chain(segments(image)) {
+            let bytes = fs::read(&file).unwrap();
+            let boundaries = frame_boundaries(&bytes);
+            assert!(boundaries.len() > 3, "{}", file.display());
+            for &cut in boundaries.iter().filter(|&&b| b < bytes.len()) {
+                let what = format!(
+                    "{} cut at {cut} of {} ({})",
+                    file.display(),
+                    bytes.len(),
+                    if crashed { "crash image" } else { "closed" }
+                );
+                copy_dir(image, trial.path());
+                let copy = same_file_in(trial.path(), &file);
+                fs::write(&copy, &bytes[..cut]).unwrap();
+                cuts += 1;
+                if active.as_ref() == Some(&file) {
+                    let store = open(trial.path(), opts(&clock, Durability::Sync));
+                    // The sessions written before the active segment are all there.
+                    assert!(store.len() >= 12, "{what}: {}", store.len());
+                    continue;
+                }
+                assert_corrupt_naming(trial.path(), &clock, &copy, &what);
+                // Salvage reads what is there, says what is missing, and leaves a
+                // store that opens cleanly.
+                let store = open(trial.path(), opts(&clock, Durability::Sync).salvage(true));
+                let report = store.recovery_report();
+                assert!(
+                    report.skipped.iter().any(|r| r.file == copy),
+                    "{what}: {report:?}"
+                );
+                drop(store);
+                drop(open(trial.path(), opts(&clock, Durability::Sync)));
+            }
+        }
+    }
+    assert!(cuts > 50, "only {cuts} cuts");
+    // Undamaged, both open with everything.
+    for image in [l.closed.path(), l.crashed.path()] {
+        copy_dir(image, trial.path());
+        let store = open(trial.path(), opts(&clock, Durability::Sync));
+        for (t, n) in &l.sessions {
+            assert_eq!(n_of(&store.peek(t).expect("session lost")), Some(*n));
+        }
+    }
+}
+
+/// The set of files is recorded too: a missing or emptied base or segment — the newest
+/// one included, which alone used to read as a shorter log — or a lost manifest is
+/// `Error::Corrupt` naming it, after a clean close and after a crash alike.
+#[test]
+fn a_deleted_or_emptied_log_file_or_manifest_is_corruption_naming_it() {
+    let clock = ManualClock::new(T0);
+    let l = layered_store(&clock);
+    let trial = trial_dir();
+    for (image, kind) in [
+        (l.closed.path(), "closed"),
+        (l.crashed.path(), "crash image"),
+    ] {
+        let files: Vec<PathBuf> = bases(image)
+            .into_iter()
+            .chain(segments(image))
+            .chain([image.join("MANIFEST")])
+            .collect();
+        for file in &files {
+            for emptied in [false, true] {
+                let what = format!(
+                    "{} {} ({kind})",
+                    file.display(),
+                    if emptied { "emptied" } else { "deleted" }
+                );
+                copy_dir(image, trial.path());
+                let copy = same_file_in(trial.path(), file);
+                if emptied {
+                    fs::write(&copy, b"").unwrap();
+                } else {
+                    fs::remove_file(&copy).unwrap();
+                }
+                assert_corrupt_naming(trial.path(), &clock, &copy, &what);
+                // A refused open changes nothing: refused again.
+                assert_corrupt_naming(trial.path(), &clock, &copy, &what);
+                if !emptied {
+                    // Salvage opens what is left and says what was missing.
+                    let store = open(trial.path(), opts(&clock, Durability::Sync).salvage(true));
+                    let report = store.recovery_report();
+                    assert!(!report.skipped.is_empty(), "{what}: {report:?}");
+                    drop(store);
+                    drop(open(trial.path(), opts(&clock, Durability::Sync)));
+                }
+            }
+        }
+    }
+}
+
+/// A valid segment header for `seq` (version 2), as `src/log/format.rs` lays it out.
+fn segment_header(seq: u64) -> Vec<u8> {
+    let mut h = b"SESSNDB\0".to_vec();
+    h.extend_from_slice(&2u32.to_le_bytes());
+    h.push(0);
+    h.extend_from_slice(&seq.to_le_bytes());
+    let crc = crc32(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What a crash leaves between a file's creation and the manifest that names it — a
+/// segment after the active one holding only its header (a roll), a base the manifest
+/// does not name yet (a compaction) — is removed on open; a file the manifest does not
+/// name that holds records is corruption, never silently read or dropped.
+#[test]
+fn a_file_the_manifest_does_not_name_is_removed_if_empty_and_corruption_if_not() {
+    let clock = ManualClock::new(T0);
+    let l = layered_store(&clock);
+    let trial = trial_dir();
+    for image in [l.closed.path(), l.crashed.path()] {
+        let last = segments(image).len() as u64;
+        let next_seq = u64::from_str_radix(
+            &last_segment(image).file_name().unwrap().to_str().unwrap()[4..20],
+            16,
+        )
+        .unwrap()
+            + 1;
+        assert!(next_seq > last);
+        let stray_seg = trial.path().join(format!("seg-{next_seq:016x}.log"));
+        let stray_base = trial.path().join(format!("base-{:016x}.log", next_seq + 3));
+
+        copy_dir(image, trial.path());
+        fs::write(&stray_seg, segment_header(next_seq)).unwrap();
+        fs::copy(&bases(image)[0], &stray_base).unwrap();
+        let store = open(trial.path(), opts(&clock, Durability::Sync));
+        for (t, n) in &l.sessions {
+            assert_eq!(n_of(&store.peek(t).expect("session lost")), Some(*n));
+        }
+        assert!(
+            !stray_base.exists(),
+            "an unfinished compaction's base stayed"
+        );
+        drop(store);
+        assert!(!stray_seg.exists(), "an interrupted roll's segment stayed");
+
+        copy_dir(image, trial.path());
+        fs::copy(&segments(image)[0], &stray_seg).unwrap();
+        assert_corrupt_naming(
+            trial.path(),
+            &clock,
+            &stray_seg,
+            "a stray segment of records",
+        );
+    }
+}
+
+/// A store written before the manifest existed (`tests/fixtures/v1`) opens with every
+/// session, is given a manifest, and from then on is checked like any other.
+#[test]
+fn a_store_written_by_format_1_opens_with_everything_and_is_upgraded() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let expected = fs::read_to_string(fixture.join("EXPECTED.tsv")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture.join("store"), dir.path());
+    assert!(!dir.path().join("MANIFEST").exists());
+    let clock = ManualClock::new(Timestamp(T0.0 + 60_000));
+    let check = |store: &Store| {
+        let mut rows = 0;
+        for line in expected.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let token = Token::parse(f[0]).unwrap();
+            let found = store.peek(&token);
+            match f[1] {
+                "live" => {
+                    let s = found.unwrap_or_else(|| panic!("{line}: lost"));
+                    let user = s.user().map_or("-".to_owned(), |u| u.as_str().to_owned());
+                    assert_eq!(user, f[2], "{line}");
+                    let n = n_of(&s).map_or("-".to_owned(), |n| n.to_string());
+                    assert_eq!(n, f[3], "{line}");
+                }
+                _ => assert!(found.is_none(), "{line}: ended, yet found"),
+            }
+            rows += 1;
+        }
+        assert_eq!(rows, 53);
+        store.verify().unwrap();
+    };
+    let store = open(dir.path(), opts(&clock, Durability::Sync));
+    check(&store);
+    drop(store);
+    assert!(dir.path().join("MANIFEST").exists(), "not upgraded");
+    let store = open(dir.path(), opts(&clock, Durability::Sync));
+    check(&store);
+    drop(store);
+    // Upgraded: a sealed file cut at a record boundary is now caught.
+    let first = segments(dir.path())[0].clone();
+    let bytes = fs::read(&first).unwrap();
+    let boundaries = frame_boundaries(&bytes);
+    fs::write(&first, &bytes[..boundaries[boundaries.len() - 2]]).unwrap();
+    assert_corrupt_naming(dir.path(), &clock, &first, "upgraded store, sealed cut");
 }
 
 #[test]
@@ -1717,7 +2047,7 @@ fn flipping_any_byte_of_a_small_log_is_detected_never_a_panic_or_wrong_data() {
 fn damage_before_a_later_batch_is_corruption_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let sessions = small_store(dir.path(), &clock);
+    let sessions = small_store(dir.path(), &clock, None);
     let seg = last_segment(dir.path());
     // Inside the second frame after the header: the first record of the first batch.
     let flipped = HEADER_LEN + 30;

@@ -6,8 +6,9 @@
 //! 2. This job takes a snapshot of the live sessions — by walking the id shards, where a
 //!    session's place never changes, so none is missed or seen twice while rotations
 //!    run — and writes it to `base-<upto>.log.tmp`, then fsyncs it.
-//! 3. It renames the file to `base-<upto>.log` and fsyncs the directory: from here on,
-//!    recovery reads that base and only the segments after `upto`.
+//! 3. It renames the file to `base-<upto>.log`, fsyncs the directory, and writes the
+//!    manifest naming the base and only the segments after `upto`: from here on,
+//!    recovery reads those.
 //! 4. It deletes the sealed segments up to `upto` and the previous base, and fsyncs the
 //!    directory again.
 //!
@@ -17,24 +18,21 @@
 //! records over a snapshot that already contains some of them yields the same state.
 //!
 //! A crash at any step leaves a directory recovery opens with every acknowledged write:
-//! before the rename, the `.tmp` file is deleted and all inputs are still there; after
-//! it, the newest base wins and the leftovers are deleted (`tests/crash.rs` kills a
-//! process at each step).
+//! before the manifest names the base, the `.tmp` file or the unnamed base is deleted
+//! and all inputs are still there; after it, the leftovers are deleted
+//! (`tests/crash.rs` kills a process at each step).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::log::format::{FileKind, base_name, encode_header, path_of};
 use crate::log::record::{Image, encode_alias, encode_image};
-use crate::log::segment::{LogFiles, sync_dir};
+use crate::log::segment::{LogDir, LogFiles, sync_dir};
 use crate::token::{SessionId, TokenHash};
 
 /// What a compaction did.
@@ -66,18 +64,18 @@ pub(crate) trait Snapshot {
 
 /// A compaction of everything up to segment `upto`, ready to run.
 pub(crate) struct CompactionJob {
-    pub(crate) dir: PathBuf,
     pub(crate) upto: u64,
-    pub(crate) files: Arc<Mutex<LogFiles>>,
+    pub(crate) log: Arc<LogDir>,
 }
 
 impl CompactionJob {
     /// Writes the base from `snapshot`, switches to it, deletes what it replaces.
     pub(crate) fn run(self, snapshot: &dyn Snapshot) -> Result<CompactionStats> {
         let started = Instant::now();
-        let bytes_before = self.files.lock().disk_bytes();
-        let final_path = path_of(&self.dir, FileKind::Base, self.upto);
-        let tmp_path = self.dir.join(format!("{}.tmp", base_name(self.upto)));
+        let dir = &self.log.dir;
+        let bytes_before = self.log.disk_bytes();
+        let final_path = path_of(dir, FileKind::Base, self.upto);
+        let tmp_path = dir.join(format!("{}.tmp", base_name(self.upto)));
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
 
         let file = OpenOptions::new()
@@ -115,41 +113,35 @@ impl CompactionJob {
 
         std::fs::rename(&tmp_path, &final_path).map_err(|e| io("renaming", e))?;
         failpoint::hit("compaction:after_rename");
-        sync_dir(&self.dir)?;
+        sync_dir(dir)?;
 
-        // The base is in place: what it replaces can go.
-        let (old_base, replaced) = {
-            let files = self.files.lock();
-            let replaced: Vec<u64> = files
-                .sealed
-                .iter()
-                .filter(|s| s.0 <= self.upto)
-                .map(|s| s.0)
-                .collect();
-            (files.base.map(|b| b.0), replaced)
+        // The base is in place; once the manifest names it, what it replaces can go.
+        let before = self.log.files();
+        let upto = self.upto;
+        let edit = |files: &mut LogFiles| {
+            files.base = Some((upto, base_bytes));
+            files.sealed.retain(|s| s.0 > upto);
         };
-        for (i, seq) in replaced.iter().enumerate() {
-            let p = path_of(&self.dir, FileKind::Segment, *seq);
-            std::fs::remove_file(&p)
-                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
-            if i == 0 {
-                failpoint::hit("compaction:mid_delete");
+        self.log.change_then(edit, || {
+            failpoint::hit("compaction:after_manifest");
+            let replaced = before.sealed.iter().filter(|s| s.0 <= upto);
+            for (i, &(seq, _)) in replaced.enumerate() {
+                let p = path_of(dir, FileKind::Segment, seq);
+                std::fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+                if i == 0 {
+                    failpoint::hit("compaction:mid_delete");
+                }
             }
-        }
-        if let Some(old) = old_base.filter(|&b| b != self.upto) {
-            let p = path_of(&self.dir, FileKind::Base, old);
-            std::fs::remove_file(&p)
-                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
-        }
-        sync_dir(&self.dir)?;
+            if let Some((old, _)) = before.base.filter(|b| b.0 != upto) {
+                let p = path_of(dir, FileKind::Base, old);
+                std::fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+            }
+            sync_dir(dir)
+        })?;
         failpoint::hit("compaction:after_delete");
-
-        let bytes_after = {
-            let mut files = self.files.lock();
-            files.sealed.retain(|s| s.0 > self.upto);
-            files.base = Some((self.upto, base_bytes));
-            files.disk_bytes()
-        };
+        let bytes_after = self.log.disk_bytes();
         Ok(CompactionStats {
             bytes_before,
             bytes_after,

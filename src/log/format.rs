@@ -12,11 +12,20 @@
 //! records (see [`crate::log::segment`]); all-zero bytes never checksum as a frame, so
 //! they end the log. `kind` is 0 for a segment (appended to) and 1 for
 //! a base (the compacted live set covering every segment up to its sequence).
+//!
+//! Format versions: 1, the files alone (which files make up the log, and where each
+//! ends, inferred from what is there); 2, the same files plus a `MANIFEST` naming them
+//! and the length of every sealed one ([`crate::log::manifest`]). A store written by
+//! version 1 opens as before and is upgraded: its next files are written as version 2,
+//! and a manifest names them all.
 
 use std::path::{Path, PathBuf};
 
 /// The newest format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The first format version whose store keeps a manifest: a file of this version or
+/// later in a directory without one means the manifest was lost.
+pub(crate) const MANIFEST_SINCE: u32 = 2;
 pub(crate) const MAGIC: [u8; 8] = *b"SESSNDB\0";
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 1 + 8 + 4;
 pub(crate) const FRAME_HEADER_LEN: usize = 4 + 4 + 1;
@@ -90,8 +99,17 @@ pub(crate) enum HeaderError {
     Newer(u32),
 }
 
-/// Checks a header and returns its sequence number.
-pub(crate) fn decode_header(bytes: &[u8], kind: FileKind) -> Result<u64, HeaderError> {
+/// What a valid header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The format version the file was written by.
+    pub(crate) version: u32,
+    /// The file's sequence number.
+    pub(crate) seq: u64,
+}
+
+/// Checks a header and returns what it says.
+pub(crate) fn decode_header(bytes: &[u8], kind: FileKind) -> Result<Header, HeaderError> {
     if bytes.len() < HEADER_LEN {
         return Err(HeaderError::Short);
     }
@@ -113,7 +131,10 @@ pub(crate) fn decode_header(bytes: &[u8], kind: FileKind) -> Result<u64, HeaderE
     if h[12] != kind.byte() {
         return Err(HeaderError::Damaged("file kind does not match its name"));
     }
-    Ok(u64::from_le_bytes(h[13..21].try_into().expect("8 bytes")))
+    Ok(Header {
+        version,
+        seq: u64::from_le_bytes(h[13..21].try_into().expect("8 bytes")),
+    })
 }
 
 /// Appends one frame to `out`.
@@ -177,7 +198,13 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage_and_newer_versions() {
         let h = encode_header(FileKind::Segment, 42);
-        assert_eq!(decode_header(&h, FileKind::Segment), Ok(42));
+        assert_eq!(
+            decode_header(&h, FileKind::Segment),
+            Ok(Header {
+                version: FORMAT_VERSION,
+                seq: 42
+            })
+        );
         assert!(matches!(
             decode_header(&h, FileKind::Base),
             Err(HeaderError::Damaged(_))

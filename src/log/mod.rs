@@ -5,6 +5,7 @@
 //! | file | owns |
 //! |---|---|
 //! | [`format`] | file names, headers and the format version, the record frame |
+//! | [`manifest`] | which files make up the log and where each sealed one ends |
 //! | [`record`] | record payloads, encoding changes, decoding and validating records |
 //! | [`segment`] | the active segment, appending batches, rolling, the file list |
 //! | [`writer`] | the writer thread, durability modes, group commit, touch coalescing |
@@ -13,6 +14,7 @@
 
 pub(crate) mod compaction;
 pub(crate) mod format;
+pub(crate) mod manifest;
 pub(crate) mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;

@@ -27,9 +27,10 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::load::{BasePart, Loader, ShardLists, state_of};
 use crate::log::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, decode_header,
-    parse_name, read_frame,
+    FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, MANIFEST_SINCE,
+    decode_header, parse_name, path_of, read_frame,
 };
+use crate::log::manifest::{self, MANIFEST, MANIFEST_TMP, Manifest};
 use crate::log::record::{
     BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
@@ -230,6 +231,256 @@ fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
     }
 }
 
+/// How recovery knows where a file ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Sealed: the manifest recorded its length, and it must be exactly that long.
+    Sealed(u64),
+    /// The segment the manifest names active: its header was durable before the
+    /// manifest named it; past the header, damage after its last fsync is a torn tail.
+    Active,
+    /// A file of a format-1 store before the last: it must be whole.
+    Inferred,
+    /// The last segment of a format-1 store: a torn tail is cut, and a file shorter
+    /// than its header (created just before a crash) is removed.
+    InferredLast,
+}
+
+/// What recovery reads and removes, decided from the manifest (or, in a store of
+/// format 1, from the files found) before any file is read.
+#[derive(Default)]
+struct Plan {
+    /// The base to read.
+    base: Option<(u64, End)>,
+    /// The segments to read, ascending.
+    segments: Vec<(u64, End)>,
+    /// Files no longer part of the log — left by a compaction, roll, open or close
+    /// that a crash interrupted — removed once the log has been read.
+    leftovers: Vec<PathBuf>,
+}
+
+/// The log files found in a directory: (kind, sequence) and their lengths.
+struct Found {
+    bases: Vec<(u64, u64)>,
+    segments: Vec<(u64, u64)>,
+}
+
+impl Found {
+    fn has(list: &[(u64, u64)], seq: u64) -> bool {
+        list.binary_search_by_key(&seq, |f| f.0).is_ok()
+    }
+}
+
+/// Lists the log files of `dir` (with their lengths), removing what an unfinished
+/// compaction or manifest write left behind (`*.tmp`: never part of the log).
+fn list_dir(dir: &Path) -> Result<Found> {
+    let mut found = Found {
+        bases: Vec::new(),
+        segments: Vec::new(),
+    };
+    let listing = |e| Error::io(format!("listing store directory {}", dir.display()), e);
+    for entry in std::fs::read_dir(dir).map_err(listing)? {
+        let entry = entry.map_err(listing)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let unfinished_base = matches!(
+            name.strip_suffix(".tmp").map(parse_name),
+            Some(Some((FileKind::Base, _)))
+        );
+        if unfinished_base || name == MANIFEST_TMP {
+            remove(&entry.path())?;
+            continue;
+        }
+        let Some((kind, seq)) = parse_name(name) else {
+            continue;
+        };
+        let len = entry
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", entry.path().display()), e))?
+            .len();
+        match kind {
+            FileKind::Base => found.bases.push((seq, len)),
+            FileKind::Segment => found.segments.push((seq, len)),
+        }
+    }
+    found.bases.sort_unstable();
+    found.segments.sort_unstable();
+    Ok(found)
+}
+
+/// Refuses (or, salvaging, reports) a problem with the log as a whole: a file the
+/// manifest names that is missing, a file it does not name that holds records.
+fn refuse(
+    salvage: bool,
+    report: &mut RecoveryReport,
+    file: PathBuf,
+    len: u64,
+    reason: String,
+) -> Result<()> {
+    if !salvage {
+        return Err(corrupt(&file, 0, reason));
+    }
+    report.skipped.push(SkippedRange {
+        file,
+        offset: 0,
+        len,
+        reason,
+    });
+    Ok(())
+}
+
+/// The plan for a store with a manifest: exactly the files it names, each ending where
+/// it says; anything else is a leftover to remove, or — holding records the manifest
+/// does not account for — corruption.
+fn plan_listed(
+    dir: &Path,
+    m: &Manifest,
+    found: &Found,
+    salvage: bool,
+    report: &mut RecoveryReport,
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let base_seq = m.base.map(|b| b.0);
+    for &(seq, _) in &found.bases {
+        if Some(seq) != base_seq {
+            // Replaced by the base in use, or written by a compaction that a crash
+            // stopped before the manifest named it (its inputs are all still named).
+            plan.leftovers.push(path_of(dir, FileKind::Base, seq));
+        }
+    }
+    if let Some((seq, len)) = m.base {
+        if Found::has(&found.bases, seq) {
+            plan.base = Some((seq, End::Sealed(len)));
+        } else {
+            let why = "the base the manifest names is missing".to_owned();
+            refuse(salvage, report, path_of(dir, FileKind::Base, seq), len, why)?;
+        }
+    }
+    let named = m
+        .sealed
+        .iter()
+        .map(|&(seq, len)| (seq, End::Sealed(len)))
+        .chain(m.active.map(|a| (a, End::Active)));
+    for (seq, end) in named {
+        if Found::has(&found.segments, seq) {
+            plan.segments.push((seq, end));
+        } else {
+            let (len, why) = match end {
+                End::Sealed(len) => (len, "a sealed segment the manifest names is missing"),
+                _ => (0, "the active segment the manifest names is missing"),
+            };
+            let path = path_of(dir, FileKind::Segment, seq);
+            refuse(salvage, report, path, len, why.to_owned())?;
+        }
+    }
+    for &(seq, len) in &found.segments {
+        if m.sealed_len(seq).is_some() || m.active == Some(seq) {
+            continue;
+        }
+        let path = path_of(dir, FileKind::Segment, seq);
+        if base_seq.is_some_and(|b| seq <= b) || len <= HEADER_LEN as u64 {
+            // Covered by the base (a compaction stopped while deleting), or holding
+            // no record: created by a roll or an open that a crash stopped before the
+            // manifest named it, or dropped (empty) by an open or a close.
+            plan.leftovers.push(path);
+        } else if salvage {
+            // Read in its place, for whatever it holds.
+            report.skipped.push(SkippedRange {
+                file: path,
+                offset: 0,
+                len: 0,
+                reason: "a segment the manifest does not name".into(),
+            });
+            plan.segments.push((seq, End::Inferred));
+        } else {
+            return Err(corrupt(
+                &path,
+                0,
+                format!(
+                    "the segment holds records but the manifest does not name it (it names \
+                     segments up to {})",
+                    m.last_seq()
+                ),
+            ));
+        }
+    }
+    plan.segments.sort_unstable_by_key(|s| s.0);
+    Ok(plan)
+}
+
+/// The plan for a store without a manifest — one written by format 1, or new: the
+/// newest base and every segment after it, the last one's end inferred from its
+/// bytes. A file of a later format holding records means the manifest was lost.
+fn plan_unlisted(
+    dir: &Path,
+    found: &Found,
+    salvage: bool,
+    report: &mut RecoveryReport,
+) -> Result<Plan> {
+    let files = found
+        .bases
+        .iter()
+        .map(|&(seq, len)| (FileKind::Base, seq, len))
+        .chain(
+            found
+                .segments
+                .iter()
+                .map(|&(seq, len)| (FileKind::Segment, seq, len)),
+        );
+    for (kind, seq, len) in files {
+        if len <= HEADER_LEN as u64 {
+            continue;
+        }
+        let path = path_of(dir, kind, seq);
+        let mut head = [0u8; HEADER_LEN];
+        std::fs::File::open(&path)
+            .and_then(|f| f.read_exact_at(&mut head, 0))
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if decode_header(&head, kind).is_ok_and(|h| h.version >= MANIFEST_SINCE) {
+            let why = format!(
+                "the manifest is missing, but {} was written by a format that keeps one",
+                path.display()
+            );
+            refuse(salvage, report, dir.join(MANIFEST), 0, why)?;
+            break;
+        }
+    }
+    let mut plan = Plan::default();
+    let newest_base = found.bases.last().map(|b| b.0);
+    if let Some(base) = newest_base {
+        plan.base = Some((base, End::Inferred));
+        // Leftovers of a compaction interrupted after its base was in place.
+        for &(old, _) in &found.bases[..found.bases.len() - 1] {
+            plan.leftovers.push(path_of(dir, FileKind::Base, old));
+        }
+    }
+    let mut expected = newest_base.map(|b| b + 1);
+    for &(seq, _) in &found.segments {
+        if newest_base.is_some_and(|b| seq <= b) {
+            plan.leftovers.push(path_of(dir, FileKind::Segment, seq));
+            continue;
+        }
+        if let Some(e) = expected
+            && seq != e
+        {
+            let missing = path_of(dir, FileKind::Segment, e);
+            refuse(
+                salvage,
+                report,
+                missing,
+                0,
+                "segment file is missing".into(),
+            )?;
+        }
+        expected = Some(seq + 1);
+        plan.segments.push((seq, End::Inferred));
+    }
+    if let Some(last) = plan.segments.last_mut() {
+        last.1 = End::InferredLast;
+    }
+    Ok(plan)
+}
+
 /// Reads a whole store directory. `salvage` skips damage instead of failing.
 pub(crate) fn recover_dir(
     dir: &Path,
@@ -241,90 +492,54 @@ pub(crate) fn recover_dir(
         backend: "log",
         ..RecoveryReport::default()
     };
-    let mut bases = Vec::new();
-    let mut segments = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("listing store directory {}", dir.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(Some((FileKind::Base, _))) = name.strip_suffix(".tmp").map(parse_name) {
-            // An unfinished compaction: its inputs are all still here.
-            remove(&entry.path())?;
-            continue;
+    let found = list_dir(dir)?;
+    let manifest = match manifest::read(dir) {
+        Ok(m) => m,
+        Err(Error::Corrupt {
+            segment, reason, ..
+        }) if salvage => {
+            // Without it, read what the files themselves say.
+            report.skipped.push(SkippedRange {
+                file: segment,
+                offset: 0,
+                len: 0,
+                reason,
+            });
+            None
         }
-        match parse_name(name) {
-            Some((FileKind::Base, seq)) => bases.push(seq),
-            Some((FileKind::Segment, seq)) => segments.push(seq),
-            None => {}
-        }
-    }
-    bases.sort_unstable();
-    segments.sort_unstable();
+        Err(e) => return Err(e),
+    };
+    let plan = match &manifest {
+        Some(m) => plan_listed(dir, m, &found, salvage, &mut report)?,
+        None => plan_unlisted(dir, &found, salvage, &mut report)?,
+    };
 
     // Pre-size for the sessions the files can hold (a session image is ~300 bytes), so
     // the map does not rehash a million entries while it grows.
-    let newest_base = bases.last().copied();
-    let bytes: u64 = newest_base
-        .map(|b| (FileKind::Base, b))
-        .into_iter()
-        .chain(
-            segments
-                .iter()
-                .filter(|&&s| newest_base.is_none_or(|b| s > b))
-                .map(|&s| (FileKind::Segment, s)),
-        )
-        .filter_map(|(k, s)| std::fs::metadata(crate::log::format::path_of(dir, k, s)).ok())
-        .map(|m| m.len())
-        .sum();
+    let len_of = |list: &[(u64, u64)], seq: u64| {
+        list.binary_search_by_key(&seq, |f| f.0)
+            .map_or(0, |i| list[i].1)
+    };
+    let bytes: u64 = plan.base.map_or(0, |(seq, _)| len_of(&found.bases, seq))
+        + plan
+            .segments
+            .iter()
+            .map(|&(seq, _)| len_of(&found.segments, seq))
+            .sum::<u64>();
     sink.reserve(usize::try_from(bytes / 300).unwrap_or(0).min(1 << 26));
     let mut layout = Layout::default();
-    if let Some(&base) = bases.last() {
-        let path = crate::log::format::path_of(dir, FileKind::Base, base);
-        let size = replay_file(
-            &path,
-            FileKind::Base,
-            base,
-            false,
-            salvage,
-            sink,
-            &mut report,
-        )?;
+    if let Some((base, end)) = plan.base {
+        let path = path_of(dir, FileKind::Base, base);
+        let size = replay_file(&path, FileKind::Base, base, end, salvage, sink, &mut report)?;
         layout.base = Some((base, size));
-        // Leftovers of a compaction interrupted after its base was in place.
-        for &old in &bases[..bases.len() - 1] {
-            remove(&crate::log::format::path_of(dir, FileKind::Base, old))?;
-        }
-        for &seg in segments.iter().filter(|&&s| s <= base) {
-            remove(&crate::log::format::path_of(dir, FileKind::Segment, seg))?;
-        }
-        segments.retain(|&s| s > base);
     }
-    let mut expected = layout.base.map(|b| b.0 + 1);
-    for (i, &seq) in segments.iter().enumerate() {
-        let path = crate::log::format::path_of(dir, FileKind::Segment, seq);
-        if let Some(e) = expected
-            && seq != e
-        {
-            let missing = crate::log::format::path_of(dir, FileKind::Segment, e);
-            if !salvage {
-                return Err(corrupt(&missing, 0, "segment file is missing"));
-            }
-            report.skipped.push(SkippedRange {
-                file: missing,
-                offset: 0,
-                len: 0,
-                reason: "segment file is missing".into(),
-            });
-        }
-        expected = Some(seq + 1);
-        let last = i + 1 == segments.len();
+    for &(seq, end) in &plan.segments {
+        let path = path_of(dir, FileKind::Segment, seq);
         let size = replay_file(
             &path,
             FileKind::Segment,
             seq,
-            last,
+            end,
             salvage,
             sink,
             &mut report,
@@ -332,6 +547,17 @@ pub(crate) fn recover_dir(
         if size > 0 {
             layout.segments.push((seq, size));
         }
+    }
+    // The last segment is about to be named sealed at its length: that length must be
+    // on disk, not only in the page cache of a process that died.
+    if let Some(&(seq, _)) = layout.segments.last() {
+        let path = path_of(dir, FileKind::Segment, seq);
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    }
+    for path in &plan.leftovers {
+        remove(path)?;
     }
     report.duration = started.elapsed();
     Ok((report, layout))
@@ -372,7 +598,7 @@ fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Checks the header at the start of `head` (the file's first bytes): its kind, its
 /// format version and the sequence the file's name gives.
 fn check_header(path: &Path, head: &[u8], kind_of_file: FileKind, seq: u64) -> Result<()> {
-    match decode_header(head, kind_of_file) {
+    match decode_header(head, kind_of_file).map(|h| h.seq) {
         Ok(s) if s == seq => Ok(()),
         Ok(s) => Err(corrupt(
             path,
@@ -389,18 +615,53 @@ fn check_header(path: &Path, head: &[u8], kind_of_file: FileKind, seq: u64) -> R
     }
 }
 
+/// Checks a sealed file's length against the one the manifest recorded: a file cut at
+/// a record boundary, or grown, reads as whole records, so only its length tells.
+/// Salvaging, the difference is reported and what the file holds is read.
+fn check_sealed_len(
+    path: &Path,
+    expected: u64,
+    salvage: bool,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .len();
+    if len == expected {
+        return Ok(());
+    }
+    let what = if len < expected { "cut short" } else { "grown" };
+    let reason =
+        format!("the file is {len} bytes long, the manifest recorded {expected}: it was {what}");
+    if !salvage {
+        return Err(corrupt(path, len.min(expected), reason));
+    }
+    report.skipped.push(SkippedRange {
+        file: path.to_path_buf(),
+        offset: len.min(expected),
+        len: len.abs_diff(expected),
+        reason,
+    });
+    Ok(())
+}
+
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was
 /// removed as an empty torn file).
 fn replay_file(
     path: &Path,
     kind_of_file: FileKind,
     seq: u64,
-    last: bool,
+    end: End,
     salvage: bool,
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    if let End::Sealed(expected) = end {
+        check_sealed_len(path, expected, salvage, report)?;
+    }
+    // Only the segment that was being appended to can end in a torn tail.
+    let last = matches!(end, End::Active | End::InferredLast);
     if kind_of_file == FileKind::Base && !salvage {
         let file = std::fs::File::open(path).map_err(reading)?;
         let len = file.metadata().map_err(reading)?.len();
@@ -414,12 +675,12 @@ fn replay_file(
         return Ok(len);
     }
     if !salvage {
-        return replay_segment_pipelined(path, seq, last, sink, report);
+        return replay_segment_pipelined(path, seq, end, sink, report);
     }
     let buf = read_whole(path).map_err(reading)?;
     report.files += 1;
     report.bytes_read += buf.len() as u64;
-    if last && buf.len() < HEADER_LEN {
+    if end == End::InferredLast && buf.len() < HEADER_LEN {
         // Created just before a crash, before its header reached the disk.
         report.bytes_truncated += buf.len() as u64;
         remove(path)?;
@@ -491,7 +752,7 @@ const RECORDS_PER_HANDOFF: usize = 256;
 fn replay_segment_pipelined(
     path: &Path,
     seq: u64,
-    last: bool,
+    end: End,
     sink: &Loader,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
@@ -501,7 +762,7 @@ fn replay_segment_pipelined(
     report.files += 1;
     report.bytes_read += len;
     if len < HEADER_LEN as u64 {
-        if last {
+        if end == End::InferredLast {
             // Created just before a crash, before its header reached the disk.
             report.bytes_truncated += len;
             remove(path)?;
@@ -550,7 +811,7 @@ fn replay_segment_pipelined(
     let Some((at, why)) = problem else {
         return Ok(len);
     };
-    if last {
+    if matches!(end, End::Active | End::InferredLast) {
         let tail_len = usize::try_from(len - at).map_err(|e| reading(std::io::Error::other(e)))?;
         let mut tail = vec![0u8; tail_len];
         file.read_exact_at(&mut tail, at).map_err(reading)?;

@@ -22,14 +22,15 @@ use crate::failpoint;
 use crate::journal::Change;
 use crate::load::Loader;
 use crate::log::compaction::CompactionJob;
-use crate::log::format::{FileKind, Frame, encode_header, path_of, read_frame};
+use crate::log::format::{FileKind, Frame, HEADER_LEN, encode_header, path_of, read_frame};
+use crate::log::manifest::{self, Manifest};
 use crate::log::record::{encode_batch, encode_change};
 use crate::log::recovery::{Recovered, recover_dir};
 use crate::options::Options;
 use crate::storage::{Backend, Opened};
 
 /// The files that make up a log directory, shared by the writer and compaction.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct LogFiles {
     /// The compacted base in use: (sequence, bytes).
     pub(crate) base: Option<(u64, u64)>,
@@ -42,6 +43,85 @@ pub(crate) struct LogFiles {
 impl LogFiles {
     pub(crate) fn disk_bytes(&self) -> u64 {
         self.base.map_or(0, |b| b.1) + self.sealed.iter().map(|s| s.1).sum::<u64>() + self.active.1
+    }
+
+    /// The manifest stating these files, the active segment still open.
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            base: self.base,
+            sealed: self.sealed.clone(),
+            active: Some(self.active.0),
+        }
+    }
+}
+
+/// A log directory's files, and the one way to change which files they are.
+pub(crate) struct LogDir {
+    pub(crate) dir: PathBuf,
+    files: Mutex<LogFiles>,
+    /// Held while the manifest is rewritten, so that changes to the set of files (a
+    /// roll on the writer thread, a compaction's switch on another) are written one at
+    /// a time, each over the state the one before left. Taken before `files`, which
+    /// the writer also takes, briefly, for every batch.
+    manifest: Mutex<()>,
+}
+
+impl LogDir {
+    /// The files as they are now.
+    pub(crate) fn files(&self) -> LogFiles {
+        self.files.lock().clone()
+    }
+
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.files.lock().disk_bytes()
+    }
+
+    /// Changes the set of files: the manifest of the changed set is written (durably)
+    /// first, and only then does `edit` apply to the set in memory, so a failure leaves
+    /// both as they were. `edit` is called twice, and must do the same both times.
+    pub(crate) fn change(&self, edit: impl Fn(&mut LogFiles)) -> Result<()> {
+        self.change_then(edit, || Ok(()))
+    }
+
+    /// As [`LogDir::change`], running `then` (deleting what the change replaced) after
+    /// the manifest is written and before the set in memory changes, so the files the
+    /// store counts are the files on disk throughout. The set changes even if `then`
+    /// fails: it must follow the manifest, which names the new set already.
+    pub(crate) fn change_then(
+        &self,
+        edit: impl Fn(&mut LogFiles),
+        then: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let _one_at_a_time = self.manifest.lock();
+        let mut next = self.files.lock().clone();
+        edit(&mut next);
+        manifest::write(&self.dir, &next.manifest())?;
+        let outcome = then();
+        edit(&mut self.files.lock());
+        outcome
+    }
+
+    /// Records the closing state: the active segment, cut to `len` bytes and fsynced,
+    /// sealed at that length — or, holding no record, dropped and deleted — and no
+    /// segment active. From here on every file's end is known.
+    fn close(&self, len: u64) -> Result<()> {
+        let _one_at_a_time = self.manifest.lock();
+        let files = self.files.lock().clone();
+        let (seq, _) = files.active;
+        let mut m = files.manifest();
+        m.active = None;
+        let empty = len <= HEADER_LEN as u64;
+        if !empty {
+            m.sealed.push((seq, len));
+        }
+        manifest::write(&self.dir, &m)?;
+        if empty {
+            let path = path_of(&self.dir, FileKind::Segment, seq);
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 }
 
@@ -75,14 +155,17 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File> {
 
 /// The log-structured backend.
 pub(crate) struct LogBackend {
-    dir: PathBuf,
-    files: Arc<Mutex<LogFiles>>,
+    log: Arc<LogDir>,
     active: File,
     active_len: u64,
     /// How far the active file is written (records, then zeros): appends below it
     /// overwrite zeros instead of extending the file.
     allocated: u64,
     synced_len: u64,
+    /// False once a write, fsync or roll failed: the active segment may then end in a
+    /// partial batch, so a close must not seal it at its length (recovery judges its
+    /// tail as after a crash instead).
+    healthy: bool,
     buf: Vec<u8>,
     segment_bytes: u64,
     compact_min_bytes: u64,
@@ -90,37 +173,51 @@ pub(crate) struct LogBackend {
 }
 
 impl LogBackend {
-    /// Recovers `dir` into `sink` and starts a fresh active segment after what is there.
+    /// Recovers `dir` into `sink`, starts a fresh active segment after what is there,
+    /// and writes the manifest naming them all.
     pub(crate) fn open(dir: &Path, opts: &Options, sink: &Loader) -> Result<Opened> {
         let (report, mut layout) = recover_dir(dir, opts.salvage, sink)?;
-        let header = crate::log::format::HEADER_LEN as u64;
+        let header = HEADER_LEN as u64;
+        let seq = layout.next_seq();
         // A last segment without a record (the store was opened and closed with no
-        // write since) is replaced rather than followed: an application that opens
-        // its store at every start would otherwise leave one more file each time.
-        // It is the last, so no gap opens if a crash comes between the two steps.
-        if let Some(&(seq, size)) = layout.segments.last()
-            && size <= header
-        {
-            let path = path_of(dir, FileKind::Segment, seq);
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        // write since, then crashed) is dropped rather than sealed: an application that
+        // opens its store at every start would otherwise keep one more file each time.
+        let empty_last = layout
+            .segments
+            .last()
+            .filter(|&&(_, size)| size <= header)
+            .map(|&(seq, _)| seq);
+        if empty_last.is_some() {
             layout.segments.pop();
         }
-        let seq = layout.next_seq();
+        // The new active segment exists, header and all, before the manifest names
+        // it; what the manifest no longer names is deleted after it.
         let active = create_segment(dir, seq)?;
         let files = LogFiles {
             base: layout.base,
             sealed: layout.segments.clone(),
             active: (seq, header),
         };
+        manifest::write(dir, &files.manifest())?;
+        failpoint::hit("open:after_manifest");
+        if let Some(empty) = empty_last {
+            let path = path_of(dir, FileKind::Segment, empty);
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            sync_dir(dir)?;
+        }
         Ok(Opened {
             backend: Box::new(LogBackend {
-                dir: dir.to_path_buf(),
-                files: Arc::new(Mutex::new(files)),
+                log: Arc::new(LogDir {
+                    dir: dir.to_path_buf(),
+                    files: Mutex::new(files),
+                    manifest: Mutex::new(()),
+                }),
                 active,
                 active_len: header,
                 allocated: header,
                 synced_len: header,
+                healthy: true,
                 buf: Vec::with_capacity(64 * 1024),
                 segment_bytes: opts.segment_bytes,
                 compact_min_bytes: opts.compact_min_bytes,
@@ -132,7 +229,11 @@ impl LogBackend {
     }
 
     fn active_path(&self) -> PathBuf {
-        path_of(&self.dir, FileKind::Segment, self.files.lock().active.0)
+        path_of(
+            &self.log.dir,
+            FileKind::Segment,
+            self.log.files.lock().active.0,
+        )
     }
 
     /// Zero-fills the active file so that it reaches at least `upto` bytes, a whole
@@ -183,36 +284,52 @@ impl LogBackend {
     }
 
     /// Seals the active segment (synced, cut to its records) and starts the next one.
-    /// The cut is durable before the next segment exists, so only the last segment can
-    /// ever end in preallocated zeros.
+    /// The cut is durable before the next segment exists, and the next segment (with
+    /// its header) before the manifest names it active and the sealed one at its
+    /// length, so only the active segment can ever end in preallocated zeros, and a
+    /// segment the manifest names active always has its header.
     fn roll(&mut self) -> Result<()> {
-        self.sync()?;
+        self.sync_active()?;
         self.trim()?;
-        let mut files = self.files.lock();
-        let (seq, len) = files.active;
-        let next = create_segment(&self.dir, seq + 1)?;
-        files.sealed.push((seq, len));
-        let header = crate::log::format::HEADER_LEN as u64;
-        files.active = (seq + 1, header);
-        drop(files);
+        let (seq, len) = (self.log.files.lock().active.0, self.active_len);
+        let next = create_segment(&self.log.dir, seq + 1)?;
+        failpoint::hit("roll:before_manifest");
+        let header = HEADER_LEN as u64;
+        self.log.change(|files| {
+            files.sealed.push((seq, len));
+            files.active = (seq + 1, header);
+        })?;
         self.active = next;
         self.active_len = header;
         self.allocated = header;
         self.synced_len = header;
         Ok(())
     }
-}
 
-impl Drop for LogBackend {
-    /// A closing store leaves its last segment without a preallocated tail (best
-    /// effort: if this fails, recovery reads the zeros as the end of the log).
-    fn drop(&mut self) {
-        let _ = self.trim();
+    /// Marks the backend failed if `r` is an error.
+    fn watch<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.healthy = false;
+        }
+        r
     }
 }
 
-impl Backend for LogBackend {
-    fn write(&mut self, changes: &[Change]) -> Result<()> {
+impl Drop for LogBackend {
+    /// A closing store leaves its last segment without a preallocated tail, sealed in
+    /// the manifest at its length (best effort: if this fails, or if the backend failed
+    /// before, the segment stays active, and recovery cuts what a crash may have torn).
+    fn drop(&mut self) {
+        if !self.healthy || self.sync_active().is_err() || self.trim().is_err() {
+            return;
+        }
+        let _ = self.log.close(self.active_len);
+    }
+}
+
+impl LogBackend {
+    /// Appends `changes` as one batch (see [`Backend::write`]).
+    fn append_batch(&mut self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -242,7 +359,7 @@ impl Backend for LogBackend {
             .write_all(&self.buf)
             .map_err(|e| Error::io(format!("appending to {}", self.active_path().display()), e))?;
         self.active_len += self.buf.len() as u64;
-        self.files.lock().active.1 = self.active_len;
+        self.log.files.lock().active.1 = self.active_len;
         if self.buf.capacity() > 4 * 1024 * 1024 {
             self.buf = Vec::with_capacity(64 * 1024);
         }
@@ -252,7 +369,8 @@ impl Backend for LogBackend {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<()> {
+    /// Makes everything appended durable (see [`Backend::sync`]).
+    fn sync_active(&mut self) -> Result<()> {
         if self.synced_len == self.active_len {
             return Ok(());
         }
@@ -262,24 +380,36 @@ impl Backend for LogBackend {
         self.synced_len = self.active_len;
         Ok(())
     }
+}
+
+impl Backend for LogBackend {
+    fn write(&mut self, changes: &[Change]) -> Result<()> {
+        let r = self.append_batch(changes);
+        self.watch(r)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let r = self.sync_active();
+        self.watch(r)
+    }
 
     fn disk_bytes(&self) -> u64 {
-        self.files.lock().disk_bytes()
+        self.log.disk_bytes()
     }
 
     fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
-        self.roll()?;
-        let upto = self.files.lock().active.0 - 1;
+        let r = self.roll();
+        self.watch(r)?;
+        let upto = self.log.files.lock().active.0 - 1;
         failpoint::hit("compaction:after_roll");
         Ok(Some(CompactionJob {
-            dir: self.dir.clone(),
             upto,
-            files: Arc::clone(&self.files),
+            log: Arc::clone(&self.log),
         }))
     }
 
     fn wants_compaction(&self, floor: u64) -> bool {
-        let files = self.files.lock();
+        let files = self.log.files.lock();
         let total = files.disk_bytes();
         let base = files.base.map_or(0, |b| b.1).max(floor);
         total >= self.compact_min_bytes && total as f64 >= self.compact_growth * base as f64

@@ -17,27 +17,33 @@ use sessiondb::{Durability, NewSession, Options, SessionData, Store, Token};
 
 use super::log_replay;
 
-fn store_files(dir: &Path) -> Vec<(bool, u8, Vec<u8>)> {
+fn store_files(dir: &Path) -> Vec<(u8, u8, Vec<u8>)> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).expect("list") {
         let path = entry.expect("entry").path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let (base, rest) = if let Some(r) = name.strip_prefix("seg-") {
-            (false, r)
+        if name == "MANIFEST" {
+            files.push((log_replay::MANIFEST, 0, std::fs::read(&path).expect("read")));
+            continue;
+        }
+        let (kind, rest) = if let Some(r) = name.strip_prefix("seg-") {
+            (log_replay::SEGMENT, r)
         } else if let Some(r) = name.strip_prefix("base-") {
-            (true, r)
+            (log_replay::BASE, r)
         } else {
             continue;
         };
         let seq = u64::from_str_radix(rest.trim_end_matches(".log"), 16).unwrap_or(1);
         let seq = u8::try_from(seq.saturating_sub(1)).unwrap_or(u8::MAX);
-        files.push((base, seq, std::fs::read(&path).expect("read")));
+        files.push((kind, seq, std::fs::read(&path).expect("read")));
     }
     files
 }
 
-/// A store written by `work`, then closed, as a `log_replay` input.
-fn recorded(segment_bytes: u64, work: impl FnOnce(&Store)) -> Vec<u8> {
+/// A store written by `work`, as two `log_replay` inputs: after a clean close (every
+/// file sealed in the manifest), and as a crash just before it would leave it (the last
+/// segment still active, cut where its preallocated zeros begin).
+fn recorded(segment_bytes: u64, work: impl FnOnce(&Store)) -> [Vec<u8>; 2] {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_with(
         dir.path(),
@@ -50,8 +56,20 @@ fn recorded(segment_bytes: u64, work: impl FnOnce(&Store)) -> Vec<u8> {
     )
     .expect("open");
     work(&store);
+    let mut crashed = store_files(dir.path());
     drop(store);
-    log_replay::encode(&store_files(dir.path()))
+    if let Some(active) = crashed
+        .iter_mut()
+        .filter(|f| f.0 == log_replay::SEGMENT)
+        .max_by_key(|f| f.1)
+    {
+        let zeros = active.2.iter().rev().take_while(|&&b| b == 0).count();
+        active.2.truncate(active.2.len() - zeros);
+    }
+    [
+        log_replay::encode(&store_files(dir.path())),
+        log_replay::encode(&crashed),
+    ]
 }
 
 fn sessions(store: &Store, n: u32) -> Vec<Token> {
@@ -87,31 +105,29 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut write = |target: &'static str, name: &str, bytes: &[u8]| {
         out.push((target, name.to_owned(), bytes.to_vec()));
     };
+    let mut stores: Vec<(&str, [Vec<u8>; 2])> = Vec::new();
 
-    write(
-        "log_replay",
+    stores.push((
         "one-segment",
-        &recorded(1 << 20, |s| {
+        recorded(1 << 20, |s| {
             let t = sessions(s, 6);
             s.put(&t[1], "k", "v").unwrap();
             s.end(&t[2]).unwrap();
         }),
-    );
-    write(
-        "log_replay",
+    ));
+    stores.push((
         "many-segments",
-        &recorded(4096, |s| {
+        recorded(4096, |s| {
             let t = sessions(s, 30);
             for (i, tok) in t.iter().enumerate() {
                 s.put(tok, "pad", &"x".repeat(100 + i)).unwrap();
             }
             s.revoke_user("user-1").unwrap();
         }),
-    );
-    write(
-        "log_replay",
+    ));
+    stores.push((
         "base-and-segments",
-        &recorded(1 << 20, |s| {
+        recorded(1 << 20, |s| {
             let t = sessions(s, 8);
             s.compact().unwrap();
             let new = s.rotate(&t[1]).unwrap();
@@ -120,25 +136,27 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             s.extend(&t[5], Duration::from_secs(60)).unwrap();
             s.set_label(&t[7], Some("Safari")).unwrap();
         }),
-    );
-    write(
-        "log_replay",
+    ));
+    stores.push((
         "rotation-alias-in-base",
-        &recorded(1 << 20, |s| {
+        recorded(1 << 20, |s| {
             let t = sessions(s, 3);
             s.rotate(&t[0]).unwrap();
             s.compact().unwrap();
         }),
-    );
-    write(
-        "log_replay",
+    ));
+    stores.push((
         "cleared",
-        &recorded(1 << 20, |s| {
+        recorded(1 << 20, |s| {
             sessions(s, 4);
             s.clear().unwrap();
             sessions(s, 2);
         }),
-    );
+    ));
+    for (name, [closed, crashed]) in &stores {
+        write("log_replay", &format!("{name}-closed"), closed);
+        write("log_replay", &format!("{name}-crashed"), crashed);
+    }
     write("log_replay", "empty", &[]);
 
     let token = Token::generate().unwrap().to_string();

@@ -18,6 +18,8 @@ use sessiondb::{
 };
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
+/// A log file's header: magic (8) | version u32 | kind u8 | sequence u64 | crc32 u32.
+const HEADER_LEN: usize = 25;
 
 /// What the public API shows of one token's session.
 type Seen = Option<(SessionId, Option<String>, Option<u32>, u64)>;
@@ -122,9 +124,16 @@ pub fn check(data: &[u8]) {
             states.push(observe(&store, &tokens));
         }
     }
+    // The crash: the files as they are while the store is open (a store closed
+    // cleanly has sealed its last segment, and a cut of it is corruption), the active
+    // segment then cut at an arbitrary byte.
+    let image = scratch_dir();
+    for entry in std::fs::read_dir(dir.path()).expect("list") {
+        let entry = entry.expect("list");
+        std::fs::copy(entry.path(), image.path().join(entry.file_name())).expect("copy");
+    }
     drop(store);
-
-    // The crash: the last segment cut at an arbitrary byte.
+    let dir = image;
     let last = std::fs::read_dir(dir.path())
         .expect("list")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -134,7 +143,11 @@ pub fn check(data: &[u8]) {
         })
         .max()
         .expect("a segment");
-    let len = std::fs::metadata(&last).expect("stat").len();
+    // Its records end where the zeros preallocated past them begin (a record ending in
+    // zero bytes is then cut a little short: a torn tail, which is what is tested).
+    let bytes = std::fs::read(&last).expect("read");
+    let records = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
+    let len = records.max(HEADER_LEN) as u64;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&last)
@@ -142,11 +155,20 @@ pub fn check(data: &[u8]) {
     let at = cut % (len + 1);
     f.set_len(at).expect("truncate");
     // (The writer zero-fills only after the header is durable.)
-    if zeros_after && at >= 25 {
+    if zeros_after && at >= HEADER_LEN as u64 {
         f.set_len(at.next_multiple_of(4096) + 4096)
             .expect("zero-fill");
     }
     drop(f);
+    if at < HEADER_LEN as u64 {
+        // The manifest names a segment active only once its header is durable: no
+        // crash cuts into it.
+        match Store::open_with(dir.path(), opts(&clock)) {
+            Err(sessiondb::Error::Corrupt { segment, .. }) => assert_eq!(segment, last),
+            other => panic!("a cut inside the active segment's header: {other:?}"),
+        }
+        return;
+    }
 
     let store = Store::open_with(dir.path(), opts(&clock))
         .unwrap_or_else(|e| panic!("a cut log must open (torn tail), got: {e}"));

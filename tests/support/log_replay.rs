@@ -3,8 +3,9 @@
 //! typed error — never a panic, never a hang, never an allocation the input does not
 //! justify — and a store that opened once must open again.
 //!
-//! Input layout, repeated up to 8 times: `[kind: u8 (bit 0: 0 = segment, 1 = base)]
-//! [sequence: u8] [length: u32 LE] [length bytes]`; a short tail is one last file.
+//! Input layout, repeated up to 8 times: `[kind: u8 (modulo 3: 0 = segment, 1 = base,
+//! 2 = the manifest)] [sequence: u8] [length: u32 LE] [length bytes]`; a short tail is
+//! one last file.
 
 #![allow(dead_code)]
 
@@ -43,26 +44,32 @@ pub fn lay_out(dir: &std::path::Path, data: &[u8]) {
             std::fs::write(dir.join("seg-0000000000000001.log"), rest).expect("write");
             return;
         }
-        let kind = rest[0] & 1;
+        let kind = rest[0] % 3;
         let seq = u64::from(rest[1]) + 1;
         let len = u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
         rest = &rest[6..];
         let (content, tail) = rest.split_at(len.min(rest.len()));
         rest = tail;
-        let name = if kind == 0 {
-            format!("seg-{seq:016x}.log")
-        } else {
-            format!("base-{seq:016x}.log")
+        let name = match kind {
+            0 => format!("seg-{seq:016x}.log"),
+            1 => format!("base-{seq:016x}.log"),
+            _ => "MANIFEST".to_owned(),
         };
         std::fs::write(dir.join(name), content).expect("write");
     }
 }
 
-/// Encodes files into the input layout (for the corpus generator).
-pub fn encode(files: &[(bool, u8, Vec<u8>)]) -> Vec<u8> {
+/// A file's kind in the input layout.
+pub const SEGMENT: u8 = 0;
+pub const BASE: u8 = 1;
+pub const MANIFEST: u8 = 2;
+
+/// Encodes files (kind, sequence - 1, bytes) into the input layout (for the corpus
+/// generator).
+pub fn encode(files: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (base, seq, content) in files {
-        out.push(u8::from(*base));
+    for (kind, seq, content) in files {
+        out.push(*kind);
         out.push(*seq);
         out.extend_from_slice(&(content.len() as u32).to_le_bytes());
         out.extend_from_slice(content);

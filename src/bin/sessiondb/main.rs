@@ -580,6 +580,7 @@ fn detect(dir: &Path) -> Result<Found, Fail> {
         if name == "sled" && entry.path().is_dir() {
             sled = true;
         } else if (name.starts_with("seg-") || name.starts_with("base-")) && name.ends_with(".log")
+            || name == "MANIFEST"
         {
             log = true;
         }
