@@ -30,9 +30,14 @@ pub enum Durability {
     /// A write returns once its record is queued for the writer thread, which hands it
     /// to the OS at once on a quiet store, or within about a tenth of a millisecond on
     /// a busy one (it lets a batch gather first: one `write` for dozens of records
-    /// rather than one each), and fsyncs every `flush_every`. On a process crash
-    /// nothing the writer had handed to the OS is lost (that much behind at most); on a
-    /// power failure at most the last `flush_every` is lost, and nothing older.
+    /// rather than one each), and has it fsynced every `flush_every` by a thread of its
+    /// own (so an fsync, however slow, never holds up the writing). The queue holds at
+    /// most 1,024 changes (past that, writes wait for room), so a process crash loses
+    /// at most the last 2,048 acknowledged changes — what the writer had not yet handed
+    /// to the OS: none on a quiet store, microseconds' worth on a busy one, a few
+    /// milliseconds' worth when writes come faster than the writer can take them. A
+    /// power failure loses at most the last `flush_every` (plus the fsync's own time),
+    /// and nothing older. [`crate::Store::flush`] makes everything before it durable.
     Buffered {
         /// The fsync interval.
         flush_every: Duration,

@@ -29,6 +29,18 @@ pub(crate) trait Backend: Send + 'static {
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<()>;
 
+    /// A handle that, synced on another thread, makes everything written so far
+    /// durable — so that under [`crate::Durability::Buffered`] the writer goes on
+    /// handing batches to the OS while an fsync runs. `None`: this backend syncs only
+    /// through [`Backend::sync`], on the writer thread.
+    fn sync_handle(&mut self) -> Result<Option<Box<dyn SyncHandle>>> {
+        Ok(None)
+    }
+
+    /// Tells the backend a handle's sync completed (the log records how far its
+    /// active segment is fsynced in every batch it writes).
+    fn note_synced(&mut self, _synced: Synced) {}
+
     /// Bytes the store occupies on disk.
     fn disk_bytes(&self) -> u64;
 
@@ -40,6 +52,20 @@ pub(crate) trait Backend: Send + 'static {
     /// again: past the last compacted base or `floor` (the store's estimate of its live
     /// data when it last declined to compact), whichever is larger.
     fn wants_compaction(&self, floor: u64) -> bool;
+}
+
+/// What a [`SyncHandle`] made durable: everything up to `len` bytes of file `file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Synced {
+    pub(crate) file: u64,
+    pub(crate) len: u64,
+}
+
+/// Makes what a backend had written when the handle was taken durable, from any
+/// thread ([`Backend::sync_handle`]).
+pub(crate) trait SyncHandle: Send {
+    /// Fsyncs, and says what is now durable.
+    fn sync(self: Box<Self>) -> Result<Synced>;
 }
 
 /// What opening a backend yields: the backend, ready to append, and the state it held.
