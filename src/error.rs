@@ -94,6 +94,19 @@ pub enum Error {
         /// The holder's process id, if it could be read from the lock file.
         pid: Option<u32>,
     },
+    /// The store directory, or a file sessiondb keeps in it, can be read or entered by
+    /// the group or others, and sessiondb could not take that access away (the process
+    /// is not its owner). Opening refuses such a store rather than keep session data
+    /// where others can read it. Run `chmod go-rwx` on the path as its owner (or open
+    /// the store as its owner, who may).
+    Permissions {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits (`0o755`, ...).
+        mode: u32,
+        /// Why they could not be changed: the operating system's message.
+        reason: String,
+    },
     /// A file in the store directory is damaged somewhere other than its torn tail.
     Corrupt {
         /// The segment file.
@@ -208,6 +221,14 @@ impl fmt::Display for Error {
                 f,
                 "store directory {} is locked by another store; close it first",
                 dir.display()
+            ),
+            Error::Permissions { path, mode, reason } => write!(
+                f,
+                "{} is open to the group or others (mode {mode:04o}) and sessiondb could \
+                 not make it private ({reason}); run `chmod go-rwx {}` as its owner, or \
+                 open the store as its owner",
+                path.display(),
+                path.display()
             ),
             Error::Corrupt {
                 segment,

@@ -52,6 +52,7 @@ mod data;
 mod error;
 mod events;
 mod failpoint;
+mod fsperm;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 mod integration;
 mod journal;

@@ -5,7 +5,7 @@
 //! the owner's process id so a second opener can say who has it. The operating system
 //! releases the lock when the process dies, so a crash never leaves a stale lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ pub(crate) struct DirLock {
 /// Takes the lock of `dir`, or reports who holds it.
 pub(crate) fn lock(dir: &Path) -> Result<DirLock> {
     let path: PathBuf = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let mut file = crate::fsperm::private_file()
         .read(true)
         .write(true)
         .create(true)

@@ -258,6 +258,10 @@ impl SledBackend {
             create_db(dir, &path)?;
         }
         let db = open_db(&path)?;
+        // sled made its files with the default modes (0644 under umask 022): keep them
+        // to the owner. Files it adds later are inside this tree, whose directories
+        // (and the store directory above) only the owner can enter.
+        crate::fsperm::secure_tree(&path)?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| sled_err(&path, &format!("opening tree {name}"), e))

@@ -26,6 +26,7 @@ use crate::commit::{self, Commit};
 use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::events::{EndReason, Event, EventBus};
+use crate::fsperm;
 use crate::journal::{Change, Journal, Ticket};
 use crate::load::Loader;
 use crate::lockfile;
@@ -186,7 +187,21 @@ impl Store {
     /// Opens (creating if needed) the store in directory `dir`, recovering what it
     /// holds. Read what recovery found with [`Store::recovery_report`].
     ///
+    /// The store is private to its owner, whatever the umask (on Unix): a directory
+    /// this creates (`dir`, and any missing parent) is created 0700, and every file the
+    /// store writes in it 0600. An existing directory that the group or others can
+    /// reach (as a store made by an earlier version is, under umask 022: 0755, files
+    /// 0644) is made private on open: the group's and others' access is taken away
+    /// from the directory and from each file and directory sessiondb keeps in it
+    /// (`LOCK`, the log's files, `sled/`), as `chmod go-rwx` would; other files there
+    /// are left alone. If that is not possible (this process is not the owner), the
+    /// store is refused rather than opened readable by others. The sled backend's
+    /// files are restricted once sled has opened; files sled adds later are inside
+    /// directories only the owner can enter.
+    ///
     /// # Errors
+    /// [`Error::Permissions`] if the directory or one of its files is open to others
+    /// and this process cannot change that (it is not the owner);
     /// [`Error::Locked`] if another store (in this or another process) has the
     /// directory open; [`Error::Corrupt`] if a file is damaged anywhere but its torn
     /// tail (see [`Options::salvage`]); [`Error::UnsupportedFormat`] if a newer
@@ -197,8 +212,9 @@ impl Store {
             return Store::build(opts, Journal::Memory, None);
         }
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
+        fsperm::create_private_dir(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
+        fsperm::secure_store_dir(dir)?;
         let lock = lockfile::lock(dir)?;
         let loader = Loader::new(
             opts.shards,

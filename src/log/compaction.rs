@@ -22,7 +22,7 @@
 //! and all inputs are still there; after it, the leftovers are deleted
 //! (`tests/crash.rs` kills a process at each step).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ impl CompactionJob {
         let tmp_path = dir.join(format!("{}.tmp", base_name(self.upto)));
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
 
-        let file = OpenOptions::new()
+        let file = crate::fsperm::private_file()
             .write(true)
             .create(true)
             .truncate(true)

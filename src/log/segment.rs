@@ -10,7 +10,7 @@
 //! (see [`crate::log::recovery`]); a segment is cut back to its records when it is
 //! sealed and when the store closes, so only a crash leaves zeros behind.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,7 +141,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// Creates segment `seq` with its header, durable (file and directory entry).
 fn create_segment(dir: &Path, seq: u64) -> Result<File> {
     let path = path_of(dir, FileKind::Segment, seq);
-    let mut f = OpenOptions::new()
+    let mut f = crate::fsperm::private_file()
         .write(true)
         .create_new(true)
         .open(&path)
