@@ -768,3 +768,126 @@ fn the_readme_walkthrough_runs_as_written() {
     assert_eq!(restored.peek(&f.bob.0).unwrap().id(), f.bob.1);
     assert!(restored.peek(&f.alice[0].0).is_none());
 }
+
+/// The binary with `args`, run through `sh` after `umask 022` (the usual umask, set
+/// here so that a stricter one in the environment cannot hide a world-readable file),
+/// and after `runner` (say, `setpriv` to run it as another user).
+#[cfg(unix)]
+fn under_umask_022(runner: &[&str], args: &[&std::ffi::OsStr]) -> Output {
+    let mut c = match runner.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("sh");
+            c
+        }
+        None => Command::new("sh"),
+    };
+    c.arg("-c")
+        .arg(r#"umask 022 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_sessiondb"))
+        .args(args)
+        .env_remove("SESSIONDB_DIR")
+        .env_remove("SESSIONDB_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn export_out_writes_a_file_only_its_owner_can_read() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    fixture(src.path(), options());
+    let out = tempfile::tempdir().unwrap();
+    let export = |file: &Path| {
+        let o = under_umask_022(
+            &[],
+            &[
+                "--dir".as_ref(),
+                src.path().as_os_str(),
+                "export".as_ref(),
+                "--out".as_ref(),
+                file.as_os_str(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(file).unwrap().lines().count(), 4);
+    };
+    let fresh = out.path().join("fresh.jsonl");
+    export(&fresh);
+    assert_eq!(mode(&fresh), 0o600);
+    // Over a partial file an interrupted run left readable by all: made private too.
+    let again = out.path().join("again.jsonl");
+    let partial = out.path().join("again.jsonl.partial");
+    std::fs::write(&partial, "stale").unwrap();
+    chmod(&partial, 0o644);
+    export(&again);
+    assert_eq!(mode(&again), 0o600);
+    assert!(!partial.exists());
+}
+
+/// A store others can read, opened by a user who is not its owner (so cannot change
+/// its mode), is refused with a message saying what to run, and left as it was. Needs
+/// root, to run the tool as `nobody` (through `setpriv`); elsewhere it says so and
+/// passes.
+#[cfg(unix)]
+#[test]
+fn a_store_open_to_others_that_cannot_be_made_private_is_refused() {
+    let _serial = serial();
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let probe = under_umask_022(&nobody, &["--version".as_ref()]);
+    if !probe.status.success() {
+        eprintln!(
+            "skipped: cannot run the tool as nobody (needs root, setpriv, and a binary \
+             others may run): {}",
+            stderr(&probe)
+        );
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    chmod(root.path(), 0o755);
+    let dir = root.path().join("sessions");
+    fixture(&dir, options());
+    chmod(&dir, 0o755);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        chmod(&e.unwrap().path(), 0o644);
+    }
+    let o = under_umask_022(
+        &nobody,
+        &["--dir".as_ref(), dir.as_os_str(), "stats".as_ref()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is open to the group or others (mode 0755)"),
+        "{err}"
+    );
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(
+        err.contains(&format!("chmod go-rwx {}", dir.display())),
+        "{err}"
+    );
+    assert_eq!(mode(&dir), 0o755);
+    // Its owner opens it, which makes it private.
+    ok(&dir, &["stats"]);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("LOCK")), 0o600);
+}

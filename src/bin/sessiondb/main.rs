@@ -78,7 +78,9 @@ Sessions come in no particular order. Times are milliseconds since the Unix epoc
 (absolute_ms 18446744073709551615: no deadline). The token is not there — the store never had it, only its hash — yet an
 imported session answers to the same cookie. Sessions already past their deadline are
 not exported. With --out the file appears only once complete (written beside it as
-FILE.partial, fsynced, renamed). A directory and Redis export the same format, so
+FILE.partial, fsynced, renamed), and only its owner may read or write it (mode 0600,
+like the store's own files: it holds every session's data); a redirected stdout gets
+the mode the shell gives it. A directory and Redis export the same format, so
 either imports into the other. From Redis, the sessions are read in batches while the
 application keeps running: a session created or ended during the export may or may
 not be in it.
@@ -233,7 +235,7 @@ enum Command {
     /// Writes every live session as JSON lines to stdout, or to --out
     #[command(after_help = EXPORT_HELP)]
     Export {
-        /// Write to this file instead of stdout
+        /// Write to this file (mode 0600: its owner only) instead of stdout
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -1110,6 +1112,22 @@ fn write_export(ctx: &Ctx, store: &Handle, w: &mut impl Write) -> Result<usize, 
     Ok(n)
 }
 
+/// Creates (or truncates) `path` for writing, readable and writable by its owner only
+/// (0600 on Unix, whatever the umask): an export holds every session's data. A file
+/// left there by an interrupted run gets that mode too.
+fn private_file(path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    let f = o.open(path)?;
+    #[cfg(unix)]
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
     let store = ctx.handle(false)?;
     let Some(path) = out else {
@@ -1129,7 +1147,7 @@ fn export(ctx: &Ctx, out: Option<&Path>) -> Result<(), Fail> {
     let partial = path.with_file_name(partial_name);
     let written = (|| {
         let file =
-            File::create(&partial).map_err(io_fail(format!("creating {}", partial.display())))?;
+            private_file(&partial).map_err(io_fail(format!("creating {}", partial.display())))?;
         let mut w = BufWriter::new(file);
         let n = write_export(ctx, &store, &mut w)?;
         let file = w
