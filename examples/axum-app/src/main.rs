@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(&args.data_dir)
+    sessiondb_axum_app::users::create_data_dir(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     // The store's own idle timeout and lifetime are only defaults: the app gives every
     // session its own (from the flags) when it creates or logs it in.

@@ -1,6 +1,8 @@
 //! The app's accounts: usernames and argon2id password hashes, kept in memory and in
 //! one JSON file (`users.json` in the data directory), rewritten atomically on every
-//! sign-up (write a temporary file, fsync, rename, fsync the directory).
+//! sign-up (write a temporary file, fsync, rename, fsync the directory). Only the
+//! owner may read it (mode 0600, whatever the umask; a file an earlier version left
+//! readable by others is restricted on open), in a data directory created 0700.
 //!
 //! Passwords are never stored: each is hashed with argon2id (the `argon2` crate's
 //! default cost, a fresh random salt) into a PHC string (`$argon2id$v=19$m=...`), and a
@@ -154,10 +156,13 @@ impl Users {
     /// first sign-up).
     ///
     /// # Errors
-    /// [`UsersError::Io`] if it exists but cannot be read; [`UsersError::Corrupt`] if it
-    /// is not valid JSON of this format or holds a hash that is not a PHC string.
+    /// [`UsersError::Io`] if it exists but cannot be read, or others may read it and
+    /// its mode cannot be changed (this process is not its owner);
+    /// [`UsersError::Corrupt`] if it is not valid JSON of this format or holds a hash
+    /// that is not a PHC string.
     pub fn open(path: impl Into<PathBuf>) -> Result<Users, UsersError> {
         let path = path.into();
+        restrict(&path)?;
         let stamp = stamp(&path)?;
         let hashes = read_file(&path)?;
         let mut dummy_password = [0u8; 16];
@@ -183,7 +188,7 @@ impl Users {
     /// An exclusive lock shared with the other processes using this file, released
     /// when the returned file is dropped.
     fn lock_file(&self) -> Result<fs::File, UsersError> {
-        let f = fs::OpenOptions::new()
+        let f = private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -282,10 +287,16 @@ impl Users {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&dir)?;
+        create_data_dir(&dir)?;
         let tmp = self.path.with_extension("json.tmp");
         {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            // A temporary file a crash left behind keeps its mode when reopened.
+            restrict(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
@@ -293,6 +304,50 @@ impl Users {
         fs::File::open(&dir)?.sync_all()?;
         Ok(())
     }
+}
+
+/// Creates the data directory `dir` and any missing parent, each 0700 (whatever the
+/// umask): it holds the password hashes and, by default, the sessions. Directories
+/// that exist already are left as they are.
+///
+/// # Errors
+/// The operating system's, if a directory cannot be created.
+pub fn create_data_dir(dir: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// `OpenOptions` that create a file only its owner may read or write (0600, whatever
+/// the umask).
+fn private_file() -> fs::OpenOptions {
+    #[allow(unused_mut)]
+    let mut o = fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
+}
+
+/// Takes the group's and others' access away from the file at `path`, if it exists
+/// and has any.
+fn restrict(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match fs::metadata(path) {
+            Ok(m) => m.permissions().mode() & 0o7777,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if mode & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Lowercase, trimmed, and only `[a-z0-9._-]`, 1 to [`MAX_USERNAME_CHARS`] long; `None`
