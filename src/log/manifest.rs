@@ -201,7 +201,7 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
 pub(crate) fn write(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(MANIFEST_TMP);
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::fsperm::private_file()
         .write(true)
         .create(true)
         .truncate(true)
