@@ -7,6 +7,28 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::storage::BackendKind;
 
+/// The shortest positive duration a duration option takes: deadlines are whole
+/// milliseconds, so anything shorter would silently mean zero.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The most index shards.
+const MAX_SHARDS: usize = 1 << 16;
+/// The largest per-subscriber event buffer. A subscriber's channel (crossbeam's
+/// `bounded`) allocates every slot when it subscribes, 48 bytes an event: 2^20 events
+/// is 48 MiB per subscriber, up front. A subscriber a million events behind is served
+/// better by dropping and counting ([`crate::Stats::events_dropped`]) than by more.
+const MAX_EVENT_CAPACITY: usize = 1 << 20;
+/// The longest `Buffered` fsync interval: beyond a day, "bounded loss" means nothing.
+const MAX_FLUSH_EVERY: Duration = Duration::from_secs(86_400);
+/// The smallest segment.
+const MIN_SEGMENT_BYTES: u64 = 4096;
+/// The largest `max_value_bytes` and `max_data_bytes`. A session's log record frames
+/// its data, user id and label with a 32-bit length (under 4 GiB): 1 GiB of data plus
+/// the largest user id and label stays far below it.
+pub(crate) const MAX_DATA_LIMIT: usize = 1 << 30;
+/// The largest `max_user_id_bytes` and `max_label_bytes`: names, not payloads (a user
+/// id is part of every index entry and Redis key of its user).
+const MAX_NAME_LIMIT: usize = 1 << 16;
+
 /// What happens when a user who already has the maximum number of sessions gets a new
 /// one (see [`Options::max_sessions_per_user`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -39,7 +61,8 @@ pub enum Durability {
     /// power failure loses at most the last `flush_every` (plus the fsync's own time),
     /// and nothing older. [`crate::Store::flush`] makes everything before it durable.
     Buffered {
-        /// The fsync interval.
+        /// The fsync interval: from 1 ms to 1 day (outside it the store refuses to
+        /// open, [`Error::InvalidOption`] `durability.flush_every`).
         flush_every: Duration,
     },
     /// No files at all: the store lives and dies with the process.
@@ -55,18 +78,23 @@ impl Default for Durability {
 }
 
 /// Size limits on what callers put into a session. Everything past a limit is refused
-/// with [`Error::TooLarge`] before anything changes.
+/// with [`Error::TooLarge`] before anything changes. A store refuses to open with a
+/// limit outside its range ([`Error::InvalidOption`] `limits.<field>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest data key, in bytes. Default 256.
+    /// Longest data key, in bytes: from 1 to 65,535 (what the data encoding holds).
+    /// Default 256.
     pub max_key_bytes: usize,
-    /// Largest single encoded value, in bytes. Default 64 KiB.
+    /// Largest single encoded value, in bytes: from 1 to 1 GiB. Default 64 KiB.
     pub max_value_bytes: usize,
-    /// Largest encoded data map of one session, in bytes. Default 256 KiB.
+    /// Largest encoded data map of one session, in bytes (each entry counts 6 bytes
+    /// besides its key and value): from 1 to 1 GiB, so that a session's log record
+    /// (its data, user id and label together) stays under the log's 4 GiB frame
+    /// limit. Default 256 KiB.
     pub max_data_bytes: usize,
-    /// Longest user id, in bytes. Default 256.
+    /// Longest user id, in bytes: from 1 to 64 KiB. Default 256.
     pub max_user_id_bytes: usize,
-    /// Longest device label, in bytes. Default 256.
+    /// Longest device label, in bytes: from 0 (no labels) to 64 KiB. Default 256.
     pub max_label_bytes: usize,
 }
 
@@ -83,7 +111,10 @@ impl Default for Limits {
 }
 
 /// How a store behaves. Build with [`Options::default`] and the setters; every setter
-/// documents its default.
+/// documents its default and its range. A store refuses to open with a value outside
+/// the range: [`Error::InvalidOption`], naming the option and the range. Durations are
+/// counted in whole milliseconds (rounded down); a deadline further away than the
+/// clock can count ([`crate::Timestamp::MAX`]) is no deadline.
 #[derive(Clone)]
 pub struct Options {
     pub(crate) lifetime: Duration,
@@ -159,15 +190,18 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
-    /// Default absolute lifetime of a session, counted from its creation. Default 30
-    /// days. Override per session with [`crate::NewSession::lifetime`].
+    /// Default absolute lifetime of a session, counted from its creation. From 1 ms to
+    /// `Duration::MAX` (a lifetime past [`crate::Timestamp::MAX`] never ends; the Redis
+    /// backend caps lifetimes at 100 years). Default 30 days. Override per session with
+    /// [`crate::NewSession::lifetime`].
     pub fn lifetime(mut self, d: Duration) -> Self {
         self.lifetime = d;
         self
     }
 
     /// Default idle (sliding) timeout: a session not used for this long ends.
-    /// `Duration::ZERO` disables it. Default 24 hours.
+    /// `Duration::ZERO` disables it; otherwise from 1 ms to `Duration::MAX`. Default 24
+    /// hours.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self
@@ -175,7 +209,7 @@ impl Options {
 
     /// If set, an authenticated session also ends this long after its user last
     /// authenticated ([`crate::Store::bind_user`]), like "3 months after last login".
-    /// Default: not set.
+    /// `None`, or from 1 ms to `Duration::MAX`. Default: not set.
     pub fn auth_lifetime(mut self, d: Option<Duration>) -> Self {
         self.auth_lifetime = d;
         self
@@ -184,37 +218,40 @@ impl Options {
     /// A read ([`crate::Store::get`]) counts as activity, but re-arms the idle deadline
     /// at most once per this interval, so a busy session costs no write per request.
     /// The effective idle timeout is therefore between `idle_timeout - touch_interval`
-    /// and `idle_timeout`. Default 60 seconds.
+    /// and `idle_timeout`. Any duration: zero makes every read count, and one longer
+    /// than the clock can count (`Duration::MAX`) makes no read count (only writes and
+    /// [`crate::Store::touch`] do). Default 60 seconds.
     pub fn touch_interval(mut self, d: Duration) -> Self {
         self.touch_interval = d;
         self
     }
 
     /// After [`crate::Store::rotate`], the old token keeps resolving to the session for
-    /// this long, so parallel requests and other tabs are not logged out. Zero retires
-    /// it at once. Default 5 seconds.
+    /// this long, so parallel requests and other tabs are not logged out. Any duration:
+    /// zero retires it at once, and it never outlives the session. Default 5 seconds.
     pub fn rotation_grace(mut self, d: Duration) -> Self {
         self.rotation_grace = d;
         self
     }
 
     /// At most this many live sessions per user, enforced atomically under the user's
-    /// lock; `policy` says whether a new one is refused or the oldest ends. Default:
-    /// unlimited.
+    /// lock; `policy` says whether a new one is refused or the oldest ends. `None`
+    /// (unlimited), or from 1 to `usize::MAX`. Default: unlimited.
     pub fn max_sessions_per_user(mut self, max: Option<usize>, policy: LimitPolicy) -> Self {
         self.max_sessions_per_user = max;
         self.limit_policy = policy;
         self
     }
 
-    /// Size limits on keys, values, data, user ids and labels.
+    /// Size limits on keys, values, data, user ids and labels; each field documents its
+    /// range ([`Limits`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Number of index shards, a power of two from 1 to 65,536. More shards mean less
-    /// contention between threads. Default 128.
+    /// contention between threads (and a little memory each). Default 128.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
         self
@@ -222,35 +259,41 @@ impl Options {
 
     /// How often the background reaper removes expired sessions. `None` runs no reaper
     /// thread: call [`crate::Store::reap_expired`] yourself (expired sessions are never
-    /// returned either way). Default every second.
+    /// returned either way). `None`, or from 1 ms to `Duration::MAX` (which never
+    /// wakes). Default every second.
     pub fn reaper_interval(mut self, d: Option<Duration>) -> Self {
         self.reaper_interval = d;
         self
     }
 
     /// Events buffered per subscriber before further events to it are dropped (and
-    /// counted in [`crate::Stats::events_dropped`]). Default 4096.
+    /// counted in [`crate::Stats::events_dropped`]). From 1 to 2^20 (1,048,576): the
+    /// buffer is allocated whole when a subscriber subscribes, about 48 bytes an event.
+    /// Default 4096.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
         self
     }
 
-    /// The clock deadlines are measured by. Default: the system clock. Tests use a
-    /// [`crate::ManualClock`].
+    /// The clock deadlines are measured by. Any clock, reading any time: at
+    /// [`crate::Timestamp::MAX`] every deadline has passed. Default: the system clock.
+    /// Tests use a [`crate::ManualClock`].
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
-    /// How durable an acknowledged write is ([`Durability`]). Default: `Buffered`,
-    /// fsync every 100 ms. [`crate::Store::in_memory`] always uses `Memory`.
+    /// How durable an acknowledged write is ([`Durability`]; `Buffered`'s `flush_every`
+    /// from 1 ms to 1 day). Default: `Buffered`, fsync every 100 ms.
+    /// [`crate::Store::in_memory`] always uses `Memory`.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
     }
 
-    /// The storage backend of a store opened on a directory. Default
-    /// [`BackendKind::Log`].
+    /// The storage backend of a store opened on a directory. [`BackendKind::Sled`] needs
+    /// the cargo feature `sled` (without it, a store on a directory refuses to open).
+    /// Default [`BackendKind::Log`].
     pub fn backend(mut self, b: BackendKind) -> Self {
         self.backend = b;
         self
@@ -264,7 +307,8 @@ impl Options {
         self
     }
 
-    /// Size at which the log starts a new segment file. Default 64 MiB.
+    /// Size at which the log starts a new segment file. From 4096 to `u64::MAX` (a
+    /// segment that never fills is started anew only by a compaction). Default 64 MiB.
     pub fn segment_bytes(mut self, n: u64) -> Self {
         self.segment_bytes = n;
         self
@@ -275,7 +319,9 @@ impl Options {
     /// the live sessions (`Stats::estimated_live_bytes`) if larger — so a log that is
     /// mostly live sessions, not history, is not rewritten for nothing, and rewriting
     /// costs O(1) per byte written, amortized. `auto = false` compacts only on
-    /// [`crate::Store::compact`]. Default on, 16 MiB, 2.0.
+    /// [`crate::Store::compact`]. `min_bytes` takes any value (`u64::MAX`: never on its
+    /// own); `growth` is a finite number from 1.0 to `f64::MAX`
+    /// (`compaction.growth`). Default on, 16 MiB, 2.0.
     pub fn compaction(mut self, auto: bool, min_bytes: u64, growth: f64) -> Self {
         self.auto_compact = auto;
         self.compact_min_bytes = min_bytes;
@@ -290,47 +336,98 @@ impl Options {
                 reason: reason.to_owned(),
             })
         };
-        if self.lifetime.is_zero() {
-            return bad("lifetime", "must be longer than zero");
+        if self.lifetime < MIN_DURATION {
+            return bad("lifetime", "must be from 1 ms to Duration::MAX");
         }
-        if self.auth_lifetime.is_some_and(|d| d.is_zero()) {
-            return bad("auth_lifetime", "must be longer than zero, or None");
-        }
-        if !self.shards.is_power_of_two() || self.shards > 65_536 {
-            return bad("shards", "must be a power of two from 1 to 65536");
-        }
-        if self.reaper_interval.is_some_and(|d| d.is_zero()) {
-            return bad("reaper_interval", "must be longer than zero, or None");
-        }
-        if self.max_sessions_per_user == Some(0) {
-            return bad("max_sessions_per_user", "must be at least 1, or None");
-        }
-        if self.event_capacity == 0 {
-            return bad("event_capacity", "must be at least 1");
-        }
-        if let Durability::Buffered { flush_every } = self.durability
-            && flush_every.is_zero()
-        {
+        if !self.idle_timeout.is_zero() && self.idle_timeout < MIN_DURATION {
             return bad(
-                "durability",
-                "Buffered flush_every must be longer than zero",
+                "idle_timeout",
+                "must be zero (no idle timeout) or from 1 ms to Duration::MAX",
             );
         }
-        if self.segment_bytes < 4096 {
-            return bad("segment_bytes", "must be at least 4096");
+        if self.auth_lifetime.is_some_and(|d| d < MIN_DURATION) {
+            return bad(
+                "auth_lifetime",
+                "must be None or from 1 ms to Duration::MAX",
+            );
+        }
+        if !self.shards.is_power_of_two() || self.shards > MAX_SHARDS {
+            return bad("shards", "must be a power of two from 1 to 65536");
+        }
+        if self.reaper_interval.is_some_and(|d| d < MIN_DURATION) {
+            return bad(
+                "reaper_interval",
+                "must be None or from 1 ms to Duration::MAX",
+            );
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return bad(
+                "max_sessions_per_user",
+                "must be None or from 1 to usize::MAX",
+            );
+        }
+        if !(1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity) {
+            return bad("event_capacity", "must be from 1 to 1048576 (2^20)");
+        }
+        if let Durability::Buffered { flush_every } = self.durability
+            && !(MIN_DURATION..=MAX_FLUSH_EVERY).contains(&flush_every)
+        {
+            return bad(
+                "durability.flush_every",
+                "Buffered flush_every must be from 1 ms to 1 day",
+            );
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return bad("segment_bytes", "must be from 4096 to u64::MAX");
         }
         if !self.compact_growth.is_finite() || self.compact_growth < 1.0 {
             return bad(
-                "compaction",
-                "growth must be a finite number of at least 1.0",
+                "compaction.growth",
+                "must be a finite number from 1.0 to f64::MAX",
             );
         }
         let l = &self.limits;
-        if l.max_key_bytes == 0 || l.max_key_bytes > crate::data::MAX_KEY_BYTES {
-            return bad("limits.max_key_bytes", "must be from 1 to 65535");
-        }
-        if l.max_value_bytes == 0 || l.max_data_bytes == 0 || l.max_user_id_bytes == 0 {
-            return bad("limits", "every limit must be at least 1");
+        let limits: [(&'static str, usize, usize, usize, &str); 5] = [
+            (
+                "limits.max_key_bytes",
+                l.max_key_bytes,
+                1,
+                crate::data::MAX_KEY_BYTES,
+                "must be from 1 to 65535",
+            ),
+            (
+                "limits.max_value_bytes",
+                l.max_value_bytes,
+                1,
+                MAX_DATA_LIMIT,
+                "must be from 1 to 1073741824 (1 GiB)",
+            ),
+            (
+                "limits.max_data_bytes",
+                l.max_data_bytes,
+                1,
+                MAX_DATA_LIMIT,
+                "must be from 1 to 1073741824 (1 GiB)",
+            ),
+            (
+                "limits.max_user_id_bytes",
+                l.max_user_id_bytes,
+                1,
+                MAX_NAME_LIMIT,
+                "must be from 1 to 65536 (64 KiB)",
+            ),
+            (
+                "limits.max_label_bytes",
+                l.max_label_bytes,
+                0,
+                MAX_NAME_LIMIT,
+                "must be from 0 to 65536 (64 KiB)",
+            ),
+        ];
+        for (name, value, min, max, reason) in limits {
+            if !(min..=max).contains(&value) {
+                return bad(name, reason);
+            }
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Timestamp, duration_ms};
 use crate::data::SessionData;
 use crate::error::{Error, Result};
-use crate::options::Limits;
+use crate::options::{Limits, Options};
 use crate::token::{InstanceId, SessionId};
 use crate::wheel::TimerHandle;
 
@@ -176,13 +176,18 @@ impl NewSession {
         self
     }
 
-    /// Absolute lifetime of this session, instead of the store's default.
+    /// Absolute lifetime of this session, instead of the store's default. From 1 ms to
+    /// `Duration::MAX`, as [`crate::Options::lifetime`]; outside it the create is
+    /// refused with [`Error::InvalidOption`] `NewSession::lifetime`.
     pub fn lifetime(mut self, d: Duration) -> NewSession {
         self.lifetime = Some(d);
         self
     }
 
-    /// Idle timeout of this session (zero disables it), instead of the store's default.
+    /// Idle timeout of this session, instead of the store's default: zero disables it;
+    /// otherwise from 1 ms to `Duration::MAX`, as [`crate::Options::idle_timeout`].
+    /// Outside that the create is refused with [`Error::InvalidOption`]
+    /// `NewSession::idle_timeout`.
     pub fn idle_timeout(mut self, d: Duration) -> NewSession {
         self.idle_timeout = Some(d);
         self
@@ -193,6 +198,29 @@ impl NewSession {
     pub fn data(mut self, data: SessionData) -> NewSession {
         self.data = data;
         self
+    }
+}
+
+impl NewSession {
+    /// The lifetime and idle timeout the session gets (its own, or the store's
+    /// defaults), refused as the options are outside their ranges.
+    pub(crate) fn durations(&self, defaults: &Options) -> Result<(Duration, Duration)> {
+        const MS: Duration = Duration::from_millis(1);
+        let lifetime = self.lifetime.unwrap_or(defaults.lifetime);
+        if lifetime < MS {
+            return Err(Error::InvalidOption {
+                name: "NewSession::lifetime",
+                reason: "must be from 1 ms to Duration::MAX".into(),
+            });
+        }
+        let idle = self.idle_timeout.unwrap_or(defaults.idle_timeout);
+        if !idle.is_zero() && idle < MS {
+            return Err(Error::InvalidOption {
+                name: "NewSession::idle_timeout",
+                reason: "must be zero (no idle timeout) or from 1 ms to Duration::MAX".into(),
+            });
+        }
+        Ok((lifetime, idle))
     }
 }
 

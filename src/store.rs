@@ -321,14 +321,7 @@ impl Store {
         if let Some(label) = &new.label {
             check_label(label, limits)?;
         }
-        let lifetime = new.lifetime.unwrap_or(inner.opts.lifetime);
-        if lifetime.is_zero() {
-            return Err(Error::InvalidOption {
-                name: "NewSession::lifetime",
-                reason: "must be longer than zero".into(),
-            });
-        }
-        let idle = new.idle_timeout.unwrap_or(inner.opts.idle_timeout);
+        let (lifetime, idle) = new.durations(&inner.opts)?;
         inner.check_data(&new.data)?;
         let data = new.data;
         let (id, first_token) = inner.entropy.session()?;

@@ -486,15 +486,8 @@ impl RedisStore {
         if let Some(label) = &new.label {
             check_label(label, &o.limits)?;
         }
-        let lifetime = new.lifetime.unwrap_or(o.lifetime);
-        if lifetime.is_zero() {
-            return Err(Error::InvalidOption {
-                name: "NewSession::lifetime",
-                reason: "must be longer than zero".into(),
-            });
-        }
-        let lifetime = lifetime.min(MAX_LIFETIME);
-        let idle = new.idle_timeout.unwrap_or(o.idle_timeout).min(MAX_LIFETIME);
+        let (lifetime, idle) = new.durations(o)?;
+        let (lifetime, idle) = (lifetime.min(MAX_LIFETIME), idle.min(MAX_LIFETIME));
         check_data(&new.data, &o.limits)?;
         let fields = Admit {
             hash: hash_hex(token),
