@@ -25,9 +25,12 @@ impl Timestamp {
         self.0
     }
 
-    /// As a `SystemTime`.
+    /// As a `SystemTime`. Every timestamp fits one on Linux and macOS; where the
+    /// platform's `SystemTime` ends sooner, the latest ones become the end of year 9999.
     pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.0)
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(self.0))
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(253_402_300_799))
     }
 
     /// `self + d`, saturating at [`Timestamp::MAX`].

@@ -18,6 +18,8 @@
 //! level-0 hand reaches a slot boundary of a higher level, that higher slot is emptied
 //! into the levels below ("cascade"); a timer is therefore moved at most once per level.
 //! A deadline beyond 34 years is clamped: it fires early, and the owner reschedules it.
+//! A hand moved further than that at once (a clock stepping decades ahead) takes every
+//! timer out and places it again from the new hand, rather than walk there.
 //!
 //! Timers live in a slab of nodes linked into per-slot doubly linked lists, so cancel
 //! is an O(1) unlink through the [`TimerHandle`]. Each store shard owns one wheel,
@@ -168,6 +170,10 @@ impl TimerWheel {
         if target < self.tick {
             return;
         }
+        if target - self.tick >= MAX_TICKS {
+            self.leap(target, now_ms, due);
+            return;
+        }
         let mut t = self.tick;
         loop {
             // Entering tick t: the cascade of every level whose slot boundary is at t,
@@ -200,6 +206,36 @@ impl TimerWheel {
             }
         }
         self.tick = target;
+    }
+
+    /// Moves the hand more than the whole wheel's span ahead at once (a clock stepping
+    /// decades forward): takes every timer out, hands back the due ones and places the
+    /// rest from the new hand. O(timers), where walking there would cascade the timers
+    /// clamped to the far edge once per top-level slot (billions of times on the way to
+    /// the end of time).
+    fn leap(&mut self, target: u64, now_ms: u64, due: &mut Vec<(u64, u64)>) {
+        let mut later = Vec::new();
+        for level in 0..LEVELS {
+            for slot in 0..SLOTS {
+                let mut idx = std::mem::replace(&mut self.heads[level][slot], NIL);
+                while idx != NIL {
+                    let n = &self.nodes[idx as usize];
+                    let next = n.next;
+                    if n.deadline <= now_ms {
+                        due.push((n.key, n.deadline));
+                        self.release(idx);
+                    } else {
+                        later.push(idx);
+                    }
+                    idx = next;
+                }
+            }
+            self.counts[level] = 0;
+        }
+        self.tick = target;
+        for idx in later {
+            self.place(idx);
+        }
     }
 
     /// Every timer as `(key, deadline)`, for consistency checks.
@@ -393,6 +429,23 @@ mod tests {
         let (key, deadline, h) = w.iter().next().unwrap();
         assert_eq!((key, deadline), (1, u64::MAX));
         assert!(w.cancel(h, 1));
+    }
+
+    #[test]
+    fn a_leap_to_the_end_of_time_is_one_step_that_fires_what_is_due() {
+        let mut w = TimerWheel::new(0);
+        w.schedule(1, 5_000);
+        w.schedule(2, 1 << 50);
+        w.schedule(3, u64::MAX);
+        // Walked a top-level slot at a time, this took 2^30 steps, cascading timer 3
+        // (clamped to the far edge) at each.
+        assert_eq!(drain(&mut w, 1 << 51), vec![(1, 5_000), (2, 1 << 50)]);
+        assert!(drain(&mut w, u64::MAX - 1).is_empty());
+        assert_eq!(w.len(), 1);
+        assert_eq!(drain(&mut w, u64::MAX), vec![(3, u64::MAX)]);
+        w.schedule(4, 7);
+        assert_eq!(drain(&mut w, u64::MAX), vec![(4, 7)]);
+        assert_eq!(w.len(), 0);
     }
 
     #[test]

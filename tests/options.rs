@@ -550,3 +550,66 @@ fn session_durations_and_deadlines_at_the_extremes_work_or_are_refused() {
         store.verify().unwrap();
     });
 }
+
+/// The clock and `Timestamp`: a clock moved to the end of time, and every public
+/// `Timestamp` method at its extremes.
+#[test]
+fn the_clock_and_timestamps_at_the_extremes_never_panic() {
+    within("clock extremes", 60, || {
+        let clock = ManualClock::new(Timestamp(0));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), Options::default().clock(clock.clone())).unwrap();
+        let (t, _) = store.create(NewSession::for_user("u")).unwrap();
+        let (forever, _) = store
+            .create(
+                NewSession::anonymous()
+                    .lifetime(Duration::MAX)
+                    .idle_timeout(Duration::ZERO),
+            )
+            .unwrap();
+        clock.advance(Duration::MAX);
+        assert_eq!(
+            sessiondb::Clock::now(&clock),
+            Timestamp::MAX,
+            "advance saturates"
+        );
+        assert!(store.get(&t).is_none());
+        assert!(
+            store.get(&forever).is_none(),
+            "the end of time is past every deadline"
+        );
+        store.reap_expired();
+        let (late, _) = store.create(NewSession::anonymous()).unwrap();
+        assert!(store.get(&late).is_none());
+        // A clock stepping back: `late` (deadline Timestamp::MAX, not reaped yet) is
+        // before its deadline again; the others were reaped.
+        clock.set(Timestamp(u64::MAX - 1));
+        store.reap_expired();
+        assert!(store.peek(&late).is_some());
+        store.flush().unwrap();
+        store.verify().unwrap();
+        store.close().unwrap();
+        let store = Store::open_with(dir.path(), Options::default().clock(clock.clone())).unwrap();
+        assert_eq!(store.len(), 1);
+        store.close().unwrap();
+
+        for t in [
+            Timestamp(0),
+            Timestamp(1),
+            Timestamp(u64::MAX - 1),
+            Timestamp::MAX,
+        ] {
+            let _ = t.to_system_time();
+            let _ = t.to_string();
+            let _ = format!("{t:?}");
+            let _ = t.as_millis();
+            for d in [Duration::ZERO, NS, MS, Duration::MAX] {
+                assert!(t.saturating_add(d) >= t);
+            }
+            for e in [Timestamp(0), Timestamp::MAX] {
+                let _ = t.saturating_since(e);
+            }
+        }
+        assert_eq!(Timestamp(5).saturating_add(Duration::MAX), Timestamp::MAX);
+    });
+}
