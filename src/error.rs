@@ -63,6 +63,14 @@ pub enum Error {
         /// The version the session has now.
         actual: u64,
     },
+    /// The session's version is [`crate::Session::MAX_VERSION`], the highest a version
+    /// goes, so the session takes no further change to its data or its user (a version
+    /// that wrapped around would let a stale compare-and-swap succeed). Nothing was
+    /// changed. It is still readable: end it, and start a new session with its data.
+    VersionExhausted {
+        /// The session's version.
+        version: u64,
+    },
     /// The user already has the maximum number of live sessions and the store is
     /// configured to refuse new ones ([`crate::LimitPolicy::Refuse`]).
     UserSessionLimit {
@@ -189,6 +197,11 @@ impl fmt::Display for Error {
                 f,
                 "session changed concurrently: saved against version {expected}, \
                  but it is now at version {actual}; reload and retry"
+            ),
+            Error::VersionExhausted { version } => write!(
+                f,
+                "session is at version {version}, the highest a version goes, and takes \
+                 no further changes; end it and start a new session"
             ),
             Error::UserSessionLimit { user, max } => write!(
                 f,

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::data::SessionData;
+use crate::error::{Error, Result};
 use crate::log::record::Image;
-use crate::session::UserId;
+use crate::options::Limits;
+use crate::session::{Session, UserId, check_data, check_label};
 use crate::token::{SessionId, TokenHash};
 
 /// Everything a store keeps about one session.
@@ -35,13 +37,44 @@ pub struct SessionRecord {
     pub idle_timeout: Option<Duration>,
     /// The last activity.
     pub last_seen: Timestamp,
-    /// The data version (see [`crate::Store::save`]).
+    /// The data version (see [`crate::Store::save`]). An import needs it below
+    /// [`Session::MAX_VERSION`], so that the session can still change.
     pub version: u64,
     /// The session's data.
     pub data: SessionData,
 }
 
 impl SessionRecord {
+    /// What both backends check before they import a record: the store's limits, and
+    /// that it neither contradicts itself nor is at a version that cannot grow.
+    pub(crate) fn check(&self, limits: &Limits) -> Result<()> {
+        if let Some(user) = &self.user {
+            UserId::new(user.as_str(), limits)?;
+        }
+        if let Some(label) = &self.label {
+            check_label(label, limits)?;
+        }
+        check_data(&self.data, limits)?;
+        if self.last_seen < self.created {
+            return Err(Error::InvalidOption {
+                name: "SessionRecord::last_seen",
+                reason: "is earlier than its creation".into(),
+            });
+        }
+        if self.version >= Session::MAX_VERSION {
+            return Err(Error::InvalidOption {
+                name: "SessionRecord::version",
+                reason: format!(
+                    "must be from 0 to {} (Session::MAX_VERSION - 1) so the session can \
+                     still change; got {}",
+                    Session::MAX_VERSION - 1,
+                    self.version
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn from_image(img: Image) -> SessionRecord {
         SessionRecord {
             id: img.id,

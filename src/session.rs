@@ -337,7 +337,26 @@ pub struct Session {
     data: SessionData,
 }
 
+/// The version a change to a session at version `v` gives it.
+///
+/// # Errors
+/// [`Error::VersionExhausted`] if `v` is already [`Session::MAX_VERSION`] (or past it:
+/// a record imported before versions were bounded).
+pub(crate) fn next_version(v: u64) -> Result<u64> {
+    if v >= Session::MAX_VERSION {
+        return Err(Error::VersionExhausted { version: v });
+    }
+    Ok(v + 1)
+}
+
 impl Session {
+    /// The highest version a session reaches: 2^53 - 1, below which every integer is
+    /// exact in a double (Redis keeps numbers in Lua's doubles). A change to a
+    /// session at this version is refused with [`Error::VersionExhausted`], and an
+    /// import of a record that could take no change is refused
+    /// ([`crate::Store::import`]): a version never wraps around.
+    pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
     /// A snapshot assembled from a backend's fields (the Redis backend).
     #[cfg(feature = "redis")]
     #[allow(clippy::too_many_arguments)]
@@ -405,8 +424,8 @@ impl Session {
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
-    /// The version of its data and user: every change increments it. Pass it to
-    /// [`crate::Store::save`].
+    /// The version of its data and user: every change increments it, up to
+    /// [`Session::MAX_VERSION`]. Pass it to [`crate::Store::save`].
     pub fn version(&self) -> u64 {
         self.version
     }

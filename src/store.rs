@@ -38,7 +38,9 @@ use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
 use crate::portable::SessionRecord;
 use crate::reaper::{Background, spawn_compactor, spawn_reaper};
-use crate::session::{MaybeTime, NewSession, Session, SessionState, UserId, check_label};
+use crate::session::{
+    MaybeTime, NewSession, Session, SessionState, UserId, check_label, next_version,
+};
 use crate::shard::{IdMap, Padded, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
 use crate::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
@@ -401,24 +403,12 @@ impl Store {
     /// # Errors
     /// [`Error::Exists`] if its token hash or its public id is already in this store;
     /// [`Error::TooLarge`] and [`Error::InvalidOption`] for a record this store's limits
-    /// refuse or that contradicts itself (last seen before created);
+    /// refuse, that contradicts itself (last seen before created) or whose version
+    /// could not grow (`SessionRecord::version`, from [`Session::MAX_VERSION`] on);
     /// [`Error::UserSessionLimit`] as for a create.
     pub fn import(&self, rec: SessionRecord) -> Result<bool> {
         let inner = &*self.inner;
-        let limits = &inner.opts.limits;
-        if let Some(user) = &rec.user {
-            UserId::new(user.as_str(), limits)?;
-        }
-        if let Some(label) = &rec.label {
-            check_label(label, limits)?;
-        }
-        inner.check_data(&rec.data)?;
-        if rec.last_seen < rec.created {
-            return Err(Error::InvalidOption {
-                name: "SessionRecord::last_seen",
-                reason: "is earlier than its creation".into(),
-            });
-        }
+        rec.check(&inner.opts.limits)?;
         let (id, key) = (rec.id, rec.token_hash.0);
         let user = rec.user.clone();
         let (state_key, state) = crate::load::state_of(rec.into_image());
@@ -489,7 +479,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`] past a limit;
-    /// [`Error::Codec`] if `value` cannot be serialized.
+    /// [`Error::Codec`] if `value` cannot be serialized; [`Error::VersionExhausted`]
+    /// if the session is at [`Session::MAX_VERSION`].
     pub fn put<T: Serialize + ?Sized>(&self, token: &Token, key: &str, value: &T) -> Result<u64> {
         let bytes = codec::encode(value, Some(key))?;
         self.put_raw(token, key, &bytes)
@@ -510,7 +501,8 @@ impl Store {
     /// Removes `key` from the session's data. Returns the new version.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live.
+    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] as for
+    /// [`Store::put`].
     pub fn remove(&self, token: &Token, key: &str) -> Result<u64> {
         self.inner
             .change_data(token.hash().0, None, |data| Ok(data.remove(key)))
@@ -523,8 +515,8 @@ impl Store {
     /// error, nothing is saved.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; whatever `f` returns; limits as
-    /// [`Store::put`].
+    /// [`Error::Ended`] if the session is not live; whatever `f` returns; limits and
+    /// [`Error::VersionExhausted`] as for [`Store::put`].
     pub fn update<R>(
         &self,
         token: &Token,
@@ -560,7 +552,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::VersionConflict`] if the session changed; [`Error::Ended`] if it is not
-    /// live (a late save never resurrects a session); limits as [`Store::put`].
+    /// live (a late save never resurrects a session); limits and
+    /// [`Error::VersionExhausted`] as for [`Store::put`].
     pub fn save(&self, token: &Token, expected_version: u64, data: &SessionData) -> Result<u64> {
         self.inner.check_data(data)?;
         self.inner
@@ -702,7 +695,8 @@ impl Store {
     /// [`Store::login`], which also rotates the token.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; [`Error::InvalidUserId`] /
+    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] if it is
+    /// at [`Session::MAX_VERSION`]; [`Error::InvalidUserId`] /
     /// [`Error::TooLarge`] for a bad user id; [`Error::UserSessionLimit`] if the user is
     /// at the limit and the policy refuses.
     pub fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
@@ -710,9 +704,11 @@ impl Store {
         let user = UserId::new(user, &inner.opts.limits)?;
         let hash = token.hash().0;
         loop {
-            let (id, current) = inner
-                .read_live(hash, |s, _| (s.id, s.user.clone()))
+            let (id, current, version) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone(), s.version))
                 .ok_or(Error::Ended)?;
+            // Refused before the per-user limit can end anyone's session for it.
+            next_version(version)?;
             let mut guards = inner.users.lock(&user, current.as_ref());
             let user = guards.canonical(&user);
             let mut events = Vec::new();
@@ -725,7 +721,7 @@ impl Store {
                 if s.id != id || s.user != current {
                     return Ok(Some(None));
                 }
-                let version = s.version + 1;
+                let version = next_version(s.version)?;
                 let t = inner.journal.append(|| Change::Bind {
                     id,
                     user: user.clone(),
@@ -768,30 +764,32 @@ impl Store {
     /// and binds the user. Returns the new token to send to the client.
     ///
     /// # Errors
-    /// As [`Store::rotate`] and [`Store::bind_user`].
+    /// As [`Store::rotate`] and [`Store::bind_user`]; a login the bind would refuse for
+    /// the session's version or the per-user limit changes nothing (no rotation).
     pub fn login(&self, token: &Token, user: &str) -> Result<Token> {
         let inner = &*self.inner;
         let uid = UserId::new(user, &inner.opts.limits)?;
-        // A login the per-user limit refuses must change nothing: refuse it before
-        // the rotation, which would otherwise leave the caller holding a retired
-        // token. (A create for the same user racing this login can still take the
-        // last place between this check and the bind; the bind then refuses.)
+        // A login the bind would refuse must change nothing: refuse it before the
+        // rotation, which would otherwise leave the caller holding a retired token —
+        // for a version that cannot grow, and for the per-user limit. (A create for
+        // the same user racing this login can still take the last place between this
+        // check and the bind; the bind then refuses.)
+        let (id, current, version) = inner
+            .read_live(token.hash().0, |s, _| (s.id, s.user.clone(), s.version))
+            .ok_or(Error::Ended)?;
+        next_version(version)?;
         if let (Some(max), LimitPolicy::Refuse) =
             (inner.opts.max_sessions_per_user, inner.opts.limit_policy)
+            && current.as_ref() != Some(&uid)
         {
-            let (id, current) = inner
-                .read_live(token.hash().0, |s, _| (s.id, s.user.clone()))
-                .ok_or(Error::Ended)?;
-            if current.as_ref() != Some(&uid) {
-                let others = inner.users.lock(&uid, None).sessions(uid.as_str());
-                let mut live = 0usize;
-                inner.read_batch(&others, |s| live += usize::from(s.id != id));
-                if live >= max {
-                    return Err(Error::UserSessionLimit {
-                        user: uid.to_string(),
-                        max,
-                    });
-                }
+            let others = inner.users.lock(&uid, None).sessions(uid.as_str());
+            let mut live = 0usize;
+            inner.read_batch(&others, |s| live += usize::from(s.id != id));
+            if live >= max {
+                return Err(Error::UserSessionLimit {
+                    user: uid.to_string(),
+                    max,
+                });
             }
         }
         let fresh = self.rotate(token)?;
@@ -803,7 +801,8 @@ impl Store {
     /// Returns the user that was bound, if any.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live.
+    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] if a
+    /// user is bound and the session is at [`Session::MAX_VERSION`].
     pub fn unbind_user(&self, token: &Token) -> Result<Option<UserId>> {
         let inner = &*self.inner;
         let hash = token.hash().0;
@@ -820,7 +819,7 @@ impl Store {
                 if s.id != id || s.user.as_ref() != Some(&user) {
                     return Ok(Some(None));
                 }
-                let version = s.version + 1;
+                let version = next_version(s.version)?;
                 let t = inner.journal.append(|| Change::Unbind { id, version })?;
                 s.user = None;
                 s.authenticated = MaybeTime::NONE;
@@ -1949,7 +1948,7 @@ impl Inner {
                     max: self.opts.limits.max_data_bytes,
                 });
             }
-            let (id, version) = (s.id, s.version + 1);
+            let (id, version) = (s.id, next_version(s.version)?);
             let t = self.journal.append(|| Change::Data {
                 id,
                 version,

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sessiondb::{
-    Clock, EndReason, Error, Event, LimitPolicy, Limits, ManualClock, NewSession, Options,
-    SessionData, SessionId, Store, Timestamp, Token,
+    Clock, EndReason, Error, Event, LimitPolicy, Limits, ManualClock, NewSession, Options, Session,
+    SessionData, SessionId, SessionRecord, Store, Timestamp, Token,
 };
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -688,6 +688,80 @@ fn bad_input_is_refused_with_typed_errors_and_changes_nothing() {
     for e in [Error::Ended, Error::TokenRetired] {
         assert!(!e.to_string().is_empty());
     }
+}
+
+/// Issue 18, defect 9: an import took `version: u64::MAX`, and the next write wrapped
+/// it to 0, after which a compare-and-swap against a stale version could succeed.
+#[test]
+fn a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused() {
+    let (s, _) = store_with(Options::default().rotation_grace(Duration::ZERO));
+    let (t, _) = s.create(NewSession::for_user("alice")).unwrap();
+    let mut rec = None;
+    s.export(|r| {
+        rec = Some(r);
+        Ok(())
+    })
+    .unwrap();
+    let rec = rec.unwrap();
+    assert!(s.end(&t).unwrap());
+    let at = |version| SessionRecord {
+        version,
+        ..rec.clone()
+    };
+    for v in [
+        u64::MAX,
+        u64::MAX - 1,
+        1 << 63,
+        1 << 53,
+        Session::MAX_VERSION,
+    ] {
+        match s.import(at(v)) {
+            Err(Error::InvalidOption {
+                name: "SessionRecord::version",
+                reason,
+            }) => assert!(reason.contains(&(Session::MAX_VERSION - 1).to_string())),
+            other => panic!("version {v}: {other:?}"),
+        }
+    }
+    assert!(s.is_empty());
+    assert!(s.import(at(Session::MAX_VERSION - 1)).unwrap());
+    assert_eq!(s.put(&t, "k", &1u8).unwrap(), Session::MAX_VERSION);
+    // At the last version every change is refused, whatever the path, and none wraps.
+    let exhausted = |r: Result<(), Error>| match r {
+        Err(Error::VersionExhausted { version }) => assert_eq!(version, Session::MAX_VERSION),
+        other => panic!("{other:?}"),
+    };
+    exhausted(s.put(&t, "k", &2u8).map(drop));
+    exhausted(s.remove(&t, "k").map(drop));
+    exhausted(
+        s.save(&t, Session::MAX_VERSION, &SessionData::new())
+            .map(drop),
+    );
+    exhausted(s.update(&t, |d| d.insert("k", &3u8)));
+    exhausted(s.bind_user(&t, "bob"));
+    exhausted(s.login(&t, "bob").map(drop));
+    exhausted(s.unbind_user(&t).map(drop));
+    assert!(matches!(
+        s.save(&t, 0, &SessionData::new()),
+        Err(Error::VersionConflict { expected: 0, .. })
+    ));
+    // Nothing changed: not the data, not the user, not the token (no grace: a
+    // rotation would have retired it).
+    let got = s.get(&t).expect("still live");
+    assert_eq!(got.version(), Session::MAX_VERSION);
+    assert_eq!(got.get::<u8>("k").unwrap(), Some(1));
+    assert_eq!(got.user().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(s.sessions_of("alice").unwrap().len(), 1);
+    // What changes nothing still answers, and the session can be ended.
+    assert_eq!(s.remove(&t, "absent").unwrap(), Session::MAX_VERSION);
+    s.touch(&t).unwrap();
+    assert!(
+        !Error::VersionExhausted { version: 1 }
+            .to_string()
+            .is_empty()
+    );
+    s.verify().unwrap();
+    assert!(s.end(&t).unwrap());
 }
 
 #[test]

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sessiondb::{
-    Durability, EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore,
-    SessionData, Sessions, Timestamp, Token,
+    Durability, EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore, Session,
+    SessionData, SessionRecord, Sessions, Timestamp, Token,
 };
 
 /// A backend for one test, and what keeps it alive.
@@ -199,6 +199,7 @@ on_every_backend! {
     revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
     auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
     reads_rearm_the_idle_deadline_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(1000));
+    a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused with sessiondb::Options::default().rotation_grace(super::ms(0));
 }
 
 async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Sessions) {
@@ -801,6 +802,71 @@ async fn export_then_import_answers_to_the_same_tokens(s: &Sessions) {
         s.import(records[0].clone()).await,
         Err(Error::Exists { .. })
     ));
+}
+
+/// Issue 18, defect 9: an import took `version: u64::MAX`; the next write wrapped it to
+/// 0 on the embedded store (and on Redis, whose Lua numbers are doubles, a version past
+/// 2^53 was rounded, and past 2^63 stored as garbage).
+async fn a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused(
+    s: &Sessions,
+) {
+    let (t, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let mut records = Vec::new();
+    s.export(|r| {
+        records.push(r);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let rec = records.pop().unwrap();
+    assert!(s.end(&t).await.unwrap());
+    let at = |version| SessionRecord {
+        version,
+        ..rec.clone()
+    };
+    for v in [u64::MAX, 1 << 63, 1 << 53, Session::MAX_VERSION] {
+        match s.import(at(v)).await {
+            Err(Error::InvalidOption {
+                name: "SessionRecord::version",
+                ..
+            }) => {}
+            other => panic!("version {v}: {other:?}"),
+        }
+    }
+    assert!(s.is_empty().await.unwrap());
+    assert!(s.import(at(Session::MAX_VERSION - 1)).await.unwrap());
+    assert_eq!(
+        s.get(&t).await.unwrap().unwrap().version(),
+        Session::MAX_VERSION - 1
+    );
+    assert_eq!(s.put(&t, "k", &1u8).await.unwrap(), Session::MAX_VERSION);
+    let exhausted = |r: Result<(), Error>| match r {
+        Err(Error::VersionExhausted { version }) => assert_eq!(version, Session::MAX_VERSION),
+        other => panic!("{other:?}"),
+    };
+    exhausted(s.put(&t, "k", &2u8).await.map(drop));
+    exhausted(s.remove(&t, "k").await.map(drop));
+    exhausted(
+        s.save(&t, Session::MAX_VERSION, &SessionData::new())
+            .await
+            .map(drop),
+    );
+    exhausted(s.update(&t, |d| d.insert("k", &3u8)).await);
+    exhausted(s.bind_user(&t, "bob").await);
+    exhausted(s.login(&t, "bob").await.map(drop));
+    exhausted(s.unbind_user(&t).await.map(drop));
+    assert!(matches!(
+        s.save(&t, 0, &SessionData::new()).await,
+        Err(Error::VersionConflict { expected: 0, .. })
+    ));
+    let got = s.get(&t).await.unwrap().expect("still live, same token");
+    assert_eq!(got.version(), Session::MAX_VERSION);
+    assert_eq!(got.get::<u8>("k").unwrap(), Some(1));
+    assert_eq!(got.user().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 1);
+    assert!(s.sessions_of("bob").await.unwrap().is_empty());
+    assert_eq!(s.remove(&t, "absent").await.unwrap(), Session::MAX_VERSION);
+    assert!(s.end(&t).await.unwrap());
 }
 
 async fn set_expiry_moves_the_deadline_both_ways_and_a_past_one_ends_the_session_as_expired(

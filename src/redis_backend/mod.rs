@@ -550,20 +550,7 @@ impl RedisStore {
     /// # Errors
     /// As [`crate::Store::import`], and [`Error::Unavailable`].
     pub async fn import(&self, rec: SessionRecord) -> Result<bool> {
-        let limits = &self.inner.opts.limits;
-        if let Some(user) = &rec.user {
-            UserId::new(user.as_str(), limits)?;
-        }
-        if let Some(label) = &rec.label {
-            check_label(label, limits)?;
-        }
-        check_data(&rec.data, limits)?;
-        if rec.last_seen < rec.created {
-            return Err(Error::InvalidOption {
-                name: "SessionRecord::last_seen",
-                reason: "is earlier than its creation".into(),
-            });
-        }
+        rec.check(&self.inner.opts.limits)?;
         let clamp = |t: Timestamp| t.0.min(i64::MAX as u64) as i64;
         let fields = Admit {
             hash: hex(rec.token_hash.as_u128()),
@@ -1170,6 +1157,9 @@ impl RedisStore {
             "ended" => Error::Ended,
             "retired" => Error::TokenRetired,
             "exists" => Error::Exists { what: "token" },
+            "exhausted" => Error::VersionExhausted {
+                version: reply.u64(1).unwrap_or(Session::MAX_VERSION),
+            },
             "limit" => Error::UserSessionLimit {
                 user: user.unwrap_or_default().to_owned(),
                 max: self.inner.opts.max_sessions_per_user.unwrap_or(0),

@@ -44,6 +44,10 @@ local function kA(h) return P .. ':a:' .. h end
 local function kI(id) return P .. ':i:' .. id end
 local function kU(u) return P .. ':u:' .. u end
 local function fmt(n) return string.format('%d', n) end
+-- The highest version (Session::MAX_VERSION, 2^53 - 1): every integer up to it is exact
+-- in Lua's doubles. A change to a session at it is refused, never wrapped or rounded.
+local MAXV = 9007199254740991
+local function exhausted(s) return { 'exhausted', fmt(s.v) } end
 local function num(x) if x then return tonumber(x) end return 0 end
 
 -- The session at token hash h: its scalars, and with `full` its data as a flat
@@ -257,6 +261,7 @@ if OP == 'put' then
   end
   local dsz = s.dsz - old + tonumber(A[4])
   if dsz > tonumber(A[5]) then return { 'too_large', fmt(dsz) } end
+  if s.v >= MAXV then return exhausted(s) end
   s.v = s.v + 1
   redis.call('HSET', kS(s.h), f, A[3], 'dsz', fmt(dsz), 'v', fmt(s.v))
   return ok(fmt(s.v))
@@ -269,6 +274,7 @@ if OP == 'remove' then
   local f = 'd:' .. A[2]
   if redis.call('HEXISTS', kS(s.h), f) == 0 then return ok(fmt(s.v)) end
   local dsz = s.dsz - (6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f))
+  if s.v >= MAXV then return exhausted(s) end
   s.v = s.v + 1
   redis.call('HDEL', kS(s.h), f)
   redis.call('HSET', kS(s.h), 'dsz', fmt(dsz), 'v', fmt(s.v))
@@ -280,6 +286,7 @@ if OP == 'save' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   if s.v ~= tonumber(A[2]) then return { 'conflict', fmt(s.v) } end
+  if s.v >= MAXV then return exhausted(s) end
   set_data(s, 4, A[3])
   s.v = s.v + 1
   redis.call('HSET', kS(s.h), 'v', fmt(s.v))
@@ -330,6 +337,7 @@ if OP == 'set_label' then
 end
 
 local function bind(s, user, max, policy)
+  if s.v >= MAXV then return exhausted(s) end
   local old = s.u
   if old ~= user and not make_room(user, max, policy, s.id) then return { 'limit' } end
   if old and old ~= user then redis.call('ZREM', kU(old), s.id) end
@@ -352,6 +360,7 @@ if OP == 'unbind' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   if not s.u then return ok('0', '') end
+  if s.v >= MAXV then return exhausted(s) end
   local user = s.u
   redis.call('ZREM', kU(user), s.id)
   s.v = s.v + 1
@@ -406,6 +415,7 @@ if OP == 'login' then
   local s, err = rotatable(A[1], A[2])
   if err then return err end
   local user = A[4]
+  if s.v >= MAXV then return exhausted(s) end
   if s.u ~= user and not make_room(user, tonumber(A[5]), A[6], s.id) then return { 'limit' } end
   rotate(s, A[2], tonumber(A[3]))
   bind(s, user, 0, '')
