@@ -486,3 +486,335 @@ async fn a_session_without_a_deadline_keeps_none_through_redis() {
         .unwrap();
     assert_eq!(back[0].absolute, sessiondb::Timestamp::MAX);
 }
+
+/// A short run of what a store does, on Redis: nothing may fail.
+async fn workload(store: &RedisStore, what: &str) {
+    let events = store.subscribe().await.unwrap();
+    let (t, _) = store.create(NewSession::for_user("u")).await.unwrap();
+    let (anon, _) = store.create(NewSession::anonymous()).await.unwrap();
+    assert!(store.get(&t).await.unwrap().is_some(), "{what}");
+    assert_eq!(store.put(&t, "k", &1u8).await.unwrap(), 1, "{what}");
+    store.update(&t, |d| d.insert("k", &2u8)).await.unwrap();
+    store.bind_user(&anon, "w").await.unwrap();
+    let anon = store.rotate(&anon).await.unwrap();
+    let anon = store.login(&anon, "w").await.unwrap();
+    store.unbind_user(&anon).await.unwrap();
+    store.extend(&t, Duration::from_secs(1)).await.unwrap();
+    store.touch(&t).await.unwrap();
+    assert_eq!(store.sessions_of("u").await.unwrap().len(), 1, "{what}");
+    store.reap_expired().await.unwrap();
+    assert!(store.end(&anon).await.unwrap(), "{what}");
+    assert_eq!(store.len().await.unwrap(), 1, "{what}");
+    let first = tokio::task::spawn_blocking(move || events.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(first.is_ok(), "{what}: no event");
+    assert_eq!(store.clear().await.unwrap(), 1, "{what}");
+}
+
+/// Issue 18: every `RedisOptions` setter, and the `Options` that reach the script, at the
+/// extremes of their types: each either connects and runs the workload, or is refused
+/// at connect with `Error::InvalidOption` naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_at_the_extremes_of_their_types_work_or_are_refused_by_name() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let r = || RedisOptions::default().response_timeout(Duration::from_secs(5));
+    let o = Options::default;
+    let (ns, ms, day) = (
+        Duration::from_nanos(1),
+        Duration::from_millis(1),
+        Duration::from_secs(86_400),
+    );
+    let cases: Vec<(String, Options, RedisOptions, Option<&str>)> = vec![
+        (
+            "retention 0".into(),
+            o(),
+            r().retention(Duration::ZERO),
+            Some("RedisOptions::retention"),
+        ),
+        (
+            "retention 999 ms".into(),
+            o(),
+            r().retention(ms * 999),
+            Some("RedisOptions::retention"),
+        ),
+        ("retention 1 s".into(), o(), r().retention(ms * 1000), None),
+        (
+            "retention 365 days".into(),
+            o(),
+            r().retention(day * 365),
+            None,
+        ),
+        (
+            "retention 365 days + 1 ms".into(),
+            o(),
+            r().retention(day * 365 + ms),
+            Some("RedisOptions::retention"),
+        ),
+        (
+            "retention MAX".into(),
+            o(),
+            r().retention(Duration::MAX),
+            Some("RedisOptions::retention"),
+        ),
+        (
+            "stream 0".into(),
+            o(),
+            r().event_stream_len(0),
+            Some("RedisOptions::event_stream_len"),
+        ),
+        (
+            "stream 99".into(),
+            o(),
+            r().event_stream_len(99),
+            Some("RedisOptions::event_stream_len"),
+        ),
+        ("stream 100".into(), o(), r().event_stream_len(100), None),
+        (
+            "stream 10^9".into(),
+            o(),
+            r().event_stream_len(1_000_000_000),
+            None,
+        ),
+        (
+            "stream 10^9 + 1".into(),
+            o(),
+            r().event_stream_len(1_000_000_001),
+            Some("RedisOptions::event_stream_len"),
+        ),
+        (
+            "stream MAX".into(),
+            o(),
+            r().event_stream_len(usize::MAX),
+            Some("RedisOptions::event_stream_len"),
+        ),
+        (
+            "timeout 0".into(),
+            o(),
+            r().response_timeout(Duration::ZERO),
+            Some("RedisOptions::response_timeout"),
+        ),
+        (
+            "timeout 1 ns".into(),
+            o(),
+            r().response_timeout(ns),
+            Some("RedisOptions::response_timeout"),
+        ),
+        ("timeout 1 ms".into(), o(), r().response_timeout(ms), None),
+        ("timeout 1 day".into(), o(), r().response_timeout(day), None),
+        (
+            "timeout MAX".into(),
+            o(),
+            r().response_timeout(Duration::MAX),
+            None,
+        ),
+        (
+            "lifetime MAX".into(),
+            o().lifetime(Duration::MAX),
+            r(),
+            None,
+        ),
+        (
+            "lifetime 1 ns".into(),
+            o().lifetime(ns),
+            r(),
+            Some("lifetime"),
+        ),
+        (
+            "idle MAX".into(),
+            o().idle_timeout(Duration::MAX),
+            r(),
+            None,
+        ),
+        (
+            "auth MAX".into(),
+            o().auth_lifetime(Some(Duration::MAX)),
+            r(),
+            None,
+        ),
+        (
+            "touch 0".into(),
+            o().touch_interval(Duration::ZERO),
+            r(),
+            None,
+        ),
+        (
+            "touch MAX".into(),
+            o().touch_interval(Duration::MAX),
+            r(),
+            None,
+        ),
+        (
+            "grace MAX".into(),
+            o().rotation_grace(Duration::MAX),
+            r(),
+            None,
+        ),
+        (
+            "grace 0".into(),
+            o().rotation_grace(Duration::ZERO),
+            r(),
+            None,
+        ),
+        (
+            "per user MAX refuse".into(),
+            o().max_sessions_per_user(Some(usize::MAX), sessiondb::LimitPolicy::Refuse),
+            r(),
+            None,
+        ),
+        (
+            "per user MAX end oldest".into(),
+            o().max_sessions_per_user(Some(usize::MAX), sessiondb::LimitPolicy::EndOldest),
+            r(),
+            None,
+        ),
+        (
+            "per user 1".into(),
+            o().max_sessions_per_user(Some(1), sessiondb::LimitPolicy::Refuse),
+            r(),
+            None,
+        ),
+        (
+            "reaper MAX".into(),
+            o().reaper_interval(Some(Duration::MAX)),
+            r(),
+            None,
+        ),
+        (
+            "reaper 1 ms".into(),
+            o().reaper_interval(Some(ms)),
+            r(),
+            None,
+        ),
+        ("events 1".into(), o().event_capacity(1), r(), None),
+        ("events 2^20".into(), o().event_capacity(1 << 20), r(), None),
+        (
+            "events 2^46".into(),
+            o().event_capacity(1 << 46),
+            r(),
+            Some("event_capacity"),
+        ),
+        (
+            "events MAX".into(),
+            o().event_capacity(usize::MAX),
+            r(),
+            Some("event_capacity"),
+        ),
+        (
+            "data 1 GiB".into(),
+            o().limits(sessiondb::Limits {
+                max_data_bytes: 1 << 30,
+                max_value_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            r(),
+            None,
+        ),
+    ];
+    for (i, (what, opts, ropts, refused)) in cases.into_iter().enumerate() {
+        let ropts = ropts.prefix(format!("x{i}"));
+        let connected = tokio::time::timeout(
+            Duration::from_secs(30),
+            RedisStore::connect_with(&server.url(), opts, ropts),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: connecting hung"));
+        match (refused, connected) {
+            (None, Ok(store)) => {
+                tokio::time::timeout(Duration::from_secs(60), workload(&store, &what))
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: the workload hung"));
+            }
+            (Some(name), Err(Error::InvalidOption { name: got, reason })) => {
+                assert_eq!(got, name, "{what}: {reason}");
+            }
+            (refused, other) => panic!("{what}: expected {refused:?}, got {:?}", other.err()),
+        }
+    }
+}
+
+/// Issue 18: what a Redis store is given per call, at the extremes: durations past what
+/// the script's numbers hold saturate to "never", and an imported record with times at
+/// the end of time is stored as "never" rather than as garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_and_times_at_the_extremes_work_on_redis() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let max = sessiondb::Timestamp::MAX;
+    let (t, s) = store
+        .create(
+            NewSession::for_user("u")
+                .lifetime(Duration::MAX)
+                .idle_timeout(Duration::MAX),
+        )
+        .await
+        .unwrap();
+    assert!(s.idle_timeout().is_some());
+    // Redis caps a lifetime at 100 years (its deadlines are Lua doubles).
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    assert!(s.expires_at() > s.created_at().saturating_add(century));
+    for d in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+        assert!(matches!(
+            store
+                .create(NewSession::anonymous().lifetime(d.min(Duration::from_micros(999))))
+                .await,
+            Err(Error::InvalidOption {
+                name: "NewSession::lifetime",
+                ..
+            })
+        ));
+        store.extend(&t, d).await.unwrap();
+    }
+    // The idle deadline (capped at 100 years too) is the earlier one; without it, the
+    // session has none.
+    assert!(store.set_expiry(&t, max).await.unwrap() < max);
+    let (t, never) = store
+        .create(NewSession::for_user("u").idle_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(store.set_expiry(&t, max).await.unwrap(), max);
+    assert_eq!(store.extend(&t, Duration::MAX).await.unwrap(), max);
+    assert_eq!(
+        store.get(&t).await.unwrap().unwrap().absolute_deadline(),
+        max
+    );
+    let mut records = Vec::new();
+    store
+        .export(|r| {
+            records.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let rec = records.into_iter().find(|r| r.id == never.id()).unwrap();
+    assert!(store.end(&t).await.unwrap());
+    let at_the_end = sessiondb::SessionRecord {
+        created: max,
+        last_seen: max,
+        authenticated: Some(max),
+        absolute: max,
+        idle_timeout: Some(Duration::MAX),
+        ..rec
+    };
+    // Stored as "never" (the latest time the script's doubles hold), not as garbage:
+    // it reads, writes and exports back.
+    assert!(store.import(at_the_end).await.unwrap());
+    let got = store.get(&t).await.unwrap().expect("imported");
+    assert_eq!(got.absolute_deadline(), max);
+    assert_eq!(store.put(&t, "k", &1u8).await.unwrap(), 1);
+    let mut back = Vec::new();
+    store
+        .export(|r| {
+            back.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 2);
+    assert!(store.len().await.is_ok());
+    store.reap_expired().await.unwrap();
+}

@@ -79,6 +79,15 @@ const NEVER: u64 = 1 << 52;
 /// doubles, exact to 2^53.
 const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
 
+/// The longest [`RedisOptions::retention`]: a year of ended sessions' keys is more than
+/// any reaper needs, and a deadline plus a far longer one (`Duration::MAX`, say) is past
+/// what PEXPIREAT takes, which failed every write.
+const MAX_RETENTION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The largest [`RedisOptions::event_stream_len`]: a billion events is ~100 GB of Redis
+/// memory, and `usize::MAX` failed every write's XADD (MAXLEN is a signed 64-bit number).
+const MAX_EVENT_STREAM_LEN: usize = 1_000_000_000;
+
 /// Settings of the Redis backend itself (the session defaults and limits are the
 /// crate's [`Options`]).
 #[derive(Clone, Debug)]
@@ -113,20 +122,23 @@ impl RedisOptions {
 
     /// How long a session's keys stay in Redis after its deadline, so that a reaper
     /// can report its expiry with its user. An expired session is never readable
-    /// during this time. Default 10 minutes; at least 1 second.
+    /// during this time. From 1 second to 365 days (the keys of ended sessions take
+    /// memory that long). Default 10 minutes.
     pub fn retention(mut self, d: Duration) -> Self {
         self.retention = d;
         self
     }
 
     /// About how many events the stream keeps for subscribers that fall behind or
-    /// reconnect (Redis trims it approximately). Default 100,000; at least 100.
+    /// reconnect (Redis trims it approximately). From 100 to 1,000,000,000 (about
+    /// 100 GB of events in Redis). Default 100,000.
     pub fn event_stream_len(mut self, n: usize) -> Self {
         self.event_stream_len = n;
         self
     }
 
     /// How long a call waits for Redis before failing with [`Error::Unavailable`].
+    /// From 1 ms to `Duration::MAX` (which waits as long as the connection lives).
     /// Default 10 seconds.
     pub fn response_timeout(mut self, d: Duration) -> Self {
         self.response_timeout = d;
@@ -148,22 +160,22 @@ impl RedisOptions {
         {
             return Err(bad("must not contain whitespace or control characters"));
         }
-        if self.retention < Duration::from_secs(1) {
+        if !(Duration::from_secs(1)..=MAX_RETENTION).contains(&self.retention) {
             return Err(Error::InvalidOption {
                 name: "RedisOptions::retention",
-                reason: "must be at least 1 second".into(),
+                reason: "must be from 1 second to 365 days".into(),
             });
         }
-        if self.event_stream_len < 100 {
+        if !(100..=MAX_EVENT_STREAM_LEN).contains(&self.event_stream_len) {
             return Err(Error::InvalidOption {
                 name: "RedisOptions::event_stream_len",
-                reason: "must be at least 100".into(),
+                reason: "must be from 100 to 1000000000".into(),
             });
         }
-        if self.response_timeout.is_zero() {
+        if self.response_timeout < Duration::from_millis(1) {
             return Err(Error::InvalidOption {
                 name: "RedisOptions::response_timeout",
-                reason: "must be longer than zero".into(),
+                reason: "must be from 1 ms to Duration::MAX".into(),
             });
         }
         Ok(())
@@ -298,6 +310,16 @@ fn hash_hex(token: &Token) -> String {
 
 fn ms(d: Duration) -> u64 {
     duration_ms(d)
+}
+
+/// A deadline as the script keeps it (at most [`NEVER`], Lua's doubles), as a
+/// timestamp: [`NEVER`] and later is [`Timestamp::MAX`], no deadline.
+fn deadline_of(t: u64) -> Timestamp {
+    if t >= NEVER {
+        Timestamp::MAX
+    } else {
+        Timestamp(t)
+    }
 }
 
 impl RedisStore {
@@ -551,7 +573,9 @@ impl RedisStore {
     /// As [`crate::Store::import`], and [`Error::Unavailable`].
     pub async fn import(&self, rec: SessionRecord) -> Result<bool> {
         rec.check(&self.inner.opts.limits)?;
-        let clamp = |t: Timestamp| t.0.min(i64::MAX as u64) as i64;
+        // Times past NEVER (year 144,683) are NEVER: the script's numbers are doubles,
+        // which print a larger time as something that no longer parses back.
+        let clamp = |t: Timestamp| t.0.min(NEVER) as i64;
         let fields = Admit {
             hash: hex(rec.token_hash.as_u128()),
             id: rec.id,
@@ -560,7 +584,7 @@ impl RedisStore {
             created: clamp(rec.created),
             last_seen: clamp(rec.last_seen),
             authenticated: rec.authenticated.map(clamp),
-            absolute: clamp(rec.absolute).min(NEVER as i64),
+            absolute: clamp(rec.absolute),
             idle_ms: rec.idle_timeout.map_or(0, |d| ms(d.min(MAX_LIFETIME))),
             version: rec.version,
             data: rec.data,
@@ -618,7 +642,9 @@ impl RedisStore {
     /// # Errors
     /// [`Error::Unavailable`].
     pub async fn get(&self, token: &Token) -> Result<Option<Session>> {
-        let touch = ms(self.inner.opts.touch_interval) as i64;
+        // Any interval fits: past i64::MAX ms no read is activity, as no read could be
+        // that long after the last.
+        let touch = i64::try_from(ms(self.inner.opts.touch_interval)).unwrap_or(i64::MAX);
         self.read(token, touch).await
     }
 
@@ -815,7 +841,7 @@ impl RedisStore {
             })
             .await?;
         match reply.status() {
-            "ok" => Ok(Timestamp(reply.u64(1)?)),
+            "ok" => Ok(deadline_of(reply.u64(1)?)),
             _ => Err(self.refusal(&reply, None, "extend")),
         }
     }
@@ -835,7 +861,7 @@ impl RedisStore {
             })
             .await?;
         match reply.status() {
-            "ok" => Ok(Timestamp(reply.u64(1)?)),
+            "ok" => Ok(deadline_of(reply.u64(1)?)),
             _ => Err(self.refusal(&reply, None, "set_expiry")),
         }
     }
@@ -1456,14 +1482,6 @@ impl Reply {
         }
         let data = SessionData::from_entries(entries)
             .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
-        // Deadlines are kept at most NEVER (Lua's doubles); that is "no deadline".
-        let deadline = |t: u64| {
-            if t >= NEVER {
-                Timestamp::MAX
-            } else {
-                Timestamp(t)
-            }
-        };
         Ok(Session::from_parts(
             SessionId(id),
             user.map(UserId::trusted),
@@ -1471,8 +1489,8 @@ impl Reply {
             Timestamp(self.u64(at + 5)?),
             Timestamp(self.u64(at + 6)?),
             (auth >= 0).then_some(Timestamp(auth as u64)),
-            deadline(self.u64(at + 11)?),
-            deadline(self.u64(at + 8)?),
+            deadline_of(self.u64(at + 11)?),
+            deadline_of(self.u64(at + 8)?),
             (idle != 0).then(|| Duration::from_millis(idle)),
             self.u64(at + 10)?,
             data,
