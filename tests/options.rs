@@ -613,3 +613,44 @@ fn the_clock_and_timestamps_at_the_extremes_never_panic() {
         assert_eq!(Timestamp(5).saturating_add(Duration::MAX), Timestamp::MAX);
     });
 }
+
+/// A `SessionRecord` (public fields, so any values) with every time at the end of time
+/// and the longest idle timeout: imported, written to the log, read back after a reopen.
+#[test]
+fn a_record_at_the_end_of_time_imports_and_survives_a_reopen() {
+    within("end-of-time import", 60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || o().reaper_interval(None);
+        let store = Store::open_with(dir.path(), opts()).unwrap();
+        let (t, s) = store.create(NewSession::for_user("u")).unwrap();
+        let mut rec = None;
+        store
+            .export(|r| {
+                rec = Some(r);
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.end(&t).unwrap());
+        let max = Timestamp::MAX;
+        let rec = sessiondb::SessionRecord {
+            created: max,
+            last_seen: max,
+            authenticated: Some(max),
+            absolute: max,
+            idle_timeout: Some(Duration::MAX),
+            ..rec.unwrap()
+        };
+        assert!(store.import(rec).unwrap());
+        let got = store
+            .get(&t)
+            .expect("live: its deadlines are all at the end of time");
+        assert_eq!((got.id(), got.expires_at()), (s.id(), max));
+        store.put(&t, "k", &1u8).unwrap();
+        store.reap_expired();
+        store.close().unwrap();
+        let store = Store::open_with(dir.path(), opts()).unwrap();
+        assert_eq!(store.get(&t).unwrap().get::<u8>("k").unwrap(), Some(1));
+        store.verify().unwrap();
+        store.close().unwrap();
+    });
+}
