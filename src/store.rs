@@ -55,10 +55,6 @@ enum Key {
     Given(u128),
 }
 
-/// How many alias → session hops a lookup follows before giving up (each hop means a
-/// concurrent rotation moved the session; more than a few is pathological).
-const MAX_HOPS: usize = 8;
-
 /// Counters describing a store.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -159,6 +155,16 @@ impl std::fmt::Debug for Store {
 
 /// Result of a closure run on a locked session: `None` asks the caller to retry.
 type Attempt<R> = Result<Option<R>>;
+
+/// What one try of [`Inner::lock_by_id`] found.
+enum ById<G> {
+    /// The session, at this key, in this locked shard.
+    Found(G, u128),
+    /// Not in the index.
+    Gone,
+    /// Moved by a rotation meanwhile.
+    Moved,
+}
 
 impl Store {
     /// A store that lives only in memory, with default options.
@@ -1546,30 +1552,14 @@ impl Inner {
 
     /// The image of the live session `id`, as compaction writes it.
     fn image_of(&self, id: SessionId) -> Option<Image> {
-        // Not bounded by MAX_HOPS: a compaction must not drop a session because it
-        // was rotated many times during the lookup. Each retry means the session moved
-        // (the id map changed); an unchanged id map and no session means it is gone.
-        loop {
-            let lo = self.place_of(id)?;
-            let shard = self.shards[shard_of(lo, self.mask)].read();
-            let found = shard
-                .hash_at(lo)
-                .and_then(|key| Some((key, shard.live(key)?)));
-            match found {
-                Some((key, s)) if s.id == id => {
-                    if s.deadline(self.auth_ms) <= self.now() {
-                        return None;
-                    }
-                    return Some(image(key, s));
-                }
-                _ => {
-                    drop(shard);
-                    if self.place_of(id) == Some(lo) {
-                        return None;
-                    }
-                }
-            }
+        // Found however often it is rotated meanwhile (see `lock_by_id`): a compaction
+        // must not drop a live session.
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let s = shard.live(key)?;
+        if s.deadline(self.auth_ms) <= self.now() {
+            return None;
         }
+        Some(image(key, s))
     }
 
     /// Appends the images of the live sessions among `ids` to `out`, a chunk at a time
@@ -1779,26 +1769,27 @@ impl Inner {
     /// Runs `f` on the live session `hash` resolves to (following a rotation alias)
     /// under its shard's read lock. `None` if there is none, or it is past its deadline.
     fn read_live<R>(&self, hash: u128, f: impl FnOnce(&SessionState, Timestamp) -> R) -> Option<R> {
-        let mut key = hash;
-        for _ in 0..MAX_HOPS {
-            let shard = self.shard(key).read();
-            let now = self.now();
-            match shard.get(key) {
-                Some(SlotRef::Live(s)) => {
-                    if s.deadline(self.auth_ms) <= now {
-                        return None;
-                    }
-                    return Some(f(s, now));
+        let shard = self.shard(hash).read();
+        let now = self.now();
+        let id = match shard.get(hash) {
+            Some(SlotRef::Live(s)) => {
+                if s.deadline(self.auth_ms) <= now {
+                    return None;
                 }
-                Some(SlotRef::Alias(a)) if a.until > now => {
-                    let id = a.session;
-                    drop(shard);
-                    key = self.hash_of(id)?;
-                }
-                _ => return None,
+                return Some(f(s, now));
             }
+            Some(SlotRef::Alias(a)) if a.until > now => a.session,
+            _ => return None,
+        };
+        drop(shard);
+        // An old token inside its grace: the session, wherever rotations moved it.
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let now = self.now();
+        let s = shard.live(key)?;
+        if s.deadline(self.auth_ms) <= now {
+            return None;
         }
-        None
+        Some(f(s, now))
     }
 
     /// Calls `f` with each of the sessions `ids` that is live, as [`Inner::read_by_id`]
@@ -1865,19 +1856,73 @@ impl Inner {
 
     /// Runs `f` on the live session with public id `id` under its shard's read lock.
     fn read_by_id<R>(&self, id: SessionId, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
-        for _ in 0..MAX_HOPS {
-            let lo = self.place_of(id)?;
-            let shard = self.shards[shard_of(lo, self.mask)].read();
-            let now = self.now();
-            match shard.hash_at(lo).and_then(|key| shard.live(key)) {
-                Some(s) if s.id == id => {
-                    return (s.deadline(self.auth_ms) > now).then(|| f(s));
-                }
-                // Moved by a concurrent rotation, or being removed: look again.
-                _ => continue,
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let now = self.now();
+        let s = shard.live(key)?;
+        (s.deadline(self.auth_ms) > now).then(|| f(s))
+    }
+
+    /// The session with public id `id`, wherever rotations have moved it, under its
+    /// shard's lock (`lock` takes it, to read or to write): the guard and the session's
+    /// token hash, the session staying there as long as the guard is held. `None` if
+    /// `id` is not in the index (ended). Past its deadline or not: the caller judges.
+    ///
+    /// Why it always finds a session that is there, however fast it is rotated: every
+    /// change to an id's entry in the id map is made under the write lock of the shard
+    /// holding the session (a rotation holds both the old shard and the new), so with
+    /// the shard of the entry's place locked, the entry is either that place, and the
+    /// session is there, or it is not, and the lookup knows which
+    /// ([`Inner::try_lock_by_id`]). When it is not, either the id is gone (ended), or
+    /// the session moved between the unlocked read of the entry and the lock: a
+    /// rotation of it completed meanwhile. So each retry is paid for by a rotation
+    /// done, and none is a false "ended".
+    ///
+    /// Not bounded by a number of hops: a session rotated back to back must not read
+    /// as ended because it moved many times during the lookup.
+    #[cold]
+    fn lock_by_id<'a, G: std::ops::Deref<Target = Shard>>(
+        &'a self,
+        id: SessionId,
+        lock: impl Fn(&'a RwLock<Shard>) -> G,
+    ) -> Option<(G, u128)> {
+        loop {
+            match self.try_lock_by_id(id, &lock) {
+                ById::Found(shard, key) => return Some((shard, key)),
+                ById::Gone => return None,
+                ById::Moved => {}
             }
         }
-        None
+    }
+
+    /// One try of [`Inner::lock_by_id`]: the id map's entry for `id`, then that place's
+    /// shard locked, then — if the session is not at that place — the entry read again
+    /// under the lock, which no rotation of the session can change meanwhile.
+    fn try_lock_by_id<'a, G: std::ops::Deref<Target = Shard>>(
+        &'a self,
+        id: SessionId,
+        lock: &impl Fn(&'a RwLock<Shard>) -> G,
+    ) -> ById<G> {
+        let Some(lo) = self.place_of(id) else {
+            return ById::Gone;
+        };
+        let shard = lock(&self.shards[shard_of(lo, self.mask)]);
+        if let Some((key, s)) = shard.live_at(lo)
+            && s.id == id
+        {
+            return ById::Found(shard, key);
+        }
+        match self.place_of(id) {
+            // Ended (before or while the shard was locked).
+            None => ById::Gone,
+            // Moved by a rotation that completed before the shard was locked.
+            Some(now) if now != lo => ById::Moved,
+            // The entry names this place, locked, with no such session there: the
+            // invariant above says this cannot be; not found is the safe answer.
+            Some(_) => {
+                debug_assert!(false, "the id map names a place without its session");
+                ById::Gone
+            }
+        }
     }
 
     /// Runs `f` under the write lock of the shard holding the live session `hash`
@@ -1888,34 +1933,35 @@ impl Inner {
         hash: u128,
         mut f: impl FnMut(&mut Shard, u128, Timestamp) -> Attempt<R>,
     ) -> Result<R> {
-        let mut key = hash;
-        let mut hops = 0;
         loop {
-            hops += 1;
-            if hops > MAX_HOPS {
-                return Err(Error::Ended);
-            }
-            let mut shard = self.shard(key).write();
-            let now = self.now();
-            match shard.get(key) {
+            let mut shard = self.shard(hash).write();
+            let mut now = self.now();
+            let mut key = hash;
+            match shard.get(hash) {
                 Some(SlotRef::Live(s)) => {
                     if s.deadline(self.auth_ms) <= now {
                         return Err(Error::Ended);
                     }
                 }
                 Some(SlotRef::Alias(a)) if a.until > now => {
+                    // An old token inside its grace: the session, wherever rotations
+                    // moved it.
                     let id = a.session;
                     drop(shard);
-                    key = self.hash_of(id).ok_or(Error::Ended)?;
-                    continue;
+                    (shard, key) = self.lock_by_id(id, |l| l.write()).ok_or(Error::Ended)?;
+                    now = self.now();
+                    if shard
+                        .live(key)
+                        .is_none_or(|s| s.deadline(self.auth_ms) <= now)
+                    {
+                        return Err(Error::Ended);
+                    }
                 }
                 _ => return Err(Error::Ended),
             }
             if let Some(r) = f(&mut shard, key, now)? {
                 return Ok(r);
             }
-            drop(shard);
-            key = hash;
         }
     }
 
@@ -1981,31 +2027,17 @@ impl Inner {
         id: SessionId,
         reason: EndReason,
     ) -> Result<Option<(Box<SessionState>, Ticket)>> {
-        // Not bounded by MAX_HOPS: a revoke must not leave a session behind because a
-        // client rotated it many times during the lookup. Each retry means the session
-        // moved (the id map changed); see the check at the end of the loop.
-        loop {
-            let Some(lo) = self.place_of(id) else {
-                return Ok(None);
-            };
-            let mut shard = self.shards[shard_of(lo, self.mask)].write();
-            if let Some(key) = shard.hash_at(lo)
-                && shard.live(key).is_some_and(|s| s.id == id)
-            {
-                let t = self.journal.append(|| Change::End { id, reason })?;
-                let Some(state) = shard.remove_live(key, id) else {
-                    return Err(Error::Ended);
-                };
-                self.ids_remove(id);
-                return Ok(Some((state, t)));
-            }
-            drop(shard);
-            if self.place_of(id) == Some(lo) {
-                // The id map still points here but the session is gone: a concurrent
-                // end is between its two steps.
-                return Ok(None);
-            }
-        }
+        // Found however often a client rotates it meanwhile (see `lock_by_id`): a
+        // revoke must not leave a session behind.
+        let Some((mut shard, key)) = self.lock_by_id(id, |l| l.write()) else {
+            return Ok(None);
+        };
+        let t = self.journal.append(|| Change::End { id, reason })?;
+        let Some(state) = shard.remove_live(key, id) else {
+            return Err(Error::Ended);
+        };
+        self.ids_remove(id);
+        Ok(Some((state, t)))
     }
 
     /// Removes the sessions `ids` and logs their ends, as [`Inner::remove_by_id`] does
@@ -2393,4 +2425,33 @@ fn sorted_unique(buf: &mut [usize], items: impl Iterator<Item = usize>) -> &[usi
         }
     }
     &buf[..k]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::in_memory_with(Options::default().reaper_interval(None).shards(4)).unwrap()
+    }
+
+    #[test]
+    fn lock_by_id_finds_a_session_wherever_rotations_moved_it_and_nothing_once_it_ended() {
+        let store = store();
+        let inner = &*store.inner;
+        let (mut t, s) = store.create(NewSession::anonymous()).unwrap();
+        let id = s.id();
+        for _ in 0..20 {
+            t = store.rotate(&t).unwrap();
+            let (shard, key) = inner.lock_by_id(id, |l| l.read()).unwrap();
+            assert_eq!(key, t.hash().0);
+            assert_eq!(shard.live(key).map(|s| s.id), Some(id));
+        }
+        let (shard, key) = inner.lock_by_id(id, |l| l.write()).unwrap();
+        assert_eq!(shard.live(key).map(|s| s.id), Some(id));
+        drop(shard);
+        assert!(store.end(&t).unwrap());
+        assert!(inner.lock_by_id(id, |l| l.read()).is_none());
+        assert!(inner.lock_by_id(id, |l| l.write()).is_none());
+    }
 }
