@@ -8,9 +8,10 @@
 //!   current token hash (public ids are stable, hashes rotate);
 //! - the user index ([`crate::users`]): user → public ids.
 //!
-//! Lock order: user locks → session shards (ascending index) → id shards. Id shard
-//! locks are leaves; no lock is held across a user callback, an event send, or a wait
-//! for durability.
+//! Lock order: user locks → rotation gates → session shards (ascending index) → id
+//! shards. Id shard locks are leaves; a rotation only tries its gate (never waits on it)
+//! while it holds shards; no lock is held across a user callback, an event send, or a
+//! wait for durability.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,15 @@ enum Key {
     /// Under exactly this token hash.
     Given(u128),
 }
+
+/// How many races to a rotation of the same session a lookup by id loses before it
+/// takes the session's rotation gate (see [`Inner::lock_by_id`]). Each lost race means
+/// a rotation of that session completed meanwhile; more than a few in a row means it is
+/// rotated back to back.
+const MAX_HOPS: usize = 8;
+
+/// Stripes of the rotation gates ([`Inner::gates`]), by session id.
+const GATES: usize = 64;
 
 /// Counters describing a store.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -133,6 +143,11 @@ pub(crate) struct Inner {
     entropy: Entropy,
     /// Set when the last handle is dropped: a running compaction stops early.
     closing: std::sync::atomic::AtomicBool,
+    /// The rotation gates, striped by session id ([`Inner::gate`]): a rotation holds
+    /// its session's stripe shared while it moves the session (taken with `try_read`,
+    /// under its shard locks); a lookup that keeps losing races to rotations of one
+    /// session takes the stripe exclusively, and the session cannot move under it.
+    gates: Box<[Padded<RwLock<()>>]>,
 }
 
 /// Compactions so far.
@@ -285,6 +300,7 @@ impl Store {
             compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            gates: (0..GATES).map(|_| Padded(RwLock::new(()))).collect(),
             entropy: Entropy::new(),
             opts,
         });
@@ -987,6 +1003,18 @@ impl Store {
             let Some(id) = a.live(old).map(|s| s.id) else {
                 return Err(Error::Ended);
             };
+            // Held until the session has moved and the id map says where: a lookup
+            // holding the gate exclusively (one that lost many races to rotations of
+            // this session) sees it stay put. Never waited for with shards held (it
+            // comes before them in the lock order): let that lookup finish, then
+            // start over.
+            let gate = inner.gate(id);
+            let Some(moving) = gate.try_read() else {
+                drop(b);
+                drop(a);
+                drop(gate.read());
+                continue;
+            };
             let grace_ms = if given.is_some() { 0 } else { inner.grace_ms };
             let grace_until = now.saturating_add(Duration::from_millis(grace_ms));
             let ticket = inner.journal.append(|| Change::Rotate {
@@ -1017,6 +1045,7 @@ impl Store {
             inner.ids_insert(id, new);
             drop(b);
             drop(a);
+            drop(moving);
             inner.journal.wait(ticket)?;
             inner
                 .events
@@ -1877,19 +1906,39 @@ impl Inner {
     /// rotation of it completed meanwhile. So each retry is paid for by a rotation
     /// done, and none is a false "ended".
     ///
-    /// Not bounded by a number of hops: a session rotated back to back must not read
-    /// as ended because it moved many times during the lookup.
+    /// Why it terminates even against a rotation loop: retrying alone guarantees that
+    /// some thread progresses, not that this one does — a rotation that won every race
+    /// would keep the lookup retrying for ever. So after [`MAX_HOPS`] lost races the
+    /// lookup takes the session's rotation gate exclusively, holding no shard or id
+    /// lock (at most user locks, which rotations never take). A rotation holds the
+    /// gate shared from before it changes anything until the id map names the new
+    /// place; it only *tries* the gate while it holds its shards, and on failure lets
+    /// them go and waits for the gate holding nothing. So the lookup waits only for
+    /// rotations already in flight, which wait for nothing it holds, and once it has
+    /// the gate (new shared holders are refused while a writer waits) no rotation of
+    /// the session can begin: the next try cannot find it moved. The gate is let go
+    /// once the shard is locked, whose lock then holds the session in place.
     #[cold]
     fn lock_by_id<'a, G: std::ops::Deref<Target = Shard>>(
         &'a self,
         id: SessionId,
         lock: impl Fn(&'a RwLock<Shard>) -> G,
     ) -> Option<(G, u128)> {
-        loop {
+        for _ in 0..MAX_HOPS {
             match self.try_lock_by_id(id, &lock) {
                 ById::Found(shard, key) => return Some((shard, key)),
                 ById::Gone => return None,
                 ById::Moved => {}
+            }
+        }
+        let _gate = self.gate(id).write();
+        loop {
+            match self.try_lock_by_id(id, &lock) {
+                ById::Found(shard, key) => return Some((shard, key)),
+                ById::Gone => return None,
+                // Cannot happen (no rotation of the session runs now); looking again
+                // would still be right.
+                ById::Moved => debug_assert!(false, "a session moved under its gate"),
             }
         }
     }
@@ -1923,6 +1972,11 @@ impl Inner {
                 ById::Gone
             }
         }
+    }
+
+    /// The stripe of the rotation gates that session `id`'s rotations hold.
+    fn gate(&self, id: SessionId) -> &RwLock<()> {
+        &self.gates[((id.as_u128() >> 64) as usize) & (GATES - 1)]
     }
 
     /// Runs `f` under the write lock of the shard holding the live session `hash`
@@ -2429,6 +2483,8 @@ fn sorted_unique(buf: &mut [usize], items: impl Iterator<Item = usize>) -> &[usi
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     fn store() -> Store {
@@ -2450,8 +2506,52 @@ mod tests {
         let (shard, key) = inner.lock_by_id(id, |l| l.write()).unwrap();
         assert_eq!(shard.live(key).map(|s| s.id), Some(id));
         drop(shard);
+        // The gate is taken only by a lookup that keeps losing races, and given back.
+        assert!(inner.gate(id).try_write().is_some());
         assert!(store.end(&t).unwrap());
         assert!(inner.lock_by_id(id, |l| l.read()).is_none());
         assert!(inner.lock_by_id(id, |l| l.write()).is_none());
+    }
+
+    /// What a lookup that lost too many races relies on: holding the session's gate,
+    /// no rotation of it moves it; the rotation waits, and completes once let go.
+    #[test]
+    fn a_rotation_waits_while_its_sessions_gate_is_held_then_completes() {
+        let store = store();
+        let inner = &*store.inner;
+        let (t, s) = store.create(NewSession::anonymous()).unwrap();
+        let id = s.id();
+        let place = Some(t.hash().0 as u64);
+        let gate = inner.gate(id).write();
+        let started = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let rotation = scope.spawn(|| {
+                started.store(true, Ordering::Release);
+                store.rotate(&t)
+            });
+            while !started.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            for _ in 0..2_000 {
+                std::thread::yield_now();
+                assert_eq!(inner.place_of(id), place, "moved with its gate held");
+                assert_eq!(store.peek(&t).map(|s| s.id()), Some(id));
+            }
+            // Other sessions' rotations, in other stripes, do not wait.
+            let other = loop {
+                let (o, os) = store.create(NewSession::anonymous()).unwrap();
+                if !std::ptr::eq(inner.gate(os.id()), inner.gate(id)) {
+                    break o;
+                }
+            };
+            store.rotate(&other).unwrap();
+            drop(gate);
+            let fresh = rotation.join().unwrap().unwrap();
+            assert_eq!(inner.place_of(id), Some(fresh.hash().0 as u64));
+            // The old token is now an alias inside its grace.
+            assert_eq!(store.get(&t).map(|s| s.id()), Some(id));
+            assert!(matches!(store.rotate(&t), Err(Error::TokenRetired)));
+        });
+        store.verify().unwrap();
     }
 }
