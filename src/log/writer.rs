@@ -1500,4 +1500,55 @@ mod tests {
         let d = durable.clone();
         returns("the shutdown", move || d.shutdown());
     }
+
+    /// A backend whose writes panic: a bug, not an I/O error.
+    struct Panicking;
+
+    impl Backend for Panicking {
+        fn write(&mut self, _: &[Change]) -> Result<()> {
+            panic!("a bug in a backend")
+        }
+        fn sync(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn disk_bytes(&self) -> u64 {
+            0
+        }
+        fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
+            Ok(None)
+        }
+        fn wants_compaction(&self, _: u64) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_writer_that_panics_answers_every_request_after_with_the_failure() {
+        for mode in [Durability::Sync, buffered(Duration::from_secs(3600))] {
+            let dir = tempfile::tempdir().unwrap();
+            let lock = crate::lockfile::lock(dir.path()).unwrap();
+            let linger = super::Linger {
+                sleep: super::LINGER,
+                busy: super::BUSY,
+            };
+            let durable = Arc::new(
+                Durable::start_lingering(Box::new(Panicking), mode, lock, false, linger).unwrap(),
+            );
+            let ticket = durable.append(change()).unwrap();
+            let d = durable.clone();
+            let r = returns("a wait on the change", move || d.wait(ticket));
+            if mode == Durability::Sync {
+                assert_poisoned(r, "panicked", "the waiter");
+            }
+            let d = durable.clone();
+            assert_poisoned(returns("a flush", move || d.flush()), "panicked", "flush");
+            let d = durable.clone();
+            let r = returns("a compaction", move || {
+                d.begin_compaction().map(|j| j.is_some())
+            });
+            assert_poisoned(r, "a bug in a backend", "compaction");
+            let d = durable.clone();
+            returns("the shutdown", move || d.shutdown());
+        }
+    }
 }
