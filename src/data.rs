@@ -1,6 +1,6 @@
 //! [`SessionData`]: a session's key-value map, typed through serde.
 //!
-//! Values are kept encoded (bincode through [`crate::codec`], or raw bytes of the
+//! Values are kept encoded (bincode through [`crate::util::codec`], or raw bytes of the
 //! caller's choosing) in one flat buffer per session — `[key len: u16][key][value len:
 //! u32][value]`, sorted by key — so a session costs one allocation for its data (an
 //! `Arc<[u8]>`, none when empty), a read shares that buffer instead of copying it (a
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::util::codec;
 
 /// The largest key the encoding can hold.
 pub const MAX_KEY_BYTES: usize = u16::MAX as usize;

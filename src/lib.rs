@@ -44,20 +44,16 @@
 #[cfg(feature = "actix-session")]
 pub mod actix_session;
 mod clock;
-mod codec;
 mod commit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod data;
 mod error;
 mod events;
-mod failpoint;
-mod fsperm;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 mod integration;
 mod journal;
 mod load;
-mod lockfile;
 mod log;
 mod options;
 mod portable;
@@ -76,6 +72,7 @@ mod token;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 mod users;
+mod util;
 mod wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
@@ -83,7 +80,6 @@ pub use commit::Commit;
 pub use data::SessionData;
 pub use error::{Error, Result};
 pub use events::{EndReason, Event};
-pub use failpoint::FAILPOINT_ENV;
 pub use log::compaction::CompactionStats;
 pub use log::recovery::{RecoveryReport, SkippedRange};
 pub use options::{Durability, LimitPolicy, Limits, Options};
@@ -96,6 +92,7 @@ pub use sessions::Sessions;
 pub use storage::BackendKind;
 pub use store::{Stats, Store};
 pub use token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
+pub use util::failpoint::FAILPOINT_ENV;
 
 /// The README's code blocks, compiled and run as doctests so the quickstart cannot rot.
 #[cfg(doctest)]

@@ -28,9 +28,10 @@ use crate::journal::Change;
 use crate::log::record::{Image, NO_USER, Record, UserInterner};
 use crate::log::recovery::Recovered;
 use crate::session::{MaybeTime, SessionState, UserId};
-use crate::shard::{IdMap, Padded, Shard, Slot, id_ix, shard_of};
+use crate::shard::{IdMap, Shard, Slot, id_ix, shard_of};
 use crate::token::{SessionId, TokenHash};
 use crate::users::UserIndex;
+use crate::util::padded::Padded;
 use crate::wheel::TimerHandle;
 
 /// The index under construction.

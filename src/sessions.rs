@@ -335,7 +335,7 @@ impl Sessions {
         key: &str,
         value: &T,
     ) -> Result<u64> {
-        let bytes = crate::codec::encode(value, Some(key))?;
+        let bytes = crate::util::codec::encode(value, Some(key))?;
         self.put_raw(token, key, &bytes).await
     }
 

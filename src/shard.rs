@@ -7,67 +7,13 @@
 //! are boxed; see [`Shard`] for how the maps key by half the hash.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::ops::Deref;
+use std::hash::BuildHasherDefault;
 
 use crate::clock::Timestamp;
 use crate::session::{Instances, SessionState};
 use crate::token::SessionId;
+use crate::util::hash::{IdHasher, RandomKeyHasher, RandomKeyMap};
 use crate::wheel::{TimerHandle, TimerWheel};
-
-/// Keeps a lock (or a flag) on its own cache line (128 bytes: x86 prefetches lines in
-/// pairs), so threads on neighbouring shards do not contend through false sharing, and
-/// writes to a neighbour do not evict a read-mostly value from its readers' caches.
-#[repr(align(128))]
-pub(crate) struct Padded<T>(pub(crate) T);
-
-impl<T> Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// A `Hasher` for keys that are already uniformly random `u128`s.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct RandomKeyHasher(u64);
-
-impl Hasher for RandomKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for keys that are not u128; fold the bytes in (FNV-1a).
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// A `Hasher` for public session ids: random UUIDs, whose low half has two fixed
-/// (variant) bits, so both halves are folded in.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
-    }
-}
 
 /// Public id → the session's place in its shard (the low half of its token hash;
 /// [`shard_of`] picks the shard from it). A slot is 24 bytes: the id is stored 8-byte
@@ -85,9 +31,6 @@ pub(crate) fn shard_of(lo: u64, mask: usize) -> usize {
 pub(crate) fn id_ix(id: SessionId, mask: usize) -> usize {
     ((id.as_u128() >> 64) as usize) & mask
 }
-
-/// The map type for random `u128` keys.
-pub(crate) type RandomKeyMap<V> = HashMap<u128, V, BuildHasherDefault<RandomKeyHasher>>;
 
 /// The old token of a rotated session, resolving to it until `until`.
 pub(crate) struct Alias {

@@ -36,7 +36,6 @@ use sled::transaction::{
 };
 
 use crate::clock::Timestamp;
-use crate::codec;
 use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::journal::Change;
@@ -46,6 +45,7 @@ use crate::log::recovery::{Recovered, RecoveryReport, SkippedRange};
 use crate::options::Options;
 use crate::storage::{Backend, Opened};
 use crate::token::{SessionId, TokenHash};
+use crate::util::codec;
 
 /// The sub-directory of the store directory that sled owns.
 const SLED_DIR: &str = "sled";
@@ -197,7 +197,7 @@ fn create_db(dir: &Path, path: &Path) -> Result<()> {
             e,
         )
     })?;
-    crate::log::segment::sync_dir(dir)
+    crate::util::fs::sync_dir(dir)
 }
 
 /// Decodes and validates a `meta` entry into an image with empty data.
@@ -261,7 +261,7 @@ impl SledBackend {
         // sled made its files with the default modes (0644 under umask 022): keep them
         // to the owner. Files it adds later are inside this tree, whose directories
         // (and the store directory above) only the owner can enter.
-        crate::fsperm::secure_tree(&path)?;
+        crate::util::fs::secure_tree(&path)?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| sled_err(&path, &format!("opening tree {name}"), e))

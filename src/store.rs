@@ -22,15 +22,12 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::clock::{Timestamp, duration_ms};
-use crate::codec;
 use crate::commit::{self, Commit};
 use crate::data::SessionData;
 use crate::error::{Error, Result};
 use crate::events::{EndReason, Event, EventBus};
-use crate::fsperm;
 use crate::journal::{Change, Journal, Ticket};
 use crate::load::Loader;
-use crate::lockfile;
 use crate::log::compaction::{CompactionStats, Snapshot};
 use crate::log::record::Image;
 use crate::log::recovery::RecoveryReport;
@@ -42,10 +39,14 @@ use crate::reaper::{Background, spawn_compactor, spawn_reaper};
 use crate::session::{
     MaybeTime, NewSession, Session, SessionState, UserId, check_label, next_version,
 };
-use crate::shard::{IdMap, Padded, Shard, Slot, SlotRef, id_ix, shard_of};
+use crate::shard::{IdMap, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
 use crate::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
 use crate::users::{UserGuards, UserIndex};
+use crate::util::codec;
+use crate::util::fs;
+use crate::util::lock;
+use crate::util::padded::Padded;
 use crate::wheel::TimerHandle;
 
 /// Where a new session goes in the index.
@@ -235,10 +236,10 @@ impl Store {
             return Store::build(opts, Journal::Memory, None);
         }
         let dir = dir.as_ref();
-        fsperm::create_private_dir(dir)
+        fs::create_private_dir(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        fsperm::secure_store_dir(dir)?;
-        let lock = lockfile::lock(dir)?;
+        fs::secure_store_dir(dir)?;
+        let lock = lock::lock(dir)?;
         let loader = Loader::new(
             opts.shards,
             opts.clock.now(),

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::shard::Padded;
+use crate::util::padded::Padded;
 
 /// Bytes of randomness in a token.
 pub const TOKEN_BYTES: usize = 24;

@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::log::format::{FileKind, base_name, encode_header, path_of};
 use crate::log::record::{Image, encode_alias, encode_image};
-use crate::log::segment::{LogDir, LogFiles, sync_dir};
+use crate::log::segment::{LogDir, LogFiles};
 use crate::token::{SessionId, TokenHash};
+use crate::util::failpoint;
+use crate::util::fs::sync_dir;
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl CompactionJob {
         let tmp_path = dir.join(format!("{}.tmp", base_name(self.upto)));
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
 
-        let file = crate::fsperm::private_file()
+        let file = crate::util::fs::private_file()
             .write(true)
             .create(true)
             .truncate(true)

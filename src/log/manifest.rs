@@ -201,7 +201,7 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
 pub(crate) fn write(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(MANIFEST_TMP);
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-    let mut f = crate::fsperm::private_file()
+    let mut f = crate::util::fs::private_file()
         .write(true)
         .create(true)
         .truncate(true)
@@ -211,9 +211,9 @@ pub(crate) fn write(dir: &Path, m: &Manifest) -> Result<()> {
         .and_then(|()| f.sync_all())
         .map_err(|e| io("writing", e))?;
     drop(f);
-    crate::failpoint::hit("manifest:before_rename");
+    crate::util::failpoint::hit("manifest:before_rename");
     std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(|e| io("renaming", e))?;
-    crate::log::segment::sync_dir(dir)
+    crate::util::fs::sync_dir(dir)
 }
 
 #[cfg(test)]

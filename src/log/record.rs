@@ -1,7 +1,7 @@
 //! Log records: the payload of each frame type, the encoding of a [`Change`] into a
 //! frame, and the decoding of a frame back into a validated [`Record`].
 //!
-//! Payloads are bincode (through [`crate::codec`], with decoding bounded by the frame's
+//! Payloads are bincode (through [`crate::util::codec`], with decoding bounded by the frame's
 //! length), except that byte strings use `serde_bytes` so session data is copied, not
 //! visited byte by byte. Decoded records are validated (user ids, the data map's
 //! structure, end reasons) before recovery applies them: a checksummed but malformed
@@ -13,13 +13,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::codec;
 use crate::data::SessionData;
 use crate::events::EndReason;
 use crate::journal::Change;
 use crate::log::format::encode_frame;
 use crate::session::UserId;
 use crate::token::{SessionId, TokenHash};
+use crate::util::codec;
 
 /// Frame types.
 pub(crate) mod kind {

@@ -34,8 +34,8 @@ use crate::log::manifest::{self, MANIFEST, MANIFEST_TMP, Manifest};
 use crate::log::record::{
     BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
-use crate::shard::RandomKeyMap;
 use crate::token::{SessionId, TokenHash};
+use crate::util::hash::RandomKeyMap;
 
 /// What recovery found and did, readable after open through
 /// [`crate::Store::recovery_report`].

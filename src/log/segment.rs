@@ -18,7 +18,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::journal::Change;
 use crate::load::Loader;
 use crate::log::compaction::CompactionJob;
@@ -28,6 +27,8 @@ use crate::log::record::{encode_batch, encode_change};
 use crate::log::recovery::{Recovered, recover_dir};
 use crate::options::Options;
 use crate::storage::{Backend, Opened, SyncHandle, Synced};
+use crate::util::failpoint;
+use crate::util::fs::sync_dir;
 
 /// The files that make up a log directory, shared by the writer and compaction.
 #[derive(Clone, Debug, Default)]
@@ -131,17 +132,10 @@ pub(crate) const PREALLOC_BYTES: u64 = 1 << 20;
 /// Zeros written per call while preallocating.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// Syncs a directory, so that files created, renamed or removed in it stay so.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
-}
-
 /// Creates segment `seq` with its header, durable (file and directory entry).
 fn create_segment(dir: &Path, seq: u64) -> Result<File> {
     let path = path_of(dir, FileKind::Segment, seq);
-    let mut f = crate::fsperm::private_file()
+    let mut f = crate::util::fs::private_file()
         .write(true)
         .create_new(true)
         .open(&path)

@@ -38,12 +38,12 @@ use parking_lot::Mutex;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::journal::{Change, Ticket};
-use crate::lockfile::DirLock;
 use crate::log::compaction::CompactionJob;
 use crate::options::Durability;
-use crate::shard::Padded;
 use crate::storage::{Backend, SyncHandle, Synced};
 use crate::token::SessionId;
+use crate::util::lock::DirLock;
+use crate::util::padded::Padded;
 
 /// Most messages taken into one batch.
 const MAX_BATCH: usize = 8192;
@@ -1041,7 +1041,7 @@ mod tests {
             gate: rx,
             entered: off_thread.then_some(entered_tx),
         });
-        let lock = crate::lockfile::lock(dir).unwrap();
+        let lock = crate::util::lock::lock(dir).unwrap();
         let durable = Durable::start_lingering(backend, mode, lock, false, linger).unwrap();
         (durable, tx, off_thread.then_some(entered_rx))
     }
@@ -1526,7 +1526,7 @@ mod tests {
     fn a_writer_that_panics_answers_every_request_after_with_the_failure() {
         for mode in [Durability::Sync, buffered(Duration::from_secs(3600))] {
             let dir = tempfile::tempdir().unwrap();
-            let lock = crate::lockfile::lock(dir.path()).unwrap();
+            let lock = crate::util::lock::lock(dir.path()).unwrap();
             let linger = super::Linger {
                 sleep: super::LINGER,
                 busy: super::BUSY,

@@ -23,7 +23,7 @@ pub(crate) struct DirLock {
 /// Takes the lock of `dir`, or reports who holds it.
 pub(crate) fn lock(dir: &Path) -> Result<DirLock> {
     let path: PathBuf = dir.join(LOCK_FILE);
-    let mut file = crate::fsperm::private_file()
+    let mut file = crate::util::fs::private_file()
         .read(true)
         .write(true)
         .create(true)

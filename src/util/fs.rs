@@ -78,7 +78,7 @@ pub(crate) fn owner_only(mode: u32) -> u32 {
 pub(crate) fn is_ours(name: &str) -> bool {
     matches!(
         name,
-        crate::lockfile::LOCK_FILE | "MANIFEST" | "MANIFEST.tmp" | "sled" | "sled.new"
+        crate::util::lock::LOCK_FILE | "MANIFEST" | "MANIFEST.tmp" | "sled" | "sled.new"
     ) || crate::log::format::parse_name(name.strip_suffix(".tmp").unwrap_or(name)).is_some()
 }
 
@@ -163,6 +163,13 @@ fn restrict(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
             reason: e.to_string(),
         }),
     }
+}
+
+/// Syncs a directory, so that files created, renamed or removed in it stay so.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 #[cfg(test)]
