@@ -140,10 +140,10 @@ use actix_web::http::StatusCode;
 use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
-use crate::session::{NewSession, UserId};
+use crate::model::data::SessionData;
+use crate::model::session::{NewSession, UserId};
+use crate::model::token::{SessionId, Token};
 use crate::store::Store;
-use crate::token::{SessionId, Token};
 
 /// The state entry through which `load` tells the helpers which session a request
 /// carries (its value: the session key as a JSON string). Never stored.

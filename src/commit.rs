@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::Result;
-use crate::events::Event;
-use crate::journal::Ticket;
+use crate::model::change::Ticket;
+use crate::model::event::Event;
 use crate::store::Inner;
 
 /// The writes of one [`crate::Store::deferred`] call on this thread.

@@ -6,12 +6,12 @@
 //! write wait for an fsync ([`crate::Sessions`] does that itself).
 
 use crate::clock::Timestamp;
-use crate::session::{Session, UserId};
+use crate::model::session::{Session, UserId};
+use crate::model::token::SessionId;
 #[cfg(feature = "tower-sessions")]
 use crate::sessions::Sessions;
 #[cfg(feature = "actix-session")]
 use crate::store::Store;
-use crate::token::SessionId;
 
 /// One of a user's sessions, for a "your devices" page (each store's `devices`).
 #[derive(Clone, Debug, PartialEq)]

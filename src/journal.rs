@@ -6,85 +6,12 @@
 //! were applied; replaying the log in order rebuilds the same state. Waiting for the
 //! change to be durable ([`Journal::wait`]) happens after the locks are released.
 
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::clock::Timestamp;
 use crate::commit;
-use crate::data::SessionData;
 use crate::error::Result;
-use crate::events::EndReason;
-use crate::log::record::Image;
 use crate::log::writer::Durable;
-use crate::session::UserId;
-use crate::token::{SessionId, TokenHash};
-
-/// One state change, as the log records it.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Change {
-    /// A new session.
-    Create {
-        id: SessionId,
-        hash: TokenHash,
-        user: Option<UserId>,
-        label: Option<Arc<str>>,
-        created: Timestamp,
-        absolute: Timestamp,
-        idle_ms: u64,
-        /// Initial data (empty unless given with [`crate::NewSession::data`]).
-        data: SessionData,
-    },
-    /// The whole data map after a put, remove, update or save.
-    Data {
-        id: SessionId,
-        version: u64,
-        at: Timestamp,
-        data: SessionData,
-    },
-    /// Activity: the idle deadline counts from `at`.
-    Touch { id: SessionId, at: Timestamp },
-    /// A new absolute deadline.
-    Extend {
-        id: SessionId,
-        absolute: Timestamp,
-        at: Timestamp,
-    },
-    /// A user bound (logged in) at `at`.
-    Bind {
-        id: SessionId,
-        user: UserId,
-        at: Timestamp,
-        version: u64,
-    },
-    /// The user unbound.
-    Unbind { id: SessionId, version: u64 },
-    /// A new device label.
-    Label {
-        id: SessionId,
-        label: Option<Arc<str>>,
-    },
-    /// The token was replaced; `old` resolves until `grace_until`.
-    Rotate {
-        id: SessionId,
-        old: TokenHash,
-        new: TokenHash,
-        grace_until: Timestamp,
-        at: Timestamp,
-    },
-    /// The session ended.
-    End { id: SessionId, reason: EndReason },
-    /// Every session ended.
-    Clear,
-    /// A whole session brought in from elsewhere ([`crate::Store::import`]); logged as
-    /// the same image record a compacted base holds.
-    Import(Box<Image>),
-}
-
-/// Proof that a change was handed to the journal; [`Journal::wait`] on it returns once
-/// the change is as durable as the store's durability mode promises.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-#[must_use]
-pub(crate) struct Ticket(pub(crate) u64);
+use crate::model::change::{Change, Ticket};
 
 /// Where changes go.
 pub(crate) enum Journal {

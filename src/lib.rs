@@ -47,51 +47,43 @@ mod clock;
 mod commit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-mod data;
 mod error;
-mod events;
+mod index;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 mod integration;
 mod journal;
-mod load;
 mod log;
+mod model;
 mod options;
-mod portable;
-mod reaper;
 #[cfg(feature = "redis")]
 mod redis_backend;
-mod session;
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 mod sessions;
-mod shard;
 #[cfg(feature = "sled")]
 mod sled_backend;
 mod storage;
 mod store;
-mod token;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
-mod users;
 mod util;
-mod wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use commit::Commit;
-pub use data::SessionData;
 pub use error::{Error, Result};
-pub use events::{EndReason, Event};
 pub use log::compaction::CompactionStats;
 pub use log::recovery::{RecoveryReport, SkippedRange};
+pub use model::data::SessionData;
+pub use model::event::{EndReason, Event};
+pub use model::portable::SessionRecord;
+pub use model::session::{NewSession, Session, UserId};
+pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
 pub use options::{Durability, LimitPolicy, Limits, Options};
-pub use portable::SessionRecord;
 #[cfg(feature = "redis")]
 pub use redis_backend::{RedisOptions, RedisStore};
-pub use session::{NewSession, Session, UserId};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 pub use sessions::Sessions;
 pub use storage::BackendKind;
 pub use store::{Stats, Store};
-pub use token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
 pub use util::failpoint::FAILPOINT_ENV;
 
 /// The README's code blocks, compiled and run as doctests so the quickstart cannot rot.

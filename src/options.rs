@@ -392,7 +392,7 @@ impl Options {
                 "limits.max_key_bytes",
                 l.max_key_bytes,
                 1,
-                crate::data::MAX_KEY_BYTES,
+                crate::model::data::MAX_KEY_BYTES,
                 "must be from 1 to 65535",
             ),
             (

@@ -34,14 +34,14 @@ use crossbeam_channel::Receiver;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::model::data::SessionData;
+use crate::model::event::Event;
+use crate::model::portable::SessionRecord;
+use crate::model::session::{NewSession, Session, UserId};
+use crate::model::token::{SessionId, Token};
 use crate::options::{Durability, Options};
-use crate::portable::SessionRecord;
-use crate::session::{NewSession, Session, UserId};
 use crate::store::Store;
-use crate::token::{SessionId, Token};
 
 /// Sessions on whichever backend the configuration names, with one async API. Cheap to
 /// clone. Build with [`Sessions::open`] (from a configuration string),

@@ -36,15 +36,15 @@ use sled::transaction::{
 };
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
 use crate::error::{Error, Result};
-use crate::journal::Change;
 use crate::log::compaction::CompactionJob;
-use crate::log::record::Image;
 use crate::log::recovery::{Recovered, RecoveryReport, SkippedRange};
+use crate::model::change::Change;
+use crate::model::change::Image;
+use crate::model::data::SessionData;
+use crate::model::token::{SessionId, TokenHash};
 use crate::options::Options;
 use crate::storage::{Backend, Opened};
-use crate::token::{SessionId, TokenHash};
 use crate::util::codec;
 
 /// The sub-directory of the store directory that sled owns.
@@ -462,7 +462,7 @@ fn update_meta<'a>(
     Ok(true)
 }
 
-fn user_str(u: &Option<crate::session::UserId>) -> Option<Cow<'_, str>> {
+fn user_str(u: &Option<crate::model::session::UserId>) -> Option<Cow<'_, str>> {
     u.as_ref().map(|u| Cow::Borrowed(u.as_str()))
 }
 
@@ -689,9 +689,9 @@ impl Backend for SledBackend {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::events::EndReason;
-    use crate::log::record::Record;
-    use crate::session::UserId;
+    use crate::model::change::Record;
+    use crate::model::event::EndReason;
+    use crate::model::session::UserId;
 
     const T0: u64 = 1_800_000_000_000;
 

@@ -5,9 +5,9 @@
 //! `sled`).
 
 use crate::error::Result;
-use crate::journal::Change;
 use crate::log::compaction::CompactionJob;
 use crate::log::recovery::{Recovered, RecoveryReport};
+use crate::model::change::Change;
 
 /// Which storage backend a durable store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -81,7 +81,7 @@ pub(crate) fn open(
     kind: BackendKind,
     dir: &std::path::Path,
     opts: &crate::options::Options,
-    sink: &crate::load::Loader,
+    sink: &crate::store::load::Loader,
 ) -> Result<Opened> {
     let mut opened = match kind {
         BackendKind::Log => crate::log::segment::LogBackend::open(dir, opts, sink),

@@ -155,10 +155,10 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
-use crate::session::{NewSession, UserId};
+use crate::model::data::SessionData;
+use crate::model::session::{NewSession, UserId};
+use crate::model::token::{SessionId, Token};
 use crate::sessions::Sessions;
-use crate::token::{SessionId, Token};
 
 /// The 8 bytes after the 16 id bytes in a token derived from a tower-sessions id: a
 /// domain tag, so such a token can never equal one sessiondb generated for another

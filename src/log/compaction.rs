@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::log::format::{FileKind, base_name, encode_header, path_of};
-use crate::log::record::{Image, encode_alias, encode_image};
+use crate::log::record::{encode_alias, encode_image};
 use crate::log::segment::{LogDir, LogFiles};
-use crate::token::{SessionId, TokenHash};
+use crate::model::change::Image;
+use crate::model::token::{SessionId, TokenHash};
 use crate::util::failpoint;
 use crate::util::fs::sync_dir;
 

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::data::SessionData;
-use crate::events::EndReason;
-use crate::journal::Change;
 use crate::log::format::encode_frame;
-use crate::session::UserId;
-use crate::token::{SessionId, TokenHash};
+use crate::model::change::{Change, Image, Record};
+use crate::model::data::SessionData;
+use crate::model::event::EndReason;
+use crate::model::session::UserId;
+use crate::model::token::{SessionId, TokenHash};
 use crate::util::codec;
 
 /// Frame types.
@@ -147,34 +147,6 @@ struct AliasRec {
     hash: u128,
     id: u128,
     until: u64,
-}
-
-/// A session's whole state: what a compacted base stores, and what recovery rebuilds.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Image {
-    pub(crate) id: SessionId,
-    pub(crate) hash: TokenHash,
-    pub(crate) user: Option<UserId>,
-    pub(crate) label: Option<Arc<str>>,
-    pub(crate) created: Timestamp,
-    pub(crate) authenticated: Option<Timestamp>,
-    pub(crate) absolute: Timestamp,
-    pub(crate) idle_ms: u64,
-    pub(crate) last_seen: Timestamp,
-    pub(crate) version: u64,
-    pub(crate) data: SessionData,
-}
-
-/// A decoded, validated record.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Record {
-    Change(Change),
-    Image(Image),
-    Alias {
-        hash: TokenHash,
-        id: SessionId,
-        until: Timestamp,
-    },
 }
 
 fn reason_byte(r: EndReason) -> u8 {

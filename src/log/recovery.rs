@@ -25,16 +25,18 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::load::{BasePart, Loader, ShardLists, state_of};
 use crate::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, MANIFEST_SINCE,
     decode_header, parse_name, path_of, read_frame,
 };
-use crate::log::manifest::{self, MANIFEST, MANIFEST_TMP, Manifest};
+use crate::log::manifest;
+use crate::log::manifest::{MANIFEST, MANIFEST_TMP, Manifest};
 use crate::log::record::{
-    BaseRecord, Image, Record, UserInterner, decode_base_record, decode_batch, decode_record, kind,
+    BaseRecord, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
-use crate::token::{SessionId, TokenHash};
+use crate::model::change::{Image, Record};
+use crate::model::token::{SessionId, TokenHash};
+use crate::store::load::{BasePart, Loader, ShardLists, state_of};
 use crate::util::hash::RandomKeyMap;
 
 /// What recovery found and did, readable after open through
@@ -78,7 +80,7 @@ pub struct SkippedRange {
 }
 
 /// A replayed state held apart from the index: what the sled backend reads, and the
-/// reference the log's replay into the index ([`crate::load::Loader`]) must agree with.
+/// reference the log's replay into the index ([`crate::store::load::Loader`]) must agree with.
 #[derive(Default)]
 pub(crate) struct Recovered {
     pub(crate) sessions: RandomKeyMap<Image>,
@@ -89,21 +91,21 @@ pub(crate) struct Recovered {
 impl Recovered {
     /// Applies one record. Records naming a session that is not there (it ended, or
     /// was cleared, before a coalesced touch was written) are ignored.
-    pub(crate) fn apply(&mut self, rec: crate::log::record::Record) {
+    pub(crate) fn apply(&mut self, rec: crate::model::change::Record) {
         match rec {
-            crate::log::record::Record::Image(img) => {
+            crate::model::change::Record::Image(img) => {
                 self.sessions.insert(img.id.0, img);
             }
-            crate::log::record::Record::Alias { hash, id, until } => {
+            crate::model::change::Record::Alias { hash, id, until } => {
                 self.aliases.insert(hash, (id, until));
             }
-            crate::log::record::Record::Change(c) => self.apply_change(c),
+            crate::model::change::Record::Change(c) => self.apply_change(c),
         }
     }
 
-    fn apply_change(&mut self, c: crate::journal::Change) {
+    fn apply_change(&mut self, c: crate::model::change::Change) {
         match c {
-            crate::journal::Change::Create {
+            crate::model::change::Change::Create {
                 id,
                 hash,
                 user,
@@ -131,7 +133,7 @@ impl Recovered {
                     },
                 );
             }
-            crate::journal::Change::Data {
+            crate::model::change::Change::Data {
                 id,
                 version,
                 at,
@@ -143,18 +145,18 @@ impl Recovered {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            crate::journal::Change::Touch { id, at } => {
+            crate::model::change::Change::Touch { id, at } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            crate::journal::Change::Extend { id, absolute, at } => {
+            crate::model::change::Change::Extend { id, absolute, at } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.absolute = absolute;
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            crate::journal::Change::Bind {
+            crate::model::change::Change::Bind {
                 id,
                 user,
                 at,
@@ -167,19 +169,19 @@ impl Recovered {
                     s.last_seen = s.last_seen.max(at);
                 }
             }
-            crate::journal::Change::Unbind { id, version } => {
+            crate::model::change::Change::Unbind { id, version } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.user = None;
                     s.authenticated = None;
                     s.version = version;
                 }
             }
-            crate::journal::Change::Label { id, label } => {
+            crate::model::change::Change::Label { id, label } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
                     s.label = label;
                 }
             }
-            crate::journal::Change::Rotate {
+            crate::model::change::Change::Rotate {
                 id,
                 old,
                 new,
@@ -192,14 +194,14 @@ impl Recovered {
                     self.aliases.insert(old, (id, grace_until));
                 }
             }
-            crate::journal::Change::End { id, .. } => {
+            crate::model::change::Change::End { id, .. } => {
                 self.sessions.remove(&id.as_u128());
             }
-            crate::journal::Change::Clear => {
+            crate::model::change::Change::Clear => {
                 self.sessions.clear();
                 self.aliases.clear();
             }
-            crate::journal::Change::Import(img) => {
+            crate::model::change::Change::Import(img) => {
                 self.sessions.insert(img.id.0, *img);
             }
         }

@@ -18,15 +18,16 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::journal::Change;
-use crate::load::Loader;
 use crate::log::compaction::CompactionJob;
 use crate::log::format::{FileKind, Frame, HEADER_LEN, encode_header, path_of, read_frame};
-use crate::log::manifest::{self, Manifest};
+use crate::log::manifest;
+use crate::log::manifest::Manifest;
 use crate::log::record::{encode_batch, encode_change};
 use crate::log::recovery::{Recovered, recover_dir};
+use crate::model::change::Change;
 use crate::options::Options;
 use crate::storage::{Backend, Opened, SyncHandle, Synced};
+use crate::store::load::Loader;
 use crate::util::failpoint;
 use crate::util::fs::sync_dir;
 

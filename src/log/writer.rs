@@ -37,11 +37,11 @@ use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::journal::{Change, Ticket};
 use crate::log::compaction::CompactionJob;
+use crate::model::change::{Change, Ticket};
+use crate::model::token::SessionId;
 use crate::options::Durability;
 use crate::storage::{Backend, SyncHandle, Synced};
-use crate::token::SessionId;
 use crate::util::lock::DirLock;
 use crate::util::padded::Padded;
 
@@ -909,11 +909,12 @@ mod tests {
 
     use super::Durable;
     use crate::error::{Error, Result};
-    use crate::journal::{Change, Ticket};
-    use crate::load::Loader;
     use crate::log::compaction::CompactionJob;
+    use crate::model::change::{Change, Ticket};
     use crate::options::{Durability, Options};
-    use crate::storage::{self, Backend, SyncHandle, Synced};
+    use crate::storage;
+    use crate::storage::{Backend, SyncHandle, Synced};
+    use crate::store::load::Loader;
 
     /// The real log backend, with each fsync held until the test lets it go (`Ok`) or
     /// fails it (`Err`): the moment a change becomes durable, under the test's control.
@@ -1322,7 +1323,10 @@ mod tests {
             !lingers(false, &c(), false, Duration::MAX, BUSY),
             "before any write"
         );
-        let touch = Msg::Touch(crate::token::SessionId(7), crate::clock::Timestamp(1));
+        let touch = Msg::Touch(
+            crate::model::token::SessionId(7),
+            crate::clock::Timestamp(1),
+        );
         assert!(!lingers(false, &touch, false, busy, BUSY), "for a touch");
         let (tx, _rx) = crossbeam_channel::bounded(1);
         assert!(

@@ -61,13 +61,13 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
 use crate::clock::{Timestamp, duration_ms};
-use crate::data::SessionData;
 use crate::error::{Error, Result};
-use crate::events::{EndReason, Event};
+use crate::model::data::SessionData;
+use crate::model::event::{EndReason, Event};
+use crate::model::portable::SessionRecord;
+use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
+use crate::model::token::{EntropyPool, SessionId, Token, TokenHash};
 use crate::options::{LimitPolicy, Options};
-use crate::portable::SessionRecord;
-use crate::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
-use crate::token::{EntropyPool, SessionId, Token, TokenHash};
 
 const SCRIPT: &str = include_str!("sessions.lua");
 

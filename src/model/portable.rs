@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use crate::clock::{Timestamp, duration_ms};
-use crate::data::SessionData;
 use crate::error::{Error, Result};
-use crate::log::record::Image;
+use crate::model::change::Image;
+use crate::model::data::SessionData;
+use crate::model::session::{Session, UserId, check_data, check_label};
+use crate::model::token::{SessionId, TokenHash};
 use crate::options::Limits;
-use crate::session::{Session, UserId, check_data, check_label};
-use crate::token::{SessionId, TokenHash};
 
 /// Everything a store keeps about one session.
 #[derive(Clone, Debug, PartialEq)]

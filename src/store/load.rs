@@ -24,15 +24,17 @@ use std::collections::HashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Timestamp;
-use crate::journal::Change;
-use crate::log::record::{Image, NO_USER, Record, UserInterner};
+use crate::index::entry::{MaybeTime, SessionState};
+use crate::index::shard::{IdMap, Shard, Slot, id_ix, shard_of};
+use crate::index::users::UserIndex;
+use crate::index::wheel::TimerHandle;
+use crate::log::record::{NO_USER, UserInterner};
 use crate::log::recovery::Recovered;
-use crate::session::{MaybeTime, SessionState, UserId};
-use crate::shard::{IdMap, Shard, Slot, id_ix, shard_of};
-use crate::token::{SessionId, TokenHash};
-use crate::users::UserIndex;
+use crate::model::change::Change;
+use crate::model::change::{Image, Record};
+use crate::model::session::UserId;
+use crate::model::token::{SessionId, TokenHash};
 use crate::util::padded::Padded;
-use crate::wheel::TimerHandle;
 
 /// The index under construction.
 pub(crate) struct Loader {
@@ -511,8 +513,8 @@ impl Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SessionData;
-    use crate::events::EndReason;
+    use crate::model::data::SessionData;
+    use crate::model::event::EndReason;
     use crate::options::Limits;
     use std::sync::Arc;
 
@@ -523,7 +525,7 @@ mod tests {
         let mut v = Vec::new();
         for s in l.shards.iter() {
             for (k, slot) in s.read().iter() {
-                if let crate::shard::SlotRef::Live(st) = slot {
+                if let crate::index::shard::SlotRef::Live(st) = slot {
                     v.push((
                         st.id.0,
                         k,

@@ -1,4 +1,4 @@
-//! Session lifecycle [`Event`]s and the bus that delivers them to subscribers.
+//! [`EventBus`]: the non-blocking fan-out of [`Event`]s to subscribers.
 //!
 //! Every subscriber gets its own bounded crossbeam channel. The engine only ever
 //! `try_send`s, after releasing its locks: a full channel drops the event (counted in
@@ -10,89 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 
-use crate::session::UserId;
-use crate::token::{InstanceId, SessionId};
-
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EndReason {
-    /// [`crate::Store::end`] or [`crate::Store::end_by_id`]: a logout.
-    Ended,
-    /// Its absolute, idle or authentication deadline passed.
-    Expired,
-    /// [`crate::Store::revoke_user`] ended every session of its user.
-    Revoked,
-    /// Its user went over [`crate::Options::max_sessions_per_user`]; it was the oldest.
-    LimitExceeded,
-    /// Its idle timeout is disabled and its last instance ended.
-    LastInstanceEnded,
-    /// [`crate::Store::clear`].
-    Cleared,
-}
-
-/// Something that happened to a session. Events name sessions by their public
-/// [`SessionId`], never by token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A session was created.
-    Created {
-        /// The session.
-        session: SessionId,
-        /// Its user, if created for one.
-        user: Option<UserId>,
-    },
-    /// A session ended; `reason` says how. Expiry is reported here too, with
-    /// [`EndReason::Expired`], when the reaper removes the session.
-    Ended {
-        /// The session.
-        session: SessionId,
-        /// Its user at the time.
-        user: Option<UserId>,
-        /// Why.
-        reason: EndReason,
-    },
-    /// [`crate::Store::revoke_user`] ended these sessions of `user` (each also gets an
-    /// [`Event::Ended`] with [`EndReason::Revoked`]).
-    UserRevoked {
-        /// The user.
-        user: UserId,
-        /// The sessions ended.
-        sessions: Vec<SessionId>,
-    },
-    /// The session's token was replaced; the old one resolves for the grace period.
-    Rotated {
-        /// The session.
-        session: SessionId,
-    },
-    /// A user was bound to the session (a login).
-    UserBound {
-        /// The session.
-        session: SessionId,
-        /// The user now bound.
-        user: UserId,
-    },
-    /// The session's user was unbound (a logout that keeps the session).
-    UserUnbound {
-        /// The session.
-        session: SessionId,
-        /// The user that was bound.
-        user: UserId,
-    },
-    /// [`crate::Store::clear`] ended every session.
-    Cleared {
-        /// How many sessions there were.
-        sessions: usize,
-    },
-    /// One instance (tab, window) of a session ended.
-    InstanceEnded {
-        /// The session.
-        session: SessionId,
-        /// The instance.
-        instance: InstanceId,
-    },
-}
+use crate::model::event::Event;
 
 /// Fan-out of events to subscribers.
 pub(crate) struct EventBus {
@@ -183,6 +101,7 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::token::SessionId;
 
     #[test]
     fn full_subscriber_drops_events_instead_of_blocking() {

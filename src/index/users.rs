@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::session::UserId;
-use crate::token::SessionId;
+use crate::model::session::UserId;
+use crate::model::token::SessionId;
 
 pub(crate) type UserMap = HashMap<UserId, Vec<SessionId>, ahash::RandomState>;
 

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use crate::clock::Timestamp;
-use crate::session::{Instances, SessionState};
-use crate::token::SessionId;
+use crate::index::entry::{Instances, SessionState};
+use crate::index::wheel::{TimerHandle, TimerWheel};
+use crate::model::token::SessionId;
 use crate::util::hash::{IdHasher, RandomKeyHasher, RandomKeyMap};
-use crate::wheel::{TimerHandle, TimerWheel};
 
 /// Public id → the session's place in its shard (the low half of its token hash;
 /// [`shard_of`] picks the shard from it). A slot is 24 bytes: the id is stored 8-byte
@@ -306,8 +306,8 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SessionData;
-    use crate::session::MaybeTime;
+    use crate::index::entry::MaybeTime;
+    use crate::model::data::SessionData;
 
     fn session(id: u128) -> Box<SessionState> {
         Box::new(SessionState {

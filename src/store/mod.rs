@@ -3,15 +3,19 @@
 //!
 //! Index layout:
 //! - session shards: token hash → session (or rotation alias) plus that shard's wheel
-//!   (see [`crate::shard`] for how a shard keys by half the hash);
+//!   (see [`crate::index::shard`] for how a shard keys by half the hash);
 //! - id shards: public id → the session's place in its shard, the low half of its
 //!   current token hash (public ids are stable, hashes rotate);
-//! - the user index ([`crate::users`]): user → public ids.
+//! - the user index ([`crate::index::users`]): user → public ids.
 //!
 //! Lock order: user locks → rotation gates → session shards (ascending index) → id
 //! shards. Id shard locks are leaves; a rotation only tries its gate (never waits on it)
 //! while it holds shards; no lock is held across a user callback, an event send, or a
 //! wait for durability.
+
+pub(crate) mod background;
+pub(crate) mod events;
+pub(crate) mod load;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,32 +26,34 @@ use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::clock::{Timestamp, duration_ms};
-use crate::commit::{self, Commit};
-use crate::data::SessionData;
+use crate::commit;
+use crate::commit::Commit;
 use crate::error::{Error, Result};
-use crate::events::{EndReason, Event, EventBus};
-use crate::journal::{Change, Journal, Ticket};
-use crate::load::Loader;
+use crate::index::entry::{MaybeTime, SessionState};
+use crate::index::shard::{IdMap, Shard, Slot, SlotRef, id_ix, shard_of};
+use crate::index::users::{UserGuards, UserIndex};
+use crate::index::wheel::TimerHandle;
+use crate::journal::Journal;
 use crate::log::compaction::{CompactionStats, Snapshot};
-use crate::log::record::Image;
 use crate::log::recovery::RecoveryReport;
 use crate::log::writer::Durable;
+use crate::model::change::Image;
+use crate::model::change::{Change, Ticket};
+use crate::model::data::SessionData;
+use crate::model::event::{EndReason, Event};
+use crate::model::portable::SessionRecord;
+use crate::model::session::{NewSession, Session, UserId, check_label, next_version};
+use crate::model::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
-use crate::portable::SessionRecord;
-use crate::reaper::{Background, spawn_compactor, spawn_reaper};
-use crate::session::{
-    MaybeTime, NewSession, Session, SessionState, UserId, check_label, next_version,
-};
-use crate::shard::{IdMap, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::storage;
-use crate::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
-use crate::users::{UserGuards, UserIndex};
+use crate::store::background::{Background, spawn_compactor, spawn_reaper};
+use crate::store::events::EventBus;
+use crate::store::load::Loader;
 use crate::util::codec;
 use crate::util::fs;
 use crate::util::lock;
 use crate::util::padded::Padded;
-use crate::wheel::TimerHandle;
 
 /// Where a new session goes in the index.
 enum Key {
@@ -434,7 +440,7 @@ impl Store {
         rec.check(&inner.opts.limits)?;
         let (id, key) = (rec.id, rec.token_hash.0);
         let user = rec.user.clone();
-        let (state_key, state) = crate::load::state_of(rec.into_image());
+        let (state_key, state) = crate::store::load::state_of(rec.into_image());
         debug_assert_eq!(state_key, key);
         if state.deadline(inner.auth_ms) <= inner.now() {
             return Ok(false);
@@ -2068,11 +2074,11 @@ impl Inner {
     }
 
     fn check_entry(&self, key: &str, value_len: usize) -> Result<()> {
-        crate::session::check_entry(key, value_len, &self.opts.limits)
+        crate::model::session::check_entry(key, value_len, &self.opts.limits)
     }
 
     fn check_data(&self, data: &SessionData) -> Result<()> {
-        crate::session::check_data(data, &self.opts.limits)
+        crate::model::session::check_data(data, &self.opts.limits)
     }
 
     /// Removes the session with public id `id`, wherever rotation has moved it, and
