@@ -43,8 +43,8 @@
 
 #[cfg(feature = "actix-session")]
 pub mod actix_session;
+mod backend;
 mod clock;
-mod commit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -52,37 +52,31 @@ mod index;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
 mod integration;
 mod journal;
-mod log;
 mod model;
 mod options;
 #[cfg(feature = "redis")]
 mod redis_backend;
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 mod sessions;
-#[cfg(feature = "sled")]
-mod sled_backend;
-mod storage;
 mod store;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 mod util;
 
+pub use backend::{CompactionStats, RecoveryReport, SkippedRange};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use commit::Commit;
 pub use error::{Error, Result};
-pub use log::compaction::CompactionStats;
-pub use log::recovery::{RecoveryReport, SkippedRange};
+pub use journal::commit::Commit;
 pub use model::data::SessionData;
 pub use model::event::{EndReason, Event};
 pub use model::portable::SessionRecord;
 pub use model::session::{NewSession, Session, UserId};
 pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
-pub use options::{Durability, LimitPolicy, Limits, Options};
+pub use options::{BackendKind, Durability, LimitPolicy, Limits, Options};
 #[cfg(feature = "redis")]
 pub use redis_backend::{RedisOptions, RedisStore};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 pub use sessions::Sessions;
-pub use storage::BackendKind;
 pub use store::{Stats, Store};
 pub use util::failpoint::FAILPOINT_ENV;
 

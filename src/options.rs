@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::storage::BackendKind;
 
 /// The shortest positive duration a duration option takes: deadlines are whole
 /// milliseconds, so anything shorter would silently mean zero.
@@ -28,6 +27,18 @@ pub(crate) const MAX_DATA_LIMIT: usize = 1 << 30;
 /// The largest `max_user_id_bytes` and `max_label_bytes`: names, not payloads (a user
 /// id is part of every index entry and Redis key of its user).
 const MAX_NAME_LIMIT: usize = 1 << 16;
+
+/// Which storage backend a durable store uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// sessiondb's own log-structured store: checksummed segments, group commit,
+    /// background compaction. The default (see the README's benchmarks for why).
+    #[default]
+    Log,
+    /// sled 0.34 (needs the cargo feature `sled`).
+    Sled,
+}
 
 /// What happens when a user who already has the maximum number of sessions gets a new
 /// one (see [`Options::max_sessions_per_user`]).

@@ -55,7 +55,7 @@ impl EventBus {
         if events.is_empty() || !self.active() {
             return;
         }
-        let Some(events) = crate::commit::defer_events(self.key(), events) else {
+        let Some(events) = crate::journal::commit::defer_events(self.key(), events) else {
             return;
         };
         self.deliver(events);

@@ -17,19 +17,19 @@
 //! the others — and restores the rotation aliases still in their grace period.
 //!
 //! Every record states its effect absolutely; the rules are exactly those of
-//! [`crate::log::recovery::Recovered::apply`] (a unit test below checks they agree).
+//! [`crate::backend::Recovered::apply`] (a unit test below checks they agree).
 
 use std::collections::HashMap;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::backend::log::record::{NO_USER, UserInterner};
+use crate::backend::{BasePart, Recovered, Replay};
 use crate::clock::Timestamp;
 use crate::index::entry::{MaybeTime, SessionState};
 use crate::index::shard::{IdMap, Shard, Slot, id_ix, shard_of};
 use crate::index::users::UserIndex;
 use crate::index::wheel::TimerHandle;
-use crate::log::record::{NO_USER, UserInterner};
-use crate::log::recovery::Recovered;
 use crate::model::change::Change;
 use crate::model::change::{Image, Record};
 use crate::model::session::UserId;
@@ -55,17 +55,6 @@ pub(crate) struct Loaded {
 
 /// Per shard, its sessions as (token hash, box, user index).
 pub(crate) type ShardLists = Vec<Vec<(u128, Box<SessionState>, u32)>>;
-
-/// One decoding thread's share of a base: its sessions sorted by shard, one list per
-/// shard, each already in the box the index keeps it in (built by the decoding thread,
-/// so the lists stay small: a key and a pointer, not a whole image), with its token
-/// hash, and its user given as an index into `users` ([`NO_USER`]: none) and its own
-/// `user` unset. The loader fills the users in while it builds the shards, so decoding
-/// never touches a user's shared allocation.
-pub(crate) struct BasePart {
-    pub(crate) shards: ShardLists,
-    pub(crate) users: UserInterner,
-}
 
 /// Deals `items` round-robin to `workers`, each item with its index.
 fn deal<T>(items: Vec<T>, workers: usize) -> Vec<Vec<(usize, T)>> {
@@ -149,7 +138,7 @@ impl Loader {
     /// and its aliases. The index must be empty.
     pub(crate) fn load_base(
         &self,
-        parts: Vec<BasePart>,
+        parts: Vec<BasePart<Box<SessionState>>>,
         aliases: Vec<(TokenHash, SessionId, Timestamp)>,
     ) {
         let n = self.shards.len();
@@ -507,6 +496,39 @@ impl Loader {
         }
         let live = self.shards.iter().map(|s| s.read().live_count()).sum();
         Loaded { live, expired }
+    }
+}
+
+/// The loader is what recovery replays into.
+impl Replay for Loader {
+    type Entry = Box<SessionState>;
+
+    fn reserve(&self, sessions: usize) {
+        Loader::reserve(self, sessions);
+    }
+
+    fn shard_count(&self) -> usize {
+        Loader::shard_count(self)
+    }
+
+    fn shard_of(&self, key: u128) -> usize {
+        self.shard_ix(key)
+    }
+
+    fn entry(img: Image) -> (u128, Box<SessionState>) {
+        state_of(img)
+    }
+
+    fn load_base(
+        &self,
+        parts: Vec<BasePart<Box<SessionState>>>,
+        aliases: Vec<(TokenHash, SessionId, Timestamp)>,
+    ) {
+        Loader::load_base(self, parts, aliases);
+    }
+
+    fn apply(&self, rec: Record) {
+        Loader::apply(self, rec);
     }
 }
 

@@ -25,18 +25,18 @@ use crossbeam_channel::Receiver;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::Serialize;
 
+use crate::backend::RecoveryReport;
+use crate::backend::{CompactionStats, Snapshot};
 use crate::clock::{Timestamp, duration_ms};
-use crate::commit;
-use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::index::entry::{MaybeTime, SessionState};
 use crate::index::shard::{IdMap, Shard, Slot, SlotRef, id_ix, shard_of};
 use crate::index::users::{UserGuards, UserIndex};
 use crate::index::wheel::TimerHandle;
 use crate::journal::Journal;
-use crate::log::compaction::{CompactionStats, Snapshot};
-use crate::log::recovery::RecoveryReport;
-use crate::log::writer::Durable;
+use crate::journal::commit;
+use crate::journal::commit::Commit;
+use crate::journal::writer::Durable;
 use crate::model::change::Image;
 use crate::model::change::{Change, Ticket};
 use crate::model::data::SessionData;
@@ -46,7 +46,6 @@ use crate::model::session::{NewSession, Session, UserId, check_label, next_versi
 use crate::model::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
-use crate::storage;
 use crate::store::background::{Background, spawn_compactor, spawn_reaper};
 use crate::store::events::EventBus;
 use crate::store::load::Loader;
@@ -251,7 +250,7 @@ impl Store {
             opts.clock.now(),
             opts.auth_lifetime.map_or(0, duration_ms),
         );
-        let opened = storage::open(opts.backend, dir, &opts, &loader)?;
+        let opened = open_backend(opts.backend, dir, &opts, &loader)?;
         let journal = Durable::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
         Store::build(
             opts,
@@ -1623,7 +1622,7 @@ impl Inner {
         let mut n = 0usize;
         for id in ids {
             if let Some(img) = self.image_of(id) {
-                crate::log::record::encode_image(&mut buf, &img);
+                crate::backend::log::record::encode_image(&mut buf, &img);
                 n += 1;
             }
         }
@@ -2486,6 +2485,30 @@ fn sorted_unique(buf: &mut [usize], items: impl Iterator<Item = usize>) -> &[usi
         }
     }
     &buf[..k]
+}
+
+/// Opens the backend of `kind` in `dir`, recovering what it holds into `sink`.
+pub(crate) fn open_backend(
+    kind: crate::options::BackendKind,
+    dir: &std::path::Path,
+    opts: &crate::options::Options,
+    sink: &crate::store::load::Loader,
+) -> Result<crate::backend::Opened> {
+    let mut opened = match kind {
+        crate::options::BackendKind::Log => {
+            crate::backend::log::segment::LogBackend::open(dir, opts, sink)
+        }
+        #[cfg(feature = "sled")]
+        crate::options::BackendKind::Sled => crate::backend::sled::SledBackend::open(dir, opts),
+        #[cfg(not(feature = "sled"))]
+        crate::options::BackendKind::Sled => Err(crate::error::Error::InvalidOption {
+            name: "backend",
+            reason: "the sled backend needs sessiondb's cargo feature `sled`".into(),
+        }),
+    }?;
+    // The log replays straight into the sink; sled hands over a replayed state.
+    sink.load_recovered(std::mem::take(&mut opened.state));
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -79,7 +79,8 @@ pub(crate) fn is_ours(name: &str) -> bool {
     matches!(
         name,
         crate::util::lock::LOCK_FILE | "MANIFEST" | "MANIFEST.tmp" | "sled" | "sled.new"
-    ) || crate::log::format::parse_name(name.strip_suffix(".tmp").unwrap_or(name)).is_some()
+    ) || crate::backend::log::format::parse_name(name.strip_suffix(".tmp").unwrap_or(name))
+        .is_some()
 }
 
 /// Makes the existing store directory `dir` and everything sessiondb owns in it

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::log::format::encode_frame;
 use crate::clock::Timestamp;
-use crate::log::format::encode_frame;
 use crate::model::change::{Change, Image, Record};
 use crate::model::data::SessionData;
 use crate::model::event::EndReason;
@@ -601,7 +601,7 @@ pub(crate) fn decode_base_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::format::{Frame, read_frame};
+    use crate::backend::log::format::{Frame, read_frame};
 
     fn round_trip(change: Change) {
         let mut buf = Vec::new();

@@ -6,7 +6,7 @@
 //! writes it as one batch with one `write`, then (under [`Durability::Sync`]) one
 //! fsync, and wakes everyone whose change is now durable: group commit. A waiter is a
 //! blocked thread ([`Durable::wait`]) or an async task ([`Durable::poll_wait`], behind
-//! [`crate::commit::Commit`]), which waits without holding a thread. Under
+//! [`crate::journal::commit::Commit`]), which waits without holding a thread. Under
 //! [`Durability::Buffered`] the batch goes to the OS at once and is fsynced at most
 //! once per interval, on a thread of its own ([`Syncer`]) so that the writer goes on
 //! meanwhile; the queue holds at most [`BUFFERED_BACKLOG`] changes, since each is
@@ -35,13 +35,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::backend::{Backend, Compaction, SyncHandle, Synced};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::log::compaction::CompactionJob;
 use crate::model::change::{Change, Ticket};
 use crate::model::token::SessionId;
 use crate::options::Durability;
-use crate::storage::{Backend, SyncHandle, Synced};
 use crate::util::lock::DirLock;
 use crate::util::padded::Padded;
 
@@ -77,7 +76,7 @@ pub(crate) enum Msg {
     Change(u64, Change),
     Touch(SessionId, Timestamp),
     Flush(Sender<Result<()>>),
-    BeginCompaction(Sender<Result<Option<CompactionJob>>>),
+    BeginCompaction(Sender<Result<Option<Box<dyn Compaction>>>>),
 }
 
 #[derive(Default)]
@@ -474,7 +473,7 @@ impl Durable {
     }
 
     /// Asks the writer to seal the current segment for a compaction.
-    pub(crate) fn begin_compaction(&self) -> Result<Option<CompactionJob>> {
+    pub(crate) fn begin_compaction(&self) -> Result<Option<Box<dyn Compaction>>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::BeginCompaction(tx))?;
         rx.recv().map_err(|_| self.stopped())?
@@ -908,13 +907,12 @@ mod tests {
     use crossbeam_channel::{Receiver, Sender};
 
     use super::Durable;
+    use crate::backend::Compaction;
+    use crate::backend::log::segment::LogBackend;
+    use crate::backend::{Backend, Discard, SyncHandle, Synced};
     use crate::error::{Error, Result};
-    use crate::log::compaction::CompactionJob;
     use crate::model::change::{Change, Ticket};
     use crate::options::{Durability, Options};
-    use crate::storage;
-    use crate::storage::{Backend, SyncHandle, Synced};
-    use crate::store::load::Loader;
 
     /// The real log backend, with each fsync held until the test lets it go (`Ok`) or
     /// fails it (`Err`): the moment a change becomes durable, under the test's control.
@@ -978,7 +976,7 @@ mod tests {
         fn disk_bytes(&self) -> u64 {
             self.log.disk_bytes()
         }
-        fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
+        fn begin_compaction(&mut self) -> Result<Option<Box<dyn Compaction>>> {
             self.log.begin_compaction()
         }
         fn wants_compaction(&self, floor: u64) -> bool {
@@ -1033,8 +1031,7 @@ mod tests {
         Option<Receiver<()>>,
     ) {
         let opts = Options::default();
-        let loader = Loader::new(opts.shards, opts.clock.now(), 0);
-        let opened = storage::open(opts.backend, dir, &opts, &loader).unwrap();
+        let opened = LogBackend::open(dir, &opts, &Discard).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
         let (entered_tx, entered_rx) = crossbeam_channel::unbounded();
         let backend = Box::new(Gated {
@@ -1518,7 +1515,7 @@ mod tests {
         fn disk_bytes(&self) -> u64 {
             0
         }
-        fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
+        fn begin_compaction(&mut self) -> Result<Option<Box<dyn Compaction>>> {
             Ok(None)
         }
         fn wants_compaction(&self, _: u64) -> bool {

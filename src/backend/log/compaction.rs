@@ -25,44 +25,15 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::clock::Timestamp;
+use crate::backend::log::files::{LogDir, LogFiles};
+use crate::backend::log::format::{FileKind, base_name, encode_header, path_of};
+use crate::backend::log::record::{encode_alias, encode_image};
+use crate::backend::{Compaction, CompactionStats, Snapshot};
 use crate::error::{Error, Result};
-use crate::log::format::{FileKind, base_name, encode_header, path_of};
-use crate::log::record::{encode_alias, encode_image};
-use crate::log::segment::{LogDir, LogFiles};
-use crate::model::change::Image;
-use crate::model::token::{SessionId, TokenHash};
 use crate::util::failpoint;
 use crate::util::fs::sync_dir;
-
-/// What a compaction did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CompactionStats {
-    /// Bytes on disk before.
-    pub bytes_before: u64,
-    /// Bytes on disk after: the new base, and the segments written while it was built.
-    pub bytes_after: u64,
-    /// Bytes of the new base alone: the size of the live sessions and aliases.
-    pub base_bytes: u64,
-    /// Sessions written to the new base.
-    pub sessions: usize,
-    /// Time it took.
-    pub duration: Duration,
-}
-
-/// The live state, as compaction reads it.
-pub(crate) trait Snapshot {
-    /// Calls `f` with every live session.
-    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()>;
-    /// Calls `f` with every rotation alias still in its grace period.
-    fn each_alias(
-        &self,
-        f: &mut dyn FnMut(TokenHash, SessionId, Timestamp) -> Result<()>,
-    ) -> Result<()>;
-}
 
 /// A compaction of everything up to segment `upto`, ready to run.
 pub(crate) struct CompactionJob {
@@ -70,9 +41,9 @@ pub(crate) struct CompactionJob {
     pub(crate) log: Arc<LogDir>,
 }
 
-impl CompactionJob {
+impl Compaction for CompactionJob {
     /// Writes the base from `snapshot`, switches to it, deletes what it replaces.
-    pub(crate) fn run(self, snapshot: &dyn Snapshot) -> Result<CompactionStats> {
+    fn run(self: Box<Self>, snapshot: &dyn Snapshot) -> Result<CompactionStats> {
         let started = Instant::now();
         let dir = &self.log.dir;
         let bytes_before = self.log.disk_bytes();

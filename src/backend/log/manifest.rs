@@ -41,8 +41,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::backend::log::format::FORMAT_VERSION;
 use crate::error::{Error, Result};
-use crate::log::format::FORMAT_VERSION;
 
 /// The manifest's file name in the store directory.
 pub(crate) const MANIFEST: &str = "MANIFEST";
@@ -129,7 +129,7 @@ impl Manifest {
         if version > FORMAT_VERSION {
             return Err(ManifestError::Newer(version));
         }
-        if version < crate::log::format::MANIFEST_SINCE {
+        if version < crate::backend::log::format::MANIFEST_SINCE {
             return damaged("a format version that keeps no manifest");
         }
         let (base_seq, base_len, active) = (u64_at(12), u64_at(20), u64_at(28));

@@ -9,13 +9,13 @@
 //!
 //! All integers are little-endian. A frame's CRC covers its length, type and payload,
 //! so a damaged length is caught too. The active segment is zero-filled ahead of its
-//! records (see [`crate::log::segment`]); all-zero bytes never checksum as a frame, so
+//! records (see [`crate::backend::log::segment`]); all-zero bytes never checksum as a frame, so
 //! they end the log. `kind` is 0 for a segment (appended to) and 1 for
 //! a base (the compacted live set covering every segment up to its sequence).
 //!
 //! Format versions: 1, the files alone (which files make up the log, and where each
 //! ends, inferred from what is there); 2, the same files plus a `MANIFEST` naming them
-//! and the length of every sealed one ([`crate::log::manifest`]). A store written by
+//! and the length of every sealed one ([`crate::backend::log::manifest`]). A store written by
 //! version 1 opens as before and is upgraded: its next files are written as version 2,
 //! and a manifest names them all.
 

@@ -35,16 +35,15 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
+use crate::backend::{Backend, Compaction, Opened};
+use crate::backend::{Recovered, RecoveryReport, SkippedRange};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::log::compaction::CompactionJob;
-use crate::log::recovery::{Recovered, RecoveryReport, SkippedRange};
 use crate::model::change::Change;
 use crate::model::change::Image;
 use crate::model::data::SessionData;
 use crate::model::token::{SessionId, TokenHash};
 use crate::options::Options;
-use crate::storage::{Backend, Opened};
 use crate::util::codec;
 
 /// The sub-directory of the store directory that sled owns.
@@ -207,7 +206,10 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
     Ok(Image {
         id: SessionId(id),
         hash: TokenHash(r.hash),
-        user: r.user.map(|u| crate::log::record::user(&u)).transpose()?,
+        user: r
+            .user
+            .map(|u| crate::backend::log::record::user(&u))
+            .transpose()?,
         label: r.label.map(|s| Arc::from(s.as_ref())),
         created: Timestamp(r.created),
         authenticated: r.authenticated.map(Timestamp),
@@ -676,7 +678,7 @@ impl Backend for SledBackend {
         self.disk_bytes
     }
 
-    fn begin_compaction(&mut self) -> Result<Option<CompactionJob>> {
+    fn begin_compaction(&mut self) -> Result<Option<Box<dyn Compaction>>> {
         Ok(None)
     }
 

@@ -13,9 +13,9 @@
 //! | [`compaction`] | writing a base from a snapshot and switching to it atomically |
 
 pub(crate) mod compaction;
+pub(crate) mod files;
 pub(crate) mod format;
 pub(crate) mod manifest;
 pub(crate) mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;
-pub(crate) mod writer;

@@ -6,11 +6,13 @@
 //! were applied; replaying the log in order rebuilds the same state. Waiting for the
 //! change to be durable ([`Journal::wait`]) happens after the locks are released.
 
+pub(crate) mod commit;
+pub(crate) mod writer;
+
 use std::task::{Context, Poll, Waker};
 
-use crate::commit;
 use crate::error::Result;
-use crate::log::writer::Durable;
+use crate::journal::writer::Durable;
 use crate::model::change::{Change, Ticket};
 
 /// Where changes go.

@@ -11,202 +11,31 @@
 //!   the next valid record and lists them in [`RecoveryReport::skipped`].
 //!
 //! Every write batch starts with a frame recording how far the segment had been fsynced
-//! when the batch was written (see [`crate::log::record::kind::BATCH`]); damage is a
+//! when the batch was written (see [`crate::backend::log::record::kind::BATCH`]); damage is a
 //! torn tail exactly when no later batch proves it had already been made durable.
 //!
 //! Files are read a chunk at a time ([`ChunkedFrames`]), never whole, except in
 //! salvage mode: a base's two halves are decoded on two threads, a segment's records
 //! are decoded on one thread and applied, in order, on another.
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::clock::Timestamp;
-use crate::error::{Error, Result};
-use crate::log::format::{
+use crate::backend::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, MANIFEST_SINCE,
     decode_header, parse_name, path_of, read_frame,
 };
-use crate::log::manifest;
-use crate::log::manifest::{MANIFEST, MANIFEST_TMP, Manifest};
-use crate::log::record::{
+use crate::backend::log::manifest;
+use crate::backend::log::manifest::{MANIFEST, MANIFEST_TMP, Manifest};
+use crate::backend::log::record::{
     BaseRecord, UserInterner, decode_base_record, decode_batch, decode_record, kind,
 };
-use crate::model::change::{Image, Record};
+use crate::backend::{BasePart, RecoveryReport, Replay, SkippedRange};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::model::change::Record;
 use crate::model::token::{SessionId, TokenHash};
-use crate::store::load::{BasePart, Loader, ShardLists, state_of};
-use crate::util::hash::RandomKeyMap;
-
-/// What recovery found and did, readable after open through
-/// [`crate::Store::recovery_report`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecoveryReport {
-    /// Which storage backend was recovered ("log", "sled" or "memory").
-    pub backend: &'static str,
-    /// Files read.
-    pub files: usize,
-    /// Records replayed.
-    pub records: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Bytes cut off the torn tail of the last segment (0 after a clean shutdown).
-    /// Zeros at the end are not counted: the writer zero-fills the active segment
-    /// ahead of its records, so a crash leaves them behind even when nothing was torn.
-    pub bytes_truncated: u64,
-    /// Damaged ranges skipped in salvage mode (empty otherwise).
-    pub skipped: Vec<SkippedRange>,
-    /// Live sessions after recovery.
-    pub sessions: usize,
-    /// Sessions found but already past their deadline, dropped rather than resurrected.
-    pub expired_dropped: usize,
-    /// Time recovery took.
-    pub duration: Duration,
-}
-
-/// A damaged byte range that salvage mode skipped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SkippedRange {
-    /// The file.
-    pub file: PathBuf,
-    /// Where the damage starts.
-    pub offset: u64,
-    /// How many bytes were skipped.
-    pub len: u64,
-    /// What was wrong.
-    pub reason: String,
-}
-
-/// A replayed state held apart from the index: what the sled backend reads, and the
-/// reference the log's replay into the index ([`crate::store::load::Loader`]) must agree with.
-#[derive(Default)]
-pub(crate) struct Recovered {
-    pub(crate) sessions: RandomKeyMap<Image>,
-    pub(crate) aliases: HashMap<TokenHash, (SessionId, Timestamp)>,
-}
-
-#[cfg(test)]
-impl Recovered {
-    /// Applies one record. Records naming a session that is not there (it ended, or
-    /// was cleared, before a coalesced touch was written) are ignored.
-    pub(crate) fn apply(&mut self, rec: crate::model::change::Record) {
-        match rec {
-            crate::model::change::Record::Image(img) => {
-                self.sessions.insert(img.id.0, img);
-            }
-            crate::model::change::Record::Alias { hash, id, until } => {
-                self.aliases.insert(hash, (id, until));
-            }
-            crate::model::change::Record::Change(c) => self.apply_change(c),
-        }
-    }
-
-    fn apply_change(&mut self, c: crate::model::change::Change) {
-        match c {
-            crate::model::change::Change::Create {
-                id,
-                hash,
-                user,
-                label,
-                created,
-                absolute,
-                idle_ms,
-                data,
-            } => {
-                let authenticated = user.as_ref().map(|_| created);
-                self.sessions.insert(
-                    id.0,
-                    Image {
-                        id,
-                        hash,
-                        user,
-                        label,
-                        created,
-                        authenticated,
-                        absolute,
-                        idle_ms,
-                        last_seen: created,
-                        version: 0,
-                        data,
-                    },
-                );
-            }
-            crate::model::change::Change::Data {
-                id,
-                version,
-                at,
-                data,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.data = data;
-                    s.version = version;
-                    s.last_seen = s.last_seen.max(at);
-                }
-            }
-            crate::model::change::Change::Touch { id, at } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.last_seen = s.last_seen.max(at);
-                }
-            }
-            crate::model::change::Change::Extend { id, absolute, at } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.absolute = absolute;
-                    s.last_seen = s.last_seen.max(at);
-                }
-            }
-            crate::model::change::Change::Bind {
-                id,
-                user,
-                at,
-                version,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.user = Some(user);
-                    s.authenticated = Some(at);
-                    s.version = version;
-                    s.last_seen = s.last_seen.max(at);
-                }
-            }
-            crate::model::change::Change::Unbind { id, version } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.user = None;
-                    s.authenticated = None;
-                    s.version = version;
-                }
-            }
-            crate::model::change::Change::Label { id, label } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.label = label;
-                }
-            }
-            crate::model::change::Change::Rotate {
-                id,
-                old,
-                new,
-                grace_until,
-                at,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.hash = new;
-                    s.last_seen = s.last_seen.max(at);
-                    self.aliases.insert(old, (id, grace_until));
-                }
-            }
-            crate::model::change::Change::End { id, .. } => {
-                self.sessions.remove(&id.as_u128());
-            }
-            crate::model::change::Change::Clear => {
-                self.sessions.clear();
-                self.aliases.clear();
-            }
-            crate::model::change::Change::Import(img) => {
-                self.sessions.insert(img.id.0, *img);
-            }
-        }
-    }
-}
 
 /// The files of a recovered log directory, for the writer and compaction to go on from.
 #[derive(Clone, Debug, Default)]
@@ -484,10 +313,10 @@ fn plan_unlisted(
 }
 
 /// Reads a whole store directory. `salvage` skips damage instead of failing.
-pub(crate) fn recover_dir(
+pub(crate) fn recover_dir<R: Replay>(
     dir: &Path,
     salvage: bool,
-    sink: &Loader,
+    sink: &R,
 ) -> Result<(RecoveryReport, Layout)> {
     let started = Instant::now();
     let mut report = RecoveryReport {
@@ -649,13 +478,13 @@ fn check_sealed_len(
 
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was
 /// removed as an empty torn file).
-fn replay_file(
+fn replay_file<R: Replay>(
     path: &Path,
     kind_of_file: FileKind,
     seq: u64,
     end: End,
     salvage: bool,
-    sink: &Loader,
+    sink: &R,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let reading = |e| Error::io(format!("reading {}", path.display()), e);
@@ -751,11 +580,11 @@ const RECORDS_PER_HANDOFF: usize = 256;
 /// damage the decoder stops; what it decoded before is applied, then the damage is
 /// judged as on the sequential path — a torn tail of the last segment is cut (its bytes
 /// from the damage on read to decide), anything else is `Error::Corrupt`.
-fn replay_segment_pipelined(
+fn replay_segment_pipelined<R: Replay>(
     path: &Path,
     seq: u64,
     end: End,
-    sink: &Loader,
+    sink: &R,
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let reading = |e| Error::io(format!("reading {}", path.display()), e);
@@ -833,11 +662,11 @@ fn replay_segment_pipelined(
 /// ahead of one decoding); each half is walked, checksummed and decoded, its users
 /// interned to indices (see [`BasePart`]), and the whole is bulk-loaded. Any damage is
 /// `Error::Corrupt` at the first damaged offset (salvage uses the sequential path).
-fn replay_base_in_parallel(
+fn replay_base_in_parallel<R: Replay>(
     path: &Path,
     file: &std::fs::File,
     len: u64,
-    sink: &Loader,
+    sink: &R,
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let mid = middle_boundary(file, len)
@@ -846,29 +675,23 @@ fn replay_base_in_parallel(
     // from the size of a typical image.
     let per_shard = usize::try_from(len / 2 / 320).unwrap_or(0) / sink.shard_count();
     let cap = per_shard + per_shard / 8 + 16;
-    type Part = (
-        u64,
-        Option<(u64, String)>,
-        BasePart,
-        Vec<(TokenHash, SessionId, Timestamp)>,
-    );
-    let outcomes: Vec<std::io::Result<Part>> = std::thread::scope(|scope| {
+    let outcomes: Vec<std::io::Result<Part<R::Entry>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = [(HEADER_LEN as u64, mid), (mid, len)]
             .into_iter()
             .map(|(from, to)| {
-                scope.spawn(move || -> std::io::Result<Part> {
+                scope.spawn(move || -> std::io::Result<Part<R::Entry>> {
                     let mut users = UserInterner::default();
                     let mut records = 0u64;
                     // Growing these lists would copy every image again.
-                    let mut shards: ShardLists = (0..sink.shard_count())
+                    let mut shards: Vec<Vec<(u128, R::Entry, u32)>> = (0..sink.shard_count())
                         .map(|_| Vec::with_capacity(cap))
                         .collect();
                     let mut aliases = Vec::new();
                     let problem = walk_frames(file, from, to, |kind, payload| {
                         match decode_base_record(kind, payload, &mut users)? {
                             BaseRecord::Image(img, user) => {
-                                let (key, state) = state_of(img);
-                                shards[sink.shard_ix(key)].push((key, state, user));
+                                let (key, entry) = R::entry(img);
+                                shards[sink.shard_of(key)].push((key, entry, user));
                             }
                             BaseRecord::Alias { hash, id, until } => {
                                 aliases.push((hash, id, until));
@@ -908,6 +731,15 @@ fn replay_base_in_parallel(
     sink.load_base(parts, all_aliases);
     Ok(())
 }
+
+/// What one thread decoded of a base: records, the first damage, its sessions and its
+/// aliases.
+type Part<E> = (
+    u64,
+    Option<(u64, String)>,
+    BasePart<E>,
+    Vec<(TokenHash, SessionId, Timestamp)>,
+);
 
 /// How much of a base a replay thread reads at a time: small enough to stay in a
 /// core's cache while its frames are decoded.
@@ -1093,7 +925,7 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::format::encode_frame;
+    use crate::backend::log::format::encode_frame;
 
     /// A file of a header's worth of bytes and then frames of the given payload sizes
     /// (payload bytes vary so every frame's checksum differs); returns it with the
