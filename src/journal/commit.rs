@@ -20,7 +20,6 @@ use std::task::{Context, Poll, Waker};
 use crate::error::Result;
 use crate::model::change::Ticket;
 use crate::model::event::Event;
-use crate::store::Inner;
 
 /// The writes of one [`crate::Store::deferred`] call on this thread.
 struct Scope {
@@ -102,6 +101,22 @@ pub(crate) fn defer_events(bus: usize, events: Vec<Event>) -> Option<Vec<Event>>
     })
 }
 
+/// What a [`Commit`] waits on, implemented by the engine: the journal its writes went
+/// to, and the subscribers of the events it held back.
+pub(crate) trait Settle: Send + Sync {
+    /// Blocks until the change behind `ticket` is durable.
+    fn wait(&self, ticket: Ticket) -> Result<()>;
+    /// Polls the durability of the change behind `ticket`.
+    fn poll(
+        &self,
+        ticket: Ticket,
+        cx: &Context<'_>,
+        registered: &mut Option<Waker>,
+    ) -> Poll<Result<()>>;
+    /// Delivers events held back.
+    fn deliver(&self, events: Vec<Event>);
+}
+
 /// The durability of the writes made in one [`crate::Store::deferred`] call.
 ///
 /// Await it (it is a [`Future`], usable on any executor) or call [`Commit::wait`]: it
@@ -112,7 +127,7 @@ pub(crate) fn defer_events(bus: usize, events: Vec<Event>) -> Option<Vec<Event>>
 /// (they were made) and their events are delivered at the drop.
 #[must_use = "the writes are not known to be durable until the commit completes"]
 pub struct Commit {
-    inner: Arc<Inner>,
+    settle: Arc<dyn Settle>,
     ticket: Ticket,
     stash: Vec<Event>,
     /// The waker registered by the last pending poll.
@@ -120,9 +135,9 @@ pub struct Commit {
 }
 
 impl Commit {
-    pub(crate) fn new(inner: Arc<Inner>, ticket: Ticket, stash: Vec<Event>) -> Commit {
+    pub(crate) fn new(settle: Arc<dyn Settle>, ticket: Ticket, stash: Vec<Event>) -> Commit {
         Commit {
-            inner,
+            settle,
             ticket,
             stash,
             registered: None,
@@ -135,7 +150,7 @@ impl Commit {
     /// # Errors
     /// [`crate::Error::Poisoned`] if the log failed before the writes were durable.
     pub fn wait(mut self) -> Result<()> {
-        if let Err(e) = self.inner.wait_commit(self.ticket) {
+        if let Err(e) = self.settle.wait(self.ticket) {
             self.stash.clear();
             return Err(e);
         }
@@ -158,7 +173,7 @@ impl Commit {
 
     fn deliver(&mut self) {
         let stash = std::mem::take(&mut self.stash);
-        self.inner.deliver_events(stash);
+        self.settle.deliver(stash);
     }
 }
 
@@ -168,7 +183,7 @@ impl Future for Commit {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         let ticket = this.ticket;
-        match this.inner.poll_commit(ticket, cx, &mut this.registered) {
+        match this.settle.poll(ticket, cx, &mut this.registered) {
             Poll::Ready(Ok(())) => {
                 this.deliver();
                 Poll::Ready(Ok(()))

@@ -12,7 +12,7 @@ pub(crate) mod writer;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::Result;
-use crate::journal::writer::Durable;
+use crate::journal::writer::Writer;
 use crate::model::change::{Change, Ticket};
 
 /// Where changes go.
@@ -20,7 +20,7 @@ pub(crate) enum Journal {
     /// Nothing is kept: the store lives and dies with the process.
     Memory,
     /// A writer thread makes changes durable through a storage backend.
-    Durable(Durable),
+    Disk(Writer),
 }
 
 impl Journal {
@@ -28,29 +28,21 @@ impl Journal {
     pub(crate) fn append(&self, change: impl FnOnce() -> Change) -> Result<Ticket> {
         match self {
             Journal::Memory => Ok(Ticket(0)),
-            Journal::Durable(d) => d.append(change()),
+            Journal::Disk(d) => d.append(change()),
         }
     }
 
     /// Returns once the change behind `ticket` is as durable as the mode promises.
-    /// Call with no lock held. Inside [`crate::Store::deferred`] it only records the
-    /// ticket for the caller's [`crate::Commit`] ([`commit::defer_wait`]).
+    /// Call with no lock held. (Inside [`crate::Store::deferred`] the engine does not
+    /// call it: it records the ticket for the caller's [`crate::Commit`] instead.)
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
         match self {
-            Journal::Durable(_) if commit::defer_wait(self.key(), ticket) => Ok(()),
-            _ => self.wait_now(ticket),
-        }
-    }
-
-    /// As [`Journal::wait`] (never deferred), for a [`crate::Commit`] being waited on.
-    pub(crate) fn wait_now(&self, ticket: Ticket) -> Result<()> {
-        match self {
             Journal::Memory => Ok(()),
-            Journal::Durable(d) => d.wait(ticket),
+            Journal::Disk(d) => d.wait(ticket),
         }
     }
 
-    /// As [`Journal::wait_now`], for a [`crate::Commit`] being awaited.
+    /// As [`Journal::wait`], for a [`crate::Commit`] being awaited.
     pub(crate) fn poll_wait(
         &self,
         ticket: Ticket,
@@ -59,7 +51,7 @@ impl Journal {
     ) -> Poll<Result<()>> {
         match self {
             Journal::Memory => Poll::Ready(Ok(())),
-            Journal::Durable(d) => d.poll_wait(ticket, cx, registered),
+            Journal::Disk(d) => d.poll_wait(ticket, cx, registered),
         }
     }
 

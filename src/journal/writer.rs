@@ -1,11 +1,11 @@
 //! The writer thread and the durable journal in front of it.
 //!
-//! Callers hand changes to [`Durable::append`] while they hold the lock of what they
+//! Callers hand changes to [`Writer::append`] while they hold the lock of what they
 //! changed; it numbers each change and sends it over a crossbeam channel to one writer
 //! thread. The writer takes whatever has queued up — one change or thousands — and
 //! writes it as one batch with one `write`, then (under [`Durability::Sync`]) one
 //! fsync, and wakes everyone whose change is now durable: group commit. A waiter is a
-//! blocked thread ([`Durable::wait`]) or an async task ([`Durable::poll_wait`], behind
+//! blocked thread ([`Writer::wait`]) or an async task ([`Writer::poll_wait`], behind
 //! [`crate::journal::commit::Commit`]), which waits without holding a thread. Under
 //! [`Durability::Buffered`] the batch goes to the OS at once and is fsynced at most
 //! once per interval, on a thread of its own ([`Syncer`]) so that the writer goes on
@@ -90,9 +90,9 @@ struct Progress {
 
 /// Who waits for a change to be durable.
 enum Waiter {
-    /// A thread parked in [`Durable::wait`].
+    /// A thread parked in [`Writer::wait`].
     Thread(std::thread::Thread),
-    /// An async task that polled [`Durable::poll_wait`].
+    /// An async task that polled [`Writer::poll_wait`].
     Task(Waker),
 }
 
@@ -138,7 +138,7 @@ fn wake(waiters: Vec<Waiter>) {
 
 /// How many times a thread waiting for an fsync yields its core before it parks, when
 /// at least twice as many threads are waiting already as there are cores (see
-/// [`Durable::wait`]). 32 and 64 measured alike.
+/// [`Writer::wait`]). 32 and 64 measured alike.
 const SPIN_YIELDS: usize = 32;
 
 /// Threads a woken waiter wakes in turn before it returns (see [`Shared::relay`]).
@@ -172,9 +172,9 @@ struct Shared {
     relay: Mutex<Vec<std::thread::Thread>>,
     /// Every change numbered up to this one is as durable as the mode promises. Stored
     /// under the progress lock (so a waiter that registers under it cannot miss the
-    /// wake-up), read without it by threads yielding in [`Durable::wait`].
+    /// wake-up), read without it by threads yielding in [`Writer::wait`].
     durable: AtomicU64,
-    /// Threads inside [`Durable::wait`].
+    /// Threads inside [`Writer::wait`].
     waiting: AtomicUsize,
     /// What the sync thread made durable last, for the writer to tell the backend.
     synced: Mutex<Option<Synced>>,
@@ -244,7 +244,7 @@ impl Shared {
 }
 
 /// A journal that makes changes durable through a backend on a writer thread.
-pub(crate) struct Durable {
+pub(crate) struct Writer {
     sync: bool,
     /// With this many threads waiting already (twice the machine's cores), a waiting
     /// thread yields before it parks.
@@ -259,29 +259,29 @@ pub(crate) struct Durable {
     lock: Mutex<Option<DirLock>>,
 }
 
-impl Durable {
+impl Writer {
     /// Starts the writer thread over `backend`.
     pub(crate) fn start(
         backend: Box<dyn Backend>,
         mode: Durability,
         lock: DirLock,
         auto_compact: bool,
-    ) -> Result<Durable> {
+    ) -> Result<Writer> {
         let linger = Linger {
             sleep: LINGER,
             busy: BUSY,
         };
-        Durable::start_lingering(backend, mode, lock, auto_compact, linger)
+        Writer::start_lingering(backend, mode, lock, auto_compact, linger)
     }
 
-    /// As [`Durable::start`], with the writer lingering `linger` when busy.
+    /// As [`Writer::start`], with the writer lingering `linger` when busy.
     fn start_lingering(
         backend: Box<dyn Backend>,
         mode: Durability,
         lock: DirLock,
         auto_compact: bool,
         linger: Linger,
-    ) -> Result<Durable> {
+    ) -> Result<Writer> {
         let sync = matches!(mode, Durability::Sync);
         let (tx, rx) = crossbeam_channel::bounded(if sync { QUEUE } else { BUFFERED_BACKLOG });
         let (ctx, crx) = crossbeam_channel::bounded(1);
@@ -310,7 +310,7 @@ impl Durable {
                 .spawn(move || writer_thread(backend, &rx, &shared, sync, tick, linger, ctx))
                 .map_err(|e| Error::io("starting the log writer thread", e))?
         };
-        Ok(Durable {
+        Ok(Writer {
             sync,
             yield_from: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             tx: Mutex::new((0, Some(tx))),
@@ -409,7 +409,7 @@ impl Durable {
         self.wait_parked(ticket)
     }
 
-    /// [`Durable::wait`] without the yields: parks until woken by the writer or a
+    /// [`Writer::wait`] without the yields: parks until woken by the writer or a
     /// relaying waiter.
     fn wait_parked(&self, ticket: Ticket) -> Result<()> {
         let mut registered = false;
@@ -435,7 +435,7 @@ impl Durable {
         }
     }
 
-    /// As [`Durable::wait`], for an async task: ready once the change behind `ticket`
+    /// As [`Writer::wait`], for an async task: ready once the change behind `ticket`
     /// is fsynced (under `Sync`; at once otherwise). While pending, the task's waker is
     /// registered (again only if `registered` would not wake the same task) and the
     /// writer wakes it with the fsync that covers `ticket`.
@@ -506,7 +506,7 @@ impl Durable {
     }
 }
 
-impl Drop for Durable {
+impl Drop for Writer {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -906,7 +906,7 @@ mod tests {
 
     use crossbeam_channel::{Receiver, Sender};
 
-    use super::Durable;
+    use super::Writer;
     use crate::backend::Compaction;
     use crate::backend::log::segment::LogBackend;
     use crate::backend::{Backend, Discard, SyncHandle, Synced};
@@ -984,7 +984,7 @@ mod tests {
         }
     }
 
-    fn gated(dir: &std::path::Path) -> (Durable, Sender<std::result::Result<(), String>>) {
+    fn gated(dir: &std::path::Path) -> (Writer, Sender<std::result::Result<(), String>>) {
         gated_lingering(dir, Durability::Sync, super::LINGER, super::BUSY)
     }
 
@@ -997,7 +997,7 @@ mod tests {
         mode: Durability,
         sleep: Duration,
         busy: Duration,
-    ) -> (Durable, Sender<std::result::Result<(), String>>) {
+    ) -> (Writer, Sender<std::result::Result<(), String>>) {
         let (durable, gate, _) = gated_with(dir, mode, super::Linger { sleep, busy }, false);
         (durable, gate)
     }
@@ -1008,7 +1008,7 @@ mod tests {
         dir: &std::path::Path,
         mode: Durability,
     ) -> (
-        Durable,
+        Writer,
         Sender<std::result::Result<(), String>>,
         Receiver<()>,
     ) {
@@ -1026,7 +1026,7 @@ mod tests {
         linger: super::Linger,
         off_thread: bool,
     ) -> (
-        Durable,
+        Writer,
         Sender<std::result::Result<(), String>>,
         Option<Receiver<()>>,
     ) {
@@ -1040,7 +1040,7 @@ mod tests {
             entered: off_thread.then_some(entered_tx),
         });
         let lock = crate::util::lock::lock(dir).unwrap();
-        let durable = Durable::start_lingering(backend, mode, lock, false, linger).unwrap();
+        let durable = Writer::start_lingering(backend, mode, lock, false, linger).unwrap();
         (durable, tx, off_thread.then_some(entered_rx))
     }
 
@@ -1085,7 +1085,7 @@ mod tests {
     struct OneTask {
         /// Before `durable`: dropped first, so a closing writer's last fsync goes through.
         gate: Sender<std::result::Result<(), String>>,
-        durable: Durable,
+        durable: Writer,
         ticket: Ticket,
         count: Arc<CountingWaker>,
         waker: Waker,
@@ -1201,10 +1201,10 @@ mod tests {
     }
 
     /// Starts `n` threads, each appending a change and waiting for it; returns them
-    /// once each is inside [`Durable::wait`] or back from it, with the count of those
+    /// once each is inside [`Writer::wait`] or back from it, with the count of those
     /// back.
     fn waiting_threads(
-        durable: &Arc<Durable>,
+        durable: &Arc<Writer>,
         n: usize,
     ) -> (Vec<std::thread::JoinHandle<Result<()>>>, Arc<AtomicUsize>) {
         let returned = Arc::new(AtomicUsize::new(0));
@@ -1533,7 +1533,7 @@ mod tests {
                 busy: super::BUSY,
             };
             let durable = Arc::new(
-                Durable::start_lingering(Box::new(Panicking), mode, lock, false, linger).unwrap(),
+                Writer::start_lingering(Box::new(Panicking), mode, lock, false, linger).unwrap(),
             );
             let ticket = durable.append(change()).unwrap();
             let d = durable.clone();

@@ -1,20 +1,19 @@
 //! Background threads: the reaper, which every interval advances each shard's timing
 //! wheel and removes the sessions whose deadlines passed (see `Inner::reap`), and the
-//! compactor, which runs the compactions the log writer asks for.
+//! compactor, which runs the compactions the log writer asks for. This module knows
+//! only threads: the store hands each a closure of its own.
 //!
-//! Both hold only a weak reference to the store, so they never keep it alive. When the
+//! Both closures hold only a weak reference to the store, so they never keep it alive. When the
 //! last [`crate::Store`] handle is dropped, the store stops them — waking each through
 //! its stop channel and joining it — before it shuts the log down, so no thread outlives
 //! the store and the directory lock is free when the drop returns.
 
-use std::sync::Weak;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{Error, Result};
-use crate::store::Inner;
 
 /// A background thread with a stop channel; dropping it disconnects the channel (which
 /// wakes the thread) and joins the thread, unless the drop happens on that very thread.
@@ -52,33 +51,40 @@ impl Drop for Background {
     }
 }
 
-/// Starts the reaper: a pass over every shard each `every`.
-pub(crate) fn spawn_reaper(store: Weak<Inner>, every: Duration) -> Result<Background> {
-    Background::spawn("sessiondb-reap", move |stopped| {
+/// Starts a thread that calls `tick` every `every` until it returns false (the store
+/// is gone) or the thread is stopped.
+pub(crate) fn spawn_periodic(
+    name: &str,
+    every: Duration,
+    mut tick: impl FnMut() -> bool + Send + 'static,
+) -> Result<Background> {
+    Background::spawn(name, move |stopped| {
         loop {
             match stopped.recv_timeout(every) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let Some(store) = store.upgrade() else { return };
-            store.reap();
+            if !tick() {
+                return;
+            }
         }
     })
 }
 
-/// Starts the compactor: one compaction per request from the log writer, unless the
-/// log is mostly live (see [`Inner::compact_if_worthwhile`]).
-pub(crate) fn spawn_compactor(store: Weak<Inner>, requests: Receiver<()>) -> Result<Background> {
-    Background::spawn("sessiondb-compact", move |stopped| {
+/// Starts a thread that calls `work` once per message on `requests` until it returns
+/// false (the store is gone), the requests end, or the thread is stopped.
+pub(crate) fn spawn_on_request(
+    name: &str,
+    requests: Receiver<()>,
+    mut work: impl FnMut() -> bool + Send + 'static,
+) -> Result<Background> {
+    Background::spawn(name, move |stopped| {
         loop {
             crossbeam_channel::select! {
                 recv(requests) -> r => {
-                    if r.is_err() {
+                    if r.is_err() || !work() {
                         return;
                     }
-                    let Some(store) = store.upgrade() else { return };
-                    // A failure is recorded in the store's stats; the log goes on.
-                    let _ = store.compact_if_worthwhile();
                 }
                 recv(stopped) -> _ => return,
             }

@@ -49,24 +49,13 @@ impl EventBus {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Delivers `events` to every subscriber without blocking. Call with no lock held.
-    /// Inside [`crate::Store::deferred`] they are held back for its [`crate::Commit`].
-    pub(crate) fn emit(&self, events: Vec<Event>) {
-        if events.is_empty() || !self.active() {
-            return;
-        }
-        let Some(events) = crate::journal::commit::defer_events(self.key(), events) else {
-            return;
-        };
-        self.deliver(events);
-    }
-
     /// This bus's identity for a deferral scope.
     pub(crate) fn key(&self) -> usize {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Delivers `events` now, deferral or not.
+    /// Delivers `events` to every subscriber, without blocking (the engine holds them
+    /// back first inside [`crate::Store::deferred`]). Call with no lock held.
     pub(crate) fn deliver(&self, events: Vec<Event>) {
         if events.is_empty() || !self.active() {
             return;
@@ -112,7 +101,7 @@ mod tests {
                 session: SessionId(i),
             })
             .collect();
-        bus.emit(evs);
+        bus.deliver(evs);
         assert_eq!(rx.len(), 2);
         assert_eq!(bus.dropped(), 3);
     }
@@ -123,7 +112,7 @@ mod tests {
         let rx = bus.subscribe();
         drop(rx);
         assert!(bus.active());
-        bus.emit(vec![Event::Rotated {
+        bus.deliver(vec![Event::Rotated {
             session: SessionId(1),
         }]);
         assert!(!bus.active());

@@ -35,8 +35,8 @@ use crate::index::users::{UserGuards, UserIndex};
 use crate::index::wheel::TimerHandle;
 use crate::journal::Journal;
 use crate::journal::commit;
-use crate::journal::commit::Commit;
-use crate::journal::writer::Durable;
+use crate::journal::commit::{Commit, Settle};
+use crate::journal::writer::Writer;
 use crate::model::change::Image;
 use crate::model::change::{Change, Ticket};
 use crate::model::data::SessionData;
@@ -46,7 +46,7 @@ use crate::model::session::{NewSession, Session, UserId, check_label, next_versi
 use crate::model::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
-use crate::store::background::{Background, spawn_compactor, spawn_reaper};
+use crate::store::background::{Background, spawn_on_request, spawn_periodic};
 use crate::store::events::EventBus;
 use crate::store::load::Loader;
 use crate::util::codec;
@@ -251,12 +251,8 @@ impl Store {
             opts.auth_lifetime.map_or(0, duration_ms),
         );
         let opened = open_backend(opts.backend, dir, &opts, &loader)?;
-        let journal = Durable::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
-        Store::build(
-            opts,
-            Journal::Durable(journal),
-            Some((loader, opened.report)),
-        )
+        let journal = Writer::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
+        Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))
     }
 
     fn build(
@@ -316,13 +312,26 @@ impl Store {
         if inner.opts.salvage && !inner.report.lock().skipped.is_empty() {
             inner.compact()?;
         }
-        if let Journal::Durable(d) = &inner.journal
+        if let Journal::Disk(d) = &inner.journal
             && let Some(requests) = d.compact_requests.lock().take()
         {
-            *inner.compactor.lock() = Some(spawn_compactor(Arc::downgrade(&inner), requests)?);
+            let store = Arc::downgrade(&inner);
+            // One compaction per request from the log writer, unless the log is mostly
+            // live (see `Inner::compact_if_worthwhile`); a failure is recorded in the
+            // store's stats, and the log goes on.
+            let compact = move || {
+                store
+                    .upgrade()
+                    .map(|store| drop(store.compact_if_worthwhile()))
+                    .is_some()
+            };
+            *inner.compactor.lock() =
+                Some(spawn_on_request("sessiondb-compact", requests, compact)?);
         }
         if let Some(every) = inner.opts.reaper_interval {
-            *inner.reaper.lock() = Some(spawn_reaper(Arc::downgrade(&inner), every)?);
+            let store = Arc::downgrade(&inner);
+            let reap = move || store.upgrade().map(|store| store.reap()).is_some();
+            *inner.reaper.lock() = Some(spawn_periodic("sessiondb-reap", every, reap)?);
         }
         Ok(Store { inner, _life: life })
     }
@@ -628,7 +637,7 @@ impl Store {
             s.mark_seen(now);
             Ok(Some((s.deadline(inner.auth_ms), t)))
         })?;
-        inner.journal.wait(ticket)?;
+        inner.wait(ticket)?;
         Ok(deadline)
     }
 
@@ -675,7 +684,7 @@ impl Store {
         })?;
         match done {
             Done::Moved(deadline, ticket) => {
-                inner.journal.wait(ticket)?;
+                inner.wait(ticket)?;
                 Ok(deadline)
             }
             Done::Expired(state, ticket) => {
@@ -705,7 +714,7 @@ impl Store {
             s.label.clone_from(&label);
             Ok(Some(t))
         })?;
-        inner.journal.wait(ticket)
+        inner.wait(ticket)
     }
 
     /// Removes every session past its deadline now, instead of waiting for the
@@ -782,7 +791,7 @@ impl Store {
                     });
                 }
                 events.push(Event::UserBound { session: id, user });
-                inner.events.emit(events);
+                inner.emit(events);
             }
             return Ok(());
         }
@@ -857,8 +866,8 @@ impl Store {
             let Some(ticket) = ticket else { continue };
             guards.remove(&user, id);
             drop(guards);
-            inner.journal.wait(ticket)?;
-            inner.events.emit_if(|| {
+            inner.wait(ticket)?;
+            inner.emit_if(|| {
                 vec![Event::UserUnbound {
                     session: id,
                     user: user.clone(),
@@ -906,9 +915,9 @@ impl Store {
         let count = removed.iter().filter(|(s, _)| live(s)).count();
         // Tickets are handed out in log order: the last one covers the rest.
         if let Some(last) = removed.iter().map(|&(_, t)| t).max() {
-            inner.journal.wait(last)?;
+            inner.wait(last)?;
         }
-        inner.events.emit_if(|| {
+        inner.emit_if(|| {
             let ev = |session, reason| Event::Ended {
                 session,
                 user: Some(user.clone()),
@@ -1052,10 +1061,8 @@ impl Store {
             drop(b);
             drop(a);
             drop(moving);
-            inner.journal.wait(ticket)?;
-            inner
-                .events
-                .emit_if(|| vec![Event::Rotated { session: id }]);
+            inner.wait(ticket)?;
+            inner.emit_if(|| vec![Event::Rotated { session: id }]);
             return Ok(fresh);
         }
     }
@@ -1154,10 +1161,8 @@ impl Store {
         drop(ids);
         drop(shards);
         drop(users);
-        inner.journal.wait(ticket)?;
-        inner
-            .events
-            .emit_if(|| vec![Event::Cleared { sessions: count }]);
+        inner.wait(ticket)?;
+        inner.emit_if(|| vec![Event::Cleared { sessions: count }]);
         Ok(count)
     }
 
@@ -1235,7 +1240,7 @@ impl Store {
             Ok(Some((id, true, Some((state, t)))))
         })?;
         if found {
-            inner.events.emit_if(|| {
+            inner.emit_if(|| {
                 vec![Event::InstanceEnded {
                     session: id,
                     instance,
@@ -1275,7 +1280,7 @@ impl Store {
             st.timers += s.wheel.len();
         }
         st.backend = inner.report.lock().backend;
-        if let Journal::Durable(d) = &inner.journal {
+        if let Journal::Disk(d) = &inner.journal {
             let c = d.counters();
             st.disk_bytes = c.disk_bytes;
             st.log_batches = c.batches;
@@ -1320,7 +1325,7 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         match &self.inner.journal {
             Journal::Memory => Ok(()),
-            Journal::Durable(d) => d.flush(),
+            Journal::Disk(d) => d.flush(),
         }
     }
 
@@ -1361,7 +1366,8 @@ impl Store {
             commit::run(inner.journal.key(), inner.events.key(), &deliver, || {
                 f(self)
             });
-        (r, Commit::new(Arc::clone(inner), ticket, stash))
+        let settle: Arc<dyn Settle> = Arc::clone(inner) as Arc<dyn Settle>;
+        (r, Commit::new(settle, ticket, stash))
     }
 
     /// Flushes and drops this handle. The store closes — its threads stop and the
@@ -1556,7 +1562,7 @@ impl Inner {
         self.wait_all(&tickets)?;
         if self.events.active() {
             events.push(Event::Created { session: id, user });
-            self.events.emit(events);
+            self.emit(events);
         }
         Ok((token, session))
     }
@@ -1580,7 +1586,7 @@ impl Inner {
             .store(true, std::sync::atomic::Ordering::Release);
         drop(self.compactor.lock().take());
         drop(self.reaper.lock().take());
-        if let Journal::Durable(d) = &self.journal {
+        if let Journal::Disk(d) = &self.journal {
             d.shutdown();
         }
     }
@@ -1649,7 +1655,7 @@ impl Inner {
     /// writer is told not to ask again before the log is `growth` times that estimate.
     /// Checks stay amortized O(1) per byte written, like compactions.
     pub(crate) fn compact_if_worthwhile(&self) -> Result<()> {
-        let Journal::Durable(d) = &self.journal else {
+        let Journal::Disk(d) = &self.journal else {
             return Ok(());
         };
         let sessions = self.ids.iter().map(|m| m.read().len()).sum();
@@ -1662,7 +1668,7 @@ impl Inner {
     }
 
     pub(crate) fn compact(&self) -> Result<CompactionStats> {
-        let Journal::Durable(d) = &self.journal else {
+        let Journal::Disk(d) = &self.journal else {
             return Ok(CompactionStats::default());
         };
         let _one_at_a_time = self.compact_lock.lock();
@@ -1695,24 +1701,35 @@ impl Inner {
         result
     }
 
-    /// Blocks until the change behind `ticket` is durable ([`Commit::wait`]).
-    pub(crate) fn wait_commit(&self, ticket: Ticket) -> Result<()> {
-        self.journal.wait_now(ticket)
+    /// Returns once the change behind `ticket` is as durable as the store's mode
+    /// promises. Call with no lock held. Inside [`Store::deferred`] it only records the
+    /// ticket for the caller's [`Commit`] ([`commit::defer_wait`]).
+    fn wait(&self, ticket: Ticket) -> Result<()> {
+        if matches!(self.journal, Journal::Disk(_))
+            && commit::defer_wait(self.journal.key(), ticket)
+        {
+            return Ok(());
+        }
+        self.journal.wait(ticket)
     }
 
-    /// Polls the durability of the change behind `ticket` ([`Commit`] as a future).
-    pub(crate) fn poll_commit(
-        &self,
-        ticket: Ticket,
-        cx: &std::task::Context<'_>,
-        registered: &mut Option<std::task::Waker>,
-    ) -> std::task::Poll<Result<()>> {
-        self.journal.poll_wait(ticket, cx, registered)
+    /// Delivers `events` to every subscriber without blocking. Call with no lock held.
+    /// Inside [`Store::deferred`] they are held back for its [`Commit`]
+    /// ([`commit::defer_events`]).
+    fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() || !self.events.active() {
+            return;
+        }
+        if let Some(events) = commit::defer_events(self.events.key(), events) {
+            self.events.deliver(events);
+        }
     }
 
-    /// Delivers events a [`Commit`] held back.
-    pub(crate) fn deliver_events(&self, events: Vec<Event>) {
-        self.events.deliver(events);
+    /// Builds and emits events only when someone is subscribed.
+    pub(crate) fn emit_if(&self, make: impl FnOnce() -> Vec<Event>) {
+        if self.events.active() {
+            self.emit(make());
+        }
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -1796,7 +1813,7 @@ impl Inner {
     fn wait_all(&self, tickets: &[Ticket]) -> Result<()> {
         // Tickets are handed out in log order: the last one covers the rest.
         match tickets.iter().max() {
-            Some(&t) => self.journal.wait(t),
+            Some(&t) => self.wait(t),
             None => Ok(()),
         }
     }
@@ -2067,7 +2084,7 @@ impl Inner {
             Ok(Some((version, Some(t))))
         })?;
         if let Some(t) = ticket {
-            self.journal.wait(t)?;
+            self.wait(t)?;
         }
         Ok(version)
     }
@@ -2208,8 +2225,8 @@ impl Inner {
         if let Some(user) = &state.user {
             self.users.lock(user, None).remove(user, state.id);
         }
-        self.journal.wait(ticket)?;
-        self.events.emit_if(|| {
+        self.wait(ticket)?;
+        self.emit_if(|| {
             vec![Event::Ended {
                 session: state.id,
                 user: state.user.clone(),
@@ -2319,7 +2336,7 @@ impl Inner {
             }
         }
         let n = expired.len();
-        self.events.emit_if(|| {
+        self.emit_if(|| {
             expired
                 .into_iter()
                 .map(|(session, user)| Event::Ended {
@@ -2430,12 +2447,24 @@ impl Inner {
     }
 }
 
-impl EventBus {
-    /// Builds and emits events only when someone is subscribed.
-    pub(crate) fn emit_if(&self, make: impl FnOnce() -> Vec<Event>) {
-        if self.active() {
-            self.emit(make());
-        }
+/// What a [`Commit`] waits on: this store's journal, and its subscribers for the
+/// events it held back.
+impl Settle for Inner {
+    fn wait(&self, ticket: Ticket) -> Result<()> {
+        self.journal.wait(ticket)
+    }
+
+    fn poll(
+        &self,
+        ticket: Ticket,
+        cx: &std::task::Context<'_>,
+        registered: &mut Option<std::task::Waker>,
+    ) -> std::task::Poll<Result<()>> {
+        self.journal.poll_wait(ticket, cx, registered)
+    }
+
+    fn deliver(&self, events: Vec<Event>) {
+        self.events.deliver(events);
     }
 }
 
