@@ -41,31 +41,31 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "actix-session")]
-pub mod actix_session;
 mod backend;
 mod clock;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 mod error;
 mod index;
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-mod integration;
+mod integrations;
 mod journal;
 mod model;
 mod options;
 #[cfg(feature = "redis")]
-mod redis_backend;
+mod redis;
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 mod sessions;
 mod store;
-#[cfg(feature = "tower-sessions")]
-pub mod tower_sessions;
 mod util;
 
 pub use backend::{CompactionStats, RecoveryReport, SkippedRange};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
+#[cfg(feature = "actix-session")]
+pub use integrations::actix_session;
+#[cfg(feature = "conformance")]
+pub use integrations::conformance;
+#[cfg(feature = "tower-sessions")]
+pub use integrations::tower_sessions;
 pub use journal::commit::Commit;
 pub use model::data::SessionData;
 pub use model::event::{EndReason, Event};
@@ -74,7 +74,7 @@ pub use model::session::{NewSession, Session, UserId};
 pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
 pub use options::{BackendKind, Durability, LimitPolicy, Limits, Options};
 #[cfg(feature = "redis")]
-pub use redis_backend::{RedisOptions, RedisStore};
+pub use redis::{RedisOptions, RedisStore};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 pub use sessions::Sessions;
 pub use store::{Stats, Store};

@@ -28,6 +28,12 @@ pub(crate) const MAX_DATA_LIMIT: usize = 1 << 30;
 /// id is part of every index entry and Redis key of its user).
 const MAX_NAME_LIMIT: usize = 1 << 16;
 
+/// The largest key a session's data map can hold (its encoding gives a key 16 bits of
+/// length).
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+/// The largest value it can hold (32 bits of length).
+pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
+
 /// Which storage backend a durable store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -403,7 +409,7 @@ impl Options {
                 "limits.max_key_bytes",
                 l.max_key_bytes,
                 1,
-                crate::model::data::MAX_KEY_BYTES,
+                MAX_KEY_BYTES,
                 "must be from 1 to 65535",
             ),
             (

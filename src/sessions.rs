@@ -62,7 +62,7 @@ enum Backend {
         offload: bool,
     },
     #[cfg(feature = "redis")]
-    Redis(crate::RedisStore),
+    Redis(crate::redis::RedisStore),
 }
 
 /// Calls the same method on whichever backend: `embedded` with the store (reads, and
@@ -141,7 +141,7 @@ impl Sessions {
         {
             #[cfg(feature = "redis")]
             return Ok(Sessions::redis(
-                crate::RedisStore::connect(config, opts).await?,
+                crate::redis::RedisStore::connect(config, opts).await?,
             ));
             #[cfg(not(feature = "redis"))]
             return Err(Error::InvalidOption {
@@ -193,7 +193,7 @@ impl Sessions {
 
     /// The Redis `store`, behind the async API.
     #[cfg(feature = "redis")]
-    pub fn redis(store: crate::RedisStore) -> Sessions {
+    pub fn redis(store: crate::redis::RedisStore) -> Sessions {
         Sessions {
             backend: Backend::Redis(store),
         }
@@ -211,7 +211,7 @@ impl Sessions {
 
     /// The Redis store, if that is the backend.
     #[cfg(feature = "redis")]
-    pub fn as_redis(&self) -> Option<&crate::RedisStore> {
+    pub fn as_redis(&self) -> Option<&crate::redis::RedisStore> {
         match &self.backend {
             Backend::Redis(r) => Some(r),
             Backend::Embedded { .. } => None,
@@ -573,8 +573,8 @@ impl From<Store> for Sessions {
 }
 
 #[cfg(feature = "redis")]
-impl From<crate::RedisStore> for Sessions {
-    fn from(store: crate::RedisStore) -> Sessions {
+impl From<crate::redis::RedisStore> for Sessions {
+    fn from(store: crate::redis::RedisStore) -> Sessions {
         Sessions::redis(store)
     }
 }

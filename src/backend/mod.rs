@@ -10,6 +10,21 @@ pub(crate) mod log;
 #[cfg(feature = "sled")]
 pub(crate) mod sled;
 
+/// Where the sled backend keeps its database, in the store directory.
+pub(crate) const SLED_DIR: &str = "sled";
+/// Where it builds a new one before swapping it in.
+pub(crate) const SLED_NEW_DIR: &str = "sled.new";
+
+/// Whether `name`, an entry of a store directory, is a backend's: log segments and
+/// bases (and a base being written), the manifest (and its temporary), sled's
+/// directory (and the one a new database is made in).
+pub(crate) fn owns_file(name: &str) -> bool {
+    matches!(
+        name,
+        log::manifest::MANIFEST | log::manifest::MANIFEST_TMP | SLED_DIR | SLED_NEW_DIR
+    ) || log::format::parse_name(name.strip_suffix(".tmp").unwrap_or(name)).is_some()
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -46,10 +46,8 @@ use crate::model::token::{SessionId, TokenHash};
 use crate::options::Options;
 use crate::util::codec;
 
-/// The sub-directory of the store directory that sled owns.
-const SLED_DIR: &str = "sled";
-/// Where a new database is made before it is renamed to [`SLED_DIR`].
-const SLED_NEW_DIR: &str = "sled.new";
+use super::{SLED_DIR, SLED_NEW_DIR};
+
 /// Key of the format version, in the default tree.
 const FORMAT_KEY: &[u8] = b"__format";
 /// The newest layout this build reads and the one it writes.

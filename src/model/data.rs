@@ -14,12 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::options::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::util::codec;
-
-/// The largest key the encoding can hold.
-pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
-/// The largest value the encoding can hold.
-pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
 
 /// A session's data: string keys to serde values.
 ///

@@ -243,7 +243,7 @@ impl Store {
         let dir = dir.as_ref();
         fs::create_private_dir(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        fs::secure_store_dir(dir)?;
+        fs::secure_store_dir(dir, is_store_file)?;
         let lock = lock::lock(dir)?;
         let loader = Loader::new(
             opts.shards,
@@ -2516,6 +2516,12 @@ fn sorted_unique(buf: &mut [usize], items: impl Iterator<Item = usize>) -> &[usi
     &buf[..k]
 }
 
+/// Whether `name`, an entry of a store directory, is sessiondb's: the lock file and
+/// whatever a backend keeps there.
+fn is_store_file(name: &str) -> bool {
+    name == crate::util::lock::LOCK_FILE || crate::backend::owns_file(name)
+}
+
 /// Opens the backend of `kind` in `dir`, recovering what it holds into `sink`.
 pub(crate) fn open_backend(
     kind: crate::options::BackendKind,
@@ -2545,6 +2551,32 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn ours_are_the_lock_the_log_the_manifest_and_sled() {
+        for name in [
+            "LOCK",
+            "MANIFEST",
+            "MANIFEST.tmp",
+            "sled",
+            "sled.new",
+            "seg-0000000000000001.log",
+            "base-00000000000000ff.log",
+            "base-00000000000000ff.log.tmp",
+        ] {
+            assert!(is_store_file(name), "{name}");
+        }
+        for name in [
+            "notes.txt",
+            "users.json",
+            "seg-1.log",
+            "LOCK.bak",
+            "sled2",
+            ".tmp",
+        ] {
+            assert!(!is_store_file(name), "{name}");
+        }
+    }
 
     fn store() -> Store {
         Store::in_memory_with(Options::default().reaper_interval(None).shards(4)).unwrap()

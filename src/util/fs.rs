@@ -71,25 +71,13 @@ pub(crate) fn owner_only(mode: u32) -> u32 {
     mode & 0o700
 }
 
-/// Whether `name`, an entry of a store directory, is sessiondb's: the lock file, log
-/// segments and bases (and a base being written), the MANIFEST (and its temporary),
-/// sled's directory (and the one a new database is made in).
-#[cfg_attr(not(unix), allow(dead_code))]
-pub(crate) fn is_ours(name: &str) -> bool {
-    matches!(
-        name,
-        crate::util::lock::LOCK_FILE | "MANIFEST" | "MANIFEST.tmp" | "sled" | "sled.new"
-    ) || crate::backend::log::format::parse_name(name.strip_suffix(".tmp").unwrap_or(name))
-        .is_some()
-}
-
-/// Makes the existing store directory `dir` and everything sessiondb owns in it
+/// Makes the existing store directory `dir` and every entry of it that `is_ours` names
 /// private to the owner (see the module doc). Symbolic links inside are not followed.
 ///
 /// # Errors
 /// [`Error::Permissions`] if a mode that grants others access cannot be changed;
 /// [`Error::Io`] if the directory cannot be read.
-pub(crate) fn secure_store_dir(dir: &Path) -> Result<()> {
+pub(crate) fn secure_store_dir(dir: &Path, is_ours: impl Fn(&str) -> bool) -> Result<()> {
     #[cfg(unix)]
     {
         // The directory itself is followed if it is a link: it is what the caller named.
@@ -100,7 +88,7 @@ pub(crate) fn secure_store_dir(dir: &Path) -> Result<()> {
             .map_err(|e| Error::io(format!("listing store directory {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-            if entry.file_name().to_str().is_some_and(is_ours) {
+            if entry.file_name().to_str().is_some_and(&is_ours) {
                 secure_tree(&entry.path())?;
             }
         }
@@ -194,32 +182,6 @@ mod tests {
         assert_eq!(owner_only(0o2775), 0o700);
         assert_eq!(owner_only(0o640), 0o600);
         assert_eq!(owner_only(0o444), 0o400);
-    }
-
-    #[test]
-    fn ours_are_the_lock_the_log_the_manifest_and_sled() {
-        for name in [
-            "LOCK",
-            "MANIFEST",
-            "MANIFEST.tmp",
-            "sled",
-            "sled.new",
-            "seg-0000000000000001.log",
-            "base-00000000000000ff.log",
-            "base-00000000000000ff.log.tmp",
-        ] {
-            assert!(is_ours(name), "{name}");
-        }
-        for name in [
-            "notes.txt",
-            "users.json",
-            "seg-1.log",
-            "LOCK.bak",
-            "sled2",
-            ".tmp",
-        ] {
-            assert!(!is_ours(name), "{name}");
-        }
     }
 
     /// The refusal itself needs a store owned by another user: tests/cli.rs runs the

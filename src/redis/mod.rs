@@ -49,11 +49,14 @@
 //! reconnecting is lost), with a key name but no session content (an expiry cannot say
 //! whose session it was), and off by default on managed Redis.
 
+mod events;
+mod reply;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -63,11 +66,13 @@ use redis::cluster_async::ClusterConnection;
 use crate::clock::{Timestamp, duration_ms};
 use crate::error::{Error, Result};
 use crate::model::data::SessionData;
-use crate::model::event::{EndReason, Event};
+use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
 use crate::model::token::{EntropyPool, SessionId, Token, TokenHash};
 use crate::options::{LimitPolicy, Options};
+use events::read_events;
+use reply::Reply;
 
 const SCRIPT: &str = include_str!("sessions.lua");
 
@@ -1262,245 +1267,11 @@ async fn reap_loop(inner: Weak<Inner>, every: Duration) {
     }
 }
 
-/// Reads the event stream from after entry `from` into `tx` until the receiver or the
-/// store is gone. Uses its own connection: a blocking XREAD would hold up every other
-/// call on the shared one.
-async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from: String) {
-    let mut conn: Option<Conn> = None;
-    loop {
-        let Some(store) = inner.upgrade() else { return };
-        let (key, dropped) = (store.events_key.clone(), store.dropped.clone());
-        if conn.is_none() {
-            conn = subscriber_connection(&store.client).await;
-        }
-        drop(store);
-        let Some(c) = conn.as_ref() else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(512)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(&from);
-        let entries = match c.query(&cmd).await {
-            Ok(v) => stream_entries(v),
-            Err(_) => {
-                // Reconnect and resume after the last entry read.
-                conn = None;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        for (id, fields) in entries {
-            from = id;
-            let Some(ev) = decode_event(&fields) else {
-                continue;
-            };
-            match tx.try_send(ev) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(TrySendError::Disconnected(_)) => return,
-            }
-        }
-    }
-}
-
-/// A subscriber's own connection, with a response timeout longer than its XREAD's
-/// block; `None` if the server cannot be reached now.
-async fn subscriber_connection(client: &Client) -> Option<Conn> {
-    match client {
-        Client::Single(client) => ConnectionManager::new_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_connection_timeout(Some(Duration::from_secs(5))),
-        )
-        .await
-        .ok()
-        .map(Conn::Single),
-        Client::Cluster(client) => client.get_async_connection().await.ok().map(Conn::Cluster),
-    }
-}
-
-/// (entry id, field/value pairs) of an XREAD reply (empty on a timeout).
-fn stream_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    let Value::Array(streams) = v else {
-        return out;
-    };
-    for stream in streams {
-        let Value::Array(parts) = stream else {
-            continue;
-        };
-        let Some(Value::Array(entries)) = parts.get(1) else {
-            continue;
-        };
-        for entry in entries {
-            let Value::Array(e) = entry else { continue };
-            let (Some(id), Some(Value::Array(kv))) = (e.first().and_then(text), e.get(1)) else {
-                continue;
-            };
-            let fields = kv
-                .chunks(2)
-                .filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?)))
-                .collect();
-            out.push((id, fields));
-        }
-    }
-    out
-}
-
-fn decode_event(fields: &[(String, String)]) -> Option<Event> {
-    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
-    let id = || {
-        get("id")
-            .and_then(|h| u128::from_str_radix(h, 16).ok())
-            .map(SessionId)
-    };
-    let user = || get("u").filter(|u| !u.is_empty()).map(UserId::trusted);
-    Some(match get("k")? {
-        "created" => Event::Created {
-            session: id()?,
-            user: user(),
-        },
-        "ended" => Event::Ended {
-            session: id()?,
-            user: user(),
-            reason: match get("r")? {
-                "ended" => EndReason::Ended,
-                "expired" => EndReason::Expired,
-                "revoked" => EndReason::Revoked,
-                "limit" => EndReason::LimitExceeded,
-                _ => return None,
-            },
-        },
-        "revoked" => Event::UserRevoked {
-            user: user()?,
-            sessions: get("ids")?
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .filter_map(|h| u128::from_str_radix(h, 16).ok().map(SessionId))
-                .collect(),
-        },
-        "rotated" => Event::Rotated { session: id()? },
-        "bound" => Event::UserBound {
-            session: id()?,
-            user: user()?,
-        },
-        "unbound" => Event::UserUnbound {
-            session: id()?,
-            user: user()?,
-        },
-        "cleared" => Event::Cleared {
-            sessions: get("n")?.parse().ok()?,
-        },
-        _ => return None,
-    })
-}
-
-/// A script's reply: a status word, then the operation's values.
-struct Reply(Vec<Value>);
-
-impl Reply {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn status(&self) -> &str {
-        match self.0.first() {
-            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or("?"),
-            Some(Value::SimpleString(s)) => s,
-            _ => "?",
-        }
-    }
-
-    fn bytes(&self, i: usize) -> Result<&[u8]> {
-        match self.0.get(i) {
-            Some(Value::BulkString(b)) => Ok(b),
-            Some(Value::SimpleString(s)) => Ok(s.as_bytes()),
-            other => Err(protocol("reply", format!("field {i}: {other:?}"))),
-        }
-    }
-
-    fn str(&self, i: usize) -> Result<&str> {
-        std::str::from_utf8(self.bytes(i)?).map_err(|e| protocol("reply", e))
-    }
-
-    fn u64(&self, i: usize) -> Result<u64> {
-        match self.0.get(i) {
-            Some(Value::Int(n)) => u64::try_from(*n).map_err(|e| protocol("reply", e)),
-            _ => self.str(i)?.parse().map_err(|e| protocol("reply", e)),
-        }
-    }
-
-    fn i64(&self, i: usize) -> Result<i64> {
-        self.str(i)?.parse().map_err(|e| protocol("reply", e))
-    }
-
-    /// The arrays from field `from` on, each as a reply of its own (taken, not copied:
-    /// a session's data can be large).
-    fn into_nested(self, from: usize) -> Result<Vec<Reply>> {
-        self.0
-            .into_iter()
-            .skip(from)
-            .map(|v| match v {
-                Value::Array(items) => Ok(Reply(items)),
-                other => Err(protocol("reply", format!("an array expected: {other:?}"))),
-            })
-            .collect()
-    }
-
-    /// The session image starting at field `at`: id, user, has-user, label, has-label,
-    /// created, last seen, authenticated (-1: none), absolute, idle, version,
-    /// deadline, then key/value pairs.
-    fn session(&self, at: usize) -> Result<Session> {
-        let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
-        let user = (self.str(at + 2)? == "1")
-            .then(|| self.str(at + 1))
-            .transpose()?;
-        let label = (self.str(at + 4)? == "1")
-            .then(|| self.str(at + 3))
-            .transpose()?;
-        let auth = self.i64(at + 7)?;
-        let idle = self.u64(at + 9)?;
-        let mut entries = Vec::new();
-        let mut i = at + 12;
-        while i + 1 < self.len() {
-            entries.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
-            i += 2;
-        }
-        let data = SessionData::from_entries(entries)
-            .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
-        Ok(Session::from_parts(
-            SessionId(id),
-            user.map(UserId::trusted),
-            label,
-            Timestamp(self.u64(at + 5)?),
-            Timestamp(self.u64(at + 6)?),
-            (auth >= 0).then_some(Timestamp(auth as u64)),
-            deadline_of(self.u64(at + 11)?),
-            deadline_of(self.u64(at + 8)?),
-            (idle != 0).then(|| Duration::from_millis(idle)),
-            self.u64(at + 10)?,
-            data,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::event::EndReason;
+    use events::decode_event;
 
     #[test]
     fn events_decode_from_their_stream_fields() {

@@ -5,6 +5,13 @@
 //! a write on the async runtime's blocking pool when the store's durability makes a
 //! write wait for an fsync ([`crate::Sessions`] does that itself).
 
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
+
 use crate::clock::Timestamp;
 use crate::model::session::{Session, UserId};
 use crate::model::token::SessionId;
@@ -59,7 +66,7 @@ pub(crate) fn devices(
     engine: &Store,
     user: &UserId,
     current: Option<SessionId>,
-) -> crate::Result<Vec<Device>> {
+) -> crate::error::Result<Vec<Device>> {
     Ok(engine
         .sessions_of(user.as_str())?
         .into_iter()
@@ -79,7 +86,7 @@ pub(crate) async fn devices_in(
     sessions: &Sessions,
     user: &UserId,
     current: Option<SessionId>,
-) -> crate::Result<Vec<Device>> {
+) -> crate::error::Result<Vec<Device>> {
     Ok(sessions
         .sessions_of(user.as_str())
         .await?
@@ -94,7 +101,7 @@ pub(crate) async fn owned_in(
     sessions: &Sessions,
     device: SessionId,
     user: &UserId,
-) -> crate::Result<bool> {
+) -> crate::error::Result<bool> {
     Ok(owns(sessions.get_by_id(device).await?, user))
 }
 
@@ -109,23 +116,26 @@ pub(crate) async fn write<T, F>(
     offload: bool,
     store: &'static str,
     f: F,
-) -> crate::Result<T>
+) -> crate::error::Result<T>
 where
     T: Send + 'static,
-    F: FnOnce(&Store) -> crate::Result<T> + Send + 'static,
+    F: FnOnce(&Store) -> crate::error::Result<T> + Send + 'static,
 {
     if offload && let Ok(rt) = tokio::runtime::Handle::try_current() {
         let engine = engine.clone();
         return match rt.spawn_blocking(move || f(&engine)).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(crate::Error::Io {
+            Err(_) => Err(crate::error::Error::Io {
                 context: format!("{store} store: the runtime shut down during a write"),
                 source: std::io::Error::from(std::io::ErrorKind::Interrupted),
             }),
         };
     }
-    if matches!(engine.options().durability, crate::Durability::Sync) {
+    if matches!(
+        engine.options().durability,
+        crate::options::Durability::Sync
+    ) {
         let (r, commit) = engine.deferred(f);
         return commit.settle(r).await;
     }

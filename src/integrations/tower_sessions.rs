@@ -202,7 +202,7 @@ pub enum Error {
     /// The backend refused or could not be reached (see [`crate::Error`]): e.g. an
     /// invalid user id, a user at their session limit, a write that could not be made
     /// durable, or Redis unavailable ([`crate::Error::Unavailable`]).
-    Store(crate::Error),
+    Store(crate::error::Error),
     /// tower-sessions failed to load, save or delete the session, or to encode a value.
     Session(tower_sessions_core::session::Error),
     /// The operation needs a session bound to a user, and this one is not (never
@@ -230,8 +230,8 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<crate::Error> for Error {
-    fn from(e: crate::Error) -> Self {
+impl From<crate::error::Error> for Error {
+    fn from(e: crate::error::Error) -> Self {
         Error::Store(e)
     }
 }
@@ -242,7 +242,7 @@ impl From<tower_sessions_core::session::Error> for Error {
     }
 }
 
-pub use crate::integration::Device;
+pub use crate::integrations::Device;
 
 impl SessionDbStore {
     /// Wraps `sessions`: a [`crate::Store`] (`SessionDbStore::new(Store::open("sessions")?)`)
@@ -335,7 +335,9 @@ impl SessionDbStore {
         if session.id().is_none() {
             session.save().await?;
         }
-        let id = session.id().ok_or(Error::Store(crate::Error::Ended))?;
+        let id = session
+            .id()
+            .ok_or(Error::Store(crate::error::Error::Ended))?;
         self.sessions.bind_user(&Self::token(id), user).await?;
         // tower-sessions sends the cookie only for a modified session; a visitor's
         // first request may have changed nothing else.
@@ -373,10 +375,10 @@ impl SessionDbStore {
                 .await
             {
                 Ok(()) => break new,
-                Err(crate::Error::Exists { .. }) if attempts < MAX_CREATE_ATTEMPTS => {
+                Err(crate::error::Error::Exists { .. }) if attempts < MAX_CREATE_ATTEMPTS => {
                     attempts += 1;
                 }
-                Err(crate::Error::Ended) => {
+                Err(crate::error::Error::Ended) => {
                     // Ended since it was loaded: tower-sessions mints a fresh id, and
                     // the data moves to a new, anonymous session.
                     session.cycle_id().await?;
@@ -429,7 +431,7 @@ impl SessionDbStore {
     pub async fn devices(&self, session: &Session) -> Result<Vec<Device>, Error> {
         let user = self.user(session).await?.ok_or(Error::NotLoggedIn)?;
         let current = self.session_id(session).await?;
-        Ok(crate::integration::devices_in(&self.sessions, &user, current).await?)
+        Ok(crate::integrations::devices_in(&self.sessions, &user, current).await?)
     }
 
     /// Ends one session of the user bound to this request's session ("sign out that
@@ -443,7 +445,7 @@ impl SessionDbStore {
     /// cannot be made (durably).
     pub async fn end_device(&self, session: &Session, device: SessionId) -> Result<bool, Error> {
         let user = self.user(session).await?.ok_or(Error::NotLoggedIn)?;
-        if !crate::integration::owned_in(&self.sessions, device, &user).await? {
+        if !crate::integrations::owned_in(&self.sessions, device, &user).await? {
             return Ok(false);
         }
         let current = self.session_id(session).await? == Some(device);
@@ -466,7 +468,9 @@ impl SessionDbStore {
         if session.id().is_none() {
             session.save().await?;
         }
-        let id = session.id().ok_or(Error::Store(crate::Error::Ended))?;
+        let id = session
+            .id()
+            .ok_or(Error::Store(crate::error::Error::Ended))?;
         self.sessions
             .set_label(&Self::token(id), Some(label))
             .await?;
@@ -484,7 +488,7 @@ impl SessionDbStore {
         id: Id,
         data: &SessionData,
         deadline: Timestamp,
-    ) -> crate::Result<()> {
+    ) -> crate::error::Result<()> {
         let token = Self::token(id);
         loop {
             let Some(s) = self.sessions.peek(&token).await? else {
@@ -496,21 +500,21 @@ impl SessionDbStore {
             if deadline > current {
                 match self.sessions.set_expiry(&token, deadline).await {
                     Ok(_) => {}
-                    Err(crate::Error::Ended) => return Ok(()),
+                    Err(crate::error::Error::Ended) => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }
             if s.data() != data {
                 match self.sessions.save(&token, s.version(), data).await {
                     Ok(_) => {}
-                    Err(crate::Error::VersionConflict { .. }) => continue,
-                    Err(crate::Error::Ended) => return Ok(()),
+                    Err(crate::error::Error::VersionConflict { .. }) => continue,
+                    Err(crate::error::Error::Ended) => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }
             if deadline < current {
                 match self.sessions.set_expiry(&token, deadline).await {
-                    Ok(_) | Err(crate::Error::Ended) => {}
+                    Ok(_) | Err(crate::error::Error::Ended) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -524,7 +528,7 @@ impl SessionDbStore {
         mut id: Id,
         data: SessionData,
         deadline: Timestamp,
-    ) -> crate::Result<Option<Id>> {
+    ) -> crate::error::Result<Option<Id>> {
         let now = now_ms();
         if deadline <= now {
             return Ok(None); // dead at birth: nothing to keep
@@ -541,17 +545,17 @@ impl SessionDbStore {
                     // The backend counted the lifetime from its own clock reading.
                     if s.absolute_deadline() != deadline {
                         match self.sessions.set_expiry(&token, deadline).await {
-                            Ok(_) | Err(crate::Error::Ended) => {}
+                            Ok(_) | Err(crate::error::Error::Ended) => {}
                             Err(e) => return Err(e),
                         }
                     }
                     return Ok(Some(id));
                 }
-                Err(crate::Error::Exists { .. }) => id = Id::default(),
+                Err(crate::error::Error::Exists { .. }) => id = Id::default(),
                 Err(e) => return Err(e),
             }
         }
-        Err(crate::Error::Entropy(format!(
+        Err(crate::error::Error::Entropy(format!(
             "{MAX_CREATE_ATTEMPTS} session ids in a row collided with live sessions"
         )))
     }
@@ -767,9 +771,9 @@ fn now_ms() -> Timestamp {
 
 /// Maps an engine error to the store error tower-sessions expects: refused input is an
 /// encoding failure; everything else is the backend's.
-fn backend(e: crate::Error) -> session_store::Error {
+fn backend(e: crate::error::Error) -> session_store::Error {
     match e {
-        crate::Error::TooLarge { .. } | crate::Error::Codec { .. } => {
+        crate::error::Error::TooLarge { .. } | crate::error::Error::Codec { .. } => {
             session_store::Error::Encode(e.to_string())
         }
         other => session_store::Error::Backend(other.to_string()),

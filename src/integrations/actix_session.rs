@@ -201,7 +201,7 @@ impl fmt::Debug for SessionDbStore {
 pub enum Error {
     /// The engine refused (see [`crate::Error`]): e.g. an invalid user id, a user at
     /// their session limit, or a write that could not be made durable.
-    Store(crate::Error),
+    Store(crate::error::Error),
     /// actix-session could not take the entry that hands the new key to the middleware.
     Session(SessionInsertError),
     /// The operation needs a session bound to a user, and this one is not (never
@@ -237,8 +237,8 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<crate::Error> for Error {
-    fn from(e: crate::Error) -> Self {
+impl From<crate::error::Error> for Error {
+    fn from(e: crate::error::Error) -> Self {
         Error::Store(e)
     }
 }
@@ -252,9 +252,9 @@ impl From<SessionInsertError> for Error {
 impl actix_web::ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::Store(crate::Error::InvalidUserId { .. } | crate::Error::TooLarge { .. }) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::Store(
+                crate::error::Error::InvalidUserId { .. } | crate::error::Error::TooLarge { .. },
+            ) => StatusCode::BAD_REQUEST,
             Error::NotLoggedIn => StatusCode::UNAUTHORIZED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -265,7 +265,7 @@ impl actix_web::ResponseError for Error {
     }
 }
 
-pub use crate::integration::Device;
+pub use crate::integrations::Device;
 
 impl SessionDbStore {
     /// Wraps `engine`. Writes are called directly on the task; under
@@ -336,7 +336,7 @@ impl SessionDbStore {
         UserId::new(user, &self.engine.options().limits)?;
         let user = user.to_owned();
         if self.rotate(session).await? {
-            let token = current_token(session).ok_or(Error::Store(crate::Error::Ended))?;
+            let token = current_token(session).ok_or(Error::Store(crate::error::Error::Ended))?;
             self.write(move |e| e.bind_user(&token, &user)).await?;
         } else {
             let new = NewSession::for_user(user).idle_timeout(Duration::ZERO);
@@ -366,7 +366,7 @@ impl SessionDbStore {
         let from = old.clone();
         let fresh = match self.write(move |e| e.rotate(&from)).await {
             Ok(t) => t,
-            Err(crate::Error::Ended) => return Ok(false),
+            Err(crate::error::Error::Ended) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         self.reserve(session, fresh, Some(old.hash().as_u128()))?;
@@ -402,7 +402,7 @@ impl SessionDbStore {
     pub fn devices(&self, session: &Session) -> Result<Vec<Device>, Error> {
         let user = self.user(session).ok_or(Error::NotLoggedIn)?;
         let current = self.session_id(session);
-        Ok(crate::integration::devices(&self.engine, &user, current)?)
+        Ok(crate::integrations::devices(&self.engine, &user, current)?)
     }
 
     /// Ends one session of the user bound to this request's session ("sign out that
@@ -416,7 +416,7 @@ impl SessionDbStore {
     /// cannot be made durable.
     pub async fn end_device(&self, session: &Session, device: SessionId) -> Result<bool, Error> {
         let user = self.user(session).ok_or(Error::NotLoggedIn)?;
-        if !crate::integration::owned_by(&self.engine, device, &user) {
+        if !crate::integrations::owned_by(&self.engine, device, &user) {
             return Ok(false);
         }
         let current = self.session_id(session) == Some(device);
@@ -509,12 +509,12 @@ impl SessionDbStore {
 
     /// Runs a write on the engine: on tokio's blocking pool when offloading and inside
     /// a tokio runtime, directly otherwise (awaiting the fsync under `Sync`).
-    async fn write<T, F>(&self, f: F) -> crate::Result<T>
+    async fn write<T, F>(&self, f: F) -> crate::error::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Store) -> crate::Result<T> + Send + 'static,
+        F: FnOnce(&Store) -> crate::error::Result<T> + Send + 'static,
     {
-        crate::integration::write(&self.engine, self.offload, "actix-session", f).await
+        crate::integrations::write(&self.engine, self.offload, "actix-session", f).await
     }
 
     fn now(&self) -> Timestamp {
@@ -528,19 +528,19 @@ impl SessionDbStore {
         token: &Token,
         data: &SessionData,
         ttl: Duration,
-    ) -> crate::Result<bool> {
+    ) -> crate::error::Result<bool> {
         match engine.update(token, |d| {
             d.clone_from(data);
             Ok(())
         }) {
             Ok(()) => {}
-            Err(crate::Error::Ended) => return Ok(false),
+            Err(crate::error::Error::Ended) => return Ok(false),
             Err(e) => return Err(e),
         }
         let deadline = engine.options().clock.now().saturating_add(ttl);
         match engine.set_expiry(token, deadline) {
             Ok(_) => Ok(true),
-            Err(crate::Error::Ended) => Ok(false),
+            Err(crate::error::Error::Ended) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -618,7 +618,7 @@ impl SessionStore for SessionDbStore {
         };
         let deadline = self.now().saturating_add(ttl);
         match self.write(move |e| e.set_expiry(&token, deadline)).await {
-            Ok(_) | Err(crate::Error::Ended) => Ok(()),
+            Ok(_) | Err(crate::error::Error::Ended) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -753,9 +753,9 @@ fn decode(data: &SessionData) -> anyhow::Result<State> {
 
 /// Refused input (past a limit) is a serialization failure; anything else is the
 /// backend's.
-fn save_error(e: &crate::Error) -> SaveError {
+fn save_error(e: &crate::error::Error) -> SaveError {
     match e {
-        crate::Error::TooLarge { .. } | crate::Error::Codec { .. } => {
+        crate::error::Error::TooLarge { .. } | crate::error::Error::Codec { .. } => {
             SaveError::Serialization(anyhow::anyhow!("{e}"))
         }
         _ => SaveError::Other(anyhow::anyhow!("{e}")),
@@ -763,7 +763,7 @@ fn save_error(e: &crate::Error) -> SaveError {
 }
 
 /// As [`save_error`], for `update`.
-fn update_error(e: &crate::Error) -> UpdateError {
+fn update_error(e: &crate::error::Error) -> UpdateError {
     match save_error(e) {
         SaveError::Serialization(e) => UpdateError::Serialization(e),
         SaveError::Other(e) => UpdateError::Other(e),

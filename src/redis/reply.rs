@@ -1,0 +1,102 @@
+//! [`Reply`]: a script's answer — a status word, then the operation's values — and
+//! reading typed values out of it.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{deadline_of, protocol};
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::model::data::SessionData;
+use crate::model::session::{Session, UserId};
+use crate::model::token::SessionId;
+
+/// A script's reply: a status word, then the operation's values.
+pub(super) struct Reply(pub(super) Vec<Value>);
+
+impl Reply {
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn status(&self) -> &str {
+        match self.0.first() {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or("?"),
+            Some(Value::SimpleString(s)) => s,
+            _ => "?",
+        }
+    }
+
+    pub(super) fn bytes(&self, i: usize) -> Result<&[u8]> {
+        match self.0.get(i) {
+            Some(Value::BulkString(b)) => Ok(b),
+            Some(Value::SimpleString(s)) => Ok(s.as_bytes()),
+            other => Err(protocol("reply", format!("field {i}: {other:?}"))),
+        }
+    }
+
+    pub(super) fn str(&self, i: usize) -> Result<&str> {
+        std::str::from_utf8(self.bytes(i)?).map_err(|e| protocol("reply", e))
+    }
+
+    pub(super) fn u64(&self, i: usize) -> Result<u64> {
+        match self.0.get(i) {
+            Some(Value::Int(n)) => u64::try_from(*n).map_err(|e| protocol("reply", e)),
+            _ => self.str(i)?.parse().map_err(|e| protocol("reply", e)),
+        }
+    }
+
+    pub(super) fn i64(&self, i: usize) -> Result<i64> {
+        self.str(i)?.parse().map_err(|e| protocol("reply", e))
+    }
+
+    /// The arrays from field `from` on, each as a reply of its own (taken, not copied:
+    /// a session's data can be large).
+    pub(super) fn into_nested(self, from: usize) -> Result<Vec<Reply>> {
+        self.0
+            .into_iter()
+            .skip(from)
+            .map(|v| match v {
+                Value::Array(items) => Ok(Reply(items)),
+                other => Err(protocol("reply", format!("an array expected: {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// The session image starting at field `at`: id, user, has-user, label, has-label,
+    /// created, last seen, authenticated (-1: none), absolute, idle, version,
+    /// deadline, then key/value pairs.
+    pub(super) fn session(&self, at: usize) -> Result<Session> {
+        let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
+        let user = (self.str(at + 2)? == "1")
+            .then(|| self.str(at + 1))
+            .transpose()?;
+        let label = (self.str(at + 4)? == "1")
+            .then(|| self.str(at + 3))
+            .transpose()?;
+        let auth = self.i64(at + 7)?;
+        let idle = self.u64(at + 9)?;
+        let mut entries = Vec::new();
+        let mut i = at + 12;
+        while i + 1 < self.len() {
+            entries.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
+            i += 2;
+        }
+        let data = SessionData::from_entries(entries)
+            .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
+        Ok(Session::from_parts(
+            SessionId(id),
+            user.map(UserId::trusted),
+            label,
+            Timestamp(self.u64(at + 5)?),
+            Timestamp(self.u64(at + 6)?),
+            (auth >= 0).then_some(Timestamp(auth as u64)),
+            deadline_of(self.u64(at + 11)?),
+            deadline_of(self.u64(at + 8)?),
+            (idle != 0).then(|| Duration::from_millis(idle)),
+            self.u64(at + 10)?,
+            data,
+        ))
+    }
+}
