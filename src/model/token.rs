@@ -13,13 +13,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::util::padded::Padded;
 
 /// Bytes of randomness in a token.
 pub const TOKEN_BYTES: usize = 24;
@@ -136,109 +133,26 @@ impl FromStr for Token {
     }
 }
 
-/// Bytes read from the operating system's CSPRNG in bulk and handed out once each.
+/// A fresh public id and token from 40 bytes of `fill` (which must be a CSPRNG's).
 ///
-/// A `getrandom` call costs a system call and the kernel's per-call generator setup
-/// (about 0.4 µs on a VM, a sixth of a session's creation); reading 4 KiB at a time and
-/// handing out 40 bytes per session keeps every token's bytes straight from the OS
-/// generator while paying that once per hundred sessions. Each byte is used once, then
-/// overwritten. A pool belongs to one store ([`Entropy`]) and sits behind a lock; a
-/// process forked with a store in it cannot write to that store (its log writer thread
-/// does not survive the fork), so forked copies of the pool are never used to mint
-/// tokens for a live store.
-pub(crate) struct EntropyPool {
-    buf: Box<[u8; POOL_BYTES]>,
-    pos: usize,
+/// # Errors
+/// What `fill` returns ([`Error::Entropy`] if the OS generator fails).
+pub(crate) fn fresh_session(
+    fill: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<(SessionId, Token)> {
+    let mut bytes = [0u8; 16 + TOKEN_BYTES];
+    fill(&mut bytes)?;
+    Ok(split_id_token(bytes))
 }
 
-const POOL_BYTES: usize = 4096;
-
-impl EntropyPool {
-    pub(crate) fn new() -> EntropyPool {
-        EntropyPool {
-            buf: Box::new([0u8; POOL_BYTES]),
-            pos: POOL_BYTES,
-        }
-    }
-
-    /// Fills `out` with fresh OS randomness.
-    pub(crate) fn fill(&mut self, out: &mut [u8]) -> Result<()> {
-        if out.len() > POOL_BYTES {
-            return getrandom::fill(out).map_err(|e| Error::Entropy(e.to_string()));
-        }
-        if POOL_BYTES - self.pos < out.len() {
-            getrandom::fill(&mut self.buf[..]).map_err(|e| Error::Entropy(e.to_string()))?;
-            self.pos = 0;
-        }
-        let end = self.pos + out.len();
-        out.copy_from_slice(&self.buf[self.pos..end]);
-        self.buf[self.pos..end].fill(0);
-        self.pos = end;
-        Ok(())
-    }
-
-    /// A fresh public id and token.
-    pub(crate) fn session(&mut self) -> Result<(SessionId, Token)> {
-        let mut bytes = [0u8; 16 + TOKEN_BYTES];
-        self.fill(&mut bytes)?;
-        Ok(split_id_token(bytes))
-    }
-
-    /// A fresh token.
-    pub(crate) fn token(&mut self) -> Result<Token> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        self.fill(&mut bytes)?;
-        Ok(Token(bytes))
-    }
-}
-
-/// A store's entropy: one [`EntropyPool`] per stripe, each on its own cache line, and
-/// each thread drawing from the stripe it was assigned the first time it drew. With
-/// one pool behind one lock, every create on every core took the same lock and read
-/// the same 4 KiB, whose cache lines then moved between cores with each session: two
-/// threads creating (2-core VM) made 1.07× the sessions per second with stripes
-/// (medians of 8 interleaved runs, Memory and Buffered alike); one thread, the same.
-pub(crate) struct Entropy {
-    pools: Box<[Padded<Mutex<EntropyPool>>]>,
-}
-
-/// Stripes handed out so far, in thread order.
-static STRIPES: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static STRIPE: usize = STRIPES.fetch_add(1, Ordering::Relaxed);
-}
-
-impl Entropy {
-    /// As many stripes as the machine has cores, rounded up to a power of two (at most
-    /// 64), so a thread's stripe is a mask away.
-    pub(crate) fn new() -> Entropy {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
-        let n = cores.next_power_of_two();
-        Entropy {
-            pools: (0..n)
-                .map(|_| Padded(Mutex::new(EntropyPool::new())))
-                .collect(),
-        }
-    }
-
-    fn pool(&self) -> parking_lot::MutexGuard<'_, EntropyPool> {
-        self.stripe(STRIPE.try_with(|s| *s).unwrap_or(0)).lock()
-    }
-
-    fn stripe(&self, n: usize) -> &Mutex<EntropyPool> {
-        &self.pools[n & (self.pools.len() - 1)]
-    }
-
-    /// A fresh public id and token.
-    pub(crate) fn session(&self) -> Result<(SessionId, Token)> {
-        self.pool().session()
-    }
-
-    /// A fresh token.
-    pub(crate) fn token(&self) -> Result<Token> {
-        self.pool().token()
-    }
+/// A fresh token from `fill` (which must be a CSPRNG's).
+///
+/// # Errors
+/// What `fill` returns.
+pub(crate) fn fresh_token(fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Token> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    fill(&mut bytes)?;
+    Ok(Token(bytes))
 }
 
 fn split_id_token(bytes: [u8; 16 + TOKEN_BYTES]) -> (SessionId, Token) {
@@ -395,60 +309,6 @@ mod tests {
         let s = "é".repeat(16);
         assert_eq!(s.len(), 32);
         assert!(Token::parse(&s).is_err());
-    }
-
-    #[test]
-    fn entropy_pool_hands_out_each_byte_once_and_refills() {
-        let mut pool = EntropyPool::new();
-        let mut seen = std::collections::HashSet::new();
-        // Several refills' worth: every token distinct.
-        for _ in 0..1000 {
-            let (id, t) = pool.session().unwrap();
-            assert!(seen.insert(t.as_string()));
-            assert!(seen.insert(id.to_string()));
-        }
-        let mut big = vec![0u8; 10_000];
-        pool.fill(&mut big).unwrap();
-        assert!(big.iter().any(|&b| b != 0));
-    }
-
-    #[test]
-    fn threads_draw_from_their_own_stripes_and_no_two_draws_repeat() {
-        let entropy = Entropy::new();
-        let stripes = entropy.pools.len();
-        assert!(stripes.is_power_of_two());
-        // Each thread keeps one stripe number; no two threads share one; as many
-        // consecutive numbers as there are stripes reach every stripe.
-        let mine = STRIPE.with(|s| *s);
-        assert_eq!(STRIPE.with(|s| *s), mine);
-        let theirs: Vec<usize> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8).map(|_| s.spawn(|| STRIPE.with(|s| *s))).collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let numbers: std::collections::HashSet<_> = theirs.iter().chain([&mine]).collect();
-        assert_eq!(numbers.len(), 9);
-        let reached: std::collections::HashSet<_> = (mine..mine + stripes)
-            .map(|n| std::ptr::from_ref(entropy.stripe(n)) as usize)
-            .collect();
-        assert_eq!(reached.len(), stripes);
-        let drawn: Vec<Vec<String>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| {
-                        (0..500)
-                            .flat_map(|_| {
-                                let (id, t) = entropy.session().unwrap();
-                                let t2 = entropy.token().unwrap();
-                                [id.to_string(), t.as_string(), t2.as_string()]
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let all: std::collections::HashSet<_> = drawn.iter().flatten().collect();
-        assert_eq!(all.len(), 4 * 500 * 3);
     }
 
     #[test]

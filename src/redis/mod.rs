@@ -69,8 +69,9 @@ use crate::model::data::SessionData;
 use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
-use crate::model::token::{EntropyPool, SessionId, Token, TokenHash};
+use crate::model::token::{self, SessionId, Token, TokenHash};
 use crate::options::{LimitPolicy, Options};
+use crate::util::entropy::EntropyPool;
 use events::read_events;
 use reply::Reply;
 
@@ -478,7 +479,7 @@ impl RedisStore {
     /// As [`crate::Store::create`], and [`Error::Unavailable`].
     pub async fn create(&self, new: NewSession) -> Result<(Token, Session)> {
         loop {
-            let (id, token) = self.inner.entropy.lock().session()?;
+            let (id, token) = token::fresh_session(|b| self.inner.entropy.lock().fill(b))?;
             match self.admit_new(id, &token, &new).await {
                 Err(Error::Exists { .. }) => continue, // a fresh draw collided: draw again
                 Err(e) => return Err(e),
@@ -495,7 +496,7 @@ impl RedisStore {
     /// its grace period); otherwise as [`RedisStore::create`].
     pub async fn create_with_token(&self, token: &Token, new: NewSession) -> Result<Session> {
         loop {
-            let (id, _) = self.inner.entropy.lock().session()?;
+            let (id, _) = token::fresh_session(|b| self.inner.entropy.lock().fill(b))?;
             match self.admit_new(id, token, &new).await {
                 Err(Error::Exists { what: "session id" }) => continue,
                 other => return other,
@@ -929,7 +930,7 @@ impl RedisStore {
         let old = hash_hex(token);
         let grace = ms(self.inner.opts.rotation_grace);
         loop {
-            let fresh = self.inner.entropy.lock().token()?;
+            let fresh = token::fresh_token(|b| self.inner.entropy.lock().fill(b))?;
             let new = hash_hex(&fresh);
             let reply = self
                 .call("login", |inv| {
@@ -1013,7 +1014,7 @@ impl RedisStore {
     pub async fn rotate(&self, token: &Token) -> Result<Token> {
         let grace = ms(self.inner.opts.rotation_grace);
         loop {
-            let fresh = self.inner.entropy.lock().token()?;
+            let fresh = token::fresh_token(|b| self.inner.entropy.lock().fill(b))?;
             match self.rotate_with(token, &fresh, grace).await {
                 Err(Error::Exists { .. }) => continue,
                 Err(e) => return Err(e),

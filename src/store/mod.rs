@@ -43,13 +43,14 @@ use crate::model::data::SessionData;
 use crate::model::event::{EndReason, Event};
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId, check_label, next_version};
-use crate::model::token::{Entropy, InstanceId, SessionId, Token, TokenHash};
+use crate::model::token::{self, InstanceId, SessionId, Token, TokenHash};
 use crate::options::Durability;
 use crate::options::{LimitPolicy, Options};
 use crate::store::background::{Background, spawn_on_request, spawn_periodic};
 use crate::store::events::EventBus;
 use crate::store::load::Loader;
 use crate::util::codec;
+use crate::util::entropy::Entropy;
 use crate::util::fs;
 use crate::util::lock;
 use crate::util::padded::Padded;
@@ -363,7 +364,7 @@ impl Store {
         let (lifetime, idle) = new.durations(&inner.opts)?;
         inner.check_data(&new.data)?;
         let data = new.data;
-        let (id, first_token) = inner.entropy.session()?;
+        let (id, first_token) = token::fresh_session(|b| inner.entropy.fill(b))?;
         let label: Option<Arc<str>> = new.label.map(Arc::from);
         let key = match fixed {
             Some(token) => Key::Given(token.hash().0),
@@ -976,7 +977,7 @@ impl Store {
         loop {
             let fresh = match given {
                 Some(t) => t.clone(),
-                None => inner.entropy.token()?,
+                None => token::fresh_token(|b| inner.entropy.fill(b))?,
             };
             let new = fresh.hash().0;
             if new == old {
@@ -1492,7 +1493,7 @@ impl Inner {
                     (Some(t), k)
                 }
                 (None, None) => {
-                    let t = self.entropy.token()?;
+                    let t = token::fresh_token(|b| self.entropy.fill(b))?;
                     let k = t.hash().0;
                     (Some(t), k)
                 }
