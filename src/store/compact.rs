@@ -1,0 +1,210 @@
+//! Compaction, as the engine takes part in it: when it is worth doing, the snapshot
+//! of the live set it writes (walking the id shards, 16 sessions per shard-lock hold),
+//! and the bookkeeping of what it did.
+//!
+//! A compaction: asked by the writer, the compactor first estimates the live sessions'
+//! size; if the log is under `growth` times that, it declines and sets that estimate as
+//! the writer's floor. Otherwise the writer seals the active segment, and the backend
+//! writes every live session as one image plus the live aliases, read through
+//! `Snapshot`, then switches to it.
+
+use super::{IMAGES_AT_ONCE, Inner, READ_CHUNK, Store};
+use crate::backend::{CompactionStats, Snapshot};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::index::entry::SessionState;
+use crate::index::shard::SlotRef;
+use crate::journal::Journal;
+use crate::model::change::Image;
+use crate::model::token::{SessionId, TokenHash};
+
+impl Store {
+    /// Compacts the log now: rewrites the live sessions as one base file and deletes
+    /// the history it replaces, while reads and writes go on. (The sled backend
+    /// manages its own space; this is a no-op there.)
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the base cannot be written (the store keeps working on the old
+    /// files); [`Error::Poisoned`] if the log writer has failed.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        self.inner.compact()
+    }
+}
+
+/// What a compaction writes: every live session, read a chunk at a time, and every
+/// rotation alias still in its grace period.
+impl Snapshot for Inner {
+    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
+        for ids in self.ids.iter() {
+            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::io(
+                    "compacting",
+                    std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the store is closing; the old log stays in use",
+                    ),
+                ));
+            }
+            let mut images = Vec::with_capacity(IMAGES_AT_ONCE);
+            for ids in batch.chunks(IMAGES_AT_ONCE) {
+                // Built under the shards' read locks, written after they are released.
+                self.images_of(ids, &mut images);
+                for img in images.drain(..) {
+                    f(&img)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn each_alias(
+        &self,
+        f: &mut dyn FnMut(TokenHash, SessionId, Timestamp) -> Result<()>,
+    ) -> Result<()> {
+        let now = self.now();
+        for shard in self.shards.iter() {
+            let aliases: Vec<(u128, SessionId, Timestamp)> = shard
+                .read()
+                .iter()
+                .filter_map(|(k, slot)| match slot {
+                    SlotRef::Alias(a) if a.until > now => Some((k, a.session, a.until)),
+                    _ => None,
+                })
+                .collect();
+            for (k, id, until) in aliases {
+                f(TokenHash(k), id, until)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The image of the live session `id`, as compaction writes it.
+    pub(super) fn image_of(&self, id: SessionId) -> Option<Image> {
+        // Found however often it is rotated meanwhile (see `lock_by_id`): a compaction
+        // must not drop a live session.
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let s = shard.live(key)?;
+        if s.deadline(self.auth_ms) <= self.now() {
+            return None;
+        }
+        Some(image(key, s))
+    }
+
+    /// Appends the images of the live sessions among `ids` to `out`, a chunk at a time
+    /// (see [`Inner::read_chunk`]); a session moved meanwhile is looked up again by
+    /// [`Inner::image_of`], which does not give up on one that keeps moving.
+    pub(super) fn images_of(&self, ids: &[SessionId], out: &mut Vec<Image>) {
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(READ_CHUNK) {
+            self.read_chunk(chunk, |key, s| out.push(image(key, s)), &mut moved);
+        }
+        out.extend(moved.into_iter().filter_map(|id| self.image_of(id)));
+    }
+
+    /// Average encoded size of a session image, from a sample (for stats before the
+    /// first compaction).
+    pub(super) fn sample_image_bytes(&self) -> f64 {
+        let mut ids = Vec::new();
+        for shard in self.ids.iter() {
+            ids.extend(shard.read().keys().take(64 - ids.len()).copied());
+            if ids.len() >= 64 {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let mut n = 0usize;
+        for id in ids {
+            if let Some(img) = self.image_of(id) {
+                crate::backend::log::record::encode_image(&mut buf, &img);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            0.0
+        } else {
+            buf.len() as f64 / n as f64
+        }
+    }
+
+    /// Estimated size of a base holding `sessions` sessions: bytes per session in the
+    /// last base, or in a sample of images before the first compaction.
+    pub(super) fn estimated_live_bytes(&self, sessions: usize) -> u64 {
+        let per_session = self.compaction.lock().bytes_per_session;
+        let per_session = per_session.unwrap_or_else(|| self.sample_image_bytes());
+        (per_session * sessions as f64) as u64
+    }
+
+    /// What the compactor runs when the log writer asks (the log reached
+    /// `compact_min_bytes` and `growth` times the last base): a compaction — unless the
+    /// live sessions alone would make a base more than `1 / growth` of the log. Then the
+    /// history is mostly live and rewriting it would reclaim little (a log of creates
+    /// only would even grow: an image carries more fields than a create record), so the
+    /// writer is told not to ask again before the log is `growth` times that estimate.
+    /// Checks stay amortized O(1) per byte written, like compactions.
+    pub(crate) fn compact_if_worthwhile(&self) -> Result<()> {
+        let Journal::Disk(d) = &self.journal else {
+            return Ok(());
+        };
+        let sessions = self.ids.iter().map(|m| m.read().len()).sum();
+        let live = self.estimated_live_bytes(sessions);
+        if (d.counters().disk_bytes as f64) < self.opts.compact_growth * live as f64 {
+            d.set_compaction_floor(live);
+            return Ok(());
+        }
+        self.compact().map(drop)
+    }
+
+    pub(crate) fn compact(&self) -> Result<CompactionStats> {
+        let Journal::Disk(d) = &self.journal else {
+            return Ok(CompactionStats::default());
+        };
+        let _one_at_a_time = self.compact_lock.lock();
+        let before = d.counters().disk_bytes;
+        let result = match d.begin_compaction() {
+            Ok(Some(job)) => job.run(self),
+            Ok(None) => Ok(CompactionStats {
+                bytes_before: before,
+                bytes_after: before,
+                sessions: self.ids.iter().map(|m| m.read().len()).sum(),
+                ..CompactionStats::default()
+            }),
+            Err(e) => Err(e),
+        };
+        let mut log = self.compaction.lock();
+        match &result {
+            Ok(st) => {
+                d.note_disk_bytes(st.bytes_after);
+                // The base is now the measure of what a compaction leaves.
+                d.set_compaction_floor(0);
+                log.count += 1;
+                log.last = Some((self.now(), st.clone()));
+                log.last_error = None;
+                if st.sessions > 0 && st.base_bytes > 0 {
+                    log.bytes_per_session = Some(st.base_bytes as f64 / st.sessions as f64);
+                }
+            }
+            Err(e) => log.last_error = Some(e.to_string()),
+        }
+        result
+    }
+}
+
+/// The image of live session `s`, whose token hash is `key`.
+pub(super) fn image(key: u128, s: &SessionState) -> Image {
+    Image {
+        id: s.id,
+        hash: TokenHash(key),
+        user: s.user.clone(),
+        label: s.label.clone(),
+        created: s.created,
+        authenticated: s.authenticated.get(),
+        absolute: s.absolute,
+        idle_ms: s.idle_ms,
+        last_seen: s.last_seen(),
+        version: s.version,
+        data: s.data.clone(),
+    }
+}

@@ -1,0 +1,226 @@
+//! Creating sessions: `create`, `create_with_token`, and the engine half every new
+//! session goes through (`Inner::admit`, also behind `import`).
+//!
+//! A create: validate the input; with a user, take the user's lock and apply the
+//! per-user cap; draw the public id and token from the store's entropy; under the
+//! target shard's write lock, record id → hash in the id map, append
+//! `Change::Create` to the journal (before memory changes, so a change the log
+//! refuses is never visible), insert the session and schedule its deadline; add the
+//! id to the user's list and release the user's lock; wait for durability, then emit
+//! `Event::Created`.
+
+use super::{Inner, Key, Store};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::index::entry::SessionState;
+use crate::index::wheel::TimerHandle;
+use crate::model::change::Change;
+use crate::model::change::Image;
+use crate::model::event::Event;
+use crate::model::session::{NewSession, Session, UserId, check_label};
+use crate::model::token::{self, SessionId, Token, TokenHash};
+use std::sync::Arc;
+
+impl Store {
+    /// Creates a session and returns its token (for the client) and a snapshot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`], [`Error::TooLarge`] for bad input;
+    /// [`Error::UserSessionLimit`] if the user is at the limit and the policy refuses.
+    pub fn create(&self, new: NewSession) -> Result<(Token, Session)> {
+        self.create_inner(new, None)
+    }
+
+    pub(super) fn create_inner(
+        &self,
+        new: NewSession,
+        fixed: Option<&Token>,
+    ) -> Result<(Token, Session)> {
+        let inner = &*self.inner;
+        let limits = &inner.opts.limits;
+        // Checked here, wrapped under the user's lock (no allocation if the user already
+        // has sessions).
+        let user = new.user.as_deref();
+        if let Some(u) = user {
+            UserId::check(u, limits)?;
+        }
+        if let Some(label) = &new.label {
+            check_label(label, limits)?;
+        }
+        let (lifetime, idle) = new.durations(&inner.opts)?;
+        inner.check_data(&new.data)?;
+        let data = new.data;
+        let (id, first_token) = token::fresh_session(|b| inner.entropy.fill(b))?;
+        let label: Option<Arc<str>> = new.label.map(Arc::from);
+        let key = match fixed {
+            Some(token) => Key::Given(token.hash().0),
+            None => Key::Fresh(first_token),
+        };
+        let (token, session) = inner.admit(id, user, key, false, |now, user| {
+            let mut state = Box::new(SessionState {
+                id,
+                user: user.clone(),
+                label: label.clone(),
+                created: now,
+                authenticated: user.as_ref().map(|_| now).into(),
+                absolute: now.saturating_add(lifetime),
+                idle_ms: 0,
+                last_seen: now.0.into(),
+                version: 0,
+                data: data.clone(),
+                timer: TimerHandle::detached(),
+                hash_hi: 0,
+            });
+            state.set_idle(idle);
+            state
+        })?;
+        Ok((
+            token
+                .or_else(|| fixed.cloned())
+                .expect("a fresh key yields its token"),
+            session,
+        ))
+    }
+
+    /// Creates a session addressed by a token the caller chose rather than a fresh one:
+    /// for a framework that picks its own session ids (derive the token from the id with
+    /// [`Token::from_bytes`]), or for moving existing cookies over from another store
+    /// without logging anyone out. The token must carry as much entropy as a generated
+    /// one; the store cannot check that.
+    ///
+    /// # Errors
+    /// [`Error::Exists`] if the token already addresses a session (or a rotated-away
+    /// token still in its grace period); otherwise as [`Store::create`].
+    pub fn create_with_token(&self, token: &Token, new: NewSession) -> Result<Session> {
+        self.create_inner(new, Some(token)).map(|(_, s)| s)
+    }
+}
+
+impl Inner {
+    /// Puts a new session into the index, the id map, the user index, the wheel and the
+    /// journal: what create, create-with-token and import share. `build` makes the
+    /// session at `now` for the (canonical) user. A fresh key retries with new tokens on
+    /// a collision; a given key is [`Error::Exists`]. Under the user's lock, the user's
+    /// session limit is enforced first. Returns the token when the key was fresh.
+    pub(super) fn admit(
+        &self,
+        id: SessionId,
+        user: Option<&str>,
+        key: Key,
+        as_image: bool,
+        mut build: impl FnMut(Timestamp, &Option<UserId>) -> Box<SessionState>,
+    ) -> Result<(Option<Token>, Session)> {
+        let mut events = Vec::new();
+        let mut tickets = Vec::new();
+        let mut guards = user.map(|u| self.users.lock_str(u));
+        // Sessions of one user share one allocation of its id.
+        let user = match (guards.as_mut(), user) {
+            (Some(g), Some(u)) => Some(g.canonical_str(u)),
+            _ => None,
+        };
+        if let Key::Given(k) = key {
+            // Checked before the limit can end anything for this session's sake.
+            self.check_vacant(id, k)?;
+        }
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            self.enforce_limit(g, u, None, &mut events, &mut tickets)?;
+        }
+        let (given, mut fresh) = match key {
+            Key::Fresh(t) => (None, Some(t)),
+            Key::Given(k) => (Some(k), None),
+        };
+        let (token, session) = loop {
+            let (token, key) = match (given, fresh.take()) {
+                (Some(k), _) => (None, k),
+                (None, Some(t)) => {
+                    let k = t.hash().0;
+                    (Some(t), k)
+                }
+                (None, None) => {
+                    let t = token::fresh_token(|b| self.entropy.fill(b))?;
+                    let k = t.hash().0;
+                    (Some(t), k)
+                }
+            };
+            let mut shard = self.shard(key).write();
+            // One probe both checks for a collision and keeps the place.
+            let inserted = shard.insert_vacant(key, || {
+                let now = self.now();
+                let state = build(now, &user);
+                let deadline = state.deadline(self.auth_ms);
+                // The id goes in first, while the shard lock is held: a compaction
+                // snapshot walks the id map, and must not miss a session whose Create
+                // record precedes its seal (it then waits on this shard's lock).
+                if !self.ids_try_insert(id, key) {
+                    return Err(Error::Exists { what: "session id" });
+                }
+                let appended = self.journal.append(|| {
+                    if as_image {
+                        Change::Import(Box::new(Image {
+                            id,
+                            hash: TokenHash(key),
+                            user: state.user.clone(),
+                            label: state.label.clone(),
+                            created: state.created,
+                            authenticated: state.authenticated.get(),
+                            absolute: state.absolute,
+                            idle_ms: state.idle_ms,
+                            last_seen: state.last_seen(),
+                            version: state.version,
+                            data: state.data.clone(),
+                        }))
+                    } else {
+                        Change::Create {
+                            id,
+                            hash: TokenHash(key),
+                            user: state.user.clone(),
+                            label: state.label.clone(),
+                            created: state.created,
+                            absolute: state.absolute,
+                            idle_ms: state.idle_ms,
+                            data: state.data.clone(),
+                        }
+                    }
+                });
+                match appended {
+                    Ok(t) => tickets.push(t),
+                    Err(e) => {
+                        self.ids_remove(id);
+                        return Err(e);
+                    }
+                }
+                let session = state.snapshot(self.auth_ms);
+                Ok((state, deadline, session))
+            })?;
+            drop(shard);
+            let session = match inserted {
+                Some(session) => session,
+                None if token.is_some() => continue,
+                None => return Err(Error::Exists { what: "token" }),
+            };
+            break (token, session);
+        };
+        if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
+            g.add(u, id);
+        }
+        drop(guards);
+        self.wait_all(&tickets)?;
+        if self.events.active() {
+            events.push(Event::Created { session: id, user });
+            self.emit(events);
+        }
+        Ok((token, session))
+    }
+
+    /// [`Error::Exists`] if `key` addresses anything (a session or an alias) or `id` is
+    /// a session's. A check ahead of the authoritative one under the locks.
+    pub(super) fn check_vacant(&self, id: SessionId, key: u128) -> Result<()> {
+        if self.shard(key).read().occupied(key) {
+            return Err(Error::Exists { what: "token" });
+        }
+        if self.hash_of(id).is_some() {
+            return Err(Error::Exists { what: "session id" });
+        }
+        Ok(())
+    }
+}

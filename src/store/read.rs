@@ -1,0 +1,162 @@
+//! Reading: `get`, `peek`, `user_of`, `get_by_id`, and the engine's lookups.
+//!
+//! A get: hash the token; take the shard's read lock; look the hash up (an alias
+//! inside its grace resolves through the id shards); past the real deadline → `None`,
+//! whether or not the reaper has run; if `touch_interval` has passed, advance
+//! `last_seen` (an atomic, under the read lock) and hand a `Touch` to the journal —
+//! the wheel is not touched; return a snapshot whose data is shared, not copied.
+//! Lookups by id chunk 16 at a time (`read_chunk`), each shard locked once per chunk.
+
+use super::{Inner, READ_CHUNK, Store, position, sorted_unique};
+use crate::clock::Timestamp;
+use crate::index::entry::SessionState;
+use crate::index::shard::{SlotRef, id_ix, shard_of};
+use crate::model::change::Change;
+use crate::model::session::{Session, UserId};
+use crate::model::token::{SessionId, Token};
+
+impl Store {
+    /// The live session `token` addresses, or `None` if it is unknown, ended or past
+    /// its deadline (whether or not the reaper has removed it yet). Counts as activity:
+    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`].
+    pub fn get(&self, token: &Token) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_live(token.hash().0, |s, now| {
+            if now
+                .0
+                .saturating_sub(s.last_seen.load(std::sync::atomic::Ordering::Relaxed))
+                >= inner.touch_ms
+            {
+                s.mark_seen(now);
+                // Best effort: the touch is coalesced by the log, never a failure of a read.
+                let _ = inner.journal.append(|| Change::Touch { id: s.id, at: now });
+            }
+            s.snapshot(inner.auth_ms)
+        })
+    }
+
+    /// Like [`Store::get`], but does not count as activity.
+    pub fn peek(&self, token: &Token) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_live(token.hash().0, |s, _| s.snapshot(inner.auth_ms))
+    }
+
+    /// The user bound to the session `token` addresses, if it is live and has one.
+    pub fn user_of(&self, token: &Token) -> Option<UserId> {
+        self.inner
+            .read_live(token.hash().0, |s, _| s.user.clone())?
+    }
+
+    /// The live session with public id `id` (for a devices page or an admin tool).
+    /// Does not count as activity.
+    pub fn get_by_id(&self, id: SessionId) -> Option<Session> {
+        let inner = &*self.inner;
+        inner.read_by_id(id, |s| s.snapshot(inner.auth_ms))
+    }
+}
+
+impl Inner {
+    /// Runs `f` on the live session `hash` resolves to (following a rotation alias)
+    /// under its shard's read lock. `None` if there is none, or it is past its deadline.
+    pub(super) fn read_live<R>(
+        &self,
+        hash: u128,
+        f: impl FnOnce(&SessionState, Timestamp) -> R,
+    ) -> Option<R> {
+        let shard = self.shard(hash).read();
+        let now = self.now();
+        let id = match shard.get(hash) {
+            Some(SlotRef::Live(s)) => {
+                if s.deadline(self.auth_ms) <= now {
+                    return None;
+                }
+                return Some(f(s, now));
+            }
+            Some(SlotRef::Alias(a)) if a.until > now => a.session,
+            _ => return None,
+        };
+        drop(shard);
+        // An old token inside its grace: the session, wherever rotations moved it.
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let now = self.now();
+        let s = shard.live(key)?;
+        if s.deadline(self.auth_ms) <= now {
+            return None;
+        }
+        Some(f(s, now))
+    }
+
+    /// Calls `f` with each of the sessions `ids` that is live, as [`Inner::read_by_id`]
+    /// would one by one, but a chunk at a time (see [`Inner::read_chunk`]). A session
+    /// moved by a concurrent rotation meanwhile is looked up again on its own.
+    pub(super) fn read_batch(&self, ids: &[SessionId], mut f: impl FnMut(&SessionState)) {
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(READ_CHUNK) {
+            self.read_chunk(chunk, |_, s| f(s), &mut moved);
+        }
+        for id in moved {
+            self.read_by_id(id, &mut f);
+        }
+    }
+
+    /// Calls `f` with the token hash and state of each live session of `chunk` (at most
+    /// [`READ_CHUNK`] ids), under its shard's read lock: each id shard the chunk
+    /// touches is read-locked once and all the chunk's places looked up, then each
+    /// session shard likewise, so the chunk's cache misses overlap instead of queueing
+    /// one session behind another. Ids whose session was not at the place the id map
+    /// gave (moved by a concurrent rotation) go to `moved`, for the caller to look up
+    /// on its own terms; ended and expired sessions are skipped.
+    pub(super) fn read_chunk(
+        &self,
+        chunk: &[SessionId],
+        mut f: impl FnMut(u128, &SessionState),
+        moved: &mut Vec<SessionId>,
+    ) {
+        let mask = self.mask;
+        let now = self.now();
+        let mut places = [None::<u64>; READ_CHUNK];
+        {
+            let mut buf = [0usize; READ_CHUNK];
+            let id_shards = sorted_unique(&mut buf, chunk.iter().map(|&id| id_ix(id, mask)));
+            let held: [_; READ_CHUNK] =
+                std::array::from_fn(|i| id_shards.get(i).map(|&s| self.ids[s].read()));
+            for (place, &id) in places.iter_mut().zip(chunk) {
+                let map = held[position(id_shards, id_ix(id, mask))].as_ref();
+                *place = map.and_then(|m| m.get(&id).copied());
+            }
+        }
+        let places = &places[..chunk.len()];
+        let mut buf = [0usize; READ_CHUNK];
+        let shards = sorted_unique(
+            &mut buf,
+            places.iter().flatten().map(|&lo| shard_of(lo, mask)),
+        );
+        let held: [_; READ_CHUNK] =
+            std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].read()));
+        for (&place, &id) in places.iter().zip(chunk) {
+            // Not in the id map: ended.
+            let Some(lo) = place else { continue };
+            let shard = held[position(shards, shard_of(lo, mask))].as_ref();
+            match shard.and_then(|m| m.live_at(lo)) {
+                Some((key, s)) if s.id == id => {
+                    if s.deadline(self.auth_ms) > now {
+                        f(key, s);
+                    }
+                }
+                _ => moved.push(id),
+            }
+        }
+    }
+
+    /// Runs `f` on the live session with public id `id` under its shard's read lock.
+    pub(super) fn read_by_id<R>(
+        &self,
+        id: SessionId,
+        f: impl FnOnce(&SessionState) -> R,
+    ) -> Option<R> {
+        let (shard, key) = self.lock_by_id(id, |l| l.read())?;
+        let now = self.now();
+        let s = shard.live(key)?;
+        (s.deadline(self.auth_ms) > now).then(|| f(s))
+    }
+}

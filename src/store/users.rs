@@ -1,0 +1,281 @@
+//! Users: binding one on login, `unbind_user`, listing a user's sessions, the
+//! per-user cap, and revoking them all.
+//!
+//! A revoke: take the user's lock and the user's id list; for each id find the current
+//! hash through the id shards, remove the session under its shard's lock and append
+//! `Change::End { Revoked }` — in chunks of up to 16, each step taking all the locks
+//! it needs first (ascending), so the cache misses of ten sessions overlap; a session
+//! that moved meanwhile (rotated) is looked up again alone. Creates and binds for the
+//! same user add to the list under the same lock, so they complete before the revoke
+//! (and are revoked) or start after.
+
+use super::{Inner, Store};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::index::entry::{MaybeTime, SessionState};
+use crate::index::users::UserGuards;
+use crate::model::change::{Change, Ticket};
+use crate::model::event::{EndReason, Event};
+use crate::model::session::{Session, UserId, next_version};
+use crate::model::token::{SessionId, Token};
+use crate::options::LimitPolicy;
+
+impl Store {
+    /// Binds `user` to the session (a login): an anonymous session becomes
+    /// authenticated, and `authenticated_at` becomes now. Binding the same user again
+    /// re-authenticates; binding another user moves the session to them. Consider
+    /// [`Store::login`], which also rotates the token.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] if it is
+    /// at [`Session::MAX_VERSION`]; [`Error::InvalidUserId`] /
+    /// [`Error::TooLarge`] for a bad user id; [`Error::UserSessionLimit`] if the user is
+    /// at the limit and the policy refuses.
+    pub fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let user = UserId::new(user, &inner.opts.limits)?;
+        let hash = token.hash().0;
+        loop {
+            let (id, current, version) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone(), s.version))
+                .ok_or(Error::Ended)?;
+            // Refused before the per-user limit can end anyone's session for it.
+            next_version(version)?;
+            let mut guards = inner.users.lock(&user, current.as_ref());
+            let user = guards.canonical(&user);
+            let mut events = Vec::new();
+            let mut tickets = Vec::new();
+            if current.as_ref() != Some(&user) {
+                inner.enforce_limit(&mut guards, &user, Some(id), &mut events, &mut tickets)?;
+            }
+            let ticket = inner.with_live(hash, |shard, key, now| {
+                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                if s.id != id || s.user != current {
+                    return Ok(Some(None));
+                }
+                let version = next_version(s.version)?;
+                let t = inner.journal.append(|| Change::Bind {
+                    id,
+                    user: user.clone(),
+                    at: now,
+                    version,
+                })?;
+                s.user = Some(user.clone());
+                s.authenticated = Some(now).into();
+                s.version = version;
+                s.mark_seen(now);
+                let deadline = s.deadline(inner.auth_ms);
+                shard.reschedule_if_earlier(key, deadline);
+                Ok(Some(Some(t)))
+            })?;
+            let Some(ticket) = ticket else { continue };
+            if current.as_ref() != Some(&user) {
+                if let Some(c) = &current {
+                    guards.remove(c, id);
+                }
+                guards.add(&user, id);
+            }
+            drop(guards);
+            tickets.push(ticket);
+            inner.wait_all(&tickets)?;
+            if inner.events.active() {
+                if let Some(c) = current.filter(|c| *c != user) {
+                    events.push(Event::UserUnbound {
+                        session: id,
+                        user: c,
+                    });
+                }
+                events.push(Event::UserBound { session: id, user });
+                inner.emit(events);
+            }
+            return Ok(());
+        }
+    }
+
+    /// Logs `user` in on the session: rotates the token (the session-fixation defence)
+    /// and binds the user. Returns the new token to send to the client.
+    ///
+    /// # Errors
+    /// As [`Store::rotate`] and [`Store::bind_user`]; a login the bind would refuse for
+    /// the session's version or the per-user limit changes nothing (no rotation).
+    pub fn login(&self, token: &Token, user: &str) -> Result<Token> {
+        let inner = &*self.inner;
+        let uid = UserId::new(user, &inner.opts.limits)?;
+        // A login the bind would refuse must change nothing: refuse it before the
+        // rotation, which would otherwise leave the caller holding a retired token —
+        // for a version that cannot grow, and for the per-user limit. (A create for
+        // the same user racing this login can still take the last place between this
+        // check and the bind; the bind then refuses.)
+        let (id, current, version) = inner
+            .read_live(token.hash().0, |s, _| (s.id, s.user.clone(), s.version))
+            .ok_or(Error::Ended)?;
+        next_version(version)?;
+        if let (Some(max), LimitPolicy::Refuse) =
+            (inner.opts.max_sessions_per_user, inner.opts.limit_policy)
+            && current.as_ref() != Some(&uid)
+        {
+            let others = inner.users.lock(&uid, None).sessions(uid.as_str());
+            let mut live = 0usize;
+            inner.read_batch(&others, |s| live += usize::from(s.id != id));
+            if live >= max {
+                return Err(Error::UserSessionLimit {
+                    user: uid.to_string(),
+                    max,
+                });
+            }
+        }
+        let fresh = self.rotate(token)?;
+        self.bind_user(&fresh, user)?;
+        Ok(fresh)
+    }
+
+    /// Unbinds the session's user (a logout that keeps the session and its data).
+    /// Returns the user that was bound, if any.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] if a
+    /// user is bound and the session is at [`Session::MAX_VERSION`].
+    pub fn unbind_user(&self, token: &Token) -> Result<Option<UserId>> {
+        let inner = &*self.inner;
+        let hash = token.hash().0;
+        loop {
+            let (id, current) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone()))
+                .ok_or(Error::Ended)?;
+            let Some(user) = current else {
+                return Ok(None);
+            };
+            let mut guards = inner.users.lock(&user, None);
+            let ticket = inner.with_live(hash, |shard, key, _| {
+                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                if s.id != id || s.user.as_ref() != Some(&user) {
+                    return Ok(Some(None));
+                }
+                let version = next_version(s.version)?;
+                let t = inner.journal.append(|| Change::Unbind { id, version })?;
+                s.user = None;
+                s.authenticated = MaybeTime::NONE;
+                s.version = version;
+                Ok(Some(Some(t)))
+            })?;
+            let Some(ticket) = ticket else { continue };
+            guards.remove(&user, id);
+            drop(guards);
+            inner.wait(ticket)?;
+            inner.emit_if(|| {
+                vec![Event::UserUnbound {
+                    session: id,
+                    user: user.clone(),
+                }]
+            });
+            return Ok(Some(user));
+        }
+    }
+
+    /// The live sessions of `user`, oldest first: for a "your devices" page. O(that
+    /// user's sessions).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
+    pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
+        let inner = &*self.inner;
+        UserId::check(user, &inner.opts.limits)?;
+        let ids = inner.users.lock_str(user).sessions(user);
+        let mut out: Vec<Session> = Vec::with_capacity(ids.len());
+        inner.read_batch(&ids, |s| out.push(s.snapshot(inner.auth_ms)));
+        out.sort_by_key(|s| (s.created_at(), s.id()));
+        Ok(out)
+    }
+
+    /// Ends every session of `user` ("log out everywhere"). O(that user's sessions).
+    /// Concurrent creates for the same user either finish before (and are ended) or
+    /// start after. Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
+    pub fn revoke_user(&self, user: &str) -> Result<usize> {
+        let inner = &*self.inner;
+        let limits = &inner.opts.limits;
+        UserId::check(user, limits)?;
+        let mut guards = inner.users.lock_str(user);
+        // The index's own UserId (no allocation) when the user has sessions.
+        let (user, ids) = match guards.take(user) {
+            Some(listed) => listed,
+            None => (UserId::new(user, limits)?, Vec::new()),
+        };
+        let removed = inner.remove_batch(&ids, EndReason::Revoked)?;
+        drop(guards);
+        let now = inner.now();
+        let live = |s: &SessionState| s.deadline(inner.auth_ms) > now;
+        let count = removed.iter().filter(|(s, _)| live(s)).count();
+        // Tickets are handed out in log order: the last one covers the rest.
+        if let Some(last) = removed.iter().map(|&(_, t)| t).max() {
+            inner.wait(last)?;
+        }
+        inner.emit_if(|| {
+            let ev = |session, reason| Event::Ended {
+                session,
+                user: Some(user.clone()),
+                reason,
+            };
+            let (ended, expired): (Vec<_>, Vec<_>) = removed.iter().partition(|(s, _)| live(s));
+            let mut evs: Vec<Event> = expired
+                .iter()
+                .map(|(s, _)| ev(s.id, EndReason::Expired))
+                .chain(ended.iter().map(|(s, _)| ev(s.id, EndReason::Revoked)))
+                .collect();
+            evs.push(Event::UserRevoked {
+                user: user.clone(),
+                sessions: ended.iter().map(|(s, _)| s.id).collect(),
+            });
+            evs
+        });
+        Ok(count)
+    }
+}
+
+impl Inner {
+    /// With `user`'s lock held: makes room for one more session under
+    /// [`Options::max_sessions_per_user`], or refuses. `exclude` is a session already
+    /// counted as the user's new one (a bind). Also prunes stale entries.
+    pub(super) fn enforce_limit(
+        &self,
+        guards: &mut UserGuards<'_>,
+        user: &UserId,
+        exclude: Option<SessionId>,
+        events: &mut Vec<Event>,
+        tickets: &mut Vec<Ticket>,
+    ) -> Result<()> {
+        let Some(max) = self.opts.max_sessions_per_user else {
+            return Ok(());
+        };
+        let mut live: Vec<(Timestamp, SessionId)> = Vec::new();
+        self.read_batch(&guards.sessions(user.as_str()), |s| {
+            if Some(s.id) != exclude {
+                live.push((s.created, s.id));
+            }
+        });
+        if live.len() < max {
+            return Ok(());
+        }
+        if self.opts.limit_policy == LimitPolicy::Refuse {
+            return Err(Error::UserSessionLimit {
+                user: user.to_string(),
+                max,
+            });
+        }
+        live.sort();
+        for &(_, id) in &live[..live.len() + 1 - max] {
+            if let Some((_, t)) = self.remove_by_id(id, EndReason::LimitExceeded)? {
+                guards.remove(user, id);
+                tickets.push(t);
+                events.push(Event::Ended {
+                    session: id,
+                    user: Some(user.clone()),
+                    reason: EndReason::LimitExceeded,
+                });
+            }
+        }
+        Ok(())
+    }
+}
