@@ -38,24 +38,39 @@
 //! assert!(store.get(&token).is_none());
 //! # Ok(()) }
 //! ```
+// The lint decision: every public item is documented, and there is no unsafe code.
+// Clippy runs in CI with `-D warnings` (its default set); pedantic lints are not
+// enforced crate-wide.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod backend;
+// The modules in layer order, lowest first; imports only go down (tests/layering.rs
+// holds the rule, ARCHITECTURE.md draws it).
+//
+// Used by every layer: errors, time, options, and building blocks without domain
+// knowledge.
 mod clock;
 mod error;
-mod index;
-#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
-mod integrations;
-mod journal;
-mod model;
 mod options;
+mod util;
+// What a session is: no locks, threads or I/O.
+mod model;
+// The in-memory index, and persistence: neither knows the other.
+mod index;
+// (persistence)
+mod backend;
+// Between the engine and a backend: the writer thread, durability, commits.
+mod journal;
+// The embedded engine and its public API; and the same API on Redis.
 #[cfg(feature = "redis")]
 mod redis;
+mod store;
+// One async handle over either.
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 mod sessions;
-mod store;
-mod util;
+// The web-framework stores on top.
+#[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
+mod integrations;
 
 pub use backend::{CompactionStats, RecoveryReport, SkippedRange};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -48,11 +48,11 @@ use crate::store::Store;
 /// [`Sessions::embedded`] or `Sessions::redis`.
 #[derive(Clone, Debug)]
 pub struct Sessions {
-    backend: Backend,
+    engine: Engine,
 }
 
 #[derive(Clone, Debug)]
-enum Backend {
+enum Engine {
     Embedded {
         store: Store,
         /// Writes wait for an fsync (`Sync`): made inside [`Store::deferred`], and
@@ -69,10 +69,10 @@ enum Backend {
 /// writes that do not wait for the disk), `redis` awaited.
 macro_rules! read {
     ($self:ident, |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
-        match &$self.backend {
-            Backend::Embedded { store: $s, .. } => Ok($embedded),
+        match &$self.engine {
+            Engine::Embedded { store: $s, .. } => Ok($embedded),
             #[cfg(feature = "redis")]
-            Backend::Redis($r) => $redis.await,
+            Engine::Redis($r) => $redis.await,
         }
     };
 }
@@ -83,18 +83,18 @@ macro_rules! read {
 /// arguments as they are.
 macro_rules! write {
     ($self:ident, ($($arg:ident),*), |$s:ident| $embedded:expr, |$r:ident| $redis:expr) => {
-        match &$self.backend {
-            Backend::Embedded { store, offload: true, .. } => {
+        match &$self.engine {
+            Engine::Embedded { store, offload: true, .. } => {
                 $(let $arg = $arg.to_owned();)*
                 offload(store, move |$s| { $(let $arg = &$arg;)* $embedded }).await
             }
-            Backend::Embedded { store, sync: true, .. } => {
+            Engine::Embedded { store, sync: true, .. } => {
                 let (r, commit) = store.deferred(|$s| $embedded);
                 commit.settle(r).await
             }
-            Backend::Embedded { store: $s, .. } => $embedded,
+            Engine::Embedded { store: $s, .. } => $embedded,
             #[cfg(feature = "redis")]
-            Backend::Redis($r) => $redis.await,
+            Engine::Redis($r) => $redis.await,
         }
     };
 }
@@ -168,7 +168,7 @@ impl Sessions {
     pub fn embedded(store: Store) -> Sessions {
         let sync = matches!(store.options().durability, Durability::Sync);
         Sessions {
-            backend: Backend::Embedded {
+            engine: Engine::Embedded {
                 store,
                 sync,
                 offload: false,
@@ -185,7 +185,7 @@ impl Sessions {
     #[must_use]
     pub fn offload_writes(mut self, on: bool) -> Sessions {
         #[allow(irrefutable_let_patterns)] // without the `redis` feature
-        if let Backend::Embedded { offload, .. } = &mut self.backend {
+        if let Engine::Embedded { offload, .. } = &mut self.engine {
             *offload = on;
         }
         self
@@ -195,54 +195,54 @@ impl Sessions {
     #[cfg(feature = "redis")]
     pub fn redis(store: crate::redis::RedisStore) -> Sessions {
         Sessions {
-            backend: Backend::Redis(store),
+            engine: Engine::Redis(store),
         }
     }
 
     /// The embedded store, if that is the backend (for what only it has: instances,
     /// compaction, statistics, the synchronous API).
     pub fn as_embedded(&self) -> Option<&Store> {
-        match &self.backend {
-            Backend::Embedded { store, .. } => Some(store),
+        match &self.engine {
+            Engine::Embedded { store, .. } => Some(store),
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => None,
+            Engine::Redis(_) => None,
         }
     }
 
     /// The Redis store, if that is the backend.
     #[cfg(feature = "redis")]
     pub fn as_redis(&self) -> Option<&crate::redis::RedisStore> {
-        match &self.backend {
-            Backend::Redis(r) => Some(r),
-            Backend::Embedded { .. } => None,
+        match &self.engine {
+            Engine::Redis(r) => Some(r),
+            Engine::Embedded { .. } => None,
         }
     }
 
     /// "embedded" or "redis".
     pub fn backend_name(&self) -> &'static str {
-        match &self.backend {
-            Backend::Embedded { .. } => "embedded",
+        match &self.engine {
+            Engine::Embedded { .. } => "embedded",
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => "redis",
+            Engine::Redis(_) => "redis",
         }
     }
 
     /// The options the backend was opened with.
     pub fn options(&self) -> &Options {
-        match &self.backend {
-            Backend::Embedded { store, .. } => store.options(),
+        match &self.engine {
+            Engine::Embedded { store, .. } => store.options(),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.options(),
+            Engine::Redis(r) => r.options(),
         }
     }
 
     /// Whether a write waits for the disk or the network (so a caller batching
     /// writes, such as a framework adapter, should not hold anything while it runs).
     pub fn writes_wait(&self) -> bool {
-        match &self.backend {
-            Backend::Embedded { sync, offload, .. } => *sync || *offload,
+        match &self.engine {
+            Engine::Embedded { sync, offload, .. } => *sync || *offload,
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => true,
+            Engine::Redis(_) => true,
         }
     }
 
@@ -283,10 +283,10 @@ impl Sessions {
     /// # Errors
     /// Whatever `f` returns; the backend's errors.
     pub async fn export(&self, f: impl FnMut(SessionRecord) -> Result<()>) -> Result<usize> {
-        match &self.backend {
-            Backend::Embedded { store, .. } => store.export(f),
+        match &self.engine {
+            Engine::Embedded { store, .. } => store.export(f),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.export(f).await,
+            Engine::Redis(r) => r.export(f).await,
         }
     }
 
@@ -480,10 +480,10 @@ impl Sessions {
     /// # Errors
     /// As the backend's `sessions_of`.
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
-        match &self.backend {
-            Backend::Embedded { store, .. } => store.sessions_of(user),
+        match &self.engine {
+            Engine::Embedded { store, .. } => store.sessions_of(user),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.sessions_of(user).await,
+            Engine::Redis(r) => r.sessions_of(user).await,
         }
     }
 
