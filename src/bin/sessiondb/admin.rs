@@ -1,0 +1,92 @@
+//! The commands that change a store in place: `revoke` (ends a user's sessions, or one
+//! by its public id) and `compact` (rewrites a log as its live sessions).
+
+use indicatif::{HumanBytes, HumanCount};
+use serde_json::json;
+use sessiondb::SessionId;
+
+use crate::output::{Fail, ms, say, say_json};
+use crate::target::Ctx;
+
+pub fn revoke(
+    ctx: &Ctx,
+    user: Option<&str>,
+    id: Option<SessionId>,
+    json: bool,
+) -> Result<(), Fail> {
+    let store = ctx.handle(false)?;
+    match (user, id) {
+        (Some(user), _) => {
+            let n = store.revoke_user(user)?;
+            store.close()?;
+            if json {
+                say_json(&json!({ "user": user, "revoked": n }))
+            } else {
+                say(&format!(
+                    "revoked {n} session{} of user {user:?}",
+                    if n == 1 { "" } else { "s" }
+                ))
+            }
+        }
+        (None, Some(id)) => {
+            let ended = store.end_by_id(id)?;
+            store.close()?;
+            if !ended {
+                return Err(Fail(format!(
+                    "no live session has id {id} in {}; nothing was revoked",
+                    ctx.shown()
+                )));
+            }
+            if json {
+                say_json(&json!({ "id": id.to_string(), "revoked": 1 }))
+            } else {
+                say(&format!("revoked session {id}"))
+            }
+        }
+        (None, None) => Err(Fail("name a user (--user USER) or a public id".into())),
+    }
+}
+
+pub fn compact(ctx: &Ctx, json: bool) -> Result<(), Fail> {
+    let dir = ctx.dir_for(
+        "compact",
+        "Redis keeps no log to rewrite (it reclaims an ended session's memory at once)",
+    )?;
+    let store = ctx.open(dir, false)?;
+    let backend = store.stats().backend;
+    let spinner = ctx
+        .progress
+        .spinner(format!("compacting {}", dir.display()));
+    let result = store.compact();
+    spinner.finish_and_clear();
+    let cs = result?;
+    store.close()?;
+    if json {
+        return say_json(&json!({
+            "backend": backend,
+            "bytes_before": cs.bytes_before,
+            "bytes_after": cs.bytes_after,
+            "sessions": cs.sessions,
+            "duration_ms": ms(cs.duration),
+        }));
+    }
+    if backend != "log" {
+        return say(&format!(
+            "the {backend} backend manages its own space: nothing to compact ({} on disk)",
+            HumanBytes(cs.bytes_after)
+        ));
+    }
+    let saved = if cs.bytes_before > 0 {
+        100.0 * (1.0 - cs.bytes_after as f64 / cs.bytes_before as f64)
+    } else {
+        0.0
+    };
+    say(&format!(
+        "compacted {}: {} -> {} on disk ({saved:.0}% reclaimed), {} live sessions, in {:.2} s",
+        dir.display(),
+        HumanBytes(cs.bytes_before),
+        HumanBytes(cs.bytes_after),
+        HumanCount(cs.sessions as u64),
+        cs.duration.as_secs_f64()
+    ))
+}
