@@ -99,3 +99,42 @@ pub use util::failpoint::FAILPOINT_ENV;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The pages under docs/ and the example app's README, compiled and run as doctests the
+// same way: every Rust block in them is a doctest or a `rust,ignore` snippet that
+// tests/readme_snippets.rs holds to its compiled file.
+
+/// docs/guarantees.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guarantees.md")]
+struct GuaranteesDoctests;
+
+/// docs/durability.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/durability.md")]
+struct DurabilityDoctests;
+
+/// docs/integrations.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/integrations.md")]
+struct IntegrationsDoctests;
+
+/// docs/redis.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/redis.md")]
+struct RedisDoctests;
+
+/// docs/cli.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/cli.md")]
+struct CliDoctests;
+
+/// docs/performance.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+struct PerformanceDoctests;
+
+/// examples/axum-app/README.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../examples/axum-app/README.md")]
+struct AxumAppReadmeDoctests;

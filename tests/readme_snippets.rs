@@ -1,23 +1,48 @@
-//! README code that cannot be a doctest (it needs another crate or a cargo feature) is
-//! kept as a ```` ```rust,ignore ```` block after a marker line
+//! Documentation code that cannot be a doctest (it needs another crate or a cargo
+//! feature) is kept as a ```` ```rust,ignore ```` block after a marker line
 //! `<!-- snippet: PATH -->`, and must be the exact text of a region of the compiled
-//! file PATH (relative to the repository root). Shell walkthroughs (```` ```sh ````) are
-//! held the same way to a script a test runs. This test holds them together: change
-//! one without the other and it fails.
+//! file PATH (relative to the repository root, whichever page the marker is on). Shell
+//! walkthroughs (```` ```sh ````) are held the same way to a script a test runs. This
+//! test holds them together: change one without the other and it fails. The pages
+//! checked are the README, every page under `docs/`, and the example app's README;
+//! each of them is also included in `src/lib.rs` as doctests, so every other Rust
+//! block in them is compiled and run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Each snippet marker the README must keep: removing a section's snippet is a
-/// decision, not an accident.
-const REQUIRED: &[&str] = &[
-    "examples/axum-app/src/session.rs",
-    "examples/axum-app/src/routes.rs",
-    "examples/actix_session.rs",
-    "examples/cli.sh",
-    "examples/tower_sessions.rs",
-    "examples/redis.rs",
-    "tests/conformance.rs",
+/// Each snippet marker a page must keep, as (page, snippet source): removing a
+/// section's snippet, or moving it to another page, is a decision, not an accident.
+const REQUIRED: &[(&str, &str)] = &[
+    (
+        "examples/axum-app/README.md",
+        "examples/axum-app/src/session.rs",
+    ),
+    (
+        "examples/axum-app/README.md",
+        "examples/axum-app/src/routes.rs",
+    ),
+    ("docs/integrations.md", "examples/actix_session.rs"),
+    ("docs/integrations.md", "examples/tower_sessions.rs"),
+    ("docs/integrations.md", "tests/conformance.rs"),
+    ("docs/cli.md", "examples/cli.sh"),
+    ("docs/redis.md", "examples/redis.rs"),
 ];
+
+/// The pages whose snippets are checked, relative to the repository root: the README,
+/// every `docs/*.md`, and the example app's README.
+fn pages(root: &Path) -> Vec<PathBuf> {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+        .collect();
+    docs.sort();
+    let mut out = vec![PathBuf::from("README.md")];
+    out.extend(docs);
+    out.push(PathBuf::from("examples/axum-app/README.md"));
+    out
+}
 
 /// `(path, code)` for every marked snippet in `readme`.
 fn snippets(readme: &str) -> Vec<(String, String)> {
@@ -57,21 +82,44 @@ fn snippets(readme: &str) -> Vec<(String, String)> {
 #[test]
 fn every_readme_snippet_is_verbatim_text_of_its_compiled_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let found = snippets(&readme);
-    for required in REQUIRED {
+    let mut found = Vec::new();
+    for page in pages(root) {
+        let text = std::fs::read_to_string(root.join(&page))
+            .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        for (path, code) in snippets(&text) {
+            found.push((page.to_string_lossy().into_owned(), path, code));
+        }
+    }
+    for (page, required) in REQUIRED {
         assert!(
-            found.iter().any(|(p, _)| p == required),
-            "README lost its snippet of {required}"
+            found.iter().any(|(p, s, _)| p == page && s == required),
+            "{page} lost its snippet of {required}"
         );
     }
-    for (path, code) in &found {
+    for (page, path, code) in &found {
         let source = std::fs::read_to_string(root.join(path))
-            .unwrap_or_else(|e| panic!("snippet source {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{page}: snippet source {path}: {e}"));
         assert!(
             source.contains(code.as_str()),
-            "the README's snippet of {path} is not in that file verbatim; copy the region \
+            "{page}'s snippet of {path} is not in that file verbatim; copy the region \
              again:\n{code}"
+        );
+    }
+}
+
+/// A page whose Rust blocks are not doctests could hold code that no longer compiles:
+/// each page checked above must be included in `src/lib.rs` under `#[cfg(doctest)]`.
+#[test]
+fn every_documentation_page_is_included_as_doctests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    for page in pages(root) {
+        let include = format!("include_str!(\"../{}\")", page.display());
+        assert!(
+            lib.contains(&include),
+            "{} is not compiled: add `#[cfg(doctest)] #[doc = {include}] struct …;` at the \
+             end of src/lib.rs",
+            page.display()
         );
     }
 }
