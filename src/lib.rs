@@ -114,6 +114,11 @@ struct GuaranteesDoctests;
 #[doc = include_str!("../docs/durability.md")]
 struct DurabilityDoctests;
 
+/// docs/format.md as doctests: they write a store and check its bytes.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/format.md")]
+struct FormatDoctests;
+
 /// docs/integrations.md as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/integrations.md")]
