@@ -47,7 +47,7 @@ const SECS_ENV: &str = "SESSIONDB_CRASH_SECS";
 /// the path that yields before it parks.
 const CHILD_THREADS: u64 = 12;
 
-/// Every crash point of the log backend (`src/failpoint.rs`). The first two are
+/// Every crash point of the log backend (`src/util/failpoint.rs`). The first two are
 /// reached while the child opens its store (a manifest written, an empty segment not
 /// yet dropped); the others while it writes and compacts.
 const FAILPOINTS: [&str; 11] = [

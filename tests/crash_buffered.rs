@@ -6,7 +6,7 @@
 //! are lost (the bound `Durability::Buffered` documents: what the writer had not yet
 //! handed to the OS) — and reports how long before the kill the lost writes were
 //! acknowledged. That window is reported, not asserted (it depends on the machine);
-//! `src/log/writer.rs`'s tests pin what keeps it short (the writer hands batches to the
+//! `src/journal/writer.rs`'s tests pin what keeps it short (the writer hands batches to the
 //! OS while an fsync runs).
 //!
 //! Runs `SESSIONDB_BUFFERED_CRASHES` crashes (default 12) on the real disk (a tmpfs

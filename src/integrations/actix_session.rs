@@ -119,7 +119,7 @@
 //! [`Store::deferred`] and the task awaits its [`crate::Commit`]: the worker keeps
 //! serving, and every task that writes meanwhile shares the fsync (group commit).
 //! Measured on this project's 2-core VM (release build, 2026-12-05, `measure_offload`
-//! in `tests/actix_session.rs`: 64 tasks on one actix worker, each calling `save` then
+//! in `tests/actix_session/store_methods.rs`: 64 tasks on one actix worker, each calling `save` then
 //! `update`; two runs), in store calls per second: under `Memory`, direct 542,000–549,000
 //! and offloaded to `spawn_blocking` 108,000–124,000 (the hand-off costs more than the
 //! write); under `Sync`, awaited commits 262,000–349,000 and offloaded (the previous

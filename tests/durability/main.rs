@@ -4,8 +4,8 @@
 //! newer format versions and garbage files.
 //!
 //! Public API only: the files are damaged with `std::fs`, the way a crash or a bad disk
-//! would. What these tests know of the format is what `src/log/format.rs` and
-//! `src/log/manifest.rs` document: `seg-%016x.log` / `base-%016x.log` files starting
+//! would. What these tests know of the format is what `src/backend/log/format.rs` and
+//! `src/backend/log/manifest.rs` document: `seg-%016x.log` / `base-%016x.log` files starting
 //! with a 25-byte header (magic | u32 version | kind | u64 seq | crc32 of the first 21
 //! bytes) and then frames (u32 length | crc32 | type u8 | payload), and a `MANIFEST`
 //! naming them. A crash image is a copy of a store's files taken while it is open.

@@ -172,7 +172,7 @@ fn a_deleted_or_emptied_log_file_or_manifest_is_corruption_naming_it() {
     }
 }
 
-/// A valid segment header for `seq` (version 2), as `src/log/format.rs` lays it out.
+/// A valid segment header for `seq` (version 2), as `src/backend/log/format.rs` lays it out.
 fn segment_header(seq: u64) -> Vec<u8> {
     let mut h = b"SESSNDB\0".to_vec();
     h.extend_from_slice(&2u32.to_le_bytes());
