@@ -39,7 +39,8 @@ pub const MAX_VALUE_BYTES: usize = u32::MAX as usize;
 #[non_exhaustive]
 pub enum BackendKind {
     /// sessiondb's own log-structured store: checksummed segments, group commit,
-    /// background compaction. The default (see the README's benchmarks for why).
+    /// background compaction. The default (`docs/performance.md#the-log-against-sled` says
+    /// why).
     #[default]
     Log,
     /// sled 0.34 (needs the cargo feature `sled`).

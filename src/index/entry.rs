@@ -133,7 +133,7 @@ mod tests {
     fn session_state_fits_a_128_byte_allocation() {
         // glibc rounds a request up to a multiple of 16 with 8 bytes of header: 120
         // bytes fit a 128-byte chunk, 121 take 144. One per session: the memory budget
-        // (see the README's Performance section) depends on it.
+        // (`docs/performance.md`) depends on it.
         assert!(std::mem::size_of::<SessionState>() <= 120);
         assert_eq!(std::mem::size_of::<Option<UserId>>(), 8);
     }

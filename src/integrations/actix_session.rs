@@ -117,14 +117,11 @@
 //! millisecond or more): called as a blocking call, a worker would do one fsync at a
 //! time and serve nothing meanwhile. So the write is made directly inside
 //! [`Store::deferred`] and the task awaits its [`crate::Commit`]: the worker keeps
-//! serving, and every task that writes meanwhile shares the fsync (group commit).
-//! Measured on this project's 2-core VM (release build, 2026-12-05, `measure_offload`
-//! in `tests/actix_session/store_methods.rs`: 64 tasks on one actix worker, each calling `save` then
-//! `update`; two runs), in store calls per second: under `Memory`, direct 542,000–549,000
-//! and offloaded to `spawn_blocking` 108,000–124,000 (the hand-off costs more than the
-//! write); under `Sync`, awaited commits 262,000–349,000 and offloaded (the previous
-//! default) 65,000–83,000. A blocking call on the worker did 3,200 on the slower VM of
-//! 2026-11 (one fsync at a time). [`SessionDbStore::offload_writes`] offloads instead.
+//! serving, and every task that writes meanwhile shares the fsync (group commit):
+//! several times the calls per second of offloading to `spawn_blocking`, which in
+//! memory costs more than the write itself (`measure_offload` in
+//! `tests/actix_session/store_methods.rs`; figures in
+//! `docs/performance.md#framework-stores`). [`SessionDbStore::offload_writes`] offloads instead.
 //!
 //! [actix-session]: https://docs.rs/actix-session
 

@@ -48,13 +48,11 @@
 //!   One data write carries both, so a load never sees the data of one save with the
 //!   expiry of another. The alternative, the whole map as one JSON value under one
 //!   key, is faster but would put the whole map under the per-value limit (64 KiB by
-//!   default) and hide the keys from sessiondb's tools. Measured (release build, this
-//!   project's 2-core VM, `measure_data_layout` in `tests/tower_sessions_store.rs`),
-//!   save + load through the store: 5 keys of 30 B, 2.8 µs per key vs 1.7 µs as one
-//!   value; 1,000 keys, 0.49 ms vs 0.25 ms. The map is built in one pass: added key by
-//!   key through [`SessionData::insert_raw`] (each insert copies the map) 1,000 keys
-//!   would take 3.4 ms. The session's data belongs to tower-sessions: a save replaces
-//!   all of it.
+//!   default) and hide the keys from sessiondb's tools; it costs well under twice
+//!   as much (`measure_data_layout` in `tests/tower_sessions_store.rs`; figures in
+//!   `docs/performance.md#framework-stores`). The map is built in one pass, not key by key through
+//!   [`SessionData::insert_raw`] (each insert copies the map). The session's data
+//!   belongs to tower-sessions: a save replaces all of it.
 //! - **Expiry.** The session's absolute deadline is `expiry_date` rounded *down* to
 //!   the millisecond ([`Sessions::set_expiry`] after each save that moves it), and its
 //!   idle timeout is off: tower-sessions' `Expiry::OnInactivity` moves `expiry_date`
@@ -118,26 +116,21 @@
 //! microseconds, so they are called directly on the async task (tokio's guidance: well
 //! under the ~100 µs between awaits). Under [`crate::Durability::Sync`] a write waits
 //! for its fsync, which as a blocking call would hold a runtime worker and, with few
-//! workers, starve group commit of concurrent writers (measured on the slower VM of
-//! 2026-11: 556 ops/s, about one fsync per worker at a time). So the write is made
-//! directly inside [`crate::Store::deferred`] and the task awaits its
-//! [`crate::Commit`]: no thread waits, and every task writing meanwhile shares the
-//! fsync. Measured (release build, this project's 2-core VM, 2026-12-05,
-//! `measure_offload` in `tests/tower_sessions_store.rs`: 64 tasks each creating and
-//! saving sessions, on a 2-worker runtime, two runs): in memory, direct calls do
-//! 981,000–1,416,000 ops/s and `spawn_blocking` 174,000–204,000 (the hand-off costs more
-//! than the write); under `Sync`, awaited commits do 259,000–369,000 and
-//! `spawn_blocking` (the previous default) 78,000–85,000. [`SessionDbStore::offload_writes`]
-//! sends writes to `spawn_blocking` instead. Outside a tokio runtime, a commit is still
-//! a future: any executor can await it.
+//! workers, starve group commit of concurrent writers (about one fsync per worker at a
+//! time). So the write is made directly inside [`crate::Store::deferred`] and the task
+//! awaits its [`crate::Commit`]: no thread waits, and every task writing meanwhile
+//! shares the fsync. Calls made directly beat `spawn_blocking` in memory (the hand-off
+//! costs more than the write) and awaited commits beat it several times over under
+//! `Sync` (`measure_offload` in `tests/tower_sessions_store.rs`; figures in
+//! `docs/performance.md#framework-stores`). [`SessionDbStore::offload_writes`] sends writes to
+//! `spawn_blocking` instead. Outside a tokio runtime, a commit is still a future: any
+//! executor can await it.
 //!
 //! On Redis a `save` is two or three round trips (read the session, write the data,
 //! move the deadline: each write one atomic script that refuses a session that is not
-//! live) and a `create` one or two. Measured (release build, same VM, a local
-//! redis-server without persistence, `measure_redis` in `tests/tower_sessions_store.rs`:
-//! 64 tasks each doing create + save + load): 3,300 such requests/s on Redis against
-//! 257,000 on the embedded store in memory — the price of sharing sessions between
-//! nodes is network round trips, not the store.
+//! live) and a `create` one or two: the price of sharing sessions between nodes is
+//! network round trips, not the store (`measure_redis` in
+//! `tests/tower_sessions_store.rs`; figures in `docs/performance.md#framework-stores`).
 //!
 //! [tower-sessions]: https://docs.rs/tower-sessions
 
@@ -249,7 +242,7 @@ impl SessionDbStore {
     /// or a [`Sessions`] from [`Sessions::open`] (`"redis://…"` for sessions shared by
     /// several nodes). On the embedded store, writes are called directly on the task, and
     /// under [`crate::Durability::Sync`] the task then awaits the fsync without holding a
-    /// thread (see the module docs for the measurements).
+    /// thread (see the module docs, and `docs/performance.md#framework-stores`).
     pub fn new(sessions: impl Into<Sessions>) -> SessionDbStore {
         SessionDbStore {
             sessions: sessions.into(),

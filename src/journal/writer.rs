@@ -54,17 +54,17 @@ const QUEUE: usize = 1 << 16;
 /// changes (the documented bound of [`Durability::Buffered`]) — microseconds' worth
 /// while the writer keeps up, and never more when writes come faster than it can hand
 /// them to the OS (they wait for room instead: backpressure). With the 65,536 of `Sync`,
-/// 8 threads creating on a 2-core VM kept the queue full and a kill -9 lost a median
-/// of ~4,000 acknowledged creates, acknowledged up to ~130 ms before it.
+/// a few threads creating kept the queue full, and a kill -9 lost thousands of
+/// acknowledged creates (`tests/crash_buffered.rs`; figures in
+/// `docs/performance.md#measurements-behind-design-decisions`).
 pub(crate) const BUFFERED_BACKLOG: usize = 1024;
 /// Under `Buffered`, how long a busy writer sleeps after the first change of a batch
 /// before it takes what has queued up meanwhile (the kernel's timer slack, 50 µs by
 /// default, comes on top). Woken for every change, the writer wrote 1.3 records per
 /// `write` on average, a syscall per create, and kept a core busy reading the channel
-/// as the creating thread filled it; lingering makes batches of ~25 records. One
-/// thread creating sessions under Buffered on a 2-core VM (1M preloaded): 1.14× the
-/// creates/s (median of 6 interleaved runs), and the process used ~0.57× the CPU
-/// time; two threads: creates/s unchanged, ~0.7× the CPU.
+/// as the creating thread filled it; lingering makes batches of dozens of records, for
+/// more creates per second at less CPU (measured in
+/// `docs/performance.md#measurements-behind-design-decisions`).
 const LINGER: Duration = Duration::from_micros(10);
 /// A writer whose last batch went out this recently is busy: it lingers. A quiet
 /// store's change goes to the OS at once.
@@ -138,7 +138,7 @@ fn wake(waiters: Vec<Waiter>) {
 
 /// How many times a thread waiting for an fsync yields its core before it parks, when
 /// at least twice as many threads are waiting already as there are cores (see
-/// [`Writer::wait`]). 32 and 64 measured alike.
+/// [`Writer::wait`]). 32 and 64 measure alike.
 const SPIN_YIELDS: usize = 32;
 
 /// Threads a woken waiter wakes in turn before it returns (see [`Shared::relay`]).
@@ -382,16 +382,14 @@ impl Writer {
     /// cores first yields its core up to [`SPIN_YIELDS`] times, looking at the durable
     /// mark after each, and parks only if its fsync has not come by then. With many
     /// more writers than cores, a yield hands the core to a writer with work to do,
-    /// and a waiter that sees its fsync that way costs the writer no futex wake (on a
-    /// 2-core VM a park and its wake-up cost more CPU than the write; medians of 5
-    /// interleaved rounds: 8 threads 1.54×, 16 1.30×, 64 1.51× the creates/s of parking
-    /// at once). With fewer waiters, a yield mostly finds no one to run and spins: 4
-    /// threads on 2 cores gained ~10% for twice the CPU per write, so they park at once.
+    /// and a waiter that sees its fsync that way costs the writer no futex wake (a park
+    /// and its wake-up can cost more CPU than the write). With fewer waiters, a yield
+    /// mostly finds no one to run and spins, for more CPU per write, so they park at
+    /// once. (Measured in `docs/performance.md#measurements-behind-design-decisions`.)
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
         if !self.sync {
             // Settled once queued: only a failure is news. Kept off the progress lock
-            // and the durable mark, whose cache lines the writer takes every batch
-            // (one-thread Buffered creates: 1.03x, median of 6 interleaved runs).
+            // and the durable mark, whose cache lines the writer takes every batch.
             return self.failed().map_or(Ok(()), Err);
         }
         let waiting = Waiting::enter(&self.shared.waiting);

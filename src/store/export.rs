@@ -39,11 +39,11 @@ impl Store {
     /// deadline has already passed.
     ///
     /// # Errors
-    /// [`Error::Exists`] if its token hash or its public id is already in this store;
-    /// [`Error::TooLarge`] and [`Error::InvalidOption`] for a record this store's limits
+    /// [`Error::Exists`](crate::Error::Exists) if its token hash or its public id is already in this store;
+    /// [`Error::TooLarge`](crate::Error::TooLarge) and [`Error::InvalidOption`](crate::Error::InvalidOption) for a record this store's limits
     /// refuse, that contradicts itself (last seen before created) or whose version
-    /// could not grow (`SessionRecord::version`, from [`Session::MAX_VERSION`] on);
-    /// [`Error::UserSessionLimit`] as for a create.
+    /// could not grow (`SessionRecord::version`, from [`Session::MAX_VERSION`](crate::Session::MAX_VERSION) on);
+    /// [`Error::UserSessionLimit`](crate::Error::UserSessionLimit) as for a create.
     pub fn import(&self, rec: SessionRecord) -> Result<bool> {
         let inner = &*self.inner;
         rec.check(&inner.opts.limits)?;

@@ -18,7 +18,7 @@ use crate::model::token::{SessionId, Token};
 impl Store {
     /// The live session `token` addresses, or `None` if it is unknown, ended or past
     /// its deadline (whether or not the reaper has removed it yet). Counts as activity:
-    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`].
+    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`](crate::Options::touch_interval).
     pub fn get(&self, token: &Token) -> Option<Session> {
         let inner = &*self.inner;
         inner.read_live(token.hash().0, |s, now| {

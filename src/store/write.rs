@@ -28,9 +28,9 @@ impl Store {
     /// Sets `key` to `value` in the session's data. Returns the new version.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`] past a limit;
-    /// [`Error::Codec`] if `value` cannot be serialized; [`Error::VersionExhausted`]
-    /// if the session is at [`Session::MAX_VERSION`].
+    /// [`Error::Ended`](crate::Error::Ended) if the session is not live; [`Error::TooLarge`](crate::Error::TooLarge) past a limit;
+    /// [`Error::Codec`](crate::Error::Codec) if `value` cannot be serialized; [`Error::VersionExhausted`](crate::Error::VersionExhausted)
+    /// if the session is at [`Session::MAX_VERSION`](crate::Session::MAX_VERSION).
     pub fn put<T: Serialize + ?Sized>(&self, token: &Token, key: &str, value: &T) -> Result<u64> {
         let bytes = codec::encode(value, Some(key))?;
         self.put_raw(token, key, &bytes)
@@ -51,7 +51,7 @@ impl Store {
     /// Removes `key` from the session's data. Returns the new version.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; [`Error::VersionExhausted`] as for
+    /// [`Error::Ended`](crate::Error::Ended) if the session is not live; [`Error::VersionExhausted`](crate::Error::VersionExhausted) as for
     /// [`Store::put`].
     pub fn remove(&self, token: &Token, key: &str) -> Result<u64> {
         self.inner
@@ -65,8 +65,8 @@ impl Store {
     /// error, nothing is saved.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; whatever `f` returns; limits and
-    /// [`Error::VersionExhausted`] as for [`Store::put`].
+    /// [`Error::Ended`](crate::Error::Ended) if the session is not live; whatever `f` returns; limits and
+    /// [`Error::VersionExhausted`](crate::Error::VersionExhausted) as for [`Store::put`].
     pub fn update<R>(
         &self,
         token: &Token,
@@ -96,14 +96,14 @@ impl Store {
     }
 
     /// Compare-and-swap save: replaces the session's data with `data` only if its
-    /// version is still `expected_version` (from [`Session::version`]). For code that
+    /// version is still `expected_version` (from [`Session::version`](crate::Session::version)). For code that
     /// loads a session, awaits something, and saves: a concurrent change is reported,
     /// never silently overwritten. Returns the new version.
     ///
     /// # Errors
-    /// [`Error::VersionConflict`] if the session changed; [`Error::Ended`] if it is not
+    /// [`Error::VersionConflict`](crate::Error::VersionConflict) if the session changed; [`Error::Ended`](crate::Error::Ended) if it is not
     /// live (a late save never resurrects a session); limits and
-    /// [`Error::VersionExhausted`] as for [`Store::put`].
+    /// [`Error::VersionExhausted`](crate::Error::VersionExhausted) as for [`Store::put`].
     pub fn save(&self, token: &Token, expected_version: u64, data: &SessionData) -> Result<u64> {
         self.inner.check_data(data)?;
         self.inner
@@ -116,7 +116,7 @@ impl Store {
     /// Sets (or clears) the session's device label.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; [`Error::TooLarge`] past the limit.
+    /// [`Error::Ended`](crate::Error::Ended) if the session is not live; [`Error::TooLarge`](crate::Error::TooLarge) past the limit.
     pub fn set_label(&self, token: &Token, label: Option<&str>) -> Result<()> {
         let inner = &*self.inner;
         if let Some(l) = label {
@@ -139,11 +139,11 @@ impl Store {
     /// Replaces the session's token with a fresh one, keeping its id, data and user
     /// (the session-fixation defence; call it at login and privilege changes). The new
     /// token exists before the old one is retired, and the old one keeps resolving to
-    /// the session for [`Options::rotation_grace`], so parallel requests are not
+    /// the session for [`Options::rotation_grace`](crate::Options::rotation_grace), so parallel requests are not
     /// logged out. Returns the new token.
     ///
     /// # Errors
-    /// [`Error::Ended`] if the session is not live; [`Error::TokenRetired`] if `token`
+    /// [`Error::Ended`](crate::Error::Ended) if the session is not live; [`Error::TokenRetired`](crate::Error::TokenRetired) if `token`
     /// is itself an old token in its grace period (it may be used, but not to mint a
     /// new token).
     pub fn rotate(&self, token: &Token) -> Result<Token> {
@@ -157,7 +157,7 @@ impl Store {
     /// session under one token or the other, never neither.
     ///
     /// # Errors
-    /// [`Error::Exists`] if `new` already addresses a session (or an old token in its
+    /// [`Error::Exists`](crate::Error::Exists) if `new` already addresses a session (or an old token in its
     /// grace period), or is `token` itself; otherwise as [`Store::rotate`].
     pub fn rotate_to(&self, token: &Token, new: &Token) -> Result<()> {
         self.rotate_with(token, Some(new)).map(|_| ())

@@ -12,7 +12,7 @@ use crate::util::padded::Padded;
 /// Bytes read from the operating system's CSPRNG in bulk and handed out once each.
 ///
 /// A `getrandom` call costs a system call and the kernel's per-call generator setup
-/// (about 0.4 µs on a VM, a sixth of a session's creation); reading 4 KiB at a time and
+/// (a sizeable share of a session's creation: `docs/performance.md#measurements-behind-design-decisions`); reading 4 KiB at a time and
 /// handing out 40 bytes per session keeps every token's bytes straight from the OS
 /// generator while paying that once per hundred sessions. Each byte is used once, then
 /// overwritten. A pool belongs to one store ([`Entropy`]) and sits behind a lock; a
@@ -54,9 +54,9 @@ impl EntropyPool {
 /// A store's entropy: one [`EntropyPool`] per stripe, each on its own cache line, and
 /// each thread drawing from the stripe it was assigned the first time it drew. With
 /// one pool behind one lock, every create on every core took the same lock and read
-/// the same 4 KiB, whose cache lines then moved between cores with each session: two
-/// threads creating (2-core VM) made 1.07× the sessions per second with stripes
-/// (medians of 8 interleaved runs, Memory and Buffered alike); one thread, the same.
+/// the same 4 KiB, whose cache lines then moved between cores with each session;
+/// stripes made two threads create faster, and one thread no slower (measured in
+/// `docs/performance.md#measurements-behind-design-decisions`).
 pub(crate) struct Entropy {
     pools: Box<[Padded<Mutex<EntropyPool>>]>,
 }

@@ -4,8 +4,8 @@
 //! The active segment is zero-filled ahead of the records, [`PREALLOC_BYTES`] at a
 //! time: an fdatasync after a write that stays inside the file's allocated size has
 //! only data to flush, while one after a write that extends the file must also commit
-//! the new size and blocks through the filesystem journal — measured here as 4,600 vs
-//! 7,900 syncs/s for 512-byte records (`dd oflag=dsync`, appending vs overwriting).
+//! the new size and blocks through the filesystem journal, which costs about half again
+//! as much (measured in `docs/performance.md#measurements-behind-design-decisions`).
 //! Recovery reads an all-zero remainder of the last segment as the end of the log
 //! (see [`crate::backend::log::recovery`]); a segment is cut back to its records when it is
 //! sealed and when the store closes, so only a crash leaves zeros behind.
