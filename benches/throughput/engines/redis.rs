@@ -1,0 +1,316 @@
+//! Redis on loopback: `SET token data EX ttl` and a SET of tokens per user, one
+//! connection per thread, against a `redis-server` child of its own on a free loopback
+//! port with a temporary directory, killed by pid when the engine is dropped.
+
+use std::hint::black_box;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::engines::{Engine, Entry, Worker};
+use crate::harness::{Ctx, IDLE, new_token, note_err, payload};
+
+pub fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A redis-server child on a free loopback port with a temporary dir; killed on drop.
+pub struct RedisServer {
+    pub child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start(persistence: &[&str]) -> Result<RedisServer, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let log = dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--daemonize", "no", "--save", ""])
+            .args(persistence)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning redis-server: {e}"))?;
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let client = server.client()?;
+        for _ in 0..400 {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(format!(
+            "redis-server did not answer on port {port}; see {}",
+            log.display()
+        ))
+    }
+
+    fn client(&self) -> Result<redis::Client, String> {
+        use redis::IntoConnectionInfo;
+        let info = format!("redis://127.0.0.1:{}/", self.port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        redis::Client::open(info).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A redis-server of its own and a client of it (TCP_NODELAY on every connection).
+pub struct RedisEngine {
+    pub server: RedisServer,
+    client: redis::Client,
+}
+
+fn redis_value(user: &str, profile: &str) -> String {
+    format!(r#"{{"user":"{user}","profile":"{profile}"}}"#)
+}
+
+fn redis_user_key(user: &str) -> String {
+    format!("user:{user}")
+}
+
+impl RedisEngine {
+    pub fn start(persistence: &[&str]) -> Result<RedisEngine, String> {
+        let server = RedisServer::start(persistence)?;
+        let client = server.client()?;
+        Ok(RedisEngine { server, client })
+    }
+
+    /// The server's resident memory (`INFO memory` used_memory_rss), in bytes.
+    pub fn server_rss(&self) -> Option<u64> {
+        let mut c = self.client.get_connection().ok()?;
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut c).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory_rss:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Engine for RedisEngine {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
+        let con = self.client.get_connection().map_err(|e| e.to_string())?;
+        Ok(Box::new(RedisWorker { con }))
+    }
+
+    /// Pipelines of 1,000 sessions, one connection per bulk thread.
+    fn bulk_create(&self, ctx: &Ctx, users: &[u32]) -> Vec<Entry> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        let threads = ctx.parallelism.max(2);
+        let chunk = users.len().div_ceil(threads);
+        let p = payload();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = users
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut con = self.client.get_connection().expect("redis connect");
+                        let mut out = Vec::with_capacity(part.len());
+                        for batch in part.chunks(1000) {
+                            let mut pipe = redis::pipe();
+                            for &u in batch {
+                                let user = &ctx.users[u as usize];
+                                let token = new_token();
+                                pipe.cmd("SET")
+                                    .arg(&token)
+                                    .arg(redis_value(user, &p.profile_a))
+                                    .arg("EX")
+                                    .arg(IDLE.as_secs())
+                                    .ignore()
+                                    .cmd("SADD")
+                                    .arg(redis_user_key(user))
+                                    .arg(&token)
+                                    .ignore();
+                                out.push(Entry { token, user: u });
+                            }
+                            pipe.query::<()>(&mut con).expect("redis preload");
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("redis bulk thread"))
+                .collect()
+        })
+    }
+
+    fn bulk_end(&self, ctx: &Ctx, entries: &[Entry]) {
+        let mut con = self.client.get_connection().expect("redis connect");
+        for batch in entries.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for e in batch {
+                pipe.cmd("DEL")
+                    .arg(&e.token)
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(redis_user_key(&ctx.users[e.user as usize]))
+                    .arg(&e.token)
+                    .ignore();
+            }
+            pipe.query::<()>(&mut con).expect("redis bulk end");
+        }
+    }
+}
+
+struct RedisWorker {
+    con: redis::Connection,
+}
+
+impl Worker for RedisWorker {
+    fn get(&mut self, token: &str) -> bool {
+        match redis::cmd("GET")
+            .arg(token)
+            .query::<Option<Vec<u8>>>(&mut self.con)
+        {
+            Ok(v) => v.map(black_box).is_some(),
+            Err(e) => {
+                note_err("redis get", e);
+                false
+            }
+        }
+    }
+
+    fn create(&mut self, user: &str) -> Option<String> {
+        let token = new_token();
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&token)
+            .arg(redis_value(user, &payload().profile_a))
+            .arg("EX")
+            .arg(IDLE.as_secs())
+            .ignore()
+            .cmd("SADD")
+            .arg(redis_user_key(user))
+            .arg(&token)
+            .ignore()
+            .query::<()>(&mut self.con)
+            .map_err(|e| note_err("redis create", e))
+            .ok()?;
+        Some(token)
+    }
+
+    fn update(&mut self, token: &str, user: &str) -> bool {
+        redis::cmd("SET")
+            .arg(token)
+            .arg(redis_value(user, &payload().profile_b))
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query::<Option<String>>(&mut self.con)
+            .is_ok_and(|r| r.is_some())
+    }
+
+    fn touch(&mut self, token: &str) -> bool {
+        redis::cmd("EXPIRE")
+            .arg(token)
+            .arg(IDLE.as_secs())
+            .query::<i64>(&mut self.con)
+            .is_ok_and(|n| n == 1)
+    }
+
+    /// RENAME keeps value and TTL; the user's set follows in the same MULTI.
+    fn rotate(&mut self, token: &str, user: &str) -> Option<String> {
+        let new = new_token();
+        let key = redis_user_key(user);
+        redis::pipe()
+            .atomic()
+            .cmd("RENAME")
+            .arg(token)
+            .arg(&new)
+            .ignore()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(&new)
+            .ignore()
+            .cmd("SREM")
+            .arg(&key)
+            .arg(token)
+            .ignore()
+            .query::<()>(&mut self.con)
+            .ok()?;
+        Some(new)
+    }
+
+    fn end(&mut self, token: &str, user: &str) -> bool {
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(token)
+            .cmd("SREM")
+            .arg(redis_user_key(user))
+            .arg(token)
+            .ignore()
+            .query::<(i64,)>(&mut self.con)
+            .is_ok_and(|(n,)| n == 1)
+    }
+
+    /// SMEMBERS, then DEL of the tokens and the set: two round trips, not atomic.
+    fn revoke_user(&mut self, user: &str) -> usize {
+        let key = redis_user_key(user);
+        let Ok(tokens) = redis::cmd("SMEMBERS")
+            .arg(&key)
+            .query::<Vec<String>>(&mut self.con)
+        else {
+            return 0;
+        };
+        if tokens.is_empty() {
+            return 0;
+        }
+        redis::pipe()
+            .cmd("DEL")
+            .arg(&tokens)
+            .cmd("DEL")
+            .arg(&key)
+            .ignore()
+            .query::<(usize,)>(&mut self.con)
+            .map_or(0, |(n,)| n)
+    }
+
+    /// SMEMBERS, then MGET: two round trips.
+    fn sessions_of(&mut self, user: &str) -> usize {
+        let Ok(tokens) = redis::cmd("SMEMBERS")
+            .arg(redis_user_key(user))
+            .query::<Vec<String>>(&mut self.con)
+        else {
+            return 0;
+        };
+        if tokens.is_empty() {
+            return 0;
+        }
+        redis::cmd("MGET")
+            .arg(&tokens)
+            .query::<Vec<Option<Vec<u8>>>>(&mut self.con)
+            .map_or(0, |v| v.iter().filter(|x| x.is_some()).count())
+    }
+}

@@ -1,0 +1,221 @@
+//! sessiondb through its public API only: the embedded [`Store`] under each durability
+//! ([`SdbEngine`]), and, with `--features redis`, the same API on a Redis server
+//! ([`SdbRedisEngine`]). Every call parses the cookie string (`Token::parse`) first, as
+//! a server's would.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use sessiondb::{Durability, NewSession, Options, SessionData, Store, Token};
+
+use crate::engines::{Engine, Worker};
+use crate::harness::{Payload, note_err, payload};
+
+/// The names of sessiondb's rows in the tables (a peer's ratio column names the one it
+/// compares with).
+pub const SDB_MEMORY: &str = "sessiondb Memory";
+pub const SDB_BUFFERED: &str = "sessiondb Buffered";
+pub const SDB_SYNC: &str = "sessiondb Sync";
+pub const SDB_SYNC_ASYNC: &str = "sessiondb Sync, async tasks";
+pub const SDB_REDIS: &str = "sessiondb on Redis";
+
+/// The embedded store.
+pub struct SdbEngine {
+    pub store: Store,
+}
+
+impl SdbEngine {
+    pub fn memory() -> SdbEngine {
+        SdbEngine {
+            store: Store::in_memory_with(Options::default()).expect("in-memory store"),
+        }
+    }
+
+    pub fn open(dir: &Path, d: Durability) -> SdbEngine {
+        SdbEngine {
+            store: Store::open_with(dir, Options::default().durability(d)).expect("open store"),
+        }
+    }
+}
+
+impl Engine for SdbEngine {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
+        Ok(Box::new(SdbWorker {
+            store: &self.store,
+            p: payload(),
+        }))
+    }
+
+    fn sync_stats(&self) -> Option<(u64, u64)> {
+        let s = self.store.stats();
+        Some((s.log_syncs, s.log_records))
+    }
+}
+
+struct SdbWorker<'a> {
+    store: &'a Store,
+    p: &'static Payload,
+}
+
+impl Worker for SdbWorker<'_> {
+    fn get(&mut self, token: &str) -> bool {
+        Token::parse(token)
+            .ok()
+            .and_then(|t| self.store.get(&t))
+            .map(black_box)
+            .is_some()
+    }
+
+    /// The session and its data in one step (one log record, one fsync under `Sync`).
+    fn create(&mut self, user: &str) -> Option<String> {
+        let mut data = SessionData::new();
+        data.insert("profile", self.p.profile_a.as_str())
+            .map_err(|e| note_err("sessiondb data", e))
+            .ok()?;
+        let (t, _) = self
+            .store
+            .create(NewSession::for_user(user).data(data))
+            .map_err(|e| note_err("sessiondb create", e))
+            .ok()?;
+        Some(t.as_string())
+    }
+
+    fn update(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| {
+            self.store
+                .put(&t, "profile", self.p.profile_b.as_str())
+                .is_ok()
+        })
+    }
+
+    fn touch(&mut self, token: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.store.touch(&t).is_ok())
+    }
+
+    fn rotate(&mut self, token: &str, _user: &str) -> Option<String> {
+        let t = Token::parse(token).ok()?;
+        self.store.rotate(&t).ok().map(|t| t.as_string())
+    }
+
+    fn end(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.store.end(&t).unwrap_or(false))
+    }
+
+    fn revoke_user(&mut self, user: &str) -> usize {
+        self.store.revoke_user(user).unwrap_or(0)
+    }
+
+    fn sessions_of(&mut self, user: &str) -> usize {
+        self.store
+            .sessions_of(user)
+            .map_or(0, |v| black_box(v).len())
+    }
+}
+
+/// The Redis backend, driven from the harness's threads through a tokio runtime of its
+/// own (each call is `block_on`, as a sync caller would).
+#[cfg(feature = "redis")]
+pub struct SdbRedisEngine {
+    rt: tokio::runtime::Runtime,
+    store: sessiondb::RedisStore,
+}
+
+#[cfg(feature = "redis")]
+impl SdbRedisEngine {
+    pub fn connect(url: &str) -> Result<SdbRedisEngine, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let store = rt
+            .block_on(sessiondb::RedisStore::connect_with(
+                url,
+                Options::default(),
+                sessiondb::RedisOptions::default().prefix("sdb"),
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(SdbRedisEngine { rt, store })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Engine for SdbRedisEngine {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
+        Ok(Box::new(SdbRedisWorker {
+            e: self,
+            p: payload(),
+        }))
+    }
+}
+
+#[cfg(feature = "redis")]
+struct SdbRedisWorker<'a> {
+    e: &'a SdbRedisEngine,
+    p: &'static Payload,
+}
+
+#[cfg(feature = "redis")]
+impl Worker for SdbRedisWorker<'_> {
+    fn get(&mut self, token: &str) -> bool {
+        let Ok(t) = Token::parse(token) else {
+            return false;
+        };
+        match self.e.rt.block_on(self.e.store.get(&t)) {
+            Ok(s) => s.map(black_box).is_some(),
+            Err(e) => {
+                note_err("sessiondb on Redis get", e);
+                false
+            }
+        }
+    }
+
+    fn create(&mut self, user: &str) -> Option<String> {
+        let mut data = SessionData::new();
+        data.insert("profile", self.p.profile_a.as_str()).ok()?;
+        let (t, _) = self
+            .e
+            .rt
+            .block_on(self.e.store.create(NewSession::for_user(user).data(data)))
+            .map_err(|e| note_err("sessiondb on Redis create", e))
+            .ok()?;
+        Some(t.as_string())
+    }
+
+    fn update(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| {
+            self.e
+                .rt
+                .block_on(self.e.store.put(&t, "profile", self.p.profile_b.as_str()))
+                .is_ok()
+        })
+    }
+
+    fn touch(&mut self, token: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.e.rt.block_on(self.e.store.touch(&t)).is_ok())
+    }
+
+    fn rotate(&mut self, token: &str, _user: &str) -> Option<String> {
+        let t = Token::parse(token).ok()?;
+        let new = self.e.rt.block_on(self.e.store.rotate(&t)).ok()?;
+        Some(new.as_string())
+    }
+
+    fn end(&mut self, token: &str, _user: &str) -> bool {
+        Token::parse(token).is_ok_and(|t| self.e.rt.block_on(self.e.store.end(&t)).unwrap_or(false))
+    }
+
+    fn revoke_user(&mut self, user: &str) -> usize {
+        self.e
+            .rt
+            .block_on(self.e.store.revoke_user(user))
+            .unwrap_or(0)
+    }
+
+    fn sessions_of(&mut self, user: &str) -> usize {
+        self.e
+            .rt
+            .block_on(self.e.store.sessions_of(user))
+            .map_or(0, |v| black_box(v).len())
+    }
+}
