@@ -7,57 +7,22 @@
 //! `SESSIONDB_BENCH_SESSIONS` for fewer, `SESSIONDB_BENCH_SECS` for the length of each
 //! throughput run, default 3).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sessiondb::{BackendKind, Durability, NewSession, Options, SessionData, Store, Token};
 
+#[path = "support/fdatasync.rs"]
+mod fdatasync;
+
+use fdatasync::raw_fdatasync_rate;
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// fdatasyncs per second of `block`-byte writes to a file in `dir`: appends that grow
-/// the file (so each sync also commits its new size through the journal), or, with
-/// `in_place`, sequential overwrites of a file written out beforehand — what the log's
-/// zero-filled active segment does. The disk's own ceiling for one synchronous writer.
-fn raw_fdatasync_rate(dir: &std::path::Path, secs: f64, block: usize, in_place: bool) -> f64 {
-    use std::io::{Seek, SeekFrom};
-    const SPAN: u64 = 16 << 20;
-    let path = dir.join("raw-fsync-probe");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    if in_place {
-        f.write_all(&vec![0u8; SPAN as usize]).unwrap();
-        f.sync_all().unwrap();
-        f.seek(SeekFrom::Start(0)).unwrap();
-    }
-    let block = vec![7u8; block];
-    let start = Instant::now();
-    let (mut n, mut at) = (0u64, 0u64);
-    while start.elapsed().as_secs_f64() < secs {
-        if in_place && at + block.len() as u64 > SPAN {
-            f.seek(SeekFrom::Start(0)).unwrap();
-            at = 0;
-        }
-        f.write_all(&block).unwrap();
-        at += block.len() as u64;
-        f.sync_data().unwrap();
-        n += 1;
-    }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(path).unwrap();
-    rate
 }
 
 struct Run {

@@ -253,6 +253,9 @@ pub struct Ctx {
     /// The sections to run (`SESSIONDB_BENCH_ONLY`), or all.
     pub only: Option<Vec<String>>,
     pub started: Instant,
+    /// An empty directory in the temp dir (where every durable engine here keeps its
+    /// files), for the raw fdatasync probe.
+    pub disk_probe: tempfile::TempDir,
 }
 
 impl Ctx {
@@ -286,6 +289,7 @@ impl Ctx {
             parallelism,
             only,
             started: Instant::now(),
+            disk_probe: tempfile::tempdir().expect("tempdir"),
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,39 +12,13 @@ use std::time::Instant;
 use crate::harness::Ctx;
 use crate::report::fmt_bytes;
 
-/// fdatasyncs per second of 4 KiB writes to a file in the temp dir (where every durable
-/// engine here keeps its files): appends that grow the file (so each sync also commits
-/// the new size), or, with `in_place`, overwrites inside a preallocated 4 MiB file.
-pub fn raw_fdatasync_rate(secs: f64, in_place: bool) -> f64 {
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(!in_place)
-        .write(in_place)
-        .open(dir.path().join("probe"))
-        .expect("probe file");
-    let block = [7u8; 4096];
-    if in_place {
-        for i in 0..1024u64 {
-            f.write_all_at(&block, i * 4096).expect("prefill");
-        }
-        f.sync_all().expect("fsync");
-    }
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        if in_place {
-            f.write_all_at(&block, (n % 1024) * 4096).expect("write");
-        } else {
-            f.write_all(&block).expect("write");
-        }
-        f.sync_data().expect("fdatasync");
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
+#[path = "../support/fdatasync.rs"]
+mod fdatasync;
+
+pub use fdatasync::raw_fdatasync_rate;
+
+/// The probe's write size in this bench: 4 KiB, a page.
+pub const PROBE_BYTES: usize = 4096;
 
 /// Busy threads at `SCHED_IDLE` priority, one per core, for the length of the run: they
 /// only get a CPU nobody else wants, and keep it from going idle. On a virtual machine an

@@ -41,7 +41,9 @@ mod report;
 mod sections;
 
 use harness::{CHILD_ENV, Ctx};
-use machine::{Spinners, command_line, machine_line, raw_fdatasync_rate, timer_overhead_ns};
+use machine::{
+    PROBE_BYTES, Spinners, command_line, machine_line, raw_fdatasync_rate, timer_overhead_ns,
+};
 use report::{Report, fmt_count, print_report};
 
 fn main() {
@@ -67,8 +69,9 @@ fn main() {
     };
     ctx.progress(format_args!("{}", machine_line(&ctx)));
     ctx.progress(format_args!("{}", command_line()));
-    report.fsync_rate = raw_fdatasync_rate(1.0, false);
-    report.fsync_in_place = raw_fdatasync_rate(1.0, true);
+    let probe = ctx.disk_probe.path();
+    report.fsync_rate = raw_fdatasync_rate(probe, 1.0, PROBE_BYTES, false);
+    report.fsync_in_place = raw_fdatasync_rate(probe, 1.0, PROBE_BYTES, true);
     ctx.progress(format_args!(
         "raw fdatasync: {}/s (4 KiB appends), {}/s (4 KiB overwrites in place)",
         fmt_count(report.fsync_rate),
@@ -91,7 +94,7 @@ fn main() {
     if ctx.wants("group") {
         sections::bench_group_interleaved(&ctx, &mut report);
     }
-    report.fsync_end = raw_fdatasync_rate(1.0, false);
+    report.fsync_end = raw_fdatasync_rate(probe, 1.0, PROBE_BYTES, false);
     // The memory and recovery sections run in child processes, CPU-bound on every
     // core, with no wake-up to speed along: there the spinners only take time from
     // them (opening 1,000,000 sessions ran 10-20% slower beside them).

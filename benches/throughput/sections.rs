@@ -24,7 +24,7 @@ use crate::engines::{Engine, Entry};
 use crate::harness::{
     Ctx, Hist, OPS, Op, Rng, RunResult, env_parse, note_err, payload, run_op, sync_rates,
 };
-use crate::machine::raw_fdatasync_rate;
+use crate::machine::{PROBE_BYTES, raw_fdatasync_rate};
 use crate::report::{GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
@@ -54,7 +54,7 @@ fn bench_engine(
         }
     };
     info.sessions = pool.len();
-    info.fsync = raw_fdatasync_rate(0.5, false);
+    info.fsync = raw_fdatasync_rate(ctx.disk_probe.path(), 0.5, PROBE_BYTES, false);
     ctx.progress(format_args!(
         "{}: {} sessions, preload {}; raw fdatasync now {}/s",
         info.name,
@@ -490,7 +490,12 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
             "interleaved group commit: round {}",
             round + 1
         ));
-        fsync.push(raw_fdatasync_rate(0.5, false));
+        fsync.push(raw_fdatasync_rate(
+            ctx.disk_probe.path(),
+            0.5,
+            PROBE_BYTES,
+            false,
+        ));
         for k in 0..turns {
             let i = (k + round) % turns;
             let r = match engines.get(i) {
