@@ -12,7 +12,7 @@ use sessiondb::{Durability, NewSession, SessionData};
 
 use crate::engines::hashmap::MapEngine;
 use crate::engines::moka::MokaEngine;
-use crate::engines::redis::{RedisEngine, redis_installed};
+use crate::engines::redis::{AOF_ALWAYS, NO_PERSISTENCE, RedisEngine};
 #[cfg(feature = "redis")]
 use crate::engines::sessiondb::SdbRedisEngine;
 use crate::engines::sessiondb::{
@@ -235,24 +235,18 @@ pub fn bench_sqlite(ctx: &Ctx, report: &mut Report) {
 }
 
 pub fn bench_redis(ctx: &Ctx, report: &mut Report) {
-    if !redis_installed() {
-        let line = "redis: skipped (redis-server not installed)".to_owned();
-        eprintln!("{line}");
-        report.skipped.push(line);
-        return;
-    }
     const REVOKE: &str = "SET of tokens per user: SMEMBERS + DEL (2 round trips)";
     const LIST: &str = "SMEMBERS + MGET (2 round trips)";
     let variants: [(&str, &[&str], &str, &str); 2] = [
         (
             "Redis",
-            &["--appendonly", "no"],
+            NO_PERSISTENCE,
             "none (`--save \"\" --appendonly no`)",
             SDB_MEMORY,
         ),
         (
             "Redis AOF always",
-            &["--appendonly", "yes", "--appendfsync", "always"],
+            AOF_ALWAYS,
             "AOF, `appendfsync always`",
             SDB_SYNC,
         ),
@@ -269,8 +263,8 @@ pub fn bench_redis(ctx: &Ctx, report: &mut Report) {
         };
         ctx.progress(format_args!(
             "{name}: started redis-server (pid {}, port {})",
-            e.server.child.id(),
-            e.server.port
+            e.pid(),
+            e.port()
         ));
         let rss0 = e.server_rss();
         let i = info(name, durability, baseline, REVOKE, LIST);
@@ -300,7 +294,7 @@ pub fn bench_redis(ctx: &Ctx, report: &mut Report) {
         }
         ctx.progress(format_args!(
             "{name}: stopping redis-server (pid {})",
-            e.server.child.id()
+            e.pid()
         ));
     }
 }
@@ -430,20 +424,13 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
     let sled = SledEngine::open(sled_dir.path());
     sled.flush_each.store(true, Ordering::Relaxed);
     let sqlite = SqliteEngine::open(&sqlite_dir.path().join("sessions.db"), "FULL");
-    let redis = if !redis_installed() {
-        report
-            .skipped
-            .push("interleaved group commit: Redis skipped (redis-server not installed)".into());
-        None
-    } else {
-        match RedisEngine::start(&["--appendonly", "yes", "--appendfsync", "always"]) {
-            Ok(e) => Some(e),
-            Err(err) => {
-                report
-                    .skipped
-                    .push(format!("interleaved group commit: Redis skipped ({err})"));
-                None
-            }
+    let redis = match RedisEngine::start(AOF_ALWAYS) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            report
+                .skipped
+                .push(format!("interleaved group commit: Redis skipped ({err})"));
+            None
         }
     };
     let mut engines: Vec<(&str, &dyn Engine, usize)> = vec![
@@ -529,7 +516,7 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
 /// costs. Needs `--features redis`.
 #[cfg(feature = "redis")]
 fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
-    let url = format!("redis://127.0.0.1:{}/", raw.server.port);
+    let url = format!("redis://127.0.0.1:{}/", raw.port());
     match SdbRedisEngine::connect(&url) {
         Ok(e) => {
             let i = info(

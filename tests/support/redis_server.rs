@@ -1,7 +1,7 @@
-//! A `redis-server` child for tests: Debian's binary on a free loopback port with its
-//! own temporary directory, stopped by pid (killed, then waited for) on drop. It can be
-//! killed with SIGKILL and restarted on the same port and directory, to test what
-//! survives a crash under each persistence setting.
+//! A `redis-server` child for tests (and the throughput bench): Debian's binary on a
+//! free loopback port with its own temporary directory, stopped by pid (killed, then
+//! waited for) on drop. It can be killed with SIGKILL and restarted on the same port
+//! and directory, to test what survives a crash under each persistence setting.
 //!
 //! If `redis-server` is not installed, [`RedisServer::start`] returns `None` and the
 //! test prints that it was skipped — unless `SESSIONDB_REQUIRE_REDIS=1` (set by CI),
@@ -59,23 +59,36 @@ impl RedisServer {
             eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
             return None;
         }
+        Some(Self::launch(persistence).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// As [`Self::start`], but says why instead of skipping or panicking: for the
+    /// benches, which go on without Redis.
+    pub fn try_start(persistence: &[&str]) -> Result<RedisServer, String> {
+        if !installed() {
+            return Err("redis-server not installed".to_owned());
+        }
+        Self::launch(persistence)
+    }
+
+    fn launch(persistence: &[&str]) -> Result<RedisServer, String> {
         let mut server = RedisServer {
             child: None,
             port: 0,
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir: tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?,
             args: persistence.iter().map(|s| s.to_string()).collect(),
         };
         // A port is free when picked but could be taken before redis binds it: retry.
         for _ in 0..5 {
             server.port = free_port();
             if server.spawn() {
-                return Some(server);
+                return Ok(server);
             }
         }
-        panic!(
+        Err(format!(
             "redis-server did not start; see {}",
             server.log_path().display()
-        );
+        ))
     }
 
     fn log_path(&self) -> PathBuf {

@@ -1,91 +1,21 @@
 //! Redis on loopback: `SET token data EX ttl` and a SET of tokens per user, one
-//! connection per thread, against a `redis-server` child of its own on a free loopback
-//! port with a temporary directory, killed by pid when the engine is dropped.
+//! connection per thread. The server is the tests' own `redis-server` child
+//! (tests/support/redis_server.rs): a free loopback port, a temporary directory,
+//! killed by pid when the engine is dropped.
 
 use std::hint::black_box;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::engines::{Engine, Entry, Worker};
 use crate::harness::{Ctx, IDLE, new_token, note_err, payload};
 
-pub fn redis_installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+#[path = "../../../tests/support/redis_server.rs"]
+mod server;
 
-/// A redis-server child on a free loopback port with a temporary dir; killed on drop.
-pub struct RedisServer {
-    pub child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start(persistence: &[&str]) -> Result<RedisServer, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(["--daemonize", "no", "--save", ""])
-            .args(persistence)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawning redis-server: {e}"))?;
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        let client = server.client()?;
-        for _ in 0..400 {
-            if let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Err(format!(
-            "redis-server did not answer on port {port}; see {}",
-            log.display()
-        ))
-    }
-
-    fn client(&self) -> Result<redis::Client, String> {
-        use redis::IntoConnectionInfo;
-        let info = format!("redis://127.0.0.1:{}/", self.port)
-            .into_connection_info()
-            .map_err(|e| e.to_string())?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        redis::Client::open(info).map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use server::{AOF_ALWAYS, NO_PERSISTENCE};
 
 /// A redis-server of its own and a client of it (TCP_NODELAY on every connection).
 pub struct RedisEngine {
-    pub server: RedisServer,
+    server: server::RedisServer,
     client: redis::Client,
 }
 
@@ -98,10 +28,28 @@ fn redis_user_key(user: &str) -> String {
 }
 
 impl RedisEngine {
+    /// Starts a redis-server with `persistence` ([`NO_PERSISTENCE`], [`AOF_ALWAYS`]) and
+    /// connects to it, or says why it could not (not installed, did not start).
     pub fn start(persistence: &[&str]) -> Result<RedisEngine, String> {
-        let server = RedisServer::start(persistence)?;
-        let client = server.client()?;
+        use redis::IntoConnectionInfo;
+        let server = server::RedisServer::try_start(persistence)?;
+        let info = server
+            .url()
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
         Ok(RedisEngine { server, client })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.server.pid().unwrap_or(0)
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.server.port()
     }
 
     /// The server's resident memory (`INFO memory` used_memory_rss), in bytes.
