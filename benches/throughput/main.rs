@@ -27,13 +27,15 @@
 //!
 //! Progress goes to stderr; the tables go to stdout at the end.
 //!
-//! The files: `harness` (the workload, the settings, the timed loop), `engines/` (one
-//! per engine, behind one interface), `sections` (what each `SESSIONDB_BENCH_ONLY`
-//! section runs), `memory` and `recovery` (the child-process sections), `machine` (the
-//! disk, the spinners, the timer), `report` (the tables).
+//! The files: `harness` (the workload, the settings, the timed loop), `histogram` (the
+//! latency histogram it records into), `engines/` (one per engine, behind one
+//! interface), `sections` (what each `SESSIONDB_BENCH_ONLY` section runs), `memory` and
+//! `recovery` (the child-process sections), `machine` (the disk, the spinners, the
+//! timer), `report` (the tables).
 
 mod engines;
 mod harness;
+mod histogram;
 mod machine;
 mod memory;
 mod recovery;

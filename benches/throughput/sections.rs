@@ -22,8 +22,9 @@ use crate::engines::sled::SledEngine;
 use crate::engines::sqlite::SqliteEngine;
 use crate::engines::{Engine, Entry};
 use crate::harness::{
-    Ctx, Hist, OPS, Op, Rng, RunResult, env_parse, note_err, payload, run_op, sync_rates,
+    Ctx, OPS, Op, Rng, RunResult, env_parse, note_err, payload, run_op, sync_rates,
 };
+use crate::histogram::Hist;
 use crate::machine::{PROBE_BYTES, raw_fdatasync_rate};
 use crate::report::{GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
