@@ -3,9 +3,9 @@
 //! threads next to the disk's raw fdatasync rate, recovery time of a large store, and
 //! log size before and after compaction.
 //!
-//! `cargo bench --bench durability` (1,000,000 sessions for recovery; set
-//! `SESSIONDB_BENCH_SESSIONS` for fewer, `SESSIONDB_BENCH_SECS` for the length of each
-//! throughput run, default 3).
+//! `cargo bench -p sessiondb-bench --bench durability` (1,000,000 sessions for
+//! recovery; set `SESSIONDB_BENCH_SESSIONS` for fewer, `SESSIONDB_BENCH_SECS` for the
+//! length of each throughput run, default 3).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -3,7 +3,8 @@
 //! get-hit, get-miss, create, update, touch, sessions-of-user, rotate, end, and
 //! revoke-user of a user with 10 sessions.
 //!
-//! `cargo bench --bench engine`; set `SESSIONDB_BENCH_SESSIONS` for a smaller preload.
+//! `cargo bench -p sessiondb-bench --bench engine`; set `SESSIONDB_BENCH_SESSIONS` for a
+//! smaller preload.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -130,7 +130,7 @@ pub fn command_line() -> String {
             let _ = write!(cmd, "{var}={v} ");
         }
     }
-    cmd.push_str("cargo bench --bench throughput");
+    cmd.push_str("cargo bench -p sessiondb-bench --bench throughput");
     if cfg!(feature = "redis") {
         cmd.push_str(" --features redis");
     }

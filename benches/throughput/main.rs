@@ -18,7 +18,7 @@
 //! memory per 1,000,000 sessions (each engine measured in a child process of its own),
 //! and recovery / compaction of a sessiondb log of N sessions.
 //!
-//! `cargo bench --bench throughput`. Environment:
+//! `cargo bench -p sessiondb-bench --bench throughput`. Environment:
 //! - `SESSIONDB_BENCH_SESSIONS`: sessions preloaded (default 1,000,000);
 //! - `SESSIONDB_BENCH_SECS`: seconds per measured run (default 2, fractions allowed);
 //! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`, `moka`,
