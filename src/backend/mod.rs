@@ -6,6 +6,7 @@
 //! implementations: the log-structured store ([`log`], the default) and sled ([`sled`],
 //! cargo feature `sled`).
 
+pub(crate) mod interner;
 pub(crate) mod log;
 #[cfg(feature = "sled")]
 pub(crate) mod sled;
@@ -129,12 +130,12 @@ pub(crate) trait Replay: Sync {
 /// One decoding thread's share of a base: its sessions sorted by shard, one list per
 /// shard, each already an entry of the sink's (built by the decoding thread, so the
 /// lists stay small: a key and a pointer, not a whole image), with its token hash, and
-/// its user given as an index into `users` ([`log::record::NO_USER`]: none) and its
+/// its user given as an index into `users` ([`interner::NO_USER`]: none) and its
 /// own user unset. The sink fills the users in while it builds its shards, so decoding
 /// never touches a user's shared allocation.
 pub(crate) struct BasePart<E> {
     pub(crate) shards: Vec<Vec<(u128, E, u32)>>,
-    pub(crate) users: log::record::UserInterner,
+    pub(crate) users: interner::UserInterner,
 }
 
 /// A sink that keeps nothing, for tests that open a backend on an empty directory.

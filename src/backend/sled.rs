@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::model::change::Change;
 use crate::model::change::Image;
 use crate::model::data::SessionData;
+use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::options::Options;
 use crate::util::codec;
@@ -204,10 +205,7 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
     Ok(Image {
         id: SessionId(id),
         hash: TokenHash(r.hash),
-        user: r
-            .user
-            .map(|u| crate::backend::log::record::user(&u))
-            .transpose()?,
+        user: r.user.map(|u| UserId::stored(&u)).transpose()?,
         label: r.label.map(|s| Arc::from(s.as_ref())),
         created: Timestamp(r.created),
         authenticated: r.authenticated.map(Timestamp),

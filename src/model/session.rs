@@ -24,6 +24,19 @@ use crate::options::{Limits, Options};
 pub struct UserId(Arc<Box<str>>);
 
 impl UserId {
+    /// A user id read back from a file: it must satisfy the structural rules, but
+    /// not the configured size limit, which may have changed since it was written.
+    ///
+    /// # Errors
+    /// What is wrong with it, as text (recovery reports it as corruption).
+    pub(crate) fn stored(s: &str) -> std::result::Result<UserId, String> {
+        let limits = Limits {
+            max_user_id_bytes: usize::MAX,
+            ..Limits::default()
+        };
+        UserId::new(s, &limits).map_err(|e| e.to_string())
+    }
+
     /// Checks and wraps a user id.
     ///
     /// # Errors

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::backend::log::record::{NO_USER, UserInterner};
+use crate::backend::interner::{NO_USER, UserInterner};
 use crate::backend::{BasePart, Recovered, Replay};
 use crate::clock::Timestamp;
 use crate::index::entry::{MaybeTime, SessionState};

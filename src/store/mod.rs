@@ -413,6 +413,7 @@ impl Inner {
     /// Returns once the change behind `ticket` is as durable as the store's mode
     /// promises. Call with no lock held. Inside [`Store::deferred`] it only records the
     /// ticket for the caller's [`Commit`] ([`commit::defer_wait`]).
+    #[inline]
     fn wait(&self, ticket: Ticket) -> Result<()> {
         if matches!(self.journal, Journal::Disk(_))
             && commit::defer_wait(self.journal.key(), ticket)
@@ -425,6 +426,7 @@ impl Inner {
     /// Delivers `events` to every subscriber without blocking. Call with no lock held.
     /// Inside [`Store::deferred`] they are held back for its [`Commit`]
     /// ([`commit::defer_events`]).
+    #[inline]
     fn emit(&self, events: Vec<Event>) {
         if events.is_empty() || !self.events.active() {
             return;
@@ -435,50 +437,60 @@ impl Inner {
     }
 
     /// Builds and emits events only when someone is subscribed.
+    #[inline]
     pub(crate) fn emit_if(&self, make: impl FnOnce() -> Vec<Event>) {
         if self.events.active() {
             self.emit(make());
         }
     }
 
+    #[inline]
     pub(crate) fn now(&self) -> Timestamp {
         self.opts.clock.now()
     }
 
+    #[inline]
     fn is_live(&self, state: &SessionState) -> bool {
         state.deadline(self.auth_ms) > self.now()
     }
 
+    #[inline]
     fn shard_ix(&self, key: u128) -> usize {
         shard_of(key as u64, self.mask)
     }
 
+    #[inline]
     fn shard(&self, key: u128) -> &RwLock<Shard> {
         &self.shards[self.shard_ix(key)]
     }
 
+    #[inline]
     fn id_shard(&self, id: SessionId) -> &RwLock<IdMap> {
         &self.ids[id_ix(id, self.mask)]
     }
 
     /// Where the id map says the session `id` is: its place in a shard (the low half of
     /// its current token hash).
+    #[inline]
     fn place_of(&self, id: SessionId) -> Option<u64> {
         self.id_shard(id).read().get(&id).copied()
     }
 
     /// The current token hash of the session `id` (from the id map, completed by its
     /// shard), if it is in the index.
+    #[inline]
     fn hash_of(&self, id: SessionId) -> Option<u128> {
         let lo = self.id_shard(id).read().get(&id).copied()?;
         self.shards[shard_of(lo, self.mask)].read().hash_at(lo)
     }
 
+    #[inline]
     fn ids_insert(&self, id: SessionId, key: u128) {
         self.id_shard(id).write().insert(id, key as u64);
     }
 
     /// Maps `id` to `key` unless `id` is already mapped; false then.
+    #[inline]
     fn ids_try_insert(&self, id: SessionId, key: u128) -> bool {
         match self.id_shard(id).write().entry(id) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -489,12 +501,14 @@ impl Inner {
         }
     }
 
+    #[inline]
     fn ids_remove(&self, id: SessionId) {
         self.id_shard(id).write().remove(&id);
     }
 
     /// Locks shards `i` and `j` for writing in index order; the second guard is `None`
     /// when they are the same shard (then the first guards both).
+    #[inline]
     fn lock_pair(
         &self,
         i: usize,
@@ -519,6 +533,7 @@ impl Inner {
         }
     }
 
+    #[inline]
     fn wait_all(&self, tickets: &[Ticket]) -> Result<()> {
         // Tickets are handed out in log order: the last one covers the rest.
         match tickets.iter().max() {
@@ -611,6 +626,7 @@ impl Inner {
     }
 
     /// The stripe of the rotation gates that session `id`'s rotations hold.
+    #[inline]
     fn gate(&self, id: SessionId) -> &RwLock<()> {
         &self.gates[((id.as_u128() >> 64) as usize) & (GATES - 1)]
     }

@@ -7,11 +7,11 @@
 //! structure, end reasons) before recovery applies them: a checksummed but malformed
 //! record is corruption, never a panic.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::interner::{NO_USER, UserInterner};
 use crate::backend::log::format::encode_frame;
 use crate::clock::Timestamp;
 use crate::model::change::{Change, Image, Record};
@@ -330,85 +330,6 @@ pub(crate) fn encode_alias(out: &mut Vec<u8>, hash: TokenHash, id: SessionId, un
             until: until.0,
         },
     );
-}
-
-/// Interns user ids while records are decoded, so that the sessions of one user share
-/// one allocation (and the bulk load of a base can group them by index instead of by
-/// string).
-///
-/// Ids of up to 23 bytes — almost all — are keyed by their bytes held inline in the
-/// table, so a lookup compares them without following a pointer to the shared string
-/// (a cache miss per record when a million records name a hundred thousand users).
-/// The table maps an id to its index in `users`: [`UserInterner::index`] (the bulk
-/// load of a base) touches no user's shared allocation per record, only
-/// [`UserInterner::intern`] clones one.
-#[derive(Default)]
-pub(crate) struct UserInterner {
-    short: HashMap<(u8, [u8; 23]), u32, ahash::RandomState>,
-    long: HashMap<Box<str>, u32, ahash::RandomState>,
-    users: Vec<UserId>,
-}
-
-/// The user index of a session without a user (see [`BaseRecord`]).
-pub(crate) const NO_USER: u32 = u32::MAX;
-
-impl UserInterner {
-    pub(crate) fn intern(&mut self, s: &str) -> Result<UserId, String> {
-        let i = self.index(s)?;
-        Ok(self.users[i as usize].clone())
-    }
-
-    /// The index of `s` in [`UserInterner::into_users`], validated and added on first
-    /// sight.
-    pub(crate) fn index(&mut self, s: &str) -> Result<u32, String> {
-        if let Ok(len) = u8::try_from(s.len())
-            && s.len() <= 23
-        {
-            let mut inline = [0u8; 23];
-            inline[..s.len()].copy_from_slice(s.as_bytes());
-            if let Some(&i) = self.short.get(&(len, inline)) {
-                return Ok(i);
-            }
-            let i = self.push(s)?;
-            self.short.insert((len, inline), i);
-            return Ok(i);
-        }
-        if let Some(&i) = self.long.get(s) {
-            return Ok(i);
-        }
-        let i = self.push(s)?;
-        self.long.insert(Box::from(s), i);
-        Ok(i)
-    }
-
-    fn push(&mut self, s: &str) -> Result<u32, String> {
-        let i = u32::try_from(self.users.len())
-            .ok()
-            .filter(|&i| i != NO_USER)
-            .ok_or_else(|| "too many distinct user ids".to_owned())?;
-        self.users.push(user(s)?);
-        Ok(i)
-    }
-
-    /// The id at `index`.
-    pub(crate) fn get(&self, index: u32) -> &UserId {
-        &self.users[index as usize]
-    }
-
-    /// Every id interned, by index.
-    pub(crate) fn users(&self) -> &[UserId] {
-        &self.users
-    }
-}
-
-/// User ids from disk must satisfy the structural rules (the configured size limit may
-/// have changed since they were written, so it is not applied).
-pub(crate) fn user(s: &str) -> Result<UserId, String> {
-    let limits = crate::options::Limits {
-        max_user_id_bytes: usize::MAX,
-        ..crate::options::Limits::default()
-    };
-    UserId::new(s, &limits).map_err(|e| e.to_string())
 }
 
 fn label(s: Option<&str>) -> Option<Arc<str>> {

@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::backend::interner::UserInterner;
 use crate::backend::log::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FileKind, Frame, HEADER_LEN, HeaderError, MANIFEST_SINCE,
     decode_header, parse_name, path_of, read_frame,
@@ -29,7 +30,7 @@ use crate::backend::log::format::{
 use crate::backend::log::manifest;
 use crate::backend::log::manifest::{MANIFEST, MANIFEST_TMP, Manifest};
 use crate::backend::log::record::{
-    BaseRecord, UserInterner, decode_base_record, decode_batch, decode_record, kind,
+    BaseRecord, decode_base_record, decode_batch, decode_record, kind,
 };
 use crate::backend::{BasePart, RecoveryReport, Replay, SkippedRange};
 use crate::clock::Timestamp;
