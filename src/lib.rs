@@ -94,6 +94,7 @@ pub use redis::{RedisOptions, RedisStore};
 pub use sessions::Sessions;
 pub use store::{Stats, Store};
 pub use util::failpoint::FAILPOINT_ENV;
+pub use util::vfs;
 
 /// The README's code blocks, compiled and run as doctests so the quickstart cannot rot.
 #[cfg(doctest)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::util::vfs::{FileSystem, OsFs};
 
 /// The shortest positive duration a duration option takes: deadlines are whole
 /// milliseconds, so anything shorter would silently mean zero.
@@ -154,6 +155,7 @@ pub struct Options {
     pub(crate) auto_compact: bool,
     pub(crate) compact_min_bytes: u64,
     pub(crate) compact_growth: f64,
+    pub(crate) fs: Arc<dyn FileSystem>,
 }
 
 impl Default for Options {
@@ -178,6 +180,7 @@ impl Default for Options {
             auto_compact: true,
             compact_min_bytes: 16 << 20,
             compact_growth: 2.0,
+            fs: Arc::new(OsFs),
         }
     }
 }
@@ -203,6 +206,7 @@ impl std::fmt::Debug for Options {
             .field("auto_compact", &self.auto_compact)
             .field("compact_min_bytes", &self.compact_min_bytes)
             .field("compact_growth", &self.compact_growth)
+            .field("file_system", &self.fs)
             .finish_non_exhaustive()
     }
 }
@@ -347,6 +351,16 @@ impl Options {
         self
     }
 
+    /// The file system the log backend and the directory lock use: the operating
+    /// system's ([`crate::vfs::OsFs`], the default), a simulated disk that fails and
+    /// crashes on demand ([`crate::vfs::SimFs`], for tests), or any
+    /// [`crate::vfs::FileSystem`]. The sled backend does its own I/O and refuses any
+    /// file system but the default (`backend`).
+    pub fn file_system(mut self, fs: impl FileSystem) -> Self {
+        self.fs = Arc::new(fs);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |name, reason: &str| {
             Err(Error::InvalidOption {
@@ -393,6 +407,13 @@ impl Options {
             return bad(
                 "durability.flush_every",
                 "Buffered flush_every must be from 1 ms to 1 day",
+            );
+        }
+        if self.backend == BackendKind::Sled && !self.fs.is_os() {
+            return bad(
+                "backend",
+                "sled does its own I/O: it runs on the operating system's file system \
+                 only, not on the one given to Options::file_system",
             );
         }
         if self.segment_bytes < MIN_SEGMENT_BYTES {

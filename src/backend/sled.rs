@@ -195,7 +195,7 @@ fn create_db(dir: &Path, path: &Path) -> Result<()> {
             e,
         )
     })?;
-    crate::util::fs::sync_dir(dir)
+    crate::util::vfs::sync_dir(&crate::util::vfs::OsFs, dir)
 }
 
 /// Decodes and validates a `meta` entry into an image with empty data.

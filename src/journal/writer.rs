@@ -1037,7 +1037,7 @@ mod tests {
             gate: rx,
             entered: off_thread.then_some(entered_tx),
         });
-        let lock = crate::util::lock::lock(dir).unwrap();
+        let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir).unwrap();
         let durable = Writer::start_lingering(backend, mode, lock, false, linger).unwrap();
         (durable, tx, off_thread.then_some(entered_rx))
     }
@@ -1525,7 +1525,7 @@ mod tests {
     fn a_writer_that_panics_answers_every_request_after_with_the_failure() {
         for mode in [Durability::Sync, buffered(Duration::from_secs(3600))] {
             let dir = tempfile::tempdir().unwrap();
-            let lock = crate::util::lock::lock(dir.path()).unwrap();
+            let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir.path()).unwrap();
             let linger = super::Linger {
                 sleep: super::LINGER,
                 busy: super::BUSY,

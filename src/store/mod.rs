@@ -220,10 +220,13 @@ impl Store {
             return Store::build(opts, Journal::Memory, None);
         }
         let dir = dir.as_ref();
-        fs::create_private_dir(dir)
+        opts.fs
+            .create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        fs::secure_store_dir(dir, is_store_file)?;
-        let lock = lock::lock(dir)?;
+        if opts.fs.is_os() {
+            fs::secure_store_dir(dir, is_store_file)?;
+        }
+        let lock = lock::lock(&*opts.fs, dir)?;
         let loader = Loader::new(
             opts.shards,
             opts.clock.now(),

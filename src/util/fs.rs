@@ -154,13 +154,6 @@ fn restrict(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     }
 }
 
-/// Syncs a directory, so that files created, renamed or removed in it stay so.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

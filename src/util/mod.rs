@@ -1,6 +1,7 @@
 //! Building blocks with no knowledge of sessions: the bounded bincode codec, OS
 //! randomness in bulk, crash points for tests, the directory lock, private files and directory syncs, a cache-line
-//! padding, and hashers for keys that are random already.
+//! padding, hashers for keys that are random already, and the file-system seam (the
+//! operating system's, or a simulated disk that fails and crashes on demand).
 
 pub(crate) mod codec;
 pub(crate) mod entropy;
@@ -9,3 +10,4 @@ pub(crate) mod fs;
 pub(crate) mod hash;
 pub(crate) mod lock;
 pub(crate) mod padded;
+pub mod vfs;

@@ -22,7 +22,6 @@
 //! and all inputs are still there; after it, the leftovers are deleted
 //! (`tests/crash.rs` kills a process at each step).
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +32,7 @@ use crate::backend::log::record::{encode_alias, encode_image};
 use crate::backend::{Compaction, CompactionStats, Snapshot};
 use crate::error::{Error, Result};
 use crate::util::failpoint;
-use crate::util::fs::sync_dir;
+use crate::util::vfs::{self, Appender, OpenMode, sync_dir};
 
 /// A compaction of everything up to segment `upto`, ready to run.
 pub(crate) struct CompactionJob {
@@ -45,19 +44,16 @@ impl Compaction for CompactionJob {
     /// Writes the base from `snapshot`, switches to it, deletes what it replaces.
     fn run(self: Box<Self>, snapshot: &dyn Snapshot) -> Result<CompactionStats> {
         let started = Instant::now();
-        let dir = &self.log.dir;
+        let (fs, dir) = (&*self.log.fs, &self.log.dir);
         let bytes_before = self.log.disk_bytes();
         let final_path = path_of(dir, FileKind::Base, self.upto);
         let tmp_path = dir.join(format!("{}.tmp", base_name(self.upto)));
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
 
-        let file = crate::util::fs::private_file()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
+        let file = fs
+            .open(&tmp_path, OpenMode::Truncate)
             .map_err(|e| io("creating", e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(1 << 20, Appender { file, at: 0 });
         out.write_all(&encode_header(FileKind::Base, self.upto))
             .map_err(|e| io("writing", e))?;
         let mut scratch = Vec::with_capacity(4096);
@@ -76,17 +72,20 @@ impl Compaction for CompactionJob {
             encode_alias(&mut scratch, hash, id, until);
             out.write_all(&scratch).map_err(|e| io("writing", e))
         })?;
-        let file: File = out
+        let Appender {
+            file,
+            at: base_bytes,
+        } = out
             .into_inner()
             .map_err(|e| io("writing", e.into_error()))?;
         file.sync_all().map_err(|e| io("syncing", e))?;
-        let base_bytes = file.metadata().map_err(|e| io("reading", e))?.len();
         drop(file);
         failpoint::hit("compaction:after_base_synced");
 
-        std::fs::rename(&tmp_path, &final_path).map_err(|e| io("renaming", e))?;
+        fs.rename(&tmp_path, &final_path)
+            .map_err(|e| io("renaming", e))?;
         failpoint::hit("compaction:after_rename");
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
 
         // The base is in place; once the manifest names it, what it replaces can go.
         let before = self.log.files();
@@ -99,19 +98,15 @@ impl Compaction for CompactionJob {
             failpoint::hit("compaction:after_manifest");
             let replaced = before.sealed.iter().filter(|s| s.0 <= upto);
             for (i, &(seq, _)) in replaced.enumerate() {
-                let p = path_of(dir, FileKind::Segment, seq);
-                std::fs::remove_file(&p)
-                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+                vfs::remove(fs, &path_of(dir, FileKind::Segment, seq))?;
                 if i == 0 {
                     failpoint::hit("compaction:mid_delete");
                 }
             }
             if let Some((old, _)) = before.base.filter(|b| b.0 != upto) {
-                let p = path_of(dir, FileKind::Base, old);
-                std::fs::remove_file(&p)
-                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+                vfs::remove(fs, &path_of(dir, FileKind::Base, old))?;
             }
-            sync_dir(dir)
+            sync_dir(fs, dir)
         })?;
         failpoint::hit("compaction:after_delete");
         let bytes_after = self.log.disk_bytes();

@@ -2,13 +2,14 @@
 //! which they are ([`LogDir::change`]): the manifest first, then memory.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::backend::log::format::{FileKind, HEADER_LEN, path_of};
 use crate::backend::log::manifest::{self, Manifest};
-use crate::error::{Error, Result};
-use crate::util::fs::sync_dir;
+use crate::error::Result;
+use crate::util::vfs::{self, FileSystem, sync_dir};
 
 /// The files that make up a log directory, shared by the writer and compaction.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +39,7 @@ impl LogFiles {
 
 /// A log directory's files, and the one way to change which files they are.
 pub(crate) struct LogDir {
+    pub(crate) fs: Arc<dyn FileSystem>,
     pub(crate) dir: PathBuf,
     pub(crate) files: Mutex<LogFiles>,
     /// Held while the manifest is rewritten, so that changes to the set of files (a
@@ -76,7 +78,7 @@ impl LogDir {
         let _one_at_a_time = self.manifest.lock();
         let mut next = self.files.lock().clone();
         edit(&mut next);
-        manifest::write(&self.dir, &next.manifest())?;
+        manifest::write(&*self.fs, &self.dir, &next.manifest())?;
         let outcome = then();
         edit(&mut self.files.lock());
         outcome
@@ -95,12 +97,10 @@ impl LogDir {
         if !empty {
             m.sealed.push((seq, len));
         }
-        manifest::write(&self.dir, &m)?;
+        manifest::write(&*self.fs, &self.dir, &m)?;
         if empty {
-            let path = path_of(&self.dir, FileKind::Segment, seq);
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            sync_dir(&self.dir)?;
+            vfs::remove(&*self.fs, &path_of(&self.dir, FileKind::Segment, seq))?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
     }

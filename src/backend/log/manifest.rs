@@ -38,11 +38,11 @@
 //! header, a file after the active one that holds records, and a store of this format
 //! whose manifest is gone.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::backend::log::format::FORMAT_VERSION;
 use crate::error::{Error, Result};
+use crate::util::vfs::{FileSystem, OpenMode, sync_dir};
 
 /// The manifest's file name in the store directory.
 pub(crate) const MANIFEST: &str = "MANIFEST";
@@ -177,9 +177,9 @@ fn corrupt(dir: &Path, reason: String) -> Error {
 /// # Errors
 /// [`Error::Corrupt`] if it is damaged, [`Error::UnsupportedFormat`] if a newer
 /// sessiondb wrote it, [`Error::Io`].
-pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
+pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join(MANIFEST);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match fs.open(&path, OpenMode::Read).and_then(|f| f.read_all()) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
@@ -198,27 +198,26 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
 /// Replaces the manifest of `dir` with `m`, durably: written to [`MANIFEST_TMP`],
 /// fsynced, renamed over [`MANIFEST`], the directory fsynced. A crash leaves either
 /// the old manifest or the new one, whole.
-pub(crate) fn write(dir: &Path, m: &Manifest) -> Result<()> {
+pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(MANIFEST_TMP);
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-    let mut f = crate::util::fs::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
         .map_err(|e| io("creating", e))?;
-    f.write_all(&m.encode())
+    f.write_all_at(&m.encode(), 0)
         .and_then(|()| f.sync_all())
         .map_err(|e| io("writing", e))?;
     drop(f);
     crate::util::failpoint::hit("manifest:before_rename");
-    std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(|e| io("renaming", e))?;
-    crate::util::fs::sync_dir(dir)
+    fs.rename(&tmp, &dir.join(MANIFEST))
+        .map_err(|e| io("renaming", e))?;
+    sync_dir(fs, dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::vfs::OsFs;
 
     fn sample() -> Manifest {
         Manifest {
@@ -322,17 +321,20 @@ mod tests {
     #[test]
     fn write_replaces_the_manifest_whole_and_read_finds_it() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()).unwrap(), None);
-        write(dir.path(), &sample()).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(sample()));
+        assert_eq!(read(&OsFs, dir.path()).unwrap(), None);
+        write(&OsFs, dir.path(), &sample()).unwrap();
+        assert_eq!(read(&OsFs, dir.path()).unwrap(), Some(sample()));
         let next = Manifest {
             active: Some(9),
             ..sample()
         };
-        write(dir.path(), &next).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(next));
+        write(&OsFs, dir.path(), &next).unwrap();
+        assert_eq!(read(&OsFs, dir.path()).unwrap(), Some(next));
         assert!(!dir.path().join(MANIFEST_TMP).exists());
         std::fs::write(dir.path().join(MANIFEST), b"garbage").unwrap();
-        assert!(matches!(read(dir.path()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            read(&OsFs, dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

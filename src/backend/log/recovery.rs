@@ -18,7 +18,6 @@
 //! salvage mode: a base's two halves are decoded on two threads, a segment's records
 //! are decoded on one thread and applied, in order, on another.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -37,6 +36,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::change::Record;
 use crate::model::token::{SessionId, TokenHash};
+use crate::util::vfs::{FileHandle, FileSystem, OpenMode};
 
 /// The files of a recovered log directory, for the writer and compaction to go on from.
 #[derive(Clone, Debug, Default)]
@@ -105,31 +105,26 @@ impl Found {
 
 /// Lists the log files of `dir` (with their lengths), removing what an unfinished
 /// compaction or manifest write left behind (`*.tmp`: never part of the log).
-fn list_dir(dir: &Path) -> Result<Found> {
+fn list_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Found> {
     let mut found = Found {
         bases: Vec::new(),
         segments: Vec::new(),
     };
     let listing = |e| Error::io(format!("listing store directory {}", dir.display()), e);
-    for entry in std::fs::read_dir(dir).map_err(listing)? {
-        let entry = entry.map_err(listing)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for entry in fs.list_dir(dir).map_err(listing)? {
+        let name = entry.name.as_str();
         let unfinished_base = matches!(
             name.strip_suffix(".tmp").map(parse_name),
             Some(Some((FileKind::Base, _)))
         );
         if unfinished_base || name == MANIFEST_TMP {
-            remove(&entry.path())?;
+            remove(fs, &dir.join(name))?;
             continue;
         }
         let Some((kind, seq)) = parse_name(name) else {
             continue;
         };
-        let len = entry
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {}", entry.path().display()), e))?
-            .len();
+        let len = entry.len;
         match kind {
             FileKind::Base => found.bases.push((seq, len)),
             FileKind::Segment => found.segments.push((seq, len)),
@@ -244,6 +239,7 @@ fn plan_listed(
 /// newest base and every segment after it, the last one's end inferred from its
 /// bytes. A file of a later format holding records means the manifest was lost.
 fn plan_unlisted(
+    fs: &dyn FileSystem,
     dir: &Path,
     found: &Found,
     salvage: bool,
@@ -265,7 +261,7 @@ fn plan_unlisted(
         }
         let path = path_of(dir, kind, seq);
         let mut head = [0u8; HEADER_LEN];
-        std::fs::File::open(&path)
+        fs.open(&path, OpenMode::Read)
             .and_then(|f| f.read_exact_at(&mut head, 0))
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if decode_header(&head, kind).is_ok_and(|h| h.version >= MANIFEST_SINCE) {
@@ -315,6 +311,7 @@ fn plan_unlisted(
 
 /// Reads a whole store directory. `salvage` skips damage instead of failing.
 pub(crate) fn recover_dir<R: Replay>(
+    fs: &dyn FileSystem,
     dir: &Path,
     salvage: bool,
     sink: &R,
@@ -324,8 +321,8 @@ pub(crate) fn recover_dir<R: Replay>(
         backend: "log",
         ..RecoveryReport::default()
     };
-    let found = list_dir(dir)?;
-    let manifest = match manifest::read(dir) {
+    let found = list_dir(fs, dir)?;
+    let manifest = match manifest::read(fs, dir) {
         Ok(m) => m,
         Err(Error::Corrupt {
             segment, reason, ..
@@ -343,7 +340,7 @@ pub(crate) fn recover_dir<R: Replay>(
     };
     let plan = match &manifest {
         Some(m) => plan_listed(dir, m, &found, salvage, &mut report)?,
-        None => plan_unlisted(dir, &found, salvage, &mut report)?,
+        None => plan_unlisted(fs, dir, &found, salvage, &mut report)?,
     };
 
     // Pre-size for the sessions the files can hold (a session image is ~300 bytes), so
@@ -362,12 +359,22 @@ pub(crate) fn recover_dir<R: Replay>(
     let mut layout = Layout::default();
     if let Some((base, end)) = plan.base {
         let path = path_of(dir, FileKind::Base, base);
-        let size = replay_file(&path, FileKind::Base, base, end, salvage, sink, &mut report)?;
+        let size = replay_file(
+            fs,
+            &path,
+            FileKind::Base,
+            base,
+            end,
+            salvage,
+            sink,
+            &mut report,
+        )?;
         layout.base = Some((base, size));
     }
     for &(seq, end) in &plan.segments {
         let path = path_of(dir, FileKind::Segment, seq);
         let size = replay_file(
+            fs,
             &path,
             FileKind::Segment,
             seq,
@@ -384,19 +391,19 @@ pub(crate) fn recover_dir<R: Replay>(
     // on disk, not only in the page cache of a process that died.
     if let Some(&(seq, _)) = layout.segments.last() {
         let path = path_of(dir, FileKind::Segment, seq);
-        std::fs::File::open(&path)
+        fs.open(&path, OpenMode::Read)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
     }
     for path in &plan.leftovers {
-        remove(path)?;
+        remove(fs, path)?;
     }
     report.duration = started.elapsed();
     Ok((report, layout))
 }
 
-fn remove(path: &Path) -> Result<()> {
-    std::fs::remove_file(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
+fn remove(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    crate::util::vfs::remove(fs, path)
 }
 
 /// Segments from this size up are read by two threads, each into its half of the
@@ -404,18 +411,18 @@ fn remove(path: &Path) -> Result<()> {
 /// on both cores. (A base is never read whole: see [`replay_base_in_parallel`].)
 const PARALLEL_READ_BYTES: u64 = 8 << 20;
 
-/// The whole file at `path` (as `std::fs::read`; the store's directory lock keeps its
-/// size fixed meanwhile).
-fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
+/// The whole file at `path` (the store's directory lock keeps its size fixed
+/// meanwhile).
+fn read_whole(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
     if len < PARALLEL_READ_BYTES {
-        return std::fs::read(path);
+        return file.read_all();
     }
     let len = usize::try_from(len).map_err(std::io::Error::other)?;
     let mut buf = vec![0u8; len];
     let (front, back) = buf.split_at_mut(len / 2);
-    let file = &file;
+    let file: &dyn FileHandle = &*file;
     std::thread::scope(|scope| {
         let other = scope.spawn(move || file.read_exact_at(back, (len / 2) as u64));
         let mine = file.read_exact_at(front, 0);
@@ -451,14 +458,16 @@ fn check_header(path: &Path, head: &[u8], kind_of_file: FileKind, seq: u64) -> R
 /// a record boundary, or grown, reads as whole records, so only its length tells.
 /// Salvaging, the difference is reported and what the file holds is read.
 fn check_sealed_len(
+    fs: &dyn FileSystem,
     path: &Path,
     expected: u64,
     salvage: bool,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-        .len();
+    let len = fs
+        .open(path, OpenMode::Read)
+        .and_then(|f| f.len())
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     if len == expected {
         return Ok(());
     }
@@ -479,7 +488,9 @@ fn check_sealed_len(
 
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was
 /// removed as an empty torn file).
+#[allow(clippy::too_many_arguments)]
 fn replay_file<R: Replay>(
+    fs: &dyn FileSystem,
     path: &Path,
     kind_of_file: FileKind,
     seq: u64,
@@ -490,32 +501,32 @@ fn replay_file<R: Replay>(
 ) -> Result<u64> {
     let reading = |e| Error::io(format!("reading {}", path.display()), e);
     if let End::Sealed(expected) = end {
-        check_sealed_len(path, expected, salvage, report)?;
+        check_sealed_len(fs, path, expected, salvage, report)?;
     }
     // Only the segment that was being appended to can end in a torn tail.
     let last = matches!(end, End::Active | End::InferredLast);
     if kind_of_file == FileKind::Base && !salvage {
-        let file = std::fs::File::open(path).map_err(reading)?;
-        let len = file.metadata().map_err(reading)?.len();
+        let file = fs.open(path, OpenMode::Read).map_err(reading)?;
+        let len = file.len().map_err(reading)?;
         let mut head = [0u8; HEADER_LEN];
         let got = usize::try_from(len).map_or(HEADER_LEN, |l| l.min(HEADER_LEN));
         file.read_exact_at(&mut head[..got], 0).map_err(reading)?;
         report.files += 1;
         report.bytes_read += len;
         check_header(path, &head[..got], kind_of_file, seq)?;
-        replay_base_in_parallel(path, &file, len, sink, report)?;
+        replay_base_in_parallel(path, &*file, len, sink, report)?;
         return Ok(len);
     }
     if !salvage {
-        return replay_segment_pipelined(path, seq, end, sink, report);
+        return replay_segment_pipelined(fs, path, seq, end, sink, report);
     }
-    let buf = read_whole(path).map_err(reading)?;
+    let buf = read_whole(fs, path).map_err(reading)?;
     report.files += 1;
     report.bytes_read += buf.len() as u64;
     if end == End::InferredLast && buf.len() < HEADER_LEN {
         // Created just before a crash, before its header reached the disk.
         report.bytes_truncated += buf.len() as u64;
-        remove(path)?;
+        remove(fs, path)?;
         return Ok(0);
     }
     check_header(path, &buf, kind_of_file, seq)?;
@@ -553,7 +564,7 @@ fn replay_file<R: Replay>(
         };
         if last
             && kind_of_file == FileKind::Segment
-            && cut_torn_tail(path, &buf[pos..], pos as u64, report)?
+            && cut_torn_tail(fs, path, &buf[pos..], pos as u64, report)?
         {
             return Ok(pos as u64);
         }
@@ -582,6 +593,7 @@ const RECORDS_PER_HANDOFF: usize = 256;
 /// judged as on the sequential path — a torn tail of the last segment is cut (its bytes
 /// from the damage on read to decide), anything else is `Error::Corrupt`.
 fn replay_segment_pipelined<R: Replay>(
+    fs: &dyn FileSystem,
     path: &Path,
     seq: u64,
     end: End,
@@ -589,15 +601,15 @@ fn replay_segment_pipelined<R: Replay>(
     report: &mut RecoveryReport,
 ) -> Result<u64> {
     let reading = |e| Error::io(format!("reading {}", path.display()), e);
-    let file = std::fs::File::open(path).map_err(reading)?;
-    let len = file.metadata().map_err(reading)?.len();
+    let file = fs.open(path, OpenMode::Read).map_err(reading)?;
+    let len = file.len().map_err(reading)?;
     report.files += 1;
     report.bytes_read += len;
     if len < HEADER_LEN as u64 {
         if end == End::InferredLast {
             // Created just before a crash, before its header reached the disk.
             report.bytes_truncated += len;
-            remove(path)?;
+            remove(fs, path)?;
             return Ok(0);
         }
         return Err(corrupt(path, 0, "file shorter than its header"));
@@ -607,7 +619,7 @@ fn replay_segment_pipelined<R: Replay>(
     check_header(path, &head, FileKind::Segment, seq)?;
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Record>>(4);
-    let file_ref = &file;
+    let file_ref: &dyn FileHandle = &*file;
     let problem = std::thread::scope(|scope| {
         let decoder = scope.spawn(move || -> std::io::Result<Option<(u64, String)>> {
             let mut users = UserInterner::default();
@@ -648,7 +660,7 @@ fn replay_segment_pipelined<R: Replay>(
         let mut tail = vec![0u8; tail_len];
         file.read_exact_at(&mut tail, at).map_err(reading)?;
         drop(file);
-        if cut_torn_tail(path, &tail, at, report)? {
+        if cut_torn_tail(fs, path, &tail, at, report)? {
             return Ok(at);
         }
     }
@@ -665,7 +677,7 @@ fn replay_segment_pipelined<R: Replay>(
 /// `Error::Corrupt` at the first damaged offset (salvage uses the sequential path).
 fn replay_base_in_parallel<R: Replay>(
     path: &Path,
-    file: &std::fs::File,
+    file: &dyn FileHandle,
     len: u64,
     sink: &R,
     report: &mut RecoveryReport,
@@ -749,7 +761,7 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// The first frame boundary at or past the middle of a base of `len` bytes, found by
 /// following the frames' lengths from the start (or the start of the first frame whose
 /// length runs past the end: the half that starts there reports it).
-fn middle_boundary(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+fn middle_boundary(file: &dyn FileHandle, len: u64) -> std::io::Result<u64> {
     let mut chunk = vec![0u8; CHUNK_BYTES];
     // The file's bytes `chunk_at..chunk_at + filled` are in `chunk`.
     let (mut chunk_at, mut filled) = (0u64, 0usize);
@@ -779,7 +791,7 @@ fn middle_boundary(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
 /// damage is and what it is — a frame cut short, a checksum mismatch, or what `f` found
 /// wrong with a payload — or `None` if every frame up to `to` was whole and accepted.
 fn walk_frames(
-    file: &std::fs::File,
+    file: &dyn FileHandle,
     from: u64,
     to: u64,
     mut f: impl FnMut(u8, &[u8]) -> std::result::Result<(), String>,
@@ -802,7 +814,7 @@ fn walk_frames(
 /// a time into one buffer (grown only for a frame larger than a chunk). A frame that
 /// runs past `to` reads as [`Frame::Truncated`].
 struct ChunkedFrames<'f> {
-    file: &'f std::fs::File,
+    file: &'f dyn FileHandle,
     buf: Vec<u8>,
     /// The file offset of `buf[0]`.
     buf_at: u64,
@@ -814,7 +826,7 @@ struct ChunkedFrames<'f> {
 }
 
 impl<'f> ChunkedFrames<'f> {
-    fn new(file: &'f std::fs::File, from: u64, to: u64) -> Self {
+    fn new(file: &'f dyn FileHandle, from: u64, to: u64) -> Self {
         ChunkedFrames {
             file,
             buf: Vec::new(),
@@ -884,7 +896,13 @@ impl<'f> ChunkedFrames<'f> {
 /// zeros after the last record (or after a torn one): they are cut but not counted, and
 /// the search for a later batch frame stops where they begin (zeros cannot start a
 /// frame: the checksum of an empty frame is not 0).
-fn cut_torn_tail(path: &Path, tail: &[u8], at: u64, report: &mut RecoveryReport) -> Result<bool> {
+fn cut_torn_tail(
+    fs: &dyn FileSystem,
+    path: &Path,
+    tail: &[u8],
+    at: u64,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
     let zeros_from = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
     let torn = (1..zeros_from).all(|p| match read_frame(tail, p) {
         Frame::Ok {
@@ -895,7 +913,7 @@ fn cut_torn_tail(path: &Path, tail: &[u8], at: u64, report: &mut RecoveryReport)
         _ => true,
     });
     if torn {
-        truncate(path, at)?;
+        truncate(fs, path, at)?;
         report.bytes_truncated += zeros_from as u64;
     }
     Ok(torn)
@@ -908,16 +926,13 @@ fn find_next_frame(buf: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| {
-            Error::io(
-                format!("opening {} to cut its torn tail", path.display()),
-                e,
-            )
-        })?;
+fn truncate(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
+    let f = fs.open(path, OpenMode::Write).map_err(|e| {
+        Error::io(
+            format!("opening {} to cut its torn tail", path.display()),
+            e,
+        )
+    })?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("cutting the torn tail of {}", path.display()), e))
@@ -944,9 +959,15 @@ mod tests {
         (file, starts, bytes)
     }
 
+    fn handle(file: &tempfile::NamedTempFile) -> std::sync::Arc<dyn FileHandle> {
+        crate::util::vfs::OsFs
+            .open(file.path(), OpenMode::Read)
+            .unwrap()
+    }
+
     /// Every frame `ChunkedFrames` reads between `from` and `to`: offset, and payload
     /// or what was wrong.
-    fn chunked(file: &std::fs::File, from: u64, to: u64) -> Vec<(u64, Result<Vec<u8>, String>)> {
+    fn chunked(file: &dyn FileHandle, from: u64, to: u64) -> Vec<(u64, Result<Vec<u8>, String>)> {
         let mut frames = ChunkedFrames::new(file, from, to);
         let mut out = Vec::new();
         while let Some((at, frame)) = frames.next().unwrap() {
@@ -977,7 +998,7 @@ mod tests {
         ];
         let (file, starts, bytes) = file_of_frames(&sizes);
         let len = bytes.len() as u64;
-        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        let got = chunked(&*handle(&file), HEADER_LEN as u64, len);
         let want: Vec<(u64, Result<Vec<u8>, String>)> = starts
             .iter()
             .map(|&at| match read_frame(&bytes, at as usize) {
@@ -987,10 +1008,10 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         // The two halves a base is split into read the same frames between them.
-        let mid = middle_boundary(file.as_file(), len).unwrap();
+        let mid = middle_boundary(&*handle(&file), len).unwrap();
         assert!(starts.contains(&mid) && mid >= len / 2, "mid {mid}");
-        let mut halves = chunked(file.as_file(), HEADER_LEN as u64, mid);
-        halves.extend(chunked(file.as_file(), mid, len));
+        let mut halves = chunked(&*handle(&file), HEADER_LEN as u64, mid);
+        halves.extend(chunked(&*handle(&file), mid, len));
         assert_eq!(halves, want);
     }
 
@@ -999,21 +1020,21 @@ mod tests {
         let (file, starts, mut bytes) = file_of_frames(&[10, CHUNK_BYTES, 20, 30]);
         let len = bytes.len() as u64;
         // A range ending inside the third frame.
-        let got = chunked(file.as_file(), HEADER_LEN as u64, starts[2] + 5);
+        let got = chunked(&*handle(&file), HEADER_LEN as u64, starts[2] + 5);
         assert_eq!(got.len(), 3);
         assert_eq!(got[2], (starts[2], Err("Truncated".into())));
         // A length field damaged to claim more than the file holds: the frame is cut
         // short where it starts, and the middle search stops there too.
         bytes[starts[1] as usize + 3] = 0x7f;
         std::fs::write(file.path(), &bytes).unwrap();
-        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        let got = chunked(&*handle(&file), HEADER_LEN as u64, len);
         assert_eq!(got.last().unwrap(), &(starts[1], Err("Truncated".into())));
-        assert_eq!(middle_boundary(file.as_file(), len).unwrap(), starts[1]);
+        assert_eq!(middle_boundary(&*handle(&file), len).unwrap(), starts[1]);
         // A damaged payload byte is a checksum mismatch at the frame's start.
         bytes[starts[1] as usize + 3] = 0;
         bytes[starts[2] as usize + FRAME_HEADER_LEN + 4] ^= 1;
         std::fs::write(file.path(), &bytes).unwrap();
-        let got = chunked(file.as_file(), HEADER_LEN as u64, len);
+        let got = chunked(&*handle(&file), HEADER_LEN as u64, len);
         assert_eq!(got.last().unwrap(), &(starts[2], Err("BadChecksum".into())));
     }
 }

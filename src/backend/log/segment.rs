@@ -10,8 +10,6 @@
 //! (see [`crate::backend::log::recovery`]); a segment is cut back to its records when it is
 //! sealed and when the store closes, so only a crash leaves zeros behind.
 
-use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::model::change::Change;
 use crate::options::Options;
 use crate::util::failpoint;
-use crate::util::fs::sync_dir;
+use crate::util::vfs::{self, FileHandle, FileSystem, OpenMode, sync_dir};
 
 /// How far the active segment is zero-filled past its records at a time.
 pub(crate) const PREALLOC_BYTES: u64 = 1 << 20;
@@ -40,24 +38,22 @@ pub(crate) const PREALLOC_BYTES: u64 = 1 << 20;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Creates segment `seq` with its header, durable (file and directory entry).
-fn create_segment(dir: &Path, seq: u64) -> Result<File> {
+fn create_segment(fs: &dyn FileSystem, dir: &Path, seq: u64) -> Result<Arc<dyn FileHandle>> {
     let path = path_of(dir, FileKind::Segment, seq);
-    let mut f = crate::util::fs::private_file()
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let f = fs
+        .open(&path, OpenMode::CreateNew)
         .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
-    f.write_all(&encode_header(FileKind::Segment, seq))
+    f.write_all_at(&encode_header(FileKind::Segment, seq), 0)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("writing the header of {}", path.display()), e))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok(f)
 }
 
 /// The log-structured backend.
 pub(crate) struct LogBackend {
     log: Arc<LogDir>,
-    active: File,
+    active: Arc<dyn FileHandle>,
     active_len: u64,
     /// How far the active file is written (records, then zeros): appends below it
     /// overwrite zeros instead of extending the file.
@@ -77,7 +73,8 @@ impl LogBackend {
     /// Recovers `dir` into `sink`, starts a fresh active segment after what is there,
     /// and writes the manifest naming them all.
     pub(crate) fn open<R: Replay>(dir: &Path, opts: &Options, sink: &R) -> Result<Opened> {
-        let (report, mut layout) = recover_dir(dir, opts.salvage, sink)?;
+        let fs = &*opts.fs;
+        let (report, mut layout) = recover_dir(fs, dir, opts.salvage, sink)?;
         let header = HEADER_LEN as u64;
         let seq = layout.next_seq();
         // A last segment without a record (the store was opened and closed with no
@@ -93,23 +90,22 @@ impl LogBackend {
         }
         // The new active segment exists, header and all, before the manifest names
         // it; what the manifest no longer names is deleted after it.
-        let active = create_segment(dir, seq)?;
+        let active = create_segment(fs, dir, seq)?;
         let files = LogFiles {
             base: layout.base,
             sealed: layout.segments.clone(),
             active: (seq, header),
         };
-        manifest::write(dir, &files.manifest())?;
+        manifest::write(fs, dir, &files.manifest())?;
         failpoint::hit("open:after_manifest");
         if let Some(empty) = empty_last {
-            let path = path_of(dir, FileKind::Segment, empty);
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            sync_dir(dir)?;
+            vfs::remove(fs, &path_of(dir, FileKind::Segment, empty))?;
+            sync_dir(fs, dir)?;
         }
         Ok(Opened {
             backend: Box::new(LogBackend {
                 log: Arc::new(LogDir {
+                    fs: Arc::clone(&opts.fs),
                     dir: dir.to_path_buf(),
                     files: Mutex::new(files),
                     manifest: Mutex::new(()),
@@ -146,17 +142,15 @@ impl LogBackend {
         }
         let step = PREALLOC_BYTES.min(self.segment_bytes);
         let target = upto.max(self.allocated + step).next_multiple_of(4096);
-        let (from, back) = (self.allocated, self.active_len);
-        let file = &mut self.active;
+        let file = &self.active;
+        let mut at = self.allocated;
         let fill = (|| -> std::io::Result<()> {
-            file.seek(SeekFrom::Start(from))?;
-            let mut left = target - from;
-            while left > 0 {
-                let n = left.min(ZEROS.len() as u64) as usize;
-                file.write_all(&ZEROS[..n])?;
-                left -= n as u64;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
             }
-            file.seek(SeekFrom::Start(back)).map(drop)
+            Ok(())
         })();
         fill.map_err(|e| Error::io(format!("preallocating {}", self.active_path().display()), e))?;
         self.allocated = target;
@@ -193,7 +187,7 @@ impl LogBackend {
         self.sync_active()?;
         self.trim()?;
         let (seq, len) = (self.log.files.lock().active.0, self.active_len);
-        let next = create_segment(&self.log.dir, seq + 1)?;
+        let next = create_segment(&*self.log.fs, &self.log.dir, seq + 1)?;
         failpoint::hit("roll:before_manifest");
         let header = HEADER_LEN as u64;
         self.log.change(|files| {
@@ -217,10 +211,10 @@ impl LogBackend {
 }
 
 /// The active segment as it was when a sync was asked for, to fsync off the writer
-/// thread (a second descriptor of the same file: an fsync through it covers every
-/// byte written through either).
+/// thread (the same open file, shared: the fsync covers every byte written through
+/// it).
 struct ActiveSync {
-    file: File,
+    file: Arc<dyn FileHandle>,
     path: PathBuf,
     synced: Synced,
 }
@@ -270,12 +264,12 @@ impl LogBackend {
                 half = next;
             }
             let half = half + 1;
-            let _ = self.active.write_all(&self.buf[..half]);
+            let _ = self.active.write_all_at(&self.buf[..half], self.active_len);
             let _ = self.active.sync_data();
             failpoint::hit("writer:mid_batch");
         }
         self.active
-            .write_all(&self.buf)
+            .write_all_at(&self.buf, self.active_len)
             .map_err(|e| Error::io(format!("appending to {}", self.active_path().display()), e))?;
         self.active_len += self.buf.len() as u64;
         self.log.files.lock().active.1 = self.active_len;
@@ -313,13 +307,8 @@ impl Backend for LogBackend {
     }
 
     fn sync_handle(&mut self) -> Result<Option<Box<dyn SyncHandle>>> {
-        let file = self.active.try_clone();
-        let file =
-            self.watch(file.map_err(|e| {
-                Error::io(format!("duplicating {}", self.active_path().display()), e)
-            }))?;
         Ok(Some(Box::new(ActiveSync {
-            file,
+            file: Arc::clone(&self.active),
             path: self.active_path(),
             synced: Synced {
                 file: self.log.files.lock().active.0,
