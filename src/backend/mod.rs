@@ -56,6 +56,11 @@ pub(crate) trait Backend: Send + 'static {
     /// active segment is fsynced in every batch it writes).
     fn note_synced(&mut self, _synced: Synced) {}
 
+    /// Tells the backend the journal is poisoned (a sync on another thread failed):
+    /// nothing it holds may be made durable from here on, since what the failed sync
+    /// could not write is gone from the disk while the page cache may still show it.
+    fn poisoned(&mut self) {}
+
     /// Bytes the store occupies on disk.
     fn disk_bytes(&self) -> u64;
 

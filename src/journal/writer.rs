@@ -724,7 +724,8 @@ fn writer_loop(
     let mut open = true;
     while open {
         if shared.poisoned.load(Ordering::Acquire) {
-            // The sync thread failed: nothing more is written.
+            // The sync thread failed: nothing more is written, or made durable.
+            backend.poisoned();
             return Err(Error::Poisoned {
                 reason: shared.progress.lock().failed.clone().unwrap_or_default(),
             });
@@ -816,6 +817,17 @@ fn writer_loop(
             Ok(())
         })();
         shared.counters.lock().disk_bytes = backend.disk_bytes();
+        // The sync thread may have failed meanwhile, and an fsync here then "succeeds"
+        // over the pages it lost (fsyncgate): nothing is acknowledged after a failure.
+        let outcome = outcome.and_then(|()| match shared.poisoned.load(Ordering::Acquire) {
+            false => Ok(()),
+            true => {
+                backend.poisoned();
+                Err(Error::Poisoned {
+                    reason: shared.progress.lock().failed.clone().unwrap_or_default(),
+                })
+            }
+        });
         match outcome {
             Ok(()) => {
                 let ready = {

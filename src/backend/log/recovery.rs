@@ -471,6 +471,13 @@ fn check_sealed_len(
     if len == expected {
         return Ok(());
     }
+    if len > expected && zeros_only(fs, path, expected, len)? {
+        // The preallocated zeros a cut had removed: the cut reached the page cache
+        // and the manifest, not the disk (its fsync failed, and a retried open saw
+        // the cut file). No record can be zeros: cut them again.
+        truncate(fs, path, expected)?;
+        return Ok(());
+    }
     let what = if len < expected { "cut short" } else { "grown" };
     let reason =
         format!("the file is {len} bytes long, the manifest recorded {expected}: it was {what}");
@@ -484,6 +491,23 @@ fn check_sealed_len(
         reason,
     });
     Ok(())
+}
+
+/// Whether the bytes of `path` from `from` to `to` are all zeros.
+fn zeros_only(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<bool> {
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    let file = fs.open(path, OpenMode::Read).map_err(reading)?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
+        file.read_exact_at(&mut buf[..n], at).map_err(reading)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Replays one file into `state`. Returns its size after any truncation (0 if it was

@@ -201,12 +201,25 @@ impl LogBackend {
         Ok(())
     }
 
-    /// Marks the backend failed if `r` is an error.
+    /// Marks the backend failed if `r` is an error (see [`LogBackend::fail`]).
     fn watch<T>(&mut self, r: Result<T>) -> Result<T> {
         if r.is_err() {
-            self.healthy = false;
+            self.fail();
         }
         r
+    }
+
+    /// After a failed write, fsync or roll: the active segment may end in a partial
+    /// batch, and bytes past its last fsync may be in the page cache only — a failed
+    /// fsync drops the pages it could not write, and a later one "succeeds" without
+    /// them (fsyncgate). So the segment is cut back to its last fsync (best effort),
+    /// which a process that opens the store again without a reboot would otherwise
+    /// read, seal and build on as if it were on disk; and a close does not seal it.
+    fn fail(&mut self) {
+        if self.healthy {
+            self.healthy = false;
+            let _ = self.active.set_len(self.synced_len);
+        }
     }
 }
 
@@ -315,6 +328,10 @@ impl Backend for LogBackend {
                 len: self.active_len,
             },
         })))
+    }
+
+    fn poisoned(&mut self) {
+        self.fail();
     }
 
     fn note_synced(&mut self, synced: Synced) {
