@@ -26,6 +26,8 @@ use sessiondb::{
 
 const DIR: &str = "/sim/store";
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
+/// Operations per seed.
+const STEPS: usize = 120;
 
 /// SplitMix64, as the simulated disk uses.
 struct Rng(u64);
@@ -335,8 +337,8 @@ impl Sim {
         Ok(ok)
     }
 
-    /// A call failed: the error must be typed and say what happened; reads go on; the
-    /// store is then crashed or reopened (what it holds in memory is no longer the
+    /// A call failed: the error must be typed and say what happened; reads go on and
+    /// the index is consistent; the store is then crashed or reopened (what it holds in memory is no longer the
     /// model's to predict).
     fn failed(&mut self, e: Error) -> Result<bool, String> {
         self.failures += 1;
@@ -348,6 +350,11 @@ impl Sim {
             let _ = self.store().peek(&token);
         }
         let _ = self.store().stats();
+        // A failed call leaves the index consistent (what it holds may be ahead of the
+        // disk, but every index agrees with every other).
+        self.store()
+            .verify()
+            .map_err(|v| format!("verify after the failed call ({e}): {v}"))?;
         if self.rng.below(2) == 0 {
             self.crash()?;
         } else {
@@ -502,7 +509,9 @@ fn run_mode(mode: Mode) {
     let seeds = seeds();
     let (mut crashes, mut failures, mut faults) = (0, 0, 0);
     for &seed in &seeds {
-        match run_seed(seed, mode, 120) {
+        let outcome = std::panic::catch_unwind(|| run_seed(seed, mode, STEPS))
+            .unwrap_or_else(|_| Err(fail(seed, mode, "panicked (above)".into())));
+        match outcome {
             Ok((c, f, x)) => {
                 crashes += c;
                 failures += f;

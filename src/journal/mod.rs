@@ -26,6 +26,8 @@ pub(crate) enum Journal {
 impl Journal {
     /// Hands a change to the log. Call with the lock of what changed still held.
     pub(crate) fn append(&self, change: impl FnOnce() -> Change) -> Result<Ticket> {
+        #[cfg(test)]
+        tests::countdown()?;
         match self {
             Journal::Memory => Ok(Ticket(0)),
             Journal::Disk(d) => d.append(change()),
@@ -58,5 +60,35 @@ impl Journal {
     /// This journal's identity for a deferral scope.
     pub(crate) fn key(&self) -> usize {
         std::ptr::from_ref(self) as usize
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::Cell;
+
+    use crate::error::{Error, Result};
+
+    thread_local! {
+        static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Makes this thread's appends fail, as a poisoned journal's do, after `n` more
+    /// succeed (for tests of what a failure partway through an operation leaves).
+    pub(crate) fn fail_appends_after(n: Option<usize>) {
+        FAIL_AFTER.set(n);
+    }
+
+    pub(super) fn countdown() -> Result<()> {
+        match FAIL_AFTER.get() {
+            Some(0) => Err(Error::Poisoned {
+                reason: "failed by a test".into(),
+            }),
+            Some(n) => {
+                FAIL_AFTER.set(Some(n - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }

@@ -190,15 +190,25 @@ impl Inner {
             }
             std::hint::black_box(warm);
             let mut removed = [false; BATCH];
+            // A failed append (the journal is poisoned) stops the removals; those made
+            // are finished below, so the index stays consistent, then it is returned.
+            let mut failed = None;
             for (i, &id) in chunk.iter().enumerate() {
                 // Not where the id map said (rotated meanwhile): looked up again below.
                 let (Some(key), Some(shard)) = (found[i], held[pos[i]].as_mut()) else {
                     stragglers.push(id);
                     continue;
                 };
-                let t = self.journal.append(|| Change::End { id, reason })?;
+                let t = match self.journal.append(|| Change::End { id, reason }) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
                 let Some(state) = shard.take_live(key) else {
-                    return Err(Error::Ended);
+                    failed = Some(Error::Ended);
+                    break;
                 };
                 removed[i] = true;
                 out.push((state, t));
@@ -213,6 +223,9 @@ impl Inner {
                 {
                     map.remove(&id);
                 }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         for id in stragglers {

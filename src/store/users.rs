@@ -203,7 +203,18 @@ impl Store {
             Some(listed) => listed,
             None => (UserId::new(user, limits)?, Vec::new()),
         };
-        let removed = inner.remove_batch(&ids, EndReason::Revoked)?;
+        let removed = match inner.remove_batch(&ids, EndReason::Revoked) {
+            Ok(removed) => removed,
+            Err(e) => {
+                // The journal failed partway: the sessions not ended stay listed.
+                for &id in &ids {
+                    if inner.place_of(id).is_some() {
+                        guards.add(&user, id);
+                    }
+                }
+                return Err(e);
+            }
+        };
         drop(guards);
         let now = inner.now();
         let live = |s: &SessionState| s.deadline(inner.auth_ms) > now;
@@ -277,5 +288,36 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::journal::tests::fail_appends_after;
+    use crate::model::session::NewSession;
+    use crate::store::Store;
+
+    /// A revoke whose journal fails partway (here after two of five End records) ends
+    /// what it ended, keeps listing the rest under their user, and leaves every index
+    /// agreeing with every other — so reads, and `verify`, go on.
+    #[test]
+    fn a_revoke_that_fails_partway_leaves_the_index_consistent() {
+        let store = Store::in_memory().unwrap();
+        let tokens: Vec<_> = (0..5)
+            .map(|_| store.create(NewSession::for_user("alice")).unwrap().0)
+            .collect();
+        fail_appends_after(Some(2));
+        let r = store.revoke_user("alice");
+        fail_appends_after(None);
+        assert!(
+            matches!(r, Err(crate::error::Error::Poisoned { .. })),
+            "{r:?}"
+        );
+        store.verify().unwrap();
+        let live = tokens.iter().filter(|t| store.get(t).is_some()).count();
+        assert_eq!(live, 3, "two ended before the failure");
+        assert_eq!(store.sessions_of("alice").unwrap().len(), 3);
+        assert_eq!(store.revoke_user("alice").unwrap(), 3);
+        store.verify().unwrap();
     }
 }
