@@ -274,3 +274,38 @@ fn a_store_written_by_format_1_opens_with_everything_and_is_upgraded() {
     fs::write(&first, &bytes[..boundaries[boundaries.len() - 2]]).unwrap();
     assert_corrupt_naming(dir.path(), &clock, &first, "upgraded store, sealed cut");
 }
+
+/// A sealed file is synced to its length before the manifest records it and never
+/// appended to after, so bytes past that length are not part of the log — they are
+/// what a cut whose fsync failed leaves on disk while the page cache, and so the
+/// manifest, saw the cut. Recovery cuts them off again (counting them unless they are
+/// zeros) and loses nothing.
+#[test]
+fn bytes_past_a_sealed_files_recorded_length_are_cut_off_and_nothing_is_lost() {
+    let clock = ManualClock::new(T0);
+    let layered = layered_store(&clock);
+    let dir = layered.closed.path();
+    let segs = segments(dir);
+    let (sealed, base) = (&segs[0], &bases(dir)[0]);
+    let (seg_len, base_len) = (
+        fs::metadata(sealed).unwrap().len(),
+        fs::metadata(base).unwrap().len(),
+    );
+    // Records never acknowledged past a segment's end, zeros past the base's.
+    let mut junk = fs::read(sealed).unwrap();
+    junk.extend_from_slice(&fs::read(sealed).unwrap()[25..125]);
+    fs::write(sealed, &junk).unwrap();
+    let mut zeros = fs::read(base).unwrap();
+    zeros.extend_from_slice(&[0u8; 8192]);
+    fs::write(base, &zeros).unwrap();
+
+    let store = open(dir, opts(&clock, Durability::Sync));
+    assert_eq!(store.recovery_report().bytes_truncated, 100);
+    assert_eq!(store.len(), layered.sessions.len());
+    for (t, n) in &layered.sessions {
+        assert_eq!(n_of(&store.get(t).expect("live")), Some(*n));
+    }
+    drop(store);
+    assert_eq!(fs::metadata(sealed).unwrap().len(), seg_len);
+    assert_eq!(fs::metadata(base).unwrap().len(), base_len);
+}

@@ -455,8 +455,9 @@ fn check_header(path: &Path, head: &[u8], kind_of_file: FileKind, seq: u64) -> R
 }
 
 /// Checks a sealed file's length against the one the manifest recorded: a file cut at
-/// a record boundary, or grown, reads as whole records, so only its length tells.
-/// Salvaging, the difference is reported and what the file holds is read.
+/// a record boundary reads as whole records, so only its length tells (salvaging, the
+/// difference is reported and what the file holds is read). Bytes past the recorded
+/// length are cut off.
 fn check_sealed_len(
     fs: &dyn FileSystem,
     path: &Path,
@@ -471,16 +472,21 @@ fn check_sealed_len(
     if len == expected {
         return Ok(());
     }
-    if len > expected && zeros_only(fs, path, expected, len)? {
-        // The preallocated zeros a cut had removed: the cut reached the page cache
-        // and the manifest, not the disk (its fsync failed, and a retried open saw
-        // the cut file). No record can be zeros: cut them again.
+    if len > expected {
+        // Bytes past the length the manifest sealed the file at are not part of the
+        // log: a segment is synced to that length before the manifest records it, and
+        // never appended to after. They are what a cut left on disk when its fsync
+        // failed while the page cache (and so the manifest) saw the cut: preallocated
+        // zeros, or records never acknowledged. Cut again, and counted unless zeros.
+        let zeros = zeros_only(fs, path, expected, len)?;
         truncate(fs, path, expected)?;
+        if !zeros {
+            report.bytes_truncated += len - expected;
+        }
         return Ok(());
     }
-    let what = if len < expected { "cut short" } else { "grown" };
     let reason =
-        format!("the file is {len} bytes long, the manifest recorded {expected}: it was {what}");
+        format!("the file is {len} bytes long, the manifest recorded {expected}: it was cut short");
     if !salvage {
         return Err(corrupt(path, len.min(expected), reason));
     }
