@@ -654,3 +654,29 @@ fn a_record_at_the_end_of_time_imports_and_survives_a_reopen() {
         store.close().unwrap();
     });
 }
+
+#[test]
+fn sled_refuses_a_file_system_other_than_the_operating_systems() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .backend(BackendKind::Sled)
+        .file_system(sessiondb::vfs::SimFs::new(1));
+    match Store::open_with(dir.path(), opts) {
+        Err(Error::InvalidOption { name, reason }) => {
+            assert_eq!(name, "backend");
+            assert!(reason.contains("Options::file_system"), "{reason}");
+        }
+        other => panic!("expected InvalidOption, got {other:?}"),
+    }
+    // The log on the same simulated disk opens, and holds what it is given.
+    let disk = sessiondb::vfs::SimFs::new(1);
+    let store = Store::open_with("/sim", Options::default().file_system(disk.clone())).unwrap();
+    let (t, _) = store.create(NewSession::anonymous()).unwrap();
+    store.close().unwrap();
+    let store = Store::open_with("/sim", Options::default().file_system(disk)).unwrap();
+    assert!(store.get(&t).is_some());
+    assert!(
+        !std::path::Path::new("/sim").exists(),
+        "nothing on the real disk"
+    );
+}

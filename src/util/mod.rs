@@ -1,7 +1,8 @@
 //! Building blocks with no knowledge of sessions: the bounded bincode codec, OS
-//! randomness in bulk, crash points for tests, the directory lock, private files and directory syncs, a cache-line
-//! padding, hashers for keys that are random already, and the file-system seam (the
-//! operating system's, or a simulated disk that fails and crashes on demand).
+//! randomness in bulk, crash points for tests, the directory lock, private files and
+//! directories, a cache-line padding, hashers for keys that are random already, and
+//! the file-system seam (the operating system's, or a simulated disk that fails and
+//! crashes on demand).
 
 pub(crate) mod codec;
 pub(crate) mod entropy;

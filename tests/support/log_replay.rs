@@ -6,25 +6,24 @@
 //! Input layout, repeated up to 8 times: `[kind: u8 (modulo 3: 0 = segment, 1 = base,
 //! 2 = the manifest)] [sequence: u8] [length: u32 LE] [length bytes]`; a short tail is
 //! one last file.
+//!
+//! The files sit on a simulated disk in memory ([`sessiondb::vfs::SimFs`]): no file is
+//! written to a real directory, so an input costs what decoding it costs.
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
+use sessiondb::vfs::SimFs;
 use sessiondb::{Durability, Error, Options, Store};
 
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::tempdir_in(shm)
-    {
-        return d;
-    }
-    tempfile::tempdir().expect("a temporary directory")
-}
+/// Where the store's files are on the simulated disk.
+const DIR: &str = "/fuzz/store";
 
-fn opts(salvage: bool) -> Options {
+fn opts(disk: &SimFs, salvage: bool) -> Options {
     Options::default()
+        .file_system(disk.clone())
         .reaper_interval(None)
         .shards(4)
         .compaction(false, u64::MAX, 2.0)
@@ -34,14 +33,15 @@ fn opts(salvage: bool) -> Options {
         .salvage(salvage)
 }
 
-/// Writes the files the input describes into `dir`.
-pub fn lay_out(dir: &std::path::Path, data: &[u8]) {
+/// Writes the files the input describes into `dir` on `disk`.
+pub fn lay_out(disk: &SimFs, dir: &Path, data: &[u8]) {
     let mut rest = data;
     let mut files = 0;
     while !rest.is_empty() && files < 8 {
         files += 1;
         if rest.len() < 6 {
-            std::fs::write(dir.join("seg-0000000000000001.log"), rest).expect("write");
+            disk.put_file(&dir.join("seg-0000000000000001.log"), rest)
+                .expect("write");
             return;
         }
         let kind = rest[0] % 3;
@@ -55,7 +55,7 @@ pub fn lay_out(dir: &std::path::Path, data: &[u8]) {
             1 => format!("base-{seq:016x}.log"),
             _ => "MANIFEST".to_owned(),
         };
-        std::fs::write(dir.join(name), content).expect("write");
+        disk.put_file(&dir.join(name), content).expect("write");
     }
 }
 
@@ -78,10 +78,11 @@ pub fn encode(files: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
 }
 
 pub fn check(data: &[u8]) {
-    let dir = scratch_dir();
-    lay_out(dir.path(), data);
+    let disk = SimFs::new(0);
+    let dir = Path::new(DIR);
+    lay_out(&disk, dir, data);
     for salvage in [false, true] {
-        match Store::open_with(dir.path(), opts(salvage)) {
+        match Store::open_with(dir, opts(&disk, salvage)) {
             Ok(store) => {
                 store
                     .verify()
@@ -89,7 +90,7 @@ pub fn check(data: &[u8]) {
                 let _ = store.stats();
                 drop(store);
                 // Recovery leaves a clean directory: it opens again without salvage.
-                let again = Store::open_with(dir.path(), opts(false)).unwrap_or_else(|e| {
+                let again = Store::open_with(dir, opts(&disk, false)).unwrap_or_else(|e| {
                     panic!("opened once (salvage {salvage}) but not twice: {e}")
                 });
                 again
