@@ -613,6 +613,9 @@ fn replay_file<R: Replay>(
     Ok(buf.len() as u64)
 }
 
+/// The payload length of a batch frame (the `synced_through` offset).
+const BATCH_PAYLOAD_LEN: u32 = 8;
+
 /// Records handed from the decoding thread to the applying one at a time.
 const RECORDS_PER_HANDOFF: usize = 256;
 
@@ -934,14 +937,7 @@ fn cut_torn_tail(
     report: &mut RecoveryReport,
 ) -> Result<bool> {
     let zeros_from = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
-    let torn = (1..zeros_from).all(|p| match read_frame(tail, p) {
-        Frame::Ok {
-            kind: kind::BATCH,
-            payload,
-            ..
-        } => decode_batch(payload).is_none_or(|synced| synced <= at),
-        _ => true,
-    });
+    let torn = is_torn(tail, zeros_from, at);
     if torn {
         truncate(fs, path, at)?;
         report.bytes_truncated += zeros_from as u64;
@@ -949,10 +945,39 @@ fn cut_torn_tail(
     Ok(torn)
 }
 
+/// Whether damage at offset `at`, followed by `tail`, is a torn tail: no batch frame
+/// starting in `tail[1..upto]` (before the zeros that end it) says the file was fsynced
+/// past `at`.
+fn is_torn(tail: &[u8], upto: usize, at: u64) -> bool {
+    // Only a batch frame (8-byte payload) can prove anything: its length and type are
+    // checked before its checksum, so the search costs O(tail), not a checksum of the
+    // rest of the file at every byte (a damaged byte early in a large active segment
+    // would otherwise keep an open busy for hours).
+    (1..upto).all(|p| {
+        let batch_at = tail.get(p..p + FRAME_HEADER_LEN).is_some_and(|h| {
+            h[..4] == BATCH_PAYLOAD_LEN.to_le_bytes() && h[FRAME_HEADER_LEN - 1] == kind::BATCH
+        });
+        if !batch_at {
+            return true;
+        }
+        match read_frame(tail, p) {
+            Frame::Ok {
+                kind: kind::BATCH,
+                payload,
+                ..
+            } => decode_batch(payload).is_none_or(|synced| synced <= at),
+            _ => true,
+        }
+    })
+}
+
 /// The offset of the next checksummed frame of a known type at or after `from`.
 fn find_next_frame(buf: &[u8], from: usize) -> Option<usize> {
+    let known = |k: u8| (kind::CREATE..=kind::BATCH).contains(&k);
     (from..buf.len()).find(|&p| {
-        matches!(read_frame(buf, p), Frame::Ok { kind, .. } if (kind::CREATE..=kind::BATCH).contains(&kind))
+        // The type byte first: a checksum only where a frame of a known type could be.
+        buf.get(p + FRAME_HEADER_LEN - 1).is_some_and(|&k| known(k))
+            && matches!(read_frame(buf, p), Frame::Ok { kind, .. } if known(kind))
     })
 }
 
@@ -1066,5 +1091,44 @@ mod tests {
         std::fs::write(file.path(), &bytes).unwrap();
         let got = chunked(&*handle(&file), HEADER_LEN as u64, len);
         assert_eq!(got.last().unwrap(), &(starts[2], Err("BadChecksum".into())));
+    }
+
+    /// A later batch frame saying the file was fsynced past the damage makes it
+    /// corruption, not a torn tail; one saying less, or none, or one damaged, leaves it
+    /// torn.
+    #[test]
+    fn a_tail_is_torn_unless_a_later_batch_proves_a_sync_past_the_damage() {
+        let mut tail = vec![0xAB; 40];
+        crate::backend::log::record::encode_batch(&mut tail, 1_000);
+        tail.extend_from_slice(&[0x11; 30]);
+        let n = tail.len();
+        assert!(!is_torn(&tail, n, 999), "synced through 1,000 > 999");
+        assert!(
+            is_torn(&tail, n, 1_000),
+            "synced through 1,000, not past it"
+        );
+        assert!(is_torn(&tail, 40, 999), "the frame starts past upto");
+        tail[45] ^= 1;
+        assert!(
+            is_torn(&tail, n, 999),
+            "a damaged batch frame proves nothing"
+        );
+    }
+
+    /// The search for a later batch frame checks a frame's length and type before its
+    /// checksum: a large tail whose every 4-byte window reads as a length reaching far
+    /// into it (here 32 MiB of such bytes, which checksummed at every offset would be
+    /// ~10^15 bytes of CRC) is judged in one pass. A hang fails the test.
+    #[test]
+    fn judging_a_large_damaged_tail_is_linear() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let tail: Vec<u8> = [0x00, 0x00, 0xF0, 0x01].repeat(8 << 20);
+            let _ = tx.send(is_torn(&tail, tail.len(), 0));
+        });
+        let torn = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("judged within two minutes, not hours");
+        assert!(torn);
     }
 }
