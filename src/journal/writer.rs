@@ -302,6 +302,8 @@ impl Writer {
             Durability::Buffered { flush_every } => flush_every,
             _ => SYNC_TICK,
         };
+        // No compactor is started for a store that never compacts on its own.
+        let crx = auto_compact.then_some(crx);
         let writer = {
             let shared = shared.clone();
             let ctx = auto_compact.then_some(ctx);
@@ -312,11 +314,11 @@ impl Writer {
         };
         Ok(Writer {
             sync,
-            yield_from: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            yield_from: 2 * crate::util::cores(),
             tx: Mutex::new((0, Some(tx))),
             shared,
             writer: Mutex::new(Some(writer)),
-            compact_requests: Mutex::new(Some(crx)),
+            compact_requests: Mutex::new(crx),
             lock: Mutex::new(Some(lock)),
         })
     }

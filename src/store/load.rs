@@ -57,6 +57,9 @@ pub(crate) struct Loaded {
 pub(crate) type ShardLists = Vec<Vec<(u128, Box<SessionState>, u32)>>;
 
 /// Deals `items` round-robin to `workers`, each item with its index.
+/// Below this many sessions a base is loaded on the opening thread alone.
+const SMALL_LOAD: usize = 4096;
+
 fn deal<T>(items: Vec<T>, workers: usize) -> Vec<Vec<(usize, T)>> {
     let mut out: Vec<Vec<(usize, T)>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, item) in items.into_iter().enumerate() {
@@ -169,58 +172,63 @@ impl Loader {
         }
         let users = &users;
         let user_count = users.users().len();
-        let workers = 2.min(n);
+        let total: usize = per_shard
+            .iter()
+            .flat_map(|lists| lists.iter().map(|(_, l)| l.len()))
+            .sum();
+        let workers = if total < SMALL_LOAD { 1 } else { 2.min(n) };
         let work = deal(per_shard, workers);
         type IdParts = Vec<Vec<(SessionId, u64)>>;
         // Per user (by index into `users`): this worker's copy of the id, shared by the
         // sessions it loads, and those sessions. A copy per worker keeps each reference
         // count on one core instead of bouncing between the two.
         type ByUser = Vec<Option<(UserId, Vec<SessionId>)>>;
-        let built: Vec<(IdParts, ByUser)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .into_iter()
-                .map(|mine| {
-                    scope.spawn(move || {
-                        let count: usize = mine
-                            .iter()
-                            .flat_map(|(_, lists)| lists.iter().map(|(_, l)| l.len()))
-                            .sum();
-                        let cap = count / n + count / n / 8 + 16;
-                        let mut id_parts: IdParts =
-                            (0..n).map(|_| Vec::with_capacity(cap)).collect();
-                        let mut by_user: ByUser = (0..user_count).map(|_| None).collect();
-                        for (s, lists) in mine {
-                            let mut shard = self.shards[s].write();
-                            let shard = &mut *shard;
-                            shard.reserve(lists.iter().map(|(_, l)| l.len()).sum());
-                            for (remap, list) in lists {
-                                for (key, mut state, user) in list {
-                                    if user != NO_USER {
-                                        let u = remap.as_ref().map_or(user, |r| r[user as usize]);
-                                        let (id, ids) =
-                                            by_user[u as usize].get_or_insert_with(|| {
-                                                (users.get(u).separate_copy(), Vec::new())
-                                            });
-                                        state.user = Some(id.clone());
-                                        ids.push(state.id);
-                                    }
-                                    let deadline = state.deadline(self.auth_ms);
-                                    id_parts[self.id_ix(state.id)].push((state.id, key as u64));
-                                    // Two images at one place: only a damaged base could
-                                    // say so; the later one is kept.
-                                    shard.insert_live(key, state, deadline);
-                                }
-                            }
+        let build = move |mine: Vec<(usize, Lists)>| -> (IdParts, ByUser) {
+            let count: usize = mine
+                .iter()
+                .flat_map(|(_, lists)| lists.iter().map(|(_, l)| l.len()))
+                .sum();
+            let cap = count / n + count / n / 8 + 16;
+            let mut id_parts: IdParts = (0..n).map(|_| Vec::with_capacity(cap)).collect();
+            let mut by_user: ByUser = (0..user_count).map(|_| None).collect();
+            for (s, lists) in mine {
+                let mut shard = self.shards[s].write();
+                let shard = &mut *shard;
+                shard.reserve(lists.iter().map(|(_, l)| l.len()).sum());
+                for (remap, list) in lists {
+                    for (key, mut state, user) in list {
+                        if user != NO_USER {
+                            let u = remap.as_ref().map_or(user, |r| r[user as usize]);
+                            let (id, ids) = by_user[u as usize]
+                                .get_or_insert_with(|| (users.get(u).separate_copy(), Vec::new()));
+                            state.user = Some(id.clone());
+                            ids.push(state.id);
                         }
-                        (id_parts, by_user)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("loader threads do not panic"))
-                .collect()
-        });
+                        let deadline = state.deadline(self.auth_ms);
+                        id_parts[self.id_ix(state.id)].push((state.id, key as u64));
+                        // Two images at one place: only a damaged base could
+                        // say so; the later one is kept.
+                        shard.insert_live(key, state, deadline);
+                    }
+                }
+            }
+            (id_parts, by_user)
+        };
+        // A small load is built here: two threads cost more to start than it does.
+        let built: Vec<(IdParts, ByUser)> = if work.len() == 1 {
+            work.into_iter().map(build).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = work
+                    .into_iter()
+                    .map(|mine| scope.spawn(move || build(mine)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("loader threads do not panic"))
+                    .collect()
+            })
+        };
         let mut id_parts: Vec<Vec<Vec<(SessionId, u64)>>> = (0..n).map(|_| Vec::new()).collect();
         let mut by_user: ByUser = Vec::new();
         for (parts, mine) in built {

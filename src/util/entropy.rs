@@ -72,7 +72,7 @@ impl Entropy {
     /// As many stripes as the machine has cores, rounded up to a power of two (at most
     /// 64), so a thread's stripe is a mask away.
     pub(crate) fn new() -> Entropy {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        let cores = crate::util::cores().min(64);
         let n = cores.next_power_of_two();
         Entropy {
             pools: (0..n)

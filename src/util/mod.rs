@@ -12,3 +12,10 @@ pub(crate) mod hash;
 pub(crate) mod lock;
 pub(crate) mod padded;
 pub mod vfs;
+
+/// The cores this process may run on, asked of the OS once (`available_parallelism`
+/// reads cgroup files on Linux at every call).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -616,6 +616,12 @@ fn replay_file<R: Replay>(
 /// The payload length of a batch frame (the `synced_through` offset).
 const BATCH_PAYLOAD_LEN: u32 = 8;
 
+/// Segments from this size up are decoded on one thread and applied on another.
+const PIPELINE_BYTES: u64 = 1 << 20;
+
+/// Bases from this size up are decoded by two threads, a half each.
+const PARALLEL_BASE_BYTES: u64 = 1 << 20;
+
 /// Records handed from the decoding thread to the applying one at a time.
 const RECORDS_PER_HANDOFF: usize = 256;
 
@@ -651,9 +657,52 @@ fn replay_segment_pipelined<R: Replay>(
     file.read_exact_at(&mut head, 0).map_err(reading)?;
     check_header(path, &head, FileKind::Segment, seq)?;
 
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<Record>>(4);
     let file_ref: &dyn FileHandle = &*file;
-    let problem = std::thread::scope(|scope| {
+    let problem = if len < PIPELINE_BYTES {
+        // A small segment is decoded and applied here: a second thread costs more to
+        // start than it saves.
+        let mut users = UserInterner::default();
+        let mut records = 0u64;
+        let problem = walk_frames(file_ref, HEADER_LEN as u64, len, |kind, payload| {
+            if kind == kind::BATCH {
+                return decode_batch(payload)
+                    .map(drop)
+                    .ok_or_else(|| "malformed batch frame".to_owned());
+            }
+            sink.apply(decode_record(kind, payload, &mut users)?);
+            records += 1;
+            Ok(())
+        });
+        report.records += records;
+        problem.map_err(reading)?
+    } else {
+        replay_segment_on_two_threads(file_ref, len, sink, report).map_err(reading)?
+    };
+    let Some((at, why)) = problem else {
+        return Ok(len);
+    };
+    if matches!(end, End::Active | End::InferredLast) {
+        let tail_len = usize::try_from(len - at).map_err(|e| reading(std::io::Error::other(e)))?;
+        let mut tail = vec![0u8; tail_len];
+        file.read_exact_at(&mut tail, at).map_err(reading)?;
+        drop(file);
+        if cut_torn_tail(fs, path, &tail, at, report)? {
+            return Ok(at);
+        }
+    }
+    Err(corrupt(path, at, why))
+}
+
+/// Decodes a segment's records on one thread and applies them on this one (see
+/// [`replay_segment_pipelined`]); returns the first damage.
+fn replay_segment_on_two_threads<R: Replay>(
+    file_ref: &dyn FileHandle,
+    len: u64,
+    sink: &R,
+    report: &mut RecoveryReport,
+) -> std::io::Result<Option<(u64, String)>> {
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Record>>(4);
+    std::thread::scope(|scope| {
         let decoder = scope.spawn(move || -> std::io::Result<Option<(u64, String)>> {
             let mut users = UserInterner::default();
             let mut batch = Vec::with_capacity(RECORDS_PER_HANDOFF);
@@ -684,20 +733,6 @@ fn replay_segment_pipelined<R: Replay>(
         }
         decoder.join().expect("the decoding thread does not panic")
     })
-    .map_err(reading)?;
-    let Some((at, why)) = problem else {
-        return Ok(len);
-    };
-    if matches!(end, End::Active | End::InferredLast) {
-        let tail_len = usize::try_from(len - at).map_err(|e| reading(std::io::Error::other(e)))?;
-        let mut tail = vec![0u8; tail_len];
-        file.read_exact_at(&mut tail, at).map_err(reading)?;
-        drop(file);
-        if cut_torn_tail(fs, path, &tail, at, report)? {
-            return Ok(at);
-        }
-    }
-    Err(corrupt(path, at, why))
 }
 
 /// Replays a compacted base — images and aliases, which commute — on two threads, each
@@ -715,47 +750,56 @@ fn replay_base_in_parallel<R: Replay>(
     sink: &R,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let mid = middle_boundary(file, len)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    // For pre-sizing: each half holds about as many frames as the other, estimated
-    // from the size of a typical image.
-    let per_shard = usize::try_from(len / 2 / 320).unwrap_or(0) / sink.shard_count();
+    // A small base is read here, whole: two threads cost more to start than it does.
+    let halves = if len < PARALLEL_BASE_BYTES {
+        vec![(HEADER_LEN as u64, len)]
+    } else {
+        let mid = middle_boundary(file, len)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        vec![(HEADER_LEN as u64, mid), (mid, len)]
+    };
+    // For pre-sizing, from the size of a typical image.
+    let per_shard =
+        usize::try_from(len / halves.len() as u64 / 320).unwrap_or(0) / sink.shard_count();
     let cap = per_shard + per_shard / 8 + 16;
-    let outcomes: Vec<std::io::Result<Part<R::Entry>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = [(HEADER_LEN as u64, mid), (mid, len)]
-            .into_iter()
-            .map(|(from, to)| {
-                scope.spawn(move || -> std::io::Result<Part<R::Entry>> {
-                    let mut users = UserInterner::default();
-                    let mut records = 0u64;
-                    // Growing these lists would copy every image again.
-                    let mut shards: Vec<Vec<(u128, R::Entry, u32)>> = (0..sink.shard_count())
-                        .map(|_| Vec::with_capacity(cap))
-                        .collect();
-                    let mut aliases = Vec::new();
-                    let problem = walk_frames(file, from, to, |kind, payload| {
-                        match decode_base_record(kind, payload, &mut users)? {
-                            BaseRecord::Image(img, user) => {
-                                let (key, entry) = R::entry(img);
-                                shards[sink.shard_of(key)].push((key, entry, user));
-                            }
-                            BaseRecord::Alias { hash, id, until } => {
-                                aliases.push((hash, id, until));
-                            }
-                        }
-                        records += 1;
-                        Ok(())
-                    })?;
-                    let part = BasePart { shards, users };
-                    Ok((records, problem, part, aliases))
-                })
-            })
+    let decode = |(from, to): (u64, u64)| -> std::io::Result<Part<R::Entry>> {
+        let mut users = UserInterner::default();
+        let mut records = 0u64;
+        // Growing these lists would copy every image again.
+        let mut shards: Vec<Vec<(u128, R::Entry, u32)>> = (0..sink.shard_count())
+            .map(|_| Vec::with_capacity(cap))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("replay threads do not panic"))
-            .collect()
-    });
+        let mut aliases = Vec::new();
+        let problem = walk_frames(file, from, to, |kind, payload| {
+            match decode_base_record(kind, payload, &mut users)? {
+                BaseRecord::Image(img, user) => {
+                    let (key, entry) = R::entry(img);
+                    shards[sink.shard_of(key)].push((key, entry, user));
+                }
+                BaseRecord::Alias { hash, id, until } => {
+                    aliases.push((hash, id, until));
+                }
+            }
+            records += 1;
+            Ok(())
+        })?;
+        let part = BasePart { shards, users };
+        Ok((records, problem, part, aliases))
+    };
+    let outcomes: Vec<std::io::Result<Part<R::Entry>>> = if halves.len() == 1 {
+        halves.into_iter().map(decode).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = halves
+                .into_iter()
+                .map(|half| scope.spawn(move || decode(half)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("replay threads do not panic"))
+                .collect()
+        })
+    };
     let mut first: Option<(u64, String)> = None;
     let mut parts = Vec::new();
     let mut all_aliases = Vec::new();
