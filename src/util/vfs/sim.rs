@@ -129,7 +129,15 @@ impl Rng {
 
 #[derive(Clone, Debug)]
 enum FileOp {
-    Write { at: u64, bytes: Vec<u8> },
+    Write {
+        at: u64,
+        bytes: Vec<u8>,
+    },
+    /// A write of zeros (a log preallocates with them), kept without its bytes.
+    Zeros {
+        at: u64,
+        len: u64,
+    },
     SetLen(u64),
 }
 
@@ -137,9 +145,40 @@ impl FileOp {
     fn apply(&self, data: &mut Vec<u8>) {
         match self {
             FileOp::Write { at, bytes } => write_into(data, *at, bytes),
+            FileOp::Zeros { at, len } => zero_into(data, *at, *len),
             FileOp::SetLen(len) => data.resize(usize::try_from(*len).unwrap_or(usize::MAX), 0),
         }
     }
+
+    /// The first `n` bytes of this write (a torn write), if it is one longer than that.
+    fn torn(&self, n: u64) -> Option<FileOp> {
+        match self {
+            FileOp::Write { at, bytes } if (bytes.len() as u64) > n => Some(FileOp::Write {
+                at: *at,
+                bytes: bytes[..n as usize].to_vec(),
+            }),
+            FileOp::Zeros { at, len } if *len > n => Some(FileOp::Zeros { at: *at, len: n }),
+            _ => None,
+        }
+    }
+
+    /// The bytes a write writes (0 for a length change).
+    fn write_len(&self) -> u64 {
+        match self {
+            FileOp::Write { bytes, .. } => bytes.len() as u64,
+            FileOp::Zeros { len, .. } => *len,
+            FileOp::SetLen(_) => 0,
+        }
+    }
+}
+
+fn zero_into(data: &mut Vec<u8>, at: u64, len: u64) {
+    let at = usize::try_from(at).expect("offsets fit in memory");
+    let end = at + usize::try_from(len).expect("lengths fit in memory");
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[at..end].fill(0);
 }
 
 fn write_into(data: &mut Vec<u8>, at: u64, bytes: &[u8]) {
@@ -361,12 +400,14 @@ impl SimFs {
             for op in &inode.pending[..keep] {
                 op.apply(&mut data);
             }
-            if let Some(FileOp::Write { at, bytes }) = inode.pending.get(keep)
-                && bytes.len() > 1
+            if let Some(op) = inode.pending.get(keep)
+                && op.write_len() > 1
                 && rng.next().is_multiple_of(2)
             {
-                let torn = 1 + rng.upto(bytes.len() as u64 - 2) as usize;
-                write_into(&mut data, *at, &bytes[..torn]);
+                let n = 1 + rng.upto(op.write_len() - 2);
+                if let Some(torn) = op.torn(n) {
+                    torn.apply(&mut data);
+                }
             }
             inode.pending.clear();
             inode.durable = data.clone();
@@ -666,11 +707,19 @@ impl FileHandle for SimFile {
             return Ok(0);
         }
         let inode = s.inodes.get_mut(&self.ino).ok_or_else(crashed)?;
-        write_into(&mut inode.data, offset, &buf[..n]);
-        inode.pending.push(FileOp::Write {
-            at: offset,
-            bytes: buf[..n].to_vec(),
-        });
+        let op = if buf[..n].iter().all(|&b| b == 0) {
+            FileOp::Zeros {
+                at: offset,
+                len: n as u64,
+            }
+        } else {
+            FileOp::Write {
+                at: offset,
+                bytes: buf[..n].to_vec(),
+            }
+        };
+        op.apply(&mut inode.data);
+        inode.pending.push(op);
         Ok(n)
     }
 
