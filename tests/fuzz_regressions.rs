@@ -30,9 +30,13 @@ fn run(target: &str, data: &[u8]) {
         "log_replay" => log_replay::check(data),
         "token_parse" => token_parse(data),
         "ops_model" => {
-            let ops = ops_input::ops(data, 200);
-            model::run(model::Kind::LogBuffered, ops)
-                .unwrap_or_else(|e| panic!("store and model disagree: {e}"));
+            // The fuzz target's store (on the simulated disk), and the same on the
+            // real one.
+            for kind in [model::Kind::LogSimulated, model::Kind::LogBuffered] {
+                let ops = ops_input::ops(data, 200);
+                model::run(kind, ops)
+                    .unwrap_or_else(|e| panic!("store and model disagree ({kind:?}): {e}"));
+            }
         }
         "crash_replay" => crash_replay::check(data),
         other => panic!("unknown fuzz target {other}"),

@@ -61,6 +61,16 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn log_store_on_the_simulated_disk_agrees_with_model_across_reopens(
+        ops in proptest::collection::vec(op(), 1..120)
+    ) {
+        run(Kind::LogSimulated, ops).map_err(TestCaseError::fail)?;
+    }
+}
+
 #[cfg(feature = "sled")]
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]

@@ -237,6 +237,29 @@ impl Store {
         Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))
     }
 
+    /// Recovery alone, for the fuzzers: reads the log in `dir` (on
+    /// [`Options::file_system`]) as [`Store::open_with`] does — cutting a torn tail,
+    /// removing leftovers, failing on damage — into a store that keeps nothing further
+    /// (as [`Store::in_memory_with`]): no lock, no writer, no manifest written, no
+    /// thread started for a small log. Not a stable API.
+    #[doc(hidden)]
+    pub fn recover_in_memory(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let dir = dir.as_ref();
+        opts.fs
+            .create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
+        let loader = Loader::new(
+            opts.shards,
+            opts.clock.now(),
+            opts.auth_lifetime.map_or(0, duration_ms),
+        );
+        let (report, _) =
+            crate::backend::log::recovery::recover_dir(&*opts.fs, dir, opts.salvage, &loader)?;
+        let opts = opts.durability(Durability::Memory).reaper_interval(None);
+        Store::build(opts, Journal::Memory, Some((loader, report)))
+    }
+
     fn build(
         opts: Options,
         journal: Journal,

@@ -11,8 +11,10 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
+use sessiondb::vfs::SimFs;
 use sessiondb::{
     Durability, ManualClock, NewSession, Options, SessionData, SessionId, Store, Timestamp, Token,
 };
@@ -40,8 +42,13 @@ fn observe(store: &Store, tokens: &[Token]) -> Vec<Seen> {
         .collect()
 }
 
-fn opts(clock: &ManualClock) -> Options {
+/// Where the store's files are, on a simulated disk in memory (no file is written to
+/// a real directory).
+const DIR: &str = "/fuzz/store";
+
+fn opts(clock: &ManualClock, disk: &SimFs) -> Options {
     Options::default()
+        .file_system(disk.clone())
         .clock(clock.clone())
         .reaper_interval(None)
         .shards(4)
@@ -49,16 +56,6 @@ fn opts(clock: &ManualClock) -> Options {
         .durability(Durability::Sync)
         .idle_timeout(Duration::ZERO)
         .rotation_grace(Duration::from_secs(86_400))
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::tempdir_in(shm)
-    {
-        return d;
-    }
-    tempfile::tempdir().expect("a temporary directory")
 }
 
 pub fn check(data: &[u8]) {
@@ -71,8 +68,9 @@ pub fn check(data: &[u8]) {
     let (cut, zeros_after) = (u64::from(raw & 0x7fff_ffff), raw >> 31 == 1);
     let mut ops = &data[4..];
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
-    let dir = scratch_dir();
-    let store = Store::open_with(dir.path(), opts(&clock)).expect("a fresh store opens");
+    let dir = Path::new(DIR);
+    let disk = SimFs::new(0);
+    let store = Store::open_with(dir, opts(&clock, &disk)).expect("a fresh store opens");
     let mut tokens: Vec<Token> = Vec::new();
     // The state after each prefix of the operations (index 0: nothing happened yet).
     let mut states: Vec<Vec<Seen>> = vec![Vec::new()];
@@ -127,50 +125,43 @@ pub fn check(data: &[u8]) {
     // The crash: the files as they are while the store is open (a store closed
     // cleanly has sealed its last segment, and a cut of it is corruption), the active
     // segment then cut at an arbitrary byte.
-    let image = scratch_dir();
-    for entry in std::fs::read_dir(dir.path()).expect("list") {
-        let entry = entry.expect("list");
-        std::fs::copy(entry.path(), image.path().join(entry.file_name())).expect("copy");
+    let image = SimFs::new(0);
+    for name in disk.names(dir) {
+        let bytes = disk.file(&dir.join(&name)).expect("listed");
+        image.put_file(&dir.join(&name), &bytes).expect("copy");
     }
     drop(store);
-    let dir = image;
-    let last = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
-        })
+    let last = image
+        .names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("seg-"))
         .max()
+        .map(|n| dir.join(n))
         .expect("a segment");
     // Its records end where the zeros preallocated past them begin (a record ending in
     // zero bytes is then cut a little short: a torn tail, which is what is tested).
-    let bytes = std::fs::read(&last).expect("read");
+    let mut bytes = image.file(&last).expect("listed");
     let records = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
     let len = records.max(HEADER_LEN) as u64;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .expect("open");
     let at = cut % (len + 1);
-    f.set_len(at).expect("truncate");
+    bytes.truncate(at as usize);
     // (The writer zero-fills only after the header is durable.)
     if zeros_after && at >= HEADER_LEN as u64 {
-        f.set_len(at.next_multiple_of(4096) + 4096)
-            .expect("zero-fill");
+        bytes.resize((at.next_multiple_of(4096) + 4096) as usize, 0);
     }
-    drop(f);
+    image.put_file(&last, &bytes).expect("cut");
+    let disk = image;
     if at < HEADER_LEN as u64 {
         // The manifest names a segment active only once its header is durable: no
         // crash cuts into it.
-        match Store::open_with(dir.path(), opts(&clock)) {
+        match Store::open_with(dir, opts(&clock, &disk)) {
             Err(sessiondb::Error::Corrupt { segment, .. }) => assert_eq!(segment, last),
             other => panic!("a cut inside the active segment's header: {other:?}"),
         }
         return;
     }
 
-    let store = Store::open_with(dir.path(), opts(&clock))
+    let store = Store::open_with(dir, opts(&clock, &disk))
         .unwrap_or_else(|e| panic!("a cut log must open (torn tail), got: {e}"));
     store.verify().expect("consistent after the cut");
     let got = observe(&store, &tokens);

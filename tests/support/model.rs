@@ -177,6 +177,9 @@ pub enum Kind {
     Log,
     /// The log under `Durability::Buffered` (a clean close still keeps everything).
     LogBuffered,
+    /// As `LogBuffered`, on a simulated disk in memory (`sessiondb::vfs::SimFs`): the
+    /// same store code, no file-system calls (the fuzz target's choice).
+    LogSimulated,
     #[cfg(feature = "sled")]
     Sled,
 }
@@ -195,6 +198,7 @@ fn scratch_dir() -> tempfile::TempDir {
 pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
     let clock = ManualClock::new(Timestamp(T0));
     let dir = scratch_dir();
+    let disk = sessiondb::vfs::SimFs::new(0);
     let opts = Options::default()
         .clock(clock.clone())
         .reaper_interval(None)
@@ -214,6 +218,17 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
             opts.clone().durability(Durability::Buffered {
                 flush_every: Duration::from_millis(20),
             }),
+        )
+        .unwrap(),
+        Kind::LogSimulated => Store::open_with(
+            "/model/store",
+            opts.clone()
+                .durability(Durability::Buffered {
+                    flush_every: Duration::from_millis(20),
+                })
+                // Small segments: rolls are exercised, and preallocation stays cheap.
+                .segment_bytes(64 << 10)
+                .file_system(disk.clone()),
         )
         .unwrap(),
         #[cfg(feature = "sled")]
