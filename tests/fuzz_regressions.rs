@@ -12,6 +12,8 @@ mod log_replay;
 mod model;
 #[path = "support/ops_input.rs"]
 mod ops_input;
+#[path = "support/simulation.rs"]
+mod simulation;
 
 use sessiondb::{SessionId, Token};
 
@@ -39,6 +41,9 @@ fn run(target: &str, data: &[u8]) {
             }
         }
         "crash_replay" => crash_replay::check(data),
+        "faults" => {
+            simulation::run_bytes(data).unwrap_or_else(|e| panic!("{e}"));
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -94,4 +99,9 @@ fn ops_model_seeds_and_saved_inputs_pass() {
 #[test]
 fn crash_replay_seeds_and_saved_inputs_pass() {
     check_target("crash_replay");
+}
+
+#[test]
+fn faults_seeds_and_saved_inputs_pass() {
+    check_target("faults");
 }

@@ -6,7 +6,8 @@
 //!   several segments, a compacted base with the segments after it, a rotation alias in
 //!   a base, a clear — in the target's input layout;
 //! - `token_parse`: tokens and ids, valid and one mutation away;
-//! - `ops_model` and `crash_replay`: operation sequences from a fixed-seed generator.
+//! - `ops_model` and `crash_replay`: operation sequences from a fixed-seed generator;
+//! - `faults`: a disk seed and a mode, then choices from the same generator.
 
 #![allow(dead_code)]
 
@@ -199,5 +200,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     // The same, with zeros after the cut (a crash in the preallocated part).
     crash[3] = 0x80;
     write("crash_replay", "creates-zero-filled", &crash);
+    // faults: 8 bytes of disk seed, a mode byte (even: Sync), then the choices, 8 bytes
+    // each (the first picks whether and how often calls fail).
+    for i in 0..8u8 {
+        let mut bytes: Vec<u8> = (0..8).map(|_| rng.next()).collect();
+        bytes.push(i);
+        bytes.extend((0..(64 + 64 * usize::from(i)) * 8).map(|_| rng.next()));
+        write("faults", &format!("random-{i}"), &bytes);
+    }
     out
 }
