@@ -154,6 +154,20 @@ pub enum Error {
         /// The client's or the server's message.
         reason: String,
     },
+    /// The disk holding the store is full: the operating system refused a write of the
+    /// log. Nothing half-written is left in the way, reads go on, and the store writes
+    /// again on its own once space is freed — no reopen needed. Until then every write
+    /// is refused with this error, and changing nothing. A change whose own write met
+    /// the full disk is kept in memory and written once there is room (so it may
+    /// still be found after a crash); under `Durability::Buffered` a change already
+    /// acknowledged may meet it later, which [`crate::Store::flush`] then reports.
+    DiskFull {
+        /// The store's directory.
+        dir: PathBuf,
+        /// The bytes the refused write needed (for a compaction, those its new base had
+        /// reached when the disk filled: it needed more).
+        needed: u64,
+    },
     /// An earlier write failed to reach the log, so the store refuses further writes
     /// rather than acknowledge changes it may not keep. Reopen the store.
     Poisoned {
@@ -163,6 +177,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is the disk being full: [`Error::DiskFull`], or an I/O error the
+    /// operating system gave as `ENOSPC`.
+    pub(crate) fn is_no_space(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
@@ -281,6 +308,12 @@ impl fmt::Display for Error {
                 } else {
                     " (if this was a write, it may or may not have been applied)"
                 }
+            ),
+            Error::DiskFull { dir, needed } => write!(
+                f,
+                "the disk holding {} is full: a log write of {needed} bytes was refused; \
+                 free space there and writes resume on their own (reads go on meanwhile)",
+                dir.display()
             ),
             Error::Poisoned { reason } => write!(
                 f,

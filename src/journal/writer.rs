@@ -18,7 +18,12 @@
 //! `Sync`), so a crash can lose at most a tick's worth of touches — which can only
 //! make an idle deadline fire early, by at most the touch interval plus a tick.
 //!
-//! If a write or fsync fails, the journal is poisoned: the failure is reported to every
+//! A write the disk has no room for ([`Error::DiskFull`]) is not a failure of the
+//! journal: the writer keeps the batch, answers its waiters and every new append with
+//! the error, changing nothing, and tries the batch again every [`FULL_RETRY`] (and at
+//! every flush) until there is room — then writes resume, without a reopen.
+//!
+//! If a write or fsync fails otherwise, the journal is poisoned: the failure is reported to every
 //! waiter and every later write gets [`Error::Poisoned`], so nothing is acknowledged
 //! that the disk may not have. The writer thread then stays to answer every flush and
 //! compaction request with the failure until the store closes (a panic too): none
@@ -71,6 +76,8 @@ const LINGER: Duration = Duration::from_micros(10);
 const BUSY: Duration = Duration::from_millis(1);
 /// Touch flush tick under `Sync`.
 const SYNC_TICK: Duration = Duration::from_secs(1);
+/// How often a writer whose disk is full tries its batch again.
+pub(crate) const FULL_RETRY: Duration = Duration::from_millis(100);
 
 pub(crate) enum Msg {
     Change(u64, Change),
@@ -82,6 +89,9 @@ pub(crate) enum Msg {
 #[derive(Default)]
 struct Progress {
     failed: Option<String>,
+    /// The disk is full: the writer holds changes up to this number, unwritten, and
+    /// the directory and bytes its last try needed.
+    full: Option<(u64, std::path::PathBuf, u64)>,
     /// Threads and tasks waiting for a change to be durable, with its number. The
     /// writer wakes exactly those whose change its fsync covered: with many writers, a
     /// broadcast would wake everyone just to send most back to sleep.
@@ -105,6 +115,15 @@ impl Progress {
             .collect()
     }
 
+    /// [`Error::DiskFull`] if the disk is full and change `seq` is among those held.
+    fn disk_full(&self, seq: u64) -> Option<Error> {
+        let (upto, dir, needed) = self.full.as_ref()?;
+        (seq <= *upto).then(|| Error::DiskFull {
+            dir: dir.clone(),
+            needed: *needed,
+        })
+    }
+
     /// Records a failure; returns every waiter (each will see it).
     fn fail(&mut self, reason: String) -> Vec<Waiter> {
         self.failed.get_or_insert(reason);
@@ -116,6 +135,12 @@ impl Progress {
     fn outcome(&self, durable: u64, sync: bool, ticket: Ticket) -> Option<Result<()>> {
         if sync && durable >= ticket.0 {
             return Some(Ok(()));
+        }
+        if sync
+            && self.failed.is_none()
+            && let Some(e) = self.disk_full(ticket.0)
+        {
+            return Some(Err(e));
         }
         match &self.failed {
             Some(reason) => Some(Err(Error::Poisoned {
@@ -160,6 +185,8 @@ struct Shared {
     /// its own: a plain load keeps that check off the progress lock and the durable
     /// mark, whose lines the writer takes once per batch.
     poisoned: Padded<AtomicBool>,
+    /// Set while the disk is full (after `progress.full`): every append checks it.
+    full: Padded<AtomicBool>,
     counters: Mutex<WriterCounters>,
     /// The floor [`Backend::wants_compaction`] is asked with: the live data's estimated
     /// size when the store last declined to compact, 0 after a compaction.
@@ -288,6 +315,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
             poisoned: Padded(AtomicBool::new(false)),
+            full: Padded(AtomicBool::new(false)),
             compaction_floor: AtomicU64::new(0),
             relay: Mutex::new(Vec::new()),
             durable: AtomicU64::new(0),
@@ -353,6 +381,16 @@ impl Writer {
     pub(crate) fn append(&self, change: Change) -> Result<Ticket> {
         if let Some(e) = self.failed() {
             return Err(e);
+        }
+        if self.shared.full.load(Ordering::Acquire) {
+            let full = self.shared.progress.lock().disk_full(0);
+            if let Some(e) = full {
+                // A touch is dropped (it only moves an idle deadline): reads go on.
+                return match change {
+                    Change::Touch { .. } => Ok(Ticket(0)),
+                    _ => Err(e),
+                };
+            }
         }
         if let Change::Touch { id, at } = change {
             let guard = self.tx.lock();
@@ -732,9 +770,12 @@ fn writer_loop(
                 reason: shared.progress.lock().failed.clone().unwrap_or_default(),
             });
         }
-        let wait = next_tick.map_or(Duration::MAX, |t| {
+        let mut wait = next_tick.map_or(Duration::MAX, |t| {
             t.saturating_duration_since(Instant::now())
         });
+        if shared.full.load(Ordering::Relaxed) {
+            wait = wait.min(FULL_RETRY);
+        }
         let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
@@ -834,10 +875,36 @@ fn writer_loop(
             Ok(()) => {
                 let ready = {
                     let mut progress = shared.progress.lock();
+                    if progress.full.take().is_some() {
+                        shared.full.store(false, Ordering::Release);
+                    }
                     shared.durable.store(last_seq, Ordering::Release);
                     progress.ready(last_seq)
                 };
                 shared.wake_relayed(ready);
+            }
+            Err(Error::DiskFull { dir, needed }) => {
+                // The batch is kept (`changes`) and tried again; its waiters, and
+                // every append from now on, are told.
+                let ready = {
+                    let mut progress = shared.progress.lock();
+                    progress.full = Some((last_seq, dir.clone(), needed));
+                    shared.full.store(true, Ordering::Release);
+                    progress.ready(last_seq)
+                };
+                wake(ready);
+                for c in controls.drain(..) {
+                    let full = Error::DiskFull {
+                        dir: dir.clone(),
+                        needed,
+                    };
+                    match c {
+                        Msg::Flush(reply) => drop(reply.send(Err(full))),
+                        Msg::BeginCompaction(reply) => drop(reply.send(Err(full))),
+                        Msg::Change(..) | Msg::Touch(..) => {}
+                    }
+                }
+                continue;
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -855,7 +922,9 @@ fn writer_loop(
                 }
                 Msg::BeginCompaction(reply) => {
                     let r = backend.begin_compaction();
-                    if let Err(e) = &r {
+                    if let Err(e) = &r
+                        && !matches!(e, Error::DiskFull { .. })
+                    {
                         let reason = e.to_string();
                         wake(shared.fail(reason.clone()));
                         let _ = reply.send(r);

@@ -367,7 +367,7 @@ impl Sim {
     fn failed(&mut self, e: Error) -> Result<bool, String> {
         self.failures += 1;
         match &e {
-            Error::Io { .. } | Error::Poisoned { .. } => {}
+            Error::Io { .. } | Error::Poisoned { .. } | Error::DiskFull { .. } => {}
             other => return Err(format!("a failed write gave {other:?}")),
         }
         if let Some((_, token, _)) = self.pick() {
@@ -403,7 +403,7 @@ impl Sim {
         let store = loop {
             match Store::open_with(DIR, self.opts()) {
                 Ok(s) => break s,
-                Err(Error::Io { .. }) if tries < 20 => {
+                Err(Error::Io { .. } | Error::DiskFull { .. }) if tries < 20 => {
                     tries += 1;
                     if tries == 10 {
                         self.disk.heal();

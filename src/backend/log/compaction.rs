@@ -50,36 +50,58 @@ impl Compaction for CompactionJob {
         let tmp_path = dir.join(format!("{}.tmp", base_name(self.upto)));
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp_path.display()), e);
 
-        let file = fs
-            .open(&tmp_path, OpenMode::Truncate)
-            .map_err(|e| io("creating", e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, Appender { file, at: 0 });
-        out.write_all(&encode_header(FileKind::Base, self.upto))
-            .map_err(|e| io("writing", e))?;
-        let mut scratch = Vec::with_capacity(4096);
-        let mut sessions = 0usize;
-        snapshot.each_image(&mut |img| {
-            scratch.clear();
-            encode_image(&mut scratch, img);
-            sessions += 1;
-            if sessions == 1 {
-                failpoint::hit("compaction:mid_base");
+        // Up to here a failure leaves the old files in use and the store working: the
+        // half-written base goes (a full disk wants its space back) and a full disk is
+        // said so.
+        let reached = std::cell::Cell::new(0u64);
+        let full = |e: Error| {
+            if e.is_no_space() {
+                Error::DiskFull {
+                    dir: dir.clone(),
+                    needed: reached.get().max(1),
+                }
+            } else {
+                e
             }
-            out.write_all(&scratch).map_err(|e| io("writing", e))
+        };
+        let written = (|| -> Result<(u64, usize)> {
+            let file = fs
+                .open(&tmp_path, OpenMode::Truncate)
+                .map_err(|e| io("creating", e))?;
+            let mut out = BufWriter::with_capacity(1 << 20, Appender { file, at: 0 });
+            out.write_all(&encode_header(FileKind::Base, self.upto))
+                .map_err(|e| io("writing", e))?;
+            let mut scratch = Vec::with_capacity(4096);
+            let mut sessions = 0usize;
+            snapshot.each_image(&mut |img| {
+                scratch.clear();
+                encode_image(&mut scratch, img);
+                sessions += 1;
+                if sessions == 1 {
+                    failpoint::hit("compaction:mid_base");
+                }
+                reached.set(reached.get() + scratch.len() as u64);
+                out.write_all(&scratch).map_err(|e| io("writing", e))
+            })?;
+            snapshot.each_alias(&mut |hash, id, until| {
+                scratch.clear();
+                encode_alias(&mut scratch, hash, id, until);
+                reached.set(reached.get() + scratch.len() as u64);
+                out.write_all(&scratch).map_err(|e| io("writing", e))
+            })?;
+            let Appender {
+                file,
+                at: base_bytes,
+            } = out
+                .into_inner()
+                .map_err(|e| io("writing", e.into_error()))?;
+            file.sync_all().map_err(|e| io("syncing", e))?;
+            Ok((base_bytes, sessions))
+        })();
+        let (base_bytes, sessions) = written.map_err(|e| {
+            let _ = fs.remove_file(&tmp_path);
+            full(e)
         })?;
-        snapshot.each_alias(&mut |hash, id, until| {
-            scratch.clear();
-            encode_alias(&mut scratch, hash, id, until);
-            out.write_all(&scratch).map_err(|e| io("writing", e))
-        })?;
-        let Appender {
-            file,
-            at: base_bytes,
-        } = out
-            .into_inner()
-            .map_err(|e| io("writing", e.into_error()))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        drop(file);
         failpoint::hit("compaction:after_base_synced");
 
         fs.rename(&tmp_path, &final_path)
@@ -94,20 +116,28 @@ impl Compaction for CompactionJob {
             files.base = Some((upto, base_bytes));
             files.sealed.retain(|s| s.0 > upto);
         };
-        self.log.change_then(edit, || {
-            failpoint::hit("compaction:after_manifest");
-            let replaced = before.sealed.iter().filter(|s| s.0 <= upto);
-            for (i, &(seq, _)) in replaced.enumerate() {
-                vfs::remove(fs, &path_of(dir, FileKind::Segment, seq))?;
-                if i == 0 {
-                    failpoint::hit("compaction:mid_delete");
+        self.log
+            .change_then(edit, || {
+                failpoint::hit("compaction:after_manifest");
+                let replaced = before.sealed.iter().filter(|s| s.0 <= upto);
+                for (i, &(seq, _)) in replaced.enumerate() {
+                    vfs::remove(fs, &path_of(dir, FileKind::Segment, seq))?;
+                    if i == 0 {
+                        failpoint::hit("compaction:mid_delete");
+                    }
                 }
-            }
-            if let Some((old, _)) = before.base.filter(|b| b.0 != upto) {
-                vfs::remove(fs, &path_of(dir, FileKind::Base, old))?;
-            }
-            sync_dir(fs, dir)
-        })?;
+                if let Some((old, _)) = before.base.filter(|b| b.0 != upto) {
+                    vfs::remove(fs, &path_of(dir, FileKind::Base, old))?;
+                }
+                sync_dir(fs, dir)
+            })
+            .inspect_err(|e| {
+                if matches!(e, Error::DiskFull { .. }) {
+                    // The manifest is as it was (a full disk stops its write before the
+                    // rename): the new base is no part of the log, and its space is wanted.
+                    let _ = fs.remove_file(&final_path);
+                }
+            })?;
         failpoint::hit("compaction:after_delete");
         let bytes_after = self.log.disk_bytes();
         Ok(CompactionStats {

@@ -201,16 +201,29 @@ pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Manifest>> 
 pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(MANIFEST_TMP);
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+    let bytes = m.encode();
+    // Up to the rename, a full disk leaves the manifest as it was: Error::DiskFull,
+    // which the caller may try again. After it, any failure is the caller's to fail on.
+    let full = |e: Error| {
+        if e.is_no_space() {
+            Error::DiskFull {
+                dir: dir.to_path_buf(),
+                needed: bytes.len() as u64,
+            }
+        } else {
+            e
+        }
+    };
     let f = fs
         .open(&tmp, OpenMode::Truncate)
-        .map_err(|e| io("creating", e))?;
-    f.write_all_at(&m.encode(), 0)
+        .map_err(|e| full(io("creating", e)))?;
+    f.write_all_at(&bytes, 0)
         .and_then(|()| f.sync_all())
-        .map_err(|e| io("writing", e))?;
+        .map_err(|e| full(io("writing", e)))?;
     drop(f);
     crate::util::failpoint::hit("manifest:before_rename");
     fs.rename(&tmp, &dir.join(MANIFEST))
-        .map_err(|e| io("renaming", e))?;
+        .map_err(|e| full(io("renaming", e)))?;
     sync_dir(fs, dir)
 }
 

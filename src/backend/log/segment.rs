@@ -37,17 +37,42 @@ pub(crate) const PREALLOC_BYTES: u64 = 1 << 20;
 /// Zeros written per call while preallocating.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// Creates segment `seq` with its header, durable (file and directory entry).
+/// Creates segment `seq` with its header, durable (file and directory entry). A full
+/// disk is [`Error::DiskFull`], and leaves no file behind (so that the next try can
+/// create it).
 fn create_segment(fs: &dyn FileSystem, dir: &Path, seq: u64) -> Result<Arc<dyn FileHandle>> {
     let path = path_of(dir, FileKind::Segment, seq);
-    let f = fs
-        .open(&path, OpenMode::CreateNew)
-        .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
-    f.write_all_at(&encode_header(FileKind::Segment, seq), 0)
+    let f = fs.open(&path, OpenMode::CreateNew).map_err(|e| {
+        no_space(
+            dir,
+            Error::io(format!("creating segment {}", path.display()), e),
+            0,
+        )
+    })?;
+    let header = encode_header(FileKind::Segment, seq);
+    let written = f
+        .write_all_at(&header, 0)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("writing the header of {}", path.display()), e))?;
-    sync_dir(fs, dir)?;
+        .map_err(|e| Error::io(format!("writing the header of {}", path.display()), e))
+        .and_then(|()| sync_dir(fs, dir));
+    if let Err(e) = written {
+        drop(f);
+        let _ = fs.remove_file(&path);
+        return Err(no_space(dir, e, header.len() as u64));
+    }
     Ok(f)
+}
+
+/// `e` as [`Error::DiskFull`] if the disk holding `dir` is full, needing `needed` bytes.
+fn no_space(dir: &Path, e: Error, needed: u64) -> Error {
+    if e.is_no_space() {
+        Error::DiskFull {
+            dir: dir.to_path_buf(),
+            needed,
+        }
+    } else {
+        e
+    }
 }
 
 /// The log-structured backend.
@@ -152,7 +177,10 @@ impl LogBackend {
             }
             Ok(())
         })();
-        fill.map_err(|e| Error::io(format!("preallocating {}", self.active_path().display()), e))?;
+        fill.map_err(|e| {
+            let e = Error::io(format!("preallocating {}", self.active_path().display()), e);
+            no_space(&self.log.dir, e, target - self.allocated)
+        })?;
         self.allocated = target;
         Ok(())
     }
@@ -190,10 +218,21 @@ impl LogBackend {
         let next = create_segment(&*self.log.fs, &self.log.dir, seq + 1)?;
         failpoint::hit("roll:before_manifest");
         let header = HEADER_LEN as u64;
-        self.log.change(|files| {
+        let changed = self.log.change(|files| {
             files.sealed.push((seq, len));
             files.active = (seq + 1, header);
-        })?;
+        });
+        if let Err(e) = changed {
+            if matches!(e, Error::DiskFull { .. }) {
+                // The manifest was not replaced: the new segment is no part of the log.
+                drop(next);
+                let _ =
+                    self.log
+                        .fs
+                        .remove_file(&path_of(&self.log.dir, FileKind::Segment, seq + 1));
+            }
+            return Err(e);
+        }
         self.active = next;
         self.active_len = header;
         self.allocated = header;
@@ -283,14 +322,22 @@ impl LogBackend {
         }
         self.active
             .write_all_at(&self.buf, self.active_len)
-            .map_err(|e| Error::io(format!("appending to {}", self.active_path().display()), e))?;
+            .map_err(|e| {
+                let e = Error::io(format!("appending to {}", self.active_path().display()), e);
+                no_space(&self.log.dir, e, self.buf.len() as u64)
+            })?;
         self.active_len += self.buf.len() as u64;
         self.log.files.lock().active.1 = self.active_len;
         if self.buf.capacity() > 4 * 1024 * 1024 {
             self.buf = Vec::with_capacity(64 * 1024);
         }
         if self.active_len >= self.segment_bytes {
-            self.roll()?;
+            match self.roll() {
+                // No room for the next segment: this one grows past its size until a
+                // later batch finds room to roll. The batch itself is written.
+                Err(Error::DiskFull { .. }) => {}
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -311,6 +358,15 @@ impl LogBackend {
 impl Backend for LogBackend {
     fn write(&mut self, changes: &[Change]) -> Result<()> {
         let r = self.append_batch(changes);
+        if let Err(Error::DiskFull { .. }) = &r {
+            // The disk is full, and none of the batch counts: what of it (or of the
+            // zeros before it) reached the file is cut off again, which frees that
+            // space, and the writer tries the same batch again later at the same
+            // offset. The backend stays healthy: nothing acknowledged is at risk.
+            let _ = self.active.set_len(self.active_len);
+            self.allocated = self.active_len;
+            return r;
+        }
         self.watch(r)
     }
 
@@ -345,8 +401,11 @@ impl Backend for LogBackend {
     }
 
     fn begin_compaction(&mut self) -> Result<Option<Box<dyn Compaction>>> {
-        let r = self.roll();
-        self.watch(r)?;
+        match self.roll() {
+            // No room for the next segment: no compaction now; the log goes on.
+            Err(e @ Error::DiskFull { .. }) => return Err(e),
+            r => self.watch(r)?,
+        }
         let upto = self.log.files.lock().active.0 - 1;
         failpoint::hit("compaction:after_roll");
         Ok(Some(Box::new(CompactionJob {

@@ -318,8 +318,20 @@ impl State {
         fired
     }
 
+    /// The bytes the files hold now: those with a name or an open handle (a removed
+    /// file's space is free at once, as on a real file system, even while a crash
+    /// could still bring its name back).
     fn used(&self) -> u64 {
-        self.inodes.values().map(|i| i.data.len() as u64).sum()
+        let named: HashSet<u64> = self
+            .dirs
+            .values()
+            .flat_map(|d| d.live.values().copied())
+            .collect();
+        self.inodes
+            .iter()
+            .filter(|(ino, i)| i.open > 0 || named.contains(ino))
+            .map(|(_, i)| i.data.len() as u64)
+            .sum()
     }
 
     /// Bytes a file may still grow by.
