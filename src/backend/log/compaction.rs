@@ -104,8 +104,10 @@ impl Compaction for CompactionJob {
         })?;
         failpoint::hit("compaction:after_base_synced");
 
-        fs.rename(&tmp_path, &final_path)
-            .map_err(|e| io("renaming", e))?;
+        fs.rename(&tmp_path, &final_path).map_err(|e| {
+            let _ = fs.remove_file(&tmp_path);
+            full(io("renaming", e))
+        })?;
         failpoint::hit("compaction:after_rename");
         sync_dir(fs, dir)?;
 
