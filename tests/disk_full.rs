@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 use sessiondb::vfs::SimFs;
 use sessiondb::{Durability, Error, NewSession, Options, Store, Token};
 
+#[path = "support/acked.rs"]
+mod acked;
+
+use acked::check_all;
+
 const DIR: &str = "/full/store";
 
 fn opts(disk: &SimFs, durability: Durability) -> Options {
@@ -67,14 +72,6 @@ fn fill(store: &Store) -> (Vec<(Token, u32)>, String) {
         }
     }
     panic!("the disk never filled");
-}
-
-fn check_all(store: &Store, acked: &[(Token, u32)]) {
-    for (t, v) in acked {
-        let s = store.get(t).expect("acknowledged, so there");
-        assert_eq!(s.get::<u32>("v").unwrap(), Some(*v));
-    }
-    store.verify().unwrap();
 }
 
 #[test]

@@ -4,7 +4,12 @@
 use std::path::Path;
 
 use sessiondb::vfs::{FaultKind, Op, SimFs};
-use sessiondb::{Durability, Error, NewSession, Options, Store, Token};
+use sessiondb::{Durability, Error, NewSession, Options, Store};
+
+#[path = "support/acked.rs"]
+mod acked;
+
+use acked::check_all;
 
 const DIR: &str = "/faults/store";
 
@@ -15,14 +20,6 @@ fn opts(disk: &SimFs) -> Options {
         .reaper_interval(None)
         .segment_bytes(4096)
         .compaction(false, u64::MAX, 2.0)
-}
-
-fn check_all(store: &Store, acked: &[(Token, u32)]) {
-    for (t, v) in acked {
-        let s = store.get(t).expect("acknowledged, so there");
-        assert_eq!(s.get::<u32>("v").unwrap(), Some(*v));
-    }
-    store.verify().unwrap();
 }
 
 /// A compaction whose base cannot be put in place (the rename fails with EIO) is
