@@ -190,6 +190,19 @@ impl Error {
         }
     }
 
+    /// This error as [`Error::DiskFull`] if it is the disk holding `dir` being full (a
+    /// write of `needed` bytes refused); itself otherwise.
+    pub(crate) fn or_disk_full(self, dir: &std::path::Path, needed: u64) -> Self {
+        if self.is_no_space() {
+            Error::DiskFull {
+                dir: dir.to_path_buf(),
+                needed,
+            }
+        } else {
+            self
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -35,6 +35,7 @@ use crate::model::change::{Image, Record};
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::padded::Padded;
+use crate::util::parallel::map_on_threads;
 
 /// The index under construction.
 pub(crate) struct Loader {
@@ -214,21 +215,8 @@ impl Loader {
             }
             (id_parts, by_user)
         };
-        // A small load is built here: two threads cost more to start than it does.
-        let built: Vec<(IdParts, ByUser)> = if work.len() == 1 {
-            work.into_iter().map(build).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = work
-                    .into_iter()
-                    .map(|mine| scope.spawn(move || build(mine)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("loader threads do not panic"))
-                    .collect()
-            })
-        };
+        // One worker (a small load) runs here, on the opening thread.
+        let built: Vec<(IdParts, ByUser)> = map_on_threads(work, build);
         let mut id_parts: Vec<Vec<Vec<(SessionId, u64)>>> = (0..n).map(|_| Vec::new()).collect();
         let mut by_user: ByUser = Vec::new();
         for (parts, mine) in built {

@@ -11,6 +11,7 @@ pub(crate) mod fs;
 pub(crate) mod hash;
 pub(crate) mod lock;
 pub(crate) mod padded;
+pub(crate) mod parallel;
 pub mod vfs;
 
 /// The cores this process may run on, asked of the OS once (`available_parallelism`

@@ -54,16 +54,7 @@ impl Compaction for CompactionJob {
         // half-written base goes (a full disk wants its space back) and a full disk is
         // said so.
         let reached = std::cell::Cell::new(0u64);
-        let full = |e: Error| {
-            if e.is_no_space() {
-                Error::DiskFull {
-                    dir: dir.clone(),
-                    needed: reached.get().max(1),
-                }
-            } else {
-                e
-            }
-        };
+        let full = |e: Error| e.or_disk_full(dir, reached.get().max(1));
         let written = (|| -> Result<(u64, usize)> {
             let file = fs
                 .open(&tmp_path, OpenMode::Truncate)

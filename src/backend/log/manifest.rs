@@ -204,16 +204,7 @@ pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, m: &Manifest) -> Result<()>
     let bytes = m.encode();
     // Up to the rename, a full disk leaves the manifest as it was: Error::DiskFull,
     // which the caller may try again. After it, any failure is the caller's to fail on.
-    let full = |e: Error| {
-        if e.is_no_space() {
-            Error::DiskFull {
-                dir: dir.to_path_buf(),
-                needed: bytes.len() as u64,
-            }
-        } else {
-            e
-        }
-    };
+    let full = |e: Error| e.or_disk_full(dir, bytes.len() as u64);
     let f = fs
         .open(&tmp, OpenMode::Truncate)
         .map_err(|e| full(io("creating", e)))?;

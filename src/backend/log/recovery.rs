@@ -36,7 +36,8 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::change::Record;
 use crate::model::token::{SessionId, TokenHash};
-use crate::util::vfs::{FileHandle, FileSystem, OpenMode};
+use crate::util::parallel::map_on_threads;
+use crate::util::vfs::{FileHandle, FileSystem, OpenMode, remove};
 
 /// The files of a recovered log directory, for the writer and compaction to go on from.
 #[derive(Clone, Debug, Default)]
@@ -400,10 +401,6 @@ pub(crate) fn recover_dir<R: Replay>(
     }
     report.duration = started.elapsed();
     Ok((report, layout))
-}
-
-fn remove(fs: &dyn FileSystem, path: &Path) -> Result<()> {
-    crate::util::vfs::remove(fs, path)
 }
 
 /// Segments from this size up are read by two threads, each into its half of the
@@ -786,20 +783,7 @@ fn replay_base_in_parallel<R: Replay>(
         let part = BasePart { shards, users };
         Ok((records, problem, part, aliases))
     };
-    let outcomes: Vec<std::io::Result<Part<R::Entry>>> = if halves.len() == 1 {
-        halves.into_iter().map(decode).collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = halves
-                .into_iter()
-                .map(|half| scope.spawn(move || decode(half)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("replay threads do not panic"))
-                .collect()
-        })
-    };
+    let outcomes: Vec<std::io::Result<Part<R::Entry>>> = map_on_threads(halves, decode);
     let mut first: Option<(u64, String)> = None;
     let mut parts = Vec::new();
     let mut all_aliases = Vec::new();

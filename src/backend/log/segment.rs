@@ -43,11 +43,7 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 fn create_segment(fs: &dyn FileSystem, dir: &Path, seq: u64) -> Result<Arc<dyn FileHandle>> {
     let path = path_of(dir, FileKind::Segment, seq);
     let f = fs.open(&path, OpenMode::CreateNew).map_err(|e| {
-        no_space(
-            dir,
-            Error::io(format!("creating segment {}", path.display()), e),
-            0,
-        )
+        Error::io(format!("creating segment {}", path.display()), e).or_disk_full(dir, 0)
     })?;
     let header = encode_header(FileKind::Segment, seq);
     let written = f
@@ -58,21 +54,9 @@ fn create_segment(fs: &dyn FileSystem, dir: &Path, seq: u64) -> Result<Arc<dyn F
     if let Err(e) = written {
         drop(f);
         let _ = fs.remove_file(&path);
-        return Err(no_space(dir, e, header.len() as u64));
+        return Err(e.or_disk_full(dir, header.len() as u64));
     }
     Ok(f)
-}
-
-/// `e` as [`Error::DiskFull`] if the disk holding `dir` is full, needing `needed` bytes.
-fn no_space(dir: &Path, e: Error, needed: u64) -> Error {
-    if e.is_no_space() {
-        Error::DiskFull {
-            dir: dir.to_path_buf(),
-            needed,
-        }
-    } else {
-        e
-    }
 }
 
 /// The log-structured backend.
@@ -178,8 +162,8 @@ impl LogBackend {
             Ok(())
         })();
         fill.map_err(|e| {
-            let e = Error::io(format!("preallocating {}", self.active_path().display()), e);
-            no_space(&self.log.dir, e, target - self.allocated)
+            Error::io(format!("preallocating {}", self.active_path().display()), e)
+                .or_disk_full(&self.log.dir, target - self.allocated)
         })?;
         self.allocated = target;
         Ok(())
@@ -323,8 +307,8 @@ impl LogBackend {
         self.active
             .write_all_at(&self.buf, self.active_len)
             .map_err(|e| {
-                let e = Error::io(format!("appending to {}", self.active_path().display()), e);
-                no_space(&self.log.dir, e, self.buf.len() as u64)
+                Error::io(format!("appending to {}", self.active_path().display()), e)
+                    .or_disk_full(&self.log.dir, self.buf.len() as u64)
             })?;
         self.active_len += self.buf.len() as u64;
         self.log.files.lock().active.1 = self.active_len;
