@@ -156,6 +156,7 @@ pub struct Options {
     pub(crate) compact_min_bytes: u64,
     pub(crate) compact_growth: f64,
     pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) deterministic: bool,
 }
 
 impl Default for Options {
@@ -181,6 +182,7 @@ impl Default for Options {
             compact_min_bytes: 16 << 20,
             compact_growth: 2.0,
             fs: Arc::new(OsFs),
+            deterministic: false,
         }
     }
 }
@@ -207,6 +209,7 @@ impl std::fmt::Debug for Options {
             .field("compact_min_bytes", &self.compact_min_bytes)
             .field("compact_growth", &self.compact_growth)
             .field("file_system", &self.fs)
+            .field("deterministic", &self.deterministic)
             .finish_non_exhaustive()
     }
 }
@@ -358,6 +361,21 @@ impl Options {
     /// file system but the default (`backend`).
     pub fn file_system(mut self, fs: impl FileSystem) -> Self {
         self.fs = Arc::new(fs);
+        self
+    }
+
+    /// A store that starts no thread of its own, so that what it does is a function
+    /// of the calls made to it — for tests, simulations and fuzzers (off by default).
+    /// The log is written on the calling thread: each operation's changes as one batch
+    /// when it returns (under [`Durability::Sync`] with its fsync, under
+    /// [`Durability::Buffered`] fsynced at [`crate::Store::flush`], at close and every
+    /// 16th batch, counted instead of timed); a full disk is tried again at the next
+    /// write. No reaper runs (call [`crate::Store::reap_expired`]) and the log is never
+    /// compacted on its own (call [`crate::Store::compact`]). Every guarantee holds as
+    /// with the writer thread — the same code writes, syncs and answers — but threads
+    /// writing at once take turns at the log instead of sharing its fsyncs.
+    pub fn deterministic(mut self, on: bool) -> Self {
+        self.deterministic = on;
         self
     }
 

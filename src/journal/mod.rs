@@ -6,6 +6,7 @@
 //! were applied; replaying the log in order rebuilds the same state. Waiting for the
 //! change to be durable ([`Journal::wait`]) happens after the locks are released.
 
+pub(crate) mod batch;
 pub(crate) mod commit;
 pub(crate) mod writer;
 

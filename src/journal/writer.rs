@@ -29,7 +29,6 @@
 //! compaction request with the failure until the store closes (a panic too): none
 //! waits on a thread that is gone.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +42,7 @@ use parking_lot::Mutex;
 use crate::backend::{Backend, Compaction, SyncHandle, Synced};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::journal::batch::{Batcher, Offload, reply_failed};
 use crate::model::change::{Change, Ticket};
 use crate::model::token::SessionId;
 use crate::options::Durability;
@@ -87,11 +87,11 @@ pub(crate) enum Msg {
 }
 
 #[derive(Default)]
-struct Progress {
-    failed: Option<String>,
+pub(crate) struct Progress {
+    pub(crate) failed: Option<String>,
     /// The disk is full: the writer holds changes up to this number, unwritten, and
     /// the directory and bytes its last try needed.
-    full: Option<(u64, std::path::PathBuf, u64)>,
+    pub(crate) full: Option<(u64, std::path::PathBuf, u64)>,
     /// Threads and tasks waiting for a change to be durable, with its number. The
     /// writer wakes exactly those whose change its fsync covered: with many writers, a
     /// broadcast would wake everyone just to send most back to sleep.
@@ -99,7 +99,7 @@ struct Progress {
 }
 
 /// Who waits for a change to be durable.
-enum Waiter {
+pub(crate) enum Waiter {
     /// A thread parked in [`Writer::wait`].
     Thread(std::thread::Thread),
     /// An async task that polled [`Writer::poll_wait`].
@@ -108,7 +108,7 @@ enum Waiter {
 
 impl Progress {
     /// Takes out those waiting for a change up to `seq` (now durable), to wake.
-    fn ready(&mut self, seq: u64) -> Vec<Waiter> {
+    pub(crate) fn ready(&mut self, seq: u64) -> Vec<Waiter> {
         self.waiters
             .extract_if(.., |(s, _)| *s <= seq)
             .map(|(_, w)| w)
@@ -152,7 +152,7 @@ impl Progress {
     }
 }
 
-fn wake(waiters: Vec<Waiter>) {
+pub(crate) fn wake(waiters: Vec<Waiter>) {
     for w in waiters {
         match w {
             Waiter::Thread(t) => t.unpark(),
@@ -178,19 +178,19 @@ pub(crate) struct WriterCounters {
     pub(crate) disk_bytes: u64,
 }
 
-struct Shared {
-    progress: Mutex<Progress>,
+pub(crate) struct Shared {
+    pub(crate) progress: Mutex<Progress>,
     /// Set (after `progress.failed`) once the journal is poisoned: every append (and,
     /// outside `Sync`, every wait) checks it. Read-only until then, on a cache line of
     /// its own: a plain load keeps that check off the progress lock and the durable
     /// mark, whose lines the writer takes once per batch.
-    poisoned: Padded<AtomicBool>,
+    pub(crate) poisoned: Padded<AtomicBool>,
     /// Set while the disk is full (after `progress.full`): every append checks it.
-    full: Padded<AtomicBool>,
-    counters: Mutex<WriterCounters>,
+    pub(crate) full: Padded<AtomicBool>,
+    pub(crate) counters: Mutex<WriterCounters>,
     /// The floor [`Backend::wants_compaction`] is asked with: the live data's estimated
     /// size when the store last declined to compact, 0 after a compaction.
-    compaction_floor: AtomicU64,
+    pub(crate) compaction_floor: AtomicU64,
     /// Waiters whose change is durable but who are not woken yet. The writer wakes
     /// [`RELAY_FANOUT`] and leaves the rest here; each woken waiter wakes as many more
     /// before it returns, so a batch's wake-ups fan out over the cores as a tree
@@ -200,11 +200,11 @@ struct Shared {
     /// Every change numbered up to this one is as durable as the mode promises. Stored
     /// under the progress lock (so a waiter that registers under it cannot miss the
     /// wake-up), read without it by threads yielding in [`Writer::wait`].
-    durable: AtomicU64,
+    pub(crate) durable: AtomicU64,
     /// Threads inside [`Writer::wait`].
     waiting: AtomicUsize,
     /// What the sync thread made durable last, for the writer to tell the backend.
-    synced: Mutex<Option<Synced>>,
+    pub(crate) synced: Mutex<Option<Synced>>,
 }
 
 /// Counts a thread in [`Shared::waiting`] while it lives.
@@ -228,9 +228,26 @@ impl Drop for Waiting<'_> {
 }
 
 impl Shared {
+    fn new(disk_bytes: u64) -> Shared {
+        Shared {
+            progress: Mutex::new(Progress::default()),
+            poisoned: Padded(AtomicBool::new(false)),
+            full: Padded(AtomicBool::new(false)),
+            compaction_floor: AtomicU64::new(0),
+            relay: Mutex::new(Vec::new()),
+            durable: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            synced: Mutex::new(None),
+            counters: Mutex::new(WriterCounters {
+                disk_bytes,
+                ..WriterCounters::default()
+            }),
+        }
+    }
+
     /// Wakes `ready`: tasks at once (a waker only queues its task on an executor),
     /// threads through the relay, a few now and the rest by those.
-    fn wake_relayed(&self, ready: Vec<Waiter>) {
+    pub(crate) fn wake_relayed(&self, ready: Vec<Waiter>) {
         let mut threads = Vec::new();
         for w in ready {
             match w {
@@ -262,7 +279,7 @@ impl Shared {
 
     /// Poisons the journal with `reason` (the first one stays); returns every waiter,
     /// each of which will see it.
-    fn fail(&self, reason: String) -> Vec<Waiter> {
+    pub(crate) fn fail(&self, reason: String) -> Vec<Waiter> {
         let mut p = self.progress.lock();
         let all = p.fail(reason);
         self.poisoned.store(true, Ordering::Release);
@@ -280,6 +297,9 @@ pub(crate) struct Writer {
     tx: Mutex<(u64, Option<Sender<Msg>>)>,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the journal runs on its callers' threads instead (no writer thread, no
+    /// channel): see [`Inline`].
+    inline: Option<Box<Mutex<Inline>>>,
     /// Requests for a background compaction, raised by the writer.
     pub(crate) compact_requests: Mutex<Option<Receiver<()>>>,
     /// Released only after the writer has drained and synced.
@@ -301,6 +321,27 @@ impl Writer {
         Writer::start_lingering(backend, mode, lock, auto_compact, linger)
     }
 
+    /// A journal over `backend` that runs on its callers' threads: no thread, no
+    /// channel, no timer (see [`Inline`]). It never asks for a background compaction.
+    pub(crate) fn inline(backend: Box<dyn Backend>, mode: Durability, lock: DirLock) -> Writer {
+        let sync = matches!(mode, Durability::Sync);
+        let shared = Arc::new(Shared::new(backend.disk_bytes()));
+        Writer {
+            sync,
+            yield_from: usize::MAX,
+            tx: Mutex::new((0, None)),
+            shared,
+            writer: Mutex::new(None),
+            inline: Some(Box::new(Mutex::new(Inline {
+                seq: 0,
+                passes: 0,
+                batcher: Some(Batcher::new(backend, sync, None)),
+            }))),
+            compact_requests: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
+        }
+    }
+
     /// As [`Writer::start`], with the writer lingering `linger` when busy.
     fn start_lingering(
         backend: Box<dyn Backend>,
@@ -312,20 +353,7 @@ impl Writer {
         let sync = matches!(mode, Durability::Sync);
         let (tx, rx) = crossbeam_channel::bounded(if sync { QUEUE } else { BUFFERED_BACKLOG });
         let (ctx, crx) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared {
-            progress: Mutex::new(Progress::default()),
-            poisoned: Padded(AtomicBool::new(false)),
-            full: Padded(AtomicBool::new(false)),
-            compaction_floor: AtomicU64::new(0),
-            relay: Mutex::new(Vec::new()),
-            durable: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
-            synced: Mutex::new(None),
-            counters: Mutex::new(WriterCounters {
-                disk_bytes: backend.disk_bytes(),
-                ..WriterCounters::default()
-            }),
-        });
+        let shared = Arc::new(Shared::new(backend.disk_bytes()));
         let tick = match mode {
             Durability::Buffered { flush_every } => flush_every,
             _ => SYNC_TICK,
@@ -346,6 +374,7 @@ impl Writer {
             tx: Mutex::new((0, Some(tx))),
             shared,
             writer: Mutex::new(Some(writer)),
+            inline: None,
             compact_requests: Mutex::new(crx),
             lock: Mutex::new(Some(lock)),
         })
@@ -381,6 +410,9 @@ impl Writer {
     pub(crate) fn append(&self, change: Change) -> Result<Ticket> {
         if let Some(e) = self.failed() {
             return Err(e);
+        }
+        if let Some(inline) = &self.inline {
+            return self.append_inline(&mut inline.lock(), change);
         }
         if self.shared.full.load(Ordering::Acquire) {
             let full = self.shared.progress.lock().disk_full(0);
@@ -427,6 +459,9 @@ impl Writer {
     /// mostly finds no one to run and spins, for more CPU per write, so they park at
     /// once. (Measured in `docs/performance.md#measurements-behind-design-decisions`.)
     pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
+        if let Some(inline) = &self.inline {
+            return self.wait_inline(&mut inline.lock(), ticket);
+        }
         if !self.sync {
             // Settled once queued: only a failure is news. Kept off the progress lock
             // and the durable mark, whose cache lines the writer takes every batch.
@@ -483,6 +518,9 @@ impl Writer {
         cx: &Context<'_>,
         registered: &mut Option<Waker>,
     ) -> Poll<Result<()>> {
+        if let Some(inline) = &self.inline {
+            return Poll::Ready(self.wait_inline(&mut inline.lock(), ticket));
+        }
         if !self.sync {
             return Poll::Ready(self.failed().map_or(Ok(()), Err));
         }
@@ -505,6 +543,9 @@ impl Writer {
 
     /// Writes pending touches and fsyncs everything written so far.
     pub(crate) fn flush(&self) -> Result<()> {
+        if let Some(inline) = &self.inline {
+            return self.request_inline(&mut inline.lock(), Msg::Flush);
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::Flush(tx))?;
         rx.recv().map_err(|_| self.stopped())?
@@ -512,9 +553,112 @@ impl Writer {
 
     /// Asks the writer to seal the current segment for a compaction.
     pub(crate) fn begin_compaction(&self) -> Result<Option<Box<dyn Compaction>>> {
+        if let Some(inline) = &self.inline {
+            return self.request_inline(&mut inline.lock(), Msg::BeginCompaction);
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Msg::BeginCompaction(tx))?;
         rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// [`Writer::append`] on an inline journal. A full disk is tried again first (an
+    /// inline journal has no timer to retry on).
+    fn append_inline(&self, inline: &mut Inline, change: Change) -> Result<Ticket> {
+        if self.shared.full.load(Ordering::Acquire) {
+            self.pass_inline(inline, true);
+            let full = self.shared.progress.lock().disk_full(0);
+            if let Some(e) = full {
+                return match change {
+                    Change::Touch { .. } => Ok(Ticket(0)),
+                    _ => Err(e),
+                };
+            }
+        }
+        let Some(batcher) = inline.batcher.as_mut() else {
+            return Err(self.stopped());
+        };
+        if let Change::Touch { id, at } = change {
+            batcher.take(Msg::Touch(id, at));
+            return Ok(Ticket(0));
+        }
+        inline.seq += 1;
+        batcher.take(Msg::Change(inline.seq, change));
+        let ticket = Ticket(inline.seq);
+        // As a full queue makes the writer thread's callers wait for room.
+        let most = if self.sync {
+            MAX_BATCH
+        } else {
+            BUFFERED_BACKLOG
+        };
+        if batcher.pending() >= most {
+            self.pass_inline(inline, true);
+        }
+        Ok(ticket)
+    }
+
+    /// [`Writer::wait`] on an inline journal: writes what is pending (under `Sync`,
+    /// unless `ticket` is durable already), then answers as the writer thread would.
+    fn wait_inline(&self, inline: &mut Inline, ticket: Ticket) -> Result<()> {
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        let pending = inline.batcher.as_ref().is_some_and(|b| b.pending() > 0);
+        if pending && (!self.sync || durable < ticket.0) {
+            self.pass_inline(inline, true);
+        }
+        if !self.sync {
+            return self.failed().map_or(Ok(()), Err);
+        }
+        self.shared
+            .progress
+            .lock()
+            .outcome(
+                self.shared.durable.load(Ordering::Acquire),
+                self.sync,
+                ticket,
+            )
+            .unwrap_or_else(|| Err(self.stopped()))
+    }
+
+    /// A request (flush, compaction) on an inline journal, answered by one pass.
+    fn request_inline<T>(
+        &self,
+        inline: &mut Inline,
+        msg: impl FnOnce(Sender<Result<T>>) -> Msg,
+    ) -> Result<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let Some(batcher) = inline.batcher.as_mut() else {
+            return Err(self.stopped());
+        };
+        batcher.take(msg(tx));
+        self.pass_inline(inline, true);
+        rx.try_recv().map_err(|_| self.stopped())?
+    }
+
+    /// One pass of an inline journal's batcher; a failure (already answered to
+    /// everyone) stops it, as it stops the writer thread.
+    fn pass_inline(&self, inline: &mut Inline, open: bool) {
+        let Some(batcher) = inline.batcher.as_mut() else {
+            return;
+        };
+        inline.passes += 1;
+        let ticked = inline.passes.is_multiple_of(INLINE_TICK);
+        let offload = if self.sync {
+            Offload::None
+        } else {
+            Offload::Here
+        };
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            batcher.run(&self.shared, ticked, open, offload)
+        }));
+        match run {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => inline.batcher = None,
+            Err(panic) => {
+                let reason = format!("the log writer panicked: {}", panic_message(&*panic));
+                wake(self.shared.fail(reason));
+                // Requests it held are dropped with it: they see the failure.
+                inline.batcher = None;
+            }
+        }
     }
 
     pub(crate) fn counters(&self) -> WriterCounters {
@@ -535,6 +679,11 @@ impl Writer {
     /// Closes the channel, lets the writer drain what is queued, sync and exit, then
     /// releases the directory lock. Later writes get [`Error::Poisoned`]. Idempotent.
     pub(crate) fn shutdown(&self) {
+        if let Some(inline) = &self.inline {
+            let mut inline = inline.lock();
+            self.pass_inline(&mut inline, false);
+            inline.batcher = None;
+        }
         self.tx.lock().1 = None;
         let writer = self.writer.lock().take();
         if let Some(w) = writer {
@@ -549,6 +698,27 @@ impl Drop for Writer {
         self.shutdown();
     }
 }
+
+/// A journal that runs on its callers' threads ([`crate::Options::deterministic`]):
+/// an append takes the change into the batch; the operation's wait (or the next
+/// append, once a batch's worth is pending) writes it, as the writer thread would
+/// have — one batch per operation — and under `Sync` fsyncs it there. Under
+/// `Buffered` the fsync goes through the same sync handle the sync thread uses, at a
+/// flush, a close, and every [`INLINE_TICK`]th batch (the writer thread's tick, counted
+/// instead of timed); a full disk is tried again at the next append. Nothing depends
+/// on timing or scheduling, so a run is a function of its inputs.
+struct Inline {
+    /// The last change number given out.
+    seq: u64,
+    /// Passes run, for the tick.
+    passes: u64,
+    /// `None` once the journal has failed or closed.
+    batcher: Option<Batcher>,
+}
+
+/// Every this many passes an inline journal ticks: it writes the touches it holds and,
+/// under `Buffered`, fsyncs.
+const INLINE_TICK: u64 = 16;
 
 /// How a busy `Buffered` writer waits for a batch to gather: [`LINGER`] and [`BUSY`],
 /// except in tests.
@@ -651,9 +821,9 @@ fn answer_until_closed(rx: &Receiver<Msg>, shared: &Shared) {
 
 /// A request to the [`Syncer`]: fsync through `handle`, then answer `replies` (flushes
 /// waiting for it).
-struct SyncRequest {
-    handle: Box<dyn SyncHandle>,
-    replies: Vec<Sender<Result<()>>>,
+pub(crate) struct SyncRequest {
+    pub(crate) handle: Box<dyn SyncHandle>,
+    pub(crate) replies: Vec<Sender<Result<()>>>,
 }
 
 /// Under `Buffered`, the thread that fsyncs, so that the writer thread never waits for
@@ -663,7 +833,7 @@ struct SyncRequest {
 /// a kill -9). Requests that queue up while an fsync runs are served by one more: the
 /// newest handle covers everything the older ones did (a roll fsyncs a segment before
 /// the next one starts).
-struct Syncer {
+pub(crate) struct Syncer {
     tx: Option<Sender<SyncRequest>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -682,7 +852,7 @@ impl Syncer {
         })
     }
 
-    fn request(&self, req: SyncRequest) {
+    pub(crate) fn request(&self, req: SyncRequest) {
         if let Some(tx) = &self.tx
             && let Err(e) = tx.send(req)
         {
@@ -714,28 +884,39 @@ fn syncer_loop(rx: &Receiver<SyncRequest>, shared: &Shared) {
             handle = more.handle;
             replies.extend(more.replies);
         }
-        let failed = shared.progress.lock().failed.clone();
-        let outcome = match failed {
-            Some(reason) => Err(reason),
-            None => std::panic::catch_unwind(AssertUnwindSafe(|| handle.sync()))
-                .map_err(|p| format!("the log sync thread panicked: {}", panic_message(&*p)))
-                .and_then(|r| r.map_err(|e| e.to_string())),
-        };
-        match outcome {
-            Ok(synced) => {
-                *shared.synced.lock() = Some(synced);
-                shared.counters.lock().syncs += 1;
-                for r in replies {
-                    let _ = r.send(Ok(()));
-                }
+        serve_sync(shared, handle, replies);
+    }
+}
+
+/// Makes durable what `handle` covers and answers `replies` (flushes waiting for it);
+/// a failure poisons the journal. The sync thread's work, which a journal writing on
+/// its callers' threads does at once.
+pub(crate) fn serve_sync(
+    shared: &Shared,
+    handle: Box<dyn SyncHandle>,
+    replies: Vec<Sender<Result<()>>>,
+) {
+    let failed = shared.progress.lock().failed.clone();
+    let outcome = match failed {
+        Some(reason) => Err(reason),
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| handle.sync()))
+            .map_err(|p| format!("the log sync thread panicked: {}", panic_message(&*p)))
+            .and_then(|r| r.map_err(|e| e.to_string())),
+    };
+    match outcome {
+        Ok(synced) => {
+            *shared.synced.lock() = Some(synced);
+            shared.counters.lock().syncs += 1;
+            for r in replies {
+                let _ = r.send(Ok(()));
             }
-            Err(reason) => {
-                wake(shared.fail(reason.clone()));
-                for r in replies {
-                    let _ = r.send(Err(Error::Poisoned {
-                        reason: reason.clone(),
-                    }));
-                }
+        }
+        Err(reason) => {
+            wake(shared.fail(reason.clone()));
+            for r in replies {
+                let _ = r.send(Err(Error::Poisoned {
+                    reason: reason.clone(),
+                }));
             }
         }
     }
@@ -745,7 +926,7 @@ fn syncer_loop(rx: &Receiver<SyncRequest>, shared: &Shared) {
 /// answering the requests taken with it).
 #[allow(clippy::too_many_arguments)]
 fn writer_loop(
-    mut backend: Box<dyn Backend>,
+    backend: Box<dyn Backend>,
     rx: &Receiver<Msg>,
     shared: &Shared,
     sync_mode: bool,
@@ -754,21 +935,13 @@ fn writer_loop(
     compact: Option<Sender<()>>,
     syncer: Option<&Syncer>,
 ) -> Result<()> {
-    let mut touches: HashMap<SessionId, Timestamp> = HashMap::new();
-    let mut changes: Vec<Change> = Vec::new();
-    let mut controls: Vec<Msg> = Vec::new();
-    let mut last_seq = 0u64;
-    let mut dirty = false;
+    let mut batcher = Batcher::new(backend, sync_mode, compact);
+    let offload = syncer.map_or(Offload::None, Offload::Thread);
     let mut next_tick = Instant::now().checked_add(tick);
-    let mut last_write: Option<Instant> = None;
     let mut open = true;
     while open {
         if shared.poisoned.load(Ordering::Acquire) {
-            // The sync thread failed: nothing more is written, or made durable.
-            backend.poisoned();
-            return Err(Error::Poisoned {
-                reason: shared.progress.lock().failed.clone().unwrap_or_default(),
-            });
+            return Err(batcher.stop_poisoned(shared));
         }
         let mut wait = next_tick.map_or(Duration::MAX, |t| {
             t.saturating_duration_since(Instant::now())
@@ -784,21 +957,10 @@ fn writer_loop(
                 None
             }
         };
-        let mut take = |m: Msg| match m {
-            Msg::Change(seq, c) => {
-                last_seq = seq;
-                changes.push(c);
-            }
-            Msg::Touch(id, at) => {
-                let t = touches.entry(id).or_insert(at);
-                *t = (*t).max(at);
-            }
-            other => controls.push(other),
-        };
         if let Some(m) = first {
-            let since_write = last_write.map_or(Duration::MAX, |t| t.elapsed());
+            let since_write = batcher.last_write.map_or(Duration::MAX, |t| t.elapsed());
             let lingering = lingers(sync_mode, &m, !rx.is_empty(), since_write, linger.busy);
-            take(m);
+            batcher.take(m);
             if lingering {
                 std::thread::sleep(linger.sleep);
             }
@@ -809,173 +971,16 @@ fn writer_loop(
                 BUFFERED_BACKLOG
             };
             for m in rx.try_iter().take(most - 1) {
-                take(m);
+                batcher.take(m);
             }
         }
         let ticked = next_tick.is_some_and(|t| Instant::now() >= t);
         if ticked {
             next_tick = Instant::now().checked_add(tick);
         }
-        let flush_touches = ticked || !controls.is_empty() || !open;
-        if flush_touches {
-            changes.extend(touches.drain().map(|(id, at)| Change::Touch { id, at }));
-        }
-        if let Some(synced) = shared.synced.lock().take() {
-            backend.note_synced(synced);
-        }
-        let outcome = (|| -> Result<()> {
-            if !changes.is_empty() {
-                backend.write(&changes)?;
-                last_write = Some(Instant::now());
-                dirty = true;
-                let mut c = shared.counters.lock();
-                c.batches += 1;
-                c.records += changes.len() as u64;
-                changes.clear();
-            }
-            let flushing = controls.iter().any(|c| matches!(c, Msg::Flush(_)));
-            match syncer {
-                // Buffered: the fsync goes to the sync thread, with the flushes that
-                // wait for it; the writer goes on. (A closing store syncs inline.)
-                Some(syncer) if open && ((dirty && ticked) || flushing) => {
-                    if let Some(handle) = backend.sync_handle()? {
-                        let replies = take_flush_replies(&mut controls);
-                        syncer.request(SyncRequest { handle, replies });
-                        dirty = false;
-                        return Ok(());
-                    }
-                    backend.sync()?;
-                    dirty = false;
-                    shared.counters.lock().syncs += 1;
-                }
-                _ => {
-                    let must_sync = dirty && (sync_mode || ticked || flushing || !open);
-                    if must_sync {
-                        backend.sync()?;
-                        dirty = false;
-                        shared.counters.lock().syncs += 1;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        shared.counters.lock().disk_bytes = backend.disk_bytes();
-        // The sync thread may have failed meanwhile, and an fsync here then "succeeds"
-        // over the pages it lost (fsyncgate): nothing is acknowledged after a failure.
-        let outcome = outcome.and_then(|()| match shared.poisoned.load(Ordering::Acquire) {
-            false => Ok(()),
-            true => {
-                backend.poisoned();
-                Err(Error::Poisoned {
-                    reason: shared.progress.lock().failed.clone().unwrap_or_default(),
-                })
-            }
-        });
-        match outcome {
-            Ok(()) => {
-                let ready = {
-                    let mut progress = shared.progress.lock();
-                    if progress.full.take().is_some() {
-                        shared.full.store(false, Ordering::Release);
-                    }
-                    shared.durable.store(last_seq, Ordering::Release);
-                    progress.ready(last_seq)
-                };
-                shared.wake_relayed(ready);
-            }
-            Err(Error::DiskFull { dir, needed }) => {
-                // The batch is kept (`changes`) and tried again; its waiters, and
-                // every append from now on, are told.
-                let ready = {
-                    let mut progress = shared.progress.lock();
-                    progress.full = Some((last_seq, dir.clone(), needed));
-                    shared.full.store(true, Ordering::Release);
-                    progress.ready(last_seq)
-                };
-                wake(ready);
-                for c in controls.drain(..) {
-                    let full = Error::DiskFull {
-                        dir: dir.clone(),
-                        needed,
-                    };
-                    match c {
-                        Msg::Flush(reply) => drop(reply.send(Err(full))),
-                        Msg::BeginCompaction(reply) => drop(reply.send(Err(full))),
-                        Msg::Change(..) | Msg::Touch(..) => {}
-                    }
-                }
-                continue;
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                wake(shared.fail(reason.clone()));
-                for c in controls.drain(..) {
-                    reply_failed(c, &reason);
-                }
-                return Err(e);
-            }
-        }
-        for c in controls.drain(..) {
-            match c {
-                Msg::Flush(reply) => {
-                    let _ = reply.send(Ok(()));
-                }
-                Msg::BeginCompaction(reply) => {
-                    let r = backend.begin_compaction();
-                    if let Err(e) = &r
-                        && !matches!(e, Error::DiskFull { .. })
-                    {
-                        let reason = e.to_string();
-                        wake(shared.fail(reason.clone()));
-                        let _ = reply.send(r);
-                        return Err(Error::Poisoned { reason });
-                    }
-                    let _ = reply.send(r);
-                }
-                Msg::Change(..) | Msg::Touch(..) => {}
-            }
-        }
-        if let Some(tx) = &compact
-            && backend.wants_compaction(shared.compaction_floor.load(Ordering::Relaxed))
-        {
-            // At most one request pending; the compactor clears it when done.
-            let _ = tx.try_send(());
-        }
+        batcher.run(shared, ticked, open, offload)?;
     }
     Ok(())
-}
-
-/// Takes the flush requests out of `controls`, for the sync thread to answer.
-fn take_flush_replies(controls: &mut Vec<Msg>) -> Vec<Sender<Result<()>>> {
-    let mut replies = Vec::new();
-    controls.retain_mut(
-        |c| match std::mem::replace(c, Msg::Touch(SessionId(0), Timestamp(0))) {
-            Msg::Flush(r) => {
-                replies.push(r);
-                false
-            }
-            other => {
-                *c = other;
-                true
-            }
-        },
-    );
-    replies
-}
-
-fn reply_failed(msg: Msg, reason: &str) {
-    let err = || Error::Poisoned {
-        reason: reason.to_owned(),
-    };
-    match msg {
-        Msg::Flush(r) => {
-            let _ = r.send(Err(err()));
-        }
-        Msg::BeginCompaction(r) => {
-            let _ = r.send(Err(err()));
-        }
-        Msg::Change(..) | Msg::Touch(..) => {}
-    }
 }
 
 #[cfg(test)]
@@ -1632,5 +1637,106 @@ mod tests {
             let d = durable.clone();
             returns("the shutdown", move || d.shutdown());
         }
+    }
+
+    /// An inline journal over the gated log: `gate` decides each fsync (send the
+    /// outcomes before the call that fsyncs: nothing waits on another thread).
+    fn inline(
+        dir: &std::path::Path,
+        mode: Durability,
+    ) -> (
+        Writer,
+        Sender<std::result::Result<(), String>>,
+        Receiver<()>,
+    ) {
+        let opened = LogBackend::open(dir, &Options::default(), &Discard).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (entered_tx, entered_rx) = crossbeam_channel::unbounded();
+        let backend = Box::new(Gated {
+            log: opened.backend,
+            gate: rx,
+            entered: Some(entered_tx),
+        });
+        let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir).unwrap();
+        (Writer::inline(backend, mode, lock), tx, entered_rx)
+    }
+
+    #[test]
+    fn an_inline_sync_journal_writes_and_fsyncs_an_operations_changes_as_one_batch_at_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate, entered) = inline(dir.path(), Durability::Sync);
+        let tickets: Vec<Ticket> = (0..3).map(|_| durable.append(change()).unwrap()).collect();
+        assert_eq!(durable.counters().batches, 0, "written before the wait");
+        gate.send(Ok(())).unwrap();
+        durable.wait(tickets[2]).unwrap();
+        let c = durable.counters();
+        assert_eq!((c.batches, c.records, c.syncs), (1, 3, 1));
+        assert_eq!(entered.try_iter().count(), 1, "one fsync");
+        // Durable already: no second pass, no fsync.
+        durable.wait(tickets[0]).unwrap();
+        assert_eq!(durable.counters().syncs, 1);
+    }
+
+    #[test]
+    fn an_inline_journal_whose_fsync_fails_answers_the_wait_and_every_later_call_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate, _) = inline(dir.path(), Durability::Sync);
+        let ticket = durable.append(change()).unwrap();
+        gate.send(Err("disk gone".into())).unwrap();
+        assert_poisoned(durable.wait(ticket), "disk gone", "the waiter");
+        assert_poisoned(durable.append(change()), "disk gone", "a later append");
+        assert_poisoned(durable.flush(), "disk gone", "a flush");
+        assert_poisoned(
+            durable.begin_compaction().map(|c| c.is_some()),
+            "disk gone",
+            "a compaction",
+        );
+        durable.shutdown();
+    }
+
+    #[test]
+    fn an_inline_buffered_journal_writes_at_the_wait_and_fsyncs_through_a_sync_handle_at_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate, entered) = inline(dir.path(), buffered(Duration::from_secs(3600)));
+        let ticket = durable.append(change()).unwrap();
+        durable.wait(ticket).unwrap();
+        let c = durable.counters();
+        assert_eq!((c.batches, c.syncs), (1, 0), "written, not fsynced");
+        gate.send(Ok(())).unwrap();
+        durable.flush().unwrap();
+        assert_eq!(durable.counters().syncs, 1);
+        assert_eq!(entered.try_iter().count(), 1, "through the sync handle");
+        // A failed fsync at a flush poisons it as the sync thread's does.
+        let ticket = durable.append(change()).unwrap();
+        durable.wait(ticket).unwrap();
+        gate.send(Err("disk gone".into())).unwrap();
+        assert_poisoned(durable.flush(), "disk gone", "the flush");
+        assert_poisoned(durable.append(change()), "disk gone", "a later append");
+    }
+
+    #[test]
+    fn an_inline_buffered_journal_fsyncs_on_its_counted_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, gate, _) = inline(dir.path(), buffered(Duration::from_secs(3600)));
+        gate.send(Ok(())).unwrap();
+        for _ in 0..super::INLINE_TICK - 1 {
+            let t = durable.append(change()).unwrap();
+            durable.wait(t).unwrap();
+        }
+        assert_eq!(durable.counters().syncs, 0);
+        let t = durable.append(change()).unwrap();
+        durable.wait(t).unwrap();
+        assert_eq!(durable.counters().syncs, 1, "the tick's fsync");
+    }
+
+    #[test]
+    fn an_inline_journal_whose_backend_panics_reports_the_panic_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir.path()).unwrap();
+        let durable = Writer::inline(Box::new(Panicking), Durability::Sync, lock);
+        let ticket = durable.append(change()).unwrap();
+        assert_poisoned(durable.wait(ticket), "panicked", "the waiter");
+        assert_poisoned(durable.flush(), "panicked", "a flush");
+        durable.shutdown();
     }
 }

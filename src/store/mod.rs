@@ -233,7 +233,11 @@ impl Store {
             opts.auth_lifetime.map_or(0, duration_ms),
         );
         let opened = open_backend(opts.backend, dir, &opts, &loader)?;
-        let journal = Writer::start(opened.backend, opts.durability, lock, opts.auto_compact)?;
+        let journal = if opts.deterministic {
+            Writer::inline(opened.backend, opts.durability, lock)
+        } else {
+            Writer::start(opened.backend, opts.durability, lock, opts.auto_compact)?
+        };
         Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))
     }
 
@@ -333,7 +337,9 @@ impl Store {
             *inner.compactor.lock() =
                 Some(spawn_on_request("sessiondb-compact", requests, compact)?);
         }
-        if let Some(every) = inner.opts.reaper_interval {
+        if let Some(every) = inner.opts.reaper_interval
+            && !inner.opts.deterministic
+        {
             let store = Arc::downgrade(&inner);
             let reap = move || store.upgrade().map(|store| store.reap()).is_some();
             *inner.reaper.lock() = Some(spawn_periodic("sessiondb-reap", every, reap)?);
