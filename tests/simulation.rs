@@ -2,36 +2,45 @@
 //! simulated disk with random I/O faults and crashes, each reopen checked against a
 //! model (see `tests/support/simulation.rs` for the rules).
 //!
-//! `SESSIONDB_SIM_SEEDS=N` runs more seeds (default 300 per durability mode);
-//! `SESSIONDB_SIM_SEED=S` replays one. A failure prints the command that replays it.
+//! Each durability mode runs twice: with the log written on the calling thread
+//! (`Options::deterministic`: a seed replays the very same run; most seeds go here)
+//! and by the writer thread, as in production (the same code writes, syncs and
+//! answers, with real hand-offs and timing between threads).
+//!
+//! `SESSIONDB_SIM_SEEDS=N` runs N seeds per test (default 1,000 on the calling thread,
+//! 100 on the writer thread); `SESSIONDB_SIM_SEED=S` replays one. A failure prints the
+//! command that replays it.
 
 use std::time::Instant;
 
 #[path = "support/simulation.rs"]
 mod simulation;
 
-use simulation::{Mode, STEPS, fail, run_seed};
+use simulation::{Mode, STEPS, Writer, fail, run_seed};
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("SESSIONDB_SIM_SEED") {
         return vec![s.parse().expect("SESSIONDB_SIM_SEED is a number")];
     }
     let n: u64 = std::env::var("SESSIONDB_SIM_SEEDS")
         .ok()
         .map(|s| s.parse().expect("SESSIONDB_SIM_SEEDS is a number"))
-        .unwrap_or(300);
+        .unwrap_or(default);
     (0..n).collect()
 }
 
-fn run_mode(mode: Mode) {
+fn run_mode(mode: Mode, writer: Writer) {
     let started = Instant::now();
-    let seeds = seeds();
+    let seeds = seeds(match writer {
+        Writer::Inline => 1000,
+        Writer::Thread => 100,
+    });
     let (mut crashes, mut failures, mut faults) = (0, 0, 0);
     for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| run_seed(seed, mode, STEPS))
-            .unwrap_or_else(|_| Err(fail(seed, mode, "panicked (above)".into())));
+        let outcome = std::panic::catch_unwind(|| run_seed(seed, mode, writer, STEPS))
+            .unwrap_or_else(|_| Err(fail(seed, mode, writer, "panicked (above)".into())));
         match outcome {
-            Ok((c, f, x)) => {
+            Ok((c, f, x, _)) => {
                 crashes += c;
                 failures += f;
                 faults += x;
@@ -41,7 +50,7 @@ fn run_mode(mode: Mode) {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "simulation {mode:?}: {} seeds in {secs:.1} s ({:.0} seeds/s), {crashes} crashes, \
+        "simulation {mode:?}, {writer:?} writer: {} seeds in {secs:.1} s ({:.0} seeds/s), {crashes} crashes, \
          {faults} injected faults, {failures} failed calls",
         seeds.len(),
         seeds.len() as f64 / secs
@@ -49,12 +58,37 @@ fn run_mode(mode: Mode) {
     assert!(crashes > 0, "the histories crashed");
 }
 
+/// Under `Sync` every acknowledged change survives faults and crashes.
 #[test]
-fn under_sync_every_acknowledged_change_survives_faults_and_crashes() {
-    run_mode(Mode::Sync);
+fn sync_on_the_calling_thread() {
+    run_mode(Mode::Sync, Writer::Inline);
+}
+
+/// Under `Buffered` every flushed change survives faults and crashes.
+#[test]
+fn buffered_on_the_calling_thread() {
+    run_mode(Mode::Buffered, Writer::Inline);
 }
 
 #[test]
-fn under_buffered_every_flushed_change_survives_faults_and_crashes() {
-    run_mode(Mode::Buffered);
+fn sync_on_the_writer_thread() {
+    run_mode(Mode::Sync, Writer::Thread);
+}
+
+#[test]
+fn buffered_on_the_writer_thread() {
+    run_mode(Mode::Buffered, Writer::Thread);
+}
+
+/// A seed is a run: on the calling thread, the same seed makes the same history, the
+/// same calls to the disk, the same faults and crashes, twice.
+#[test]
+fn a_seed_replays_the_same_run() {
+    for seed in [3, 20, 109] {
+        for mode in [Mode::Sync, Mode::Buffered] {
+            let first = run_seed(seed, mode, Writer::Inline, STEPS);
+            let second = run_seed(seed, mode, Writer::Inline, STEPS);
+            assert_eq!(first, second, "seed {seed} {mode:?}");
+        }
+    }
 }

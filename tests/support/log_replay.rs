@@ -31,6 +31,7 @@ fn opts(disk: &SimFs, salvage: bool) -> Options {
             flush_every: Duration::from_secs(3600),
         })
         .salvage(salvage)
+        .deterministic(true)
 }
 
 /// Writes the files the input describes into `dir` on `disk`.

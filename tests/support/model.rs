@@ -197,7 +197,13 @@ fn scratch_dir() -> tempfile::TempDir {
 
 pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
     let clock = ManualClock::new(Timestamp(T0));
-    let dir = scratch_dir();
+    // Only the kinds on the real disk need a directory (a fuzzer runs LogSimulated
+    // thousands of times a second).
+    let dir = match kind {
+        Kind::Memory | Kind::LogSimulated => None,
+        _ => Some(scratch_dir()),
+    };
+    let path = || dir.as_ref().expect("a real directory").path();
     let disk = sessiondb::vfs::SimFs::new(0);
     let opts = Options::default()
         .clock(clock.clone())
@@ -210,11 +216,9 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
         .rotation_grace(Duration::from_secs(GRACE_S));
     let open = || match kind {
         Kind::Memory => Store::in_memory_with(opts.clone()).unwrap(),
-        Kind::Log => {
-            Store::open_with(dir.path(), opts.clone().durability(Durability::Sync)).unwrap()
-        }
+        Kind::Log => Store::open_with(path(), opts.clone().durability(Durability::Sync)).unwrap(),
         Kind::LogBuffered => Store::open_with(
-            dir.path(),
+            path(),
             opts.clone().durability(Durability::Buffered {
                 flush_every: Duration::from_millis(20),
             }),
@@ -228,12 +232,15 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 })
                 // Small segments: rolls are exercised, and preallocation stays cheap.
                 .segment_bytes(64 << 10)
-                .file_system(disk.clone()),
+                .file_system(disk.clone())
+                // The log written on this thread: no hand-offs, and a failing input
+                // replays exactly.
+                .deterministic(true),
         )
         .unwrap(),
         #[cfg(feature = "sled")]
         Kind::Sled => Store::open_with(
-            dir.path(),
+            path(),
             opts.clone()
                 .durability(Durability::Sync)
                 .backend(sessiondb::BackendKind::Sled),

@@ -119,24 +119,48 @@ pub enum Mode {
     Buffered,
 }
 
+/// Where the store's log is written: on the calling thread
+/// ([`Options::deterministic`]: a seed replays exactly the same calls), or by the
+/// writer thread, as in production (its timing varies from run to run).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Writer {
+    Inline,
+    Thread,
+}
+
 struct Sim {
     mode: Mode,
+    writer: Writer,
     rng: Choices,
     disk: SimFs,
     clock: ManualClock,
     store: Option<Store>,
     sessions: BTreeMap<SessionId, Sess>,
+    /// The sessions' ids in the order the model learnt them (ids are random: choices
+    /// follow this order, so that a seed makes the same history every run).
+    order: Vec<SessionId>,
     /// Sessions whose create failed since the last reopen: each may be there or not.
     failed_creates: Vec<Seen>,
     crashes: u64,
     failures: u64,
 }
 
-pub fn fail(seed: u64, mode: Mode, why: String) -> String {
+pub fn fail(seed: u64, mode: Mode, writer: Writer, why: String) -> String {
     format!(
-        "seed {seed} ({mode:?}): {why}\n  replay: SESSIONDB_SIM_SEED={seed} cargo test --test \
-         simulation -- --nocapture"
+        "seed {seed} ({mode:?}, {writer:?} writer): {why}\n  replay: SESSIONDB_SIM_SEED={seed} \
+         cargo test --test simulation {} -- --nocapture",
+        test_name(mode, writer)
     )
+}
+
+/// The test in `tests/simulation.rs` that runs `mode` with `writer`.
+pub fn test_name(mode: Mode, writer: Writer) -> &'static str {
+    match (mode, writer) {
+        (Mode::Sync, Writer::Inline) => "sync_on_the_calling_thread",
+        (Mode::Buffered, Writer::Inline) => "buffered_on_the_calling_thread",
+        (Mode::Sync, Writer::Thread) => "sync_on_the_writer_thread",
+        (Mode::Buffered, Writer::Thread) => "buffered_on_the_writer_thread",
+    }
 }
 
 impl Sim {
@@ -154,6 +178,13 @@ impl Sim {
                 },
             })
             .file_system(self.disk.clone())
+            .deterministic(self.writer == Writer::Inline)
+    }
+
+    fn learn(&mut self, id: SessionId, sess: Sess) {
+        if self.sessions.insert(id, sess).is_none() {
+            self.order.push(id);
+        }
     }
 
     fn store(&self) -> &Store {
@@ -180,10 +211,10 @@ impl Sim {
     /// A live session of the model, at random, with its working token.
     fn pick(&mut self) -> Option<(SessionId, Token, Seen)> {
         let live: Vec<SessionId> = self
-            .sessions
+            .order
             .iter()
-            .filter(|(_, s)| s.token().is_some())
-            .map(|(id, _)| *id)
+            .filter(|id| self.sessions[*id].token().is_some())
+            .copied()
             .collect();
         if live.is_empty() {
             return None;
@@ -214,7 +245,7 @@ impl Sim {
                             v: Some(v),
                             token: Some(token.hash()),
                         });
-                        self.sessions.insert(
+                        self.learn(
                             s.id(),
                             Sess {
                                 history: vec![None],
@@ -319,10 +350,13 @@ impl Sim {
                 let user = USERS[self.rng.below(3) as usize];
                 let r = self.store().revoke_user(user);
                 let ids: Vec<SessionId> = self
-                    .sessions
+                    .order
                     .iter()
-                    .filter(|(_, s)| s.now().as_ref().and_then(|x| x.user.as_deref()) == Some(user))
-                    .map(|(id, _)| *id)
+                    .filter(|id| {
+                        let s = &self.sessions[*id];
+                        s.now().as_ref().and_then(|x| x.user.as_deref()) == Some(user)
+                    })
+                    .copied()
                     .collect();
                 for id in ids {
                     self.record(id, None, r.is_ok());
@@ -439,10 +473,15 @@ impl Sim {
             .map_err(|e| format!("export: {e}"))?;
         let failed_creates = std::mem::take(&mut self.failed_creates);
         let mut unclaimed = failed_creates.clone();
-        for (id, seen) in &found {
-            if self.sessions.contains_key(id) {
-                continue;
-            }
+        // Sessions the model did not know, in an order that does not depend on their
+        // random ids.
+        let mut unknown: Vec<(&SessionId, &Seen)> = found
+            .iter()
+            .filter(|(id, _)| !self.sessions.contains_key(id))
+            .collect();
+        unknown.sort_by(|a, b| (&a.1.user, a.1.v).cmp(&(&b.1.user, b.1.v)));
+        let mut learnt = Vec::new();
+        for (id, seen) in unknown {
             let Some(i) = unclaimed
                 .iter()
                 .position(|m| matches(&Some(m.clone()), &Some(seen.clone())))
@@ -453,14 +492,17 @@ impl Sim {
                 ));
             };
             unclaimed.remove(i);
-            self.sessions.insert(
+            learnt.push((
                 *id,
                 Sess {
                     history: vec![Some(seen.clone())],
                     durable: 0,
                     tokens: Vec::new(),
                 },
-            );
+            ));
+        }
+        for (id, sess) in learnt {
+            self.learn(id, sess);
         }
         for (id, s) in &mut self.sessions {
             let seen = found.remove(id);
@@ -479,19 +521,21 @@ impl Sim {
     }
 }
 
-/// What a run saw: crashes, failed calls, injected faults.
-pub type Totals = (u64, u64, u64);
+/// What a run saw: crashes, failed calls, injected faults, calls to the disk.
+pub type Totals = (u64, u64, u64, u64);
 
 /// One seeded history of `steps` operations.
-pub fn run_seed(seed: u64, mode: Mode, steps: usize) -> Result<Totals, String> {
-    run(seed, Choices::Seeded(seed ^ 0x5EED), mode, steps).map_err(|e| fail(seed, mode, e))
+pub fn run_seed(seed: u64, mode: Mode, writer: Writer, steps: usize) -> Result<Totals, String> {
+    run(seed, Choices::Seeded(seed ^ 0x5EED), mode, writer, steps)
+        .map_err(|e| fail(seed, mode, writer, e))
 }
 
 /// One history driven by a fuzzer's bytes: the first 8 seed the disk, the next byte
-/// picks the mode, the rest the operations (up to 200).
+/// picks the mode (its low bit) and the writer (the thread when its next two bits are
+/// set: one input in four), the rest the operations (up to 200).
 pub fn run_bytes(data: &[u8]) -> Result<Totals, String> {
     if data.len() < 9 {
-        return Ok((0, 0, 0));
+        return Ok((0, 0, 0, 0));
     }
     let seed = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     let mode = if data[8].is_multiple_of(2) {
@@ -499,10 +543,27 @@ pub fn run_bytes(data: &[u8]) -> Result<Totals, String> {
     } else {
         Mode::Buffered
     };
-    run(seed, Choices::Bytes(data[9..].to_vec(), 0), mode, 200)
+    let writer = if data[8] & 0b110 == 0b110 {
+        Writer::Thread
+    } else {
+        Writer::Inline
+    };
+    run(
+        seed,
+        Choices::Bytes(data[9..].to_vec(), 0),
+        mode,
+        writer,
+        200,
+    )
 }
 
-fn run(seed: u64, mut rng: Choices, mode: Mode, steps: usize) -> Result<Totals, String> {
+fn run(
+    seed: u64,
+    mut rng: Choices,
+    mode: Mode,
+    writer: Writer,
+    steps: usize,
+) -> Result<Totals, String> {
     let disk = SimFs::new(seed);
     // A third of the histories run without faults (crashes only), the rest with a
     // fault in every 40 to 400 calls.
@@ -512,11 +573,13 @@ fn run(seed: u64, mut rng: Choices, mode: Mode, steps: usize) -> Result<Totals, 
     };
     let mut sim = Sim {
         mode,
+        writer,
         rng,
         disk,
         clock: ManualClock::new(Timestamp(1_800_000_000_000)),
         store: None,
         sessions: BTreeMap::new(),
+        order: Vec::new(),
         failed_creates: Vec::new(),
         crashes: 0,
         failures: 0,
@@ -539,5 +602,6 @@ fn run(seed: u64, mut rng: Choices, mode: Mode, steps: usize) -> Result<Totals, 
         sim.clock.advance(Duration::from_millis(10));
     }
     sim.crash()?;
-    Ok((sim.crashes, sim.failures, sim.disk.calls().1))
+    let (calls, faults) = sim.disk.calls();
+    Ok((sim.crashes, sim.failures, faults, calls))
 }
