@@ -242,20 +242,19 @@ impl Loader {
         for (user, ids) in by_user.into_iter().flatten() {
             user_parts[self.users.shard_of(user.as_str())].push((user, ids));
         }
-        std::thread::scope(|scope| {
-            let work = deal(id_parts, workers);
-            let user_work = deal(user_parts, workers);
-            for (mine, users) in work.into_iter().zip(user_work) {
-                scope.spawn(move || {
-                    for (i, parts) in mine {
-                        let mut ids = self.ids[i].write();
-                        ids.reserve(parts.iter().map(Vec::len).sum());
-                        ids.extend(parts.into_iter().flatten());
-                    }
-                    for (i, list) in users {
-                        self.users.extend_shard(i, list);
-                    }
-                });
+        // Again one worker (a small load) here, on the opening thread.
+        let work: Vec<_> = deal(id_parts, workers)
+            .into_iter()
+            .zip(deal(user_parts, workers))
+            .collect();
+        map_on_threads(work, |(mine, users)| {
+            for (i, parts) in mine {
+                let mut ids = self.ids[i].write();
+                ids.reserve(parts.iter().map(Vec::len).sum());
+                ids.extend(parts.into_iter().flatten());
+            }
+            for (i, list) in users {
+                self.users.extend_shard(i, list);
             }
         });
         let mut held = self.aliases.lock();

@@ -1,11 +1,15 @@
 //! `verify`: checks that the session shards, the id shards, the user index and the
 //! timing wheels agree. A disagreement is a bug in sessiondb (`Error::Inconsistent`).
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
 use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::index::shard::{SlotRef, id_ix};
 use crate::model::session::UserId;
 use crate::model::token::SessionId;
+use crate::util::hash::RandomKeyHasher;
 
 impl Store {
     /// Checks that the index, the id map, the user index and the timing wheels agree,
@@ -26,11 +30,13 @@ impl Inner {
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
         let id_of = |id: SessionId| ids[id_ix(id, self.mask)].get(&id).copied();
-        let mut live_by_user: std::collections::HashMap<UserId, Vec<SessionId>> =
-            std::collections::HashMap::new();
+        let mut live_by_user: HashMap<UserId, Vec<SessionId>, ahash::RandomState> =
+            HashMap::default();
         let mut live_total = 0usize;
         for (i, shard) in shards.iter().enumerate() {
-            let mut timers: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+            // Keys are random already (token hashes): no hashing work.
+            let mut timers: HashMap<u64, u64, BuildHasherDefault<RandomKeyHasher>> =
+                HashMap::with_capacity_and_hasher(shard.len(), BuildHasherDefault::default());
             for (key, deadline, _) in shard.wheel.iter() {
                 if timers.insert(key, deadline).is_some() {
                     return bad(format!("shard {i}: two timers for one key"));
@@ -95,9 +101,9 @@ impl Inner {
                     return bad(format!("user {user} has an empty list"));
                 }
                 let mut sorted = list.clone();
-                sorted.sort();
-                let mut want = live_by_user.get(user).cloned().unwrap_or_default();
-                want.sort();
+                sorted.sort_unstable();
+                let mut want = live_by_user.remove(user).unwrap_or_default();
+                want.sort_unstable();
                 if sorted != want {
                     return bad(format!(
                         "user {user}: index lists {} sessions, index holds {}",
@@ -108,10 +114,11 @@ impl Inner {
                 listed += list.len();
             }
         }
-        let owned: usize = live_by_user.values().map(Vec::len).sum();
-        if listed != owned {
+        // Every user with live sessions was listed (and taken out) above.
+        let unlisted: usize = live_by_user.values().map(Vec::len).sum();
+        if unlisted != 0 {
             return bad(format!(
-                "{owned} sessions have users but the user index lists {listed}"
+                "{unlisted} sessions have users but the user index lists {listed} in all"
             ));
         }
         Ok(())

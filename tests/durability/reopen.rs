@@ -470,7 +470,7 @@ fn imported_sessions_caller_chosen_tokens_and_exact_expiry_survive_reopen() {
     }
 }
 
-/// A log large enough for recovery's parallel paths — a segment over 1 MiB decoded on
+/// A log large enough for recovery's parallel paths — a segment over 2 MiB decoded on
 /// one thread and applied on another, a base over 1 MiB decoded in two halves and over
 /// 4,096 sessions loaded by two threads — restores what the small-log path restores.
 #[test]
@@ -483,7 +483,7 @@ fn a_large_segment_and_a_large_base_recover_through_the_parallel_paths() {
         .map(|i| {
             let mut d = SessionData::new();
             d.insert("n", &i).unwrap();
-            d.insert("pad", &"p".repeat(300)).unwrap();
+            d.insert("pad", &"p".repeat(500)).unwrap();
             let user = format!("user{}", i % 50);
             (
                 store.create(NewSession::for_user(user).data(d)).unwrap().0,
@@ -494,8 +494,8 @@ fn a_large_segment_and_a_large_base_recover_through_the_parallel_paths() {
     drop(store);
     let seg = segments(dir.path()).into_iter().max().unwrap();
     assert!(
-        std::fs::metadata(&seg).unwrap().len() > 1 << 20,
-        "a segment over 1 MiB"
+        std::fs::metadata(&seg).unwrap().len() > 2 << 20,
+        "a segment over 2 MiB"
     );
     let check = |store: &Store| {
         assert_eq!(store.len(), sessions.len());

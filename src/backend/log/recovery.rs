@@ -31,6 +31,7 @@ use crate::backend::log::manifest::{MANIFEST, MANIFEST_TMP, Manifest};
 use crate::backend::log::record::{
     BaseRecord, decode_base_record, decode_batch, decode_record, kind,
 };
+use crate::backend::log::segment::PREALLOC_BYTES;
 use crate::backend::{BasePart, RecoveryReport, Replay, SkippedRange};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -613,8 +614,10 @@ fn replay_file<R: Replay>(
 /// The payload length of a batch frame (the `synced_through` offset).
 const BATCH_PAYLOAD_LEN: u32 = 8;
 
-/// Segments from this size up are decoded on one thread and applied on another.
-const PIPELINE_BYTES: u64 = 1 << 20;
+/// Segments from this size up are decoded on one thread and applied on another: twice
+/// the preallocation step, so that a freshly started active segment (a few records,
+/// then a megabyte of zeros) is read on the opening thread alone.
+const PIPELINE_BYTES: u64 = 2 * PREALLOC_BYTES;
 
 /// Bases from this size up are decoded by two threads, a half each.
 const PARALLEL_BASE_BYTES: u64 = 1 << 20;
