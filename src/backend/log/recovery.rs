@@ -967,7 +967,7 @@ fn cut_torn_tail(
     at: u64,
     report: &mut RecoveryReport,
 ) -> Result<bool> {
-    let zeros_from = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
+    let zeros_from = crate::util::zeros_from(tail);
     let torn = is_torn(tail, zeros_from, at);
     if torn {
         truncate(fs, path, at)?;

@@ -183,13 +183,7 @@ struct Content {
 impl Content {
     /// `bytes`, its zero tail kept as a length.
     fn of(bytes: &[u8]) -> Content {
-        let mut stored = bytes.len();
-        while stored > 0 && all_zeros(&bytes[stored.saturating_sub(4096)..stored]) {
-            stored = stored.saturating_sub(4096);
-        }
-        while stored > 0 && bytes[stored - 1] == 0 {
-            stored -= 1;
-        }
+        let stored = crate::util::zeros_from(bytes);
         Content {
             bytes: bytes[..stored].to_vec(),
             len: bytes.len() as u64,
@@ -246,11 +240,9 @@ impl Content {
     }
 }
 
-/// Whether `buf` is all zeros, compared a page at a time (a byte loop, instrumented
-/// for a fuzzer, cost more than the rest of an input's run).
+/// Whether `buf` is all zeros.
 fn all_zeros(buf: &[u8]) -> bool {
-    static PAGE: [u8; 4096] = [0; 4096];
-    buf.chunks(PAGE.len()).all(|c| c == &PAGE[..c.len()])
+    crate::util::zeros_from(buf) == 0
 }
 
 #[derive(Debug, Default)]
