@@ -1116,8 +1116,25 @@ mod tests {
         Sender<std::result::Result<(), String>>,
         Option<Receiver<()>>,
     ) {
-        let opts = Options::default();
-        let opened = LogBackend::open(dir, &opts, &Discard).unwrap();
+        let (backend, gate, entered, lock) = gated_log(dir, off_thread);
+        let durable = Writer::start_lingering(backend, mode, lock, false, linger).unwrap();
+        (durable, gate, off_thread.then_some(entered))
+    }
+
+    /// The real log in `dir` behind a gate (its fsyncs through sync handles if
+    /// `off_thread`), the gate, the channel each fsync says on when it reaches the gate,
+    /// and the directory's lock.
+    #[allow(clippy::type_complexity)]
+    fn gated_log(
+        dir: &std::path::Path,
+        off_thread: bool,
+    ) -> (
+        Box<Gated>,
+        Sender<std::result::Result<(), String>>,
+        Receiver<()>,
+        crate::util::lock::DirLock,
+    ) {
+        let opened = LogBackend::open(dir, &Options::default(), &Discard).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
         let (entered_tx, entered_rx) = crossbeam_channel::unbounded();
         let backend = Box::new(Gated {
@@ -1126,8 +1143,7 @@ mod tests {
             entered: off_thread.then_some(entered_tx),
         });
         let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir).unwrap();
-        let durable = Writer::start_lingering(backend, mode, lock, false, linger).unwrap();
-        (durable, tx, off_thread.then_some(entered_rx))
+        (backend, tx, entered_rx, lock)
     }
 
     /// Counts wake-ups and lets the test thread wait for one.
@@ -1649,16 +1665,8 @@ mod tests {
         Sender<std::result::Result<(), String>>,
         Receiver<()>,
     ) {
-        let opened = LogBackend::open(dir, &Options::default(), &Discard).unwrap();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (entered_tx, entered_rx) = crossbeam_channel::unbounded();
-        let backend = Box::new(Gated {
-            log: opened.backend,
-            gate: rx,
-            entered: Some(entered_tx),
-        });
-        let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir).unwrap();
-        (Writer::inline(backend, mode, lock), tx, entered_rx)
+        let (backend, gate, entered, lock) = gated_log(dir, true);
+        (Writer::inline(backend, mode, lock), gate, entered)
     }
 
     #[test]
