@@ -34,6 +34,10 @@ use crate::util::vfs::{self, FileHandle, FileSystem, OpenMode, sync_dir};
 /// How far the active segment is zero-filled past its records at a time.
 pub(crate) const PREALLOC_BYTES: u64 = 1 << 20;
 
+/// How many times a failed log tries to cut its active segment back to its last fsync
+/// (see `LogBackend::fail`).
+const CUT_TRIES: usize = 4;
+
 /// Zeros written per call while preallocating.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
@@ -235,13 +239,21 @@ impl LogBackend {
     /// After a failed write, fsync or roll: the active segment may end in a partial
     /// batch, and bytes past its last fsync may be in the page cache only — a failed
     /// fsync drops the pages it could not write, and a later one "succeeds" without
-    /// them (fsyncgate). So the segment is cut back to its last fsync (best effort),
-    /// which a process that opens the store again without a reboot would otherwise
-    /// read, seal and build on as if it were on disk; and a close does not seal it.
+    /// them (fsyncgate). So the segment is cut back to its last fsync, which a process
+    /// that opens the store again without a reboot would otherwise read, seal and
+    /// build on as if it were on disk; and a close does not seal it. The cut is tried
+    /// [`CUT_TRIES`] times: a transient error on it left the lost batch readable, and
+    /// a reopen sealed it (simulation seed 5635: a failed fsync, a failed cut, a
+    /// reopen, a power cut — and the sealed segment held zeros where the batch was).
+    /// If every try fails, that window stays open (docs/durability.md).
     fn fail(&mut self) {
         if self.healthy {
             self.healthy = false;
-            let _ = self.active.set_len(self.synced_len);
+            for _ in 0..CUT_TRIES {
+                if self.active.set_len(self.synced_len).is_ok() {
+                    break;
+                }
+            }
         }
     }
 }
