@@ -22,15 +22,20 @@ use crate::util::padded::Padded;
 pub(crate) struct EntropyPool {
     buf: Box<[u8; POOL_BYTES]>,
     pos: usize,
+    /// How much the next refill draws: [`FIRST_REFILL`], doubling up to the pool, so a
+    /// store that mints a few tokens asks the OS for a few hundred bytes, not 4 KiB.
+    next_refill: usize,
 }
 
 const POOL_BYTES: usize = 4096;
+const FIRST_REFILL: usize = 256;
 
 impl EntropyPool {
     pub(crate) fn new() -> EntropyPool {
         EntropyPool {
             buf: Box::new([0u8; POOL_BYTES]),
             pos: POOL_BYTES,
+            next_refill: FIRST_REFILL,
         }
     }
 
@@ -40,8 +45,11 @@ impl EntropyPool {
             return getrandom::fill(out).map_err(|e| Error::Entropy(e.to_string()));
         }
         if POOL_BYTES - self.pos < out.len() {
-            getrandom::fill(&mut self.buf[..]).map_err(|e| Error::Entropy(e.to_string()))?;
-            self.pos = 0;
+            let n = self.next_refill.max(out.len());
+            let from = POOL_BYTES - n;
+            getrandom::fill(&mut self.buf[from..]).map_err(|e| Error::Entropy(e.to_string()))?;
+            self.pos = from;
+            self.next_refill = (n * 2).min(POOL_BYTES);
         }
         let end = self.pos + out.len();
         out.copy_from_slice(&self.buf[self.pos..end]);
@@ -104,6 +112,24 @@ mod tests {
         let mut b = [0u8; 40];
         fill(&mut b).unwrap();
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn a_fresh_pool_asks_the_os_for_a_little_first_then_twice_as_much_each_time() {
+        let mut pool = EntropyPool::new();
+        let mut drawn = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let before = pool.pos;
+            let token = draw(|b| pool.fill(b));
+            assert!(seen.insert(token), "a repeated draw");
+            if pool.pos < before {
+                // Refilled: the draw took 40 of the bytes the OS gave.
+                drawn.push(POOL_BYTES - pool.pos + 40);
+            }
+        }
+        assert_eq!(&drawn[..5], &[256, 512, 1024, 2048, 4096], "{drawn:?}");
+        assert!(drawn[5..].iter().all(|&n| n == 4096), "{drawn:?}");
     }
 
     #[test]
