@@ -87,9 +87,14 @@ pub fn check(data: &[u8]) {
 /// full open does, without starting the writer), and the full open and reopen on one
 /// input in 64 (chosen by the input's bytes, so a run is reproducible).
 pub fn check_sampled(data: &[u8]) {
-    let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    // Hashed from the length and the last 16 bytes only: a loop over the whole input
+    // costs the fuzzer a traced comparison per byte.
+    let tail = &data[data.len().saturating_sub(16)..];
+    let h = tail
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64 ^ data.len() as u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
     check_with(data, h % 64 == 0);
 }
 
