@@ -58,25 +58,24 @@ fn run_mode(mode: Mode, writer: Writer) {
     assert!(crashes > 0, "the histories crashed");
 }
 
-/// Under `Sync` every acknowledged change survives faults and crashes.
+/// On the calling thread (`Options::deterministic`), as every test below unless named.
 #[test]
-fn sync_on_the_calling_thread() {
+fn under_sync_every_acknowledged_change_survives_faults_and_crashes() {
     run_mode(Mode::Sync, Writer::Inline);
 }
 
-/// Under `Buffered` every flushed change survives faults and crashes.
 #[test]
-fn buffered_on_the_calling_thread() {
+fn under_buffered_every_flushed_change_survives_faults_and_crashes() {
     run_mode(Mode::Buffered, Writer::Inline);
 }
 
 #[test]
-fn sync_on_the_writer_thread() {
+fn under_sync_on_the_writer_thread_every_acknowledged_change_survives() {
     run_mode(Mode::Sync, Writer::Thread);
 }
 
 #[test]
-fn buffered_on_the_writer_thread() {
+fn under_buffered_on_the_writer_thread_every_flushed_change_survives() {
     run_mode(Mode::Buffered, Writer::Thread);
 }
 

@@ -156,10 +156,18 @@ pub fn fail(seed: u64, mode: Mode, writer: Writer, why: String) -> String {
 /// The test in `tests/simulation.rs` that runs `mode` with `writer`.
 pub fn test_name(mode: Mode, writer: Writer) -> &'static str {
     match (mode, writer) {
-        (Mode::Sync, Writer::Inline) => "sync_on_the_calling_thread",
-        (Mode::Buffered, Writer::Inline) => "buffered_on_the_calling_thread",
-        (Mode::Sync, Writer::Thread) => "sync_on_the_writer_thread",
-        (Mode::Buffered, Writer::Thread) => "buffered_on_the_writer_thread",
+        (Mode::Sync, Writer::Inline) => {
+            "under_sync_every_acknowledged_change_survives_faults_and_crashes"
+        }
+        (Mode::Buffered, Writer::Inline) => {
+            "under_buffered_every_flushed_change_survives_faults_and_crashes"
+        }
+        (Mode::Sync, Writer::Thread) => {
+            "under_sync_on_the_writer_thread_every_acknowledged_change_survives"
+        }
+        (Mode::Buffered, Writer::Thread) => {
+            "under_buffered_on_the_writer_thread_every_flushed_change_survives"
+        }
     }
 }
 
