@@ -138,3 +138,56 @@ fn the_snippet_reader_finds_markers_and_stops_at_the_fence() {
         vec![("run.sh".to_owned(), "sessiondb stats\n".to_owned())]
     );
 }
+
+/// Every test a page names as the proof of a promise — a link `` [`name`](tests/…) `` —
+/// is a `fn` of that name in that file: renaming or removing the test without the page
+/// leaves a promise with nothing behind it.
+#[test]
+fn every_test_a_page_links_to_exists_by_that_name() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut links = 0;
+    let mut missing = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let base = page.parent().unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("[`") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find("`](") else { break };
+            let name = &rest[..end];
+            let target = &rest[end + 3..];
+            let Some(close) = target.find(')') else { break };
+            let target = target[..close].split('#').next().unwrap();
+            let is_test_file = target.contains("tests/") && target.ends_with(".rs");
+            if !is_test_file
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                continue;
+            }
+            links += 1;
+            let file = base.join(target);
+            let source = std::fs::read_to_string(&file).unwrap_or_default();
+            if !source.contains(&format!("fn {name}(")) {
+                missing.push(format!("{}: {name} in {target}", page.display()));
+            }
+        }
+    }
+    assert!(
+        links >= 10,
+        "only {links} links to tests found: the parser is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "links to tests that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
