@@ -1,13 +1,14 @@
 //! `verify`: checks that the session shards, the id shards, the user index and the
 //! timing wheels agree. A disagreement is a bug in sessiondb (`Error::Inconsistent`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::index::shard::{SlotRef, id_ix};
-use crate::model::session::UserId;
+use crate::index::shard::{SlotRef, id_ix, shard_of};
 use crate::model::token::SessionId;
+use crate::util::hash::IdHasher;
 
 impl Store {
     /// Checks that the index, the id map, the user index and the timing wheels agree,
@@ -28,8 +29,7 @@ impl Inner {
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
         let ids: Vec<_> = self.ids.iter().map(|s| s.read()).collect();
         let id_of = |id: SessionId| ids[id_ix(id, self.mask)].get(&id).copied();
-        let mut live_by_user: HashMap<UserId, Vec<SessionId>, ahash::RandomState> =
-            HashMap::default();
+        let mut owned = 0usize;
         let mut live_total = 0usize;
         for (i, shard) in shards.iter().enumerate() {
             for key in shard.instances.keys() {
@@ -66,9 +66,7 @@ impl Inner {
                             }
                             Some(_) => {}
                         }
-                        if let Some(u) = &s.user {
-                            live_by_user.entry(u.clone()).or_default().push(s.id);
-                        }
+                        owned += usize::from(s.user.is_some());
                         if s.data.encoded_len() > self.opts.limits.max_data_bytes {
                             return bad(format!("session {} data over the limit", s.id));
                         }
@@ -87,33 +85,124 @@ impl Inner {
                 "id map has {id_total} entries for {live_total} sessions"
             ));
         }
+        // Every listed session is a live session of the user listing it, none is listed
+        // twice, and as many are listed as live sessions have a user: so each of those
+        // is listed, once, under its own user.
+        let mut seen: HashSet<SessionId, BuildHasherDefault<IdHasher>> =
+            HashSet::with_capacity_and_hasher(owned, BuildHasherDefault::default());
         let mut listed = 0usize;
         for map in &users {
             for (user, list) in map.iter() {
                 if list.is_empty() {
                     return bad(format!("user {user} has an empty list"));
                 }
-                let mut sorted = list.clone();
-                sorted.sort_unstable();
-                let mut want = live_by_user.remove(user).unwrap_or_default();
-                want.sort_unstable();
-                if sorted != want {
-                    return bad(format!(
-                        "user {user}: index lists {} sessions, index holds {}",
-                        sorted.len(),
-                        want.len()
-                    ));
+                for &id in list {
+                    let owner = id_of(id)
+                        .and_then(|lo| shards[shard_of(lo, self.mask)].live_at(lo))
+                        .and_then(|(_, s)| s.user.as_ref());
+                    if owner != Some(user) {
+                        return bad(format!(
+                            "user {user}: lists session {id}, which is {}",
+                            owner.map_or("not there or anonymous".to_owned(), |o| format!("{o}'s"))
+                        ));
+                    }
+                    if !seen.insert(id) {
+                        return bad(format!("session {id} is listed twice"));
+                    }
                 }
                 listed += list.len();
             }
         }
-        // Every user with live sessions was listed (and taken out) above.
-        let unlisted: usize = live_by_user.values().map(Vec::len).sum();
-        if unlisted != 0 {
+        if listed != owned {
             return bad(format!(
-                "{unlisted} sessions have users but the user index lists {listed} in all"
+                "{owned} sessions have users but the user index lists {listed}"
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::model::session::{NewSession, UserId};
+    use crate::model::token::SessionId;
+    use crate::options::Options;
+    use crate::store::Store;
+
+    /// A store with two sessions of "ada", one of "bob" and one anonymous.
+    fn store() -> (Store, Vec<SessionId>) {
+        let store =
+            Store::in_memory_with(Options::default().reaper_interval(None).shards(4)).unwrap();
+        let ids = ["ada", "ada", "bob"]
+            .into_iter()
+            .map(|u| store.create(NewSession::for_user(u)).unwrap().1.id())
+            .chain([store.create(NewSession::anonymous()).unwrap().1.id()])
+            .collect();
+        store.verify().unwrap();
+        (store, ids)
+    }
+
+    fn inconsistent(store: &Store, what: &str) {
+        match store.verify() {
+            Err(Error::Inconsistent(msg)) => assert!(msg.contains(what), "{msg}"),
+            other => panic!("expected Inconsistent ({what}), got {other:?}"),
+        }
+    }
+
+    /// Changes the user index's list of `user` directly (what a bug would do).
+    fn edit(store: &Store, user: &str, f: impl FnOnce(&mut Vec<SessionId>)) {
+        let uid = UserId::new(user, &crate::options::Limits::default()).unwrap();
+        let mut maps = store.inner.users.lock_all();
+        let shard = store.inner.users.shard_of(user);
+        f(maps[shard].entry(uid).or_default());
+    }
+
+    #[test]
+    fn a_session_listed_under_another_user_is_found() {
+        let (store, ids) = store();
+        edit(&store, "bob", |l| l.push(ids[0]));
+        edit(&store, "ada", |l| l.retain(|&i| i != ids[0]));
+        inconsistent(&store, "which is ada's");
+    }
+
+    #[test]
+    fn a_session_listed_twice_in_place_of_another_is_found() {
+        let (store, ids) = store();
+        edit(&store, "ada", |l| {
+            l.retain(|&i| i != ids[1]);
+            l.push(ids[0]);
+        });
+        inconsistent(&store, "listed twice");
+    }
+
+    #[test]
+    fn a_session_with_a_user_but_in_no_list_is_found() {
+        let (store, ids) = store();
+        edit(&store, "ada", |l| l.retain(|&i| i != ids[1]));
+        inconsistent(&store, "sessions have users but the user index lists");
+    }
+
+    #[test]
+    fn a_listed_session_that_is_not_there_or_anonymous_is_found() {
+        let (store, ids) = store();
+        edit(&store, "carol", |l| l.push(ids[3]));
+        inconsistent(&store, "which is not there");
+    }
+
+    #[test]
+    fn a_session_without_its_timer_is_found() {
+        let (store, ids) = store();
+        let lo =
+            store.inner.ids[crate::index::shard::id_ix(ids[2], store.inner.mask)].read()[&ids[2]];
+        let mut shard =
+            store.inner.shards[crate::index::shard::shard_of(lo, store.inner.mask)].write();
+        let (hash, timer) = {
+            let (hash, s) = shard.live_at(lo).unwrap();
+            (hash, s.timer)
+        };
+        assert!(shard.wheel.cancel(timer, hash as u64));
+        drop(shard);
+        inconsistent(&store, " timers for ");
     }
 }
