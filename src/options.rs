@@ -367,13 +367,14 @@ impl Options {
     /// A store that starts no thread of its own, so that what it does is a function
     /// of the calls made to it — for tests, simulations and fuzzers (off by default).
     /// The log is written on the calling thread: each operation's changes as one batch
-    /// when it returns (under [`Durability::Sync`] with its fsync, under
-    /// [`Durability::Buffered`] fsynced at [`crate::Store::flush`], at close and every
-    /// 16th batch, counted instead of timed); a full disk is tried again at the next
-    /// write. No reaper runs (call [`crate::Store::reap_expired`]) and the log is never
-    /// compacted on its own (call [`crate::Store::compact`]). Every guarantee holds as
-    /// with the writer thread — the same code writes, syncs and answers — but threads
-    /// writing at once take turns at the log instead of sharing its fsyncs.
+    /// when it returns, under [`Durability::Sync`] with its fsync. Every 16th batch
+    /// is a tick (the writer thread's, counted instead of timed): the coalesced
+    /// touches go out, and under [`Durability::Buffered`] the log is fsynced, as it is
+    /// at [`crate::Store::flush`] and at close. A full disk is tried again at the next
+    /// write. No reaper runs (call [`crate::Store::reap_expired`]) and the log is
+    /// never compacted on its own (call [`crate::Store::compact`]). Every guarantee
+    /// holds as with the writer thread — the same code writes, syncs and answers — but
+    /// threads writing at once take turns at the log instead of sharing its fsyncs.
     pub fn deterministic(mut self, on: bool) -> Self {
         self.deterministic = on;
         self
