@@ -980,26 +980,49 @@ fn cut_torn_tail(
 /// starting in `tail[1..upto]` (before the zeros that end it) says the file was fsynced
 /// past `at`.
 fn is_torn(tail: &[u8], upto: usize, at: u64) -> bool {
-    // Only a batch frame (8-byte payload) can prove anything: its length and type are
+    // Only a batch frame (8-byte payload) can prove anything: its type and length are
     // checked before its checksum, so the search costs O(tail), not a checksum of the
     // rest of the file at every byte (a damaged byte early in a large active segment
-    // would otherwise keep an open busy for hours).
-    (1..upto).all(|p| {
-        let batch_at = tail.get(p..p + FRAME_HEADER_LEN).is_some_and(|h| {
-            h[..4] == BATCH_PAYLOAD_LEN.to_le_bytes() && h[FRAME_HEADER_LEN - 1] == kind::BATCH
-        });
-        if !batch_at {
-            return true;
+    // would otherwise keep an open busy for hours). The type byte is looked for a word
+    // at a time.
+    let type_at = FRAME_HEADER_LEN - 1;
+    let mut from = 1 + type_at;
+    while let Some(q) = find_byte(tail, from, kind::BATCH) {
+        let p = q - type_at;
+        if p >= upto {
+            break;
         }
-        match read_frame(tail, p) {
-            Frame::Ok {
-                kind: kind::BATCH,
-                payload,
-                ..
-            } => decode_batch(payload).is_none_or(|synced| synced <= at),
-            _ => true,
+        let proves_synced = tail[p..p + 4] == BATCH_PAYLOAD_LEN.to_le_bytes()
+            && matches!(
+                read_frame(tail, p),
+                Frame::Ok { kind: kind::BATCH, payload, .. }
+                    if decode_batch(payload).is_some_and(|synced| synced > at)
+            );
+        if proves_synced {
+            return false;
         }
-    })
+        from = q + 1;
+    }
+    true
+}
+
+/// The first offset at or after `from` where `buf` holds `byte`, looked for eight
+/// bytes at a time.
+fn find_byte(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(byte);
+    let mut i = from;
+    while let Some(word) = buf.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ pattern;
+        // The lowest byte flagged is the first that was `byte` (a zero after the xor).
+        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    buf.get(i..)?.iter().position(|&b| b == byte).map(|p| i + p)
 }
 
 /// The offset of the next checksummed frame of a known type at or after `from`.
@@ -1026,6 +1049,37 @@ fn truncate(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn find_byte_finds_the_first_occurrence_as_a_byte_loop_does() {
+        let mut state = 9u64;
+        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 64, 100] {
+            for _ in 0..50 {
+                let buf: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        // Few distinct values, so that the byte looked for is common.
+                        [0u8, 5, 6, 0x80, 0xff][(state >> 60) as usize % 5]
+                    })
+                    .collect();
+                for from in 0..=len + 1 {
+                    for byte in [0u8, 5, 6, 0x80, 0xff, 7] {
+                        let naive = buf
+                            .get(from..)
+                            .and_then(|b| b.iter().position(|&x| x == byte))
+                            .map(|p| from + p);
+                        assert_eq!(
+                            super::find_byte(&buf, from, byte),
+                            naive,
+                            "{buf:?} from {from} byte {byte}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     use super::*;
     use crate::backend::log::format::encode_frame;
 
