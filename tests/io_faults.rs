@@ -22,6 +22,17 @@ fn opts(disk: &SimFs) -> Options {
         .compaction(false, u64::MAX, 2.0)
 }
 
+/// `n` sessions like `new`, each given `v` = its number: acknowledged, all of them.
+fn created(store: &Store, n: u32, new: NewSession) -> Vec<(sessiondb::Token, u32)> {
+    (0..n)
+        .map(|i| {
+            let (t, _) = store.create(new.clone()).unwrap();
+            store.put(&t, "v", &i).unwrap();
+            (t, i)
+        })
+        .collect()
+}
+
 /// A compaction whose base cannot be put in place (the rename fails with EIO) is
 /// `Error::Io`; the old files stay the log, the half-done base is removed, and the
 /// store goes on writing — a compaction is the store's own housekeeping, not a write
@@ -30,12 +41,7 @@ fn opts(disk: &SimFs) -> Options {
 fn an_io_error_while_compacting_leaves_the_old_files_and_a_working_store() {
     let disk = SimFs::new(5);
     let store = Store::open_with(DIR, opts(&disk)).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..200u32 {
-        let (t, _) = store.create(NewSession::for_user("dave")).unwrap();
-        store.put(&t, "v", &i).unwrap();
-        acked.push((t, i));
-    }
+    let mut acked = created(&store, 200, NewSession::for_user("dave"));
     // The roll renames the manifest first; the second rename puts the base in place.
     disk.fail_nth(Op::Rename, 2, FaultKind::Io);
     match store.compact() {
@@ -66,12 +72,7 @@ fn an_io_error_while_compacting_leaves_the_old_files_and_a_working_store() {
 fn a_failed_fsync_poisons_reads_go_on_and_a_reopen_keeps_everything_acknowledged() {
     let disk = SimFs::new(6);
     let store = Store::open_with(DIR, opts(&disk)).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..20u32 {
-        let (t, _) = store.create(NewSession::anonymous()).unwrap();
-        store.put(&t, "v", &i).unwrap();
-        acked.push((t, i));
-    }
+    let mut acked = created(&store, 20, NewSession::anonymous());
     disk.fail_nth(Op::Sync, 1, FaultKind::Io);
     let lost = store.create(NewSession::anonymous());
     assert!(
@@ -101,12 +102,7 @@ fn a_failed_fsync_poisons_reads_go_on_and_a_reopen_keeps_everything_acknowledged
 fn a_failed_fsync_whose_cut_back_fails_once_is_still_cut_and_the_store_reopens_after_a_crash() {
     let disk = SimFs::new(7);
     let store = Store::open_with(DIR, opts(&disk)).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..5u32 {
-        let (t, _) = store.create(NewSession::anonymous()).unwrap();
-        store.put(&t, "v", &i).unwrap();
-        acked.push((t, i));
-    }
+    let mut acked = created(&store, 5, NewSession::anonymous());
     disk.fail_nth(Op::Sync, 1, FaultKind::Io);
     disk.fail_nth(Op::SetLen, 1, FaultKind::Io);
     let lost = store.create(NewSession::for_user("mallory"));

@@ -154,15 +154,10 @@ impl Batcher {
                 };
                 wake(ready);
                 for c in self.controls.drain(..) {
-                    let full = Error::DiskFull {
+                    reply_err(c, || Error::DiskFull {
                         dir: dir.clone(),
                         needed,
-                    };
-                    match c {
-                        Msg::Flush(reply) => drop(reply.send(Err(full))),
-                        Msg::BeginCompaction(reply) => drop(reply.send(Err(full))),
-                        Msg::Change(..) | Msg::Touch(..) => {}
-                    }
+                    });
                 }
                 return Ok(());
             }
@@ -279,16 +274,16 @@ fn take_flush_replies(controls: &mut Vec<Msg>) -> Vec<Sender<Result<()>>> {
 
 /// Answers a request with the journal's failure.
 pub(crate) fn reply_failed(msg: Msg, reason: &str) {
-    let err = || Error::Poisoned {
+    reply_err(msg, || Error::Poisoned {
         reason: reason.to_owned(),
-    };
+    });
+}
+
+/// Answers a request with the error `err` makes.
+fn reply_err(msg: Msg, err: impl Fn() -> Error) {
     match msg {
-        Msg::Flush(r) => {
-            let _ = r.send(Err(err()));
-        }
-        Msg::BeginCompaction(r) => {
-            let _ = r.send(Err(err()));
-        }
+        Msg::Flush(r) => drop(r.send(Err(err()))),
+        Msg::BeginCompaction(r) => drop(r.send(Err(err()))),
         Msg::Change(..) | Msg::Touch(..) => {}
     }
 }

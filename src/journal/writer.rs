@@ -51,6 +51,12 @@ use crate::util::padded::Padded;
 
 /// Most messages taken into one batch.
 const MAX_BATCH: usize = 8192;
+/// The most changes one batch takes: [`MAX_BATCH`] under `Sync`, [`BUFFERED_BACKLOG`]
+/// under `Buffered` (what a crash may lose).
+fn batch_limit(sync: bool) -> usize {
+    if sync { MAX_BATCH } else { BUFFERED_BACKLOG }
+}
+
 /// Capacity of the channel to the writer: past it, writers wait (backpressure).
 const QUEUE: usize = 1 << 16;
 /// Under `Buffered`, a write is acknowledged once queued, so the queue is what a
@@ -585,12 +591,7 @@ impl Writer {
         batcher.take(Msg::Change(inline.seq, change));
         let ticket = Ticket(inline.seq);
         // As a full queue makes the writer thread's callers wait for room.
-        let most = if self.sync {
-            MAX_BATCH
-        } else {
-            BUFFERED_BACKLOG
-        };
-        if batcher.pending() >= most {
+        if batcher.pending() >= batch_limit(self.sync) {
             self.pass_inline(inline, true);
         }
         Ok(ticket)
@@ -965,12 +966,7 @@ fn writer_loop(
                 std::thread::sleep(linger.sleep);
             }
             // At most this many messages in a batch, the first included.
-            let most = if sync_mode {
-                MAX_BATCH
-            } else {
-                BUFFERED_BACKLOG
-            };
-            for m in rx.try_iter().take(most - 1) {
+            for m in rx.try_iter().take(batch_limit(sync_mode) - 1) {
                 batcher.take(m);
             }
         }
