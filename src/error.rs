@@ -79,6 +79,22 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
+    /// The store is at its memory budget ([`crate::Options::budget`]) and the new
+    /// session was refused: nothing changed. Under [`crate::BudgetPolicy::Refuse`] every
+    /// create at the limit gets this; under `EvictAnonymous`, only one that found no
+    /// anonymous session left to end (every live session has a user). A web app
+    /// answers `503 Service Unavailable` with a `Retry-After`; logins of existing
+    /// sessions still succeed.
+    Full {
+        /// Live sessions when the create was refused.
+        sessions: u64,
+        /// The budget's count, if it limits one.
+        max_sessions: Option<u64>,
+        /// Estimated resident bytes when the create was refused.
+        bytes: u64,
+        /// The budget's bytes, if it limits them.
+        max_bytes: Option<u64>,
+    },
     /// A session value could not be encoded or decoded with the requested type.
     Codec {
         /// The key whose value failed, when known.
@@ -248,6 +264,29 @@ impl fmt::Display for Error {
                 "user {user:?} already has {max} live sessions, the configured maximum; \
                  end one first"
             ),
+            Error::Full {
+                sessions,
+                max_sessions,
+                bytes,
+                max_bytes,
+            } => {
+                write!(
+                    f,
+                    "the session store is at its memory budget ({sessions} sessions"
+                )?;
+                if let Some(m) = max_sessions {
+                    write!(f, " of {m}")?;
+                }
+                write!(f, ", ~{bytes} bytes")?;
+                if let Some(m) = max_bytes {
+                    write!(f, " of {m}")?;
+                }
+                write!(
+                    f,
+                    ") and no anonymous session could make room; the new session was \
+                     refused — answer 503 with Retry-After, or raise Options::budget"
+                )
+            }
             Error::Codec {
                 key: Some(key),
                 reason,

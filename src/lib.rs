@@ -87,7 +87,7 @@ pub use model::event::{EndReason, Event};
 pub use model::portable::SessionRecord;
 pub use model::session::{NewSession, Session, UserId};
 pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
-pub use options::{BackendKind, Durability, LimitPolicy, Limits, Options};
+pub use options::{BackendKind, Budget, BudgetPolicy, Durability, LimitPolicy, Limits, Options};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
@@ -114,6 +114,11 @@ struct GuaranteesDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/durability.md")]
 struct DurabilityDoctests;
+
+/// docs/open-internet.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/open-internet.md")]
+struct OpenInternetDoctests;
 
 /// docs/format.md as doctests: they write a store and check its bytes.
 #[cfg(doctest)]

@@ -19,6 +19,8 @@ const MAX_SHARDS: usize = 1 << 16;
 const MAX_EVENT_CAPACITY: usize = 1 << 20;
 /// The longest `Buffered` fsync interval: beyond a day, "bounded loss" means nothing.
 const MAX_FLUSH_EVERY: Duration = Duration::from_secs(86_400);
+/// The smallest byte budget.
+const MIN_BUDGET_BYTES: u64 = 1024;
 /// The smallest segment.
 const MIN_SEGMENT_BYTES: u64 = 4096;
 /// The largest `max_value_bytes` and `max_data_bytes`. A session's log record frames
@@ -58,6 +60,87 @@ pub enum LimitPolicy {
     /// [`crate::EndReason::LimitExceeded`]).
     #[default]
     EndOldest,
+}
+
+/// What a store at its [`Budget`] does with a new session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BudgetPolicy {
+    /// The new session is refused with [`Error::Full`]; nothing changes.
+    Refuse,
+    /// The least recently seen *anonymous* sessions (no user bound) are ended to make
+    /// room (event reason [`crate::EndReason::Evicted`]). A session with a user is never
+    /// evicted: when only those are left, the new session is refused with
+    /// [`Error::Full`]. The default.
+    #[default]
+    EvictAnonymous,
+}
+
+/// A limit on what the live sessions may cost in memory ([`Options::budget`]): their
+/// number, their estimated resident bytes, or both, and what happens at the limit.
+///
+/// The count is exact and never passes `max_sessions`, however many threads create at
+/// once. The bytes are an estimate ([`crate::Stats::resident_bytes`]: each session's
+/// fixed cost, calibrated against measured resident memory, plus its data and label);
+/// a new session is admitted only if the estimate stays within `max_bytes`, but a
+/// write to a live session is never refused for the budget's sake, so sessions that
+/// grow can take the estimate past it — new sessions then make room, or are refused,
+/// until it is back under. Sessions expired but not yet reaped count (they hold
+/// memory); sessions restored when a store opens are all kept, even past a budget that
+/// was lowered meanwhile.
+///
+/// ```
+/// use sessiondb::{Budget, Options};
+///
+/// // At most a million sessions and ~512 MiB; the least recently seen anonymous ones
+/// // make room for new ones.
+/// let opts = Options::default().budget(Some(Budget::sessions(1_000_000).max_bytes(512 << 20)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// The most live sessions: `None` (no limit on the count), or at least 1.
+    pub max_sessions: Option<u64>,
+    /// The most estimated resident bytes: `None` (no limit on bytes), or at least 1 KiB.
+    pub max_bytes: Option<u64>,
+    /// What a create at the limit does. Default [`BudgetPolicy::EvictAnonymous`].
+    pub policy: BudgetPolicy,
+}
+
+impl Budget {
+    /// At most `max` live sessions (the default policy: evict anonymous sessions).
+    pub fn sessions(max: u64) -> Budget {
+        Budget {
+            max_sessions: Some(max),
+            max_bytes: None,
+            policy: BudgetPolicy::default(),
+        }
+    }
+
+    /// At most `max` estimated resident bytes of live sessions (the default policy).
+    pub fn bytes(max: u64) -> Budget {
+        Budget {
+            max_sessions: None,
+            max_bytes: Some(max),
+            policy: BudgetPolicy::default(),
+        }
+    }
+
+    /// Also at most `max` estimated resident bytes.
+    pub fn max_bytes(mut self, max: u64) -> Budget {
+        self.max_bytes = Some(max);
+        self
+    }
+
+    /// Also at most `max` live sessions.
+    pub fn max_sessions(mut self, max: u64) -> Budget {
+        self.max_sessions = Some(max);
+        self
+    }
+
+    /// What a create at the limit does.
+    pub fn policy(mut self, policy: BudgetPolicy) -> Budget {
+        self.policy = policy;
+        self
+    }
 }
 
 /// How durable an acknowledged write is, and what each mode can lose on a crash.
@@ -143,6 +226,8 @@ pub struct Options {
     pub(crate) rotation_grace: Duration,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) limit_policy: LimitPolicy,
+    pub(crate) budget: Option<Budget>,
+    pub(crate) trial_lifetime: Option<Duration>,
     pub(crate) limits: Limits,
     pub(crate) shards: usize,
     pub(crate) reaper_interval: Option<Duration>,
@@ -169,6 +254,8 @@ impl Default for Options {
             rotation_grace: Duration::from_secs(5),
             max_sessions_per_user: None,
             limit_policy: LimitPolicy::EndOldest,
+            budget: None,
+            trial_lifetime: None,
             limits: Limits::default(),
             shards: 128,
             reaper_interval: Some(Duration::from_secs(1)),
@@ -197,6 +284,8 @@ impl std::fmt::Debug for Options {
             .field("rotation_grace", &self.rotation_grace)
             .field("max_sessions_per_user", &self.max_sessions_per_user)
             .field("limit_policy", &self.limit_policy)
+            .field("budget", &self.budget)
+            .field("trial_lifetime", &self.trial_lifetime)
             .field("limits", &self.limits)
             .field("shards", &self.shards)
             .field("reaper_interval", &self.reaper_interval)
@@ -265,6 +354,29 @@ impl Options {
     pub fn max_sessions_per_user(mut self, max: Option<usize>, policy: LimitPolicy) -> Self {
         self.max_sessions_per_user = max;
         self.limit_policy = policy;
+        self
+    }
+
+    /// A limit on the live sessions' number and estimated memory, and what a create at
+    /// the limit does ([`Budget`]). `None`: no limit, the default — an embedded store
+    /// cannot know how much of the application's memory its sessions may take; a
+    /// server that creates sessions for visitors it does not know should set one (see
+    /// `docs/open-internet.md`). `Store::stats` shows the count and bytes either way.
+    pub fn budget(mut self, budget: Option<Budget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// If set, a new anonymous session (created without a user) is on trial: it ends
+    /// this long after its creation unless it is used again first — read by a later
+    /// [`crate::Store::get`] (which then always counts as activity), written, touched,
+    /// rotated or logged in — and from then on lives its normal lifetime. A client
+    /// that never sends its cookie back costs this long of memory, not a whole
+    /// lifetime. Give a first request's data with [`crate::NewSession::data`]: a
+    /// separate write right after the create is a second use. `None`, or from 1 ms to
+    /// `Duration::MAX`. Default: not set.
+    pub fn trial_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.trial_lifetime = d;
         self
     }
 
@@ -417,6 +529,27 @@ impl Options {
                 "must be None or from 1 to usize::MAX",
             );
         }
+        if let Some(b) = self.budget {
+            if b.max_sessions.is_none() && b.max_bytes.is_none() {
+                return bad("budget", "must limit max_sessions, max_bytes or both");
+            }
+            if b.max_sessions == Some(0) {
+                return bad("budget.max_sessions", "must be None or from 1 to u64::MAX");
+            }
+            if b.max_bytes.is_some_and(|n| n < MIN_BUDGET_BYTES) {
+                return bad(
+                    "budget.max_bytes",
+                    "must be None or from 1024 to u64::MAX (a session alone is estimated \
+                     at a few hundred bytes)",
+                );
+            }
+        }
+        if self.trial_lifetime.is_some_and(|d| d < MIN_DURATION) {
+            return bad(
+                "trial_lifetime",
+                "must be None or from 1 ms to Duration::MAX",
+            );
+        }
         if !(1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity) {
             return bad("event_capacity", "must be from 1 to 1048576 (2^20)");
         }
@@ -508,6 +641,14 @@ mod tests {
             Options::default().reaper_interval(Some(Duration::ZERO)),
             Options::default().max_sessions_per_user(Some(0), LimitPolicy::Refuse),
             Options::default().event_capacity(0),
+            Options::default().budget(Some(Budget::sessions(0))),
+            Options::default().budget(Some(Budget::bytes(1023))),
+            Options::default().budget(Some(Budget {
+                max_sessions: None,
+                max_bytes: None,
+                policy: BudgetPolicy::Refuse,
+            })),
+            Options::default().trial_lifetime(Some(Duration::ZERO)),
         ];
         for o in cases {
             assert!(matches!(o.validate(), Err(Error::InvalidOption { .. })));

@@ -92,9 +92,11 @@ fn stats_reports_sessions_users_and_backend_as_text_and_json() {
     assert!(text.contains("(log backend)"), "{text}");
     assert!(text.contains("4 live"), "{text}");
     assert!(text.contains("users      2"), "{text}");
+    assert!(text.contains("in memory  ≈ "), "{text}");
     let j = ok_json(dir.path(), &["stats", "--json"]);
     assert_eq!(j["backend"], "log");
     assert_eq!(j["sessions"], 4);
+    assert!(j["resident_bytes"].as_u64().unwrap() >= 4 * 300);
     assert_eq!(j["users"], 2);
     assert!(j["disk_bytes"].as_u64().unwrap() > 0);
     assert!(j["recovery"]["records"].as_u64().unwrap() >= 4);

@@ -32,9 +32,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3).prop_map(Op::Revoke),
         1 => (0usize..3).prop_map(Op::SessionsOf),
         3 => prop_oneof![
-            // The boundaries: touch interval, grace, idle, auth lifetime, lifetime.
+            // The boundaries: touch interval, grace, trial, idle, auth lifetime, lifetime.
             Just(1u16), Just(4), Just(5), Just(59), Just(60), Just(599), Just(600),
-            Just(1799), Just(1800), 0u16..4000,
+            Just(1799), Just(1800), Just(119), Just(120), 0u16..4000,
         ].prop_map(Op::Advance),
         1 => Just(Op::Reap),
         1 => Just(Op::Clear),

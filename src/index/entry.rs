@@ -11,6 +11,7 @@ use crate::index::wheel::TimerHandle;
 use crate::model::data::SessionData;
 use crate::model::session::{Session, UserId};
 use crate::model::token::{InstanceId, SessionId};
+use crate::options::Options;
 
 /// Tabs or windows open inside a session (doors' instances). Not durable.
 #[derive(Debug, Default)]
@@ -58,11 +59,42 @@ pub(crate) struct SessionState {
     pub(crate) hash_hi: u64,
 }
 
+/// The store-wide lifetimes a session's deadline depends on besides its own fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// How long an authentication lasts, in ms (0: for the session's life).
+    pub(crate) auth_ms: u64,
+    /// How long a session on trial lasts, in ms (0: no trial).
+    pub(crate) trial_ms: u64,
+}
+
+impl Rules {
+    /// The rules `opts` set.
+    pub(crate) fn of(opts: &Options) -> Rules {
+        Rules {
+            auth_ms: opts.auth_lifetime.map_or(0, duration_ms),
+            trial_ms: opts.trial_lifetime.map_or(0, duration_ms),
+        }
+    }
+}
+
 impl SessionState {
-    /// When this session ends, given the store's authentication lifetime (ms, 0 = none):
-    /// the earliest of its absolute, idle and authentication deadlines.
-    pub(crate) fn deadline(&self, auth_lifetime_ms: u64) -> Timestamp {
+    /// Whether the session is on trial: anonymous, and never used since the call that
+    /// created it (no data written, no user bound, not seen again). A session on trial
+    /// ends `trial` after its creation unless it is used again first; nothing marks it,
+    /// so the rule reads the same from the log after a restart.
+    pub(crate) fn on_trial(&self) -> bool {
+        self.version == 0 && self.user.is_none() && self.last_seen() == self.created
+    }
+
+    /// When this session ends under `rules`: the earliest of its absolute, idle and
+    /// authentication deadlines, and, while it is on trial, its trial's end.
+    pub(crate) fn deadline(&self, rules: Rules) -> Timestamp {
+        let auth_lifetime_ms = rules.auth_ms;
         let mut d = self.absolute.0;
+        if rules.trial_ms != 0 && self.on_trial() {
+            d = d.min(self.created.0.saturating_add(rules.trial_ms));
+        }
         if self.idle_ms != 0 {
             d = d.min(
                 self.last_seen
@@ -87,7 +119,7 @@ impl SessionState {
         self.last_seen.fetch_max(now.0, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, auth_lifetime_ms: u64) -> Session {
+    pub(crate) fn snapshot(&self, rules: Rules) -> Session {
         Session {
             id: self.id,
             user: self.user.clone(),
@@ -95,7 +127,7 @@ impl SessionState {
             created_at: self.created,
             last_seen: self.last_seen(),
             authenticated_at: self.authenticated.get(),
-            expires_at: self.deadline(auth_lifetime_ms),
+            expires_at: self.deadline(rules),
             absolute_deadline: self.absolute,
             idle_timeout: (self.idle_ms != 0).then(|| Duration::from_millis(self.idle_ms)),
             version: self.version,
@@ -138,20 +170,60 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<UserId>>(), 8);
     }
 
+    fn auth(ms: u64) -> Rules {
+        Rules {
+            auth_ms: ms,
+            trial_ms: 0,
+        }
+    }
+
     #[test]
     fn deadline_is_the_earliest_enabled_one() {
-        assert_eq!(state(1000, 0, 0, None).deadline(0), Timestamp(1000));
-        assert_eq!(state(1000, 100, 50, None).deadline(0), Timestamp(150));
-        assert_eq!(state(1000, 0, 0, Some(10)).deadline(20), Timestamp(30));
+        assert_eq!(state(1000, 0, 0, None).deadline(auth(0)), Timestamp(1000));
+        assert_eq!(state(1000, 100, 50, None).deadline(auth(0)), Timestamp(150));
         assert_eq!(
-            state(1000, 0, 0, Some(10)).deadline(0),
+            state(1000, 0, 0, Some(10)).deadline(auth(20)),
+            Timestamp(30)
+        );
+        assert_eq!(
+            state(1000, 0, 0, Some(10)).deadline(auth(0)),
             Timestamp(1000),
             "auth lifetime disabled"
         );
         assert_eq!(
-            state(1000, 0, 0, None).deadline(20),
+            state(1000, 0, 0, None).deadline(auth(20)),
             Timestamp(1000),
             "never authenticated"
         );
+    }
+
+    #[test]
+    fn a_trial_ends_early_until_the_session_is_used_again() {
+        let trial = Rules {
+            auth_ms: 0,
+            trial_ms: 120,
+        };
+        let fresh = state(1000, 0, 0, None);
+        assert!(fresh.on_trial());
+        assert_eq!(fresh.deadline(trial), Timestamp(120));
+        assert_eq!(
+            fresh.deadline(auth(0)),
+            Timestamp(1000),
+            "no trial configured"
+        );
+        // Seen again: the session's own lifetime.
+        let seen = state(1000, 0, 0, None);
+        seen.mark_seen(Timestamp(60));
+        assert!(!seen.on_trial());
+        assert_eq!(seen.deadline(trial), Timestamp(1000));
+        // Written to, or logged in: the same.
+        let mut written = state(1000, 0, 0, None);
+        written.version = 1;
+        assert_eq!(written.deadline(trial), Timestamp(1000));
+        let mut bound = state(1000, 0, 0, Some(0));
+        bound.user = Some(UserId::trusted("u"));
+        assert_eq!(bound.deadline(trial), Timestamp(1000));
+        // A trial longer than the lifetime changes nothing.
+        assert_eq!(state(100, 0, 0, None).deadline(trial), Timestamp(100));
     }
 }

@@ -8,9 +8,12 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::index::entry::{Instances, SessionState};
+use crate::index::usage::{Reservation, Usage, cost};
 use crate::index::wheel::{TimerHandle, TimerWheel};
 use crate::model::token::SessionId;
 use crate::util::hash::{IdHasher, RandomKeyHasher, RandomKeyMap};
@@ -70,6 +73,11 @@ fn join(lo: u64, hi: u64) -> u128 {
 
 /// One shard: sessions and aliases keyed by token hash, and their timers.
 ///
+/// It keeps the estimated resident bytes of its sessions ([`crate::index::usage`])
+/// exactly: every method that puts a session in or takes one out counts it, and a
+/// session changed through [`Shard::live_mut`] is counted again when the change is
+/// done. With a budget, the store-wide [`Usage`] is counted the same way.
+///
 /// The maps key by the low 64 bits of the 128-bit hash and keep the high 64 bits in
 /// the entry, checked on every lookup: a map slot is 16 bytes (key and box), half what
 /// a `u128` key and a two-way enum would take, and a million sessions' maps fit in half
@@ -84,6 +92,46 @@ pub(crate) struct Shard {
     /// Open instances (tabs) of this shard's sessions that have any — kept beside the
     /// sessions rather than in them, since most sessions never open one.
     pub(crate) instances: RandomKeyMap<Instances>,
+    /// The estimated resident bytes of this shard's sessions.
+    bytes: u64,
+    /// The store-wide count, when the store has a budget.
+    usage: Option<Arc<Usage>>,
+}
+
+/// A live session being changed in place ([`Shard::live_mut`]): when it is dropped, the
+/// session's cost is counted again, so a change of its data or label keeps the
+/// shard's bytes (and the store's) exact.
+pub(crate) struct LiveMut<'a> {
+    state: &'a mut SessionState,
+    before: u64,
+    bytes: &'a mut u64,
+    usage: Option<&'a Usage>,
+}
+
+impl Deref for LiveMut<'_> {
+    type Target = SessionState;
+    fn deref(&self) -> &SessionState {
+        self.state
+    }
+}
+
+impl DerefMut for LiveMut<'_> {
+    fn deref_mut(&mut self) -> &mut SessionState {
+        self.state
+    }
+}
+
+impl Drop for LiveMut<'_> {
+    fn drop(&mut self) {
+        let after = cost(self.state);
+        if after != self.before {
+            let delta = after as i64 - self.before as i64;
+            *self.bytes = self.bytes.wrapping_add(delta as u64);
+            if let Some(u) = self.usage {
+                u.add(0, delta);
+            }
+        }
+    }
 }
 
 impl Shard {
@@ -93,7 +141,40 @@ impl Shard {
             aliases: HashMap::default(),
             wheel: TimerWheel::new(now.0),
             instances: RandomKeyMap::default(),
+            bytes: 0,
+            usage: None,
         }
+    }
+
+    /// Counts `sessions` sessions and `bytes` bytes in or out: in this shard and, when
+    /// `global`, in the store-wide usage.
+    fn count(&mut self, sessions: i64, bytes: i64, global: bool) {
+        self.bytes = self.bytes.wrapping_add(bytes as u64);
+        if global && let Some(u) = &self.usage {
+            u.add(sessions, bytes);
+        }
+    }
+
+    /// Counts this shard's sessions in the store-wide `usage` from now on (a store with
+    /// a budget, once its index is built).
+    pub(crate) fn attach(&mut self, usage: Arc<Usage>) {
+        usage.add(self.sessions.len() as i64, self.bytes as i64);
+        self.usage = Some(usage);
+    }
+
+    /// The estimated resident bytes of this shard's sessions.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Empties the shard (every session ended at once).
+    pub(crate) fn clear(&mut self, now: Timestamp) {
+        let usage = self.usage.take();
+        if let Some(u) = &usage {
+            u.add(-(self.sessions.len() as i64), -(self.bytes as i64));
+        }
+        *self = Shard::new(now);
+        self.usage = usage;
     }
 
     /// Makes room for `n` more sessions.
@@ -148,15 +229,46 @@ impl Shard {
         if !self.instances.is_empty() {
             self.instances.remove(&hash);
         }
+        self.count(-1, -(cost(&s) as i64), true);
         Some(s)
     }
 
     /// Takes out what `hash` points at (its timer stays: the caller cancels it).
     pub(crate) fn remove(&mut self, hash: u128) -> Option<Slot> {
         match self.get(hash)? {
-            SlotRef::Live(_) => self.sessions.remove(&(hash as u64)).map(Slot::Live),
+            SlotRef::Live(_) => {
+                let s = self.sessions.remove(&(hash as u64))?;
+                self.count(-1, -(cost(&s) as i64), true);
+                Some(Slot::Live(s))
+            }
             SlotRef::Alias(_) => self.aliases.remove(&(hash as u64)).map(|_| Slot::Alias),
         }
+    }
+
+    /// Takes out the live session at `hash` to move it to another place (a rotation):
+    /// its store-wide place stays taken for [`Shard::insert_moved`]. Its timer stays:
+    /// the caller cancels it.
+    pub(crate) fn remove_moving(&mut self, hash: u128) -> Option<Box<SessionState>> {
+        self.live(hash)?;
+        let s = self.sessions.remove(&(hash as u64))?;
+        self.count(-1, -(cost(&s) as i64), false);
+        Some(s)
+    }
+
+    /// Inserts a session taken out by [`Shard::remove_moving`] at its new place (which
+    /// the caller has checked is vacant) and schedules its deadline.
+    pub(crate) fn insert_moved(
+        &mut self,
+        hash: u128,
+        mut state: Box<SessionState>,
+        deadline: Timestamp,
+    ) {
+        let (lo, hi) = halves(hash);
+        debug_assert!(!self.occupied(hash));
+        state.hash_hi = hi;
+        state.timer = self.wheel.schedule(lo, deadline.0);
+        self.count(1, cost(&state) as i64, false);
+        self.sessions.insert(lo, state);
     }
 
     /// True if nothing may be inserted at `hash`: an entry holds its low half.
@@ -167,9 +279,12 @@ impl Shard {
 
     /// Inserts the session `make` builds at `hash` and schedules its deadline, with one
     /// probe of the map: `Ok(None)` (and `make` not called) if the place is taken.
+    /// `reserved` is the store-wide place taken for it ahead (a store with a budget):
+    /// taken from the caller if the session goes in, left with it otherwise.
     pub(crate) fn insert_vacant<R, E>(
         &mut self,
         hash: u128,
+        reserved: &mut Option<Reservation<'_>>,
         make: impl FnOnce() -> Result<(Box<SessionState>, Timestamp, R), E>,
     ) -> Result<Option<R>, E> {
         let (lo, hi) = halves(hash);
@@ -183,7 +298,14 @@ impl Shard {
         let (mut state, deadline, r) = make()?;
         state.hash_hi = hi;
         state.timer = self.wheel.schedule(hash as u64, deadline.0);
+        let bytes = cost(&state);
         place.insert(state);
+        // What the reservation took is what the session costs; counted here if none.
+        let taken = reserved.take().map(Reservation::keep);
+        self.count(1, bytes as i64, taken.is_none());
+        if let (Some(taken), Some(u)) = (taken, &self.usage) {
+            u.add(0, bytes as i64 - taken as i64);
+        }
         Ok(Some(r))
     }
 
@@ -194,11 +316,23 @@ impl Shard {
         }
     }
 
-    pub(crate) fn live_mut(&mut self, hash: u128) -> Option<&mut SessionState> {
-        match self.get_mut(hash) {
-            Some(SlotMut::Live(s)) => Some(s),
-            _ => None,
-        }
+    /// The live session at `hash`, to change in place; its cost is counted again when
+    /// the guard is dropped.
+    pub(crate) fn live_mut(&mut self, hash: u128) -> Option<LiveMut<'_>> {
+        let (lo, hi) = halves(hash);
+        let Shard {
+            sessions,
+            bytes,
+            usage,
+            ..
+        } = self;
+        let state = sessions.get_mut(&lo).filter(|s| s.hash_hi == hi)?;
+        Some(LiveMut {
+            before: cost(state),
+            state,
+            bytes,
+            usage: usage.as_deref(),
+        })
     }
 
     /// Inserts a session and schedules its deadline, replacing whatever held the place
@@ -215,9 +349,11 @@ impl Shard {
         }
         state.hash_hi = hi;
         state.timer = self.wheel.schedule(hash as u64, deadline.0);
+        self.count(1, cost(&state) as i64, true);
         if let Some(old) = self.sessions.insert(lo, state) {
             self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
+            self.count(-1, -(cost(&old) as i64), true);
         }
     }
 
@@ -229,6 +365,7 @@ impl Shard {
         let s = self.sessions.remove(&(hash as u64))?;
         self.wheel.cancel(s.timer, hash as u64);
         self.instances.remove(&hash);
+        self.count(-1, -(cost(&s) as i64), true);
         Some(s)
     }
 
@@ -239,6 +376,7 @@ impl Shard {
         if let Some(old) = self.sessions.remove(&lo) {
             self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
+            self.count(-1, -(cost(&old) as i64), true);
         }
         let timer = self.wheel.schedule(hash as u64, until.0);
         let alias = Alias {
@@ -273,7 +411,7 @@ impl Shard {
         let current = self.wheel.deadline(timer, hash as u64);
         if current.is_none_or(|c| deadline.0 < c) {
             let timer = self.wheel.reschedule(timer, hash as u64, deadline.0);
-            if let Some(s) = self.live_mut(hash) {
+            if let Some(mut s) = self.live_mut(hash) {
                 s.timer = timer;
             }
         }
@@ -343,7 +481,7 @@ mod tests {
         // Yet its place is taken: nothing may be inserted there.
         assert!(shard.occupied(A_TWIN));
         let r: Result<Option<()>, ()> =
-            shard.insert_vacant(A_TWIN, || Ok((session(2), Timestamp(1000), ())));
+            shard.insert_vacant(A_TWIN, &mut None, || Ok((session(2), Timestamp(1000), ())));
         assert_eq!(r, Ok(None));
         assert_eq!(shard.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![A]);
     }
@@ -356,7 +494,7 @@ mod tests {
         assert!(shard.get(A_TWIN).is_none());
         assert!(shard.occupied(A_TWIN));
         let r: Result<Option<()>, ()> =
-            shard.insert_vacant(A, || Ok((session(2), Timestamp(1000), ())));
+            shard.insert_vacant(A, &mut None, || Ok((session(2), Timestamp(1000), ())));
         assert_eq!(r, Ok(None));
         assert_eq!((shard.len(), shard.live_count()), (1, 0));
         assert_eq!(shard.wheel.len(), 1);
@@ -366,14 +504,59 @@ mod tests {
     fn insert_vacant_stores_the_high_half_and_schedules_the_timer() {
         let mut shard = Shard::new(Timestamp(0));
         let r: Result<Option<u8>, ()> =
-            shard.insert_vacant(A, || Ok((session(3), Timestamp(2048), 7)));
+            shard.insert_vacant(A, &mut None, || Ok((session(3), Timestamp(2048), 7)));
         assert_eq!(r, Ok(Some(7)));
         let s = shard.live(A).unwrap();
         assert_eq!(shard.wheel.deadline(s.timer, A as u64), Some(2048));
         // A failing builder leaves the place empty.
-        let r: Result<Option<u8>, &str> = shard.insert_vacant(A_TWIN ^ 1, || Err("no"));
+        let r: Result<Option<u8>, &str> = shard.insert_vacant(A_TWIN ^ 1, &mut None, || Err("no"));
         assert_eq!(r, Err("no"));
         assert!(!shard.occupied(A_TWIN ^ 1));
+    }
+
+    #[test]
+    fn every_way_in_and_out_counts_the_bytes_and_a_move_keeps_the_store_wide_place() {
+        let usage = Arc::new(Usage::default());
+        let mut shard = Shard::new(Timestamp(0));
+        shard.attach(Arc::clone(&usage));
+        let one = cost(&session(1));
+        shard.insert_live(A, session(1), Timestamp(1000));
+        assert_eq!(
+            (shard.bytes(), usage.sessions(), usage.bytes()),
+            (one, 1, one)
+        );
+        // Data written in place is counted when the guard drops.
+        let mut data = SessionData::default();
+        data.insert("k", &vec![0u8; 100]).unwrap();
+        shard.live_mut(A).unwrap().data = data;
+        let grown = cost(shard.live(A).unwrap());
+        assert!(grown > one + 100);
+        assert_eq!((shard.bytes(), usage.bytes()), (grown, grown));
+        // A move takes the session out and back without giving up its place.
+        let moved = shard.remove_moving(A).unwrap();
+        shard.wheel.cancel(moved.timer, A as u64);
+        assert_eq!(
+            (shard.bytes(), usage.sessions(), usage.bytes()),
+            (0, 1, grown)
+        );
+        shard.insert_moved(A_TWIN ^ 1, moved, Timestamp(1000));
+        assert_eq!((shard.bytes(), usage.sessions()), (grown, 1));
+        // A reserved create keeps its reservation; an occupied place gives it back.
+        let mut reserved = usage.reserve(one, 10, u64::MAX);
+        let r: Result<Option<()>, ()> =
+            shard.insert_vacant(A_TWIN ^ 1, &mut reserved, || unreachable!("occupied"));
+        assert_eq!(r, Ok(None));
+        assert!(reserved.is_some());
+        let r: Result<Option<()>, ()> =
+            shard.insert_vacant(A, &mut reserved, || Ok((session(2), Timestamp(900), ())));
+        assert_eq!(r, Ok(Some(())));
+        assert!(reserved.is_none());
+        assert_eq!((usage.sessions(), usage.bytes()), (2, grown + one));
+        // An alias over a session, a removal and a clear each give back what they end.
+        shard.insert_alias(A, SessionId(2), Timestamp(500));
+        assert_eq!((usage.sessions(), usage.bytes()), (1, grown));
+        shard.clear(Timestamp(0));
+        assert_eq!((shard.bytes(), usage.sessions(), usage.bytes()), (0, 0, 0));
     }
 
     #[test]

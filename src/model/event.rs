@@ -20,6 +20,9 @@ pub enum EndReason {
     LastInstanceEnded,
     /// [`crate::Store::clear`].
     Cleared,
+    /// The store was at its memory budget ([`crate::Options::budget`]) and this
+    /// anonymous session, the least recently seen, made room for a new one.
+    Evicted,
 }
 
 /// Something that happened to a session. Events name sessions by their public

@@ -135,6 +135,7 @@ pub(super) fn decode_event(fields: &[(String, String)]) -> Option<Event> {
                 "expired" => EndReason::Expired,
                 "revoked" => EndReason::Revoked,
                 "limit" => EndReason::LimitExceeded,
+                "evicted" => EndReason::Evicted,
                 _ => return None,
             },
         },

@@ -87,7 +87,7 @@ impl Inner {
         // must not drop a live session.
         let (shard, key) = self.lock_by_id(id, |l| l.read())?;
         let s = shard.live(key)?;
-        if s.deadline(self.auth_ms) <= self.now() {
+        if s.deadline(self.rules) <= self.now() {
             return None;
         }
         Some(image(key, s))

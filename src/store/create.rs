@@ -13,6 +13,7 @@ use super::{Inner, Key, Store};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::index::entry::SessionState;
+use crate::index::usage::cost_of;
 use crate::index::wheel::TimerHandle;
 use crate::model::change::Change;
 use crate::model::change::Image;
@@ -26,7 +27,9 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidUserId`], [`Error::TooLarge`] for bad input;
-    /// [`Error::UserSessionLimit`] if the user is at the limit and the policy refuses.
+    /// [`Error::UserSessionLimit`] if the user is at the limit and the policy refuses;
+    /// [`Error::Full`] if the store is at its budget ([`crate::Options::budget`]) and
+    /// no anonymous session could make room.
     pub fn create(&self, new: NewSession) -> Result<(Token, Session)> {
         self.create_inner(new, None)
     }
@@ -56,7 +59,8 @@ impl Store {
             Some(token) => Key::Given(token.hash().0),
             None => Key::Fresh(first_token),
         };
-        let (token, session) = inner.admit(id, user, key, false, |now, user| {
+        let bytes = cost_of(data.encoded_len(), label.as_ref().map(|l| l.len()));
+        let (token, session) = inner.admit(id, user, key, false, bytes, |now, user| {
             let mut state = Box::new(SessionState {
                 id,
                 user: user.clone(),
@@ -101,13 +105,16 @@ impl Inner {
     /// journal: what create, create-with-token and import share. `build` makes the
     /// session at `now` for the (canonical) user. A fresh key retries with new tokens on
     /// a collision; a given key is [`Error::Exists`]. Under the user's lock, the user's
-    /// session limit is enforced first. Returns the token when the key was fresh.
+    /// session limit is enforced first, then the store's budget (the session costing
+    /// `bytes`). Returns the token when the key was fresh.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn admit(
         &self,
         id: SessionId,
         user: Option<&str>,
         key: Key,
         as_image: bool,
+        bytes: u64,
         mut build: impl FnMut(Timestamp, &Option<UserId>) -> Box<SessionState>,
     ) -> Result<(Option<Token>, Session)> {
         let mut events = Vec::new();
@@ -125,6 +132,7 @@ impl Inner {
         if let (Some(g), Some(u)) = (guards.as_mut(), user.as_ref()) {
             self.enforce_limit(g, u, None, &mut events, &mut tickets)?;
         }
+        let mut reserved = self.reserve(bytes, &mut events, &mut tickets)?;
         let (given, mut fresh) = match key {
             Key::Fresh(t) => (None, Some(t)),
             Key::Given(k) => (Some(k), None),
@@ -144,10 +152,10 @@ impl Inner {
             };
             let mut shard = self.shard(key).write();
             // One probe both checks for a collision and keeps the place.
-            let inserted = shard.insert_vacant(key, || {
+            let inserted = shard.insert_vacant(key, &mut reserved, || {
                 let now = self.now();
                 let state = build(now, &user);
-                let deadline = state.deadline(self.auth_ms);
+                let deadline = state.deadline(self.rules);
                 // The id goes in first, while the shard lock is held: a compaction
                 // snapshot walks the id map, and must not miss a session whose Create
                 // record precedes its seal (it then waits on this shard's lock).
@@ -189,7 +197,7 @@ impl Inner {
                         return Err(e);
                     }
                 }
-                let session = state.snapshot(self.auth_ms);
+                let session = state.snapshot(self.rules);
                 Ok((state, deadline, session))
             })?;
             drop(shard);
@@ -204,6 +212,9 @@ impl Inner {
             g.add(u, id);
         }
         drop(guards);
+        if user.is_none() {
+            self.queue_anonymous(id, session.last_seen.0);
+        }
         self.wait_all(&tickets)?;
         if self.events.active() {
             events.push(Event::Created { session: id, user });

@@ -83,7 +83,7 @@ impl Store {
         let mut count = 0;
         for shard in &mut shards {
             count += shard.live_count();
-            **shard = Shard::new(now);
+            shard.clear(now);
         }
         for m in &mut ids {
             m.clear();

@@ -41,7 +41,7 @@ impl Store {
     pub fn extend(&self, token: &Token, by: Duration) -> Result<Timestamp> {
         let inner = &*self.inner;
         let (deadline, ticket) = inner.with_live(token.hash().0, |shard, key, now| {
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let s = shard.live(key).ok_or(Error::Ended)?;
             let (id, absolute) = (s.id, s.absolute.max(now.saturating_add(by)));
             // Logged first: a change the log refused is not applied either.
             let t = inner.journal.append(|| Change::Extend {
@@ -49,9 +49,10 @@ impl Store {
                 absolute,
                 at: now,
             })?;
+            let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
             s.absolute = absolute;
             s.mark_seen(now);
-            Ok(Some((s.deadline(inner.auth_ms), t)))
+            Ok(Some((s.deadline(inner.rules), t)))
         })?;
         inner.wait(ticket)?;
         Ok(deadline)
@@ -89,10 +90,11 @@ impl Store {
                 absolute,
                 at: now,
             })?;
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
             s.absolute = absolute;
             s.mark_seen(now);
-            let deadline = s.deadline(inner.auth_ms);
+            let deadline = s.deadline(inner.rules);
+            drop(s);
             // A later deadline is found when the old timer fires; an earlier one
             // needs the timer moved.
             shard.reschedule_if_earlier(key, deadline);
@@ -134,7 +136,7 @@ impl Inner {
                 };
                 let expired_now = match shard.get(key) {
                     Some(SlotRef::Live(s)) => {
-                        let deadline = s.deadline(self.auth_ms);
+                        let deadline = s.deadline(self.rules);
                         if deadline > now {
                             // Touched or extended since scheduled: re-arm at the real one.
                             shard.rearm(key, deadline);

@@ -43,7 +43,7 @@ impl Store {
     /// [`Error::TooLarge`](crate::Error::TooLarge) and [`Error::InvalidOption`](crate::Error::InvalidOption) for a record this store's limits
     /// refuse, that contradicts itself (last seen before created) or whose version
     /// could not grow (`SessionRecord::version`, from [`Session::MAX_VERSION`](crate::Session::MAX_VERSION) on);
-    /// [`Error::UserSessionLimit`](crate::Error::UserSessionLimit) as for a create.
+    /// [`Error::UserSessionLimit`](crate::Error::UserSessionLimit) and [`Error::Full`](crate::Error::Full) as for a create.
     pub fn import(&self, rec: SessionRecord) -> Result<bool> {
         let inner = &*self.inner;
         rec.check(&inner.opts.limits)?;
@@ -51,15 +51,17 @@ impl Store {
         let user = rec.user.clone();
         let (state_key, state) = crate::store::load::state_of(rec.into_image());
         debug_assert_eq!(state_key, key);
-        if state.deadline(inner.auth_ms) <= inner.now() {
+        if state.deadline(inner.rules) <= inner.now() {
             return Ok(false);
         }
+        let bytes = crate::index::usage::cost(&state);
         let mut state = Some(state);
         inner.admit(
             id,
             user.as_ref().map(UserId::as_str),
             Key::Given(key),
             true,
+            bytes,
             |_, user| {
                 // A given key is tried once, so the state is built once.
                 let mut s = state

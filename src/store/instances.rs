@@ -16,7 +16,7 @@ impl Store {
     pub fn open_instance(&self, token: &Token) -> Result<InstanceId> {
         let inner = &*self.inner;
         inner.with_live(token.hash().0, |shard, key, now| {
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let s = shard.live(key).ok_or(Error::Ended)?;
             // Opening a tab is activity: recorded as a (coalesced) touch.
             let id = s.id;
             let _coalesced = inner.journal.append(|| Change::Touch { id, at: now })?;

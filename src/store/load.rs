@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::backend::interner::{NO_USER, UserInterner};
 use crate::backend::{BasePart, Recovered, Replay};
 use crate::clock::Timestamp;
-use crate::index::entry::{MaybeTime, SessionState};
+use crate::index::entry::{MaybeTime, Rules, SessionState};
 use crate::index::shard::{IdMap, Shard, Slot, id_ix, shard_of};
 use crate::index::users::UserIndex;
 use crate::index::wheel::TimerHandle;
@@ -40,7 +40,7 @@ use crate::util::parallel::map_on_threads;
 /// The index under construction.
 pub(crate) struct Loader {
     mask: usize,
-    auth_ms: u64,
+    rules: Rules,
     now: Timestamp,
     pub(crate) shards: Box<[Padded<RwLock<Shard>>]>,
     pub(crate) ids: Box<[Padded<RwLock<IdMap>>]>,
@@ -90,10 +90,10 @@ pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
 }
 
 impl Loader {
-    pub(crate) fn new(shards: usize, now: Timestamp, auth_ms: u64) -> Loader {
+    pub(crate) fn new(shards: usize, now: Timestamp, rules: Rules) -> Loader {
         Loader {
             mask: shards - 1,
-            auth_ms,
+            rules,
             now,
             shards: (0..shards)
                 .map(|_| Padded(RwLock::new(Shard::new(now))))
@@ -205,7 +205,7 @@ impl Loader {
                             state.user = Some(id.clone());
                             ids.push(state.id);
                         }
-                        let deadline = state.deadline(self.auth_ms);
+                        let deadline = state.deadline(self.rules);
                         id_parts[self.id_ix(state.id)].push((state.id, key as u64));
                         // Two images at one place: only a damaged base could
                         // say so; the later one is kept.
@@ -275,7 +275,7 @@ impl Loader {
             u
         });
         state.user = user;
-        let deadline = state.deadline(self.auth_ms);
+        let deadline = state.deadline(self.rules);
         {
             self.shard(key).write().insert_live(key, state, deadline);
         }
@@ -302,9 +302,9 @@ impl Loader {
         let Some(key) = self.key_of(id) else { return };
         let mut shard = self.shard(key).write();
         let deadline = match shard.live_mut(key) {
-            Some(s) => {
-                f(s);
-                s.deadline(self.auth_ms)
+            Some(mut s) => {
+                f(&mut s);
+                s.deadline(self.rules)
             }
             None => return,
         };
@@ -432,7 +432,7 @@ impl Loader {
             }
             Change::Clear => {
                 for s in self.shards.iter() {
-                    *s.write() = Shard::new(self.now);
+                    s.write().clear(self.now);
                 }
                 for i in self.ids.iter() {
                     i.write().clear();
@@ -464,7 +464,7 @@ impl Loader {
                 let Some(key) = shard.hash_at(lo) else {
                     continue;
                 };
-                let Some(deadline) = shard.live(key).map(|s| s.deadline(self.auth_ms)) else {
+                let Some(deadline) = shard.live(key).map(|s| s.deadline(self.rules)) else {
                     continue;
                 };
                 if deadline > now {
@@ -588,7 +588,7 @@ mod tests {
             seed
         };
         for _round in 0..50 {
-            let loader = Loader::new(4, Timestamp(0), 0);
+            let loader = Loader::new(4, Timestamp(0), Rules::default());
             let mut reference = Recovered::default();
             let mut hashes: HashMap<u128, u128> = HashMap::new();
             for step in 0..300u64 {

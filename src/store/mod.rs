@@ -20,6 +20,7 @@
 // The operations, one family a file, each an `impl Store` (the public methods) and an
 // `impl Inner` (the engine's half); each opens with the trace of ARCHITECTURE.md it
 // follows.
+mod budget;
 mod compact;
 mod create;
 mod end;
@@ -50,8 +51,9 @@ use crate::backend::CompactionStats;
 use crate::backend::RecoveryReport;
 use crate::clock::{Timestamp, duration_ms};
 use crate::error::{Error, Result};
-use crate::index::entry::SessionState;
-use crate::index::shard::{IdMap, Shard, id_ix, shard_of};
+use crate::index::entry::{Rules, SessionState};
+use crate::index::shard::{IdMap, Shard, SlotRef, id_ix, shard_of};
+use crate::index::usage::Usage;
 use crate::index::users::UserIndex;
 use crate::journal::Journal;
 use crate::journal::commit;
@@ -63,6 +65,7 @@ use crate::model::token::{SessionId, Token};
 use crate::options::Durability;
 use crate::options::Options;
 use crate::store::background::{Background, spawn_on_request, spawn_periodic};
+use crate::store::budget::Admission;
 use crate::store::events::EventBus;
 use crate::store::load::Loader;
 use crate::util::entropy::Entropy;
@@ -110,7 +113,9 @@ impl Drop for Lifecycle {
 
 pub(crate) struct Inner {
     opts: Options,
-    auth_ms: u64,
+    rules: Rules,
+    /// The memory budget, if the options set one.
+    budget: Option<Admission>,
     touch_ms: u64,
     grace_ms: u64,
     mask: usize,
@@ -227,11 +232,7 @@ impl Store {
             fs::secure_store_dir(dir, is_store_file)?;
         }
         let lock = lock::lock(&*opts.fs, dir)?;
-        let loader = Loader::new(
-            opts.shards,
-            opts.clock.now(),
-            opts.auth_lifetime.map_or(0, duration_ms),
-        );
+        let loader = Loader::new(opts.shards, opts.clock.now(), Rules::of(&opts));
         let opened = open_backend(opts.backend, dir, &opts, &loader)?;
         let journal = if opts.deterministic {
             Writer::inline(opened.backend, opts.durability, lock)
@@ -253,11 +254,7 @@ impl Store {
         opts.fs
             .create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        let loader = Loader::new(
-            opts.shards,
-            opts.clock.now(),
-            opts.auth_lifetime.map_or(0, duration_ms),
-        );
+        let loader = Loader::new(opts.shards, opts.clock.now(), Rules::of(&opts));
         let (report, _) =
             crate::backend::log::recovery::recover_dir(&*opts.fs, dir, opts.salvage, &loader)?;
         let opts = opts.durability(Durability::Memory).reaper_interval(None);
@@ -295,8 +292,27 @@ impl Store {
                 },
             ),
         };
+        let budget = opts.budget.map(|limits| {
+            let usage = Arc::new(Usage::default());
+            for shard in shards.iter() {
+                shard.write().attach(Arc::clone(&usage));
+            }
+            Admission::new(limits, usage)
+        });
+        if let Some(b) = budget.as_ref().filter(|b| b.evicts()) {
+            let mut anonymous = Vec::new();
+            for shard in shards.iter() {
+                let shard = shard.read();
+                anonymous.extend(shard.iter().filter_map(|(_, slot)| match slot {
+                    SlotRef::Live(s) if s.user.is_none() => Some((s.id, s.last_seen().0)),
+                    _ => None,
+                }));
+            }
+            b.fill(anonymous);
+        }
         let inner = Arc::new(Inner {
-            auth_ms: opts.auth_lifetime.map_or(0, duration_ms),
+            rules: Rules::of(&opts),
+            budget,
             touch_ms: duration_ms(opts.touch_interval),
             grace_ms: duration_ms(opts.rotation_grace),
             mask: n - 1,
@@ -483,7 +499,7 @@ impl Inner {
 
     #[inline]
     fn is_live(&self, state: &SessionState) -> bool {
-        state.deadline(self.auth_ms) > self.now()
+        state.deadline(self.rules) > self.now()
     }
 
     #[inline]

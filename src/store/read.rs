@@ -18,27 +18,28 @@ use crate::model::token::{SessionId, Token};
 impl Store {
     /// The live session `token` addresses, or `None` if it is unknown, ended or past
     /// its deadline (whether or not the reaper has removed it yet). Counts as activity:
-    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`](crate::Options::touch_interval).
+    /// the idle deadline is re-armed, at most once per [`Options::touch_interval`](crate::Options::touch_interval)
+    /// — and always for a session on trial ([`Options::trial_lifetime`](crate::Options::trial_lifetime)),
+    /// which from then on lives its normal lifetime.
     pub fn get(&self, token: &Token) -> Option<Session> {
         let inner = &*self.inner;
         inner.read_live(token.hash().0, |s, now| {
-            if now
-                .0
-                .saturating_sub(s.last_seen.load(std::sync::atomic::Ordering::Relaxed))
-                >= inner.touch_ms
+            let seen = s.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+            if now.0.saturating_sub(seen) >= inner.touch_ms
+                || (inner.rules.trial_ms != 0 && s.on_trial())
             {
                 s.mark_seen(now);
                 // Best effort: the touch is coalesced by the log, never a failure of a read.
                 let _ = inner.journal.append(|| Change::Touch { id: s.id, at: now });
             }
-            s.snapshot(inner.auth_ms)
+            s.snapshot(inner.rules)
         })
     }
 
     /// Like [`Store::get`], but does not count as activity.
     pub fn peek(&self, token: &Token) -> Option<Session> {
         let inner = &*self.inner;
-        inner.read_live(token.hash().0, |s, _| s.snapshot(inner.auth_ms))
+        inner.read_live(token.hash().0, |s, _| s.snapshot(inner.rules))
     }
 
     /// The user bound to the session `token` addresses, if it is live and has one.
@@ -51,7 +52,7 @@ impl Store {
     /// Does not count as activity.
     pub fn get_by_id(&self, id: SessionId) -> Option<Session> {
         let inner = &*self.inner;
-        inner.read_by_id(id, |s| s.snapshot(inner.auth_ms))
+        inner.read_by_id(id, |s| s.snapshot(inner.rules))
     }
 }
 
@@ -67,7 +68,7 @@ impl Inner {
         let now = self.now();
         let id = match shard.get(hash) {
             Some(SlotRef::Live(s)) => {
-                if s.deadline(self.auth_ms) <= now {
+                if s.deadline(self.rules) <= now {
                     return None;
                 }
                 return Some(f(s, now));
@@ -80,7 +81,7 @@ impl Inner {
         let (shard, key) = self.lock_by_id(id, |l| l.read())?;
         let now = self.now();
         let s = shard.live(key)?;
-        if s.deadline(self.auth_ms) <= now {
+        if s.deadline(self.rules) <= now {
             return None;
         }
         Some(f(s, now))
@@ -139,7 +140,7 @@ impl Inner {
             let shard = held[position(shards, shard_of(lo, mask))].as_ref();
             match shard.and_then(|m| m.live_at(lo)) {
                 Some((key, s)) if s.id == id => {
-                    if s.deadline(self.auth_ms) > now {
+                    if s.deadline(self.rules) > now {
                         f(key, s);
                     }
                 }
@@ -157,6 +158,6 @@ impl Inner {
         let (shard, key) = self.lock_by_id(id, |l| l.read())?;
         let now = self.now();
         let s = shard.live(key)?;
-        (s.deadline(self.auth_ms) > now).then(|| f(s))
+        (s.deadline(self.rules) > now).then(|| f(s))
     }
 }

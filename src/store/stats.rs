@@ -5,6 +5,8 @@ use crate::backend::CompactionStats;
 use crate::backend::RecoveryReport;
 use crate::clock::Timestamp;
 use crate::journal::Journal;
+use crate::options::Budget;
+use std::sync::atomic::Ordering;
 
 impl Store {
     /// Counters describing the store.
@@ -21,6 +23,17 @@ impl Store {
             st.sessions += live;
             st.aliases += s.len() - live;
             st.timers += s.wheel.len();
+            st.resident_bytes += s.bytes();
+        }
+        if let Some(b) = &inner.budget {
+            // One atomic reading each, never past the budget: a sum over the shards,
+            // read one after another, could count a session created in one before
+            // another's eviction reached it.
+            st.sessions = b.usage.sessions() as usize;
+            st.resident_bytes = b.usage.bytes();
+            st.budget = Some(b.limits);
+            st.evictions = b.evicted.load(Ordering::Relaxed);
+            st.budget_refusals = b.refused.load(Ordering::Relaxed);
         }
         st.backend = inner.report.lock().backend;
         if let Journal::Disk(d) = &inner.journal {
@@ -51,6 +64,9 @@ impl Store {
 
     /// Number of sessions in the index (expired ones not yet reaped included).
     pub fn len(&self) -> usize {
+        if let Some(b) = &self.inner.budget {
+            return b.usage.sessions() as usize;
+        }
         self.inner
             .shards
             .iter()
@@ -69,7 +85,21 @@ impl Store {
 #[non_exhaustive]
 pub struct Stats {
     /// Sessions in the index (including expired ones the reaper has not reached).
+    /// With a budget, the count it is enforced against: never above its
+    /// `max_sessions`.
     pub sessions: usize,
+    /// The estimated resident bytes of those sessions: each one's fixed cost (its
+    /// state and its places in the maps and the wheel, calibrated against measured
+    /// resident memory) plus its data and label. Kept exactly as sessions come, go and
+    /// change, never by a scan.
+    pub resident_bytes: u64,
+    /// The budget the store enforces ([`crate::Options::budget`]), if any.
+    pub budget: Option<Budget>,
+    /// Anonymous sessions ended to make room under the budget
+    /// ([`crate::EndReason::Evicted`]) since the store opened.
+    pub evictions: u64,
+    /// Creates refused at the budget ([`crate::Error::Full`]) since the store opened.
+    pub budget_refusals: u64,
     /// Users with at least one session.
     pub users: usize,
     /// Old tokens still resolving after a rotation.

@@ -49,7 +49,7 @@ impl Store {
                 inner.enforce_limit(&mut guards, &user, Some(id), &mut events, &mut tickets)?;
             }
             let ticket = inner.with_live(hash, |shard, key, now| {
-                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
                 if s.id != id || s.user != current {
                     return Ok(Some(None));
                 }
@@ -64,7 +64,8 @@ impl Store {
                 s.authenticated = Some(now).into();
                 s.version = version;
                 s.mark_seen(now);
-                let deadline = s.deadline(inner.auth_ms);
+                let deadline = s.deadline(inner.rules);
+                drop(s);
                 shard.reschedule_if_earlier(key, deadline);
                 Ok(Some(Some(t)))
             })?;
@@ -147,7 +148,7 @@ impl Store {
             };
             let mut guards = inner.users.lock(&user, None);
             let ticket = inner.with_live(hash, |shard, key, _| {
-                let s = shard.live_mut(key).ok_or(Error::Ended)?;
+                let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
                 if s.id != id || s.user.as_ref() != Some(&user) {
                     return Ok(Some(None));
                 }
@@ -156,11 +157,15 @@ impl Store {
                 s.user = None;
                 s.authenticated = MaybeTime::NONE;
                 s.version = version;
-                Ok(Some(Some(t)))
+                Ok(Some(Some((t, s.last_seen().0))))
             })?;
-            let Some(ticket) = ticket else { continue };
+            let Some((ticket, seen)) = ticket else {
+                continue;
+            };
             guards.remove(&user, id);
             drop(guards);
+            // Anonymous again: the budget may evict it.
+            inner.queue_anonymous(id, seen);
             inner.wait(ticket)?;
             inner.emit_if(|| {
                 vec![Event::UserUnbound {
@@ -182,7 +187,7 @@ impl Store {
         UserId::check(user, &inner.opts.limits)?;
         let ids = inner.users.lock_str(user).sessions(user);
         let mut out: Vec<Session> = Vec::with_capacity(ids.len());
-        inner.read_batch(&ids, |s| out.push(s.snapshot(inner.auth_ms)));
+        inner.read_batch(&ids, |s| out.push(s.snapshot(inner.rules)));
         out.sort_by_key(|s| (s.created_at(), s.id()));
         Ok(out)
     }
@@ -217,7 +222,7 @@ impl Store {
         };
         drop(guards);
         let now = inner.now();
-        let live = |s: &SessionState| s.deadline(inner.auth_ms) > now;
+        let live = |s: &SessionState| s.deadline(inner.rules) > now;
         let count = removed.iter().filter(|(s, _)| live(s)).count();
         // Tickets are handed out in log order: the last one covers the rest.
         if let Some(last) = removed.iter().map(|&(_, t)| t).max() {

@@ -1,5 +1,5 @@
-//! `verify`: checks that the session shards, the id shards, the user index and the
-//! timing wheels agree. A disagreement is a bug in sessiondb (`Error::Inconsistent`).
+//! `verify`: checks that the session shards, the id shards, the user index, the
+//! timing wheels and the memory accounting agree. A disagreement is a bug in sessiondb (`Error::Inconsistent`).
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -7,6 +7,7 @@ use std::hash::BuildHasherDefault;
 use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::index::shard::{SlotRef, id_ix, shard_of};
+use crate::index::usage::cost;
 use crate::model::token::SessionId;
 use crate::util::hash::IdHasher;
 
@@ -31,7 +32,22 @@ impl Inner {
         let id_of = |id: SessionId| ids[id_ix(id, self.mask)].get(&id).copied();
         let mut owned = 0usize;
         let mut live_total = 0usize;
+        let mut bytes_total = 0u64;
         for (i, shard) in shards.iter().enumerate() {
+            let bytes: u64 = shard
+                .iter()
+                .filter_map(|(_, slot)| match slot {
+                    SlotRef::Live(s) => Some(cost(s)),
+                    SlotRef::Alias(_) => None,
+                })
+                .sum();
+            if bytes != shard.bytes() {
+                return bad(format!(
+                    "shard {i}: counts {} bytes for sessions costing {bytes}",
+                    shard.bytes()
+                ));
+            }
+            bytes_total += bytes;
             for key in shard.instances.keys() {
                 if shard.live(*key).is_none() {
                     return bad(format!(
@@ -61,7 +77,7 @@ impl Inner {
                         }
                         match shard.wheel.deadline(s.timer, key as u64) {
                             None => return bad(format!("session {} has no timer", s.id)),
-                            Some(t) if t > s.deadline(self.auth_ms).0 => {
+                            Some(t) if t > s.deadline(self.rules).0 => {
                                 return bad(format!("session {} timer fires late", s.id));
                             }
                             Some(_) => {}
@@ -78,6 +94,19 @@ impl Inner {
                     }
                 }
             }
+        }
+        // With a budget, the store-wide count agrees (no create is between its
+        // reservation and its insertion while every shard is locked — unless one is in
+        // flight: `verify` is for a quiet store).
+        if let Some(b) = &self.budget
+            && (b.usage.sessions(), b.usage.bytes()) != (live_total as u64, bytes_total)
+        {
+            return bad(format!(
+                "the budget counts {} sessions and {} bytes for {live_total} costing \
+                 {bytes_total}",
+                b.usage.sessions(),
+                b.usage.bytes()
+            ));
         }
         let id_total: usize = ids.iter().map(|m| m.len()).sum();
         if id_total != live_total {

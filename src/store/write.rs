@@ -13,7 +13,7 @@
 use super::{Attempt, Inner, Store};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::index::shard::{Shard, Slot, SlotRef};
+use crate::index::shard::{Shard, SlotRef};
 use crate::model::change::Change;
 use crate::model::data::SessionData;
 use crate::model::event::Event;
@@ -124,7 +124,7 @@ impl Store {
         }
         let label: Option<Arc<str>> = label.map(Arc::from);
         let ticket = inner.with_live(token.hash().0, |shard, key, _| {
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
             let id = s.id;
             let t = inner.journal.append(|| Change::Label {
                 id,
@@ -184,7 +184,7 @@ impl Store {
             let (mut a, mut b) = inner.lock_pair(i, j);
             let now = inner.now();
             let live = match a.get(old) {
-                Some(SlotRef::Live(s)) => s.deadline(inner.auth_ms) > now,
+                Some(SlotRef::Live(s)) => s.deadline(inner.rules) > now,
                 Some(SlotRef::Alias(al)) if al.until > now => {
                     drop(b);
                     drop(a);
@@ -234,7 +234,8 @@ impl Store {
                 grace_until,
                 at: now,
             })?;
-            let Some(Slot::Live(state)) = a.remove(old) else {
+            // Moved, not ended: its place in the budget stays taken throughout.
+            let Some(state) = a.remove_moving(old) else {
                 return Err(Error::Ended);
             };
             a.wheel.cancel(state.timer, old as u64);
@@ -243,12 +244,12 @@ impl Store {
                 a.insert_alias(old, id, grace_until);
             }
             state.mark_seen(now);
-            let deadline = state.deadline(inner.auth_ms);
+            let deadline = state.deadline(inner.rules);
             let target = match b.as_deref_mut() {
                 Some(other) => other,
                 None => &mut *a,
             };
-            target.insert_live(new, state, deadline);
+            target.insert_moved(new, state, deadline);
             if let Some(inst) = instances {
                 target.instances.insert(new, inst);
             }
@@ -278,7 +279,7 @@ impl Inner {
             let mut key = hash;
             match shard.get(hash) {
                 Some(SlotRef::Live(s)) => {
-                    if s.deadline(self.auth_ms) <= now {
+                    if s.deadline(self.rules) <= now {
                         return Err(Error::Ended);
                     }
                 }
@@ -291,7 +292,7 @@ impl Inner {
                     now = self.now();
                     if shard
                         .live(key)
-                        .is_none_or(|s| s.deadline(self.auth_ms) <= now)
+                        .is_none_or(|s| s.deadline(self.rules) <= now)
                     {
                         return Err(Error::Ended);
                     }
@@ -313,7 +314,7 @@ impl Inner {
         mut change: impl FnMut(&mut SessionData) -> Result<bool>,
     ) -> Result<u64> {
         let (version, ticket) = self.with_live(hash, |shard, key, now| {
-            let s = shard.live_mut(key).ok_or(Error::Ended)?;
+            let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
             if let Some(expected) = expected
                 && s.version != expected
             {

@@ -45,6 +45,9 @@ const IDLE_S: u64 = 600;
 const AUTH_S: u64 = 1_800;
 const TOUCH_S: u64 = 60;
 const GRACE_S: u64 = 5;
+/// Every anonymous session starts on trial: it ends this long after its creation
+/// unless it is used again first (`Options::trial_lifetime`).
+const TRIAL_S: u64 = 120;
 pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
 /// One operation of a test sequence.
@@ -102,8 +105,16 @@ struct MSession {
 }
 
 impl MSession {
+    /// The promotion rule: anonymous, never written, bound or seen since its creation.
+    fn on_trial(&self) -> bool {
+        self.user.is_none() && self.version == 0 && self.last_seen == self.created
+    }
+
     fn deadline(&self) -> u64 {
         let mut d = self.absolute;
+        if self.on_trial() {
+            d = d.min(self.created + TRIAL_S * 1000);
+        }
         if self.idle > 0 {
             d = d.min(self.last_seen + self.idle);
         }
@@ -213,6 +224,7 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
         .idle_timeout(Duration::from_secs(IDLE_S))
         .auth_lifetime(Some(Duration::from_secs(AUTH_S)))
         .touch_interval(Duration::from_secs(TOUCH_S))
+        .trial_lifetime(Some(Duration::from_secs(TRIAL_S)))
         .rotation_grace(Duration::from_secs(GRACE_S));
     let open = || match kind {
         Kind::Memory => Store::in_memory_with(opts.clone()).unwrap(),
@@ -306,7 +318,8 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                     Some(k) => {
                         let now = m.now;
                         let ms = m.sessions.get_mut(&k).unwrap();
-                        if touch && now - ms.last_seen >= TOUCH_S * 1000 {
+                        // A get always counts for a session on trial: it promotes it.
+                        if touch && (now - ms.last_seen >= TOUCH_S * 1000 || ms.on_trial()) {
                             ms.last_seen = now;
                         }
                         check_snapshot(ms, &got.expect("live in the model"))?;

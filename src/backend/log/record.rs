@@ -157,6 +157,7 @@ fn reason_byte(r: EndReason) -> u8 {
         EndReason::LimitExceeded => 3,
         EndReason::LastInstanceEnded => 4,
         EndReason::Cleared => 5,
+        EndReason::Evicted => 6,
     }
 }
 
@@ -168,6 +169,7 @@ fn reason_of(b: u8) -> Option<EndReason> {
         3 => EndReason::LimitExceeded,
         4 => EndReason::LastInstanceEnded,
         5 => EndReason::Cleared,
+        6 => EndReason::Evicted,
         _ => return None,
     })
 }

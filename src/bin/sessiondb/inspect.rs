@@ -30,6 +30,7 @@ pub fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
             "disk_bytes": st.disk_bytes,
             "estimated_live_bytes": st.estimated_live_bytes,
             "dead_ratio": st.dead_ratio,
+            "resident_bytes": st.resident_bytes,
             "recovery": {
                 "files": rep.files,
                 "records": rep.records,
@@ -54,6 +55,10 @@ pub fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
             ),
         ),
         ("users", HumanCount(st.users as u64).to_string()),
+        (
+            "in memory",
+            format!("≈ {} once opened", HumanBytes(st.resident_bytes)),
+        ),
         (
             "on disk",
             format!(
