@@ -135,10 +135,7 @@ impl Sessions {
         if config == "memory:" {
             return Ok(Sessions::embedded(Store::in_memory_with(opts)?));
         }
-        if ["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|scheme| config.starts_with(scheme))
-        {
+        if Sessions::names_redis(config) {
             #[cfg(feature = "redis")]
             return Ok(Sessions::redis(
                 crate::redis::RedisStore::connect(config, opts).await?,
@@ -162,6 +159,15 @@ impl Sessions {
             Err(_) => Store::open_with(dir, opts)?,
         };
         Ok(Sessions::embedded(store))
+    }
+
+    /// Whether [`Sessions::open`] reads `config` as a Redis or Valkey server (rather
+    /// than an embedded store): to choose options only one backend takes, such as
+    /// [`Options::budget`].
+    pub fn names_redis(config: &str) -> bool {
+        ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| config.starts_with(scheme))
     }
 
     /// The embedded `store`, behind the async API.

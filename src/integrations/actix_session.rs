@@ -253,12 +253,22 @@ impl actix_web::ResponseError for Error {
                 crate::error::Error::InvalidUserId { .. } | crate::error::Error::TooLarge { .. },
             ) => StatusCode::BAD_REQUEST,
             Error::NotLoggedIn => StatusCode::UNAUTHORIZED,
+            // At the memory budget with no anonymous session to make room: the server
+            // protects the sessions it has; the client may come back.
+            Error::Store(crate::error::Error::Full { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> actix_web::HttpResponse {
-        actix_web::HttpResponse::new(self.status_code())
+        let mut res = actix_web::HttpResponse::new(self.status_code());
+        if let Error::Store(crate::error::Error::Full { .. }) = self {
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(super::RETRY_AFTER_SECS),
+            );
+        }
+        res
     }
 }
 
@@ -776,6 +786,33 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_store_at_its_budget_answers_503_with_retry_after() {
+        use actix_web::ResponseError;
+        let full = Error::Store(crate::error::Error::Full {
+            sessions: 10,
+            max_sessions: Some(10),
+            bytes: 4000,
+            max_bytes: None,
+        });
+        let res = full.error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            res.headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap()),
+            Some(super::super::RETRY_AFTER_SECS)
+        );
+        let other = Error::Store(crate::error::Error::Ended).error_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            other
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 
     #[test]

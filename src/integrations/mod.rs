@@ -12,6 +12,12 @@ pub mod conformance;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 
+/// The `Retry-After` (seconds) a store answers with when it is at its memory budget
+/// ([`crate::Error::Full`]): long enough for the reaper and the trial lifetimes to free
+/// room, short enough that a real visitor tries again soon.
+#[cfg(feature = "actix-session")]
+pub(crate) const RETRY_AFTER_SECS: &str = "30";
+
 use crate::clock::Timestamp;
 use crate::model::session::{Session, UserId};
 use crate::model::token::SessionId;

@@ -294,7 +294,25 @@ fn preflight(name: &'static str, opts: &Options, ropts: &RedisOptions) -> Result
         });
     }
     ropts.check()?;
-    opts.validate()
+    opts.validate()?;
+    // Not silently ignored: an app that sets them expects them kept.
+    if opts.budget.is_some() {
+        return Err(Error::InvalidOption {
+            name: "budget",
+            reason: "the Redis backend does not enforce a memory budget yet; bound Redis \
+                     itself with maxmemory and the noeviction policy (docs/open-internet.md)"
+                .into(),
+        });
+    }
+    if opts.trial_lifetime.is_some() {
+        return Err(Error::InvalidOption {
+            name: "trial_lifetime",
+            reason: "the Redis backend does not keep trial lifetimes yet; give anonymous \
+                     sessions a short lifetime with NewSession::lifetime instead"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether every key `<prefix>:…` hashes to one Cluster slot: the prefix holds a

@@ -33,6 +33,12 @@ USAGE: sessiondb-axum-app [FLAGS]
                       HTTP on your own machine; without it, serve behind HTTPS
   --lifetime DUR      a signed-in session's longest life, from sign-in [default 30d]
   --idle DUR          end a session unused this long, 0 = never [default 24h]
+  --visitor-trial DUR a visitor's new session ends this soon unless the visitor comes
+                      back with its cookie (bots and crawlers never do); 0 = no trial
+                      [default 5m; embedded store only]
+  --max-sessions N    the most live sessions; past it the least recently seen
+                      visitors make room, and signed-in sessions are never ended;
+                      0 = no limit [default 1000000, about 540 MB; embedded only]
   -h, --help          this text
 
 DUR is a number with a unit: 90s, 15m, 12h, 30d.";
@@ -115,6 +121,17 @@ pub fn parse(
                 let v = value("--idle")?;
                 config.idle_timeout =
                     parse_duration(&v).map_err(|e| format!("--idle {v:?}: {e}"))?;
+            }
+            "--visitor-trial" => {
+                let v = value("--visitor-trial")?;
+                config.visitor_trial =
+                    parse_duration(&v).map_err(|e| format!("--visitor-trial {v:?}: {e}"))?;
+            }
+            "--max-sessions" => {
+                let v = value("--max-sessions")?;
+                config.max_sessions = v
+                    .parse()
+                    .map_err(|_| format!("--max-sessions {v:?}: not a whole number"))?;
             }
             other => return Err(format!("unknown flag {other:?} (see --help)")),
         }
@@ -229,10 +246,18 @@ mod tests {
                 "7d",
                 "--idle",
                 "30m",
+                "--visitor-trial",
+                "90s",
+                "--max-sessions",
+                "5000",
             ],
             Some("/tmp/x"),
         )
         .unwrap();
+        assert_eq!(a.config.visitor_trial, Duration::from_secs(90));
+        assert_eq!(a.config.max_sessions, 5000);
+        assert!(run(&["--max-sessions", "-1"], None).is_err());
+        assert!(run(&["--visitor-trial", "soon"], None).is_err());
         assert_eq!(a.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(a.addr, "0.0.0.0:8080".parse().unwrap());
         assert!(!a.config.secure_cookies);

@@ -59,6 +59,16 @@ pub struct Config {
     /// How long a visitor's session (before login: it holds the login form's CSRF
     /// token) lasts at most. Default 1 hour.
     pub visitor_lifetime: Duration,
+    /// On the embedded store, how long a visitor's new session lasts unless the
+    /// visitor comes back with its cookie (a crawler or a bot never does): the store's
+    /// trial lifetime ([`sessiondb::Options::trial_lifetime`]). Zero: none. Default
+    /// 5 minutes.
+    pub visitor_trial: Duration,
+    /// On the embedded store, the most live sessions: past it the least recently seen
+    /// visitors' sessions make room, and a signed-in session is never ended
+    /// ([`sessiondb::Options::budget`]). Zero: no limit. Default 1,000,000 (about
+    /// 540 MB).
+    pub max_sessions: u64,
 }
 
 impl Default for Config {
@@ -68,11 +78,24 @@ impl Default for Config {
             lifetime: Duration::from_secs(30 * 86_400),
             idle_timeout: Duration::from_secs(86_400),
             visitor_lifetime: Duration::from_secs(3_600),
+            visitor_trial: Duration::from_secs(300),
+            max_sessions: 1_000_000,
         }
     }
 }
 
 impl Config {
+    /// The store options for the sessions at `sessions` (a `Sessions::open`
+    /// configuration): on the embedded store, the visitors' trial and the budget.
+    pub fn store_options(&self, sessions: &str) -> sessiondb::Options {
+        let opts = sessiondb::Options::default();
+        if Sessions::names_redis(sessions) {
+            return opts;
+        }
+        opts.trial_lifetime((!self.visitor_trial.is_zero()).then_some(self.visitor_trial))
+            .budget((self.max_sessions > 0).then(|| sessiondb::Budget::sessions(self.max_sessions)))
+    }
+
     /// The session cookie's name: `__Host-sid` with secure cookies, `sid` without
     /// (browsers refuse `__Host-` cookies that are not `Secure`).
     pub fn cookie_name(&self) -> &'static str {
@@ -214,6 +237,19 @@ impl From<tokio::task::JoinError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        if let AppError::Store(sessiondb::Error::Full { .. }) = self {
+            // At the budget with only signed-in sessions left: protect them, and ask
+            // the visitor to come back.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "30")],
+                pages::message(
+                    "Busy",
+                    "The server has as many sessions as it can keep. Try again in a minute.",
+                ),
+            )
+                .into_response();
+        }
         eprintln!("sessiondb-axum-app: error: {self}");
         (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use sessiondb::{Options, Sessions};
+use sessiondb::Sessions;
 use sessiondb_axum_app::cli::{self, Command};
 use sessiondb_axum_app::{Users, app};
 
@@ -44,7 +44,7 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
             .to_string_lossy()
             .into_owned()
     });
-    let store = Sessions::open(&config, Options::default())
+    let store = Sessions::open(&config, args.config.store_options(&config))
         .await
         .map_err(|e| format!("cannot open the sessions at {}: {e}", cli::redact(&config)))?;
     let users = Users::open(args.data_dir.join("users.json"))?;

@@ -614,6 +614,65 @@ async fn accounts_and_signed_in_sessions_survive_a_restart(backend: Backend) {
     assert!(sessions.iter().any(|s| s.id() == id));
 }
 
+/// A crawler requesting `/` gets no session; a flood of cookieless visitors to the
+/// login page far past the budget evicts visitors only: every signed-in device stays
+/// signed in, and the store never holds more than the budget.
+#[tokio::test]
+async fn a_flood_of_cookieless_requests_leaves_the_signed_in_sessions_untouched() {
+    const BUDGET: u64 = 40;
+    let config = Config {
+        max_sessions: BUDGET,
+        ..test_config()
+    };
+    let (_dir, app) = start(&Backend::Embedded, config).await;
+    let mut signed_in = Vec::new();
+    for (i, ua) in [FIREFOX_LINUX, CHROME_ANDROID, FIREFOX_LINUX]
+        .iter()
+        .enumerate()
+    {
+        let d = Device::new(&app, ua);
+        d.sign_up(&format!("user{i}"), "correct horse battery")
+            .await;
+        signed_in.push(d);
+    }
+    let crawler = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let home = answer(crawler.get(app.url("/")).send().await.unwrap()).await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert!(
+        home.set_cookie().is_none(),
+        "a request for / made a session"
+    );
+    // 400 visitors that never send their cookie back, 8 at a time.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url) = (crawler.clone(), app.url("/login"));
+        set.spawn(async move {
+            for _ in 0..50 {
+                let a = answer(client.get(&url).send().await.unwrap()).await;
+                assert_eq!(a.status, StatusCode::OK);
+                assert!(a.set_cookie().is_some(), "a visitor session for the form");
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let embedded = app.store.as_embedded().unwrap();
+    let stats = embedded.stats();
+    assert!(stats.sessions as u64 <= BUDGET, "{stats:?}");
+    assert!(stats.evictions >= 400 - BUDGET, "{stats:?}");
+    for d in &signed_in {
+        d.devices().await;
+    }
+    // And a visitor who does come back with the form logs in.
+    let late = Device::new(&app, CHROME_ANDROID);
+    late.log_in("user1", "correct horse battery").await;
+    embedded.verify().unwrap();
+}
+
 /// Each scenario as two tests: `embedded::NAME` on the embedded durable store and
 /// `on_redis::NAME` on a redis-server started for it (stopped by pid at its end).
 macro_rules! on_both_backends {

@@ -66,8 +66,16 @@ impl Running {
     /// `dir` either way).
     pub async fn start_on(backend: &Backend, dir: &Path, config: Config) -> Running {
         let store = match backend {
+            // The options the app's main gives the store (its trial and budget), with
+            // the tests' rotation grace.
             Backend::Embedded => Sessions::embedded(
-                Store::open_with(dir.join("sessions"), test_options()).expect("open store"),
+                Store::open_with(
+                    dir.join("sessions"),
+                    config
+                        .store_options("sessions")
+                        .rotation_grace(Duration::ZERO),
+                )
+                .expect("open store"),
             ),
             Backend::Redis { url, prefix } => Sessions::redis(
                 RedisStore::connect_with(
