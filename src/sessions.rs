@@ -135,7 +135,10 @@ impl Sessions {
         if config == "memory:" {
             return Ok(Sessions::embedded(Store::in_memory_with(opts)?));
         }
-        if Sessions::names_redis(config) {
+        if ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| config.starts_with(scheme))
+        {
             #[cfg(feature = "redis")]
             return Ok(Sessions::redis(
                 crate::redis::RedisStore::connect(config, opts).await?,
@@ -159,15 +162,6 @@ impl Sessions {
             Err(_) => Store::open_with(dir, opts)?,
         };
         Ok(Sessions::embedded(store))
-    }
-
-    /// Whether [`Sessions::open`] reads `config` as a Redis or Valkey server (rather
-    /// than an embedded store): to choose options only one backend takes, such as
-    /// [`Options::budget`].
-    pub fn names_redis(config: &str) -> bool {
-        ["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|scheme| config.starts_with(scheme))
     }
 
     /// The embedded `store`, behind the async API.

@@ -200,6 +200,9 @@ on_every_backend! {
     auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
     reads_rearm_the_idle_deadline_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(1000));
     a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused with sessiondb::Options::default().rotation_grace(super::ms(0));
+    a_budget_evicts_the_least_recently_seen_anonymous_sessions_and_never_a_signed_in_one with super::no_reaper().touch_interval(super::ms(0)).budget(Some(sessiondb::Budget::sessions(5)));
+    a_budget_full_of_signed_in_sessions_refuses_creates_with_full with sessiondb::Options::default().budget(Some(sessiondb::Budget::sessions(2)));
+    a_trial_session_ends_at_its_trial_unless_a_later_request_uses_it with super::no_reaper().trial_lifetime(Some(super::ms(700)));
 }
 
 async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Sessions) {
@@ -1017,4 +1020,95 @@ async fn reads_rearm_the_idle_deadline_at_most_once_per_touch_interval(s: &Sessi
     s.touch(&token).await.unwrap();
     let touched = s.peek(&token).await.unwrap().unwrap();
     assert!(touched.last_seen() >= got.last_seen());
+}
+
+/// The ids of the next `n` `Ended { Evicted }` events, in order (other events
+/// skipped; each within 5 seconds).
+fn evictions_in(rx: &crossbeam_channel::Receiver<Event>, n: usize) -> Vec<sessiondb::SessionId> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Event::Ended {
+            session,
+            user,
+            reason: EndReason::Evicted,
+        } = next(rx)
+        {
+            assert!(user.is_none(), "a signed-in session was evicted");
+            out.push(session);
+        }
+    }
+    out
+}
+
+async fn a_budget_evicts_the_least_recently_seen_anonymous_sessions_and_never_a_signed_in_one(
+    s: &Sessions,
+) {
+    let rx = s.subscribe().await.unwrap();
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    let (alice, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(ms(5)).await;
+        let (t, c) = s.create(NewSession::anonymous()).await.unwrap();
+        tokens.push(t);
+        ids.push(c.id());
+    }
+    tokio::time::sleep(ms(5)).await;
+    assert!(s.get(&tokens[0]).await.unwrap().is_some()); // a0 seen again
+    // Full: each create ends the least recently seen anonymous session.
+    tokio::time::sleep(ms(5)).await;
+    s.create(NewSession::anonymous()).await.unwrap(); // a1 goes
+    tokio::time::sleep(ms(5)).await;
+    let bob = s.login(&tokens[2], "bob").await.unwrap(); // a2 signs in
+    tokio::time::sleep(ms(5)).await;
+    s.create(NewSession::anonymous()).await.unwrap(); // a3 goes
+    tokio::time::sleep(ms(5)).await;
+    s.create(NewSession::anonymous()).await.unwrap(); // a0 goes
+    let evicted = evictions_in(&rx, 3);
+    assert_eq!(evicted, vec![ids[1], ids[3], ids[0]]);
+    assert_eq!(s.len().await.unwrap(), 5);
+    assert!(s.get(&alice).await.unwrap().is_some());
+    assert!(s.get(&bob).await.unwrap().is_some());
+}
+
+async fn a_budget_full_of_signed_in_sessions_refuses_creates_with_full(s: &Sessions) {
+    s.create(NewSession::for_user("alice")).await.unwrap();
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    // A login needs no room.
+    let bob = s.login(&visitor, "bob").await.unwrap();
+    for new in [NewSession::anonymous(), NewSession::for_user("carol")] {
+        match s.create(new).await {
+            Err(Error::Full {
+                sessions: 2,
+                max_sessions: Some(2),
+                ..
+            }) => {}
+            other => panic!("expected Error::Full, got {other:?}"),
+        }
+    }
+    assert_eq!(s.len().await.unwrap(), 2);
+    s.end(&bob).await.unwrap();
+    s.create(NewSession::anonymous()).await.unwrap();
+}
+
+async fn a_trial_session_ends_at_its_trial_unless_a_later_request_uses_it(s: &Sessions) {
+    let (never, n) = s.create(NewSession::anonymous()).await.unwrap();
+    assert_eq!(
+        n.expires_at().as_millis(),
+        n.created_at().as_millis() + 700,
+        "on trial"
+    );
+    let (read, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let (written, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let (user, u) = s.create(NewSession::for_user("ada")).await.unwrap();
+    assert!(u.expires_at().as_millis() > u.created_at().as_millis() + 700);
+    tokio::time::sleep(ms(300)).await;
+    let promoted = s.get(&read).await.unwrap().expect("inside its trial");
+    assert!(promoted.expires_at().as_millis() > promoted.created_at().as_millis() + 700);
+    s.put(&written, "k", &1u32).await.unwrap();
+    tokio::time::sleep(ms(600)).await;
+    assert!(s.get(&never).await.unwrap().is_none(), "past its trial");
+    for t in [&read, &written, &user] {
+        assert!(s.get(t).await.unwrap().is_some());
+    }
 }

@@ -5,8 +5,9 @@
 //! side, so sessions are named by the order they were created in.
 //!
 //! Time is not driven here (Redis reads its own clock): sessions live an hour, and
-//! the per-user limit refuses rather than ends the oldest (which session is "oldest"
-//! can tie within a millisecond and is broken by the random id).
+//! the per-user limit and the budget of 8 sessions refuse rather than end the oldest
+//! (which session is "oldest" can tie within a millisecond and is broken by the random
+//! id).
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -224,6 +225,11 @@ impl Side {
 fn options() -> Options {
     Options::default()
         .max_sessions_per_user(Some(2), LimitPolicy::Refuse)
+        // A budget that refuses (which session eviction picks can tie within a
+        // millisecond, as the oldest can): both sides count the same live sessions.
+        .budget(Some(
+            sessiondb::Budget::sessions(8).policy(sessiondb::BudgetPolicy::Refuse),
+        ))
         .reaper_interval(None)
 }
 

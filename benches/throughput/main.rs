@@ -16,23 +16,28 @@
 //! installed). Also: the disk's raw fdatasync rate, group commit under `Sync` with 64
 //! writers against SQLite FULL and Redis `appendfsync always` with 50 clients, resident
 //! memory per 1,000,000 sessions (each engine measured in a child process of its own),
-//! and recovery / compaction of a sessiondb log of N sessions.
+//! recovery / compaction of a sessiondb log of N sessions, and the memory budget (a
+//! flood of anonymous creates with a budget and without, and what the budget costs).
 //!
 //! `cargo bench -p sessiondb-bench --bench throughput`. Environment:
 //! - `SESSIONDB_BENCH_SESSIONS`: sessions preloaded (default 1,000,000);
 //! - `SESSIONDB_BENCH_SECS`: seconds per measured run (default 2, fractions allowed);
 //! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`, `moka`,
-//!   `hashmap`, `sled`, `sqlite`, `redis`, `group`, `memory`, `recovery` (default: all);
+//!   `hashmap`, `sled`, `sqlite`, `redis`, `group`, `memory`, `recovery`, `budget`
+//!   (default: all);
+//! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's
+//!   flood (default 5,000,000 creates) and budget (default 1,000,000);
 //! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`machine::Spinners`]).
 //!
 //! Progress goes to stderr; the tables go to stdout at the end.
 //!
 //! The files: `harness` (the workload, the settings, the timed loop), `histogram` (the
 //! latency histogram it records into), `engines/` (one per engine, behind one
-//! interface), `sections` (what each `SESSIONDB_BENCH_ONLY` section runs), `memory` and
-//! `recovery` (the child-process sections), `machine` (the disk, the spinners, the
-//! timer), `report` (the tables).
+//! interface), `sections` (what each `SESSIONDB_BENCH_ONLY` section runs), `budget`,
+//! `memory` and `recovery` (the child-process sections), `machine` (the disk, the
+//! spinners, the timer), `report` (the tables).
 
+mod budget;
 mod engines;
 mod harness;
 mod histogram;
@@ -51,9 +56,12 @@ use report::{Report, fmt_count, print_report};
 fn main() {
     // A child process of this binary: one engine's memory, or one timed open.
     if let Ok(spec) = std::env::var(CHILD_ENV) {
-        match spec.strip_prefix("open:") {
-            Some(dir) => recovery::child_open(dir),
-            None => memory::child_main(&spec),
+        if let Some(dir) = spec.strip_prefix("open:") {
+            recovery::child_open(dir);
+        } else if let Some(budget) = spec.strip_prefix("flood:") {
+            budget::child_flood(budget);
+        } else {
+            memory::child_main(&spec);
         }
         return;
     }
@@ -106,6 +114,9 @@ fn main() {
     }
     if ctx.wants("recovery") {
         recovery::measure_recovery(&ctx, &mut report);
+    }
+    if ctx.wants("budget") {
+        budget::measure_budget(&ctx, &mut report);
     }
     ctx.progress(format_args!(
         "done in {:.0} s",

@@ -12,7 +12,7 @@ use crate::engines::sessiondb::{SDB_MEMORY, SdbEngine};
 use crate::harness::{CHILD_ENV, Ctx, SESSIONS_PER_USER, env_parse, payload};
 use crate::report::{MemRow, Report};
 
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

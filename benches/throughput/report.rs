@@ -58,6 +58,8 @@ pub struct Report {
     pub spinners: String,
     pub redis_memory: Vec<MemRow>,
     pub timer_ns: f64,
+    /// The memory budget section's lines (markdown).
+    pub budget: Vec<String>,
 }
 
 /// One engine's resident memory before and after its preload.
@@ -421,6 +423,13 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
                 per,
                 fmt_bytes((per * 1e6) as u64)
             );
+        }
+    }
+
+    if !report.budget.is_empty() {
+        let _ = writeln!(o, "\n## The memory budget\n");
+        for line in &report.budget {
+            let _ = writeln!(o, "{line}");
         }
     }
 

@@ -265,7 +265,9 @@ impl actix_web::ResponseError for Error {
         if let Error::Store(crate::error::Error::Full { .. }) = self {
             res.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static(super::RETRY_AFTER_SECS),
+                actix_web::http::header::HeaderValue::from_static(
+                    crate::integrations::RETRY_AFTER_SECS,
+                ),
             );
         }
         res
@@ -803,7 +805,7 @@ mod tests {
             res.headers()
                 .get(actix_web::http::header::RETRY_AFTER)
                 .map(|v| v.to_str().unwrap()),
-            Some(super::super::RETRY_AFTER_SECS)
+            Some(crate::integrations::RETRY_AFTER_SECS)
         );
         let other = Error::Store(crate::error::Error::Ended).error_response();
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -70,7 +70,7 @@ use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
 use crate::model::token::{self, SessionId, Token, TokenHash};
-use crate::options::{LimitPolicy, Options};
+use crate::options::{BudgetPolicy, LimitPolicy, Options};
 use crate::util::entropy::EntropyPool;
 use events::read_events;
 use reply::Reply;
@@ -295,20 +295,13 @@ fn preflight(name: &'static str, opts: &Options, ropts: &RedisOptions) -> Result
     }
     ropts.check()?;
     opts.validate()?;
-    // Not silently ignored: an app that sets them expects them kept.
-    if opts.budget.is_some() {
+    // Not silently ignored: an app that sets it expects it kept.
+    if opts.budget.is_some_and(|b| b.max_bytes.is_some()) {
         return Err(Error::InvalidOption {
-            name: "budget",
-            reason: "the Redis backend does not enforce a memory budget yet; bound Redis \
-                     itself with maxmemory and the noeviction policy (docs/open-internet.md)"
-                .into(),
-        });
-    }
-    if opts.trial_lifetime.is_some() {
-        return Err(Error::InvalidOption {
-            name: "trial_lifetime",
-            reason: "the Redis backend does not keep trial lifetimes yet; give anonymous \
-                     sessions a short lifetime with NewSession::lifetime instead"
+            name: "budget.max_bytes",
+            reason: "the Redis backend enforces a budget's max_sessions only (it cannot \
+                     see what Redis itself spends per session); bound Redis's memory with \
+                     maxmemory and the noeviction policy (docs/open-internet.md)"
                 .into(),
         });
     }
@@ -570,6 +563,7 @@ impl RedisStore {
                     .arg(a.version)
                     .arg(a.data.encoded_len());
                 self.limit_args(inv);
+                self.budget_args(inv);
                 for (k, v) in a.data.iter() {
                     inv.arg(k).arg(v);
                 }
@@ -1185,6 +1179,16 @@ impl RedisStore {
         self.inner.call(op, args).await
     }
 
+    /// The budget's count and policy, as `admit` takes them (0: no budget).
+    fn budget_args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        let b = self.inner.opts.budget;
+        inv.arg(b.and_then(|b| b.max_sessions).unwrap_or(0))
+            .arg(match b.map(|b| b.policy) {
+                Some(BudgetPolicy::EvictAnonymous) => "evict",
+                _ => "refuse",
+            });
+    }
+
     fn limit_args(&self, inv: &mut redis::ScriptInvocation<'_>) {
         let o = &self.inner.opts;
         inv.arg(o.max_sessions_per_user.unwrap_or(0))
@@ -1214,6 +1218,12 @@ impl RedisStore {
                 user: user.unwrap_or_default().to_owned(),
                 max: self.inner.opts.max_sessions_per_user.unwrap_or(0),
             },
+            "full" => Error::Full {
+                sessions: reply.u64(1).unwrap_or(0),
+                max_sessions: self.inner.opts.budget.and_then(|b| b.max_sessions),
+                bytes: 0,
+                max_bytes: None,
+            },
             other => protocol(op, other),
         }
     }
@@ -1236,6 +1246,14 @@ struct Admit {
 }
 
 impl Inner {
+    /// Whether a budget evicts anonymous sessions (the script then keeps their
+    /// last-seen order, `<prefix>:n`). Give every node the same budget.
+    fn evicts(&self) -> bool {
+        self.opts
+            .budget
+            .is_some_and(|b| b.max_sessions.is_some() && b.policy == BudgetPolicy::EvictAnonymous)
+    }
+
     async fn call(
         &self,
         op: &'static str,
@@ -1246,7 +1264,9 @@ impl Inner {
             .arg(op)
             .arg(self.opts.auth_lifetime.map_or(0, ms))
             .arg(ms(self.ropts.retention))
-            .arg(self.ropts.event_stream_len);
+            .arg(self.ropts.event_stream_len)
+            .arg(self.opts.trial_lifetime.map_or(0, ms))
+            .arg(if self.evicts() { "1" } else { "0" });
         args(&mut inv);
         let value = self
             .conn

@@ -8,8 +8,9 @@
 -- the call in a Redis Cluster (every key shares the prefix's hash tag, if it has one).
 -- ARGV[1] prefix, ARGV[2] operation, ARGV[3] authentication lifetime (ms, 0 = none),
 -- ARGV[4] retention (ms a session's keys outlive its deadline so the reaper can report
--- it), ARGV[5] approximate length cap of the event stream, ARGV[6..] the operation's
--- arguments.
+-- it), ARGV[5] approximate length cap of the event stream, ARGV[6] trial lifetime (ms,
+-- 0 = none), ARGV[7] '1' if a budget evicts anonymous sessions (keep <p>:n), ARGV[8..]
+-- the operation's arguments.
 --
 -- Keys (h = 32 hex digits of the token's hash, id = 32 hex digits of the public id):
 --   <p>:s:<h>   hash: id u(user) l(label) c(created) ls(last seen) a(authenticated)
@@ -19,6 +20,8 @@
 --   <p>:a:<h>   string: id, for a rotated-away token inside its grace period
 --   <p>:u:<user> sorted set: the user's session ids scored by deadline
 --   <p>:x       sorted set: every session id scored by deadline (len, reaper, clear)
+--   <p>:n       sorted set: anonymous session ids scored by last seen (the budget's
+--               eviction order; kept only when the budget evicts)
 --   <p>:e       stream: the events
 -- Times are Redis server milliseconds (TIME), so every node agrees on them.
 
@@ -31,14 +34,17 @@ local OP = ARGV[2]
 local AUTH = tonumber(ARGV[3])
 local KEEP = tonumber(ARGV[4])
 local EVMAX = ARGV[5]
+local TRIAL = tonumber(ARGV[6])
+local ANON = ARGV[7] == '1'
 local A = {}
-for i = 6, #ARGV do A[#A + 1] = ARGV[i] end
+for i = 8, #ARGV do A[#A + 1] = ARGV[i] end
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local KX = KEYS[1]
 local KE = P .. ':e'
+local KN = P .. ':n'
 local function kS(h) return P .. ':s:' .. h end
 local function kA(h) return P .. ':a:' .. h end
 local function kI(id) return P .. ':i:' .. id end
@@ -78,8 +84,14 @@ local function load(h, full)
            v = num(f.v), dsz = num(f.dsz), data = data }
 end
 
+-- On trial: anonymous, version 0, not seen since its creation (Options::trial_lifetime).
+local function on_trial(s)
+  return TRIAL > 0 and not s.u and s.v == 0 and s.ls == s.c
+end
+
 local function deadline(s)
   local d = s.abs
+  if on_trial(s) and s.c + TRIAL < d then d = s.c + TRIAL end
   if s.idle > 0 and s.ls + s.idle < d then d = s.ls + s.idle end
   if AUTH > 0 and s.a and s.a + AUTH < d then d = s.a + AUTH end
   return d
@@ -130,6 +142,9 @@ local function arm(s)
     redis.call('ZADD', kU(s.u), d, s.id)
     keep_until(kU(s.u), at)
   end
+  if ANON then
+    if s.u then redis.call('ZREM', KN, s.id) else redis.call('ZADD', KN, s.ls, s.id) end
+  end
   return d
 end
 
@@ -137,6 +152,7 @@ end
 local function drop(s, reason)
   redis.call('DEL', kS(s.h), kI(s.id))
   redis.call('ZREM', KX, s.id)
+  redis.call('ZREM', KN, s.id)
   if s.u then redis.call('ZREM', kU(s.u), s.id) end
   if reason then event('k', 'ended', 'id', s.id, 'u', s.u or '', 'r', reason) end
 end
@@ -203,8 +219,31 @@ end
 -- The operations: one block each, run only for the operation asked (a table of
 -- functions would create every closure on every call).
 
+-- Makes room for one more session under a budget of `max` live sessions (0: none):
+-- ends the least recently seen anonymous sessions under 'evict', or refuses. Returns
+-- nil, or the refusal.
+local function within_budget(max, policy)
+  if max <= 0 then return nil end
+  while true do
+    local live = redis.call('ZCOUNT', KX, '(' .. fmt(NOW), '+inf')
+    if live < max then return nil end
+    if policy ~= 'evict' then return { 'full', fmt(live) } end
+    local oldest = redis.call('ZRANGE', KN, 0, 0)
+    if #oldest == 0 then return { 'full', fmt(live) } end
+    local v = by_id(oldest[1])
+    if not v or v.u then
+      redis.call('ZREM', KN, oldest[1]) -- ended, or signed in
+    elseif deadline(v) <= NOW then
+      drop(v, 'expired')
+    else
+      drop(v, 'evicted')
+    end
+  end
+end
+
 -- create / import: h id user label created last_seen authenticated absolute idle
--- version dsz max policy [k v ...]. Times < 0 mean "now" (a create).
+-- version dsz max policy budget_max budget_policy [k v ...]. Times < 0 mean "now" (a
+-- create).
 if OP == 'admit' then
   local h, id, user, label = A[1], A[2], A[3], A[4]
   if redis.call('EXISTS', kS(h)) + redis.call('EXISTS', kA(h)) > 0 then return { 'exists', 'token' } end
@@ -213,18 +252,20 @@ if OP == 'admit' then
   local s = { h = h, id = id, u = (user ~= '' and user) or nil, l = (label ~= '' and label) or nil,
               c = at(A[5]), ls = at(A[6]), a = false, abs = tonumber(A[8]), idle = tonumber(A[9]),
               v = tonumber(A[10]), dsz = tonumber(A[11]), data = {} }
-  for i = 14, #A do s.data[#s.data + 1] = A[i] end
+  for i = 16, #A do s.data[#s.data + 1] = A[i] end
   if s.abs < 0 then s.abs = NOW - tonumber(A[8]) end -- a create passes -lifetime
   if s.u and A[7] ~= '' then s.a = at(A[7]) end
   if deadline(s) <= NOW then return { 'expired' } end
   if s.u and not make_room(s.u, tonumber(A[12]), A[13], nil) then return { 'limit' } end
+  local full = within_budget(tonumber(A[14]), A[15])
+  if full then return full end
   local k = kS(h)
   redis.call('HSET', k, 'id', id, 'c', fmt(s.c), 'ls', fmt(s.ls), 'abs', fmt(s.abs),
              'idle', fmt(s.idle), 'v', fmt(s.v), 'dsz', fmt(s.dsz))
   if s.u then redis.call('HSET', k, 'u', s.u) end
   if s.a then redis.call('HSET', k, 'a', fmt(s.a)) end
   if s.l then redis.call('HSET', k, 'l', s.l) end
-  for i = 14, #A - 1, 2 do redis.call('HSET', k, 'd:' .. A[i], A[i + 1]) end
+  for i = 16, #A - 1, 2 do redis.call('HSET', k, 'd:' .. A[i], A[i + 1]) end
   redis.call('SET', kI(id), h)
   arm(s)
   event('k', 'created', 'id', id, 'u', s.u or '')
@@ -236,7 +277,8 @@ if OP == 'get' then
   local s = resolve(A[1], true)
   if not s then return { 'ended' } end
   local touch = tonumber(A[2])
-  if touch >= 0 and NOW - s.ls >= touch then
+  -- A read by a later request always counts for a session on trial: it promotes it.
+  if touch >= 0 and (NOW - s.ls >= touch or (on_trial(s) and NOW > s.ls)) then
     s.ls = NOW
     redis.call('HSET', kS(s.h), 'ls', fmt(NOW))
     arm(s)
@@ -262,8 +304,10 @@ if OP == 'put' then
   local dsz = s.dsz - old + tonumber(A[4])
   if dsz > tonumber(A[5]) then return { 'too_large', fmt(dsz) } end
   if s.v >= MAXV then return exhausted(s) end
+  local trial = on_trial(s)
   s.v = s.v + 1
   redis.call('HSET', kS(s.h), f, A[3], 'dsz', fmt(dsz), 'v', fmt(s.v))
+  if trial then arm(s) end -- written: no longer on trial
   return ok(fmt(s.v))
 end
 
@@ -275,9 +319,11 @@ if OP == 'remove' then
   if redis.call('HEXISTS', kS(s.h), f) == 0 then return ok(fmt(s.v)) end
   local dsz = s.dsz - (6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f))
   if s.v >= MAXV then return exhausted(s) end
+  local trial = on_trial(s)
   s.v = s.v + 1
   redis.call('HDEL', kS(s.h), f)
   redis.call('HSET', kS(s.h), 'dsz', fmt(dsz), 'v', fmt(s.v))
+  if trial then arm(s) end
   return ok(fmt(s.v))
 end
 
@@ -287,9 +333,11 @@ if OP == 'save' then
   if not s then return { 'ended' } end
   if s.v ~= tonumber(A[2]) then return { 'conflict', fmt(s.v) } end
   if s.v >= MAXV then return exhausted(s) end
+  local trial = on_trial(s)
   set_data(s, 4, A[3])
   s.v = s.v + 1
   redis.call('HSET', kS(s.h), 'v', fmt(s.v))
+  if trial then arm(s) end
   return ok(fmt(s.v))
 end
 
@@ -505,6 +553,7 @@ if OP == 'clear' then
 end
 
 if OP == 'clear_done' then
+  redis.call('DEL', KN)
   event('k', 'cleared', 'n', A[1])
   return ok()
 end

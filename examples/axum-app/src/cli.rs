@@ -35,10 +35,10 @@ USAGE: sessiondb-axum-app [FLAGS]
   --idle DUR          end a session unused this long, 0 = never [default 24h]
   --visitor-trial DUR a visitor's new session ends this soon unless the visitor comes
                       back with its cookie (bots and crawlers never do); 0 = no trial
-                      [default 5m; embedded store only]
+                      [default 5m]
   --max-sessions N    the most live sessions; past it the least recently seen
                       visitors make room, and signed-in sessions are never ended;
-                      0 = no limit [default 1000000, about 540 MB; embedded only]
+                      0 = no limit [default 1000000: about 540 MB embedded]
   -h, --help          this text
 
 DUR is a number with a unit: 90s, 15m, 12h, 30d.";

@@ -59,12 +59,12 @@ pub struct Config {
     /// How long a visitor's session (before login: it holds the login form's CSRF
     /// token) lasts at most. Default 1 hour.
     pub visitor_lifetime: Duration,
-    /// On the embedded store, how long a visitor's new session lasts unless the
+    /// How long a visitor's new session lasts unless the
     /// visitor comes back with its cookie (a crawler or a bot never does): the store's
     /// trial lifetime ([`sessiondb::Options::trial_lifetime`]). Zero: none. Default
     /// 5 minutes.
     pub visitor_trial: Duration,
-    /// On the embedded store, the most live sessions: past it the least recently seen
+    /// The most live sessions: past it the least recently seen
     /// visitors' sessions make room, and a signed-in session is never ended
     /// ([`sessiondb::Options::budget`]). Zero: no limit. Default 1,000,000 (about
     /// 540 MB).
@@ -85,14 +85,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The store options for the sessions at `sessions` (a `Sessions::open`
-    /// configuration): on the embedded store, the visitors' trial and the budget.
-    pub fn store_options(&self, sessions: &str) -> sessiondb::Options {
-        let opts = sessiondb::Options::default();
-        if Sessions::names_redis(sessions) {
-            return opts;
-        }
-        opts.trial_lifetime((!self.visitor_trial.is_zero()).then_some(self.visitor_trial))
+    /// The store options: the visitors' trial and the budget (kept by the embedded
+    /// store and on Redis alike).
+    pub fn store_options(&self) -> sessiondb::Options {
+        sessiondb::Options::default()
+            .trial_lifetime((!self.visitor_trial.is_zero()).then_some(self.visitor_trial))
             .budget((self.max_sessions > 0).then(|| sessiondb::Budget::sessions(self.max_sessions)))
     }
 

@@ -44,7 +44,7 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
             .to_string_lossy()
             .into_owned()
     });
-    let store = Sessions::open(&config, args.config.store_options(&config))
+    let store = Sessions::open(&config, args.config.store_options())
         .await
         .map_err(|e| format!("cannot open the sessions at {}: {e}", cli::redact(&config)))?;
     let users = Users::open(args.data_dir.join("users.json"))?;

@@ -67,20 +67,18 @@ impl Running {
     pub async fn start_on(backend: &Backend, dir: &Path, config: Config) -> Running {
         let store = match backend {
             // The options the app's main gives the store (its trial and budget), with
-            // the tests' rotation grace.
+            // the tests' rotation grace; the same on Redis.
             Backend::Embedded => Sessions::embedded(
                 Store::open_with(
                     dir.join("sessions"),
-                    config
-                        .store_options("sessions")
-                        .rotation_grace(Duration::ZERO),
+                    config.store_options().rotation_grace(Duration::ZERO),
                 )
                 .expect("open store"),
             ),
             Backend::Redis { url, prefix } => Sessions::redis(
                 RedisStore::connect_with(
                     url,
-                    test_options(),
+                    config.store_options().rotation_grace(Duration::ZERO),
                     RedisOptions::default().prefix(prefix.clone()),
                 )
                 .await
