@@ -326,14 +326,13 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
-/// A path's directory and name.
-fn split(path: &Path) -> io::Result<(PathBuf, String)> {
+/// A path's directory and name, borrowed (most calls only look them up).
+fn split(path: &Path) -> io::Result<(&Path, &str)> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-    Ok((dir, name.to_owned()))
+    Ok((path.parent().unwrap_or(Path::new("")), name))
 }
 
 impl State {
@@ -402,8 +401,8 @@ impl State {
     fn lookup(&self, path: &Path) -> io::Result<u64> {
         let (dir, name) = split(path)?;
         self.dirs
-            .get(&dir)
-            .and_then(|d| d.live.get(&name))
+            .get(dir)
+            .and_then(|d| d.live.get(name))
             .copied()
             .ok_or_else(|| not_found(path))
     }
@@ -542,7 +541,7 @@ impl SimFs {
     pub fn put_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let (dir, name) = split(path)?;
         let mut s = self.state.lock();
-        s.dirs.entry(dir.clone()).or_default();
+        s.dirs.entry(dir.to_path_buf()).or_default();
         let ino = s.next_ino;
         s.next_ino += 1;
         s.inodes.insert(
@@ -553,9 +552,9 @@ impl SimFs {
                 ..Inode::default()
             },
         );
-        let d = s.dirs.get_mut(&dir).expect("just made");
-        d.live.insert(name.clone(), ino);
-        d.durable.insert(name, ino);
+        let d = s.dirs.get_mut(dir).expect("just made");
+        d.live.insert(name.to_owned(), ino);
+        d.durable.insert(name.to_owned(), ino);
         s.collect();
         Ok(())
     }
@@ -594,10 +593,10 @@ impl FileSystem for SimFs {
         let (dir, name) = split(path)?;
         let existing = s
             .dirs
-            .get(&dir)
-            .ok_or_else(|| not_found(&dir))?
+            .get(dir)
+            .ok_or_else(|| not_found(dir))?
             .live
-            .get(&name)
+            .get(name)
             .copied();
         let ino = match (existing, mode) {
             (Some(_), OpenMode::CreateNew) => {
@@ -618,9 +617,9 @@ impl FileSystem for SimFs {
                 let ino = s.next_ino;
                 s.next_ino += 1;
                 s.inodes.insert(ino, Inode::default());
-                let d = s.dir_mut(&dir)?;
-                d.live.insert(name.clone(), ino);
-                d.pending.push(DirOp::Link(name, ino));
+                let d = s.dir_mut(dir)?;
+                d.live.insert(name.to_owned(), ino);
+                d.pending.push(DirOp::Link(name.to_owned(), ino));
                 ino
             }
         };
@@ -648,10 +647,11 @@ impl FileSystem for SimFs {
                 "the simulated file system renames within one directory only",
             ));
         }
-        let d = s.dir_mut(&dir)?;
-        let ino = d.live.remove(&from_name).ok_or_else(|| not_found(from))?;
-        d.live.insert(to_name.clone(), ino);
-        d.pending.push(DirOp::Rename(from_name, to_name));
+        let d = s.dir_mut(dir)?;
+        let ino = d.live.remove(from_name).ok_or_else(|| not_found(from))?;
+        d.live.insert(to_name.to_owned(), ino);
+        d.pending
+            .push(DirOp::Rename(from_name.to_owned(), to_name.to_owned()));
         Ok(())
     }
 
@@ -661,9 +661,9 @@ impl FileSystem for SimFs {
             return Err(k.error());
         }
         let (dir, name) = split(path)?;
-        let d = s.dir_mut(&dir)?;
-        d.live.remove(&name).ok_or_else(|| not_found(path))?;
-        d.pending.push(DirOp::Unlink(name));
+        let d = s.dir_mut(dir)?;
+        d.live.remove(name).ok_or_else(|| not_found(path))?;
+        d.pending.push(DirOp::Unlink(name.to_owned()));
         Ok(())
     }
 
