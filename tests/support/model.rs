@@ -295,7 +295,7 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 }
                 if let Some(v) = with {
                     let mut d = sessiondb::SessionData::new();
-                    d.insert(&key(0), &v).unwrap();
+                    d.insert(key(0), &v).unwrap();
                     new = new.data(d);
                 }
                 let (token, snap) = store.create(new).unwrap();
@@ -341,7 +341,7 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 let Some((i, t)) = tok_of(&m, i) else {
                     continue;
                 };
-                let got = store.put(&t, &key(k), &v);
+                let got = store.put(&t, key(k), &v);
                 match m.resolve(i) {
                     None => check!(matches!(got, Err(Error::Ended))),
                     Some(sk) => {
@@ -358,7 +358,7 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 let Some((i, t)) = tok_of(&m, i) else {
                     continue;
                 };
-                let got = store.remove(&t, &key(k));
+                let got = store.remove(&t, key(k));
                 match m.resolve(i) {
                     None => check!(matches!(got, Err(Error::Ended))),
                     Some(sk) => {
@@ -377,8 +377,8 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                     continue;
                 };
                 let got = store.update(&t, |d| {
-                    let n: u32 = d.get(&key(0))?.unwrap_or(0);
-                    d.insert(&key(0), &n.wrapping_add(1))
+                    let n: u32 = d.get(key(0))?.unwrap_or(0);
+                    d.insert(key(0), &n.wrapping_add(1))
                 });
                 match m.resolve(i) {
                     None => check!(matches!(got, Err(Error::Ended))),
@@ -399,13 +399,13 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                 };
                 let Some(sk) = m.resolve(i) else {
                     let mut d = sessiondb::SessionData::new();
-                    d.insert(&key(1), &7u32).unwrap();
+                    d.insert(key(1), &7u32).unwrap();
                     check!(matches!(store.save(&t, 0, &d), Err(Error::Ended)));
                     continue;
                 };
                 let snap = store.peek(&t).unwrap();
                 let mut d = snap.data().clone();
-                d.insert(&key(1), &7u32).unwrap();
+                d.insert(key(1), &7u32).unwrap();
                 let expected = if stale {
                     snap.version() + 1
                 } else {
