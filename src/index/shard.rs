@@ -411,7 +411,8 @@ impl Shard {
         let current = self.wheel.deadline(timer, hash as u64);
         if current.is_none_or(|c| deadline.0 < c) {
             let timer = self.wheel.reschedule(timer, hash as u64, deadline.0);
-            if let Some(mut s) = self.live_mut(hash) {
+            // A timer is not part of a session's cost: no `live_mut` guard needed.
+            if let Some(SlotMut::Live(s)) = self.get_mut(hash) {
                 s.timer = timer;
             }
         }

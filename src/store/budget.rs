@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::index::usage::{Reservation, Usage};
-use crate::model::change::{Change, Ticket};
+use crate::model::change::Ticket;
 use crate::model::event::{EndReason, Event};
 use crate::model::token::SessionId;
 use crate::options::{Budget, BudgetPolicy};
@@ -152,33 +152,30 @@ impl Inner {
             let Some((id, stamp)) = q.lock().pop_front() else {
                 return Ok(false);
             };
-            let Some((mut shard, key)) = self.lock_by_id(id, |l| l.write()) else {
-                continue; // ended meanwhile
-            };
-            let Some(s) = shard.live(key) else {
+            let mut seen_since = None;
+            let removed = self.remove_by_id_if(id, |s| {
+                if s.user.is_some() {
+                    return None; // logged in: queued again if it logs out
+                }
+                let seen = s.last_seen().0;
+                if seen > stamp {
+                    seen_since = Some(seen);
+                    return None;
+                }
+                Some(if s.deadline(self.rules) <= self.now() {
+                    EndReason::Expired
+                } else {
+                    EndReason::Evicted
+                })
+            })?;
+            let Some((_, ticket, reason)) = removed else {
+                // Seen since it was queued: a second chance, behind the others. (Ended
+                // or logged in: its entry is dropped.)
+                if let Some(seen) = seen_since {
+                    q.lock().push_back((id, seen));
+                }
                 continue;
             };
-            if s.user.is_some() {
-                continue; // logged in: queued again if it logs out
-            }
-            let seen = s.last_seen().0;
-            if seen > stamp {
-                // Seen since it was queued: a second chance, behind the others.
-                drop(shard);
-                q.lock().push_back((id, seen));
-                continue;
-            }
-            let reason = if s.deadline(self.rules) <= self.now() {
-                EndReason::Expired
-            } else {
-                EndReason::Evicted
-            };
-            let ticket = self.journal.append(|| Change::End { id, reason })?;
-            let Some(state) = shard.remove_live(key, id) else {
-                continue;
-            };
-            self.ids_remove(id);
-            drop(shard);
             tickets.push(ticket);
             if reason == EndReason::Evicted {
                 b.evicted.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +187,6 @@ impl Inner {
                     reason,
                 });
             }
-            drop(state);
             return Ok(true);
         }
     }

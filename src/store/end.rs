@@ -108,9 +108,24 @@ impl Inner {
         id: SessionId,
         reason: EndReason,
     ) -> Result<Option<(Box<SessionState>, Ticket)>> {
+        let removed = self.remove_by_id_if(id, |_| Some(reason))?;
+        Ok(removed.map(|(state, t, _)| (state, t)))
+    }
+
+    /// As [`Inner::remove_by_id`], if `decide`, looking at the session under its
+    /// shard's lock, gives a reason to end it (`None`: it stays, and so does `Ok(None)`).
+    pub(super) fn remove_by_id_if(
+        &self,
+        id: SessionId,
+        decide: impl FnOnce(&SessionState) -> Option<EndReason>,
+    ) -> Result<Option<(Box<SessionState>, Ticket, EndReason)>> {
         // Found however often a client rotates it meanwhile (see `lock_by_id`): a
         // revoke must not leave a session behind.
         let Some((mut shard, key)) = self.lock_by_id(id, |l| l.write()) else {
+            return Ok(None);
+        };
+        // `lock_by_id` found it live at `key`.
+        let Some(reason) = shard.live(key).and_then(decide) else {
             return Ok(None);
         };
         let t = self.journal.append(|| Change::End { id, reason })?;
@@ -118,7 +133,7 @@ impl Inner {
             return Err(Error::Ended);
         };
         self.ids_remove(id);
-        Ok(Some((state, t)))
+        Ok(Some((state, t, reason)))
     }
 
     /// Removes the sessions `ids` and logs their ends, as [`Inner::remove_by_id`] does
