@@ -140,7 +140,7 @@ pub(crate) fn decode_header(bytes: &[u8], kind: FileKind) -> Result<Header, Head
 /// Appends one frame to `out`.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("record payloads are bounded by limits");
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = frame_hasher();
     hasher.update(&len.to_le_bytes());
     hasher.update(&[kind]);
     hasher.update(payload);
@@ -165,6 +165,14 @@ pub(crate) enum Frame<'a> {
     BadChecksum,
 }
 
+/// A fresh checksum state for a frame. `Hasher::new` looks up the CPU's features on
+/// every call; a frame is checksummed per record on recovery and per candidate offset
+/// when salvage searches damage, so the looked-up state is made once and copied.
+fn frame_hasher() -> crc32fast::Hasher {
+    static FRESH: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    FRESH.get_or_init(crc32fast::Hasher::new).clone()
+}
+
 /// Reads the frame at `pos` of `buf` (never allocates, never reads past `buf`).
 pub(crate) fn read_frame(buf: &[u8], pos: usize) -> Frame<'_> {
     let Some(head) = buf.get(pos..pos.saturating_add(FRAME_HEADER_LEN)) else {
@@ -177,7 +185,7 @@ pub(crate) fn read_frame(buf: &[u8], pos: usize) -> Frame<'_> {
     let Some(payload) = start.checked_add(len).and_then(|end| buf.get(start..end)) else {
         return Frame::Truncated;
     };
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = frame_hasher();
     hasher.update(&head[..4]);
     hasher.update(&[kind]);
     hasher.update(payload);

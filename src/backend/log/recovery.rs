@@ -1025,14 +1025,34 @@ fn find_byte(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
     buf.get(i..)?.iter().position(|&b| b == byte).map(|p| i + p)
 }
 
+/// Which type bytes a frame of a known type has, as a table: the salvage search looks
+/// at every byte of damage, and a lookup there costs less than a range test (in a
+/// fuzzing build, where every comparison is traced, several times less).
+const KNOWN_KIND: [bool; 256] = {
+    let mut known = [false; 256];
+    let mut k = kind::CREATE;
+    while k <= kind::BATCH {
+        known[k as usize] = true;
+        k += 1;
+    }
+    known
+};
+
 /// The offset of the next checksummed frame of a known type at or after `from`.
 fn find_next_frame(buf: &[u8], from: usize) -> Option<usize> {
-    let known = |k: u8| (kind::CREATE..=kind::BATCH).contains(&k);
-    (from..buf.len()).find(|&p| {
+    let type_at = FRAME_HEADER_LEN - 1;
+    let mut p = from;
+    loop {
         // The type byte first: a checksum only where a frame of a known type could be.
-        buf.get(p + FRAME_HEADER_LEN - 1).is_some_and(|&k| known(k))
-            && matches!(read_frame(buf, p), Frame::Ok { kind, .. } if known(kind))
-    })
+        let candidates = buf.get(p.checked_add(type_at)?..)?;
+        p += candidates
+            .iter()
+            .position(|&k| KNOWN_KIND[usize::from(k)])?;
+        if matches!(read_frame(buf, p), Frame::Ok { .. }) {
+            return Some(p);
+        }
+        p += 1;
+    }
 }
 
 fn truncate(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
@@ -1082,6 +1102,49 @@ mod tests {
 
     use super::*;
     use crate::backend::log::format::encode_frame;
+
+    #[test]
+    fn find_next_frame_finds_what_a_check_at_every_offset_finds() {
+        let frame = |kind: u8, payload: &[u8]| {
+            let mut out = Vec::new();
+            encode_frame(&mut out, kind, payload);
+            out
+        };
+        let mut state = 5u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    // Mostly bytes that look like a type, so candidates are common.
+                    [0u8, 1, 9, 13, 14, 0xff][(state >> 60) as usize % 6]
+                })
+                .collect()
+        };
+        for round in 0..200 {
+            let mut buf = noise(round % 23);
+            buf.extend(frame(kind::TOUCH, &noise(round % 7)));
+            buf.extend(noise(round % 5));
+            buf.extend(frame(0x42, b"unknown kind"));
+            buf.extend(frame(kind::BATCH, &noise(8)));
+            buf.extend(noise(round % 11));
+            let naive = |from: usize| {
+                (from..buf.len()).find(|&p| {
+                    matches!(read_frame(&buf, p), Frame::Ok { kind, .. }
+                        if (kind::CREATE..=kind::BATCH).contains(&kind))
+                })
+            };
+            for from in 0..=buf.len() + 2 {
+                assert_eq!(
+                    find_next_frame(&buf, from),
+                    naive(from),
+                    "{buf:?} from {from}"
+                );
+            }
+        }
+        assert_eq!(find_next_frame(&[], usize::MAX), None);
+    }
 
     /// A file of a header's worth of bytes and then frames of the given payload sizes
     /// (payload bytes vary so every frame's checksum differs); returns it with the

@@ -553,9 +553,12 @@ impl SimFs {
             },
         );
         let d = s.dirs.get_mut(dir).expect("just made");
-        d.live.insert(name.to_owned(), ino);
-        d.durable.insert(name.to_owned(), ino);
-        s.collect();
+        let replaced = d.live.insert(name.to_owned(), ino).is_some();
+        let replaced = d.durable.insert(name.to_owned(), ino).is_some() || replaced;
+        // Only a file put in place of another can leave an inode nothing refers to.
+        if replaced {
+            s.collect();
+        }
         Ok(())
     }
 
