@@ -13,7 +13,8 @@ use sessiondb::Token;
 
 use crate::engines::{Engine, Entry, Worker};
 use crate::histogram::Hist;
-use crate::report::{fmt_count, fmt_ns};
+use crate::machine::cpu_seconds;
+use crate::report::{fmt_count, fmt_cpu, fmt_ns};
 
 /// Idle timeout every engine is given (sessiondb's default).
 pub const IDLE: Duration = Duration::from_secs(86_400);
@@ -455,6 +456,10 @@ pub struct RunResult {
     pub capped: bool,
     /// fsyncs per second and records per fsync, for engines that count them.
     pub sync: Option<(f64, f64)>,
+    /// Process CPU time (user + system, every thread but the spinners) per op, in µs:
+    /// what an op costs whatever the number of cores (for an out-of-process peer, the
+    /// client's share only).
+    pub cpu_us: Option<f64>,
 }
 
 impl RunResult {
@@ -465,6 +470,12 @@ impl RunResult {
             0.0
         }
     }
+}
+
+/// CPU µs per op between two [`cpu_seconds`] readings.
+pub fn cpu_per_op(cpu: Option<(f64, f64)>, ops: u64) -> Option<f64> {
+    cpu.filter(|_| ops > 0)
+        .map(|(before, after)| (after - before).max(0.0) * 1e6 / ops as f64)
 }
 
 /// (fsyncs per second, records per fsync) between two `(fsyncs, records)` readings
@@ -495,7 +506,7 @@ pub fn run_op(
     let start_line = Barrier::new(threads + 1);
     let finish_line = Barrier::new(threads + 1);
     let seed = now_ms() ^ ((op as u64) << 32);
-    let (outs, sync) = std::thread::scope(|s| {
+    let (outs, sync, cpu) = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
             .enumerate()
@@ -540,13 +551,15 @@ pub fn run_op(
             .collect();
         let before = engine.sync_stats();
         start_line.wait();
+        let cpu_before = cpu_seconds();
         finish_line.wait();
+        let cpu_after = cpu_seconds();
         let after = engine.sync_stats();
         let outs: Vec<ThreadOut> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread"))
             .collect();
-        (outs, before.zip(after))
+        (outs, before.zip(after), cpu_before.zip(cpu_after))
     });
 
     let mut hist = Hist::new();
@@ -596,13 +609,15 @@ pub fn run_op(
         hist,
         capped,
         sync,
+        cpu_us: cpu_per_op(cpu, ops),
     };
     ctx.progress(format_args!(
-        "{name:<22} {:<16} ×{threads:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8}{}{}",
+        "{name:<22} {:<16} ×{threads:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8}  cpu {}{}{}",
         op.name(),
         fmt_count(r.ops_per_sec()),
         fmt_ns(r.hist.percentile(0.50)),
         fmt_ns(r.hist.percentile(0.99)),
+        fmt_cpu(r.cpu_us),
         if capped { "  (pool cap)" } else { "" },
         if failed > 0 {
             format!("  ({failed} failed)")

@@ -96,6 +96,16 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// CPU µs per op, to three significant figures; "—" unmeasured.
+pub fn fmt_cpu(us: Option<f64>) -> String {
+    match us {
+        None => "—".to_owned(),
+        Some(x) if x < 10.0 => format!("{x:.2} µs"),
+        Some(x) if x < 100.0 => format!("{x:.1} µs"),
+        Some(x) => format!("{x:.0} µs"),
+    }
+}
+
 pub fn fmt_bytes(b: u64) -> String {
     let x = b as f64;
     if x < 1e6 {
@@ -183,8 +193,11 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
     let mut head = "| op | engine |".to_owned();
     let mut rule = "|---|---|".to_owned();
     for t in &ctx.threads {
-        let _ = write!(head, " ops/s ×{t} | p50 / p99 ×{t} | sdb/peer ×{t} |");
-        rule.push_str("---:|---:|---:|");
+        let _ = write!(
+            head,
+            " ops/s ×{t} | p50 / p99 ×{t} | CPU/op ×{t} | sdb/peer ×{t} |"
+        );
+        rule.push_str("---:|---:|---:|---:|");
     }
     let _ = writeln!(o, "{head}\n{rule}");
     let find = |engine: &str, op: Op, t: usize| {
@@ -215,16 +228,17 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
                         };
                         let _ = write!(
                             row,
-                            " {}{}{} | {} / {} | {} |",
+                            " {}{}{} | {} / {} | {} | {} |",
                             fmt_count(r.ops_per_sec()),
                             if r.capped { " †" } else { "" },
                             failed,
                             fmt_ns(r.hist.percentile(0.50)),
                             fmt_ns(r.hist.percentile(0.99)),
+                            fmt_cpu(r.cpu_us),
                             ratio
                         );
                     }
-                    None => row.push_str(" — | — | — |"),
+                    None => row.push_str(" — | — | — | — |"),
                 }
             }
             let _ = writeln!(o, "{row}");

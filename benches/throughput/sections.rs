@@ -22,10 +22,10 @@ use crate::engines::sled::SledEngine;
 use crate::engines::sqlite::SqliteEngine;
 use crate::engines::{Engine, Entry};
 use crate::harness::{
-    Ctx, OPS, Op, Rng, RunResult, env_parse, note_err, payload, run_op, sync_rates,
+    Ctx, OPS, Op, Rng, RunResult, cpu_per_op, env_parse, note_err, payload, run_op, sync_rates,
 };
 use crate::histogram::Hist;
-use crate::machine::{PROBE_BYTES, raw_fdatasync_rate};
+use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
 use crate::report::{GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
@@ -314,6 +314,7 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
     // Shared, not copied per task: the timed window starts before the tasks do.
     let users: Arc<[String]> = ctx.users.clone().into();
     let before = engine.sync_stats();
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let deadline = start + ctx.run;
     let outs: Vec<(Hist, u64, u64, Vec<Entry>, Instant)> = rt.block_on(async {
@@ -365,6 +366,7 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
         outs
     });
     let after = engine.sync_stats();
+    let cpu = cpu_before.zip(cpu_seconds());
     let end = outs.iter().map(|o| o.4).max().unwrap_or(start);
     let secs = end.saturating_duration_since(start).as_secs_f64();
     let mut hist = Hist::new();
@@ -395,6 +397,7 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
         hist,
         capped: false,
         sync,
+        cpu_us: cpu_per_op(cpu, ops),
     };
     ctx.progress(format_args!(
         "{SDB_SYNC_ASYNC:<22} {:<16} ×{tasks:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8} ({GROUP_ASYNC_WORKERS} runtime threads)",
