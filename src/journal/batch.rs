@@ -114,6 +114,7 @@ impl Batcher {
             return Err(self.stop_poisoned(shared));
         }
         if ticked || !self.controls.is_empty() || !open {
+            shared.touches.drain_into(&mut self.touches);
             self.changes.extend(
                 self.touches
                     .drain()

@@ -8,6 +8,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod commit;
+pub(crate) mod touches;
 pub(crate) mod writer;
 
 use std::task::{Context, Poll, Waker};

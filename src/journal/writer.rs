@@ -13,10 +13,11 @@
 //! acknowledged once queued; a busy writer (its last batch went out within [`BUSY`])
 //! first sleeps [`LINGER`] so the next batch gathers, instead of one `write` per change.
 //!
-//! Touches are not written one per request: the writer keeps the latest touch per
-//! session and writes them once per tick (the flush interval, or a second under
-//! `Sync`), so a crash can lose at most a tick's worth of touches — which can only
-//! make an idle deadline fire early, by at most the touch interval plus a tick.
+//! Touches are not written one per request: the latest touch per session waits in
+//! [`TouchBuffers`] (not the channel), and the writer writes them once per tick (the
+//! flush interval, or a second under `Sync`), so a crash can lose at most a tick's
+//! worth of touches — which can only make an idle deadline fire early, by at most the
+//! touch interval plus a tick.
 //!
 //! A write the disk has no room for ([`Error::DiskFull`]) is not a failure of the
 //! journal: the writer keeps the batch, answers its waiters and every new append with
@@ -36,13 +37,14 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, Compaction, SyncHandle, Synced};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::journal::batch::{Batcher, Offload, reply_failed};
+use crate::journal::touches::TouchBuffers;
 use crate::model::change::{Change, Ticket};
 use crate::model::token::SessionId;
 use crate::options::Durability;
@@ -211,6 +213,8 @@ pub(crate) struct Shared {
     waiting: AtomicUsize,
     /// What the sync thread made durable last, for the writer to tell the backend.
     pub(crate) synced: Mutex<Option<Synced>>,
+    /// Touches waiting for the writer's next tick (not sent through the channel).
+    pub(crate) touches: TouchBuffers,
 }
 
 /// Counts a thread in [`Shared::waiting`] while it lives.
@@ -244,6 +248,7 @@ impl Shared {
             durable: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             synced: Mutex::new(None),
+            touches: TouchBuffers::new(),
             counters: Mutex::new(WriterCounters {
                 disk_bytes,
                 ..WriterCounters::default()
@@ -431,15 +436,8 @@ impl Writer {
             }
         }
         if let Change::Touch { id, at } = change {
-            let guard = self.tx.lock();
-            if let Some(tx) = &guard.1 {
-                // A full queue drops the touch rather than block a read: it only makes
-                // the idle deadline after a crash earlier.
-                match tx.try_send(Msg::Touch(id, at)) {
-                    Ok(()) | Err(TrySendError::Full(_)) => {}
-                    Err(TrySendError::Disconnected(_)) => return Err(self.stopped()),
-                }
-            }
+            // Buffered for the writer's next tick: no message, no wake-up.
+            self.shared.touches.put(id, at);
             return Ok(Ticket(0));
         }
         let mut guard = self.tx.lock();

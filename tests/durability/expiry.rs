@@ -85,3 +85,77 @@ fn expired_sessions_are_not_resurrected_on_reopen() {
         "{report:?}"
     );
 }
+
+/// Copies a store's files (as a crash would find them, less what the OS still holds:
+/// these are all written) into a fresh directory.
+fn copy_of(dir: &std::path::Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+/// A touch re-arms the idle deadline in memory at once; on disk it waits for the
+/// writer (buffered per session, never a message per touch), and must be there after
+/// `flush()`, after a tick, and after a close — whichever comes first.
+#[test]
+fn a_touch_reaches_the_log_by_a_flush_a_tick_or_the_close() {
+    for (durability, by) in [
+        (Durability::Sync, "flush"),
+        (
+            Durability::Buffered {
+                flush_every: secs(3600),
+            },
+            "flush",
+        ),
+        (
+            Durability::Buffered {
+                flush_every: Duration::from_millis(20),
+            },
+            "tick",
+        ),
+        (Durability::Sync, "close"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let o = || {
+            opts(&clock, durability)
+                .lifetime(secs(86_400))
+                .idle_timeout(secs(600))
+                .touch_interval(Duration::ZERO)
+        };
+        let store = open(dir.path(), o());
+        let (t, _) = store.create(NewSession::for_user("ada")).unwrap();
+        let (untouched, _) = store.create(NewSession::for_user("bob")).unwrap();
+        store.flush().unwrap();
+        clock.advance(secs(500));
+        store.touch(&t).unwrap();
+        let copy = match by {
+            "flush" => {
+                store.flush().unwrap();
+                Some(copy_of(dir.path()))
+            }
+            "tick" => {
+                std::thread::sleep(Duration::from_millis(300));
+                Some(copy_of(dir.path()))
+            }
+            _ => {
+                drop(store);
+                None
+            }
+        };
+        // 700 s after the create, 200 s after the touch: only the touch keeps it.
+        clock.advance(secs(200));
+        let reopened = open(copy.as_ref().map_or(dir.path(), |c| c.path()), o());
+        assert!(
+            reopened.peek(&t).is_some(),
+            "{durability:?}, by {by}: the touch was lost"
+        );
+        assert!(
+            reopened.peek(&untouched).is_none(),
+            "{durability:?}, by {by}: the untouched session outlived its idle timeout"
+        );
+    }
+}
