@@ -25,6 +25,24 @@ pub const SESSIONS_PER_USER: usize = 10;
 /// Set in a child process of the bench binary: what it is to do (see `main`).
 pub const CHILD_ENV: &str = "SESSIONDB_BENCH_CHILD";
 
+/// `SESSIONDB_BENCH_THREADS`: comma-separated thread counts, each 1 to 1,024.
+pub fn thread_counts(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| match x.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{x:?} is not a thread count from 1 to 1024 (write e.g. 1,2,4,8,16)"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| match v.is_empty() {
+            true => Err("no thread count given (write e.g. 1,2,4,8,16)".to_owned()),
+            false => Ok(v),
+        })
+}
+
 pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -204,7 +222,14 @@ impl Ctx {
             .filter(|s: &f64| *s > 0.0)
             .unwrap_or(2.0);
         let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get());
-        let mut threads = vec![1, 2, parallelism];
+        let mut threads = match std::env::var("SESSIONDB_BENCH_THREADS") {
+            Ok(list) => thread_counts(&list).unwrap_or_else(|why| {
+                panic!("SESSIONDB_BENCH_THREADS={list:?}: {why}");
+            }),
+            Err(_) => vec![1, 2, parallelism],
+        };
+        // One thread always runs: the scaling table divides by it.
+        threads.push(1);
         threads.sort_unstable();
         threads.dedup();
         let only = std::env::var("SESSIONDB_BENCH_ONLY").ok().map(|s| {
@@ -460,6 +485,9 @@ pub struct RunResult {
     /// what an op costs whatever the number of cores (for an out-of-process peer, the
     /// client's share only).
     pub cpu_us: Option<f64>,
+    /// Cores busy on average over the run: process CPU time (as for `cpu_us`) ÷ wall
+    /// time — how much of the machine the threads actually got.
+    pub cores: Option<f64>,
 }
 
 impl RunResult {
@@ -470,6 +498,12 @@ impl RunResult {
             0.0
         }
     }
+}
+
+/// Cores busy on average between two [`cpu_seconds`] readings `secs` apart.
+pub fn cores_busy(cpu: Option<(f64, f64)>, secs: f64) -> Option<f64> {
+    cpu.filter(|_| secs > 0.0)
+        .map(|(before, after)| (after - before).max(0.0) / secs)
 }
 
 /// CPU µs per op between two [`cpu_seconds`] readings.
@@ -610,6 +644,7 @@ pub fn run_op(
         capped,
         sync,
         cpu_us: cpu_per_op(cpu, ops),
+        cores: cores_busy(cpu, secs),
     };
     ctx.progress(format_args!(
         "{name:<22} {:<16} ×{threads:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8}  cpu {}{}{}",

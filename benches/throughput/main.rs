@@ -28,6 +28,9 @@
 //! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's
 //!   flood (default 5,000,000 creates) and budget (default 1,000,000);
 //! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`machine::Spinners`]).
+//! - `SESSIONDB_BENCH_THREADS`: the thread counts every op runs at, comma-separated
+//!   (default `1,2,<available cores>`; 1 is always added: the scaling table divides by
+//!   it), e.g. `1,2,4,8,16` on a bigger machine.
 //!
 //! Progress goes to stderr; the tables go to stdout at the end.
 //!

@@ -245,6 +245,8 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
         }
     }
 
+    print_scaling(o, ctx, report);
+
     let sync_runs: Vec<&RunResult> = report
         .runs
         .iter()
@@ -465,4 +467,56 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
     let mut lock = stdout.lock();
     let _ = lock.write_all(out.as_bytes());
     let _ = lock.flush();
+}
+
+/// Per engine, for get-hit, create and mixed: ops/s at each thread count, the ratio
+/// to one thread, and the cores the run kept busy (process CPU time ÷ wall time) — so
+/// a run on a bigger machine (`SESSIONDB_BENCH_THREADS=1,2,4,8,16`) answers "does it
+/// scale" as it stands.
+fn print_scaling(o: &mut String, ctx: &Ctx, report: &Report) {
+    let counts: Vec<usize> = ctx.threads.iter().copied().filter(|&t| t > 1).collect();
+    if counts.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n## Scaling\n");
+    let _ = writeln!(
+        o,
+        "ops/s at N threads ÷ ops/s at 1, and the cores busy on average (process CPU time ÷ \
+         wall time; an out-of-process peer's server not counted), on {} available cores.\n",
+        ctx.parallelism
+    );
+    let mut head = "| op | engine | cores ×1 |".to_owned();
+    let mut rule = "|---|---|---:|".to_owned();
+    for t in &counts {
+        let _ = write!(head, " ×{t} ÷ ×1 | cores ×{t} |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    let find = |engine: &str, op: Op, t: usize| {
+        report
+            .runs
+            .iter()
+            .find(|r| r.engine == engine && r.op == op && r.threads == t)
+    };
+    let cores = |r: Option<&RunResult>| {
+        r.and_then(|r| r.cores)
+            .map_or_else(|| "—".to_owned(), |c| format!("{c:.2}"))
+    };
+    for op in [Op::GetHit, Op::Create, Op::Mixed] {
+        for i in &report.infos {
+            let Some(one) = find(&i.name, op, 1) else {
+                continue;
+            };
+            let mut row = format!("| {} | {} | {} |", op.name(), i.name, cores(Some(one)));
+            for &t in &counts {
+                let r = find(&i.name, op, t);
+                let ratio = r.filter(|_| one.ops_per_sec() > 0.0).map_or_else(
+                    || "—".to_owned(),
+                    |r| format!("{:.2}", r.ops_per_sec() / one.ops_per_sec()),
+                );
+                let _ = write!(row, " {ratio} | {} |", cores(r));
+            }
+            let _ = writeln!(o, "{row}");
+        }
+    }
 }

@@ -22,7 +22,8 @@ use crate::engines::sled::SledEngine;
 use crate::engines::sqlite::SqliteEngine;
 use crate::engines::{Engine, Entry};
 use crate::harness::{
-    Ctx, OPS, Op, Rng, RunResult, cpu_per_op, env_parse, note_err, payload, run_op, sync_rates,
+    Ctx, OPS, Op, Rng, RunResult, cores_busy, cpu_per_op, env_parse, note_err, payload, run_op,
+    sync_rates,
 };
 use crate::histogram::Hist;
 use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
@@ -398,6 +399,7 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
         capped: false,
         sync,
         cpu_us: cpu_per_op(cpu, ops),
+        cores: cores_busy(cpu, secs),
     };
     ctx.progress(format_args!(
         "{SDB_SYNC_ASYNC:<22} {:<16} ×{tasks:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8} ({GROUP_ASYNC_WORKERS} runtime threads)",
