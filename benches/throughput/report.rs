@@ -62,6 +62,15 @@ pub struct Report {
     pub budget: Vec<String>,
 }
 
+impl Report {
+    /// The run of `op` by `engine` on `threads` threads, if it ran.
+    pub fn run(&self, engine: &str, op: Op, threads: usize) -> Option<&RunResult> {
+        self.runs
+            .iter()
+            .find(|r| r.engine == engine && r.op == op && r.threads == threads)
+    }
+}
+
 /// One engine's resident memory before and after its preload.
 pub struct MemRow {
     pub engine: String,
@@ -200,12 +209,7 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
         rule.push_str("---:|---:|---:|---:|");
     }
     let _ = writeln!(o, "{head}\n{rule}");
-    let find = |engine: &str, op: Op, t: usize| {
-        report
-            .runs
-            .iter()
-            .find(|r| r.engine == engine && r.op == op && r.threads == t)
-    };
+    let find = |engine: &str, op: Op, t: usize| report.run(engine, op, t);
     for op in OPS {
         for i in &report.infos {
             let mut row = format!("| {} | {} |", op.name(), i.name);
@@ -492,12 +496,7 @@ fn print_scaling(o: &mut String, ctx: &Ctx, report: &Report) {
         rule.push_str("---:|---:|");
     }
     let _ = writeln!(o, "{head}\n{rule}");
-    let find = |engine: &str, op: Op, t: usize| {
-        report
-            .runs
-            .iter()
-            .find(|r| r.engine == engine && r.op == op && r.threads == t)
-    };
+    let find = |engine: &str, op: Op, t: usize| report.run(engine, op, t);
     let cores = |r: Option<&RunResult>| {
         r.and_then(|r| r.cores)
             .map_or_else(|| "—".to_owned(), |c| format!("{c:.2}"))
