@@ -582,7 +582,9 @@ impl Writer {
             return Err(self.stopped());
         };
         if let Change::Touch { id, at } = change {
-            batcher.take(Msg::Touch(id, at));
+            // Into the same buffers as the writer thread's callers, drained by the same
+            // pass: what a test or a fuzzer checks here is what a server runs.
+            self.shared.touches.put(id, at);
             return Ok(Ticket(0));
         }
         inline.seq += 1;
