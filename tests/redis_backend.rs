@@ -862,3 +862,60 @@ async fn durations_and_times_at_the_extremes_work_on_redis() {
     assert!(store.len().await.is_ok());
     store.reap_expired().await.unwrap();
 }
+
+/// How many times the server ran a script (`EVALSHA` and `EVAL`), from `INFO
+/// commandstats`.
+async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_run_no_script_unless_a_touch_is_due_and_listing_runs_the_read_only_one() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let (t, s) = store.create(NewSession::for_user("alice")).await.unwrap();
+    let (gone, _) = store.create(NewSession::anonymous()).await.unwrap();
+    assert!(store.end(&gone).await.unwrap());
+    let mut conn = raw(&server).await;
+    let before = script_calls(&mut conn).await;
+    for _ in 0..20 {
+        assert_eq!(store.get(&t).await.unwrap().unwrap().id(), s.id());
+        assert_eq!(store.peek(&t).await.unwrap().unwrap().id(), s.id());
+        assert!(store.get(&gone).await.unwrap().is_none());
+    }
+    assert_eq!(
+        script_calls(&mut conn).await,
+        before,
+        "a read with no touch due, of a live or an ended session, runs no script"
+    );
+    assert_eq!(store.sessions_of("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        script_calls(&mut conn).await,
+        before + 1,
+        "one read-only script"
+    );
+    // A rotated-away token within its grace resolves through the script.
+    let t2 = store.rotate(&t).await.unwrap();
+    let after_rotate = script_calls(&mut conn).await;
+    assert_eq!(store.get(&t).await.unwrap().unwrap().id(), s.id());
+    assert_eq!(script_calls(&mut conn).await, after_rotate + 1);
+    assert_eq!(store.get(&t2).await.unwrap().unwrap().id(), s.id());
+    assert_eq!(script_calls(&mut conn).await, after_rotate + 1);
+}

@@ -12,6 +12,8 @@ use sessiondb::{Durability, NewSession, SessionData};
 
 use crate::engines::hashmap::MapEngine;
 use crate::engines::moka::MokaEngine;
+#[cfg(feature = "redis")]
+use crate::engines::redis::RedisAsyncEngine;
 use crate::engines::redis::{AOF_ALWAYS, NO_PERSISTENCE, RedisEngine};
 #[cfg(feature = "redis")]
 use crate::engines::sessiondb::SdbRedisEngine;
@@ -520,17 +522,39 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
 /// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
 /// prefix), compared with the embedded store: what moving sessions off the process
 /// costs. Needs `--features redis`.
+/// The raw Redis row through the async client (see [`RedisAsyncEngine`]).
+#[cfg(feature = "redis")]
+const REDIS_ASYNC: &str = "Redis, async client";
+
 #[cfg(feature = "redis")]
 fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
+    // The raw commands through the async client sessiondb uses, driven the same way:
+    // the row sessiondb on Redis is compared with.
+    match RedisAsyncEngine::connect(raw) {
+        Ok(e) => {
+            let i = info(
+                REDIS_ASYNC,
+                "none; redis-rs `ConnectionManager`, `block_on` a 2-worker tokio runtime",
+                SDB_REDIS,
+                "SMEMBERS + DEL (2 round trips)",
+                "SMEMBERS + MGET (2 round trips)",
+            );
+            bench_engine(&e, i, ctx, None, report);
+        }
+        Err(err) => report
+            .skipped
+            .push(format!("{REDIS_ASYNC}: skipped ({err})")),
+    }
     let url = format!("redis://127.0.0.1:{}/", raw.port());
     match SdbRedisEngine::connect(&url) {
         Ok(e) => {
             let i = info(
                 SDB_REDIS,
-                "the Redis server above (no persistence); one Lua script per operation",
+                "the Redis server above (no persistence); a Lua script per change, \
+                 reads pipelined",
                 SDB_MEMORY,
                 "`revoke_user`: one script over the user's sorted set",
-                "`sessions_of`: one script, pruning the user's sorted set",
+                "`sessions_of`: one read-only script (the pruning one if needed)",
             );
             // The server's growth over our preload (its other sessions, the raw rows',
             // are already there): what a session costs in Redis with the user index.

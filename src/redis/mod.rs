@@ -1,15 +1,18 @@
 //! [`RedisStore`]: sessiondb's sessions kept in Redis or Valkey (cargo feature `redis`),
 //! for an app that runs on several nodes behind a load balancer.
 //!
-//! This module owns the key layout in Redis, the one Lua script every operation runs
-//! as (`sessions.lua`, beside this file), the decoding of its replies into the crate's
-//! types, the reaper task and the event subscriptions.
+//! This module owns the key layout in Redis, the one Lua script every change runs as
+//! (`sessions.lua`, beside this file), the reads that need no script (`read.rs`), the
+//! decoding of replies into the crate's types, the reaper task and the event
+//! subscriptions.
 //!
 //! # How it keeps the guarantees of the embedded store
 //!
-//! - **One step per operation.** Every operation is one call of the script, and Redis
+//! - **One step per operation.** Every change is one call of the script, and Redis
 //!   runs a script alone: the session's hash, its id pointer, its user-index entry, the
-//!   expiry registry and the event change together or not at all. `revoke_user` and a
+//!   expiry registry and the event change together or not at all. Reads on one server
+//!   skip the script when they can (`read.rs`: a pipelined `HGETALL` then `TIME`, the
+//!   deadline checked against the server's clock as the script checks it). `revoke_user` and a
 //!   `create` for the same user are two scripts, so one runs wholly before the other;
 //!   a write to an ended session finds no session and stores nothing (a late save
 //!   never resurrects one); `login` rotates and binds in one step.
@@ -29,7 +32,7 @@
 //! - **Tokens are hashed** before they reach Redis, exactly as on disk: keys and the
 //!   rotation alias use the token's BLAKE3 hash ([`Token::hash`]); Redis never sees a
 //!   cookie value.
-//! - **Times** are the Redis server's clock (the script reads `TIME`), so every node
+//! - **Times** are the Redis server's clock (the script and the reads use `TIME`), so every node
 //!   agrees on deadlines; [`crate::Options::clock`] does not apply.
 //! - **A Redis Cluster** ([`RedisStore::connect_cluster`]) runs a script only over keys
 //!   of one hash slot, and the script names keys from what it reads (a session's user),
@@ -50,6 +53,7 @@
 //! whose session it was), and off by default on managed Redis.
 
 mod events;
+mod read;
 mod reply;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,9 +77,13 @@ use crate::model::token::{self, SessionId, Token, TokenHash};
 use crate::options::{BudgetPolicy, LimitPolicy, Options};
 use crate::util::entropy::EntropyPool;
 use events::read_events;
+use read::Direct;
 use reply::Reply;
 
 const SCRIPT: &str = include_str!("sessions.lua");
+
+/// The read-only script of [`RedisStore::sessions_of`] (`read.rs`).
+const READ_SCRIPT: &str = include_str!("read.lua");
 
 /// The latest deadline kept in Redis: 2^52 ms (year 144,683), exact in Lua's doubles;
 /// read back as [`Timestamp::MAX`], no deadline.
@@ -213,6 +221,7 @@ struct Inner {
     conn: Conn,
     client: Client,
     script: redis::Script,
+    read_script: redis::Script,
     opts: Options,
     ropts: RedisOptions,
     registry: String,
@@ -281,6 +290,14 @@ fn protocol(context: &str, what: impl std::fmt::Display) -> Error {
         context: context.into(),
         reason: format!("unexpected reply: {what}"),
     }
+}
+
+/// Every connection's TCP settings: no Nagle delay. A request is one small write and
+/// its reply is awaited; with Nagle's algorithm on, a request written while an earlier
+/// one on the shared connection is unacknowledged waits for that ACK, which the server
+/// may delay by up to 40 ms.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// What both ways of connecting check first: a tokio runtime to run on, and the options.
@@ -361,10 +378,14 @@ impl RedisStore {
     /// As [`RedisStore::connect`].
     pub async fn connect_with(url: &str, opts: Options, ropts: RedisOptions) -> Result<RedisStore> {
         preflight("RedisStore::connect", &opts, &ropts)?;
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
+        let bad_url = |e: redis::RedisError| Error::InvalidOption {
             name: "redis url",
             reason: e.to_string(),
-        })?;
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(bad_url)?
+            .set_tcp_settings(tcp_settings());
+        let client = redis::Client::open(info).map_err(bad_url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(ropts.response_timeout))
             .set_connection_timeout(Some(ropts.response_timeout))
@@ -406,6 +427,7 @@ impl RedisStore {
             });
         }
         let client = ClusterClient::builder(seeds.iter().copied())
+            .tcp_settings(tcp_settings())
             .response_timeout(ropts.response_timeout)
             .connection_timeout(ropts.response_timeout)
             .build()
@@ -440,17 +462,20 @@ impl RedisStore {
         let registry = format!("{prefix}:x");
         // Loaded now where the call is routed by a key (a Cluster loads it on the
         // shard that first runs it: invoking reloads on NOSCRIPT).
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(SCRIPT);
         if let Conn::Single(_) = &conn {
-            conn.query(&load)
-                .await
-                .map_err(|e| unavailable("loading the script", &e))?;
+            for text in [SCRIPT, READ_SCRIPT] {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(text);
+                conn.query(&load)
+                    .await
+                    .map_err(|e| unavailable("loading the scripts", &e))?;
+            }
         }
         let inner = Arc::new(Inner {
             conn,
             client,
             script,
+            read_script: redis::Script::new(READ_SCRIPT),
             registry,
             events_key: format!("{prefix}:e"),
             opts,
@@ -676,6 +701,11 @@ impl RedisStore {
 
     async fn read(&self, token: &Token, touch: i64) -> Result<Option<Session>> {
         let h = hash_hex(token);
+        match self.inner.read_direct(&h, touch).await? {
+            Direct::Live(s) => return Ok(Some(s)),
+            Direct::Ended => return Ok(None),
+            Direct::Script => {}
+        }
         let reply = self
             .call("get", |inv| {
                 inv.arg(&h).arg(touch);
@@ -978,12 +1008,16 @@ impl RedisStore {
     }
 
     /// The live sessions of `user`, oldest first, as [`crate::Store::sessions_of`].
-    /// Prunes the user's index as it reads it.
+    /// One call of a small read-only script while the user's index holds only live
+    /// sessions; otherwise the main script, which prunes the index as it reads.
     ///
     /// # Errors
     /// [`Error::InvalidUserId`] / [`Error::TooLarge`]; [`Error::Unavailable`].
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
         UserId::new(user, &self.inner.opts.limits)?;
+        if let Some(live) = self.inner.sessions_of_direct(user).await? {
+            return Ok(live);
+        }
         let reply = self
             .call("sessions_of", |inv| {
                 inv.arg(user);

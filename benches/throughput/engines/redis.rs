@@ -65,7 +65,9 @@ impl RedisEngine {
 impl Engine for RedisEngine {
     fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
         let con = self.client.get_connection().map_err(|e| e.to_string())?;
-        Ok(Box::new(RedisWorker { con }))
+        Ok(Box::new(RedisWorker {
+            con: Con::Sync(con),
+        }))
     }
 
     /// Pipelines of 1,000 sessions, one connection per bulk thread.
@@ -131,15 +133,92 @@ impl Engine for RedisEngine {
     }
 }
 
-struct RedisWorker {
-    con: redis::Connection,
+/// The raw commands of [`RedisEngine`] through redis-rs's async `ConnectionManager`, one
+/// shared by every thread, each call `block_on` a 2-worker tokio runtime: exactly how
+/// the "sessiondb on Redis" row reaches the same server, so the two rows differ only by
+/// what sessiondb does (its script or its reads) and not by the client's plumbing.
+#[cfg(feature = "redis")]
+pub struct RedisAsyncEngine<'a> {
+    raw: &'a RedisEngine,
+    rt: tokio::runtime::Runtime,
+    conn: redis::aio::ConnectionManager,
 }
 
-impl Worker for RedisWorker {
+#[cfg(feature = "redis")]
+impl<'a> RedisAsyncEngine<'a> {
+    pub fn connect(raw: &'a RedisEngine) -> Result<RedisAsyncEngine<'a>, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let conn = rt
+            .block_on(redis::aio::ConnectionManager::new(raw.client.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(RedisAsyncEngine { raw, rt, conn })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Engine for RedisAsyncEngine<'_> {
+    fn worker(&self) -> Result<Box<dyn Worker + '_>, String> {
+        Ok(Box::new(RedisWorker {
+            con: Con::Async(&self.rt, self.conn.clone()),
+        }))
+    }
+
+    fn bulk_create(&self, ctx: &Ctx, users: &[u32]) -> Vec<Entry> {
+        self.raw.bulk_create(ctx, users)
+    }
+
+    fn bulk_end(&self, ctx: &Ctx, entries: &[Entry]) {
+        self.raw.bulk_end(ctx, entries);
+    }
+}
+
+struct RedisWorker<'a> {
+    con: Con<'a>,
+}
+
+/// How a worker reaches the server: its own blocking connection, or (the "Redis, async
+/// client" row) the shared async connection, each call `block_on` its runtime.
+enum Con<'a> {
+    Sync(redis::Connection),
+    #[cfg(feature = "redis")]
+    Async(&'a tokio::runtime::Runtime, redis::aio::ConnectionManager),
+    /// Without the feature, no async variant: this one cannot be built.
+    #[cfg(not(feature = "redis"))]
+    #[allow(dead_code)]
+    Never(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
+}
+
+impl Con<'_> {
+    fn cmd<T: redis::FromRedisValue>(&mut self, c: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Con::Sync(con) => c.query(con),
+            #[cfg(feature = "redis")]
+            Con::Async(rt, con) => rt.block_on(c.query_async(con)),
+            #[cfg(not(feature = "redis"))]
+            Con::Never(never, _) => match *never {},
+        }
+    }
+
+    fn pipe<T: redis::FromRedisValue>(&mut self, p: &redis::Pipeline) -> redis::RedisResult<T> {
+        match self {
+            Con::Sync(con) => p.query(con),
+            #[cfg(feature = "redis")]
+            Con::Async(rt, con) => rt.block_on(p.query_async(con)),
+            #[cfg(not(feature = "redis"))]
+            Con::Never(never, _) => match *never {},
+        }
+    }
+}
+
+impl Worker for RedisWorker<'_> {
     fn get(&mut self, token: &str) -> bool {
-        match redis::cmd("GET")
-            .arg(token)
-            .query::<Option<Vec<u8>>>(&mut self.con)
+        match self
+            .con
+            .cmd::<Option<Vec<u8>>>(redis::cmd("GET").arg(token))
         {
             Ok(v) => v.map(black_box).is_some(),
             Err(e) => {
@@ -151,39 +230,41 @@ impl Worker for RedisWorker {
 
     fn create(&mut self, user: &str) -> Option<String> {
         let token = new_token();
-        redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(&token)
-            .arg(redis_value(user, &payload().profile_a))
-            .arg("EX")
-            .arg(IDLE.as_secs())
-            .ignore()
-            .cmd("SADD")
-            .arg(redis_user_key(user))
-            .arg(&token)
-            .ignore()
-            .query::<()>(&mut self.con)
+        self.con
+            .pipe::<()>(
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&token)
+                    .arg(redis_value(user, &payload().profile_a))
+                    .arg("EX")
+                    .arg(IDLE.as_secs())
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(redis_user_key(user))
+                    .arg(&token)
+                    .ignore(),
+            )
             .map_err(|e| note_err("redis create", e))
             .ok()?;
         Some(token)
     }
 
     fn update(&mut self, token: &str, user: &str) -> bool {
-        redis::cmd("SET")
-            .arg(token)
-            .arg(redis_value(user, &payload().profile_b))
-            .arg("XX")
-            .arg("KEEPTTL")
-            .query::<Option<String>>(&mut self.con)
+        self.con
+            .cmd::<Option<String>>(
+                redis::cmd("SET")
+                    .arg(token)
+                    .arg(redis_value(user, &payload().profile_b))
+                    .arg("XX")
+                    .arg("KEEPTTL"),
+            )
             .is_ok_and(|r| r.is_some())
     }
 
     fn touch(&mut self, token: &str) -> bool {
-        redis::cmd("EXPIRE")
-            .arg(token)
-            .arg(IDLE.as_secs())
-            .query::<i64>(&mut self.con)
+        self.con
+            .cmd::<i64>(redis::cmd("EXPIRE").arg(token).arg(IDLE.as_secs()))
             .is_ok_and(|n| n == 1)
     }
 
@@ -191,74 +272,79 @@ impl Worker for RedisWorker {
     fn rotate(&mut self, token: &str, user: &str) -> Option<String> {
         let new = new_token();
         let key = redis_user_key(user);
-        redis::pipe()
-            .atomic()
-            .cmd("RENAME")
-            .arg(token)
-            .arg(&new)
-            .ignore()
-            .cmd("SADD")
-            .arg(&key)
-            .arg(&new)
-            .ignore()
-            .cmd("SREM")
-            .arg(&key)
-            .arg(token)
-            .ignore()
-            .query::<()>(&mut self.con)
+        self.con
+            .pipe::<()>(
+                redis::pipe()
+                    .atomic()
+                    .cmd("RENAME")
+                    .arg(token)
+                    .arg(&new)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(&key)
+                    .arg(&new)
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(&key)
+                    .arg(token)
+                    .ignore(),
+            )
             .ok()?;
         Some(new)
     }
 
     fn end(&mut self, token: &str, user: &str) -> bool {
-        redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(token)
-            .cmd("SREM")
-            .arg(redis_user_key(user))
-            .arg(token)
-            .ignore()
-            .query::<(i64,)>(&mut self.con)
+        self.con
+            .pipe::<(i64,)>(
+                redis::pipe()
+                    .atomic()
+                    .cmd("DEL")
+                    .arg(token)
+                    .cmd("SREM")
+                    .arg(redis_user_key(user))
+                    .arg(token)
+                    .ignore(),
+            )
             .is_ok_and(|(n,)| n == 1)
     }
 
     /// SMEMBERS, then DEL of the tokens and the set: two round trips, not atomic.
     fn revoke_user(&mut self, user: &str) -> usize {
         let key = redis_user_key(user);
-        let Ok(tokens) = redis::cmd("SMEMBERS")
-            .arg(&key)
-            .query::<Vec<String>>(&mut self.con)
+        let Ok(tokens) = self
+            .con
+            .cmd::<Vec<String>>(redis::cmd("SMEMBERS").arg(&key))
         else {
             return 0;
         };
         if tokens.is_empty() {
             return 0;
         }
-        redis::pipe()
-            .cmd("DEL")
-            .arg(&tokens)
-            .cmd("DEL")
-            .arg(&key)
-            .ignore()
-            .query::<(usize,)>(&mut self.con)
+        self.con
+            .pipe::<(usize,)>(
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(&tokens)
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore(),
+            )
             .map_or(0, |(n,)| n)
     }
 
     /// SMEMBERS, then MGET: two round trips.
     fn sessions_of(&mut self, user: &str) -> usize {
-        let Ok(tokens) = redis::cmd("SMEMBERS")
-            .arg(redis_user_key(user))
-            .query::<Vec<String>>(&mut self.con)
+        let Ok(tokens) = self
+            .con
+            .cmd::<Vec<String>>(redis::cmd("SMEMBERS").arg(redis_user_key(user)))
         else {
             return 0;
         };
         if tokens.is_empty() {
             return 0;
         }
-        redis::cmd("MGET")
-            .arg(&tokens)
-            .query::<Vec<Option<Vec<u8>>>>(&mut self.con)
+        self.con
+            .cmd::<Vec<Option<Vec<u8>>>>(redis::cmd("MGET").arg(&tokens))
             .map_or(0, |v| v.iter().filter(|x| x.is_some()).count())
     }
 }
