@@ -11,7 +11,8 @@
 //! once per interval, on a thread of its own ([`Syncer`]) so that the writer goes on
 //! meanwhile; the queue holds at most [`BUFFERED_BACKLOG`] changes, since each is
 //! acknowledged once queued; a busy writer (its last batch went out within [`BUSY`])
-//! first sleeps [`LINGER`] so the next batch gathers, instead of one `write` per change.
+//! first sleeps — [`LINGER`] to [`LINGER_MAX`], as long as a quarter of that queue
+//! takes to arrive — so the next batch gathers, instead of one `write` per change.
 //!
 //! Touches are not written one per request: the latest touch per session waits in
 //! [`TouchBuffers`] (not the channel), and the writer writes them once per tick (the
@@ -79,6 +80,14 @@ pub(crate) const BUFFERED_BACKLOG: usize = 1024;
 /// more creates per second at less CPU (measured in
 /// `docs/performance.md#measurements-behind-design-decisions`).
 const LINGER: Duration = Duration::from_micros(10);
+/// The longest a busy writer lingers: it lengthens its sleep from [`LINGER`] up to
+/// this while changes come too slowly to gather [`LINGER_BATCH`] in one, and shortens
+/// it as they come faster, so that the queue never fills while it sleeps. Batches of
+/// a few records cost a `write` and a wake-up each; batches of hundreds cost ~10% less
+/// CPU per create (measured in `docs/performance.md`, "CPU per write").
+const LINGER_MAX: Duration = Duration::from_micros(400);
+/// The batch a lingering writer aims to gather: a quarter of the `Buffered` queue.
+const LINGER_BATCH: usize = BUFFERED_BACKLOG / 4;
 /// A writer whose last batch went out this recently is busy: it lingers. A quiet
 /// store's change goes to the OS at once.
 const BUSY: Duration = Duration::from_millis(1);
@@ -327,6 +336,7 @@ impl Writer {
     ) -> Result<Writer> {
         let linger = Linger {
             sleep: LINGER,
+            max: LINGER_MAX,
             busy: BUSY,
         };
         Writer::start_lingering(backend, mode, lock, auto_compact, linger)
@@ -721,15 +731,28 @@ struct Inline {
 /// under `Buffered`, fsyncs.
 const INLINE_TICK: u64 = 16;
 
-/// How a busy `Buffered` writer waits for a batch to gather: [`LINGER`] and [`BUSY`],
-/// except in tests.
+/// How a busy `Buffered` writer waits for a batch to gather: [`LINGER`] to
+/// [`LINGER_MAX`], and [`BUSY`], except in tests.
 #[derive(Clone, Copy, Debug)]
 struct Linger {
+    /// The shortest sleep, and the first.
     sleep: Duration,
+    /// The longest.
+    max: Duration,
     busy: Duration,
 }
 
-/// Whether the writer, woken by `first`, sleeps (for [`LINGER`]) before it drains the
+impl Linger {
+    /// The next sleep, after one of `slept` gathered `taken` messages (the first one
+    /// included): long enough for [`LINGER_BATCH`] at the rate they came, within
+    /// `sleep..=max`.
+    fn next(&self, slept: Duration, taken: usize) -> Duration {
+        let aim = slept.mul_f64(LINGER_BATCH as f64 / taken.max(1) as f64);
+        aim.clamp(self.sleep, self.max.max(self.sleep))
+    }
+}
+
+/// Whether the writer, woken by `first`, sleeps (see [`Linger::next`]) before it drains the
 /// queue: only under `Buffered` (under `Sync` the fsync in progress gathers the next
 /// batch, and a waiter is waiting), only for a change (touches wait for the tick
 /// anyway), only if nothing else is queued yet (a queue is a batch already) and only
@@ -939,6 +962,7 @@ fn writer_loop(
     let mut batcher = Batcher::new(backend, sync_mode, compact);
     let offload = syncer.map_or(Offload::None, Offload::Thread);
     let mut next_tick = Instant::now().checked_add(tick);
+    let mut sleep = linger.sleep;
     let mut open = true;
     while open {
         if shared.poisoned.load(Ordering::Acquire) {
@@ -962,12 +986,19 @@ fn writer_loop(
             let since_write = batcher.last_write.map_or(Duration::MAX, |t| t.elapsed());
             let lingering = lingers(sync_mode, &m, !rx.is_empty(), since_write, linger.busy);
             batcher.take(m);
-            if lingering {
-                std::thread::sleep(linger.sleep);
-            }
+            let slept = lingering.then(|| {
+                let t = Instant::now();
+                std::thread::sleep(sleep);
+                t.elapsed()
+            });
             // At most this many messages in a batch, the first included.
+            let mut taken = 1;
             for m in rx.try_iter().take(batch_limit(sync_mode) - 1) {
                 batcher.take(m);
+                taken += 1;
+            }
+            if let Some(slept) = slept {
+                sleep = linger.next(slept, taken);
             }
         }
         let ticked = next_tick.is_some_and(|t| Instant::now() >= t);
@@ -1080,7 +1111,12 @@ mod tests {
         sleep: Duration,
         busy: Duration,
     ) -> (Writer, Sender<std::result::Result<(), String>>) {
-        let (durable, gate, _) = gated_with(dir, mode, super::Linger { sleep, busy }, false);
+        let linger = super::Linger {
+            sleep,
+            max: sleep,
+            busy,
+        };
+        let (durable, gate, _) = gated_with(dir, mode, linger, false);
         (durable, gate)
     }
 
@@ -1096,6 +1132,7 @@ mod tests {
     ) {
         let linger = super::Linger {
             sleep: super::LINGER,
+            max: super::LINGER_MAX,
             busy: super::BUSY,
         };
         let (durable, gate, entered) = gated_with(dir, mode, linger, true);
@@ -1403,6 +1440,34 @@ mod tests {
     }
 
     #[test]
+    fn a_lingering_writer_sleeps_as_long_as_a_quarter_of_the_queue_takes_to_arrive() {
+        let l = super::Linger {
+            sleep: super::LINGER,
+            max: super::LINGER_MAX,
+            busy: super::BUSY,
+        };
+        let us = Duration::from_micros;
+        // 1,024 a millisecond: 256 take 250 µs.
+        assert_eq!(l.next(us(400), 1024).as_micros(), 100);
+        assert_eq!(l.next(us(128), 128).as_micros(), 256);
+        // Slower than a quarter of the queue per LINGER_MAX: the longest sleep.
+        assert_eq!(l.next(us(60), 3), super::LINGER_MAX);
+        assert_eq!(
+            l.next(us(60), 0),
+            super::LINGER_MAX,
+            "nothing came but the first"
+        );
+        // Faster than a quarter per LINGER: the shortest.
+        assert_eq!(l.next(us(20), 1023), super::LINGER);
+        let fixed = super::Linger { max: us(1), ..l };
+        assert_eq!(
+            fixed.next(us(60), 3),
+            super::LINGER,
+            "max below sleep: sleep"
+        );
+    }
+
+    #[test]
     fn a_busy_buffered_writer_lingers_only_for_a_change_with_nothing_queued() {
         use super::{BUSY, Msg, lingers};
         let c = || Msg::Change(1, change());
@@ -1628,6 +1693,7 @@ mod tests {
             let lock = crate::util::lock::lock(&crate::util::vfs::OsFs, dir.path()).unwrap();
             let linger = super::Linger {
                 sleep: super::LINGER,
+                max: super::LINGER_MAX,
                 busy: super::BUSY,
             };
             let durable = Arc::new(
