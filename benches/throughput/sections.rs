@@ -519,13 +519,14 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
     report.group_preload = (preload, sdb_preload);
 }
 
-/// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
-/// prefix), compared with the embedded store: what moving sessions off the process
-/// costs. Needs `--features redis`.
 /// The raw Redis row through the async client (see [`RedisAsyncEngine`]).
 #[cfg(feature = "redis")]
 const REDIS_ASYNC: &str = "Redis, async client";
 
+/// sessiondb's Redis backend on the same server as the raw "Redis" row (its own key
+/// prefix), after the raw commands through the same async client: what moving
+/// sessions off the process costs, and what sessiondb adds to a Redis call. Needs
+/// `--features redis`.
 #[cfg(feature = "redis")]
 fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
     // The raw commands through the async client sessiondb uses, driven the same way:

@@ -12,10 +12,10 @@
 //!   runs a script alone: the session's hash, its id pointer, its user-index entry, the
 //!   expiry registry and the event change together or not at all. Reads on one server
 //!   skip the script when they can (`read.rs`: a pipelined `HGETALL` then `TIME`, the
-//!   deadline checked against the server's clock as the script checks it). `revoke_user` and a
-//!   `create` for the same user are two scripts, so one runs wholly before the other;
-//!   a write to an ended session finds no session and stores nothing (a late save
-//!   never resurrects one); `login` rotates and binds in one step.
+//!   deadline checked against the server's clock as the script checks it).
+//!   `revoke_user` and a `create` for the same user are two scripts, so one runs
+//!   wholly before the other; a write to an ended session finds no session and stores
+//!   nothing (a late save never resurrects one); `login` rotates and binds in one step.
 //! - **The per-user index cannot leak or drift.** A user's index is a sorted set of
 //!   session ids scored by deadline. Every change that moves a deadline or a user
 //!   updates it in the same script; reading it (`sessions_of`, the per-user cap)
@@ -32,8 +32,8 @@
 //! - **Tokens are hashed** before they reach Redis, exactly as on disk: keys and the
 //!   rotation alias use the token's BLAKE3 hash ([`Token::hash`]); Redis never sees a
 //!   cookie value.
-//! - **Times** are the Redis server's clock (the script and the reads use `TIME`), so every node
-//!   agrees on deadlines; [`crate::Options::clock`] does not apply.
+//! - **Times** are the Redis server's clock (the script and the reads use `TIME`), so
+//!   every node agrees on deadlines; [`crate::Options::clock`] does not apply.
 //! - **A Redis Cluster** ([`RedisStore::connect_cluster`]) runs a script only over keys
 //!   of one hash slot, and the script names keys from what it reads (a session's user),
 //!   so the prefix must be a hash tag: all of a store's keys share one slot.

@@ -41,18 +41,20 @@ pub(super) enum Direct {
     Script,
 }
 
-/// A session's hash as the script stores it (the key layout in `sessions.lua`).
-struct Stored {
-    id: u128,
-    user: Option<String>,
-    label: Option<String>,
-    created: u64,
-    last_seen: u64,
-    authenticated: Option<u64>,
-    absolute: u64,
-    idle: u64,
-    version: u64,
-    data: Vec<(String, Vec<u8>)>,
+/// A session's fields as the script stores them (the key layout in `sessions.lua`),
+/// read from its hash here or from a script's image (`reply.rs`).
+pub(super) struct Stored {
+    pub(super) id: u128,
+    pub(super) user: Option<String>,
+    pub(super) label: Option<String>,
+    pub(super) created: u64,
+    pub(super) last_seen: u64,
+    pub(super) authenticated: Option<u64>,
+    pub(super) absolute: u64,
+    /// Ms; 0: no idle timeout.
+    pub(super) idle: u64,
+    pub(super) version: u64,
+    pub(super) data: Vec<(String, Vec<u8>)>,
 }
 
 fn text(v: Value, what: &str) -> Result<String> {
@@ -99,28 +101,32 @@ fn server_ms(v: Value) -> Result<u64> {
     let Value::Array(parts) = v else {
         return Err(protocol("read", format!("TIME: {v:?}")));
     };
-    let mut parts = parts.into_iter();
-    let (Some(secs), Some(micros)) = (parts.next(), parts.next()) else {
+    let [secs, micros, ..] = parts.as_slice() else {
         return Err(protocol("read", "TIME: fewer than two fields"));
     };
-    let secs = number(&secs, "TIME")?;
-    let micros = number(&micros, "TIME")?;
+    time_ms(secs, micros)
+}
+
+/// Milliseconds from `TIME`'s two fields, seconds and microseconds.
+fn time_ms(secs: &Value, micros: &Value) -> Result<u64> {
+    let secs = number(secs, "TIME")?;
+    let micros = number(micros, "TIME")?;
     Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
 }
 
-/// A hash reply's field/value pairs (an array under RESP2, a map under RESP3).
-fn pairs(v: Value) -> Result<Vec<(Value, Value)>> {
+/// Calls `f` with each field/value pair of a hash reply (an array under RESP2, a map
+/// under RESP3), taking them out of the reply.
+fn each_pair(v: Value, mut f: impl FnMut(Value, Value) -> Result<()>) -> Result<()> {
     match v {
-        Value::Map(m) => Ok(m),
+        Value::Map(m) => m.into_iter().try_for_each(|(k, v)| f(k, v)),
         Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len() / 2);
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((k, v));
+                f(k, v)?;
             }
-            Ok(out)
+            Ok(())
         }
-        Value::Nil => Ok(Vec::new()),
+        Value::Nil => Ok(()),
         other => Err(protocol("read", format!("HGETALL: {other:?}"))),
     }
 }
@@ -142,7 +148,7 @@ impl Stored {
             data: Vec::new(),
         };
         let mut has_id = false;
-        for (k, v) in pairs(v)? {
+        each_pair(v, |k, v| {
             let Value::BulkString(k) = k else {
                 return Err(protocol("read", format!("a hash field: {k:?}")));
             };
@@ -153,7 +159,7 @@ impl Stored {
                     return Err(protocol("read", format!("data {key:?}: {v:?}")));
                 };
                 s.data.push((key, value));
-                continue;
+                return Ok(());
             }
             match k.as_slice() {
                 b"id" => {
@@ -170,7 +176,8 @@ impl Stored {
                 b"v" => s.version = number(&v, "v")?,
                 _ => {} // dsz, and whatever a later version adds
             }
-        }
+            Ok(())
+        })?;
         Ok(has_id.then_some(s))
     }
 
@@ -205,7 +212,9 @@ impl Stored {
         since >= i128::from(touch) || (self.on_trial(trial_ms) && since > 0)
     }
 
-    fn into_session(self, deadline: u64) -> Result<Session> {
+    /// The session, ending at `deadline` (as the script keeps it: see
+    /// [`deadline_of`]).
+    pub(super) fn into_session(self, deadline: u64) -> Result<Session> {
         let data = SessionData::from_entries(self.data)
             .ok_or_else(|| protocol("read", "session data that does not encode"))?;
         Ok(Session::from_parts(
@@ -302,7 +311,7 @@ impl Inner {
         let (Some(secs), Some(micros)) = (items.next(), items.next()) else {
             return Err(protocol("sessions_of", "no TIME in the reply"));
         };
-        let now = server_ms(Value::Array(vec![secs, micros]))?;
+        let now = time_ms(&secs, &micros)?;
         let (auth, trial) = (self.auth_ms(), self.trial_ms());
         let mut live = Vec::with_capacity(items.len() / 2);
         while let (Some(id), Some(hash)) = (items.next(), items.next()) {

@@ -1,16 +1,12 @@
 //! [`Reply`]: a script's answer — a status word, then the operation's values — and
 //! reading typed values out of it.
 
-use std::time::Duration;
-
 use redis::Value;
 
-use super::{deadline_of, protocol};
-use crate::clock::Timestamp;
+use super::protocol;
+use super::read::Stored;
 use crate::error::Result;
-use crate::model::data::SessionData;
-use crate::model::session::{Session, UserId};
-use crate::model::token::SessionId;
+use crate::model::session::Session;
 
 /// A script's reply: a status word, then the operation's values.
 pub(super) struct Reply(pub(super) Vec<Value>);
@@ -69,34 +65,30 @@ impl Reply {
     /// deadline, then key/value pairs.
     pub(super) fn session(&self, at: usize) -> Result<Session> {
         let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
-        let user = (self.str(at + 2)? == "1")
-            .then(|| self.str(at + 1))
-            .transpose()?;
-        let label = (self.str(at + 4)? == "1")
-            .then(|| self.str(at + 3))
-            .transpose()?;
+        let text = |i: usize, has: usize| -> Result<Option<String>> {
+            (self.str(has)? == "1")
+                .then(|| self.str(i).map(str::to_owned))
+                .transpose()
+        };
         let auth = self.i64(at + 7)?;
-        let idle = self.u64(at + 9)?;
-        let mut entries = Vec::new();
+        let mut data = Vec::new();
         let mut i = at + 12;
         while i + 1 < self.len() {
-            entries.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
+            data.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
             i += 2;
         }
-        let data = SessionData::from_entries(entries)
-            .ok_or_else(|| protocol("reply", "session data that does not encode"))?;
-        Ok(Session::from_parts(
-            SessionId(id),
-            user.map(UserId::trusted),
-            label,
-            Timestamp(self.u64(at + 5)?),
-            Timestamp(self.u64(at + 6)?),
-            (auth >= 0).then_some(Timestamp(auth as u64)),
-            deadline_of(self.u64(at + 11)?),
-            deadline_of(self.u64(at + 8)?),
-            (idle != 0).then(|| Duration::from_millis(idle)),
-            self.u64(at + 10)?,
+        Stored {
+            id,
+            user: text(at + 1, at + 2)?,
+            label: text(at + 3, at + 4)?,
+            created: self.u64(at + 5)?,
+            last_seen: self.u64(at + 6)?,
+            authenticated: u64::try_from(auth).ok(),
+            absolute: self.u64(at + 8)?,
+            idle: self.u64(at + 9)?,
+            version: self.u64(at + 10)?,
             data,
-        ))
+        }
+        .into_session(self.u64(at + 11)?)
     }
 }
