@@ -866,13 +866,22 @@ async fn durations_and_times_at_the_extremes_work_on_redis() {
 /// How many times the server ran a script (`EVALSHA` and `EVAL`), from `INFO
 /// commandstats`.
 async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    calls(conn, &["evalsha", "eval"]).await
+}
+
+/// How many times the server ran the named commands, from `INFO commandstats`.
+async fn calls(conn: &mut redis::aio::MultiplexedConnection, commands: &[&str]) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await
         .unwrap();
     info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter(|l| {
+            commands
+                .iter()
+                .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+        })
         .filter_map(|l| {
             l.split("calls=")
                 .nth(1)?
@@ -895,6 +904,7 @@ async fn reads_run_no_script_unless_a_touch_is_due_and_listing_runs_the_read_onl
     assert!(store.end(&gone).await.unwrap());
     let mut conn = raw(&server).await;
     let before = script_calls(&mut conn).await;
+    let (times_before, started) = (calls(&mut conn, &["time"]).await, std::time::Instant::now());
     for _ in 0..20 {
         assert_eq!(store.get(&t).await.unwrap().unwrap().id(), s.id());
         assert_eq!(store.peek(&t).await.unwrap().unwrap().id(), s.id());
@@ -904,6 +914,13 @@ async fn reads_run_no_script_unless_a_touch_is_due_and_listing_runs_the_read_onl
         script_calls(&mut conn).await,
         before,
         "a read with no touch due, of a live or an ended session, runs no script"
+    );
+    // The server's clock is read about once a second, not once a read.
+    let times = calls(&mut conn, &["time"]).await - times_before;
+    let seconds = started.elapsed().as_secs();
+    assert!(
+        (1..=seconds + 1).contains(&times),
+        "{times} TIME calls for 60 reads in {seconds} s"
     );
     assert_eq!(store.sessions_of("alice").await.unwrap().len(), 1);
     assert_eq!(
@@ -918,4 +935,143 @@ async fn reads_run_no_script_unless_a_touch_is_due_and_listing_runs_the_read_onl
     assert_eq!(script_calls(&mut conn).await, after_rotate + 1);
     assert_eq!(store.get(&t2).await.unwrap().unwrap().id(), s.id());
     assert_eq!(script_calls(&mut conn).await, after_rotate + 1);
+}
+
+/// Replaces the session at `t` with a hash of the layout sessiondb wrote before a
+/// session became one string: the same session, version `v`, one data entry.
+async fn store_as_an_earlier_version_did(
+    conn: &mut redis::aio::MultiplexedConnection,
+    t: &Token,
+    s: &sessiondb::Session,
+    v: u64,
+) {
+    let key = format!("app:s:{:032x}", t.hash().as_u128());
+    let ttl: i64 = conn.pttl(&key).await.unwrap();
+    let ms = |ts: sessiondb::Timestamp| ts.as_millis().to_string();
+    let id = s.id().to_string().replace('-', "");
+    let _: () = conn.del(&key).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            ("id", id.as_str()),
+            ("u", s.user().unwrap().as_str()),
+            ("c", &ms(s.created_at())),
+            ("ls", &ms(s.last_seen())),
+            ("a", &ms(s.authenticated_at().unwrap())),
+            ("abs", &ms(s.absolute_deadline())),
+            ("idle", "0"),
+            ("v", &v.to_string()),
+            ("dsz", "13"), // 6 + the key + the value, as the store counts it
+            ("d:cart", "old"),
+        ])
+        .query_async(conn)
+        .await
+        .unwrap();
+    let _: () = conn.pexpire(&key, ttl).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_stored_as_hashes_by_an_earlier_version_are_read_and_converted_by_a_write() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let (t, s) = store
+        .create(NewSession::for_user("alice").idle_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    let (other, _) = store.create(NewSession::for_user("alice")).await.unwrap();
+    let mut conn = raw(&server).await;
+    store_as_an_earlier_version_did(&mut conn, &t, &s, 5).await;
+    let key = format!("app:s:{:032x}", t.hash().as_u128());
+    let kind = |conn: &mut redis::aio::MultiplexedConnection| {
+        let key = key.clone();
+        let mut conn = conn.clone();
+        async move {
+            let k: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            k
+        }
+    };
+    assert_eq!(kind(&mut conn).await, "hash");
+
+    // Read through every path: the scriptless get and peek fall back to the script,
+    // the listing to the main script.
+    for _ in 0..3 {
+        let got = store.get(&t).await.unwrap().expect("the old session reads");
+        assert_eq!((got.id(), got.version()), (s.id(), 5));
+        assert_eq!(got.data().get_raw("cart"), Some(&b"old"[..]));
+        assert_eq!(got.user().unwrap().as_str(), "alice");
+        assert_eq!(store.peek(&t).await.unwrap().unwrap().version(), 5, "peek");
+    }
+    let listed = store.sessions_of("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|x| x.id() == s.id() && x.version() == 5));
+    assert_eq!(kind(&mut conn).await, "hash", "a read changes nothing");
+
+    // A write converts it, keeping what it held.
+    assert_eq!(store.put_raw(&t, "seen", b"1").await.unwrap(), 6);
+    assert_eq!(kind(&mut conn).await, "string");
+    let ttl: i64 = conn.pttl(&key).await.unwrap();
+    assert!(ttl > 0, "the converted key keeps an expiry: {ttl}");
+    let before = script_calls(&mut conn).await;
+    let got = store.get(&t).await.unwrap().unwrap();
+    assert_eq!(
+        script_calls(&mut conn).await,
+        before,
+        "read without a script now"
+    );
+    assert_eq!(got.version(), 6);
+    assert_eq!(got.data().get_raw("cart"), Some(&b"old"[..]));
+    assert_eq!(got.data().get_raw("seen"), Some(&b"1"[..]));
+
+    // Every kind of write converts: a rotation, a data removal, and revocation ends
+    // old and new alike.
+    store_as_an_earlier_version_did(&mut conn, &t, &s, 9).await;
+    let t2 = store.rotate(&t).await.unwrap();
+    let got = store.get(&t2).await.unwrap().unwrap();
+    assert_eq!(
+        (got.version(), got.data().get_raw("cart")),
+        (9, Some(&b"old"[..]))
+    );
+    store_as_an_earlier_version_did(&mut conn, &t2, &s, 10).await;
+    assert_eq!(store.remove(&t2, "cart").await.unwrap(), 11);
+    assert!(
+        store
+            .get(&t2)
+            .await
+            .unwrap()
+            .unwrap()
+            .data()
+            .get_raw("cart")
+            .is_none()
+    );
+    store_as_an_earlier_version_did(&mut conn, &t2, &s, 12).await;
+    assert_eq!(store.revoke_user("alice").await.unwrap(), 2);
+    assert!(store.get(&t2).await.unwrap().is_none());
+    assert!(store.get(&other).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_session_that_does_not_decode_is_an_error_not_a_panic_or_a_miss() {
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let store = connect(&server, "app", Options::default()).await;
+    let (t, _) = store.create(NewSession::for_user("alice")).await.unwrap();
+    let mut conn = raw(&server).await;
+    let key = format!("app:s:{:032x}", t.hash().as_u128());
+    let _: () = conn.set(&key, b"\x9b\x02garbage").await.unwrap();
+    for _ in 0..3 {
+        // Twice through the scriptless read (with and without TIME), once more.
+        let e = store.get(&t).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    }
+    assert!(matches!(
+        store.put_raw(&t, "k", b"v").await.unwrap_err(),
+        Error::Unavailable { .. }
+    ));
 }

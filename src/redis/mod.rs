@@ -3,16 +3,16 @@
 //!
 //! This module owns the key layout in Redis, the one Lua script every change runs as
 //! (`sessions.lua`, beside this file), the reads that need no script (`read.rs`), the
-//! decoding of replies into the crate's types, the reaper task and the event
+//! decoding of stored sessions (`packed.rs`) and of replies into the crate's types, the reaper task and the event
 //! subscriptions.
 //!
 //! # How it keeps the guarantees of the embedded store
 //!
 //! - **One step per operation.** Every change is one call of the script, and Redis
-//!   runs a script alone: the session's hash, its id pointer, its user-index entry, the
+//!   runs a script alone: the session's key, its id pointer, its user-index entry, the
 //!   expiry registry and the event change together or not at all. Reads on one server
-//!   skip the script when they can (`read.rs`: a pipelined `HGETALL` then `TIME`, the
-//!   deadline checked against the server's clock as the script checks it).
+//!   skip the script when they can (`read.rs`: one `GET`, the deadline checked against
+//!   the latest the server's clock can read, from a `TIME` read about once a second).
 //!   `revoke_user` and a `create` for the same user are two scripts, so one runs
 //!   wholly before the other; a write to an ended session finds no session and stores
 //!   nothing (a late save never resurrects one); `login` rotates and binds in one step.
@@ -53,6 +53,7 @@
 //! whose session it was), and off by default on managed Redis.
 
 mod events;
+mod packed;
 mod read;
 mod reply;
 
@@ -222,6 +223,8 @@ struct Inner {
     client: Client,
     script: redis::Script,
     read_script: redis::Script,
+    /// The last reading of the server's clock a scriptless read took.
+    clock: read::ServerClock,
     opts: Options,
     ropts: RedisOptions,
     registry: String,
@@ -476,6 +479,7 @@ impl RedisStore {
             client,
             script,
             read_script: redis::Script::new(READ_SCRIPT),
+            clock: read::ServerClock::default(),
             registry,
             events_key: format!("{prefix}:e"),
             opts,

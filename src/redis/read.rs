@@ -1,28 +1,46 @@
-//! Reads without `sessions.lua`: `get` and `peek` on one Redis server as plain
-//! pipelined commands, `sessions_of` as one call of the small read-only `read.lua`,
-//! both checked against the server's clock.
+//! Reads without `sessions.lua`: `get` and `peek` on one Redis server as a plain `GET`,
+//! `sessions_of` as one call of the small read-only `read.lua`, both checked against
+//! the server's clock.
 //!
-//! A read needs no atomicity beyond reading one hash, and every script call pays for
-//! the script itself (its chunk runs from the top, building its functions, on every
-//! call). So a read sends `HGETALL <p>:s:<h>`, `EXISTS <p>:a:<h>` and then `TIME` in
-//! one pipeline. Redis runs one connection's commands in order, so the hash was read
-//! at or before the instant `TIME` reports: a session whose deadline (computed here
-//! exactly as the script's `deadline()` does) is after that instant was live when it
-//! was read. No clock offset is estimated and nothing is left to a bound — the check
-//! is the script's own, on the server's clock, one command later.
+//! A read needs no atomicity beyond reading one key, and every script call pays for the
+//! script itself (its chunk runs from the top, building its functions, on every call).
+//! A session is one string (`packed.rs`), and a rotated-away token's grace alias sits
+//! at the same key, so a read is one `GET` and one value to decode. It is returned only if its deadline (computed here exactly as the script's
+//! `deadline()` does) is certainly after the server's clock at the moment of the read:
 //!
-//! What still goes to the script: a read that counts as activity and is due (the touch
-//! is throttled to once per [`crate::Options::touch_interval`], and a session on trial
-//! is promoted by it), a token found only through its rotation alias, and every `get`
-//! on a Redis Cluster (`TIME` has no key to route it to the node the session lives
-//! on; `read.lua` takes its user's key, so `sessions_of` runs it on a Cluster too).
-//! Revocation stays immediate: ending a session deletes its hash in the same script
-//! step, so no read finds it afterwards.
+//! - About once a second a read sends `TIME` after the `GET` in one pipeline. Redis runs
+//!   a connection's commands in order, so the key was read at or before the instant
+//!   `TIME` reports: the check is the script's own, on the server's clock.
+//! - Every read in between checks against the latest the server's clock can read,
+//!   from the last `TIME` and this process's monotonic clock: the reply to `TIME` left
+//!   the server after the request was sent, so at any later local instant the server's
+//!   clock reads at most `TIME` plus the local time elapsed since the request was sent
+//!   (plus 1,000 ppm for the two clocks' rates, far above what NTP allows). A
+//!   session whose deadline is not after that bound, or a read that may be due as
+//!   activity, goes to the script, which decides on the server's clock. So a session is
+//!   never returned past its deadline unless the server's clock is stepped forward
+//!   between two samples, and then by at most the step, for at most a second; a
+//!   step back costs only scripts. A step of this process's clock changes nothing (the
+//!   monotonic clock does not step).
+//!
+//! What still goes to the script: a read that counts as activity and may be due (the
+//! touch is throttled to once per [`crate::Options::touch_interval`], and a session on
+//! trial is promoted by it), a token found only through its rotation alias, a session
+//! still stored as a hash by an earlier version (the script reads it; its next write
+//! converts it), and every `get` on a Redis Cluster (each node has its own clock, and
+//! `TIME` has no key to route it to the node the session lives on; `read.lua` takes
+//! its user's key, so `sessions_of` runs it on a Cluster too). Revocation stays
+//! immediate: ending a session deletes its key in the same script step, so no read
+//! finds it afterwards.
 
 use std::time::Duration;
+use std::time::Instant;
 
 use redis::Value;
 
+use parking_lot::Mutex;
+
+use super::packed::{self, Packed};
 use super::{Conn, Inner, deadline_of, protocol, unavailable};
 use crate::clock::Timestamp;
 use crate::error::Result;
@@ -42,7 +60,8 @@ pub(super) enum Direct {
 }
 
 /// A session's fields as the script stores them (the key layout in `sessions.lua`),
-/// read from its hash here or from a script's image (`reply.rs`).
+/// read from its key (`packed.rs`) or from a script's image (`reply.rs`).
+#[derive(Debug)]
 pub(super) struct Stored {
     pub(super) id: u128,
     pub(super) user: Option<String>,
@@ -55,16 +74,6 @@ pub(super) struct Stored {
     pub(super) idle: u64,
     pub(super) version: u64,
     pub(super) data: Vec<(String, Vec<u8>)>,
-}
-
-fn text(v: Value, what: &str) -> Result<String> {
-    match v {
-        Value::BulkString(b) => {
-            String::from_utf8(b).map_err(|e| protocol("read", format!("{what}: {e}")))
-        }
-        Value::SimpleString(s) => Ok(s),
-        other => Err(protocol("read", format!("{what}: {other:?}"))),
-    }
 }
 
 /// A number the script wrote (`%d`), read without copying the reply.
@@ -96,91 +105,83 @@ fn hex_id(v: &Value) -> Result<u128> {
     }
 }
 
-/// The server's clock in milliseconds from a `TIME` reply, as the script computes it.
-fn server_ms(v: Value) -> Result<u64> {
+/// The server's clock in microseconds from a `TIME` reply.
+fn server_us(v: &Value) -> Result<u64> {
     let Value::Array(parts) = v else {
         return Err(protocol("read", format!("TIME: {v:?}")));
     };
     let [secs, micros, ..] = parts.as_slice() else {
         return Err(protocol("read", "TIME: fewer than two fields"));
     };
-    time_ms(secs, micros)
+    time_us(secs, micros)
 }
 
-/// Milliseconds from `TIME`'s two fields, seconds and microseconds.
-fn time_ms(secs: &Value, micros: &Value) -> Result<u64> {
+/// Microseconds from `TIME`'s two fields, seconds and microseconds.
+fn time_us(secs: &Value, micros: &Value) -> Result<u64> {
     let secs = number(secs, "TIME")?;
     let micros = number(micros, "TIME")?;
-    Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+    Ok(secs.saturating_mul(1_000_000).saturating_add(micros))
 }
 
-/// Calls `f` with each field/value pair of a hash reply (an array under RESP2, a map
-/// under RESP3), taking them out of the reply.
-fn each_pair(v: Value, mut f: impl FnMut(Value, Value) -> Result<()>) -> Result<()> {
-    match v {
-        Value::Map(m) => m.into_iter().try_for_each(|(k, v)| f(k, v)),
-        Value::Array(items) => {
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                f(k, v)?;
-            }
-            Ok(())
-        }
-        Value::Nil => Ok(()),
-        other => Err(protocol("read", format!("HGETALL: {other:?}"))),
+/// Milliseconds as the script computes them (`NOW`) from microseconds.
+fn ms_of(us: u64) -> u64 {
+    us / 1000
+}
+
+/// One reading of the server's clock (`TIME`), with when it was asked for and answered
+/// on this process's monotonic clock.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    server_us: u64,
+    sent: Instant,
+    received: Instant,
+}
+
+impl Sample {
+    /// How long a sample serves reads before one of them reads `TIME` again.
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The latest the server's clock can read, in ms, at local instant `at` (see the
+    /// module doc): `TIME` was read after the request left at `sent`.
+    fn latest_ms(&self, at: Instant) -> u64 {
+        let since =
+            u64::try_from(at.saturating_duration_since(self.sent).as_micros()).unwrap_or(u64::MAX);
+        // The clocks' rates may differ: allow 1,000 ppm, and one microsecond more.
+        let slack = since / 1000 + 1;
+        ms_of(self.server_us.saturating_add(since).saturating_add(slack))
     }
+}
+
+/// The last reading of the server's clock a read took, shared by a store's reads.
+#[derive(Default)]
+pub(super) struct ServerClock(Mutex<Option<Sample>>);
+
+impl ServerClock {
+    /// The last sample, if it was answered less than [`Sample::FRESH`] before `now`.
+    fn fresh(&self, now: Instant) -> Option<Sample> {
+        let s = (*self.0.lock())?;
+        (now.saturating_duration_since(s.received) < Sample::FRESH).then_some(s)
+    }
+
+    fn record(&self, s: Sample) {
+        let mut last = self.0.lock();
+        // Keep the later sample when reads race.
+        if last.is_none_or(|l| l.received < s.received) {
+            *last = Some(s);
+        }
+    }
+}
+
+/// Whether a command failed because the key holds another type: a session still
+/// stored as a hash by an earlier version.
+fn wrong_type(e: &redis::RedisError) -> bool {
+    // A pipeline's error carries each failed command's (its `code()` is `None`).
+    e.clone()
+        .into_server_errors()
+        .is_some_and(|errs| errs.iter().any(|(_, e)| e.code() == "WRONGTYPE"))
 }
 
 impl Stored {
-    /// The session in a hash reply, or `None` for no hash (or one without an id, as
-    /// the script's `load` reads it).
-    fn parse(v: Value) -> Result<Option<Stored>> {
-        let mut s = Stored {
-            id: 0,
-            user: None,
-            label: None,
-            created: 0,
-            last_seen: 0,
-            authenticated: None,
-            absolute: 0,
-            idle: 0,
-            version: 0,
-            data: Vec::new(),
-        };
-        let mut has_id = false;
-        each_pair(v, |k, v| {
-            let Value::BulkString(k) = k else {
-                return Err(protocol("read", format!("a hash field: {k:?}")));
-            };
-            if let Some(key) = k.strip_prefix(b"d:") {
-                let key = String::from_utf8(key.to_vec())
-                    .map_err(|e| protocol("read", format!("a data key: {e}")))?;
-                let Value::BulkString(value) = v else {
-                    return Err(protocol("read", format!("data {key:?}: {v:?}")));
-                };
-                s.data.push((key, value));
-                return Ok(());
-            }
-            match k.as_slice() {
-                b"id" => {
-                    s.id = hex_id(&v)?;
-                    has_id = true;
-                }
-                b"u" => s.user = Some(text(v, "u")?),
-                b"l" => s.label = Some(text(v, "l")?),
-                b"c" => s.created = number(&v, "c")?,
-                b"ls" => s.last_seen = number(&v, "ls")?,
-                b"a" => s.authenticated = Some(number(&v, "a")?),
-                b"abs" => s.absolute = number(&v, "abs")?,
-                b"idle" => s.idle = number(&v, "idle")?,
-                b"v" => s.version = number(&v, "v")?,
-                _ => {} // dsz, and whatever a later version adds
-            }
-            Ok(())
-        })?;
-        Ok(has_id.then_some(s))
-    }
-
     /// On trial: anonymous, version 0, not seen since its creation (the script's
     /// `on_trial`).
     fn on_trial(&self, trial_ms: u64) -> bool {
@@ -256,34 +257,54 @@ impl Inner {
         let Some(mut conn) = self.direct_conn() else {
             return Ok(Direct::Script);
         };
-        let p = &self.ropts.prefix;
-        let replies: Vec<Value> = redis::pipe()
-            .cmd("HGETALL")
-            .arg(format!("{p}:s:{h}"))
-            .cmd("EXISTS")
-            .arg(format!("{p}:a:{h}"))
-            .cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| unavailable("get", &e))?;
-        let [hash, alias, time]: [Value; 3] = replies
-            .try_into()
-            .map_err(|r: Vec<Value>| protocol("get", format!("{} replies, not 3", r.len())))?;
-        let now = server_ms(time)?;
-        let Some(s) = Stored::parse(hash)? else {
-            // No session at this token, or a rotated-away one in its grace period (the
-            // script resolves it).
-            return Ok(match alias {
-                Value::Int(0) => Direct::Ended,
-                Value::Int(_) => Direct::Script,
-                other => return Err(protocol("get", format!("EXISTS: {other:?}"))),
+        let key = format!("{}:s:{h}", self.ropts.prefix);
+        let sent = Instant::now();
+        // `exact`: checked against `TIME` itself, so a deadline at or before it is
+        // certainly past; against a bound, the script decides that.
+        let (value, now, exact) = if let Some(sample) = self.clock.fresh(sent) {
+            let value = match redis::cmd("GET").arg(key).query_async(&mut conn).await {
+                Err(e) if wrong_type(&e) => return Ok(Direct::Script),
+                Err(e) => return Err(unavailable("get", &e)),
+                Ok(v) => v,
+            };
+            (value, sample.latest_ms(Instant::now()), false)
+        } else {
+            let (value, time): (Value, Value) = match redis::pipe()
+                .cmd("GET")
+                .arg(key)
+                .cmd("TIME")
+                .query_async(&mut conn)
+                .await
+            {
+                Err(e) if wrong_type(&e) => return Ok(Direct::Script),
+                Err(e) => return Err(unavailable("get", &e)),
+                Ok(r) => r,
+            };
+            let received = Instant::now();
+            let server_us = server_us(&time)?;
+            self.clock.record(Sample {
+                server_us,
+                sent,
+                received,
             });
+            (value, ms_of(server_us), true)
+        };
+        let s = match value {
+            Value::BulkString(b) => match packed::unpack(&b)? {
+                Packed::Session(s) => s,
+                // A rotated-away token in its grace period: the script resolves it.
+                Packed::Alias => return Ok(Direct::Script),
+            },
+            Value::Nil => return Ok(Direct::Ended),
+            other => return Err(protocol("get", format!("GET: {other:?}"))),
         };
         let (auth, trial) = (self.auth_ms(), self.trial_ms());
         let deadline = s.deadline(auth, trial);
         if deadline <= now {
-            return Ok(Direct::Ended);
+            return Ok(if exact { Direct::Ended } else { Direct::Script });
         }
+        // `due` only grows with the clock: not due at the latest the clock can read is
+        // not due at the read.
         if s.due(now, touch, trial) {
             return Ok(Direct::Script);
         }
@@ -291,7 +312,7 @@ impl Inner {
     }
 
     /// The live sessions of `user`, oldest first, from one call of the read-only
-    /// `read.lua`: the user's index, each session's hash, then `TIME`. `None` when
+    /// `read.lua`: the user's index, each session, then `TIME`. `None` when
     /// `sessions.lua` must answer: the index holds an entry that is not a live session
     /// of the user (ended, gone behind the store's back, moved to another user) —
     /// that script prunes it as it reads.
@@ -311,13 +332,19 @@ impl Inner {
         let (Some(secs), Some(micros)) = (items.next(), items.next()) else {
             return Err(protocol("sessions_of", "no TIME in the reply"));
         };
-        let now = time_ms(&secs, &micros)?;
+        let now = ms_of(time_us(&secs, &micros)?);
         let (auth, trial) = (self.auth_ms(), self.trial_ms());
         let mut live = Vec::with_capacity(items.len() / 2);
-        while let (Some(id), Some(hash)) = (items.next(), items.next()) {
+        while let (Some(id), Some(stored)) = (items.next(), items.next()) {
             let id = hex_id(&id)?;
-            let Some(s) = Stored::parse(hash)? else {
-                return Ok(None);
+            let s = match stored {
+                Value::BulkString(b) => match packed::unpack(&b)? {
+                    Packed::Session(s) => s,
+                    Packed::Alias => return Ok(None),
+                },
+                // Gone, or a hash of the earlier layout.
+                Value::Nil => return Ok(None),
+                other => return Err(protocol("sessions_of", format!("{other:?}"))),
             };
             let deadline = s.deadline(auth, trial);
             // What the script's live_of prunes: a pointer to another session, a
@@ -334,77 +361,55 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
-    fn hash(fields: &[(&str, &str)]) -> Value {
-        Value::Array(
-            fields
-                .iter()
-                .flat_map(|(k, v)| [bulk(k), bulk(v)])
-                .collect(),
-        )
-    }
-
-    fn stored(fields: &[(&str, &str)]) -> Stored {
-        Stored::parse(hash(fields)).unwrap().unwrap()
-    }
-
-    const BASE: [(&str, &str); 6] = [
-        ("id", "000000000000000000000000000000ff"),
-        ("c", "1000"),
-        ("ls", "1000"),
-        ("abs", "100000"),
-        ("idle", "0"),
-        ("v", "0"),
-    ];
-
-    #[test]
-    fn a_hash_without_an_id_is_no_session_and_data_keys_lose_their_prefix() {
-        assert!(Stored::parse(hash(&[("c", "1")])).unwrap().is_none());
-        assert!(Stored::parse(Value::Array(vec![])).unwrap().is_none());
-        let mut f = BASE.to_vec();
-        f.push(("d:profile", "x"));
-        f.push(("dsz", "1"));
-        let s = stored(&f);
-        assert_eq!(s.id, 0xff);
-        assert_eq!(s.data, vec![("profile".to_owned(), b"x".to_vec())]);
-        let m = Value::Map(vec![(bulk("id"), bulk("01")), (bulk("u"), bulk("al"))]);
-        let s = Stored::parse(m).unwrap().unwrap();
-        assert_eq!((s.id, s.user.as_deref()), (1, Some("al")));
+    /// Anonymous, version 0, created and last seen at 1,000 ms, absolute deadline
+    /// 100,000 ms, no idle timeout.
+    fn base() -> Stored {
+        Stored {
+            id: 0xff,
+            user: None,
+            label: None,
+            created: 1_000,
+            last_seen: 1_000,
+            authenticated: None,
+            absolute: 100_000,
+            idle: 0,
+            version: 0,
+            data: Vec::new(),
+        }
     }
 
     #[test]
     fn the_deadline_is_the_earliest_of_absolute_trial_idle_and_authentication() {
-        let s = stored(&BASE);
+        let s = base();
         assert_eq!(s.deadline(0, 0), 100_000);
         assert_eq!(
             s.deadline(0, 500),
             1_500,
             "anonymous, version 0, unseen: on trial"
         );
-        let mut f = BASE.to_vec();
-        f[2] = ("ls", "1001");
-        assert_eq!(stored(&f).deadline(0, 500), 100_000, "seen again: promoted");
-        f.push(("idle", "2000"));
-        assert_eq!(stored(&f).deadline(0, 0), 3_001);
-        let mut f = BASE.to_vec();
-        f.push(("u", "alice"));
-        f.push(("a", "1200"));
-        assert_eq!(
-            stored(&f).deadline(0, 500),
-            100_000,
-            "a user's session: no trial"
-        );
-        assert_eq!(stored(&f).deadline(300, 500), 1_500);
+        let mut s = base();
+        s.last_seen = 1_001;
+        assert_eq!(s.deadline(0, 500), 100_000, "seen again: promoted");
+        s.idle = 2_000;
+        assert_eq!(s.deadline(0, 0), 3_001);
+        let mut s = base();
+        s.user = Some("alice".into());
+        s.authenticated = Some(1_200);
+        assert_eq!(s.deadline(0, 500), 100_000, "a user's session: no trial");
+        assert_eq!(s.deadline(300, 500), 1_500);
     }
 
     #[test]
     fn a_read_is_due_as_activity_past_the_throttle_or_on_trial() {
-        let s = stored(&BASE);
+        let s = base();
         assert!(!s.due(1_000_000, -1, 0), "a peek never is");
         assert!(!s.due(1_500, 1_000, 0));
         assert!(s.due(2_000, 1_000, 0));
@@ -421,11 +426,63 @@ mod tests {
     }
 
     #[test]
-    fn time_replies_become_milliseconds_and_bad_ones_are_errors() {
+    fn time_replies_become_microseconds_and_bad_ones_are_errors() {
         let t = Value::Array(vec![bulk("1700000000"), bulk("123999")]);
-        assert_eq!(server_ms(t).unwrap(), 1_700_000_000_123);
-        assert!(server_ms(Value::Array(vec![bulk("1")])).is_err());
-        assert!(server_ms(Value::Array(vec![bulk("x"), bulk("1")])).is_err());
-        assert!(server_ms(Value::Nil).is_err());
+        assert_eq!(server_us(&t).unwrap(), 1_700_000_000_123_999);
+        assert_eq!(ms_of(server_us(&t).unwrap()), 1_700_000_000_123);
+        assert!(server_us(&Value::Array(vec![bulk("1")])).is_err());
+        assert!(server_us(&Value::Array(vec![bulk("x"), bulk("1")])).is_err());
+        assert!(server_us(&Value::Nil).is_err());
+    }
+
+    #[test]
+    fn the_server_clock_bound_counts_from_when_time_was_asked_with_slack_for_the_rates() {
+        let sent = Instant::now();
+        let s = Sample {
+            server_us: 5_000_000_400,
+            sent,
+            received: sent + Duration::from_millis(3),
+        };
+        // At the send itself: TIME plus one microsecond of slack.
+        assert_eq!(s.latest_ms(sent), 5_000_000);
+        // 10 ms after the send (so 7 ms after the answer): 10 ms + 10 µs of rate slack.
+        assert_eq!(
+            s.latest_ms(sent + Duration::from_millis(10)),
+            (5_000_000_400 + 10_000 + 11) / 1000
+        );
+        // An instant before the send (a racing reader) counts as the send.
+        assert_eq!(s.latest_ms(sent - Duration::from_millis(1)), 5_000_000);
+        assert_eq!(
+            s.latest_ms(sent + Duration::from_secs(1)),
+            (5_000_000_400 + 1_000_000 + 1_001) / 1000
+        );
+    }
+
+    #[test]
+    fn a_clock_sample_serves_for_a_second_and_the_latest_one_wins() {
+        let c = ServerClock::default();
+        let t0 = Instant::now();
+        assert!(c.fresh(t0).is_none());
+        let first = Sample {
+            server_us: 1,
+            sent: t0,
+            received: t0,
+        };
+        c.record(first);
+        assert_eq!(c.fresh(t0).unwrap().server_us, 1);
+        assert!(c.fresh(t0 + Duration::from_millis(999)).is_some());
+        assert!(c.fresh(t0 + Duration::from_secs(1)).is_none());
+        let later = Sample {
+            server_us: 2,
+            sent: t0,
+            received: t0 + Duration::from_millis(5),
+        };
+        c.record(later);
+        c.record(first);
+        assert_eq!(
+            c.fresh(t0).unwrap().server_us,
+            2,
+            "an older sample is ignored"
+        );
     }
 }

@@ -13,11 +13,20 @@
 -- the operation's arguments.
 --
 -- Keys (h = 32 hex digits of the token's hash, id = 32 hex digits of the public id):
---   <p>:s:<h>   hash: id u(user) l(label) c(created) ls(last seen) a(authenticated)
---               abs(absolute deadline) idle(ms, 0 = none) v(version) dsz(data bytes)
---               and one field d:<key> per data entry
+--   <p>:s:<h>   string: the session, one MessagePack array (cmsgpack, built into
+--               Redis's Lua): 1 (the layout), id, user, label, created, last seen,
+--               authenticated, absolute deadline, idle (ms, 0 = none), version, data
+--               bytes, then each data entry's key and value; false where there is no
+--               user, label or authentication. One string so that a read is one GET
+--               and one value to parse (src/redis/read.rs).
+--               Or, for a rotated-away token inside its grace period (PX grace): the
+--               array 0 (an alias), id — so that one GET also answers "is this token
+--               an alias?".
+--               Stores written before this layout kept a hash here (fields id u l c
+--               ls a abs idle v dsz, and d:<key> per data entry): `load` still reads
+--               it, and the session's next write replaces it with the string. (Those
+--               versions kept grace aliases at <p>:a:<h>; they are not read.)
 --   <p>:i:<id>  string: the current h of the session with that id
---   <p>:a:<h>   string: id, for a rotated-away token inside its grace period
 --   <p>:u:<user> sorted set: the user's session ids scored by deadline
 --   <p>:x       sorted set: every session id scored by deadline (len, reaper, clear)
 --   <p>:n       sorted set: anonymous session ids scored by last seen (the budget's
@@ -46,7 +55,6 @@ local KX = KEYS[1]
 local KE = P .. ':e'
 local KN = P .. ':n'
 local function kS(h) return P .. ':s:' .. h end
-local function kA(h) return P .. ':a:' .. h end
 local function kI(id) return P .. ':i:' .. id end
 local function kU(u) return P .. ':u:' .. u end
 local function fmt(n) return string.format('%d', n) end
@@ -56,16 +64,8 @@ local MAXV = 9007199254740991
 local function exhausted(s) return { 'exhausted', fmt(s.v) } end
 local function num(x) if x then return tonumber(x) end return 0 end
 
--- The session at token hash h: its scalars, and with `full` its data as a flat
--- key/value list (one HGETALL; without `full`, one HMGET of the scalars only).
-local function load(h, full)
-  if not full then
-    local r = redis.call('HMGET', kS(h), 'id', 'u', 'l', 'c', 'ls', 'a', 'abs', 'idle', 'v', 'dsz')
-    if not r[1] then return nil end
-    return { h = h, id = r[1], u = r[2] or nil, l = r[3] or nil, c = num(r[4]), ls = num(r[5]),
-             a = r[6] and tonumber(r[6]) or false, abs = num(r[7]), idle = num(r[8]),
-             v = num(r[9]), dsz = num(r[10]) }
-  end
+-- A session stored by an earlier version, as a hash (see the key layout above).
+local function load_hash(h)
   local all = redis.call('HGETALL', kS(h))
   if #all == 0 then return nil end
   local f, data = {}, {}
@@ -84,6 +84,21 @@ local function load(h, full)
            v = num(f.v), dsz = num(f.dsz), data = data }
 end
 
+-- The session at token hash h, with its data as a flat key/value list; or nil, and the
+-- session id if h is a rotated-away token in its grace period.
+local function load(h)
+  local r = redis.pcall('GET', kS(h))
+  if type(r) == 'table' and r.err then return load_hash(h) end -- WRONGTYPE: a hash
+  if not r then return nil end
+  local t = cmsgpack.unpack(r)
+  if type(t) == 'table' and t[1] == 0 then return nil, t[2] end
+  if type(t) ~= 'table' or t[1] ~= 1 then error('sessiondb: the session at ' .. kS(h) .. ' has an unknown layout') end
+  local data = {}
+  for i = 12, #t do data[#data + 1] = t[i] end
+  return { h = h, id = t[2], u = t[3] or nil, l = t[4] or nil, c = t[5], ls = t[6], a = t[7],
+           abs = t[8], idle = t[9], v = t[10], dsz = t[11], data = data }
+end
+
 -- On trial: anonymous, version 0, not seen since its creation (Options::trial_lifetime).
 local function on_trial(s)
   return TRIAL > 0 and not s.u and s.v == 0 and s.ls == s.c
@@ -97,23 +112,22 @@ local function deadline(s)
   return d
 end
 
-local function by_id(id, full)
+local function by_id(id)
   local h = redis.call('GET', kI(id))
   if not h then return nil end
-  local s = load(h, full)
+  local s = load(h)
   if s and s.id == id then return s end
   return nil
 end
 
 -- The live session token hash h answers to (directly, or as a rotated-away token in
 -- its grace period), and whether it came through such an alias.
-local function resolve(h, full)
-  local s = load(h, full)
+local function resolve(h)
+  local s, id = load(h)
   local alias = false
   if not s then
-    local id = redis.call('GET', kA(h))
     if not id then return nil, false end
-    s = by_id(id, full)
+    s = by_id(id)
     if not s then return nil, false end
     alias = true
   end
@@ -131,11 +145,20 @@ local function keep_until(k, at)
   if ttl == -1 or (ttl >= 0 and NOW + ttl < at) then redis.call('PEXPIREAT', k, at) end
 end
 
--- Makes the indexes and key expiries agree with s's deadline.
+-- Writes s to its key (replacing a hash of the earlier layout), expiring a retention
+-- after its deadline.
+local function store(s)
+  local t = { 1, s.id, s.u or false, s.l or false, s.c, s.ls, s.a or false, s.abs, s.idle, s.v, s.dsz }
+  for i = 1, #s.data do t[#t + 1] = s.data[i] end
+  redis.call('SET', kS(s.h), cmsgpack.pack(t))
+  redis.call('PEXPIREAT', kS(s.h), deadline(s) + KEEP)
+end
+
+-- Makes the indexes and the id pointer's expiry agree with s's deadline (the session's
+-- own key gets its expiry when it is stored).
 local function arm(s)
   local d = deadline(s)
   local at = d + KEEP
-  redis.call('PEXPIREAT', kS(s.h), at)
   redis.call('PEXPIREAT', kI(s.id), at)
   redis.call('ZADD', KX, d, s.id)
   if s.u then
@@ -158,12 +181,12 @@ local function drop(s, reason)
 end
 
 -- The user's live sessions, oldest first; prunes whatever in the index is not one.
-local function live_of(user, full)
+local function live_of(user)
   local k = kU(user)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', NOW)
   local out = {}
   for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-    local s = by_id(id, full)
+    local s = by_id(id)
     if s and s.u == user and deadline(s) > NOW then
       out[#out + 1] = s
     else
@@ -208,12 +231,12 @@ local function with_image(tag, s)
   return img
 end
 
-local function set_data(s, from, dsz)
-  for _, f in ipairs(redis.call('HKEYS', kS(s.h))) do
-    if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', kS(s.h), f) end
+-- The index in s.data of the key k's entry (its value is at the next index), or nil.
+local function entry(s, k)
+  for i = 1, #s.data - 1, 2 do
+    if s.data[i] == k then return i end
   end
-  for i = from, #A - 1, 2 do redis.call('HSET', kS(s.h), 'd:' .. A[i], A[i + 1]) end
-  redis.call('HSET', kS(s.h), 'dsz', dsz)
+  return nil
 end
 
 -- The operations: one block each, run only for the operation asked (a table of
@@ -246,7 +269,7 @@ end
 -- create).
 if OP == 'admit' then
   local h, id, user, label = A[1], A[2], A[3], A[4]
-  if redis.call('EXISTS', kS(h)) + redis.call('EXISTS', kA(h)) > 0 then return { 'exists', 'token' } end
+  if redis.call('EXISTS', kS(h)) > 0 then return { 'exists', 'token' } end
   if redis.call('EXISTS', kI(id)) > 0 then return { 'exists', 'session id' } end
   local function at(x) local n = tonumber(x); if n < 0 then return NOW end; return n end
   local s = { h = h, id = id, u = (user ~= '' and user) or nil, l = (label ~= '' and label) or nil,
@@ -259,13 +282,7 @@ if OP == 'admit' then
   if s.u and not make_room(s.u, tonumber(A[12]), A[13], nil) then return { 'limit' } end
   local full = within_budget(tonumber(A[14]), A[15])
   if full then return full end
-  local k = kS(h)
-  redis.call('HSET', k, 'id', id, 'c', fmt(s.c), 'ls', fmt(s.ls), 'abs', fmt(s.abs),
-             'idle', fmt(s.idle), 'v', fmt(s.v), 'dsz', fmt(s.dsz))
-  if s.u then redis.call('HSET', k, 'u', s.u) end
-  if s.a then redis.call('HSET', k, 'a', fmt(s.a)) end
-  if s.l then redis.call('HSET', k, 'l', s.l) end
-  for i = 16, #A - 1, 2 do redis.call('HSET', k, 'd:' .. A[i], A[i + 1]) end
+  store(s)
   redis.call('SET', kI(id), h)
   arm(s)
   event('k', 'created', 'id', id, 'u', s.u or '')
@@ -274,20 +291,20 @@ end
 
 -- get / peek: h touch_ms (touch_ms < 0: no activity)
 if OP == 'get' then
-  local s = resolve(A[1], true)
+  local s = resolve(A[1])
   if not s then return { 'ended' } end
   local touch = tonumber(A[2])
   -- A read by a later request always counts for a session on trial: it promotes it.
   if touch >= 0 and (NOW - s.ls >= touch or (on_trial(s) and NOW > s.ls)) then
     s.ls = NOW
-    redis.call('HSET', kS(s.h), 'ls', fmt(NOW))
+    store(s)
     arm(s)
   end
   return with_image('ok', s)
 end
 
 if OP == 'get_by_id' then
-  local s = by_id(A[1], true)
+  local s = by_id(A[1])
   if not s or deadline(s) <= NOW then return { 'ended' } end
   return with_image('ok', s)
 end
@@ -296,17 +313,21 @@ end
 if OP == 'put' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
-  local f = 'd:' .. A[2]
+  local i = entry(s, A[2])
   local old = 0
-  if redis.call('HEXISTS', kS(s.h), f) == 1 then
-    old = 6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f)
-  end
+  if i then old = 6 + string.len(A[2]) + string.len(s.data[i + 1]) end
   local dsz = s.dsz - old + tonumber(A[4])
   if dsz > tonumber(A[5]) then return { 'too_large', fmt(dsz) } end
   if s.v >= MAXV then return exhausted(s) end
   local trial = on_trial(s)
-  s.v = s.v + 1
-  redis.call('HSET', kS(s.h), f, A[3], 'dsz', fmt(dsz), 'v', fmt(s.v))
+  if i then
+    s.data[i + 1] = A[3]
+  else
+    s.data[#s.data + 1] = A[2]
+    s.data[#s.data + 1] = A[3]
+  end
+  s.v, s.dsz = s.v + 1, dsz
+  store(s)
   if trial then arm(s) end -- written: no longer on trial
   return ok(fmt(s.v))
 end
@@ -315,14 +336,15 @@ end
 if OP == 'remove' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
-  local f = 'd:' .. A[2]
-  if redis.call('HEXISTS', kS(s.h), f) == 0 then return ok(fmt(s.v)) end
-  local dsz = s.dsz - (6 + string.len(A[2]) + redis.call('HSTRLEN', kS(s.h), f))
+  local i = entry(s, A[2])
+  if not i then return ok(fmt(s.v)) end
   if s.v >= MAXV then return exhausted(s) end
   local trial = on_trial(s)
+  s.dsz = s.dsz - (6 + string.len(A[2]) + string.len(s.data[i + 1]))
+  table.remove(s.data, i)
+  table.remove(s.data, i)
   s.v = s.v + 1
-  redis.call('HDEL', kS(s.h), f)
-  redis.call('HSET', kS(s.h), 'dsz', fmt(dsz), 'v', fmt(s.v))
+  store(s)
   if trial then arm(s) end
   return ok(fmt(s.v))
 end
@@ -334,9 +356,10 @@ if OP == 'save' then
   if s.v ~= tonumber(A[2]) then return { 'conflict', fmt(s.v) } end
   if s.v >= MAXV then return exhausted(s) end
   local trial = on_trial(s)
-  set_data(s, 4, A[3])
-  s.v = s.v + 1
-  redis.call('HSET', kS(s.h), 'v', fmt(s.v))
+  s.data = {}
+  for i = 4, #A do s.data[#s.data + 1] = A[i] end
+  s.dsz, s.v = tonumber(A[3]), s.v + 1
+  store(s)
   if trial then arm(s) end
   return ok(fmt(s.v))
 end
@@ -345,7 +368,7 @@ if OP == 'touch' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
   s.ls = NOW
-  redis.call('HSET', kS(s.h), 'ls', fmt(NOW))
+  store(s)
   arm(s)
   return ok()
 end
@@ -357,7 +380,7 @@ if OP == 'extend' then
   local abs = NOW + tonumber(A[2])
   if abs > s.abs then s.abs = abs end
   s.ls = NOW
-  redis.call('HSET', kS(s.h), 'ls', fmt(NOW), 'abs', fmt(s.abs))
+  store(s)
   return ok(fmt(arm(s)))
 end
 
@@ -372,7 +395,7 @@ if OP == 'set_expiry' then
   end
   s.abs = abs
   s.ls = NOW
-  redis.call('HSET', kS(s.h), 'ls', fmt(NOW), 'abs', fmt(abs))
+  store(s)
   return ok(fmt(arm(s)))
 end
 
@@ -380,7 +403,8 @@ end
 if OP == 'set_label' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
-  if A[2] == '1' then redis.call('HSET', kS(s.h), 'l', A[3]) else redis.call('HDEL', kS(s.h), 'l') end
+  if A[2] == '1' then s.l = A[3] else s.l = nil end
+  store(s)
   return ok()
 end
 
@@ -390,7 +414,7 @@ local function bind(s, user, max, policy)
   if old ~= user and not make_room(user, max, policy, s.id) then return { 'limit' } end
   if old and old ~= user then redis.call('ZREM', kU(old), s.id) end
   s.u, s.a, s.ls, s.v = user, NOW, NOW, s.v + 1
-  redis.call('HSET', kS(s.h), 'u', user, 'a', fmt(NOW), 'ls', fmt(NOW), 'v', fmt(s.v))
+  store(s)
   arm(s)
   if old and old ~= user then event('k', 'unbound', 'id', s.id, 'u', old) end
   event('k', 'bound', 'id', s.id, 'u', user)
@@ -412,9 +436,8 @@ if OP == 'unbind' then
   local user = s.u
   redis.call('ZREM', kU(user), s.id)
   s.v = s.v + 1
-  redis.call('HDEL', kS(s.h), 'u', 'a')
-  redis.call('HSET', kS(s.h), 'v', fmt(s.v))
   s.u, s.a = nil, false
+  store(s)
   arm(s)
   event('k', 'unbound', 'id', s.id, 'u', user)
   return ok('1', user)
@@ -422,13 +445,13 @@ end
 
 -- The session token hash `old` may be rotated from to `new`, or the refusal.
 local function rotatable(old, new)
-  local s = load(old)
+  local s, alias = load(old)
   if not s then
-    if redis.call('EXISTS', kA(old)) == 1 and resolve(old) then return nil, { 'retired' } end
+    if alias and resolve(old) then return nil, { 'retired' } end
     return nil, { 'ended' }
   end
   if deadline(s) <= NOW then return nil, { 'ended' } end
-  if old == new or redis.call('EXISTS', kS(new)) + redis.call('EXISTS', kA(new)) > 0 then
+  if old == new or redis.call('EXISTS', kS(new)) > 0 then
     return nil, { 'exists' }
   end
   return s, nil
@@ -437,14 +460,14 @@ end
 -- Moves s to token hash `new`; the old one resolves for `grace` ms (not past s's end).
 local function rotate(s, new, grace)
   local old = s.h
-  redis.call('RENAME', kS(old), kS(new))
+  redis.call('DEL', kS(old))
   s.h, s.ls = new, NOW
-  redis.call('HSET', kS(new), 'ls', fmt(NOW))
+  store(s)
   redis.call('SET', kI(s.id), new)
   local d = arm(s)
   if grace > 0 then
     if NOW + grace > d then grace = d - NOW end
-    redis.call('SET', kA(old), s.id, 'PX', grace)
+    redis.call('SET', kS(old), cmsgpack.pack({ 0, s.id }), 'PX', grace)
   end
   event('k', 'rotated', 'id', s.id)
 end
@@ -487,7 +510,7 @@ end
 
 if OP == 'sessions_of' then
   local out = { 'ok' }
-  for _, s in ipairs(live_of(A[1], true)) do out[#out + 1] = image(s) end
+  for _, s in ipairs(live_of(A[1])) do out[#out + 1] = image(s) end
   return out
 end
 
@@ -569,7 +592,7 @@ if OP == 'export' then
   local r = redis.call('ZSCAN', KX, A[1], 'COUNT', tonumber(A[2]))
   local out = { 'ok', r[1] }
   for i = 1, #r[2], 2 do
-    local s = by_id(r[2][i], true)
+    local s = by_id(r[2][i])
     if s and deadline(s) > NOW then
       local img = image(s)
       img[#img + 1] = s.h
