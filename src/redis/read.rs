@@ -1,37 +1,38 @@
-//! Reads without `sessions.lua`: `get` and `peek` on one Redis server as a plain `GET`,
-//! `sessions_of` as one call of the small read-only `read.lua`, both checked against
-//! the server's clock.
+//! Reads without `sessions.lua`: `get` and `peek` as a plain `GET`, `sessions_of` as
+//! one call of the small read-only `read.lua`, both checked against the server's clock.
 //!
 //! A read needs no atomicity beyond reading one key, and every script call pays for the
 //! script itself (its chunk runs from the top, building its functions, on every call).
 //! A session is one string (`packed.rs`), and a rotated-away token's grace alias sits
-//! at the same key, so a read is one `GET` and one value to decode. It is returned only if its deadline (computed here exactly as the script's
-//! `deadline()` does) is certainly after the server's clock at the moment of the read:
+//! at the same key, so a read is one `GET` and one value to decode. It is returned only
+//! if its deadline (computed here exactly as the script's `deadline()` does) is
+//! certainly after the server's clock at the moment of the read:
 //!
-//! - About once a second a read sends `TIME` after the `GET` in one pipeline. Redis runs
-//!   a connection's commands in order, so the key was read at or before the instant
-//!   `TIME` reports: the check is the script's own, on the server's clock.
-//! - Every read in between checks against the latest the server's clock can read,
-//!   from the last `TIME` and this process's monotonic clock: the reply to `TIME` left
-//!   the server after the request was sent, so at any later local instant the server's
+//! - About once a second a read takes a sample of the server's clock. On one server it
+//!   sends `TIME` after the `GET` in one pipeline; Redis runs a connection's commands
+//!   in order, so the key was read at or before the instant `TIME` reports, and that
+//!   read's check is the script's own. On a Cluster, `TIME` has no key to route it by,
+//!   so it runs in a one-line script keyed by the registry (on the node that holds
+//!   every key of the store), before the `GET`.
+//! - Every other read checks against the latest the server's clock can read, from the
+//!   last sample and this process's monotonic clock: the reply to `TIME` left the
+//!   server after the request was sent, so at any later local instant the server's
 //!   clock reads at most `TIME` plus the local time elapsed since the request was sent
-//!   (plus 1,000 ppm for the two clocks' rates, far above what NTP allows). A
-//!   session whose deadline is not after that bound, or a read that may be due as
-//!   activity, goes to the script, which decides on the server's clock. So a session is
-//!   never returned past its deadline unless the server's clock is stepped forward
-//!   between two samples, and then by at most the step, for at most a second; a
+//!   (plus 1,000 ppm for the two clocks' rates, far above what NTP allows). A session
+//!   whose deadline is not after that bound, or a read that may be due as activity,
+//!   goes to the script, which decides on the server's clock. So a session is never
+//!   returned past its deadline unless the server's clock is stepped forward between
+//!   two samples (on a Cluster: or a failover moves the store to a primary whose clock
+//!   is ahead of the old one's), and then by at most the step, for at most a second; a
 //!   step back costs only scripts. A step of this process's clock changes nothing (the
 //!   monotonic clock does not step).
 //!
 //! What still goes to the script: a read that counts as activity and may be due (the
 //! touch is throttled to once per [`crate::Options::touch_interval`], and a session on
-//! trial is promoted by it), a token found only through its rotation alias, a session
-//! still stored as a hash by an earlier version (the script reads it; its next write
-//! converts it), and every `get` on a Redis Cluster (each node has its own clock, and
-//! `TIME` has no key to route it to the node the session lives on; `read.lua` takes
-//! its user's key, so `sessions_of` runs it on a Cluster too). Revocation stays
-//! immediate: ending a session deletes its key in the same script step, so no read
-//! finds it afterwards.
+//! trial is promoted by it), a token found only through its rotation alias, and a
+//! session still stored as a hash by an earlier version (the script reads it; its next
+//! write converts it). Revocation stays immediate: ending a session deletes its key in
+//! the same script step, so no read finds it afterwards.
 
 use std::time::Duration;
 use std::time::Instant;
@@ -243,51 +244,68 @@ impl Inner {
         self.opts.trial_lifetime.map_or(0, super::ms)
     }
 
-    /// The connection for scriptless reads: a single server's, not a Cluster's.
-    fn direct_conn(&self) -> Option<redis::aio::ConnectionManager> {
-        match &self.conn {
-            Conn::Single(c) => Some(c.clone()),
-            Conn::Cluster(_) => None,
-        }
+    /// Reads the server's clock with `TIME` in a one-line script keyed by the registry,
+    /// so that on a Cluster it runs on the node that holds every key of the store.
+    async fn sample_clock(&self) -> Result<Sample> {
+        let script = redis::Script::new("return redis.call('TIME')");
+        let sent = Instant::now();
+        let reply = self
+            .conn
+            .invoke(&script.key(&self.registry))
+            .await
+            .map_err(|e| unavailable("get", &e))?;
+        let sample = Sample {
+            server_us: server_us(&reply)?,
+            sent,
+            received: Instant::now(),
+        };
+        self.clock.record(sample);
+        Ok(sample)
     }
 
     /// Reads the session at token hash `h` without the script (see the module doc).
     /// `touch`: the throttle in ms, negative for a read that is not activity.
     pub(super) async fn read_direct(&self, h: &str, touch: i64) -> Result<Direct> {
-        let Some(mut conn) = self.direct_conn() else {
-            return Ok(Direct::Script);
-        };
         let key = format!("{}:s:{h}", self.ropts.prefix);
         let sent = Instant::now();
         // `exact`: checked against `TIME` itself, so a deadline at or before it is
         // certainly past; against a bound, the script decides that.
-        let (value, now, exact) = if let Some(sample) = self.clock.fresh(sent) {
-            let value = match redis::cmd("GET").arg(key).query_async(&mut conn).await {
-                Err(e) if wrong_type(&e) => return Ok(Direct::Script),
-                Err(e) => return Err(unavailable("get", &e)),
-                Ok(v) => v,
-            };
-            (value, sample.latest_ms(Instant::now()), false)
-        } else {
-            let (value, time): (Value, Value) = match redis::pipe()
-                .cmd("GET")
-                .arg(key)
-                .cmd("TIME")
-                .query_async(&mut conn)
-                .await
-            {
-                Err(e) if wrong_type(&e) => return Ok(Direct::Script),
-                Err(e) => return Err(unavailable("get", &e)),
-                Ok(r) => r,
-            };
-            let received = Instant::now();
-            let server_us = server_us(&time)?;
-            self.clock.record(Sample {
-                server_us,
-                sent,
-                received,
-            });
-            (value, ms_of(server_us), true)
+        let (value, now, exact) = match (self.clock.fresh(sent), &self.conn) {
+            (None, Conn::Single(conn)) => {
+                let (value, time): (Value, Value) = match redis::pipe()
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("TIME")
+                    .query_async(&mut conn.clone())
+                    .await
+                {
+                    Err(e) if wrong_type(&e) => return Ok(Direct::Script),
+                    Err(e) => return Err(unavailable("get", &e)),
+                    Ok(r) => r,
+                };
+                let received = Instant::now();
+                let server_us = server_us(&time)?;
+                self.clock.record(Sample {
+                    server_us,
+                    sent,
+                    received,
+                });
+                (value, ms_of(server_us), true)
+            }
+            (fresh, _) => {
+                let sample = match fresh {
+                    Some(sample) => sample,
+                    // A Cluster's `TIME` cannot share a pipeline with the `GET` (it has
+                    // no key to route it by): it is read on its own, first.
+                    None => self.sample_clock().await?,
+                };
+                let value = match self.conn.query(redis::cmd("GET").arg(key)).await {
+                    Err(e) if wrong_type(&e) => return Ok(Direct::Script),
+                    Err(e) => return Err(unavailable("get", &e)),
+                    Ok(v) => v,
+                };
+                (value, sample.latest_ms(Instant::now()), false)
+            }
         };
         let s = match value {
             Value::BulkString(b) => match packed::unpack(&b)? {
