@@ -747,13 +747,18 @@ fn encode(state: &State) -> anyhow::Result<SessionData> {
 }
 
 /// The actix-session state stored in `data` (keys this module did not write are
-/// ignored).
+/// ignored). Each value must be JSON, as actix-session writes it: a corrupt or foreign
+/// entry fails the load with a deserialization error, as it fails actix-session's own
+/// stores (which parse the whole state as one JSON map), rather than reaching the app
+/// as a value it never stored.
 fn decode(data: &SessionData) -> anyhow::Result<State> {
     let mut state = State::with_capacity(data.len());
     for (k, v) in data.iter() {
         if let Some(key) = k.strip_prefix(ENTRY_PREFIX) {
             let text = std::str::from_utf8(v)
                 .map_err(|e| anyhow::anyhow!("session value {key:?} is not UTF-8: {e}"))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| anyhow::anyhow!("session value {key:?} is not JSON: {e}"))?;
             state.insert(key.to_owned(), text.to_owned());
         }
     }

@@ -85,6 +85,53 @@ async fn a_state_that_is_not_text_is_a_deserialization_error() {
     ));
 }
 
+/// actix-session's Redis store test `loading_an_invalid_session_state_returns_
+/// deserialization_error`, entry by entry: a value that is not JSON (written by another
+/// program, or damaged) fails the load, never reaches the app as a string.
+#[actix_web::test]
+async fn a_state_entry_that_is_not_json_is_a_deserialization_error() {
+    let f = fixture();
+    let k = f
+        .store
+        .save(
+            state(&[("user", "\"ferris\""), ("n", "1")]),
+            &time::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    let token = Token::parse(k.as_ref()).unwrap();
+    for foreign in [
+        &b"random-thing-which-is-not-json"[..],
+        b"",
+        b"{\"a\":",
+        b"1 2",
+        b"\"unterminated",
+    ] {
+        f.store.engine().put_raw(&token, "a:n", foreign).unwrap();
+        let e = f.store.load(&k).await.unwrap_err();
+        assert!(
+            matches!(e, LoadError::Deserialization(_)),
+            "{:?}: {e:?}",
+            String::from_utf8_lossy(foreign)
+        );
+    }
+    // Every JSON value loads back as written, whitespace included.
+    for json in [
+        "null",
+        "true",
+        " 12.5e3 ",
+        "[1,{\"x\":\"y\"}]",
+        "\"\\u00e9\"",
+    ] {
+        f.store
+            .engine()
+            .put_raw(&token, "a:n", json.as_bytes())
+            .unwrap();
+        let loaded = f.store.load(&k).await.unwrap().unwrap();
+        assert_eq!(loaded.get("n").map(String::as_str), Some(json));
+    }
+}
+
 #[actix_web::test]
 async fn an_update_replaces_the_whole_state_and_keeps_the_key() {
     let f = fixture();
