@@ -323,6 +323,34 @@ all_tests!(sled, Backend::Sled);
 #[cfg(feature = "redis")]
 all_tests!(redis, Backend::Redis);
 
+/// Why docs/integrations.md says not to put tower-sessions' `CachingSessionStore` in
+/// front of this store: a session ended behind the cache's back (a logout on another
+/// node, `revoke_user`) and then saved late through the cache stays ended in sessiondb,
+/// and the cache serves it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caching_store_in_front_serves_back_a_session_sessiondb_ended() {
+    let (store, _held) = store_on!(Backend::Memory);
+    let caching = session_store::CachingSessionStore::new(
+        tower_sessions::MemoryStore::default(),
+        store.clone(),
+    );
+    let mut r = record(in_30_minutes());
+    caching.create(&mut r).await.unwrap();
+    store.delete(&r.id).await.unwrap();
+    r.data.insert("late".into(), serde_json::json!(1));
+    caching.save(&r).await.unwrap();
+    assert_eq!(
+        store.load(&r.id).await.unwrap(),
+        None,
+        "sessiondb keeps it ended"
+    );
+    assert_eq!(
+        caching.load(&r.id).await.unwrap(),
+        Some(r),
+        "the cache brings it back"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // A rotation cut short
 
