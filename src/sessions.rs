@@ -496,6 +496,16 @@ impl Sessions {
             .revoke_user(user))
     }
 
+    /// Ends every other session of the token's user and keeps this one ("sign out all
+    /// other devices"): [`Store::revoke_others`].
+    ///
+    /// # Errors
+    /// As the backend's `revoke_others`.
+    pub async fn revoke_others(&self, token: &Token) -> Result<usize> {
+        write!(self, (token), |s| s.revoke_others(token), |r| r
+            .revoke_others(token))
+    }
+
     // ----------------------------------------------------------------------------
     // Rotation and ending
 

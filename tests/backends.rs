@@ -197,6 +197,8 @@ on_every_backend! {
     extend_never_shortens_and_touch_refuses_an_ended_session;
     revoking_a_user_with_many_sessions_some_rotated_ends_every_one;
     revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
+    revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one;
+    revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_half_revoked;
     auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
     reads_rearm_the_idle_deadline_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(1000));
     a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused with sessiondb::Options::default().rotation_grace(super::ms(0));
@@ -982,6 +984,120 @@ async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_los
         160,
         "every session is either live or revoked"
     );
+}
+
+async fn revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one(s: &Sessions) {
+    let (this, kept) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, sb) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (c, sc) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let c2 = s.rotate(&c).await.unwrap();
+    let (bob, _) = s.create(NewSession::for_user("bob")).await.unwrap();
+    let (anon, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let rx = s.subscribe().await.unwrap();
+    assert_eq!(s.revoke_others(&this).await.unwrap(), 2);
+    let mut ended = HashSet::new();
+    for _ in 0..2 {
+        match next(&rx) {
+            Event::Ended {
+                session,
+                user,
+                reason,
+            } => {
+                assert_eq!(reason, EndReason::RevokedByOtherSession);
+                assert_eq!(user.map(|u| u.to_string()), Some("alice".into()));
+                ended.insert(session);
+            }
+            other => panic!("expected Ended, got {other:?}"),
+        }
+    }
+    assert_eq!(ended, HashSet::from([sb.id(), sc.id()]));
+    for t in [&b, &c, &c2] {
+        assert!(s.get(t).await.unwrap().is_none(), "an other session ended");
+    }
+    let listed: Vec<_> = s
+        .sessions_of("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    assert_eq!(listed, vec![kept.id()], "this one stays, listed");
+    assert_eq!(s.get(&this).await.unwrap().unwrap().id(), kept.id());
+    assert!(
+        s.get(&bob).await.unwrap().is_some(),
+        "another user's is untouched"
+    );
+    assert!(s.get(&anon).await.unwrap().is_some());
+    assert_eq!(s.revoke_others(&this).await.unwrap(), 0, "none left");
+    assert_eq!(
+        s.revoke_others(&anon).await.unwrap(),
+        0,
+        "anonymous: no others"
+    );
+    assert!(matches!(
+        s.revoke_others(&b).await,
+        Err(sessiondb::Error::Ended)
+    ));
+    assert_eq!(s.len().await.unwrap(), 3);
+}
+
+async fn revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_half_revoked(
+    s: &Sessions,
+) {
+    let (keeper, kept) = s.create(NewSession::for_user("racer")).await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..40 {
+                let t = if (i + k) % 2 == 0 {
+                    s.create(NewSession::for_user("racer")).await.unwrap().0
+                } else {
+                    let (t, _) = s.create(NewSession::anonymous()).await.unwrap();
+                    s.login(&t, "racer").await.unwrap()
+                };
+                mine.push(t);
+            }
+            mine
+        }));
+    }
+    let mut revoked = 0;
+    for _ in 0..5 {
+        tokio::time::sleep(ms(2)).await;
+        revoked += s.revoke_others(&keeper).await.unwrap();
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        created.extend(t.await.unwrap());
+    }
+    let live: HashSet<_> = s
+        .sessions_of("racer")
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    assert!(live.contains(&kept.id()), "the keeper is never revoked");
+    let mut found = 0;
+    for t in &created {
+        if let Some(x) = s.get(t).await.unwrap() {
+            assert!(
+                live.contains(&x.id()),
+                "a live session missing from the user's index"
+            );
+            found += 1;
+        }
+    }
+    assert_eq!(found + 1, live.len(), "the index lists only live sessions");
+    assert_eq!(
+        found + revoked,
+        160,
+        "every session is either live or revoked"
+    );
+    // And a last call leaves the keeper alone.
+    assert_eq!(s.revoke_others(&keeper).await.unwrap(), found);
+    assert_eq!(s.sessions_of("racer").await.unwrap().len(), 1);
 }
 
 async fn auth_lifetime_counts_from_the_last_login(s: &Sessions) {

@@ -36,6 +36,7 @@ enum Op {
     End(usize),
     EndById(usize),
     Revoke(usize),
+    RevokeOthers(usize),
     SessionsOf(usize),
     Len,
 }
@@ -58,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => slot.clone().prop_map(Op::End),
         1 => slot.clone().prop_map(Op::EndById),
         1 => (0usize..3).prop_map(Op::Revoke),
+        1 => slot.clone().prop_map(Op::RevokeOthers),
         1 => (0usize..3).prop_map(Op::SessionsOf),
         1 => Just(Op::Len),
     ]
@@ -207,6 +209,10 @@ impl Side {
                 kind(&s.end_by_id(self.ids[i]).await)
             }
             Op::Revoke(u) => kind(&s.revoke_user(USERS[u]).await),
+            Op::RevokeOthers(i) => {
+                let i = tok(i).unwrap();
+                kind(&s.revoke_others(&self.current[i]).await)
+            }
             Op::SessionsOf(u) => {
                 let list = s.sessions_of(USERS[u]).await.unwrap();
                 // Which created sessions, in creation order (creation times can tie).

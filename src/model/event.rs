@@ -23,6 +23,9 @@ pub enum EndReason {
     /// The store was at its memory budget ([`crate::Options::budget`]) and this
     /// anonymous session, the least recently seen, made room for a new one.
     Evicted,
+    /// [`crate::Store::revoke_others`]: another session of its user signed out all
+    /// the others ("sign out all other devices").
+    RevokedByOtherSession,
 }
 
 /// Something that happened to a session. Events name sessions by their public

@@ -136,6 +136,7 @@ pub(super) fn decode_event(fields: &[(String, String)]) -> Option<Event> {
                 "revoked" => EndReason::Revoked,
                 "limit" => EndReason::LimitExceeded,
                 "evicted" => EndReason::Evicted,
+                "revoked_others" => EndReason::RevokedByOtherSession,
                 _ => return None,
             },
         },

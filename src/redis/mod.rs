@@ -1053,6 +1053,25 @@ impl RedisStore {
         Ok(reply.u64(1)? as usize)
     }
 
+    /// Ends every other session of the token's user and keeps this one, in one script
+    /// step: [`crate::Store::revoke_others`].
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the token's session is not live; [`Error::Unavailable`] if
+    /// Redis cannot be reached.
+    pub async fn revoke_others(&self, token: &Token) -> Result<usize> {
+        let h = hash_hex(token);
+        let reply = self
+            .call("revoke_others", |inv| {
+                inv.arg(&h);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(reply.u64(1)? as usize),
+            _ => Err(self.refusal(&reply, None, "revoke_others")),
+        }
+    }
+
     // ----------------------------------------------------------------------------
     // Rotation and ending
 

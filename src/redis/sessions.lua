@@ -534,6 +534,31 @@ if OP == 'revoke' then
   return ok(fmt(#ended))
 end
 
+-- revoke_others: h. Ends every other session of h's user; keeps h's.
+if OP == 'revoke_others' then
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  if not s.u then return ok('0') end
+  local k = kU(s.u)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+    if id ~= s.id then
+      local o = by_id(id)
+      if o and o.u == s.u then
+        if deadline(o) > NOW then
+          drop(o, 'revoked_others')
+          n = n + 1
+        else
+          drop(o, 'expired')
+        end
+      else
+        redis.call('ZREM', k, id) -- gone, or another user's now: the repair rule
+      end
+    end
+  end
+  return ok(fmt(n))
+end
+
 -- reap: batch. Ends sessions whose deadline passed; reports sessions Redis already
 -- dropped (no node reaped them within the retention) as expired with no user.
 if OP == 'reap' then

@@ -1,5 +1,5 @@
 //! Users: binding one on login, `unbind_user`, listing a user's sessions, the
-//! per-user cap, and revoking them all.
+//! per-user cap, and revoking them all, or all but one.
 //!
 //! A revoke: take the user's lock and the user's id list; for each id find the current
 //! hash through the id shards, remove the session under its shard's lock and append
@@ -208,12 +208,62 @@ impl Store {
             Some(listed) => listed,
             None => (UserId::new(user, limits)?, Vec::new()),
         };
-        let removed = match inner.remove_batch(&ids, EndReason::Revoked) {
+        inner.revoke_listed(guards, user, ids, EndReason::Revoked)
+    }
+
+    /// Ends every *other* session of the token's user ("sign out all other devices",
+    /// after a password change or a "that's not me") and keeps this one. As
+    /// [`Store::revoke_user`], it holds the user's lock: a create, login or bind for
+    /// the same user racing it completes before (and is ended) or starts after, so no
+    /// session that should be gone is readable afterwards. Each ended session is
+    /// reported as [`EndReason::RevokedByOtherSession`]. Returns how many ended; 0 for
+    /// an anonymous session (it has no user, so no others).
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the token's session is not live (a token rotated away and
+    /// still in its grace period counts as its session's).
+    pub fn revoke_others(&self, token: &Token) -> Result<usize> {
+        let inner = &*self.inner;
+        let hash = token.hash().0;
+        loop {
+            let (id, user) = inner
+                .read_live(hash, |s, _| (s.id, s.user.clone()))
+                .ok_or(Error::Ended)?;
+            let Some(user) = user else {
+                return Ok(0);
+            };
+            let mut guards = inner.users.lock(&user, None);
+            // Under the user's lock the session cannot move to another user; if it
+            // moved (or ended) before, look again.
+            let same = inner.read_live(hash, |s, _| s.id == id && s.user.as_ref() == Some(&user));
+            if same != Some(true) {
+                continue;
+            }
+            let (user, mut ids) = guards.take(user.as_str()).unwrap_or((user, Vec::new()));
+            ids.retain(|&other| other != id);
+            guards.add(&user, id);
+            return inner.revoke_listed(guards, user, ids, EndReason::RevokedByOtherSession);
+        }
+    }
+}
+
+impl Inner {
+    /// Ends the sessions `ids`, taken from `user`'s list while `guards` holds the
+    /// user's lock, with `reason`; reports each (an expired one as expired) and, for a
+    /// revocation of the whole user, [`Event::UserRevoked`]. Returns how many were live.
+    fn revoke_listed(
+        &self,
+        mut guards: UserGuards<'_>,
+        user: UserId,
+        ids: Vec<SessionId>,
+        reason: EndReason,
+    ) -> Result<usize> {
+        let removed = match self.remove_batch(&ids, reason) {
             Ok(removed) => removed,
             Err(e) => {
                 // The journal failed partway: the sessions not ended stay listed.
                 for &id in &ids {
-                    if inner.place_of(id).is_some() {
+                    if self.place_of(id).is_some() {
                         guards.add(&user, id);
                     }
                 }
@@ -221,14 +271,14 @@ impl Store {
             }
         };
         drop(guards);
-        let now = inner.now();
-        let live = |s: &SessionState| s.deadline(inner.rules) > now;
+        let now = self.now();
+        let live = |s: &SessionState| s.deadline(self.rules) > now;
         let count = removed.iter().filter(|(s, _)| live(s)).count();
         // Tickets are handed out in log order: the last one covers the rest.
         if let Some(last) = removed.iter().map(|&(_, t)| t).max() {
-            inner.wait(last)?;
+            self.wait(last)?;
         }
-        inner.emit_if(|| {
+        self.emit_if(|| {
             let ev = |session, reason| Event::Ended {
                 session,
                 user: Some(user.clone()),
@@ -238,12 +288,14 @@ impl Store {
             let mut evs: Vec<Event> = expired
                 .iter()
                 .map(|(s, _)| ev(s.id, EndReason::Expired))
-                .chain(ended.iter().map(|(s, _)| ev(s.id, EndReason::Revoked)))
+                .chain(ended.iter().map(|(s, _)| ev(s.id, reason)))
                 .collect();
-            evs.push(Event::UserRevoked {
-                user: user.clone(),
-                sessions: ended.iter().map(|(s, _)| s.id).collect(),
-            });
+            if reason == EndReason::Revoked {
+                evs.push(Event::UserRevoked {
+                    user: user.clone(),
+                    sessions: ended.iter().map(|(s, _)| s.id).collect(),
+                });
+            }
             evs
         });
         Ok(count)

@@ -78,6 +78,8 @@ pub enum Op {
     End(usize),
     EndById(usize),
     Revoke(usize),
+    /// `Store::revoke_others` through this token.
+    RevokeOthers(usize),
     SessionsOf(usize),
     Advance(u16),
     Reap,
@@ -577,6 +579,35 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                     .count();
                 check_eq!(got, live);
                 for k in mine {
+                    m.sessions.remove(&k);
+                }
+            }
+            Op::RevokeOthers(i) => {
+                let Some((i, t)) = tok_of(&m, i) else {
+                    continue;
+                };
+                let got = store.revoke_others(&t);
+                let Some(sk) = m.resolve(i) else {
+                    check!(matches!(got, Err(sessiondb::Error::Ended)));
+                    continue;
+                };
+                let Some(u) = m.sessions[&sk].user else {
+                    check_eq!(got.unwrap(), 0);
+                    continue;
+                };
+                let now = m.now;
+                let others: Vec<usize> = m
+                    .sessions
+                    .iter()
+                    .filter(|(k, s)| **k != sk && s.user == Some(u))
+                    .map(|(k, _)| *k)
+                    .collect();
+                let live = others
+                    .iter()
+                    .filter(|k| m.sessions[*k].deadline() > now)
+                    .count();
+                check_eq!(got.unwrap(), live);
+                for k in others {
                     m.sessions.remove(&k);
                 }
             }

@@ -34,7 +34,7 @@ impl Bytes<'_> {
 }
 
 /// Number of distinct operation tags.
-pub const TAGS: u8 = 24;
+pub const TAGS: u8 = 25;
 
 pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
     let mut b = Bytes(data);
@@ -76,6 +76,7 @@ pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
                 20 => Op::Compact,
                 21 => Op::OpenInstance(b.tok()?),
                 22 => Op::EndInstance(b.tok()?, b.u8()?),
+                23 => Op::RevokeOthers(b.tok()?),
                 _ => Op::SetExpiry(b.tok()?, b.u16()? as i16 % 4000),
             })
         })();

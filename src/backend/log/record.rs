@@ -158,6 +158,7 @@ fn reason_byte(r: EndReason) -> u8 {
         EndReason::LastInstanceEnded => 4,
         EndReason::Cleared => 5,
         EndReason::Evicted => 6,
+        EndReason::RevokedByOtherSession => 7,
     }
 }
 
@@ -170,6 +171,7 @@ fn reason_of(b: u8) -> Option<EndReason> {
         4 => EndReason::LastInstanceEnded,
         5 => EndReason::Cleared,
         6 => EndReason::Evicted,
+        7 => EndReason::RevokedByOtherSession,
         _ => return None,
     })
 }
