@@ -528,6 +528,29 @@ mod tests {
     use super::*;
     use crate::backend::log::format::{Frame, read_frame};
 
+    #[test]
+    fn every_end_reason_has_its_own_byte_and_reads_back() {
+        let all = [
+            EndReason::Ended,
+            EndReason::Expired,
+            EndReason::Revoked,
+            EndReason::LimitExceeded,
+            EndReason::LastInstanceEnded,
+            EndReason::Cleared,
+            EndReason::Evicted,
+            EndReason::RevokedByOtherSession,
+        ];
+        for (i, r) in all.into_iter().enumerate() {
+            assert_eq!(
+                usize::from(reason_byte(r)),
+                i,
+                "{r:?}: the bytes are stable"
+            );
+            assert_eq!(reason_of(reason_byte(r)), Some(r));
+        }
+        assert_eq!(reason_of(8), None, "an unknown byte is damage");
+    }
+
     fn round_trip(change: Change) {
         let mut buf = Vec::new();
         encode_change(&mut buf, &change);
