@@ -253,6 +253,46 @@ async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
     verify(&store);
 }
 
+async fn logout_others_keeps_this_session_and_ends_the_users_others(b: Backend) {
+    let (store, _held) = store_on!(b);
+    let backend = Arc::new(store.clone());
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        let session = Session::new(None, backend.clone(), None);
+        session.insert("cart", 1).await.unwrap();
+        session.save().await.unwrap();
+        store.login(&session, "alice").await.unwrap();
+        devices.push(session);
+    }
+    let bob = Session::new(None, backend.clone(), None);
+    bob.insert("k", 1).await.unwrap();
+    bob.save().await.unwrap();
+    store.login(&bob, "bob").await.unwrap();
+    let this = &devices[1];
+    assert_eq!(store.logout_others(this).await.unwrap(), 2);
+    assert_eq!(store.user(this).await.unwrap().unwrap().as_str(), "alice");
+    for other in [&devices[0], &devices[2]] {
+        assert!(store.user(other).await.unwrap().is_none(), "signed out");
+        assert_eq!(store.load(&other.id().unwrap()).await.unwrap(), None);
+    }
+    assert_eq!(sessions_of(&store, "alice").await, 1);
+    assert_eq!(
+        sessions_of(&store, "bob").await,
+        1,
+        "another user's untouched"
+    );
+    assert_eq!(store.logout_others(this).await.unwrap(), 0);
+    // A visitor has no others to sign out.
+    let visitor = Session::new(None, backend.clone(), None);
+    visitor.insert("k", 1).await.unwrap();
+    visitor.save().await.unwrap();
+    assert!(matches!(
+        store.logout_others(&visitor).await,
+        Err(HelperError::NotLoggedIn)
+    ));
+    verify(&store);
+}
+
 async fn helpers_refuse_an_anonymous_session(b: Backend) {
     let (store, _held) = store_on!(b);
     let session = Session::new(None, Arc::new(store.clone()), None);
@@ -307,6 +347,7 @@ macro_rules! all_tests {
                 data_past_the_limits_is_refused_and_changes_nothing,
                 login_then_rotate_keep_public_id_times_and_user,
                 helpers_refuse_an_anonymous_session,
+                logout_others_keeps_this_session_and_ends_the_users_others,
                 load_never_returns_an_expired_record_even_unreaped,
                 a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it,
                 a_forged_successor_marker_is_ignored_and_never_stored,

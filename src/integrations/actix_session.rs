@@ -105,7 +105,8 @@
 //! Use the binding as the source of truth for "who is logged in"
 //! ([`SessionDbStore::user`]), not a user id of your own in the state: the index only
 //! knows what was bound, and only bound sessions are reached by
-//! [`SessionDbStore::logout_everywhere`] and listed by [`SessionDbStore::devices`].
+//! [`SessionDbStore::logout_everywhere`] and [`SessionDbStore::logout_others`] and
+//! listed by [`SessionDbStore::devices`].
 //!
 //! # Blocking
 //!
@@ -401,6 +402,21 @@ impl SessionDbStore {
         let n = self.write(move |e| e.revoke_user(user.as_str())).await?;
         session.purge();
         Ok(n)
+    }
+
+    /// "Sign out all other devices": ends every other session of the user bound to
+    /// this request's session and keeps this one (after a password change, or a "that's
+    /// not me" on the devices page), under the user's lock
+    /// ([`crate::Store::revoke_others`]): a login on another device racing it is ended
+    /// or comes after. Returns how many sessions were ended.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] if the
+    /// revocation cannot be made durable, or this session ended meanwhile.
+    pub async fn logout_others(&self, session: &Session) -> Result<usize, Error> {
+        self.user(session).ok_or(Error::NotLoggedIn)?;
+        let token = current_token(session).ok_or(Error::NotLoggedIn)?;
+        Ok(self.write(move |e| e.revoke_others(&token)).await?)
     }
 
     /// The live sessions of the user bound to this request's session, oldest first,

@@ -106,7 +106,8 @@
 //! Use the binding as the source of truth for "who is logged in"
 //! ([`SessionDbStore::user`]), not a user id of your own in the session data: the
 //! index only knows what was bound, and only bound sessions are reached by
-//! [`SessionDbStore::logout_everywhere`] and listed by [`SessionDbStore::devices`].
+//! [`SessionDbStore::logout_everywhere`] and [`SessionDbStore::logout_others`] and
+//! listed by [`SessionDbStore::devices`].
 //!
 //! # Blocking
 //!
@@ -413,6 +414,21 @@ impl SessionDbStore {
         let n = self.sessions.revoke_user(user.as_str()).await?;
         session.flush().await?;
         Ok(n)
+    }
+
+    /// "Sign out all other devices": ends every other session of the user bound to
+    /// this request's session and keeps this one (after a password change, or a "that's
+    /// not me" on the devices page). One step of the backend
+    /// ([`Sessions::revoke_others`]): a login on another device racing it is ended or
+    /// comes after. Returns how many sessions were ended.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] if the
+    /// revocation cannot be made (durably), or this session ended meanwhile.
+    pub async fn logout_others(&self, session: &Session) -> Result<usize, Error> {
+        self.user(session).await?.ok_or(Error::NotLoggedIn)?;
+        let id = session.id().ok_or(Error::NotLoggedIn)?;
+        Ok(self.sessions.revoke_others(&Self::token(id)).await?)
     }
 
     /// The live sessions of the user bound to this request's session, oldest first,

@@ -71,6 +71,10 @@ async fn everywhere(store: Db, session: Session) -> actix_web::Result<String> {
     Ok(store.logout_everywhere(&session).await?.to_string())
 }
 
+async fn others(store: Db, session: Session) -> actix_web::Result<String> {
+    Ok(store.logout_others(&session).await?.to_string())
+}
+
 async fn label(
     store: Db,
     session: Session,
@@ -109,6 +113,7 @@ fn helper_routes(cfg: &mut web::ServiceConfig) {
         .route("/devices", web::get().to(devices))
         .route("/devices/{id}/end", web::post().to(end_device))
         .route("/logout-everywhere", web::post().to(everywhere))
+        .route("/logout-others", web::post().to(others))
         .route("/label/{label}", web::post().to(label))
         .route("/count-while-revoked", web::post().to(count_while_revoked));
 }
@@ -361,6 +366,36 @@ async fn logout_everywhere_ends_every_session_of_the_user_and_only_theirs() {
     assert_eq!(a.me().await.user, None);
     assert_eq!(bob.me().await.user.as_deref(), Some("bob"));
     assert_eq!(f.store.engine().len(), 1);
+}
+
+#[actix_web::test]
+async fn logout_others_keeps_this_browser_signed_in_and_ends_the_users_others() {
+    let f = fixture();
+    let srv = helper_server(f.store.clone());
+    let (mut a, mut b, mut c, mut bob) = (
+        Browser::new(&srv),
+        Browser::new(&srv),
+        Browser::new(&srv),
+        Browser::new(&srv),
+    );
+    a.post("/login/alice").await;
+    b.post("/login/alice").await;
+    c.post("/login/alice").await;
+    bob.post("/login/bob").await;
+    let (status, n) = b.post("/logout-others").await;
+    assert_eq!((status, n.as_str()), (StatusCode::OK, "2"));
+    assert!(b.cookie.is_some(), "this browser keeps its cookie");
+    assert_eq!(b.me().await.user.as_deref(), Some("alice"));
+    assert_eq!(a.me().await.user, None);
+    assert_eq!(c.me().await.user, None);
+    assert_eq!(bob.me().await.user.as_deref(), Some("bob"));
+    assert_eq!(f.store.engine().sessions_of("alice").unwrap().len(), 1);
+    let mut visitor = Browser::new(&srv);
+    visitor.post("/count").await;
+    assert_eq!(
+        visitor.post("/logout-others").await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[actix_web::test]
