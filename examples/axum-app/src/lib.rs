@@ -149,6 +149,7 @@ pub fn app(store: impl Into<Sessions>, users: Users, config: Config) -> Result<R
         .route("/devices/{id}/sign-out", post(routes::sign_out_device))
         .route("/sign-out", post(routes::sign_out))
         .route("/sign-out-everywhere", post(routes::sign_out_everywhere))
+        .route("/sign-out-others", post(routes::sign_out_others))
         .fallback(routes::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state))

@@ -229,12 +229,22 @@ pub fn devices(
 <div class="actions">
 <form class="inline" method="post" action="/sign-out"><input type="hidden" name="csrf" value="{csrf}">
 <button type="submit" id="sign-out">Sign out</button></form>
-<form class="inline" method="post" action="/sign-out-everywhere"><input type="hidden" name="csrf" value="{csrf}">
+{others}<form class="inline" method="post" action="/sign-out-everywhere"><input type="hidden" name="csrf" value="{csrf}">
 <button class="danger" type="submit" id="sign-out-everywhere">Sign out everywhere</button></form>
 </div>
 <p class="settings">Times are UTC. “Last seen” is updated at most once a minute.</p>"#,
         devices = if count == 1 { "device" } else { "devices" },
         lifetime = span(config.lifetime),
+        // Only when there is another device to sign out.
+        others = if count > 1 {
+            format!(
+                r#"<form class="inline" method="post" action="/sign-out-others"><input type="hidden" name="csrf" value="{csrf}">
+<button class="danger" type="submit" id="sign-out-others">Sign out all other devices</button></form>
+"#
+            )
+        } else {
+            String::new()
+        },
     );
     layout("Your devices", Some(me.user.as_str()), &body)
 }

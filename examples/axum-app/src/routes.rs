@@ -289,6 +289,21 @@ pub async fn sign_out_everywhere(
     Ok(signed_out(&state))
 }
 
+/// `POST /sign-out-others`: "sign out all other devices" — ends every other session
+/// of the signed-in user in one step (a login on another device racing it is ended or
+/// comes after) and keeps this one; back to the devices page.
+pub async fn sign_out_others(
+    State(state): State<AppState>,
+    me: SignedIn,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, AppError> {
+    if !csrf_matches(&me.session, &form.csrf) {
+        return Ok(forbidden());
+    }
+    state.store.revoke_others(&me.token).await?;
+    Ok(Redirect::to("/devices").into_response())
+}
+
 /// Clears the cookie and goes to the login page.
 fn signed_out(state: &AppState) -> Response {
     (

@@ -267,9 +267,25 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     b.find(login_form).await?;
     screenshot(&b, shots, "signed-out-device.png").await?;
 
-    // B logs in again; A signs out everywhere; both are signed out.
+    // B logs in again and signs out all other devices: A is signed out, B stays.
     submit_credentials(&b, &format!("{base}/login"), "alice", password, devices).await?;
-    a.refresh().await?;
+    assert_eq!(device_count(&b).await?, 2);
+    b.find(Locator::Id("sign-out-others"))
+        .await?
+        .click()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while device_count(&b).await? != 1 {
+        assert!(Instant::now() < deadline, "B's page still lists A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(path_of(&b).await?, "/devices");
+    a.goto(&format!("{base}/devices")).await?;
+    wait_for_path(&a, "/login").await?;
+    assert_eq!(app.store.sessions_of("alice").await?.len(), 1);
+
+    // A logs in again; A signs out everywhere; both are signed out.
+    submit_credentials(&a, &format!("{base}/login"), "alice", password, devices).await?;
     assert_eq!(device_count(&a).await?, 2);
     a.find(Locator::Id("sign-out-everywhere"))
         .await?

@@ -428,6 +428,43 @@ async fn sign_out_everywhere_ends_every_device_of_that_user_only(backend: Backen
     bob.devices().await;
 }
 
+async fn sign_out_others_keeps_this_device_and_ends_the_users_others(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let tablet = Device::new(&app, CHROME_ANDROID);
+    tablet.log_in("alice", "correct horse battery").await;
+    let bob = Device::new(&app, FIREFOX_LINUX);
+    bob.sign_up("bob", "another good password").await;
+
+    let page = phone.devices().await.body;
+    assert!(
+        page.contains(r#"id="sign-out-others""#),
+        "offered with others"
+    );
+    let csrf = csrf_in(&page);
+    let a = phone.post("/sign-out-others", &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/devices");
+    assert!(laptop.is_signed_out().await);
+    assert!(tablet.is_signed_out().await);
+    let page = phone.devices().await.body;
+    assert!(page.contains("1 signed-in device."), "{page}");
+    assert!(
+        !page.contains(r#"id="sign-out-others""#),
+        "not offered when alone"
+    );
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 1);
+    bob.devices().await;
+    // Without the form's token it changes nothing.
+    laptop.log_in("alice", "correct horse battery").await;
+    let a = laptop.post("/sign-out-others", &[("csrf", "00")]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
+}
+
 async fn a_user_cannot_sign_out_another_users_device(backend: Backend) {
     let (_dir, app) = start(&backend, test_config()).await;
     let alice = Device::new(&app, FIREFOX_LINUX);
@@ -712,6 +749,7 @@ on_both_backends!(
     sign_out_ends_this_session_and_clears_the_cookie,
     one_device_signs_out_another_which_then_lands_on_the_login_page,
     sign_out_everywhere_ends_every_device_of_that_user_only,
+    sign_out_others_keeps_this_device_and_ends_the_users_others,
     a_user_cannot_sign_out_another_users_device,
     sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing,
     cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http,
