@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sessiondb::{
     Durability, EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore, Session,
-    SessionData, SessionRecord, Sessions, Timestamp, Token,
+    SessionData, SessionId, SessionRecord, Sessions, Timestamp, Token,
 };
 
 /// A backend for one test, and what keeps it alive.
@@ -957,12 +957,28 @@ async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_los
         tokio::time::sleep(ms(2)).await;
         revoked += s.revoke_user("racer").await.unwrap();
     }
+    let (found, live) = live_and_listed(s, "racer", tasks).await;
+    assert_eq!(found, live.len(), "the index lists only live sessions");
+    assert_eq!(
+        found + revoked,
+        160,
+        "every session is either live or revoked"
+    );
+}
+
+/// Waits for the racing tasks; returns how many of the sessions they created are live,
+/// each checked to be listed in `user`'s index, and the ids the index lists.
+async fn live_and_listed(
+    s: &Sessions,
+    user: &str,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Token>>>,
+) -> (usize, HashSet<SessionId>) {
     let mut created = Vec::new();
     for t in tasks {
         created.extend(t.await.unwrap());
     }
     let live: HashSet<_> = s
-        .sessions_of("racer")
+        .sessions_of(user)
         .await
         .unwrap()
         .iter()
@@ -978,12 +994,7 @@ async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_los
             found += 1;
         }
     }
-    assert_eq!(found, live.len(), "the index lists only live sessions");
-    assert_eq!(
-        found + revoked,
-        160,
-        "every session is either live or revoked"
-    );
+    (found, live)
 }
 
 async fn revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one(s: &Sessions) {
@@ -1067,28 +1078,8 @@ async fn revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_hal
         tokio::time::sleep(ms(2)).await;
         revoked += s.revoke_others(&keeper).await.unwrap();
     }
-    let mut created = Vec::new();
-    for t in tasks {
-        created.extend(t.await.unwrap());
-    }
-    let live: HashSet<_> = s
-        .sessions_of("racer")
-        .await
-        .unwrap()
-        .iter()
-        .map(|x| x.id())
-        .collect();
+    let (found, live) = live_and_listed(s, "racer", tasks).await;
     assert!(live.contains(&kept.id()), "the keeper is never revoked");
-    let mut found = 0;
-    for t in &created {
-        if let Some(x) = s.get(t).await.unwrap() {
-            assert!(
-                live.contains(&x.id()),
-                "a live session missing from the user's index"
-            );
-            found += 1;
-        }
-    }
     assert_eq!(found + 1, live.len(), "the index lists only live sessions");
     assert_eq!(
         found + revoked,
