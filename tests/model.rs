@@ -31,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => tok.clone().prop_map(Op::EndById),
         1 => (0usize..3).prop_map(Op::Revoke),
         1 => tok.clone().prop_map(Op::RevokeOthers),
+        1 => (0usize..3, -4000i16..60).prop_map(|(u, s)| Op::RevokeBefore(u, s)),
         1 => (0usize..3).prop_map(Op::SessionsOf),
         3 => prop_oneof![
             // The boundaries: touch interval, grace, trial, idle, auth lifetime, lifetime.

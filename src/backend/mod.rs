@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::model::change::{Change, Image, Record};
+use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::hash::RandomKeyMap;
 
@@ -104,6 +105,8 @@ pub(crate) trait Snapshot {
         &self,
         f: &mut dyn FnMut(TokenHash, SessionId, Timestamp) -> Result<()>,
     ) -> Result<()>;
+    /// Every user's not-before time.
+    fn not_before(&self) -> Vec<(UserId, Timestamp)>;
 }
 
 /// Where recovery puts what it reads: the engine's loader, which builds the index
@@ -218,6 +221,7 @@ pub struct SkippedRange {
 pub(crate) struct Recovered {
     pub(crate) sessions: RandomKeyMap<Image>,
     pub(crate) aliases: HashMap<TokenHash, (SessionId, Timestamp)>,
+    pub(crate) not_before: HashMap<UserId, Timestamp>,
 }
 
 #[cfg(test)]
@@ -336,6 +340,13 @@ impl Recovered {
             }
             crate::model::change::Change::Import(img) => {
                 self.sessions.insert(img.id.0, *img);
+            }
+            crate::model::change::Change::NotBefore { user, at } => {
+                self.sessions.retain(|_, s| {
+                    s.user.as_ref() != Some(&user) || s.authenticated.is_some_and(|a| a >= at)
+                });
+                let t = self.not_before.entry(user).or_insert(at);
+                *t = (*t).max(at);
             }
         }
     }

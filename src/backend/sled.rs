@@ -51,11 +51,13 @@ use super::{SLED_DIR, SLED_NEW_DIR};
 
 /// Key of the format version, in the default tree.
 const FORMAT_KEY: &[u8] = b"__format";
-/// The newest layout this build reads and the one it writes.
-const FORMAT_VERSION: u32 = 1;
+/// The newest layout this build reads and the one it writes (2: the `not_before`
+/// tree; a version-1 database is upgraded on open).
+const FORMAT_VERSION: u32 = 2;
 const META: &str = "meta";
 const DATA: &str = "data";
 const ALIASES: &str = "aliases";
+const NOT_BEFORE: &str = "not_before";
 /// How long opening waits for sled's own file lock, which a database dropped an instant
 /// earlier in this process may still hold from a background thread. (Other stores are
 /// kept out by the store directory's LOCK file, taken before this runs.)
@@ -91,6 +93,8 @@ pub(crate) struct SledBackend {
     meta: sled::Tree,
     data: sled::Tree,
     aliases: sled::Tree,
+    /// User id (UTF-8) → that user's not-before time (`u64` little-endian ms).
+    not_before: sled::Tree,
     /// `Db::size_on_disk` as of open or the last sync.
     disk_bytes: u64,
 }
@@ -217,6 +221,12 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
     })
 }
 
+fn decode_not_before(k: &[u8], v: &[u8]) -> Result<(UserId, Timestamp), String> {
+    let user = std::str::from_utf8(k).map_err(|_| "key is not a UTF-8 user id")?;
+    let at: [u8; 8] = v.try_into().map_err(|_| "value is not an 8-byte time")?;
+    Ok((UserId::stored(user)?, Timestamp(u64::from_le_bytes(at))))
+}
+
 fn decode_alias(k: &[u8], v: &[u8]) -> Result<(TokenHash, SessionId, Timestamp), String> {
     let hash = parse_key(k).ok_or("key is not a 16-byte token hash")?;
     let r: AliasRec = codec::decode(v, None).map_err(|e| e.to_string())?;
@@ -268,6 +278,7 @@ impl SledBackend {
             meta: tree(META)?,
             data: tree(DATA)?,
             aliases: tree(ALIASES)?,
+            not_before: tree(NOT_BEFORE)?,
             db: db.clone(),
             path: path.clone(),
             disk_bytes: 0,
@@ -304,7 +315,17 @@ impl SledBackend {
                     supported: FORMAT_VERSION,
                 }),
                 Ok(0) => Err(corrupt(path, "format version 0")),
-                Ok(_) => Ok(()),
+                Ok(FORMAT_VERSION) => Ok(()),
+                Ok(_) => {
+                    // Version 1 lacks only the `not_before` tree, now opened (empty).
+                    // Marked as this version, so that a build that knows nothing of
+                    // that tree refuses the database rather than ignore it.
+                    let v = codec::encode(&FORMAT_VERSION, None)?;
+                    self.db
+                        .insert(FORMAT_KEY, v)
+                        .map_err(|e| sled_err(path, "upgrading the format version", e))?;
+                    Ok(())
+                }
                 Err(e) => Err(corrupt(path, format!("unreadable format version: {e}"))),
             },
             None => {
@@ -420,6 +441,16 @@ impl SledBackend {
                 Err(why) => damaged(path, salvage, report, ALIASES, &k, v.len(), &why)?,
             }
         }
+        for entry in self.not_before.iter() {
+            let (k, v) = entry.map_err(|e| sled_err(path, "reading tree not_before", e))?;
+            report.records += 1;
+            match decode_not_before(&k, &v) {
+                Ok((user, at)) => {
+                    state.not_before.insert(user, at);
+                }
+                Err(why) => damaged(path, salvage, report, NOT_BEFORE, &k, v.len(), &why)?,
+            }
+        }
         for (tree, name, keys) in [
             (&self.meta, META, dead_meta),
             (&self.data, DATA, dead_data),
@@ -471,6 +502,7 @@ fn apply(
     meta: &TransactionalTree,
     data: &TransactionalTree,
     aliases: &TransactionalTree,
+    not_before: &TransactionalTree,
     change: &Change,
 ) -> TxResult<()> {
     match change {
@@ -615,6 +647,14 @@ fn apply(
         Change::Clear => {
             // Applied by `SledBackend::write` before the transaction (see there).
         }
+        Change::NotBefore { user, at } => {
+            let k = user.as_str().as_bytes();
+            let earlier = not_before
+                .get(k)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map_or(0, u64::from_le_bytes);
+            not_before.insert(k, &at.0.max(earlier).to_le_bytes())?;
+        }
     }
     Ok(())
 }
@@ -623,9 +663,18 @@ impl Backend for SledBackend {
     fn write(&mut self, changes: &[Change]) -> Result<()> {
         // A clear wipes everything, so what comes before the last one does not matter:
         // the transaction removes every key the trees hold, then applies the rest.
-        let (clear, changes) = match changes.iter().rposition(|c| matches!(c, Change::Clear)) {
-            Some(i) => (true, &changes[i + 1..]),
-            None => (false, changes),
+        // Not-before times outlive a clear: those before it are applied all the same.
+        let (clear, kept, changes) = match changes.iter().rposition(|c| matches!(c, Change::Clear))
+        {
+            Some(i) => (
+                true,
+                changes[..i]
+                    .iter()
+                    .filter(|c| matches!(c, Change::NotBefore { .. }))
+                    .collect(),
+                &changes[i + 1..],
+            ),
+            None => (false, Vec::new(), changes),
         };
         if !clear && changes.is_empty() {
             return Ok(());
@@ -645,15 +694,16 @@ impl Backend for SledBackend {
             keys_of(&self.data, DATA)?,
             keys_of(&self.aliases, ALIASES)?,
         ];
-        (&self.meta, &self.data, &self.aliases)
-            .transaction(|(meta, data, aliases)| {
+        // A clear keeps the not-before times (as the engine does).
+        (&self.meta, &self.data, &self.aliases, &self.not_before)
+            .transaction(|(meta, data, aliases, not_before)| {
                 for (tree, keys) in [(meta, &wipe[0]), (data, &wipe[1]), (aliases, &wipe[2])] {
                     for k in keys {
                         tree.remove(k)?;
                     }
                 }
-                for c in changes {
-                    apply(path, meta, data, aliases, c)?;
+                for c in kept.iter().copied().chain(changes) {
+                    apply(path, meta, data, aliases, not_before, c)?;
                 }
                 Ok(())
             })
@@ -738,6 +788,20 @@ mod tests {
     /// Checks what an open at `now` recovered against `model`, the log's replay of the
     /// same changes, then drops from the model what that open removed from disk.
     fn check_open(got: &Recovered, model: &mut Recovered, now: u64) {
+        assert_eq!(got.not_before, model.not_before);
+        // sled keeps what a not-before record revoked until its end records come (the
+        // engine drops them as it loads, as the log's replay does).
+        let mut got_sessions = got.sessions.clone();
+        for (user, &at) in &got.not_before {
+            got_sessions.retain(|_, s| {
+                s.user.as_ref() != Some(user) || s.authenticated.is_some_and(|a| a >= at)
+            });
+        }
+        let got = &Recovered {
+            sessions: got_sessions,
+            aliases: got.aliases.clone(),
+            not_before: got.not_before.clone(),
+        };
         assert_eq!(got.sessions.len(), model.sessions.len());
         for (id, want) in &model.sessions {
             let got = got
@@ -1041,6 +1105,12 @@ mod tests {
             10 => Change::End {
                 id,
                 reason: EndReason::Ended,
+            },
+            // At the earliest time: the engine dates every later login at or after a
+            // user's not-before time, which these random times would not respect.
+            11 if rng.below(3) == 0 => Change::NotBefore {
+                user: user(users[rng.below(3) as usize]),
+                at: Timestamp(T0 - rng.below(2)),
             },
             _ if rng.below(8) == 0 => Change::Clear,
             _ => Change::Touch { id, at },

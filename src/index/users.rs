@@ -7,20 +7,57 @@
 //! the same lock while it ends the list. So a revoke racing creates for the same user
 //! can never leave behind a readable session that is missing from the list.
 //!
+//! Each shard also keeps its users' *not-before* times ([`crate::Store::revoke_user_before`]):
+//! a session of the user authenticated before it was revoked, and is never let back in.
+//! They live under the same lock, so a revoke-before racing a create, bind or import
+//! for the same user is ordered with it like any other change to the user's list.
+//!
 //! Lock order in the store: user locks (ascending shard) → session shards (ascending)
 //! → id shards. Nothing takes a user lock while holding a session or id shard.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::clock::Timestamp;
 use crate::model::session::UserId;
 use crate::model::token::SessionId;
 
 pub(crate) type UserMap = HashMap<UserId, Vec<SessionId>, ahash::RandomState>;
 
+/// One shard: its users' session lists (what it derefs to) and their not-before times.
+#[derive(Default)]
+pub(crate) struct UserShard {
+    lists: UserMap,
+    /// Users with a not-before time, and it. Kept when the user has no sessions left
+    /// (it is what refuses a late import) and across a clear.
+    pub(crate) not_before: HashMap<UserId, Timestamp, ahash::RandomState>,
+}
+
+impl Deref for UserShard {
+    type Target = UserMap;
+    fn deref(&self) -> &UserMap {
+        &self.lists
+    }
+}
+
+impl DerefMut for UserShard {
+    fn deref_mut(&mut self) -> &mut UserMap {
+        &mut self.lists
+    }
+}
+
+impl UserShard {
+    /// Raises `user`'s not-before time to `at` (it never moves back).
+    pub(crate) fn raise_not_before(&mut self, user: &UserId, at: Timestamp) {
+        let t = self.not_before.entry(user.clone()).or_insert(at);
+        *t = (*t).max(at);
+    }
+}
+
 pub(crate) struct UserIndex {
-    shards: Box<[Mutex<UserMap>]>,
+    shards: Box<[Mutex<UserShard>]>,
     hasher: ahash::RandomState,
     mask: usize,
 }
@@ -28,12 +65,12 @@ pub(crate) struct UserIndex {
 /// Held user locks (one or two shards); look users up through it.
 pub(crate) struct UserGuards<'a> {
     index: &'a UserIndex,
-    first: (usize, MutexGuard<'a, UserMap>),
-    second: Option<(usize, MutexGuard<'a, UserMap>)>,
+    first: (usize, MutexGuard<'a, UserShard>),
+    second: Option<(usize, MutexGuard<'a, UserShard>)>,
 }
 
 impl UserGuards<'_> {
-    pub(crate) fn map(&mut self, user: &str) -> &mut UserMap {
+    fn shard(&mut self, user: &str) -> &mut UserShard {
         let i = self.index.shard_of(user);
         match &mut self.second {
             Some((j, g)) if *j == i => g,
@@ -42,6 +79,20 @@ impl UserGuards<'_> {
                 &mut self.first.1
             }
         }
+    }
+
+    pub(crate) fn map(&mut self, user: &str) -> &mut UserMap {
+        &mut self.shard(user).lists
+    }
+
+    /// `user`'s not-before time, if one was set.
+    pub(crate) fn not_before(&mut self, user: &str) -> Option<Timestamp> {
+        self.shard(user).not_before.get(user).copied()
+    }
+
+    /// Raises `user`'s not-before time to `at`.
+    pub(crate) fn raise_not_before(&mut self, user: &UserId, at: Timestamp) {
+        self.shard(user.as_str()).raise_not_before(user, at);
     }
 
     /// The `UserId` the index already holds for `user` (so sessions of one user share
@@ -94,7 +145,7 @@ impl UserIndex {
     pub(crate) fn new(shards: usize) -> UserIndex {
         UserIndex {
             shards: (0..shards)
-                .map(|_| Mutex::new(UserMap::default()))
+                .map(|_| Mutex::new(UserShard::default()))
                 .collect(),
             hasher: ahash::RandomState::new(),
             mask: shards - 1,
@@ -161,8 +212,24 @@ impl UserIndex {
     }
 
     /// Takes every user lock, in order (for `clear` and consistency checks).
-    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, UserMap>> {
+    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, UserShard>> {
         self.shards.iter().map(|s| s.lock()).collect()
+    }
+
+    /// Every user's not-before time (for a compaction's base and for export).
+    pub(crate) fn not_before_all(&self) -> Vec<(UserId, Timestamp)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(s.lock().not_before.iter().map(|(u, &t)| (u.clone(), t)));
+        }
+        out
+    }
+
+    /// Raises `user`'s not-before time to `at` (recovery).
+    pub(crate) fn raise_not_before(&self, user: &UserId, at: Timestamp) {
+        self.shards[self.shard_of(user.as_str())]
+            .lock()
+            .raise_not_before(user, at);
     }
 
     /// Number of users with at least one listed session.

@@ -71,6 +71,10 @@ pub(crate) enum Change {
     End { id: SessionId, reason: EndReason },
     /// Every session ended.
     Clear,
+    /// `user`'s sessions authenticated before `at` are revoked (each has its own
+    /// `End`), and one authenticated before it is never admitted again (an import is
+    /// refused). A user's not-before is the latest of these.
+    NotBefore { user: UserId, at: Timestamp },
     /// A whole session brought in from elsewhere ([`crate::Store::import`]); logged as
     /// the same image record a compacted base holds.
     Import(Box<Image>),

@@ -16,6 +16,7 @@ use crate::index::entry::SessionState;
 use crate::index::shard::SlotRef;
 use crate::journal::Journal;
 use crate::model::change::Image;
+use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 
 impl Store {
@@ -77,6 +78,10 @@ impl Snapshot for Inner {
             }
         }
         Ok(())
+    }
+
+    fn not_before(&self) -> Vec<(UserId, Timestamp)> {
+        self.users.not_before_all()
     }
 }
 

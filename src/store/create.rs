@@ -60,7 +60,7 @@ impl Store {
             None => Key::Fresh(first_token),
         };
         let bytes = cost_of(data.encoded_len(), label.as_ref().map(|l| l.len()));
-        let (token, session) = inner.admit(id, user, key, false, bytes, |now, user| {
+        let admitted = inner.admit(id, user, key, None, bytes, |now, user| {
             let mut state = Box::new(SessionState {
                 id,
                 user: user.clone(),
@@ -78,6 +78,7 @@ impl Store {
             state.set_idle(idle);
             state
         })?;
+        let (token, session) = admitted.expect("only an import is refused for its age");
         Ok((
             token
                 .or_else(|| fixed.cloned())
@@ -103,20 +104,26 @@ impl Store {
 impl Inner {
     /// Puts a new session into the index, the id map, the user index, the wheel and the
     /// journal: what create, create-with-token and import share. `build` makes the
-    /// session at `now` for the (canonical) user. A fresh key retries with new tokens on
-    /// a collision; a given key is [`Error::Exists`]. Under the user's lock, the user's
-    /// session limit is enforced first, then the store's budget (the session costing
-    /// `bytes`). Returns the token when the key was fresh.
+    /// session at `now` for the (canonical) user: never earlier than the user's
+    /// not-before time, should the clock have been set back past it. A fresh key
+    /// retries with new tokens on a collision; a given key is [`Error::Exists`]. Under
+    /// the user's lock, the user's session limit is enforced first, then the store's
+    /// budget (the session costing `bytes`). Returns the token when the key was fresh.
+    ///
+    /// `import`: the session is an import authenticated at this time (logged as an
+    /// image). If that is before the user's not-before time it is refused: `Ok(None)`,
+    /// nothing changed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn admit(
         &self,
         id: SessionId,
         user: Option<&str>,
         key: Key,
-        as_image: bool,
+        import: Option<Option<Timestamp>>,
         bytes: u64,
         mut build: impl FnMut(Timestamp, &Option<UserId>) -> Box<SessionState>,
-    ) -> Result<(Option<Token>, Session)> {
+    ) -> Result<Option<(Option<Token>, Session)>> {
+        let as_image = import.is_some();
         let mut events = Vec::new();
         let mut tickets = Vec::new();
         let mut guards = user.map(|u| self.users.lock_str(u));
@@ -125,6 +132,15 @@ impl Inner {
             (Some(g), Some(u)) => Some(g.canonical_str(u)),
             _ => None,
         };
+        let not_before = match (guards.as_mut(), user.as_ref()) {
+            (Some(g), Some(u)) => g.not_before(u.as_str()),
+            _ => None,
+        };
+        if let (Some(nb), Some(authenticated)) = (not_before, import)
+            && authenticated.is_none_or(|a| a < nb)
+        {
+            return Ok(None);
+        }
         if let Key::Given(k) = key {
             // Checked before the limit can end anything for this session's sake.
             self.check_vacant(id, k)?;
@@ -153,7 +169,7 @@ impl Inner {
             let mut shard = self.shard(key).write();
             // One probe both checks for a collision and keeps the place.
             let inserted = shard.insert_vacant(key, &mut reserved, || {
-                let now = self.now();
+                let now = self.now().max(not_before.unwrap_or_default());
                 let state = build(now, &user);
                 let deadline = state.deadline(self.rules);
                 // The id goes in first, while the shard lock is held: a compaction
@@ -220,7 +236,7 @@ impl Inner {
             events.push(Event::Created { session: id, user });
             self.emit(events);
         }
-        Ok((token, session))
+        Ok(Some((token, session)))
     }
 
     /// [`Error::Exists`] if `key` addresses anything (a session or an alias) or `id` is

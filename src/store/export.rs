@@ -35,8 +35,10 @@ impl Store {
 
     /// Brings in a session exported from a store ([`Store::export`]), with its id, token
     /// hash, user, times, version and data as they were: it answers to the same token.
-    /// Durable like a create. Returns false, and changes nothing, if the session's
-    /// deadline has already passed.
+    /// Durable like a create. Returns false, and changes nothing, if the session has
+    /// already ended: its deadline passed, or its user authenticated before the user's
+    /// not-before time ([`Store::revoke_user_before`]) — an export taken before a
+    /// password change brings back none of the sessions the change ended.
     ///
     /// # Errors
     /// [`Error::Exists`](crate::Error::Exists) if its token hash or its public id is already in this store;
@@ -49,6 +51,7 @@ impl Store {
         rec.check(&inner.opts.limits)?;
         let (id, key) = (rec.id, rec.token_hash.0);
         let user = rec.user.clone();
+        let authenticated = rec.authenticated;
         let (state_key, state) = crate::store::load::state_of(rec.into_image());
         debug_assert_eq!(state_key, key);
         if state.deadline(inner.rules) <= inner.now() {
@@ -56,11 +59,11 @@ impl Store {
         }
         let bytes = crate::index::usage::cost(&state);
         let mut state = Some(state);
-        inner.admit(
+        let admitted = inner.admit(
             id,
             user.as_ref().map(UserId::as_str),
             Key::Given(key),
-            true,
+            Some(authenticated),
             bytes,
             |_, user| {
                 // A given key is tried once, so the state is built once.
@@ -71,6 +74,6 @@ impl Store {
                 s
             },
         )?;
-        Ok(true)
+        Ok(admitted.is_some())
     }
 }

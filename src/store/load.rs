@@ -329,6 +329,9 @@ impl Loader {
             .map(|(hash, (id, until))| (hash, id, until))
             .collect();
         self.load_base(vec![BasePart { shards, users }], aliases);
+        for (user, at) in state.not_before {
+            self.apply(Record::Change(Change::NotBefore { user, at }));
+        }
     }
 
     /// Applies one record from a segment, in log order.
@@ -445,6 +448,22 @@ impl Loader {
             Change::Import(img) => {
                 let (key, state) = state_of(*img);
                 self.insert(key, state);
+            }
+            Change::NotBefore { user, at } => {
+                self.users.raise_not_before(&user, at);
+                // The revocation's End records follow; should a crash have kept this
+                // record and lost some of them, its sessions end here all the same.
+                let ids = self.users.lock(&user, None).sessions(user.as_str());
+                for id in ids {
+                    let older = self.key_of(id).and_then(|key| {
+                        let shard = self.shard(key).read();
+                        let s = shard.live(key)?;
+                        Some(s.authenticated.get().is_none_or(|a| a < at))
+                    });
+                    if older == Some(true) {
+                        self.remove(id);
+                    }
+                }
             }
         }
     }
@@ -647,6 +666,10 @@ mod tests {
                         reason: EndReason::Ended,
                     },
                     8 if next() % 20 == 0 => Change::Clear,
+                    8 if next() % 3 == 0 => Change::NotBefore {
+                        user: user(["a", "b", "c"][(next() % 3) as usize]),
+                        at: Timestamp(1000 + step * 2),
+                    },
                     9 => Change::Label {
                         id,
                         label: Some(Arc::from("x")),
@@ -661,6 +684,11 @@ mod tests {
                 loader.apply(Record::Change(change));
                 assert_eq!(view_loader(&loader), view_recovered(&reference));
             }
+            let mut not_before = loader.users.not_before_all();
+            not_before.sort();
+            let mut want: Vec<_> = reference.not_before.clone().into_iter().collect();
+            want.sort();
+            assert_eq!(not_before, want);
             let live = loader.finish(Timestamp(0)).live;
             assert_eq!(live, reference.sessions.len());
         }

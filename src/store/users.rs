@@ -43,12 +43,16 @@ impl Store {
             next_version(version)?;
             let mut guards = inner.users.lock(&user, current.as_ref());
             let user = guards.canonical(&user);
+            // A login is never dated before the user's not-before time, should the
+            // clock have been set back past it (it happened after, in fact).
+            let not_before = guards.not_before(user.as_str()).unwrap_or_default();
             let mut events = Vec::new();
             let mut tickets = Vec::new();
             if current.as_ref() != Some(&user) {
                 inner.enforce_limit(&mut guards, &user, Some(id), &mut events, &mut tickets)?;
             }
             let ticket = inner.with_live(hash, |shard, key, now| {
+                let now = now.max(not_before);
                 let mut s = shard.live_mut(key).ok_or(Error::Ended)?;
                 if s.id != id || s.user != current {
                     return Ok(Some(None));
@@ -209,6 +213,71 @@ impl Store {
             None => (UserId::new(user, limits)?, Vec::new()),
         };
         inner.revoke_listed(guards, user, ids, EndReason::Revoked)
+    }
+
+    /// Ends every session of `user` that authenticated before `before` and makes
+    /// `before` the user's *not-before* time: a password change in one call. A session
+    /// of the user authenticated earlier is never let in again — an import of one (an
+    /// export or backup taken before the change) is refused ([`Store::import`] returns
+    /// false) — and the time persists across restarts, compactions and
+    /// [`Store::clear`]. A user's not-before time only moves forward.
+    ///
+    /// `before` later than now counts as now: this ends sessions, it does not hold
+    /// future logins back. To keep the session that made the change, log it in again
+    /// first and pass its new [`Session::authenticated_at`] (sessions that
+    /// authenticated in the same millisecond are kept too):
+    ///
+    /// ```
+    /// # use sessiondb::{NewSession, Store};
+    /// # let store = Store::in_memory()?;
+    /// # let (old, _) = store.create(NewSession::for_user("alice"))?;
+    /// # let (token, _) = store.create(NewSession::anonymous())?;
+    /// # std::thread::sleep(std::time::Duration::from_millis(2));
+    /// // The user changed their password on `token`'s device:
+    /// let token = store.login(&token, "alice")?;
+    /// let at = store.get(&token).unwrap().authenticated_at().unwrap();
+    /// assert_eq!(store.revoke_user_before("alice", at)?, 1);
+    /// assert!(store.get(&old).is_none() && store.get(&token).is_some());
+    /// # Ok::<(), sessiondb::Error>(())
+    /// ```
+    ///
+    /// As [`Store::revoke_user`], it holds the user's lock: a create, login or bind for
+    /// the same user racing it completes before (and is judged by its time) or starts
+    /// after. Each ended session is reported as [`EndReason::Revoked`], and all of them
+    /// in one [`Event::UserRevoked`]. Returns how many ended.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
+    pub fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize> {
+        let inner = &*self.inner;
+        UserId::check(user, &inner.opts.limits)?;
+        let mut guards = inner.users.lock_str(user);
+        let at = before.min(inner.now());
+        let user = guards.canonical_str(user);
+        // In memory before the log: a compaction whose snapshot misses it has sealed
+        // the log before this record (see `Snapshot::not_before`).
+        guards.raise_not_before(&user, at);
+        let ticket = inner.journal.append(|| Change::NotBefore {
+            user: user.clone(),
+            at,
+        })?;
+        let (user, mut ids) = guards.take(user.as_str()).unwrap_or((user, Vec::new()));
+        // The live sessions authenticated since stay listed; the rest end (those
+        // already past their deadline are reported as expired, as by `revoke_user`).
+        let mut later = Vec::new();
+        inner.read_batch(&ids, |s| {
+            if s.authenticated.get().is_some_and(|a| a >= at) {
+                later.push(s.id);
+            }
+        });
+        later.sort_unstable();
+        ids.retain(|id| later.binary_search(id).is_err());
+        for &id in &later {
+            guards.add(&user, id);
+        }
+        let count = inner.revoke_listed(guards, user, ids, EndReason::Revoked)?;
+        inner.wait(ticket)?;
+        Ok(count)
     }
 
     /// Ends every *other* session of the token's user ("sign out all other devices",

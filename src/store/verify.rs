@@ -120,19 +120,32 @@ impl Inner {
         let mut seen: HashSet<SessionId, BuildHasherDefault<IdHasher>> =
             HashSet::with_capacity_and_hasher(owned, BuildHasherDefault::default());
         let mut listed = 0usize;
-        for map in &users {
+        for (i, map) in users.iter().enumerate() {
+            for user in map.not_before.keys() {
+                if self.users.shard_of(user.as_str()) != i {
+                    return bad(format!("user {user}: not-before time in another shard"));
+                }
+            }
             for (user, list) in map.iter() {
+                let not_before = map.not_before.get(user).copied().unwrap_or_default();
                 if list.is_empty() {
                     return bad(format!("user {user} has an empty list"));
                 }
                 for &id in list {
-                    let owner = id_of(id)
+                    let session = id_of(id)
                         .and_then(|lo| shards[shard_of(lo, self.mask)].live_at(lo))
-                        .and_then(|(_, s)| s.user.as_ref());
+                        .map(|(_, s)| s);
+                    let owner = session.and_then(|s| s.user.as_ref());
                     if owner != Some(user) {
                         return bad(format!(
                             "user {user}: lists session {id}, which is {}",
                             owner.map_or("not there or anonymous".to_owned(), |o| format!("{o}'s"))
+                        ));
+                    }
+                    if session.is_some_and(|s| s.authenticated.get() < Some(not_before)) {
+                        return bad(format!(
+                            "user {user}: session {id} authenticated before the user's \
+                             not-before time {not_before}"
                         ));
                     }
                     if !seen.insert(id) {
@@ -217,6 +230,17 @@ mod tests {
         let (store, ids) = store();
         edit(&store, "carol", |l| l.push(ids[3]));
         inconsistent(&store, "which is not there");
+    }
+
+    #[test]
+    fn a_session_authenticated_before_its_users_not_before_time_is_found() {
+        let (store, _) = store();
+        let uid = UserId::new("bob", &crate::options::Limits::default()).unwrap();
+        let shard = store.inner.users.shard_of("bob");
+        store.inner.users.lock_all()[shard]
+            .not_before
+            .insert(uid, crate::clock::Timestamp::MAX);
+        inconsistent(&store, "authenticated before the user's not-before time");
     }
 
     #[test]

@@ -23,5 +23,6 @@ mod garbage;
 mod lock;
 mod manifest;
 mod memory;
+mod not_before;
 mod reopen;
 mod torn_tail;

@@ -318,6 +318,11 @@ fn a_store_written_by_format_2_opens_with_everything() {
     };
     let store = open(dir.path(), opts(&clock, Durability::Sync));
     check(&store);
+    // Once this build has it open, the manifest says format 3: a build of format 2,
+    // which cannot read a not-before record, refuses the store as newer than itself
+    // instead of finding an unknown record in it and calling it damaged.
+    let manifest = fs::read(dir.path().join("MANIFEST")).unwrap();
+    assert_eq!(manifest[8..12], 3u32.to_le_bytes());
     // This build writes to it, then it opens again with all of the above.
     let (t, _) = store.create(NewSession::for_user("user0")).unwrap();
     drop(store);

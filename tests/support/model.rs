@@ -80,6 +80,9 @@ pub enum Op {
     Revoke(usize),
     /// `Store::revoke_others` through this token.
     RevokeOthers(usize),
+    /// `Store::revoke_user_before` with now plus this many seconds (later than now
+    /// counts as now).
+    RevokeBefore(usize, i16),
     SessionsOf(usize),
     Advance(u16),
     Reap,
@@ -608,6 +611,30 @@ pub fn run(kind: Kind, ops: Vec<Op>) -> Result<(), String> {
                     .count();
                 check_eq!(got.unwrap(), live);
                 for k in others {
+                    m.sessions.remove(&k);
+                }
+            }
+            Op::RevokeBefore(u, secs) => {
+                let before = (m.now as i64 + i64::from(secs) * 1000).max(0) as u64;
+                let got = store
+                    .revoke_user_before(USERS[u], Timestamp(before))
+                    .unwrap();
+                let (now, at) = (m.now, before.min(m.now));
+                let older: Vec<usize> = m
+                    .sessions
+                    .iter()
+                    // Sessions already past their deadline go too (as expired).
+                    .filter(|(_, s)| {
+                        s.user == Some(u) && (s.auth.is_none_or(|a| a < at) || s.deadline() <= now)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                let live = older
+                    .iter()
+                    .filter(|k| m.sessions[*k].deadline() > now)
+                    .count();
+                check_eq!(got, live);
+                for k in older {
                     m.sessions.remove(&k);
                 }
             }

@@ -34,7 +34,7 @@ impl Bytes<'_> {
 }
 
 /// Number of distinct operation tags.
-pub const TAGS: u8 = 25;
+pub const TAGS: u8 = 26;
 
 pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
     let mut b = Bytes(data);
@@ -77,6 +77,7 @@ pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
                 21 => Op::OpenInstance(b.tok()?),
                 22 => Op::EndInstance(b.tok()?, b.u8()?),
                 23 => Op::RevokeOthers(b.tok()?),
+                24 => Op::RevokeBefore(b.user()?, b.u16()? as i16 % 4000),
                 _ => Op::SetExpiry(b.tok()?, b.u16()? as i16 % 4000),
             })
         })();

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use crate::backend::log::files::{LogDir, LogFiles};
 use crate::backend::log::format::{FileKind, base_name, encode_header, path_of};
-use crate::backend::log::record::{encode_alias, encode_image};
+use crate::backend::log::record::{encode_alias, encode_image, encode_not_before};
 use crate::backend::{Compaction, CompactionStats, Snapshot};
 use crate::error::{Error, Result};
 use crate::util::failpoint;
@@ -80,6 +80,12 @@ impl Compaction for CompactionJob {
                 reached.set(reached.get() + scratch.len() as u64);
                 out.write_all(&scratch).map_err(|e| io("writing", e))
             })?;
+            for (user, at) in snapshot.not_before() {
+                scratch.clear();
+                encode_not_before(&mut scratch, &user, at);
+                reached.set(reached.get() + scratch.len() as u64);
+                out.write_all(&scratch).map_err(|e| io("writing", e))?;
+            }
             let Appender {
                 file,
                 at: base_bytes,

@@ -39,6 +39,8 @@ pub(crate) mod kind {
     /// which the segment was fsynced when the batch was written. Recovery uses it to
     /// tell a torn, unsynced tail from damage to data that was already durable.
     pub(crate) const BATCH: u8 = 13;
+    /// A user's not-before time (format 3 on); also in a base, one per such user.
+    pub(crate) const NOT_BEFORE: u8 = 14;
 }
 
 /// Appends a batch-opening frame to `out`.
@@ -122,6 +124,12 @@ struct RotateRec {
 struct EndRec {
     id: u128,
     reason: u8,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NotBeforeRec<'a> {
+    user: &'a str,
+    at: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -298,6 +306,7 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
             },
         ),
         Change::Clear => encode_frame(out, kind::CLEAR, &[]),
+        Change::NotBefore { user, at } => encode_not_before(out, user, *at),
         Change::Import(img) => encode_image(out, img),
     }
 }
@@ -319,6 +328,18 @@ pub(crate) fn encode_image(out: &mut Vec<u8>, img: &Image) {
             last_seen: img.last_seen.0,
             version: img.version,
             data: img.data.as_bytes(),
+        },
+    );
+}
+
+/// Appends the frame of a user's not-before time (a change, or a base's entry).
+pub(crate) fn encode_not_before(out: &mut Vec<u8>, user: &UserId, at: Timestamp) {
+    push(
+        out,
+        kind::NOT_BEFORE,
+        &NotBeforeRec {
+            user: user.as_str(),
+            at: at.0,
         },
     );
 }
@@ -443,6 +464,13 @@ pub(crate) fn decode_record(
             }
             Change::Clear
         }
+        kind::NOT_BEFORE => {
+            let r: NotBeforeRec<'_> = decode(payload)?;
+            Change::NotBefore {
+                user: users.intern(r.user)?,
+                at: Timestamp(r.at),
+            }
+        }
         kind::IMAGE => {
             let r: ImageRec<'_> = decode(payload)?;
             let user = r.user.map(|u| users.intern(u)).transpose()?;
@@ -489,9 +517,11 @@ pub(crate) enum BaseRecord {
         id: SessionId,
         until: Timestamp,
     },
+    /// A user's not-before time.
+    NotBefore(UserId, Timestamp),
 }
 
-/// Decodes and validates one frame of a base (images and aliases only; anything else is
+/// Decodes and validates one frame of a base (images, aliases and not-before times only; anything else is
 /// malformed there).
 ///
 /// # Errors
@@ -518,6 +548,13 @@ pub(crate) fn decode_base_record(
                 id: SessionId(r.id),
                 until: Timestamp(r.until),
             })
+        }
+        kind::NOT_BEFORE => {
+            let r: NotBeforeRec<'_> = decode(payload)?;
+            Ok(BaseRecord::NotBefore(
+                UserId::stored(r.user)?,
+                Timestamp(r.at),
+            ))
         }
         other => Err(format!("record type {other} in a base")),
     }
@@ -620,6 +657,10 @@ mod tests {
             reason: EndReason::Revoked,
         });
         round_trip(Change::Clear);
+        round_trip(Change::NotBefore {
+            user: UserId::new("bob", &crate::options::Limits::default()).unwrap(),
+            at: Timestamp(11),
+        });
     }
 
     #[test]

@@ -35,7 +35,8 @@ use crate::backend::log::segment::PREALLOC_BYTES;
 use crate::backend::{BasePart, RecoveryReport, Replay, SkippedRange};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::change::Record;
+use crate::model::change::{Change, Record};
+use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::parallel::map_on_threads;
 use crate::util::vfs::{FileHandle, FileSystem, OpenMode, remove};
@@ -770,6 +771,7 @@ fn replay_base_in_parallel<R: Replay>(
             .map(|_| Vec::with_capacity(cap))
             .collect();
         let mut aliases = Vec::new();
+        let mut not_before = Vec::new();
         let problem = walk_frames(file, from, to, |kind, payload| {
             match decode_base_record(kind, payload, &mut users)? {
                 BaseRecord::Image(img, user) => {
@@ -779,19 +781,21 @@ fn replay_base_in_parallel<R: Replay>(
                 BaseRecord::Alias { hash, id, until } => {
                     aliases.push((hash, id, until));
                 }
+                BaseRecord::NotBefore(user, at) => not_before.push((user, at)),
             }
             records += 1;
             Ok(())
         })?;
         let part = BasePart { shards, users };
-        Ok((records, problem, part, aliases))
+        Ok((records, problem, part, aliases, not_before))
     };
     let outcomes: Vec<std::io::Result<Part<R::Entry>>> = map_on_threads(halves, decode);
     let mut first: Option<(u64, String)> = None;
     let mut parts = Vec::new();
     let mut all_aliases = Vec::new();
+    let mut all_not_before = Vec::new();
     for outcome in outcomes {
-        let (records, problem, part, aliases) =
+        let (records, problem, part, aliases, not_before) =
             outcome.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         report.records += records;
         if let Some(p) = problem
@@ -801,21 +805,26 @@ fn replay_base_in_parallel<R: Replay>(
         }
         parts.push(part);
         all_aliases.extend(aliases);
+        all_not_before.extend(not_before);
     }
     if let Some((at, why)) = first {
         return Err(corrupt(path, at, why));
     }
     sink.load_base(parts, all_aliases);
+    for (user, at) in all_not_before {
+        sink.apply(Record::Change(Change::NotBefore { user, at }));
+    }
     Ok(())
 }
 
-/// What one thread decoded of a base: records, the first damage, its sessions and its
-/// aliases.
+/// What one thread decoded of a base: records, the first damage, its sessions, its
+/// aliases and its users' not-before times.
 type Part<E> = (
     u64,
     Option<(u64, String)>,
     BasePart<E>,
     Vec<(TokenHash, SessionId, Timestamp)>,
+    Vec<(UserId, Timestamp)>,
 );
 
 /// How much of a base a replay thread reads at a time: small enough to stay in a
