@@ -496,6 +496,17 @@ impl Sessions {
             .revoke_user(user))
     }
 
+    /// Ends every session of `user` authenticated before `before` and keeps any
+    /// such session out from then on (a password change):
+    /// [`Store::revoke_user_before`].
+    ///
+    /// # Errors
+    /// As the backend's `revoke_user_before`.
+    pub async fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize> {
+        write!(self, (user), |s| s.revoke_user_before(user, before), |r| r
+            .revoke_user_before(user, before))
+    }
+
     /// Ends every other session of the token's user and keeps this one ("sign out all
     /// other devices"): [`Store::revoke_others`].
     ///

@@ -199,6 +199,10 @@ on_every_backend! {
     revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
     revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one;
     revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_half_revoked;
+    revoke_user_before_ends_the_sessions_authenticated_earlier_and_keeps_the_later_ones;
+    revoke_user_before_in_the_future_counts_as_now_and_holds_no_login_back;
+    an_import_authenticated_before_the_users_not_before_is_refused;
+    revoke_user_before_racing_creates_and_logins_leaves_nothing_older_readable;
     auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
     reads_rearm_the_idle_deadline_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(1000));
     a_version_never_wraps_an_import_must_leave_room_and_the_last_change_is_refused with sessiondb::Options::default().rotation_grace(super::ms(0));
@@ -1089,6 +1093,191 @@ async fn revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_hal
     // And a last call leaves the keeper alone.
     assert_eq!(s.revoke_others(&keeper).await.unwrap(), found);
     assert_eq!(s.sessions_of("racer").await.unwrap().len(), 1);
+}
+
+/// Sleeps past the current millisecond, so what happens next has a later time.
+async fn next_ms() {
+    tokio::time::sleep(ms(3)).await;
+}
+
+async fn revoke_user_before_ends_the_sessions_authenticated_earlier_and_keeps_the_later_ones(
+    s: &Sessions,
+) {
+    let (a, sa) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, sb) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let b2 = s.rotate(&b).await.unwrap();
+    let (bob, _) = s.create(NewSession::for_user("bob")).await.unwrap();
+    let (anon, _) = s.create(NewSession::anonymous()).await.unwrap();
+    next_ms().await;
+    // The password is changed on this device: it logs in again, then the rest go.
+    let (here, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let here = s.login(&here, "alice").await.unwrap();
+    let kept = s.get(&here).await.unwrap().unwrap();
+    let at = kept.authenticated_at().unwrap();
+    assert!(at > sa.authenticated_at().unwrap());
+    let rx = s.subscribe().await.unwrap();
+    assert_eq!(s.revoke_user_before("alice", at).await.unwrap(), 2);
+    let mut ended = HashSet::new();
+    let mut reported = None;
+    for _ in 0..3 {
+        match next(&rx) {
+            Event::Ended {
+                session,
+                user,
+                reason,
+            } => {
+                assert_eq!(reason, EndReason::Revoked);
+                assert_eq!(user.map(|u| u.to_string()), Some("alice".into()));
+                ended.insert(session);
+            }
+            Event::UserRevoked { user, sessions } => {
+                assert_eq!(user.as_str(), "alice");
+                reported = Some(sessions.into_iter().collect::<HashSet<_>>());
+            }
+            other => panic!("expected Ended or UserRevoked, got {other:?}"),
+        }
+    }
+    assert_eq!(ended, HashSet::from([sa.id(), sb.id()]));
+    assert_eq!(reported, Some(ended));
+    for t in [&a, &b, &b2] {
+        assert!(s.get(t).await.unwrap().is_none(), "an older session ended");
+    }
+    let listed: Vec<_> = s
+        .sessions_of("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    assert_eq!(listed, vec![kept.id()]);
+    assert!(s.get(&bob).await.unwrap().is_some(), "another user's stays");
+    assert!(s.get(&anon).await.unwrap().is_some());
+    // Again with the same time: nothing more; a time before it changes nothing.
+    assert_eq!(s.revoke_user_before("alice", at).await.unwrap(), 0);
+    assert_eq!(
+        s.revoke_user_before("alice", Timestamp(0)).await.unwrap(),
+        0
+    );
+    assert_eq!(s.revoke_user_before("nobody", at).await.unwrap(), 0);
+    assert!(s.get(&here).await.unwrap().is_some());
+    assert!(matches!(
+        s.revoke_user_before("", at).await,
+        Err(Error::InvalidUserId { .. })
+    ));
+    assert_eq!(s.len().await.unwrap(), 3);
+}
+
+async fn revoke_user_before_in_the_future_counts_as_now_and_holds_no_login_back(s: &Sessions) {
+    let (a, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    next_ms().await;
+    let tomorrow = Timestamp(now().0 + 86_400_000);
+    assert_eq!(s.revoke_user_before("alice", tomorrow).await.unwrap(), 1);
+    assert!(s.get(&a).await.unwrap().is_none());
+    next_ms().await;
+    // Signing in again works at once, and stays.
+    let (b, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (c, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let c = s.login(&c, "alice").await.unwrap();
+    assert!(s.get(&b).await.unwrap().is_some());
+    assert!(s.get(&c).await.unwrap().is_some());
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 2);
+    // Their export imports back once they have ended: they are later than the time.
+    let mut records = Vec::new();
+    s.export(|r| {
+        records.push(r);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    s.clear().await.unwrap();
+    for r in records {
+        assert!(s.import(r).await.unwrap(), "signed in after the revocation");
+    }
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 2);
+}
+
+async fn an_import_authenticated_before_the_users_not_before_is_refused(s: &Sessions) {
+    let (a, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, _) = s.create(NewSession::for_user("bob")).await.unwrap();
+    let (v, _) = s.create(NewSession::anonymous()).await.unwrap();
+    s.put(&v, "cart", &3u8).await.unwrap();
+    // A backup, taken before the password change.
+    let mut backup = Vec::new();
+    s.export(|r| {
+        backup.push(r);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(backup.len(), 3);
+    next_ms().await;
+    assert_eq!(s.revoke_user_before("alice", now()).await.unwrap(), 1);
+    // The backup comes back after a clear (or onto a store the change reached):
+    // alice's session stays out, the others return.
+    s.clear().await.unwrap();
+    let mut imported = Vec::new();
+    for r in backup {
+        let user = r.user.as_ref().map(|u| u.to_string());
+        imported.push((user, s.import(r).await.unwrap()));
+    }
+    imported.sort();
+    assert_eq!(
+        imported,
+        vec![
+            (None, true),
+            (Some("alice".into()), false),
+            (Some("bob".into()), true)
+        ]
+    );
+    assert!(s.get(&a).await.unwrap().is_none(), "refused, not admitted");
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert!(s.get(&b).await.unwrap().is_some());
+    assert_eq!(
+        s.get(&v).await.unwrap().unwrap().get::<u8>("cart").unwrap(),
+        Some(3)
+    );
+    assert_eq!(s.len().await.unwrap(), 2);
+}
+
+async fn revoke_user_before_racing_creates_and_logins_leaves_nothing_older_readable(s: &Sessions) {
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..40 {
+                let t = if (i + k) % 2 == 0 {
+                    s.create(NewSession::for_user("racer")).await.unwrap().0
+                } else {
+                    let (t, _) = s.create(NewSession::anonymous()).await.unwrap();
+                    let t = s.login(&t, "racer").await.unwrap();
+                    match s.rotate(&t).await {
+                        Ok(rotated) => rotated,
+                        Err(Error::Ended) => t, // revoked between the two
+                        Err(e) => panic!("{e}"),
+                    }
+                };
+                mine.push(t);
+            }
+            mine
+        }));
+    }
+    let mut revoked = 0;
+    let mut last = Timestamp(0);
+    for _ in 0..5 {
+        tokio::time::sleep(ms(2)).await;
+        last = now();
+        revoked += s.revoke_user_before("racer", last).await.unwrap();
+    }
+    let (found, live) = live_and_listed(s, "racer", tasks).await;
+    assert_eq!(found, live.len(), "the index lists only live sessions");
+    assert_eq!(found + revoked, 160, "every session is live or revoked");
+    for x in s.sessions_of("racer").await.unwrap() {
+        assert!(
+            x.authenticated_at().unwrap() >= last,
+            "a session authenticated before the last revocation is readable"
+        );
+    }
 }
 
 async fn auth_lifetime_counts_from_the_last_login(s: &Sessions) {

@@ -37,6 +37,10 @@ enum Op {
     EndById(usize),
     Revoke(usize),
     RevokeOthers(usize),
+    /// `revoke_user_before` now (a millisecond after the last login, so that every
+    /// session of the user is older on both backends), or a day ahead (which counts as
+    /// now).
+    RevokeBefore(usize, bool),
     SessionsOf(usize),
     Len,
 }
@@ -60,6 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => slot.clone().prop_map(Op::EndById),
         1 => (0usize..3).prop_map(Op::Revoke),
         1 => slot.clone().prop_map(Op::RevokeOthers),
+        1 => (0usize..3, any::<bool>()).prop_map(|(u, ahead)| Op::RevokeBefore(u, ahead)),
         1 => (0usize..3).prop_map(Op::SessionsOf),
         1 => Just(Op::Len),
     ]
@@ -212,6 +217,17 @@ impl Side {
             Op::RevokeOthers(i) => {
                 let i = tok(i).unwrap();
                 kind(&s.revoke_others(&self.current[i]).await)
+            }
+            Op::RevokeBefore(u, ahead) => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                let at = sessiondb::Timestamp(now + if ahead { 86_400_000 } else { 0 });
+                let r = s.revoke_user_before(USERS[u], at).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                kind(&r)
             }
             Op::SessionsOf(u) => {
                 let list = s.sessions_of(USERS[u]).await.unwrap();

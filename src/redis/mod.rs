@@ -614,7 +614,8 @@ impl RedisStore {
 
     /// Brings in a session exported from any sessiondb store (embedded or Redis), as
     /// [`crate::Store::import`]: it answers to the same token. Returns false, and
-    /// changes nothing, if its deadline has passed.
+    /// changes nothing, if it has ended: its deadline passed, or it authenticated
+    /// before its user's not-before time ([`RedisStore::revoke_user_before`]).
     ///
     /// # Errors
     /// As [`crate::Store::import`], and [`Error::Unavailable`].
@@ -1048,6 +1049,23 @@ impl RedisStore {
         let reply = self
             .call("revoke", |inv| {
                 inv.arg(user);
+            })
+            .await?;
+        Ok(reply.u64(1)? as usize)
+    }
+
+    /// Ends every session of `user` authenticated before `before` and makes it the
+    /// user's not-before time, in one script step: [`crate::Store::revoke_user_before`].
+    /// The time is kept at `<prefix>:b:<user>`, without expiry, and judged on the Redis
+    /// server's clock (`before` past the server's now counts as now).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] / [`Error::TooLarge`]; [`Error::Unavailable`].
+    pub async fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        let reply = self
+            .call("revoke_before", |inv| {
+                inv.arg(user).arg(before.0.min(NEVER));
             })
             .await?;
         Ok(reply.u64(1)? as usize)

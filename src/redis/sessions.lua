@@ -28,6 +28,9 @@
 --               versions kept grace aliases at <p>:a:<h>; they are not read.)
 --   <p>:i:<id>  string: the current h of the session with that id
 --   <p>:u:<user> sorted set: the user's session ids scored by deadline
+--   <p>:b:<user> string: the user's not-before time (ms; no expiry): a session of
+--               the user authenticated before it was revoked and is never admitted
+--               again (revoke_before, admit)
 --   <p>:x       sorted set: every session id scored by deadline (len, reaper, clear)
 --   <p>:n       sorted set: anonymous session ids scored by last seen (the budget's
 --               eviction order; kept only when the budget evicts)
@@ -57,6 +60,7 @@ local KN = P .. ':n'
 local function kS(h) return P .. ':s:' .. h end
 local function kI(id) return P .. ':i:' .. id end
 local function kU(u) return P .. ':u:' .. u end
+local function kB(u) return P .. ':b:' .. u end
 local function fmt(n) return string.format('%d', n) end
 -- The highest version (Session::MAX_VERSION, 2^53 - 1): every integer up to it is exact
 -- in Lua's doubles. A change to a session at it is refused, never wrapped or rounded.
@@ -278,6 +282,18 @@ if OP == 'admit' then
   for i = 16, #A do s.data[#s.data + 1] = A[i] end
   if s.abs < 0 then s.abs = NOW - tonumber(A[8]) end -- a create passes -lifetime
   if s.u and A[7] ~= '' then s.a = at(A[7]) end
+  if s.u then
+    local nb = redis.call('GET', kB(s.u))
+    if nb then
+      nb = tonumber(nb)
+      if tonumber(A[7]) == nil or tonumber(A[7]) >= 0 then
+        -- An import authenticated before the user's not-before time: revoked already.
+        if not s.a or s.a < nb then return { 'expired' } end
+      elseif s.a < nb then
+        s.a = nb -- a login after the revocation, on a clock set back past it
+      end
+    end
+  end
   if deadline(s) <= NOW then return { 'expired' } end
   if s.u and not make_room(s.u, tonumber(A[12]), A[13], nil) then return { 'limit' } end
   local full = within_budget(tonumber(A[14]), A[15])
@@ -413,7 +429,9 @@ local function bind(s, user, max, policy)
   local old = s.u
   if old ~= user and not make_room(user, max, policy, s.id) then return { 'limit' } end
   if old and old ~= user then redis.call('ZREM', kU(old), s.id) end
-  s.u, s.a, s.ls, s.v = user, NOW, NOW, s.v + 1
+  -- Never dated before the user's not-before time (a clock set back past it).
+  local at = math.max(NOW, num(redis.call('GET', kB(user))))
+  s.u, s.a, s.ls, s.v = user, at, NOW, s.v + 1
   store(s)
   arm(s)
   if old and old ~= user then event('k', 'unbound', 'id', s.id, 'u', old) end
@@ -530,6 +548,32 @@ if OP == 'revoke' then
     end
   end
   redis.call('DEL', k)
+  event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
+  return ok(fmt(#ended))
+end
+
+-- revoke_before: user at. Ends the user's sessions authenticated before `at` (at most
+-- now) and raises the user's not-before time to it.
+if OP == 'revoke_before' then
+  local user = A[1]
+  local at = math.min(tonumber(A[2]), NOW)
+  local kb = kB(user)
+  redis.call('SET', kb, fmt(math.max(at, num(redis.call('GET', kb)))))
+  local k = kU(user)
+  local ended = {}
+  for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+    local s = by_id(id)
+    if s and s.u == user then
+      if deadline(s) <= NOW then
+        drop(s, 'expired')
+      elseif not s.a or s.a < at then
+        drop(s, 'revoked')
+        ended[#ended + 1] = id
+      end
+    else
+      redis.call('ZREM', k, id) -- gone, or another user's now: the repair rule
+    end
+  end
   event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
   return ok(fmt(#ended))
 end
