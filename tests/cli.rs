@@ -572,6 +572,76 @@ fn revoke_by_user_and_by_public_id_is_durable_in_a_reopened_store() {
 }
 
 #[test]
+fn revoke_before_ends_only_the_sessions_that_signed_in_earlier_and_keeps_them_out() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let store = reopen(dir.path());
+    let second = store
+        .peek(&f.alice[1].0)
+        .unwrap()
+        .authenticated_at()
+        .unwrap();
+    let mut first_exported = None;
+    store
+        .export(|r| {
+            if r.id == f.alice[0].1 {
+                first_exported = Some(r);
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.close().unwrap();
+    // The time as `list` prints it: the first of alice's sessions signed in before.
+    let t = second.to_string();
+    let text = ok(dir.path(), &["revoke", "--user", "alice", "--before", &t]);
+    assert_eq!(
+        text.trim(),
+        format!(
+            "revoked 1 session of user \"alice\" signed in before {t}; none from before \
+             it can come back"
+        )
+    );
+    let store = reopen(dir.path());
+    assert!(store.peek(&f.alice[0].0).is_none());
+    assert!(store.peek(&f.alice[1].0).is_some());
+    assert!(
+        !store.import(first_exported.unwrap()).unwrap(),
+        "the not-before time keeps the old session out"
+    );
+    store.close().unwrap();
+    let j = ok_json(
+        dir.path(),
+        &["revoke", "--user", "alice", "--before", "now", "--json"],
+    );
+    assert_eq!(j["revoked"], 1);
+    assert!(j["not_before_ms"].as_u64().unwrap() > second.as_millis());
+    let d = dir.path().to_str().unwrap();
+    let usage = |args: &[&str], want: &str| {
+        let o = bin().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    };
+    usage(&["-d", d, "revoke", "--before", "now"], "--user");
+    usage(
+        &[
+            "-d",
+            d,
+            "revoke",
+            "--user",
+            "alice",
+            "--before",
+            "yesterday",
+        ],
+        "is not a time",
+    );
+    let store = reopen(dir.path());
+    assert!(store.sessions_of("alice").unwrap().is_empty());
+    assert!(store.peek(&f.bob.0).is_some());
+    store.verify().unwrap();
+}
+
+#[test]
 fn verify_says_ok_on_a_healthy_store_and_fails_on_a_damaged_one() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 use indicatif::{HumanBytes, HumanCount};
 use serde_json::json;
-use sessiondb::SessionId;
+use sessiondb::{SessionId, Timestamp};
 
 use crate::output::{Fail, ms, say, say_json};
 use crate::target::Ctx;
@@ -11,21 +11,31 @@ use crate::target::Ctx;
 pub fn revoke(
     ctx: &Ctx,
     user: Option<&str>,
+    before: Option<Timestamp>,
     id: Option<SessionId>,
     json: bool,
 ) -> Result<(), Fail> {
     let store = ctx.handle(false)?;
     match (user, id) {
         (Some(user), _) => {
-            let n = store.revoke_user(user)?;
+            let n = match before {
+                Some(t) => store.revoke_user_before(user, t)?,
+                None => store.revoke_user(user)?,
+            };
             store.close()?;
-            if json {
-                say_json(&json!({ "user": user, "revoked": n }))
-            } else {
-                say(&format!(
-                    "revoked {n} session{} of user {user:?}",
-                    if n == 1 { "" } else { "s" }
-                ))
+            let s = if n == 1 { "" } else { "s" };
+            match (json, before) {
+                (true, None) => say_json(&json!({ "user": user, "revoked": n })),
+                (true, Some(t)) => say_json(&json!({
+                    "user": user,
+                    "revoked": n,
+                    "not_before_ms": t.as_millis(),
+                })),
+                (false, None) => say(&format!("revoked {n} session{s} of user {user:?}")),
+                (false, Some(t)) => say(&format!(
+                    "revoked {n} session{s} of user {user:?} signed in before {t}; \
+                     none from before it can come back"
+                )),
             }
         }
         (None, Some(id)) => {

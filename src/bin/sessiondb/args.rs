@@ -175,19 +175,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ends every session of a user (--user), or one session by its public id; durable
-    /// when the command returns
+    /// Ends every session of a user (--user), those that signed in before a time
+    /// (--user with --before), or one session by its public id; durable when the
+    /// command returns
     #[command(
         after_help = "Examples:\n  sessiondb -d ./sessions revoke --user alice\n  \
+                      sessiondb -d ./sessions revoke --user alice --before now\n  \
                       sessiondb -d ./sessions revoke 0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11\n\n\
                       Revoking an id that is not live fails (exit status 1); revoking a user\n\
-                      with no sessions revokes 0 and succeeds.",
+                      with no sessions revokes 0 and succeeds. --before also keeps any session\n\
+                      of the user that signed in earlier from being imported again.",
         group(ArgGroup::new("target").required(true).args(["user", "id"]))
     )]
     Revoke {
         /// End all of this user's sessions
         #[arg(short, long, value_name = "USER", value_parser = parse_user)]
         user: Option<String>,
+        /// Only those that signed in before this time (`now`, ms since 1970, or UTC like
+        /// 2026-12-06T23:59:00Z), and make it the user's not-before time
+        #[arg(long, value_name = "TIME", requires = "user", value_parser = crate::human::parse_time)]
+        before: Option<sessiondb::Timestamp>,
         /// End the session with this public id
         #[arg(value_name = "PUBLIC_ID", value_parser = parse_id)]
         id: Option<SessionId>,

@@ -2,7 +2,7 @@
 //! `redis` feature, a `RedisStore` through `remote` — and the operations the commands
 //! use on both.
 
-use sessiondb::{Error, Session, SessionId, SessionRecord, Store};
+use sessiondb::{Error, Session, SessionId, SessionRecord, Store, Timestamp};
 
 #[cfg(feature = "redis")]
 use crate::remote;
@@ -37,6 +37,14 @@ impl Handle {
             Handle::Embedded(s) => s.revoke_user(user),
             #[cfg(feature = "redis")]
             Handle::Redis(r) => r.run(|s| s.revoke_user(user)),
+        }
+    }
+
+    pub fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize, Error> {
+        match self {
+            Handle::Embedded(s) => s.revoke_user_before(user, before),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.revoke_user_before(user, before)),
         }
     }
 

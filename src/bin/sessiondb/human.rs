@@ -39,6 +39,87 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a time: `now`, milliseconds since the Unix epoch, or RFC 3339 in UTC as
+/// `list` and `show` print it (`2026-12-06T23:59:00Z`, seconds' fraction optional).
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a time: give `now`, milliseconds since 1970, or UTC like \
+             2026-12-06T23:59:00Z"
+        )
+    };
+    let s = s.trim();
+    if s == "now" {
+        return Ok(Timestamp(now_ms()));
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map(Timestamp).map_err(|_| bad());
+    }
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<u64, String> {
+        let part = b.get(r).ok_or_else(bad)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            Ok(part.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+        } else {
+            Err(bad())
+        }
+    };
+    let shape = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if b.len() < 20
+        || b.last() != Some(&b'Z')
+        || shape.iter().any(|&(i, c)| !b[i].eq_ignore_ascii_case(&c))
+    {
+        return Err(bad());
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+            let three: Vec<u8> = frac.iter().copied().chain([b'0'; 3]).take(3).collect();
+            if !frac.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            three.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
+        }
+        _ => return Err(bad()),
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if y < 1970
+        || !(1..=12).contains(&mo)
+        || d == 0
+        || d > month_days[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
+        return Err(bad());
+    }
+    // Days from 1970-01-01 to the date (H. Hinnant's days-from-civil).
+    let (y, mo, d) = (y as i64, mo as i64, d as i64);
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days as u64 * 86_400 + h * 3600 + mi * 60 + sec;
+    Ok(Timestamp(secs * 1000 + ms))
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -171,6 +252,51 @@ fn redact_authority(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_reads_back_as_timestamp_prints_it() {
+        for ms in [
+            0u64,
+            951_782_400_000, // 2000-02-29
+            1_800_000_000_123,
+            4_102_444_799_999, // 2099-12-31T23:59:59.999Z
+            253_402_300_799_000,
+        ] {
+            let t = Timestamp(ms);
+            assert_eq!(parse_time(&t.to_string()), Ok(t), "{t}");
+        }
+        assert_eq!(
+            parse_time("2026-12-06T23:59:00Z"),
+            Ok(Timestamp(1_796_601_540_000))
+        );
+        assert_eq!(
+            parse_time("2026-12-06T23:59:00.5Z"),
+            Ok(Timestamp(1_796_601_540_500))
+        );
+        assert_eq!(
+            parse_time("1800000000000"),
+            Ok(Timestamp(1_800_000_000_000))
+        );
+        assert!(parse_time("now").unwrap().as_millis() > 1_700_000_000_000);
+        for bad in [
+            "",
+            "yesterday",
+            "2026-12-06",
+            "2026-12-06T23:59:00",
+            "2026-12-06T23:59:00+01:00",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-12-06T24:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-12-06T23:59:00.Z",
+            "2026-12-06T23:59:00.1234567890Z",
+            "2026-12-06T23:59:0xZ",
+            "99999999999999999999999",
+            "-5",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations_parse_in_units_and_combinations_and_bad_ones_are_refused() {

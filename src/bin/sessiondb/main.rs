@@ -53,7 +53,12 @@ fn run(ctx: &Ctx, command: Command) -> Result<(), Fail> {
         Command::Stats { json } => inspect::stats(ctx, json),
         Command::List { user, json } => inspect::list(ctx, &user, json),
         Command::Show { id, json } => inspect::show(ctx, id, json),
-        Command::Revoke { user, id, json } => admin::revoke(ctx, user.as_deref(), id, json),
+        Command::Revoke {
+            user,
+            before,
+            id,
+            json,
+        } => admin::revoke(ctx, user.as_deref(), before, id, json),
         Command::Compact { json } => admin::compact(ctx, json),
         Command::Verify { json } => inspect::verify(ctx, json),
         Command::Export { out } => transfer::export(ctx, out.as_deref()),
