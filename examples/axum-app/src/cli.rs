@@ -39,6 +39,8 @@ USAGE: sessiondb-axum-app [FLAGS]
   --max-sessions N    the most live sessions; past it the least recently seen
                       visitors make room, and signed-in sessions are never ended;
                       0 = no limit [default 1000000: about 540 MB embedded]
+  --reauth DUR        changing the password asks for it again unless this session
+                      signed in this recently; 0 = always [default 10m]
   -h, --help          this text
 
 DUR is a number with a unit: 90s, 15m, 12h, 30d.";
@@ -126,6 +128,11 @@ pub fn parse(
                 let v = value("--visitor-trial")?;
                 config.visitor_trial =
                     parse_duration(&v).map_err(|e| format!("--visitor-trial {v:?}: {e}"))?;
+            }
+            "--reauth" => {
+                let v = value("--reauth")?;
+                config.reauth_window =
+                    parse_duration(&v).map_err(|e| format!("--reauth {v:?}: {e}"))?;
             }
             "--max-sessions" => {
                 let v = value("--max-sessions")?;
@@ -250,12 +257,16 @@ mod tests {
                 "90s",
                 "--max-sessions",
                 "5000",
+                "--reauth",
+                "2m",
             ],
             Some("/tmp/x"),
         )
         .unwrap();
         assert_eq!(a.config.visitor_trial, Duration::from_secs(90));
         assert_eq!(a.config.max_sessions, 5000);
+        assert_eq!(a.config.reauth_window, Duration::from_secs(120));
+        assert!(run(&["--reauth", "never"], None).is_err());
         assert!(run(&["--max-sessions", "-1"], None).is_err());
         assert!(run(&["--visitor-trial", "soon"], None).is_err());
         assert_eq!(a.data_dir, PathBuf::from("/tmp/x"));

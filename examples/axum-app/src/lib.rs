@@ -15,8 +15,14 @@
 //!   ([`sessiondb::Sessions::set_expiry`]);
 //! - the devices page lists the user's sessions ([`sessiondb::Sessions::sessions_of`]),
 //!   signs one out by its public id ([`sessiondb::Sessions::end_by_id`]) or all of them
-//!   ([`sessiondb::Sessions::revoke_user`]); signing out ends the session
-//!   ([`sessiondb::Sessions::end`]).
+//!   ([`sessiondb::Sessions::revoke_user`]), or all the others
+//!   ([`sessiondb::Sessions::revoke_others`]); signing out ends the session
+//!   ([`sessiondb::Sessions::end`]);
+//! - changing the password is a sensitive action: it asks for the password again
+//!   unless the session signed in within [`Config::reauth_window`] (a re-login, which
+//!   rotates the token), and when done it signs this session in afresh and ends every
+//!   session that signed in before, for good
+//!   ([`sessiondb::Sessions::revoke_user_before`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -69,6 +75,10 @@ pub struct Config {
     /// ([`sessiondb::Options::budget`]). Zero: no limit. Default 1,000,000 (about
     /// 540 MB).
     pub max_sessions: u64,
+    /// A sensitive action (changing the password) asks for the password again unless
+    /// the session signed in this recently ("sudo mode"). Default 10 minutes; zero
+    /// asks every time.
+    pub reauth_window: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +90,7 @@ impl Default for Config {
             visitor_lifetime: Duration::from_secs(3_600),
             visitor_trial: Duration::from_secs(300),
             max_sessions: 1_000_000,
+            reauth_window: Duration::from_secs(600),
         }
     }
 }
@@ -150,6 +161,10 @@ pub fn app(store: impl Into<Sessions>, users: Users, config: Config) -> Result<R
         .route("/sign-out", post(routes::sign_out))
         .route("/sign-out-everywhere", post(routes::sign_out_everywhere))
         .route("/sign-out-others", post(routes::sign_out_others))
+        .route(
+            "/password",
+            get(routes::password_page).post(routes::change_password),
+        )
         .fallback(routes::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state))

@@ -40,8 +40,9 @@ dd { margin: 0; }
 code { font: 13px ui-monospace, "DejaVu Sans Mono", monospace; background: #eef1f5; padding: 1px 5px;
        border-radius: 4px; }
 form.inline { display: inline; margin: 0; }
-button { font: inherit; font-size: 14px; border-radius: 7px; padding: 7px 14px; cursor: pointer;
-         border: 1px solid var(--line); background: #fff; color: var(--ink); white-space: nowrap; }
+button, a.button { font: inherit; font-size: 14px; border-radius: 7px; padding: 7px 14px;
+         cursor: pointer; border: 1px solid var(--line); background: #fff; color: var(--ink);
+         white-space: nowrap; text-decoration: none; }
 button.primary { background: var(--accent); border-color: var(--accent); color: #fff; width: 100%;
                  padding: 9px 14px; }
 button.danger { color: var(--bad); border-color: #f0c6c2; }
@@ -160,6 +161,34 @@ fn credentials_page(
     layout(title, None, &body)
 }
 
+/// The change-password form. `ask`: the session did not sign in recently, so the
+/// current password is asked for too.
+pub fn password(me: &SignedIn, csrf: &str, ask: bool, error: Option<&str>) -> Html<String> {
+    let error = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    let current = if ask {
+        r#"<p class="lead" id="reauth">You signed in a while ago: confirm it is you.</p>
+<label for="current">Current password</label>
+<input type="password" id="current" name="current" autocomplete="current-password" required>
+"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"<div class="card narrow"><h1>Change password</h1>{error}
+<form method="post" action="/password" id="change-password">
+<input type="hidden" name="csrf" value="{csrf}">
+{current}<label for="new">New password</label>
+<input type="password" id="new" name="new" autocomplete="new-password" required>
+<p><button class="primary" type="submit" id="submit">Change password</button></p>
+</form><p class="foot">Every other device is signed out when it is changed.
+<a href="/devices">Back to your devices</a></p></div>"#,
+        csrf = escape(csrf),
+    );
+    layout("Change password", Some(me.user.as_str()), &body)
+}
+
 /// The devices page: the signed-in user's sessions, this one first and marked.
 pub fn devices(
     config: &Config,
@@ -231,6 +260,7 @@ pub fn devices(
 <button type="submit" id="sign-out">Sign out</button></form>
 {others}<form class="inline" method="post" action="/sign-out-everywhere"><input type="hidden" name="csrf" value="{csrf}">
 <button class="danger" type="submit" id="sign-out-everywhere">Sign out everywhere</button></form>
+<a class="button" href="/password" id="change-password">Change password</a>
 </div>
 <p class="settings">Times are UTC. “Last seen” is updated at most once a minute.</p>"#,
         devices = if count == 1 { "device" } else { "devices" },

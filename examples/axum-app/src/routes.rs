@@ -8,7 +8,7 @@ use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sessiondb::{Error, NewSession, SessionData, SessionId, Token};
+use sessiondb::{Error, NewSession, Session, SessionData, SessionId, Token};
 
 use crate::device::label_from_user_agent;
 use crate::session::{
@@ -16,7 +16,7 @@ use crate::session::{
     session_cookie, user_agent,
 };
 use crate::users::UsersError;
-use crate::{AppError, AppState, now, pages};
+use crate::{AppError, AppState, Config, now, pages};
 
 /// The fields of the login and sign-up forms. Missing fields are empty (a missing CSRF
 /// token is then a 403, not a 422).
@@ -302,6 +302,85 @@ pub async fn sign_out_others(
     }
     state.store.revoke_others(&me.token).await?;
     Ok(Redirect::to("/devices").into_response())
+}
+
+/// The change-password form: the new password, and the current one unless the session
+/// signed in recently.
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Whether the session signed in within the re-authentication window ("sudo mode").
+fn signed_in_recently(config: &Config, session: &Session) -> bool {
+    session
+        .authenticated_at()
+        .is_some_and(|t| now().saturating_since(t) < config.reauth_window)
+}
+
+/// `GET /password`: the change-password form, asking for the current password too
+/// unless this session signed in within the re-authentication window.
+pub async fn password_page(State(state): State<AppState>, me: SignedIn) -> Html<String> {
+    let csrf = csrf_of(&me.session).unwrap_or_default();
+    let ask = !signed_in_recently(&state.config, &me.session);
+    pages::password(&me, &csrf, ask, None)
+}
+
+/// `POST /password`: a sensitive action. Checks the CSRF token; unless the session
+/// signed in recently, the current password (a wrong one changes nothing); then sets
+/// the new password, signs this session in afresh (a new token) and ends every session
+/// of the user that signed in before that — for good: an old session brought back from
+/// a backup is refused ([`sessiondb::Sessions::revoke_user_before`]).
+pub async fn change_password(
+    State(state): State<AppState>,
+    me: SignedIn,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, AppError> {
+    if !csrf_matches(&me.session, &form.csrf) {
+        return Ok(forbidden());
+    }
+    let csrf = csrf_of(&me.session).unwrap_or_default();
+    let ask = !signed_in_recently(&state.config, &me.session);
+    let users = state.users.clone();
+    let (user, current, new) = (me.user.to_string(), form.current, form.new);
+    let changed = tokio::task::spawn_blocking(move || {
+        if ask && users.verify(&user, &current).is_none() {
+            return Ok(false);
+        }
+        users.set_password(&user, &new).map(|()| true)
+    })
+    .await?;
+    match changed {
+        Ok(true) => {}
+        Ok(false) => {
+            let html = pages::password(&me, &csrf, ask, Some("Wrong password."));
+            return Ok((StatusCode::UNAUTHORIZED, html).into_response());
+        }
+        Err(e @ UsersError::BadPassword) => {
+            let html = pages::password(&me, &csrf, ask, Some(&capitalize(&e.to_string())));
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // Signed in afresh with the new password (the public id stays), then every session
+    // that signed in before it ends.
+    let response = sign_in(&state, &me.token, me.user.as_str()).await?;
+    let signed_in_at = state
+        .store
+        .get_by_id(me.session.id())
+        .await?
+        .and_then(|s| s.authenticated_at())
+        .unwrap_or_else(now);
+    state
+        .store
+        .revoke_user_before(me.user.as_str(), signed_in_at)
+        .await?;
+    Ok(response)
 }
 
 /// Clears the cookie and goes to the login page.

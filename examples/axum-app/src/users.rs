@@ -44,6 +44,8 @@ pub enum UsersError {
     BadPassword,
     /// Someone already signed up with that username.
     Taken,
+    /// No account has that username.
+    Unknown,
     /// The users file could not be read or written.
     Io(io::Error),
     /// The users file is not a users file of this app.
@@ -64,6 +66,7 @@ impl fmt::Display for UsersError {
                 "a password is at least {MIN_PASSWORD_CHARS} characters (and at most {MAX_PASSWORD_BYTES} bytes)"
             ),
             UsersError::Taken => f.write_str("that username is taken"),
+            UsersError::Unknown => f.write_str("no account has that username"),
             UsersError::Io(e) => write!(f, "users file: {e}"),
             UsersError::Corrupt(why) => write!(f, "users file is damaged: {why}"),
             UsersError::Hash(why) => write!(f, "password hashing failed: {why}"),
@@ -250,6 +253,35 @@ impl Users {
         Ok(name)
     }
 
+    /// Replaces the password of `username`'s account and saves the file before
+    /// returning.
+    ///
+    /// Slow on purpose (one argon2 hash): call it off the async runtime's threads.
+    ///
+    /// # Errors
+    /// [`UsersError::BadPassword`], [`UsersError::Unknown`]; [`UsersError::Io`] if the
+    /// file cannot be read or written (the password is then unchanged).
+    pub fn set_password(&self, username: &str, password: &str) -> Result<(), UsersError> {
+        let name = normalize_username(username).ok_or(UsersError::Unknown)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(UsersError::BadPassword);
+        }
+        let hash = hash_password(password.as_bytes())?;
+        let _other_processes = self.lock_file()?;
+        let mut loaded = self.loaded.lock();
+        self.refresh(&mut loaded)?;
+        let Some(old) = loaded.hashes.insert(name.clone(), hash) else {
+            loaded.hashes.remove(&name);
+            return Err(UsersError::Unknown);
+        };
+        if let Err(e) = self.save(&loaded.hashes) {
+            loaded.hashes.insert(name, old);
+            return Err(e);
+        }
+        loaded.stamp = stamp(&self.path)?;
+        Ok(())
+    }
+
     /// Checks a username and password. Returns the username as stored if they match,
     /// `None` otherwise — for an unknown username too, after the same amount of work.
     /// Sees accounts another process added to the file since the last look.
@@ -400,6 +432,31 @@ mod tests {
             normalize_username(&"a".repeat(MAX_USERNAME_CHARS + 1)),
             None
         );
+    }
+
+    #[test]
+    fn a_new_password_replaces_the_old_one_durably_and_bad_ones_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let users = Users::open(&path).unwrap();
+        users.sign_up("alice", "the first password").unwrap();
+        assert!(matches!(
+            users.set_password("alice", "short"),
+            Err(UsersError::BadPassword)
+        ));
+        assert!(matches!(
+            users.set_password("nobody", "a good new password"),
+            Err(UsersError::Unknown)
+        ));
+        assert!(users.verify("alice", "the first password").is_some());
+        users.set_password("Alice", "a good new password").unwrap();
+        assert!(users.verify("alice", "the first password").is_none());
+        let reopened = Users::open(&path).unwrap();
+        assert_eq!(
+            reopened.verify("alice", "a good new password").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(reopened.len(), 1, "no account was added");
     }
 
     #[test]

@@ -214,7 +214,12 @@ async fn screenshot(b: &Client, dir: &Path, name: &str) -> Res<PathBuf> {
 /// The whole flow; any failure is an error naming the step.
 async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     let data = tempfile::tempdir()?;
-    let app = Running::start(data.path(), Config::default()).await;
+    // Changing the password asks for it again once a sign-in is 3 s old.
+    let config = Config {
+        reauth_window: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let app = Running::start(data.path(), config).await;
     // Chromium treats http://localhost as a secure context, so the production cookie
     // (__Host- prefix, Secure) is set and sent over plain HTTP here.
     let base = format!("http://localhost:{}", app.addr.port());
@@ -284,8 +289,44 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     wait_for_path(&a, "/login").await?;
     assert_eq!(app.store.sessions_of("alice").await?.len(), 1);
 
-    // A logs in again; A signs out everywhere; both are signed out.
+    // A logs in again and, a while later, changes the password: asked for the current
+    // one first, then signed in afresh, and B (signed in before) is signed out.
     submit_credentials(&a, &format!("{base}/login"), "alice", password, devices).await?;
+    assert_eq!(device_count(&a).await?, 2);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    a.find(Locator::Id("change-password"))
+        .await?
+        .click()
+        .await?;
+    wait_for_path(&a, "/password").await?;
+    a.find(Locator::Id("reauth")).await?;
+    let new_password = "a brand new password";
+    a.find(Locator::Id("current"))
+        .await?
+        .send_keys(password)
+        .await?;
+    a.find(Locator::Id("new"))
+        .await?
+        .send_keys(new_password)
+        .await?;
+    screenshot(&a, shots, "change-password.png").await?;
+    a.find(Locator::Id("submit")).await?.click().await?;
+    a.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(devices)
+        .await?;
+    assert_eq!(device_count(&a).await?, 1, "B was signed out");
+    b.goto(&format!("{base}/devices")).await?;
+    wait_for_path(&b, "/login").await?;
+    assert_eq!(app.store.sessions_of("alice").await?.len(), 1);
+    // The old password no longer signs B in; the new one does.
+    let refused = Locator::Css("p.error");
+    submit_credentials(&b, &format!("{base}/login"), "alice", password, refused).await?;
+    assert_eq!(path_of(&b).await?, "/login");
+    submit_credentials(&b, &format!("{base}/login"), "alice", new_password, devices).await?;
+
+    // A signs out everywhere; both are signed out.
+    a.goto(&format!("{base}/devices")).await?;
     assert_eq!(device_count(&a).await?, 2);
     a.find(Locator::Id("sign-out-everywhere"))
         .await?

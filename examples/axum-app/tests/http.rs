@@ -465,6 +465,113 @@ async fn sign_out_others_keeps_this_device_and_ends_the_users_others(backend: Ba
     assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
 }
 
+async fn changing_the_password_asks_for_it_unless_recent_and_ends_every_older_session(
+    backend: Backend,
+) {
+    let config = Config {
+        reauth_window: std::time::Duration::from_millis(1500),
+        ..test_config()
+    };
+    let (_dir, app) = start(&backend, config).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let bob = Device::new(&app, FIREFOX_LINUX);
+    bob.sign_up("bob", "another good password").await;
+    assert!(laptop.devices().await.body.contains(r#"href="/password""#));
+
+    // Just signed in: the current password is not asked for.
+    let page = laptop.get("/password").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains(r#"id="reauth""#), "{}", page.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    // A while later it is; a wrong one, a missing form token or a short new password
+    // change nothing.
+    let page = laptop.get("/password").await;
+    assert!(page.body.contains(r#"id="reauth""#), "{}", page.body);
+    let csrf = csrf_in(&page.body);
+    let new = "a brand new password";
+    let a = laptop
+        .post(
+            "/password",
+            &[
+                ("csrf", &csrf),
+                ("current", "not my password"),
+                ("new", new),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.body.contains("Wrong password."), "{}", a.body);
+    let a = laptop
+        .post("/password", &[("csrf", &csrf), ("new", new)])
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "no current password");
+    let a = laptop
+        .post(
+            "/password",
+            &[
+                ("csrf", "00"),
+                ("current", "correct horse battery"),
+                ("new", new),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = laptop
+        .post(
+            "/password",
+            &[
+                ("csrf", &csrf),
+                ("current", "correct horse battery"),
+                ("new", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    phone.devices().await;
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
+
+    // The right one: the password changes, this device is signed in afresh (a new
+    // cookie) and every other session of alice's ends.
+    let before = laptop.devices().await;
+    let a = laptop
+        .post(
+            "/password",
+            &[
+                ("csrf", &csrf),
+                ("current", "correct horse battery"),
+                ("new", new),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.location(), "/devices");
+    assert!(a.set_cookie().is_some(), "signed in afresh: a new token");
+    assert!(phone.is_signed_out().await);
+    let page = laptop.devices().await.body;
+    assert!(page.contains("1 signed-in device."), "{page}");
+    assert_ne!(before.body, page);
+    bob.devices().await;
+    assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 1);
+    // And so recently signed in that changing it again asks for nothing.
+    assert!(
+        !laptop
+            .get("/password")
+            .await
+            .body
+            .contains(r#"id="reauth""#)
+    );
+    // The old password no longer works; the new one does.
+    let tablet = Device::new(&app, CHROME_ANDROID);
+    let a = tablet
+        .credentials("/login", "alice", "correct horse battery")
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    tablet.log_in("alice", new).await;
+}
+
 async fn a_user_cannot_sign_out_another_users_device(backend: Backend) {
     let (_dir, app) = start(&backend, test_config()).await;
     let alice = Device::new(&app, FIREFOX_LINUX);
@@ -750,6 +857,7 @@ on_both_backends!(
     one_device_signs_out_another_which_then_lands_on_the_login_page,
     sign_out_everywhere_ends_every_device_of_that_user_only,
     sign_out_others_keeps_this_device_and_ends_the_users_others,
+    changing_the_password_asks_for_it_unless_recent_and_ends_every_older_session,
     a_user_cannot_sign_out_another_users_device,
     sign_up_refuses_taken_usernames_and_short_passwords_and_binds_nothing,
     cookies_are_httponly_lax_path_root_and_secure_unless_insecure_http,
