@@ -293,6 +293,54 @@ async fn logout_others_keeps_this_session_and_ends_the_users_others(b: Backend) 
     verify(&store);
 }
 
+async fn password_changed_signs_this_session_in_afresh_and_ends_the_older_ones_for_good(
+    b: Backend,
+) {
+    let (store, _held) = store_on!(b);
+    let backend = Arc::new(store.clone());
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        let session = Session::new(None, backend.clone(), None);
+        session.insert("cart", 1).await.unwrap();
+        session.save().await.unwrap();
+        store.login(&session, "alice").await.unwrap();
+        devices.push(session);
+    }
+    let bob = Session::new(None, backend.clone(), None);
+    bob.insert("k", 1).await.unwrap();
+    bob.save().await.unwrap();
+    store.login(&bob, "bob").await.unwrap();
+    let this = &devices[1];
+    let (before, public) = (this.id().unwrap(), store.session_id(this).await.unwrap());
+    // Past the millisecond of the logins, so that all three are older.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    assert_eq!(store.password_changed(this).await.unwrap(), 2);
+    assert_ne!(this.id().unwrap(), before, "a new id");
+    assert_eq!(store.load(&before).await.unwrap(), None);
+    assert_eq!(store.session_id(this).await.unwrap(), public);
+    assert_eq!(store.user(this).await.unwrap().unwrap().as_str(), "alice");
+    assert_eq!(this.get::<i32>("cart").await.unwrap(), Some(1));
+    for other in [&devices[0], &devices[2]] {
+        assert!(store.user(other).await.unwrap().is_none(), "signed out");
+    }
+    assert_eq!(sessions_of(&store, "alice").await, 1);
+    assert_eq!(sessions_of(&store, "bob").await, 1);
+    // A later login stays; a visitor has no password to change.
+    let later = Session::new(None, backend.clone(), None);
+    later.insert("k", 1).await.unwrap();
+    later.save().await.unwrap();
+    store.login(&later, "alice").await.unwrap();
+    assert_eq!(sessions_of(&store, "alice").await, 2);
+    let visitor = Session::new(None, backend.clone(), None);
+    visitor.insert("k", 1).await.unwrap();
+    visitor.save().await.unwrap();
+    assert!(matches!(
+        store.password_changed(&visitor).await,
+        Err(HelperError::NotLoggedIn)
+    ));
+    verify(&store);
+}
+
 async fn helpers_refuse_an_anonymous_session(b: Backend) {
     let (store, _held) = store_on!(b);
     let session = Session::new(None, Arc::new(store.clone()), None);
@@ -348,6 +396,7 @@ macro_rules! all_tests {
                 login_then_rotate_keep_public_id_times_and_user,
                 helpers_refuse_an_anonymous_session,
                 logout_others_keeps_this_session_and_ends_the_users_others,
+                password_changed_signs_this_session_in_afresh_and_ends_the_older_ones_for_good,
                 load_never_returns_an_expired_record_even_unreaped,
                 a_rotation_dropped_half_way_ends_the_session_instead_of_orphaning_it,
                 a_forged_successor_marker_is_ignored_and_never_stored,

@@ -105,8 +105,8 @@
 //! Use the binding as the source of truth for "who is logged in"
 //! ([`SessionDbStore::user`]), not a user id of your own in the state: the index only
 //! knows what was bound, and only bound sessions are reached by
-//! [`SessionDbStore::logout_everywhere`] and [`SessionDbStore::logout_others`] and
-//! listed by [`SessionDbStore::devices`].
+//! [`SessionDbStore::logout_everywhere`], [`SessionDbStore::logout_others`] and
+//! [`SessionDbStore::password_changed`], and listed by [`SessionDbStore::devices`].
 //!
 //! # Blocking
 //!
@@ -417,6 +417,31 @@ impl SessionDbStore {
         self.user(session).ok_or(Error::NotLoggedIn)?;
         let token = current_token(session).ok_or(Error::NotLoggedIn)?;
         Ok(self.write(move |e| e.revoke_others(&token)).await?)
+    }
+
+    /// After the user changed their password on this request's session (what Django's
+    /// `update_session_auth_hash` is for): signs this session in afresh — a new key,
+    /// authenticated now ([`SessionDbStore::login`]) — then ends every session of the
+    /// user that signed in before that, for good ([`crate::Store::revoke_user_before`]):
+    /// none of them comes back, not even through an import of an older backup. Returns
+    /// how many ended.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`] if this session has no user; as [`SessionDbStore::login`];
+    /// [`Error::Store`] if the revocation cannot be made durable, or this session ended
+    /// meanwhile.
+    pub async fn password_changed(&self, session: &Session) -> Result<usize, Error> {
+        let user = self.user(session).ok_or(Error::NotLoggedIn)?;
+        self.login(session, user.as_str()).await?;
+        let token = current_token(session).ok_or(Error::NotLoggedIn)?;
+        let signed_in = self
+            .engine
+            .peek(&token)
+            .and_then(|s| s.authenticated_at())
+            .ok_or(Error::Store(crate::error::Error::Ended))?;
+        Ok(self
+            .write(move |e| e.revoke_user_before(user.as_str(), signed_in))
+            .await?)
     }
 
     /// The live sessions of the user bound to this request's session, oldest first,

@@ -75,6 +75,10 @@ async fn others(store: Db, session: Session) -> actix_web::Result<String> {
     Ok(store.logout_others(&session).await?.to_string())
 }
 
+async fn password_changed(store: Db, session: Session) -> actix_web::Result<String> {
+    Ok(store.password_changed(&session).await?.to_string())
+}
+
 async fn label(
     store: Db,
     session: Session,
@@ -114,6 +118,7 @@ fn helper_routes(cfg: &mut web::ServiceConfig) {
         .route("/devices/{id}/end", web::post().to(end_device))
         .route("/logout-everywhere", web::post().to(everywhere))
         .route("/logout-others", web::post().to(others))
+        .route("/password-changed", web::post().to(password_changed))
         .route("/label/{label}", web::post().to(label))
         .route("/count-while-revoked", web::post().to(count_while_revoked));
 }
@@ -394,6 +399,31 @@ async fn logout_others_keeps_this_browser_signed_in_and_ends_the_users_others() 
     visitor.post("/count").await;
     assert_eq!(
         visitor.post("/logout-others").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn password_changed_signs_this_browser_in_afresh_and_ends_the_older_sessions() {
+    let f = fixture();
+    let srv = helper_server(f.store.clone());
+    let (mut a, mut b, mut bob) = (Browser::new(&srv), Browser::new(&srv), Browser::new(&srv));
+    a.post("/login/alice").await;
+    b.post("/login/alice").await;
+    bob.post("/login/bob").await;
+    let cookie = b.cookie.clone();
+    f.clock.advance(std::time::Duration::from_secs(1));
+    let (status, n) = b.post("/password-changed").await;
+    assert_eq!((status, n.as_str()), (StatusCode::OK, "1"));
+    assert_ne!(b.cookie, cookie, "a new key");
+    assert_eq!(b.me().await.user.as_deref(), Some("alice"));
+    assert_eq!(a.me().await.user, None);
+    assert_eq!(bob.me().await.user.as_deref(), Some("bob"));
+    assert_eq!(f.store.engine().sessions_of("alice").unwrap().len(), 1);
+    let mut visitor = Browser::new(&srv);
+    visitor.post("/count").await;
+    assert_eq!(
+        visitor.post("/password-changed").await.0,
         StatusCode::UNAUTHORIZED
     );
 }
