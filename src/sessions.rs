@@ -517,6 +517,16 @@ impl Sessions {
             .revoke_others(token))
     }
 
+    /// Ends every other session of the user of the session with public id `id`:
+    /// [`Store::revoke_others_by_id`].
+    ///
+    /// # Errors
+    /// As the backend's `revoke_others_by_id`.
+    pub async fn revoke_others_by_id(&self, id: SessionId) -> Result<usize> {
+        write!(self, (), |s| s.revoke_others_by_id(id), |r| r
+            .revoke_others_by_id(id))
+    }
+
     // ----------------------------------------------------------------------------
     // Rotation and ending
 

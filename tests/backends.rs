@@ -199,6 +199,7 @@ on_every_backend! {
     revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_lost;
     revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one;
     revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_half_revoked;
+    revoke_others_by_id_keeps_that_session_and_ends_the_users_others;
     revoke_user_before_ends_the_sessions_authenticated_earlier_and_keeps_the_later_ones;
     revoke_user_before_in_the_future_counts_as_now_and_holds_no_login_back;
     an_import_authenticated_before_the_users_not_before_is_refused;
@@ -1093,6 +1094,31 @@ async fn revoke_others_racing_creates_and_logins_leaves_this_one_and_nothing_hal
     // And a last call leaves the keeper alone.
     assert_eq!(s.revoke_others(&keeper).await.unwrap(), found);
     assert_eq!(s.sessions_of("racer").await.unwrap().len(), 1);
+}
+
+async fn revoke_others_by_id_keeps_that_session_and_ends_the_users_others(s: &Sessions) {
+    let (a, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (b, kept) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let b2 = s.rotate(&b).await.unwrap();
+    let (c, _) = s.create(NewSession::for_user("alice")).await.unwrap();
+    let (bob, _) = s.create(NewSession::for_user("bob")).await.unwrap();
+    let (anon, visitor) = s.create(NewSession::anonymous()).await.unwrap();
+    // By its public id, stable across the rotation.
+    assert_eq!(s.revoke_others_by_id(kept.id()).await.unwrap(), 2);
+    assert!(s.get(&a).await.unwrap().is_none());
+    assert!(s.get(&c).await.unwrap().is_none());
+    assert_eq!(s.get(&b2).await.unwrap().unwrap().id(), kept.id());
+    assert!(s.get(&bob).await.unwrap().is_some());
+    assert_eq!(s.revoke_others_by_id(kept.id()).await.unwrap(), 0);
+    assert_eq!(s.revoke_others_by_id(visitor.id()).await.unwrap(), 0);
+    assert!(s.get(&anon).await.unwrap().is_some());
+    let (gone, ended) = s.create(NewSession::for_user("alice")).await.unwrap();
+    s.end(&gone).await.unwrap();
+    let unknown = SessionId::parse("0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11").unwrap();
+    for id in [ended.id(), unknown] {
+        assert!(matches!(s.revoke_others_by_id(id).await, Err(Error::Ended)));
+    }
+    assert_eq!(s.sessions_of("alice").await.unwrap().len(), 1);
 }
 
 /// Sleeps past the current millisecond, so what happens next has a later time.

@@ -642,6 +642,51 @@ fn revoke_before_ends_only_the_sessions_that_signed_in_earlier_and_keeps_them_ou
 }
 
 #[test]
+fn revoke_keep_ends_every_other_session_of_the_user_and_only_with_their_own_id() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(dir.path(), options());
+    let (keep, bob) = (f.alice[1].1.to_string(), f.bob.1.to_string());
+    // Another user's id, or one that is not live, is refused and changes nothing.
+    for id in [&bob, "0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11"] {
+        let err = fails(dir.path(), &["revoke", "--user", "alice", "--keep", id], 1);
+        assert!(err.contains("nothing was revoked"), "{err}");
+    }
+    assert_eq!(reopen(dir.path()).sessions_of("alice").unwrap().len(), 2);
+    let text = ok(dir.path(), &["revoke", "--user", "alice", "--keep", &keep]);
+    assert_eq!(
+        text.trim(),
+        format!("revoked 1 other session of user \"alice\"; kept {keep}")
+    );
+    let j = ok_json(
+        dir.path(),
+        &["revoke", "--user", "alice", "--keep", &keep, "--json"],
+    );
+    assert_eq!(
+        j,
+        serde_json::json!({"user": "alice", "revoked": 0, "kept": keep})
+    );
+    let store = reopen(dir.path());
+    assert!(store.peek(&f.alice[0].0).is_none());
+    assert!(store.peek(&f.alice[1].0).is_some());
+    assert!(store.peek(&f.bob.0).is_some());
+    store.close().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let usage = |args: &[&str], want: &str| {
+        let o = bin().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    };
+    usage(&["-d", d, "revoke", "--keep", &keep], "--user");
+    usage(
+        &[
+            "-d", d, "revoke", "--user", "alice", "--keep", &keep, "--before", "now",
+        ],
+        "cannot be used with",
+    );
+}
+
+#[test]
 fn verify_says_ok_on_a_healthy_store_and_fails_on_a_damaged_one() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -1090,6 +1090,23 @@ impl RedisStore {
         }
     }
 
+    /// [`RedisStore::revoke_others`] for the session with public id `id`:
+    /// [`crate::Store::revoke_others_by_id`].
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if no live session has that id; [`Error::Unavailable`].
+    pub async fn revoke_others_by_id(&self, id: SessionId) -> Result<usize> {
+        let reply = self
+            .call("revoke_others_by_id", |inv| {
+                inv.arg(hex(id.0));
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(reply.u64(1)? as usize),
+            _ => Err(self.refusal(&reply, None, "revoke_others_by_id")),
+        }
+    }
+
     // ----------------------------------------------------------------------------
     // Rotation and ending
 

@@ -578,10 +578,12 @@ if OP == 'revoke_before' then
   return ok(fmt(#ended))
 end
 
--- revoke_others: h. Ends every other session of h's user; keeps h's.
-if OP == 'revoke_others' then
-  local s = resolve(A[1])
-  if not s then return { 'ended' } end
+-- revoke_others: h (or, for revoke_others_by_id, the public id). Ends every other
+-- session of that session's user; keeps it.
+if OP == 'revoke_others' or OP == 'revoke_others_by_id' then
+  local s
+  if OP == 'revoke_others' then s = resolve(A[1]) else s = by_id(A[1]) end
+  if not s or deadline(s) <= NOW then return { 'ended' } end
   if not s.u then return ok('0') end
   local k = kU(s.u)
   local n = 0

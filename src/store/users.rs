@@ -292,9 +292,27 @@ impl Store {
     /// [`Error::Ended`] if the token's session is not live (a token rotated away and
     /// still in its grace period counts as its session's).
     pub fn revoke_others(&self, token: &Token) -> Result<usize> {
-        let inner = &*self.inner;
         let hash = token.hash().0;
+        self.inner.revoke_others_of(|| Some(hash))
+    }
+
+    /// [`Store::revoke_others`] for the session with public id `id` (an operator's
+    /// "sign out every device of this user but that one", from a devices list).
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if no live session has that id.
+    pub fn revoke_others_by_id(&self, id: SessionId) -> Result<usize> {
+        self.inner.revoke_others_of(|| self.inner.hash_of(id))
+    }
+}
+
+impl Inner {
+    /// `revoke_others` for the session whose current token hash `hash` gives (looked
+    /// up again whenever the session moved).
+    fn revoke_others_of(&self, hash: impl Fn() -> Option<u128>) -> Result<usize> {
+        let inner = self;
         loop {
+            let hash = hash().ok_or(Error::Ended)?;
             let (id, user) = inner
                 .read_live(hash, |s, _| (s.id, s.user.clone()))
                 .ok_or(Error::Ended)?;

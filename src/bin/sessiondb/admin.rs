@@ -8,35 +8,63 @@ use sessiondb::{SessionId, Timestamp};
 use crate::output::{Fail, ms, say, say_json};
 use crate::target::Ctx;
 
+/// Which of a user's sessions `revoke --user` ends: all, those signed in before a
+/// time, or all but one.
+pub struct Which {
+    pub before: Option<Timestamp>,
+    pub keep: Option<SessionId>,
+}
+
 pub fn revoke(
     ctx: &Ctx,
     user: Option<&str>,
-    before: Option<Timestamp>,
+    which: Which,
     id: Option<SessionId>,
     json: bool,
 ) -> Result<(), Fail> {
     let store = ctx.handle(false)?;
     match (user, id) {
         (Some(user), _) => {
-            let n = match before {
-                Some(t) => store.revoke_user_before(user, t)?,
-                None => store.revoke_user(user)?,
+            let n = match which {
+                Which {
+                    before: Some(t), ..
+                } => store.revoke_user_before(user, t)?,
+                Which { keep: Some(id), .. } => {
+                    // Only a session of that user: the operator named both.
+                    let theirs = store
+                        .get_by_id(id)?
+                        .is_some_and(|s| s.user().is_some_and(|u| u.as_str() == user));
+                    if !theirs {
+                        return Err(Fail(format!(
+                            "no live session of user {user:?} has id {id} in {}; nothing \
+                             was revoked",
+                            ctx.shown()
+                        )));
+                    }
+                    store.revoke_others_by_id(id)?
+                }
+                _ => store.revoke_user(user)?,
             };
             store.close()?;
             let s = if n == 1 { "" } else { "s" };
-            match (json, before) {
-                (true, None) => say_json(&json!({ "user": user, "revoked": n })),
-                (true, Some(t)) => say_json(&json!({
-                    "user": user,
-                    "revoked": n,
-                    "not_before_ms": t.as_millis(),
-                })),
-                (false, None) => say(&format!("revoked {n} session{s} of user {user:?}")),
-                (false, Some(t)) => say(&format!(
-                    "revoked {n} session{s} of user {user:?} signed in before {t}; \
-                     none from before it can come back"
-                )),
-            }
+            let mut out = json!({ "user": user, "revoked": n });
+            let text = match which {
+                Which {
+                    before: Some(t), ..
+                } => {
+                    out["not_before_ms"] = t.as_millis().into();
+                    format!(
+                        "revoked {n} session{s} of user {user:?} signed in before {t}; \
+                         none from before it can come back"
+                    )
+                }
+                Which { keep: Some(id), .. } => {
+                    out["kept"] = id.to_string().into();
+                    format!("revoked {n} other session{s} of user {user:?}; kept {id}")
+                }
+                _ => format!("revoked {n} session{s} of user {user:?}"),
+            };
+            if json { say_json(&out) } else { say(&text) }
         }
         (None, Some(id)) => {
             let ended = store.end_by_id(id)?;

@@ -176,11 +176,12 @@ pub enum Command {
         json: bool,
     },
     /// Ends every session of a user (--user), those that signed in before a time
-    /// (--user with --before), or one session by its public id; durable when the
-    /// command returns
+    /// (--before), all but one (--keep), or one session by its public id; durable when
+    /// the command returns
     #[command(
         after_help = "Examples:\n  sessiondb -d ./sessions revoke --user alice\n  \
                       sessiondb -d ./sessions revoke --user alice --before now\n  \
+                      sessiondb -d ./sessions revoke --user alice --keep 0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11\n  \
                       sessiondb -d ./sessions revoke 0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11\n\n\
                       Revoking an id that is not live fails (exit status 1); revoking a user\n\
                       with no sessions revokes 0 and succeeds. --before also keeps any session\n\
@@ -195,6 +196,10 @@ pub enum Command {
         /// 2026-12-06T23:59:00Z), and make it the user's not-before time
         #[arg(long, value_name = "TIME", requires = "user", value_parser = crate::human::parse_time)]
         before: Option<sessiondb::Timestamp>,
+        /// All but this one of the user's sessions, by its public id ("sign out every
+        /// other device")
+        #[arg(long, value_name = "PUBLIC_ID", requires = "user", conflicts_with = "before", value_parser = parse_id)]
+        keep: Option<SessionId>,
         /// End the session with this public id
         #[arg(value_name = "PUBLIC_ID", value_parser = parse_id)]
         id: Option<SessionId>,

@@ -48,6 +48,14 @@ impl Handle {
         }
     }
 
+    pub fn revoke_others_by_id(&self, id: SessionId) -> Result<usize, Error> {
+        match self {
+            Handle::Embedded(s) => s.revoke_others_by_id(id),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.revoke_others_by_id(id)),
+        }
+    }
+
     pub fn end_by_id(&self, id: SessionId) -> Result<bool, Error> {
         match self {
             Handle::Embedded(s) => s.end_by_id(id),

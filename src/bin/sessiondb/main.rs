@@ -56,9 +56,16 @@ fn run(ctx: &Ctx, command: Command) -> Result<(), Fail> {
         Command::Revoke {
             user,
             before,
+            keep,
             id,
             json,
-        } => admin::revoke(ctx, user.as_deref(), before, id, json),
+        } => admin::revoke(
+            ctx,
+            user.as_deref(),
+            admin::Which { before, keep },
+            id,
+            json,
+        ),
         Command::Compact { json } => admin::compact(ctx, json),
         Command::Verify { json } => inspect::verify(ctx, json),
         Command::Export { out } => transfer::export(ctx, out.as_deref()),
