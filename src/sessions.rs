@@ -507,6 +507,18 @@ impl Sessions {
             .revoke_user_before(user, before))
     }
 
+    /// Every user's not-before time: [`Store::not_before_times`].
+    ///
+    /// # Errors
+    /// As the backend's `not_before_times`.
+    pub async fn not_before_times(&self) -> Result<Vec<(UserId, Timestamp)>> {
+        match &self.engine {
+            Engine::Embedded { store, .. } => Ok(store.not_before_times()),
+            #[cfg(feature = "redis")]
+            Engine::Redis(r) => r.not_before_times().await,
+        }
+    }
+
     /// Ends every other session of the token's user and keeps this one ("sign out all
     /// other devices"): [`Store::revoke_others`].
     ///

@@ -202,6 +202,7 @@ on_every_backend! {
     revoke_others_by_id_keeps_that_session_and_ends_the_users_others;
     revoke_user_before_ends_the_sessions_authenticated_earlier_and_keeps_the_later_ones;
     revoke_user_before_in_the_future_counts_as_now_and_holds_no_login_back;
+    not_before_times_lists_each_users_latest_time;
     an_import_authenticated_before_the_users_not_before_is_refused;
     revoke_user_before_racing_creates_and_logins_leaves_nothing_older_readable;
     auth_lifetime_counts_from_the_last_login with super::no_reaper().auth_lifetime(Some(super::ms(900)));
@@ -1220,6 +1221,36 @@ async fn revoke_user_before_in_the_future_counts_as_now_and_holds_no_login_back(
         assert!(s.import(r).await.unwrap(), "signed in after the revocation");
     }
     assert_eq!(s.sessions_of("alice").await.unwrap().len(), 2);
+}
+
+async fn not_before_times_lists_each_users_latest_time(s: &Sessions) {
+    assert!(s.not_before_times().await.unwrap().is_empty());
+    let t = now().0 - 60_000;
+    s.revoke_user_before("bob", Timestamp(t)).await.unwrap();
+    s.revoke_user_before("alice", Timestamp(t + 2))
+        .await
+        .unwrap();
+    s.revoke_user_before("alice", Timestamp(t + 1))
+        .await
+        .unwrap();
+    let got: Vec<(String, Timestamp)> = s
+        .not_before_times()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, at)| (u.to_string(), at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".to_owned(), Timestamp(t + 2)),
+            ("bob".to_owned(), Timestamp(t))
+        ],
+        "by user; the latest of each, never moved back"
+    );
+    // A clear keeps them.
+    s.clear().await.unwrap();
+    assert_eq!(s.not_before_times().await.unwrap().len(), 2);
 }
 
 async fn an_import_authenticated_before_the_users_not_before_is_refused(s: &Sessions) {

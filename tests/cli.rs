@@ -361,6 +361,70 @@ fn a_missing_or_empty_directory_is_no_store_and_is_left_as_it_was() {
 }
 
 #[test]
+fn an_export_carries_the_not_before_times_and_the_import_keeps_refusing_old_sessions() {
+    let _serial = serial();
+    let src = tempfile::tempdir().unwrap();
+    let f = fixture(src.path(), options());
+    let store = reopen(src.path());
+    let second = store
+        .peek(&f.alice[1].0)
+        .unwrap()
+        .authenticated_at()
+        .unwrap();
+    let mut old = None;
+    store
+        .export(|r| {
+            if r.id == f.alice[0].1 {
+                old = Some(r);
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.close().unwrap();
+    ok(
+        src.path(),
+        &["revoke", "--user", "alice", "--before", &second.to_string()],
+    );
+    let exported = ok(src.path(), &["export"]);
+    let lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "three sessions and one not-before time");
+    assert!(
+        lines[..3]
+            .iter()
+            .all(|j| j["v"] == 1 && j["id"].is_string())
+    );
+    assert_eq!(
+        lines[3],
+        serde_json::json!({"v": 2, "not_before": {"user": "alice", "at_ms": second.as_millis()}})
+    );
+    let file = src.path().join("backup.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let target = dst.path().join("restored");
+    let text = ok(&target, &["import", file.to_str().unwrap()]);
+    assert_eq!(
+        text.trim(),
+        format!(
+            "imported 3 sessions into {}\nand the not-before times of 1 user (0 sessions \
+             signed in before them ended)",
+            target.display()
+        )
+    );
+    let store = reopen(&target);
+    let alice = sessiondb::UserId::new("alice", &sessiondb::Limits::default()).unwrap();
+    assert_eq!(store.not_before_times(), vec![(alice, second)]);
+    assert!(
+        !store.import(old.unwrap()).unwrap(),
+        "the session revoked at the source stays out of the copy"
+    );
+    assert!(store.peek(&f.alice[1].0).is_some());
+    store.verify().unwrap();
+}
+
+#[test]
 fn export_then_import_into_an_empty_dir_round_trips_and_the_same_cookies_work() {
     let _serial = serial();
     let src = tempfile::tempdir().unwrap();

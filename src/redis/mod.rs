@@ -1071,6 +1071,32 @@ impl RedisStore {
         Ok(reply.u64(1)? as usize)
     }
 
+    /// Every user's not-before time: [`crate::Store::not_before_times`]. Read a page
+    /// at a time (other clients are served in between).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn not_before_times(&self) -> Result<Vec<(UserId, Timestamp)>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let reply = self
+                .call("not_before_list", |inv| {
+                    inv.arg(&cursor);
+                })
+                .await?;
+            cursor = reply.str(1)?.to_owned();
+            for i in (2..reply.len()).step_by(2) {
+                let user =
+                    UserId::stored(reply.str(i)?).map_err(|e| protocol("not_before_list", e))?;
+                out.insert(user, Timestamp(reply.u64(i + 1)?));
+            }
+            if cursor == "0" {
+                return Ok(out.into_iter().collect());
+            }
+        }
+    }
+
     /// Ends every other session of the token's user and keeps this one, in one script
     /// step: [`crate::Store::revoke_others`].
     ///

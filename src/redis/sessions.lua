@@ -31,6 +31,7 @@
 --   <p>:b:<user> string: the user's not-before time (ms; no expiry): a session of
 --               the user authenticated before it was revoked and is never admitted
 --               again (revoke_before, admit)
+--   <p>:B       set: the users with a not-before time (not_before_list)
 --   <p>:x       sorted set: every session id scored by deadline (len, reaper, clear)
 --   <p>:n       sorted set: anonymous session ids scored by last seen (the budget's
 --               eviction order; kept only when the budget evicts)
@@ -559,6 +560,7 @@ if OP == 'revoke_before' then
   local at = math.min(tonumber(A[2]), NOW)
   local kb = kB(user)
   redis.call('SET', kb, fmt(math.max(at, num(redis.call('GET', kb)))))
+  redis.call('SADD', P .. ':B', user)
   local k = kU(user)
   local ended = {}
   for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
@@ -576,6 +578,21 @@ if OP == 'revoke_before' then
   end
   event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
   return ok(fmt(#ended))
+end
+
+-- not_before_list: cursor. A page of the users with a not-before time:
+-- { 'ok', next cursor, user, time, user, time, ... }.
+if OP == 'not_before_list' then
+  local page = redis.call('SSCAN', P .. ':B', A[1], 'COUNT', 500)
+  local out = { 'ok', page[1] }
+  for _, user in ipairs(page[2]) do
+    local at = redis.call('GET', kB(user))
+    if at then
+      out[#out + 1] = user
+      out[#out + 1] = at
+    end
+  end
+  return out
 end
 
 -- revoke_others: h (or, for revoke_others_by_id, the public id). Ends every other

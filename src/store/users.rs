@@ -280,6 +280,15 @@ impl Store {
         Ok(count)
     }
 
+    /// Every user's not-before time ([`Store::revoke_user_before`]), by user id: what
+    /// an export carries besides the sessions, so that a store the export is imported
+    /// into keeps refusing the sessions they revoked.
+    pub fn not_before_times(&self) -> Vec<(UserId, Timestamp)> {
+        let mut all = self.inner.users.not_before_all();
+        all.sort();
+        all
+    }
+
     /// Ends every *other* session of the token's user ("sign out all other devices",
     /// after a password change or a "that's not me") and keeps this one. As
     /// [`Store::revoke_user`], it holds the user's lock: a create, login or bind for

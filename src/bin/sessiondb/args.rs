@@ -51,6 +51,10 @@ Format: JSON lines, one object per session, schema version 1:
    \"label\":\"Firefox\"|null,\"created_ms\":N,\"authenticated_ms\":N|null,\"absolute_ms\":N,
    \"idle_timeout_ms\":N|null,\"last_seen_ms\":N,\"version\":N,
    \"data\":{\"<key>\":\"<base64 of the value's raw bytes>\"}}
+then one line per user's not-before time (`revoke --before`), schema version 2:
+  {\"v\":2,\"not_before\":{\"user\":\"alice\",\"at_ms\":N}}
+(importing it keeps refusing the sessions it revoked; a build that reads only version 1
+refuses such an export whole).
 Sessions come in no particular order. Times are milliseconds since the Unix epoch
 (absolute_ms 18446744073709551615: no deadline). The token is not there — the store never had it, only its hash — yet an
 imported session answers to the same cookie. Sessions already past their deadline are

@@ -2,7 +2,7 @@
 //! `redis` feature, a `RedisStore` through `remote` — and the operations the commands
 //! use on both.
 
-use sessiondb::{Error, Session, SessionId, SessionRecord, Store, Timestamp};
+use sessiondb::{Error, Session, SessionId, SessionRecord, Store, Timestamp, UserId};
 
 #[cfg(feature = "redis")]
 use crate::remote;
@@ -130,6 +130,14 @@ impl Handle {
             Handle::Embedded(s) => s.export(f),
             #[cfg(feature = "redis")]
             Handle::Redis(r) => r.run(|s| s.export(f)),
+        }
+    }
+
+    pub fn not_before_times(&self) -> Result<Vec<(UserId, Timestamp)>, Error> {
+        match self {
+            Handle::Embedded(s) => Ok(s.not_before_times()),
+            #[cfg(feature = "redis")]
+            Handle::Redis(r) => r.run(|s| s.not_before_times()),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The export format: JSON lines, one object per session, schema version 1.
+//! The export format: JSON lines, one object per session, then one per user's
+//! not-before time. `v` is per line: the schema version that line needs.
 //!
 //! ```text
 //! {"v":1,"id":"<hyphenated uuid>","token_hash":"<32 hex digits>","user":"alice"|null,
@@ -15,6 +16,18 @@
 //! application put with `put_raw`), base64 with padding. Optional fields may be absent;
 //! unknown fields are refused, so a typo is an error rather than silently lost. A
 //! reader refuses a `v` it does not know.
+//!
+//! Version 2 adds a user's not-before time (`Store::revoke_user_before`): importing it
+//! keeps refusing the sessions it revoked, on the store imported into too.
+//!
+//! ```text
+//! {"v":2,"not_before":{"user":"alice","at_ms":<u64>}}
+//! ```
+//!
+//! Session lines are still written as version 1, so an export without not-before
+//! times stays readable by a build of schema 1, and one with them is refused by it
+//! whole (it checks every line before importing any) rather than imported without
+//! them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,8 +37,45 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use sessiondb::{Limits, SessionData, SessionId, SessionRecord, Timestamp, TokenHash, UserId};
 
-/// The schema version this build writes and reads.
+/// The schema version of a session line (this build reads it on any line).
 pub const SCHEMA_VERSION: u64 = 1;
+/// The newest schema version this build reads: a not-before line's.
+pub const NOT_BEFORE_VERSION: u64 = 2;
+
+/// What one line holds.
+pub enum Item {
+    /// A session.
+    Session(Box<SessionRecord>),
+    /// A user's not-before time.
+    NotBefore(UserId, Timestamp),
+}
+
+/// A not-before line.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotBeforeLine {
+    v: u64,
+    not_before: NotBefore,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotBefore {
+    user: String,
+    at_ms: u64,
+}
+
+/// The line of `user`'s not-before time `at`, as JSON.
+pub fn not_before_line(user: &UserId, at: Timestamp) -> serde_json::Value {
+    serde_json::to_value(NotBeforeLine {
+        v: NOT_BEFORE_VERSION,
+        not_before: NotBefore {
+            user: user.as_str().to_owned(),
+            at_ms: at.as_millis(),
+        },
+    })
+    .expect("a struct of strings and integers")
+}
 
 /// One line of an export, field for field.
 #[derive(Serialize, Deserialize)]
@@ -87,24 +137,36 @@ pub fn to_line(rec: &SessionRecord) -> Line {
 
 /// Parses and validates one line of an export into the record it describes. The error
 /// says what was wrong, without the line number (the caller adds it).
-pub fn parse(text: &str, limits: &Limits) -> Result<SessionRecord, String> {
+pub fn parse(text: &str, limits: &Limits) -> Result<Item, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(obj) = value.as_object() else {
         return Err("expected a JSON object, one session per line".into());
     };
-    match obj.get("v") {
+    let v = match obj.get("v") {
         None => return Err("missing \"v\", the schema version".into()),
-        Some(v) if v.as_u64() == Some(SCHEMA_VERSION) => {}
-        Some(v) => {
+        Some(v) => v.as_u64().filter(|v| (1..=NOT_BEFORE_VERSION).contains(v)),
+    };
+    let Some(v) = v else {
+        return Err(format!(
+            "schema version {} is not supported; this sessiondb reads versions 1 to \
+             {NOT_BEFORE_VERSION}",
+            obj["v"]
+        ));
+    };
+    if obj.contains_key("not_before") {
+        if v < NOT_BEFORE_VERSION {
             return Err(format!(
-                "schema version {v} is not supported; this sessiondb reads version \
-                 {SCHEMA_VERSION}"
+                "\"not_before\" needs schema version {NOT_BEFORE_VERSION}"
             ));
         }
+        let line: NotBeforeLine = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let user = UserId::new(&line.not_before.user, limits)
+            .map_err(|e| format!("\"not_before\".\"user\": {e}"))?;
+        return Ok(Item::NotBefore(user, Timestamp(line.not_before.at_ms)));
     }
     let line: Line = serde_json::from_value(value).map_err(|e| e.to_string())?;
-    from_line(line, limits)
+    from_line(line, limits).map(|rec| Item::Session(Box::new(rec)))
 }
 
 fn from_line(line: Line, limits: &Limits) -> Result<SessionRecord, String> {
@@ -194,9 +256,46 @@ mod tests {
 
     const GOOD: &str = r#"{"v":1,"id":"0b6c1f3e-9a58-4c1e-8d53-1f0f8a3b2c11","token_hash":"00112233445566778899aabbccddeeff","user":"alice","label":null,"created_ms":1000,"authenticated_ms":1000,"absolute_ms":9000,"idle_timeout_ms":null,"last_seen_ms":2000,"version":3,"data":{"cart":"KgAAAA=="}}"#;
 
+    fn session(text: &str) -> Result<SessionRecord, String> {
+        match parse(text, &limits())? {
+            Item::Session(rec) => Ok(*rec),
+            Item::NotBefore(..) => Err("a not-before line".into()),
+        }
+    }
+
+    #[test]
+    fn a_not_before_line_round_trips_and_needs_version_2() {
+        let user = UserId::new("alice", &limits()).unwrap();
+        let line = not_before_line(&user, Timestamp(1234)).to_string();
+        assert_eq!(
+            line,
+            r#"{"not_before":{"at_ms":1234,"user":"alice"},"v":2}"#
+        );
+        match parse(&line, &limits()).unwrap() {
+            Item::NotBefore(u, t) => assert_eq!((u.as_str(), t), ("alice", Timestamp(1234))),
+            Item::Session(_) => panic!("read as a session"),
+        }
+        for (bad, want) in [
+            (line.replace("\"v\":2", "\"v\":1"), "needs schema version 2"),
+            (line.replace("\"v\":2", "\"v\":3"), "not supported"),
+            (line.replace("alice", ""), "\"user\""),
+            (line.replace("1234", "-1"), "invalid value"),
+            (line.replace("\"at_ms\":1234,", ""), "missing field `at_ms`"),
+            (
+                line.replace("\"v\":2", "\"v\":2,\"id\":\"x\""),
+                "unknown field",
+            ),
+        ] {
+            let err = parse(&bad, &limits()).err().unwrap_or_default();
+            assert!(err.contains(want), "{bad}: {err:?} should say {want:?}");
+        }
+        // A session line of version 2 reads as version 1's.
+        assert!(session(&GOOD.replace("\"v\":1", "\"v\":2")).is_ok());
+    }
+
     #[test]
     fn a_good_line_round_trips_to_the_same_json() {
-        let rec = parse(GOOD, &limits()).unwrap();
+        let rec = session(GOOD).unwrap();
         assert_eq!(rec.user.as_ref().unwrap().as_str(), "alice");
         assert_eq!(rec.data.get_raw("cart"), Some(&[42u8, 0, 0, 0][..]));
         assert_eq!(serde_json::to_string(&to_line(&rec)).unwrap(), GOOD);
@@ -208,7 +307,7 @@ mod tests {
             ("{", "not valid JSON"),
             ("[1]", "expected a JSON object"),
             (r#"{"id":"x"}"#, "missing \"v\""),
-            (r#"{"v":2}"#, "schema version 2 is not supported"),
+            (r#"{"v":3}"#, "schema version 3 is not supported"),
             (
                 &GOOD.replace("\"version\":3", "\"version\":3,\"x\":1"),
                 "unknown field",
@@ -231,7 +330,7 @@ mod tests {
             ),
         ];
         for (line, want) in cases {
-            let err = parse(line, &limits()).err().unwrap_or_default();
+            let err = session(line).err().unwrap_or_default();
             assert!(err.contains(want), "{line}: {err:?} should say {want:?}");
         }
     }

@@ -17,7 +17,8 @@ use crate::jsonl;
 use crate::output::{Fail, io_fail, say, say_json};
 use crate::target::Ctx;
 
-/// Writes every live session of `store` to `w` as JSON lines; returns how many.
+/// Writes every live session of `store` to `w` as JSON lines, then every user's
+/// not-before time; returns how many sessions.
 fn write_export(ctx: &Ctx, store: &Handle, w: &mut impl Write) -> Result<usize, Fail> {
     let bar = ctx
         .progress
@@ -35,6 +36,12 @@ fn write_export(ctx: &Ctx, store: &Handle, w: &mut impl Write) -> Result<usize, 
     });
     bar.finish_and_clear();
     let n = n?;
+    for (user, at) in store.not_before_times()? {
+        serde_json::to_writer(&mut *w, &jsonl::not_before_line(&user, at))
+            .map_err(io::Error::from)
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(io_fail("writing the export".into()))?;
+    }
     w.flush().map_err(io_fail("writing the export".into()))?;
     Ok(n)
 }
@@ -141,6 +148,7 @@ pub fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -
     let bar = ctx.progress.bytes(len, format!("checking {source}"));
     let mut reader = BufReader::new(bar.wrap_read(input));
     let mut records = Vec::new();
+    let mut not_before = Vec::new();
     let mut bad: Vec<(usize, String)> = Vec::new();
     let (mut ids, mut hashes) = (HashMap::new(), HashMap::new());
     let mut buf = Vec::new();
@@ -163,7 +171,11 @@ pub fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -
             continue;
         }
         let rec = match jsonl::parse(text, &limits) {
-            Ok(rec) => rec,
+            Ok(jsonl::Item::Session(rec)) => *rec,
+            Ok(jsonl::Item::NotBefore(user, at)) => {
+                not_before.push((user, at));
+                continue;
+            }
             Err(e) => {
                 bad.push((line, e));
                 continue;
@@ -250,6 +262,13 @@ pub fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -
         imported.sort_unstable();
         return Err(undo(&store, &source, line, &e, &imported));
     }
+    // 4. The users' not-before times, last: they cannot be taken back. (A session of
+    //    the file authenticated before its user's time ends here; an export never has
+    //    one.)
+    let mut revoked = 0;
+    for (user, at) in &not_before {
+        revoked += store.revoke_user_before(user.as_str(), *at)?;
+    }
     store.close()?;
     imported.sort_unstable();
     expired.sort_unstable();
@@ -257,16 +276,27 @@ pub fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -
     if json {
         return say_json(&json!({
             "imported": imported.len(),
+            "not_before": not_before.len(),
+            "revoked": revoked,
             "skipped_expired": expired,
             "skipped_existing": existing,
         }));
     }
+    let n = imported.len();
     let mut text = format!(
-        "imported {} session{} into {}",
-        imported.len(),
-        if imported.len() == 1 { "" } else { "s" },
+        "imported {n} session{} into {}",
+        if n == 1 { "" } else { "s" },
         ctx.shown()
     );
+    if !not_before.is_empty() {
+        let users = not_before.len();
+        text.push_str(&format!(
+            "\nand the not-before times of {users} user{} ({revoked} session{} signed in \
+             before them ended)",
+            if users == 1 { "" } else { "s" },
+            if revoked == 1 { "" } else { "s" }
+        ));
+    }
     if !expired.is_empty() {
         text.push_str(&format!(
             "\nskipped {} already past their deadline ({})",
