@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::journal::writer::{Msg, Shared, SyncRequest, Syncer, serve_sync, wake};
 use crate::model::change::Change;
 use crate::model::token::SessionId;
+use crate::util::trace;
 
 /// Where a `Buffered` batch's fsync runs.
 #[derive(Clone, Copy)]
@@ -138,6 +139,7 @@ impl Batcher {
                     let mut progress = shared.progress.lock();
                     if progress.full.take().is_some() {
                         shared.full.store(false, Ordering::Release);
+                        trace::event!(info, "the disk has room again: writes go on");
                     }
                     shared.durable.store(self.last_seq, Ordering::Release);
                     progress.ready(self.last_seq)
@@ -149,6 +151,15 @@ impl Batcher {
                 // every append from now on, are told.
                 let ready = {
                     let mut progress = shared.progress.lock();
+                    if progress.full.is_none() {
+                        trace::event!(
+                            warn,
+                            dir = %dir.display(),
+                            needed,
+                            "the disk is full: writes are refused (Error::DiskFull) until \
+                             there is room"
+                        );
+                    }
                     progress.full = Some((self.last_seq, dir.clone(), needed));
                     shared.full.store(true, Ordering::Release);
                     progress.ready(self.last_seq)

@@ -51,6 +51,7 @@ use crate::model::token::SessionId;
 use crate::options::Durability;
 use crate::util::lock::DirLock;
 use crate::util::padded::Padded;
+use crate::util::trace;
 
 /// Most messages taken into one batch.
 const MAX_BATCH: usize = 8192;
@@ -301,6 +302,13 @@ impl Shared {
     /// each of which will see it.
     pub(crate) fn fail(&self, reason: String) -> Vec<Waiter> {
         let mut p = self.progress.lock();
+        if p.failed.is_none() {
+            trace::event!(
+                error,
+                reason = %reason,
+                "the journal failed: every write from now on fails; reopen the store"
+            );
+        }
         let all = p.fail(reason);
         self.poisoned.store(true, Ordering::Release);
         all

@@ -18,6 +18,7 @@ use crate::journal::Journal;
 use crate::model::change::Image;
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
+use crate::util::trace;
 
 impl Store {
     /// Compacts the log now: rewrites the live sessions as one base file and deletes
@@ -167,6 +168,7 @@ impl Inner {
             return Ok(CompactionStats::default());
         };
         let _one_at_a_time = self.compact_lock.lock();
+        let _span = trace::span!("sessiondb.compact");
         let before = d.counters().disk_bytes;
         let result = match d.begin_compaction() {
             Ok(Some(job)) => job.run(self),
@@ -190,8 +192,20 @@ impl Inner {
                 if st.sessions > 0 && st.base_bytes > 0 {
                     log.bytes_per_session = Some(st.base_bytes as f64 / st.sessions as f64);
                 }
+                trace::event!(
+                    info,
+                    sessions = st.sessions,
+                    bytes_before = st.bytes_before,
+                    bytes_after = st.bytes_after,
+                    base_bytes = st.base_bytes,
+                    seconds = st.duration.as_secs_f64(),
+                    "compacted"
+                );
             }
-            Err(e) => log.last_error = Some(e.to_string()),
+            Err(e) => {
+                trace::event!(warn, error = %e, "compaction failed; the old log stays in use");
+                log.last_error = Some(e.to_string());
+            }
         }
         result
     }

@@ -72,6 +72,7 @@ use crate::util::entropy::Entropy;
 use crate::util::fs;
 use crate::util::lock;
 use crate::util::padded::Padded;
+use crate::util::trace;
 
 /// Where a new session goes in the index.
 enum Key {
@@ -231,6 +232,7 @@ impl Store {
         if opts.fs.is_os() {
             fs::secure_store_dir(dir, is_store_file)?;
         }
+        let _span = trace::span!("sessiondb.open", dir = %dir.display());
         let lock = lock::lock(&*opts.fs, dir)?;
         let loader = Loader::new(opts.shards, opts.clock.now(), Rules::of(&opts));
         let opened = open_backend(opts.backend, dir, &opts, &loader)?;
@@ -239,7 +241,10 @@ impl Store {
         } else {
             Writer::start(opened.backend, opts.durability, lock, opts.auto_compact)?
         };
-        Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))
+        let store = Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))?;
+        #[cfg(feature = "tracing")]
+        trace_opened(dir, &store.recovery_report());
+        Ok(store)
     }
 
     /// Recovery alone, for the fuzzers: reads the log in `dir` (on
@@ -760,6 +765,35 @@ pub(crate) fn open_backend(
     // The log replays straight into the sink; sled hands over a replayed state.
     sink.load_recovered(std::mem::take(&mut opened.state));
     Ok(opened)
+}
+
+/// The events of an open: each range salvage skipped, then what recovery found.
+#[cfg(feature = "tracing")]
+fn trace_opened(dir: &Path, r: &RecoveryReport) {
+    for skipped in &r.skipped {
+        trace::event!(
+            warn,
+            file = %skipped.file.display(),
+            offset = skipped.offset,
+            len = skipped.len,
+            reason = %skipped.reason,
+            "salvage skipped damaged data"
+        );
+    }
+    trace::event!(
+        info,
+        dir = %dir.display(),
+        backend = r.backend,
+        files = r.files,
+        records = r.records,
+        bytes_read = r.bytes_read,
+        bytes_truncated = r.bytes_truncated,
+        skipped = r.skipped.len(),
+        sessions = r.sessions,
+        expired_dropped = r.expired_dropped,
+        seconds = r.duration.as_secs_f64(),
+        "store opened"
+    );
 }
 
 #[cfg(test)]

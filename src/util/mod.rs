@@ -2,7 +2,7 @@
 //! randomness in bulk, crash points for tests, the directory lock, private files and
 //! directories, a cache-line padding, hashers for keys that are random already, and
 //! the file-system seam (the operating system's, or a simulated disk that fails and
-//! crashes on demand).
+//! crashes on demand), and the operator's events (`tracing`, when enabled).
 
 pub(crate) mod codec;
 pub(crate) mod entropy;
@@ -12,6 +12,7 @@ pub(crate) mod hash;
 pub(crate) mod lock;
 pub(crate) mod padded;
 pub(crate) mod parallel;
+pub(crate) mod trace;
 pub mod vfs;
 
 /// Where the run of zero bytes that ends `bytes` begins (`bytes.len()` if it ends in
