@@ -972,6 +972,12 @@ async fn revoke_racing_creates_for_the_same_user_leaves_no_session_behind_or_los
     );
 }
 
+/// The public ids of `user`'s live sessions, oldest first.
+async fn listed_ids(s: &Sessions, user: &str) -> Vec<SessionId> {
+    let all = s.sessions_of(user).await.unwrap();
+    all.iter().map(|x| x.id()).collect()
+}
+
 /// Waits for the racing tasks; returns how many of the sessions they created are live,
 /// each checked to be listed in `user`'s index, and the ids the index lists.
 async fn live_and_listed(
@@ -1031,13 +1037,7 @@ async fn revoke_others_ends_every_other_session_of_the_user_and_keeps_this_one(s
     for t in [&b, &c, &c2] {
         assert!(s.get(t).await.unwrap().is_none(), "an other session ended");
     }
-    let listed: Vec<_> = s
-        .sessions_of("alice")
-        .await
-        .unwrap()
-        .iter()
-        .map(|x| x.id())
-        .collect();
+    let listed = listed_ids(s, "alice").await;
     assert_eq!(listed, vec![kept.id()], "this one stays, listed");
     assert_eq!(s.get(&this).await.unwrap().unwrap().id(), kept.id());
     assert!(
@@ -1169,13 +1169,7 @@ async fn revoke_user_before_ends_the_sessions_authenticated_earlier_and_keeps_th
     for t in [&a, &b, &b2] {
         assert!(s.get(t).await.unwrap().is_none(), "an older session ended");
     }
-    let listed: Vec<_> = s
-        .sessions_of("alice")
-        .await
-        .unwrap()
-        .iter()
-        .map(|x| x.id())
-        .collect();
+    let listed = listed_ids(s, "alice").await;
     assert_eq!(listed, vec![kept.id()]);
     assert!(s.get(&bob).await.unwrap().is_some(), "another user's stays");
     assert!(s.get(&anon).await.unwrap().is_some());

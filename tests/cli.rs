@@ -12,7 +12,9 @@ use std::time::Duration;
 use cli_bin::{Filled, bin, fill, serial, stderr, stdout};
 #[cfg(feature = "sled")]
 use sessiondb::BackendKind;
-use sessiondb::{ManualClock, NewSession, Options, SessionId, Store, Timestamp, Token};
+use sessiondb::{
+    ManualClock, NewSession, Options, SessionId, SessionRecord, Store, Timestamp, Token,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -45,6 +47,35 @@ fn fails(dir: &Path, args: &[&str], code: i32) -> String {
     let o = run(dir, args);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stdout(&o));
     stderr(&o)
+}
+
+/// Runs `args` and expects a bad command line: exit status 2, `want` in stderr.
+fn usage(args: &[&str], want: &str) {
+    let o = bin().args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{args:?}");
+    assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+}
+
+/// When alice's second session of `fixture` signed in, and the export record of her
+/// first (a backup from before a revocation).
+fn second_login_and_first_record(dir: &Path, f: &Fixture) -> (Timestamp, SessionRecord) {
+    let store = reopen(dir);
+    let second = store
+        .peek(&f.alice[1].0)
+        .unwrap()
+        .authenticated_at()
+        .unwrap();
+    let mut first = None;
+    store
+        .export(|r| {
+            if r.id == f.alice[0].1 {
+                first = Some(r);
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.close().unwrap();
+    (second, first.expect("alice's first session exported"))
 }
 
 fn options() -> Options {
@@ -267,11 +298,6 @@ fn bad_command_lines_exit_with_status_2_and_say_why() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), options());
-    let usage = |args: &[&str], want: &str| {
-        let o = bin().args(args).output().unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
-    };
     let d = dir.path().to_str().unwrap();
     usage(&["stats"], "the store is required: pass --dir DIR");
     usage(&["-d", d], "Usage");
@@ -365,22 +391,7 @@ fn an_export_carries_the_not_before_times_and_the_import_keeps_refusing_old_sess
     let _serial = serial();
     let src = tempfile::tempdir().unwrap();
     let f = fixture(src.path(), options());
-    let store = reopen(src.path());
-    let second = store
-        .peek(&f.alice[1].0)
-        .unwrap()
-        .authenticated_at()
-        .unwrap();
-    let mut old = None;
-    store
-        .export(|r| {
-            if r.id == f.alice[0].1 {
-                old = Some(r);
-            }
-            Ok(())
-        })
-        .unwrap();
-    store.close().unwrap();
+    let (second, old) = second_login_and_first_record(src.path(), &f);
     ok(
         src.path(),
         &["revoke", "--user", "alice", "--before", &second.to_string()],
@@ -417,7 +428,7 @@ fn an_export_carries_the_not_before_times_and_the_import_keeps_refusing_old_sess
     let alice = sessiondb::UserId::new("alice", &sessiondb::Limits::default()).unwrap();
     assert_eq!(store.not_before_times(), vec![(alice, second)]);
     assert!(
-        !store.import(old.unwrap()).unwrap(),
+        !store.import(old).unwrap(),
         "the session revoked at the source stays out of the copy"
     );
     assert!(store.peek(&f.alice[1].0).is_some());
@@ -640,22 +651,7 @@ fn revoke_before_ends_only_the_sessions_that_signed_in_earlier_and_keeps_them_ou
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = fixture(dir.path(), options());
-    let store = reopen(dir.path());
-    let second = store
-        .peek(&f.alice[1].0)
-        .unwrap()
-        .authenticated_at()
-        .unwrap();
-    let mut first_exported = None;
-    store
-        .export(|r| {
-            if r.id == f.alice[0].1 {
-                first_exported = Some(r);
-            }
-            Ok(())
-        })
-        .unwrap();
-    store.close().unwrap();
+    let (second, first_exported) = second_login_and_first_record(dir.path(), &f);
     // The time as `list` prints it: the first of alice's sessions signed in before.
     let t = second.to_string();
     let text = ok(dir.path(), &["revoke", "--user", "alice", "--before", &t]);
@@ -670,7 +666,7 @@ fn revoke_before_ends_only_the_sessions_that_signed_in_earlier_and_keeps_them_ou
     assert!(store.peek(&f.alice[0].0).is_none());
     assert!(store.peek(&f.alice[1].0).is_some());
     assert!(
-        !store.import(first_exported.unwrap()).unwrap(),
+        !store.import(first_exported).unwrap(),
         "the not-before time keeps the old session out"
     );
     store.close().unwrap();
@@ -681,11 +677,6 @@ fn revoke_before_ends_only_the_sessions_that_signed_in_earlier_and_keeps_them_ou
     assert_eq!(j["revoked"], 1);
     assert!(j["not_before_ms"].as_u64().unwrap() > second.as_millis());
     let d = dir.path().to_str().unwrap();
-    let usage = |args: &[&str], want: &str| {
-        let o = bin().args(args).output().unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
-    };
     usage(&["-d", d, "revoke", "--before", "now"], "--user");
     usage(
         &[
@@ -736,11 +727,6 @@ fn revoke_keep_ends_every_other_session_of_the_user_and_only_with_their_own_id()
     assert!(store.peek(&f.bob.0).is_some());
     store.close().unwrap();
     let d = dir.path().to_str().unwrap();
-    let usage = |args: &[&str], want: &str| {
-        let o = bin().args(args).output().unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
-    };
     usage(&["-d", d, "revoke", "--keep", &keep], "--user");
     usage(
         &[
