@@ -145,6 +145,11 @@ struct CliDoctests;
 #[doc = include_str!("../docs/performance.md")]
 struct PerformanceDoctests;
 
+/// docs/observability.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/observability.md")]
+struct ObservabilityDoctests;
+
 /// examples/axum-app/README.md as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../examples/axum-app/README.md")]
