@@ -586,7 +586,7 @@ fn an_import_skips_sessions_past_their_deadline_and_says_which_lines() {
     let text = ok(&target, &["import", file.to_str().unwrap()]);
     assert!(text.contains("imported 3 sessions"), "{text}");
     assert!(
-        text.contains("skipped 1 already past their deadline (line 2)"),
+        text.contains("skipped 1 already ended: past their deadline, or revoked by their user's not-before time (line 2)"),
         "{text}"
     );
     assert_eq!(reopen(&target).len(), 3);

@@ -584,3 +584,73 @@ fn an_unreachable_server_fails_with_status_1_saying_so_without_the_password() {
         );
     }
 }
+
+/// A password change's not-before time moves with the sessions: out of a directory,
+/// into Redis (which then refuses the revoked session's old record), and back out;
+/// `revoke --before` works on Redis too.
+#[test]
+fn not_before_times_move_between_a_directory_and_redis_and_keep_old_sessions_out() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start(NO_PERSISTENCE) else {
+        return;
+    };
+    let url = server.url();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("src");
+    let f = fixture(&dir);
+    let d = dir.to_str().unwrap();
+    // A backup of alice's first session, then a revocation of it by time.
+    let backup = ok(&["-d", d, "export"]);
+    let old = backup
+        .lines()
+        .find(|l| l.contains(&f.alice[0].1.to_string()))
+        .unwrap()
+        .to_owned();
+    let store = Store::open_with(&dir, options()).unwrap();
+    let second = store
+        .peek(&f.alice[1].0)
+        .unwrap()
+        .authenticated_at()
+        .unwrap();
+    store.close().unwrap();
+    ok(&[
+        "-d",
+        d,
+        "revoke",
+        "--user",
+        "alice",
+        "--before",
+        &second.to_string(),
+    ]);
+    let exported = ok(&["-d", d, "export"]);
+    let file = work.path().join("moved.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    let j = ok_json(&["--redis", &url, "import", "--json", file.to_str().unwrap()]);
+    assert_eq!(
+        (j["imported"].clone(), j["not_before"].clone()),
+        (3.into(), 1.into())
+    );
+
+    let rt = rt();
+    let redis = connect(&rt, &url, "sessiondb");
+    let times = rt.block_on(redis.not_before_times()).unwrap();
+    assert_eq!(times.len(), 1);
+    assert_eq!((times[0].0.as_str(), times[0].1), ("alice", second));
+    // The old backup's line is refused in Redis: skipped as already ended.
+    let one = work.path().join("old.jsonl");
+    std::fs::write(&one, &old).unwrap();
+    let j = ok_json(&["--redis", &url, "import", "--json", one.to_str().unwrap()]);
+    assert_eq!(j["imported"], 0);
+    assert_eq!(j["skipped_expired"], serde_json::json!([1]));
+    assert!(rt.block_on(redis.peek(&f.alice[0].0)).unwrap().is_none());
+    // Redis exports the time again, after its sessions.
+    let back = ok(&["--redis", &url, "export"]);
+    assert_eq!(sorted_lines(&back), sorted_lines(&exported));
+    assert!(back.lines().last().unwrap().contains("\"not_before\""));
+    // And revokes by time itself.
+    let j = ok_json(&[
+        "--redis", &url, "revoke", "--user", "alice", "--before", "now", "--json",
+    ]);
+    assert_eq!(j["revoked"], 1);
+    assert!(rt.block_on(redis.sessions_of("alice")).unwrap().is_empty());
+}

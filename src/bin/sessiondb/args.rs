@@ -76,7 +76,8 @@ Reads the format `export` writes (see `sessiondb export --help`). Every line is 
 first — JSON, schema version, ids, hashes, sizes, duplicates within the input, sessions
 already in the store — and if any is bad, each bad line is reported with its number and
 nothing is imported. Then the sessions are imported, and made durable before the
-command returns. Sessions already past their deadline are skipped and reported. If the
+command returns. Sessions already past their deadline, or signed in before their
+user's not-before time there, are skipped and reported. If the
 store refuses a session after all (a token hash already there), the sessions this run
 imported are removed again and the line is reported: nothing is half-imported. (If
 the command is killed while importing, the sessions imported until then stay: run it

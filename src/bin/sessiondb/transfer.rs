@@ -299,7 +299,8 @@ pub fn import(ctx: &Ctx, file: Option<&Path>, skip_existing: bool, json: bool) -
     }
     if !expired.is_empty() {
         text.push_str(&format!(
-            "\nskipped {} already past their deadline ({})",
+            "\nskipped {} already ended: past their deadline, or revoked by their user's \
+             not-before time ({})",
             expired.len(),
             line_list(&expired)
         ));
