@@ -343,7 +343,8 @@ impl Recovered {
             }
             crate::model::change::Change::NotBefore { user, at } => {
                 self.sessions.retain(|_, s| {
-                    s.user.as_ref() != Some(&user) || s.authenticated.is_some_and(|a| a >= at)
+                    s.user.as_ref() != Some(&user)
+                        || !crate::model::session::signed_in_before(s.authenticated, at)
                 });
                 let t = self.not_before.entry(user).or_insert(at);
                 *t = (*t).max(at);

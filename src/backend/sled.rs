@@ -794,7 +794,8 @@ mod tests {
         let mut got_sessions = got.sessions.clone();
         for (user, &at) in &got.not_before {
             got_sessions.retain(|_, s| {
-                s.user.as_ref() != Some(user) || s.authenticated.is_some_and(|a| a >= at)
+                s.user.as_ref() != Some(user)
+                    || !crate::model::session::signed_in_before(s.authenticated, at)
             });
         }
         let got = &Recovered {

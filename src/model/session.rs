@@ -156,6 +156,14 @@ pub(crate) fn check_label(label: &str, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// Whether a session authenticated at `authenticated` (`None`: not signed in) signed in
+/// before `not_before`, its user's not-before time: the one rule by which
+/// [`crate::Store::revoke_user_before`] ends it, recovery drops it, an import of it is
+/// refused and `verify` reports it.
+pub(crate) fn signed_in_before(authenticated: Option<Timestamp>, not_before: Timestamp) -> bool {
+    authenticated.is_none_or(|a| a < not_before)
+}
+
 /// What to create a session with: [`NewSession::anonymous`] or
 /// [`NewSession::for_user`], then optional settings.
 #[derive(Clone, Debug, Default)]

@@ -533,24 +533,29 @@ if OP == 'sessions_of' then
   return out
 end
 
-if OP == 'revoke' then
-  local user = A[1]
+-- Ends `user`'s sessions authenticated before `at` (all of them when `at` is nil):
+-- those past their deadline as expired, the rest as revoked, reported together in one
+-- revoke event; drops from the user's index whatever is not one of their sessions.
+local function revoke_user(user, at)
   local k = kU(user)
   local ended = {}
   for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
     local s = by_id(id)
-    if s and s.u == user then
-      if deadline(s) > NOW then
-        drop(s, 'revoked')
-        ended[#ended + 1] = id
-      else
-        drop(s, 'expired')
-      end
+    if not s or s.u ~= user then
+      redis.call('ZREM', k, id) -- gone, or another user's now: the repair rule
+    elseif deadline(s) <= NOW then
+      drop(s, 'expired')
+    elseif not at or not s.a or s.a < at then
+      drop(s, 'revoked')
+      ended[#ended + 1] = id
     end
   end
-  redis.call('DEL', k)
   event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
   return ok(fmt(#ended))
+end
+
+if OP == 'revoke' then
+  return revoke_user(A[1], nil)
 end
 
 -- revoke_before: user at. Ends the user's sessions authenticated before `at` (at most
@@ -561,23 +566,7 @@ if OP == 'revoke_before' then
   local kb = kB(user)
   redis.call('SET', kb, fmt(math.max(at, num(redis.call('GET', kb)))))
   redis.call('SADD', P .. ':B', user)
-  local k = kU(user)
-  local ended = {}
-  for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-    local s = by_id(id)
-    if s and s.u == user then
-      if deadline(s) <= NOW then
-        drop(s, 'expired')
-      elseif not s.a or s.a < at then
-        drop(s, 'revoked')
-        ended[#ended + 1] = id
-      end
-    else
-      redis.call('ZREM', k, id) -- gone, or another user's now: the repair rule
-    end
-  end
-  event('k', 'revoked', 'u', user, 'ids', table.concat(ended, ','))
-  return ok(fmt(#ended))
+  return revoke_user(user, at)
 end
 
 -- not_before_list: cursor. A page of the users with a not-before time:

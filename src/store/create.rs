@@ -18,7 +18,7 @@ use crate::index::wheel::TimerHandle;
 use crate::model::change::Change;
 use crate::model::change::Image;
 use crate::model::event::Event;
-use crate::model::session::{NewSession, Session, UserId, check_label};
+use crate::model::session::{NewSession, Session, UserId, check_label, signed_in_before};
 use crate::model::token::{self, SessionId, Token, TokenHash};
 use std::sync::Arc;
 
@@ -137,7 +137,7 @@ impl Inner {
             _ => None,
         };
         if let (Some(nb), Some(authenticated)) = (not_before, import)
-            && authenticated.is_none_or(|a| a < nb)
+            && signed_in_before(authenticated, nb)
         {
             return Ok(None);
         }

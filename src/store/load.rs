@@ -32,7 +32,7 @@ use crate::index::users::UserIndex;
 use crate::index::wheel::TimerHandle;
 use crate::model::change::Change;
 use crate::model::change::{Image, Record};
-use crate::model::session::UserId;
+use crate::model::session::{UserId, signed_in_before};
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::padded::Padded;
 use crate::util::parallel::map_on_threads;
@@ -458,7 +458,7 @@ impl Loader {
                     let older = self.key_of(id).and_then(|key| {
                         let shard = self.shard(key).read();
                         let s = shard.live(key)?;
-                        Some(s.authenticated.get().is_none_or(|a| a < at))
+                        Some(signed_in_before(s.authenticated.get(), at))
                     });
                     if older == Some(true) {
                         self.remove(id);

@@ -16,7 +16,7 @@ use crate::index::entry::{MaybeTime, SessionState};
 use crate::index::users::UserGuards;
 use crate::model::change::{Change, Ticket};
 use crate::model::event::{EndReason, Event};
-use crate::model::session::{Session, UserId, next_version};
+use crate::model::session::{Session, UserId, next_version, signed_in_before};
 use crate::model::token::{SessionId, Token};
 use crate::options::LimitPolicy;
 
@@ -266,7 +266,7 @@ impl Store {
         // already past their deadline are reported as expired, as by `revoke_user`).
         let mut later = Vec::new();
         inner.read_batch(&ids, |s| {
-            if s.authenticated.get().is_some_and(|a| a >= at) {
+            if !signed_in_before(s.authenticated.get(), at) {
                 later.push(s.id);
             }
         });

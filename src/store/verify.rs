@@ -8,6 +8,7 @@ use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::index::shard::{SlotRef, id_ix, shard_of};
 use crate::index::usage::cost;
+use crate::model::session::signed_in_before;
 use crate::model::token::SessionId;
 use crate::util::hash::IdHasher;
 
@@ -142,7 +143,8 @@ impl Inner {
                             owner.map_or("not there or anonymous".to_owned(), |o| format!("{o}'s"))
                         ));
                     }
-                    if session.is_some_and(|s| s.authenticated.get() < Some(not_before)) {
+                    if session.is_some_and(|s| signed_in_before(s.authenticated.get(), not_before))
+                    {
                         return bad(format!(
                             "user {user}: session {id} authenticated before the user's \
                              not-before time {not_before}"
