@@ -253,21 +253,27 @@ async fn login_then_rotate_keep_public_id_times_and_user(b: Backend) {
     verify(&store);
 }
 
-async fn logout_others_keeps_this_session_and_ends_the_users_others(b: Backend) {
-    let (store, _held) = store_on!(b);
+/// Three sessions logged in as alice (each with `cart` = 1) and one as bob; the
+/// backend handle new sessions are made with, and alice's sessions.
+async fn alice_on_three_devices_and_bob_on_one(
+    store: &SessionDbStore,
+) -> (Arc<SessionDbStore>, Vec<Session>) {
     let backend = Arc::new(store.clone());
     let mut devices = Vec::new();
-    for _ in 0..3 {
+    for user in ["alice", "alice", "alice", "bob"] {
         let session = Session::new(None, backend.clone(), None);
         session.insert("cart", 1).await.unwrap();
         session.save().await.unwrap();
-        store.login(&session, "alice").await.unwrap();
+        store.login(&session, user).await.unwrap();
         devices.push(session);
     }
-    let bob = Session::new(None, backend.clone(), None);
-    bob.insert("k", 1).await.unwrap();
-    bob.save().await.unwrap();
-    store.login(&bob, "bob").await.unwrap();
+    devices.pop();
+    (backend, devices)
+}
+
+async fn logout_others_keeps_this_session_and_ends_the_users_others(b: Backend) {
+    let (store, _held) = store_on!(b);
+    let (backend, devices) = alice_on_three_devices_and_bob_on_one(&store).await;
     let this = &devices[1];
     assert_eq!(store.logout_others(this).await.unwrap(), 2);
     assert_eq!(store.user(this).await.unwrap().unwrap().as_str(), "alice");
@@ -297,19 +303,7 @@ async fn password_changed_signs_this_session_in_afresh_and_ends_the_older_ones_f
     b: Backend,
 ) {
     let (store, _held) = store_on!(b);
-    let backend = Arc::new(store.clone());
-    let mut devices = Vec::new();
-    for _ in 0..3 {
-        let session = Session::new(None, backend.clone(), None);
-        session.insert("cart", 1).await.unwrap();
-        session.save().await.unwrap();
-        store.login(&session, "alice").await.unwrap();
-        devices.push(session);
-    }
-    let bob = Session::new(None, backend.clone(), None);
-    bob.insert("k", 1).await.unwrap();
-    bob.save().await.unwrap();
-    store.login(&bob, "bob").await.unwrap();
+    let (backend, devices) = alice_on_three_devices_and_bob_on_one(&store).await;
     let this = &devices[1];
     let (before, public) = (this.id().unwrap(), store.session_id(this).await.unwrap());
     // Past the millisecond of the logins, so that all three are older.
