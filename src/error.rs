@@ -32,6 +32,16 @@ pub enum Error {
         /// What was wrong with it.
         reason: &'static str,
     },
+    /// A [`crate::SignIn`] (or a [`crate::Criterion`], or an imported session's
+    /// factors) was malformed: no method, a method named twice, a name that is not
+    /// 1–32 bytes of `A-Z a-z 0-9 - _ . :`, or more than eight methods on a session.
+    InvalidSignIn {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A step-up on a session no user is signed in to: log in first
+    /// ([`crate::Store::login_with`]).
+    NotSignedIn,
     /// An input exceeded a configured limit (see [`crate::Limits`]).
     TooLarge {
         /// Which input: "key", "value", "session data", "user id", "label".
@@ -233,6 +243,11 @@ impl fmt::Display for Error {
             Error::InvalidToken { reason } => write!(f, "invalid session token: {reason}"),
             Error::InvalidSessionId { reason } => write!(f, "invalid session id: {reason}"),
             Error::InvalidUserId { reason } => write!(f, "invalid user id: {reason}"),
+            Error::InvalidSignIn { reason } => write!(f, "invalid sign-in: {reason}"),
+            Error::NotSignedIn => write!(
+                f,
+                "no user is signed in to this session, so it cannot step up; log in first"
+            ),
             Error::TooLarge { what, len, max } => {
                 write!(f, "{what} is too large: {len} exceeds the limit of {max}")
             }

@@ -83,11 +83,15 @@ pub use integrations::conformance;
 pub use integrations::tower_sessions;
 pub use journal::commit::Commit;
 pub use model::data::SessionData;
+pub use model::device::Device;
 pub use model::event::{EndReason, Event};
 pub use model::portable::SessionRecord;
 pub use model::session::{NewSession, Session, UserId};
+pub use model::signin::{Criterion, Factor, SignIn};
 pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
-pub use options::{BackendKind, Budget, BudgetPolicy, Durability, LimitPolicy, Limits, Options};
+pub use options::{
+    AddressPrivacy, BackendKind, Budget, BudgetPolicy, Durability, LimitPolicy, Limits, Options,
+};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]

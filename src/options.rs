@@ -1,9 +1,10 @@
 //! [`Options`]: store-wide defaults and limits, checked once when a store opens.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, duration_ms};
 use crate::error::{Error, Result};
 use crate::util::vfs::{FileSystem, OsFs};
 
@@ -242,6 +243,8 @@ pub struct Options {
     pub(crate) compact_growth: f64,
     pub(crate) fs: Arc<dyn FileSystem>,
     pub(crate) deterministic: bool,
+    pub(crate) levels: LevelLifetimes,
+    pub(crate) address_privacy: AddressPrivacy,
 }
 
 impl Default for Options {
@@ -270,6 +273,8 @@ impl Default for Options {
             compact_growth: 2.0,
             fs: Arc::new(OsFs),
             deterministic: false,
+            levels: LevelLifetimes::default(),
+            address_privacy: AddressPrivacy::default(),
         }
     }
 }
@@ -298,6 +303,8 @@ impl std::fmt::Debug for Options {
             .field("compact_min_bytes", &self.compact_min_bytes)
             .field("compact_growth", &self.compact_growth)
             .field("file_system", &self.fs)
+            .field("level_lifetimes", &self.levels)
+            .field("address_privacy", &self.address_privacy)
             .field("deterministic", &self.deterministic)
             .finish_non_exhaustive()
     }
@@ -337,6 +344,24 @@ impl Options {
     /// [`crate::Store::touch`] do). Default 60 seconds.
     pub fn touch_interval(mut self, d: Duration) -> Self {
         self.touch_interval = d;
+        self
+    }
+
+    /// How long assurance level `level` lasts after the step that reached it
+    /// ([`crate::SignIn::level`]): then the session falls back to the highest level
+    /// whose factors still count (0 if none), and stays signed in. "Sudo mode": say
+    /// level 2 lasts 15 minutes, and a sensitive action asks for
+    /// [`crate::Session::level`] 2. Any duration (zero: the level never counts).
+    /// Default: every level lasts as long as its session.
+    pub fn level_lifetime(mut self, level: u8, d: Duration) -> Self {
+        self.levels = self.levels.with(level, d);
+        self
+    }
+
+    /// How much of a client's address a session keeps ([`crate::Device::address`]).
+    /// Default [`AddressPrivacy::Truncated`]: the /24 (IPv4) or /48 (IPv6) network.
+    pub fn address_privacy(mut self, p: AddressPrivacy) -> Self {
+        self.address_privacy = p;
         self
     }
 
@@ -621,6 +646,73 @@ impl Options {
             }
         }
         Ok(())
+    }
+}
+
+/// How much of a client's address a session keeps
+/// ([`crate::Options::address_privacy`]).
+///
+/// The default keeps the network, not the host: enough to tell "my phone at home"
+/// from "somewhere else" on a devices page, not enough to single out a subscriber
+/// line. An address is personal data under the GDPR, a session store is often
+/// backed up and exported, and a devices page never needs the full one; keeping it
+/// is the app's decision to make on purpose (django-user-sessions' users asked for
+/// exactly this switch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressPrivacy {
+    /// IPv4 cut to its /24 (the last byte zero), IPv6 to its /48. The default.
+    #[default]
+    Truncated,
+    /// The whole address.
+    Full,
+    /// No address at all.
+    Omit,
+}
+
+impl AddressPrivacy {
+    /// What is kept of `addr` (an IPv4 address inside IPv6 is kept as IPv4).
+    pub fn apply(self, addr: IpAddr) -> Option<IpAddr> {
+        let addr = addr.to_canonical();
+        match self {
+            AddressPrivacy::Omit => None,
+            AddressPrivacy::Full => Some(addr),
+            AddressPrivacy::Truncated => Some(match addr {
+                IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xFFFF_FF00)),
+                IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 80) - 1))),
+            }),
+        }
+    }
+}
+
+/// How long each level lasts after the step that reached it
+/// ([`crate::Options::level_lifetime`]): the level, not the session, ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LevelLifetimes(Arc<[(u8, u64)]>);
+
+impl LevelLifetimes {
+    /// With `level`'s lifetime set to `d` (replacing an earlier one).
+    pub(crate) fn with(&self, level: u8, d: Duration) -> LevelLifetimes {
+        let mut v: Vec<(u8, u64)> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|(l, _)| *l != level)
+            .collect();
+        v.push((level, duration_ms(d)));
+        v.sort_unstable();
+        LevelLifetimes(v.into())
+    }
+
+    /// The lifetime of `level` in ms, if it has one.
+    pub(crate) fn of(&self, level: u8) -> Option<u64> {
+        self.0.iter().find(|(l, _)| *l == level).map(|(_, ms)| *ms)
+    }
+
+    /// Every level with a lifetime, and that lifetime in ms, by level.
+    #[cfg(feature = "redis")]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.0.iter().copied()
     }
 }
 

@@ -36,9 +36,11 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::data::SessionData;
+use crate::model::device::Device;
 use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId};
+use crate::model::signin::{Criterion, SignIn};
 use crate::model::token::{SessionId, Token};
 use crate::options::{Durability, Options};
 use crate::store::Store;
@@ -466,6 +468,38 @@ impl Sessions {
             .login(token, user))
     }
 
+    /// Logs `user` in and records how they signed in: [`Store::login_with`].
+    ///
+    /// # Errors
+    /// As the backend's `login_with`.
+    pub async fn login_with(&self, token: &Token, user: &str, how: SignIn) -> Result<Token> {
+        write!(
+            self,
+            (token, user, how),
+            |s| s.login_with(token, user, how.clone()),
+            |r| r.login_with(token, user, how.clone())
+        )
+    }
+
+    /// Records a step-up, rotating the token: [`Store::step_up`].
+    ///
+    /// # Errors
+    /// As the backend's `step_up`.
+    pub async fn step_up(&self, token: &Token, how: SignIn) -> Result<Token> {
+        write!(self, (token, how), |s| s.step_up(token, how.clone()), |r| r
+            .step_up(token, how.clone()))
+    }
+
+    /// Records the client a request came from, when it changed, at most once per
+    /// touch interval: [`Store::seen_from`]. Returns whether it wrote.
+    ///
+    /// # Errors
+    /// As the backend's `seen_from`.
+    pub async fn seen_from(&self, token: &Token, device: &Device) -> Result<bool> {
+        write!(self, (token, device), |s| s.seen_from(token, device), |r| r
+            .seen_from(token, device))
+    }
+
     /// Unbinds the session's user: [`Store::unbind_user`].
     ///
     /// # Errors
@@ -505,6 +539,20 @@ impl Sessions {
     pub async fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize> {
         write!(self, (user), |s| s.revoke_user_before(user, before), |r| r
             .revoke_user_before(user, before))
+    }
+
+    /// Ends the sessions of `user` that meet `criterion` (signed in with a method,
+    /// or below a level): [`Store::revoke_user_where`].
+    ///
+    /// # Errors
+    /// As the backend's `revoke_user_where`.
+    pub async fn revoke_user_where(&self, user: &str, criterion: &Criterion) -> Result<usize> {
+        write!(
+            self,
+            (user, criterion),
+            |s| s.revoke_user_where(user, criterion),
+            |r| r.revoke_user_where(user, criterion)
+        )
     }
 
     /// Every user's not-before time: [`Store::not_before_times`].

@@ -14,8 +14,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sessiondb::{
-    Durability, EndReason, Error, Event, NewSession, Options, RedisOptions, RedisStore, Session,
-    SessionData, SessionId, SessionRecord, Sessions, Timestamp, Token,
+    AddressPrivacy, Criterion, Device, Durability, EndReason, Error, Event, NewSession, Options,
+    RedisOptions, RedisStore, Session, SessionData, SessionId, SessionRecord, Sessions, SignIn,
+    Timestamp, Token,
 };
 
 /// A backend for one test, and what keeps it alive.
@@ -211,6 +212,533 @@ on_every_backend! {
     a_budget_evicts_the_least_recently_seen_anonymous_sessions_and_never_a_signed_in_one with super::no_reaper().touch_interval(super::ms(0)).budget(Some(sessiondb::Budget::sessions(5)));
     a_budget_full_of_signed_in_sessions_refuses_creates_with_full with sessiondb::Options::default().budget(Some(sessiondb::Budget::sessions(2)));
     a_trial_session_ends_at_its_trial_unless_a_later_request_uses_it with super::no_reaper().trial_lifetime(Some(super::ms(700)));
+    login_with_records_how_the_user_signed_in_and_a_plain_login_or_logout_forgets_it;
+    step_up_rotates_the_token_and_adds_its_methods_at_their_level;
+    a_sign_in_that_breaks_the_rules_is_refused_before_anything_changes with sessiondb::Options::default().rotation_grace(super::ms(0));
+    an_elevated_level_ends_after_its_lifetime_and_the_session_stays with super::no_reaper().level_lifetime(2, super::ms(600));
+    authenticated_within_answers_the_sudo_mode_question with super::no_reaper();
+    revoke_user_where_ends_the_sessions_that_used_a_method_or_are_below_a_level with super::no_reaper().level_lifetime(3, super::ms(400));
+    revoke_user_where_racing_step_ups_judges_each_session_by_what_it_recorded;
+    a_device_is_recorded_at_create_and_on_change_at_most_once_per_touch_interval with super::no_reaper().touch_interval(super::ms(700));
+    addresses_are_kept_truncated_by_default;
+    the_full_address_is_kept_only_when_asked with sessiondb::Options::default().address_privacy(sessiondb::AddressPrivacy::Full);
+    no_address_is_kept_when_omitted with sessiondb::Options::default().address_privacy(sessiondb::AddressPrivacy::Omit);
+    factors_and_devices_survive_export_and_import_and_an_import_keeps_only_what_the_store_keeps;
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+fn methods(s: &Session) -> Vec<(&str, u8)> {
+    s.factors()
+        .iter()
+        .map(|f| (f.method(), f.level()))
+        .collect()
+}
+
+async fn login_with_records_how_the_user_signed_in_and_a_plain_login_or_logout_forgets_it(
+    s: &Sessions,
+) {
+    let (visitor, v) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(v.factors().is_empty() && v.level() == 0);
+    let how = SignIn::with("password").and("otp").level(2);
+    let t = s.login_with(&visitor, "alice", how).await.unwrap();
+    assert_ne!(t, visitor, "a login rotates");
+    let got = s.get(&t).await.unwrap().unwrap();
+    assert_eq!(methods(&got), [("password", 2), ("otp", 2)]);
+    assert_eq!(got.level(), 2);
+    let at = got.factors()[0].at();
+    assert!(at >= got.authenticated_at().unwrap() && at <= now());
+    // Listed with them on the devices page.
+    let listed = s.sessions_of("alice").await.unwrap();
+    assert_eq!(methods(&listed[0]), [("password", 2), ("otp", 2)]);
+    // A plain login says nothing of how: the factors go.
+    let t = s.login(&t, "alice").await.unwrap();
+    assert!(s.get(&t).await.unwrap().unwrap().factors().is_empty());
+    let t = s
+        .login_with(&t, "alice", SignIn::with("webauthn").level(3))
+        .await
+        .unwrap();
+    assert_eq!(s.get(&t).await.unwrap().unwrap().level(), 3);
+    // So does a logout (the session stays, anonymous).
+    s.unbind_user(&t).await.unwrap();
+    let after = s.get(&t).await.unwrap().unwrap();
+    assert!(after.factors().is_empty() && after.level() == 0);
+    // A session created for a user may say how it signed in, in the same step.
+    let (c, created) = s
+        .create(NewSession::for_user("bob").signed_in(SignIn::with("passkey").level(2)))
+        .await
+        .unwrap();
+    assert_eq!(methods(&created), [("passkey", 2)]);
+    assert_eq!(
+        methods(&s.get(&c).await.unwrap().unwrap()),
+        [("passkey", 2)]
+    );
+}
+
+async fn step_up_rotates_the_token_and_adds_its_methods_at_their_level(s: &Sessions) {
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let t = s
+        .login_with(&visitor, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    let before = s.get(&t).await.unwrap().unwrap();
+    next_ms().await;
+    let up = s.step_up(&t, SignIn::with("otp").level(2)).await.unwrap();
+    assert_ne!(up, t, "a privilege change rotates the token");
+    let got = s.get(&up).await.unwrap().unwrap();
+    assert_eq!(got.id(), before.id());
+    assert_eq!(methods(&got), [("password", 1), ("otp", 2)]);
+    assert_eq!(got.level(), 2);
+    assert_eq!(
+        got.authenticated_at(),
+        before.authenticated_at(),
+        "not a new login"
+    );
+    // The same method again replaces its entry, at the new level and time.
+    next_ms().await;
+    let up2 = s
+        .step_up(&up, SignIn::with("password").level(2))
+        .await
+        .unwrap();
+    let again = s.get(&up2).await.unwrap().unwrap();
+    assert_eq!(methods(&again), [("otp", 2), ("password", 2)]);
+    assert!(again.factors()[1].at() > got.factors()[0].at());
+    // A step-up needs a signed-in user.
+    let (anon, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(matches!(
+        s.step_up(&anon, SignIn::with("otp")).await,
+        Err(Error::NotSignedIn)
+    ));
+    assert!(
+        s.get(&anon).await.unwrap().is_some(),
+        "and was not rotated away"
+    );
+    assert!(matches!(
+        s.step_up(&Token::generate().unwrap(), SignIn::with("otp"))
+            .await,
+        Err(Error::Ended)
+    ));
+}
+
+async fn a_sign_in_that_breaks_the_rules_is_refused_before_anything_changes(s: &Sessions) {
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let bad = [
+        SignIn::with(""),
+        SignIn::with("pass word"),
+        SignIn::with("x".repeat(33)),
+        SignIn::with("otp").and("otp"),
+        (0..8).fold(SignIn::with("m"), |h, i| h.and(format!("m{i}"))),
+    ];
+    for how in bad.clone() {
+        assert!(
+            matches!(
+                s.login_with(&visitor, "alice", how.clone()).await,
+                Err(Error::InvalidSignIn { .. })
+            ),
+            "{how:?}"
+        );
+        assert!(matches!(
+            s.create(NewSession::for_user("alice").signed_in(how)).await,
+            Err(Error::InvalidSignIn { .. })
+        ));
+    }
+    // Nothing changed: the visitor is still there under its token (rotation grace 0).
+    let v = s.get(&visitor).await.unwrap().unwrap();
+    assert!(v.user().is_none());
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    // An anonymous session has no sign-in.
+    assert!(matches!(
+        s.create(NewSession::anonymous().signed_in(SignIn::with("otp")))
+            .await,
+        Err(Error::InvalidSignIn { .. })
+    ));
+    // More than eight methods on a session: refused before the rotation.
+    let t = s
+        .login_with(
+            &visitor,
+            "alice",
+            (1..8).fold(SignIn::with("m0"), |h, i| h.and(format!("m{i}"))),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.step_up(&t, SignIn::with("one-more")).await,
+        Err(Error::InvalidSignIn { .. })
+    ));
+    assert_eq!(s.get(&t).await.unwrap().unwrap().factors().len(), 8);
+    // Replacing one of the eight is fine.
+    let t = s.step_up(&t, SignIn::with("m3").level(2)).await.unwrap();
+    assert_eq!(s.get(&t).await.unwrap().unwrap().level(), 2);
+    // A bad criterion is refused too.
+    assert!(matches!(
+        s.revoke_user_where("alice", &Criterion::Method("a b".into()))
+            .await,
+        Err(Error::InvalidSignIn { .. })
+    ));
+}
+
+async fn an_elevated_level_ends_after_its_lifetime_and_the_session_stays(s: &Sessions) {
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let t = s
+        .login_with(&visitor, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    let t = s.step_up(&t, SignIn::with("otp").level(2)).await.unwrap();
+    assert_eq!(s.get(&t).await.unwrap().unwrap().level(), 2);
+    tokio::time::sleep(ms(800)).await;
+    let got = s.get(&t).await.unwrap().expect("the session stays");
+    assert_eq!(got.level(), 1, "level 2 lasted 600 ms");
+    assert_eq!(
+        got.factors().len(),
+        2,
+        "the record of how it signed in stays"
+    );
+    assert!(!got.authenticated_within(2, Duration::from_secs(3600)));
+    assert!(got.authenticated_within(1, Duration::from_secs(3600)));
+    // A new step-up raises it again.
+    let t = s.step_up(&t, SignIn::with("otp").level(2)).await.unwrap();
+    assert_eq!(s.get(&t).await.unwrap().unwrap().level(), 2);
+}
+
+async fn authenticated_within_answers_the_sudo_mode_question(s: &Sessions) {
+    let (visitor, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let plain = s.login(&visitor, "alice").await.unwrap();
+    let got = s.get(&plain).await.unwrap().unwrap();
+    assert!(
+        got.authenticated_within(0, Duration::from_secs(60)),
+        "any login"
+    );
+    assert!(
+        !got.authenticated_within(1, Duration::from_secs(60)),
+        "no factor"
+    );
+    let t = s
+        .login_with(&plain, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    tokio::time::sleep(ms(400)).await;
+    let got = s.get(&t).await.unwrap().unwrap();
+    assert!(got.authenticated_within(1, Duration::from_secs(60)));
+    assert!(!got.authenticated_within(1, ms(200)), "400 ms ago");
+    assert!(
+        !got.authenticated_within(2, Duration::from_secs(60)),
+        "level 1 only"
+    );
+    let up = s.step_up(&t, SignIn::with("otp").level(2)).await.unwrap();
+    let got = s.get(&up).await.unwrap().unwrap();
+    assert!(got.authenticated_within(2, ms(200)));
+    assert!(
+        got.authenticated_within(1, ms(200)),
+        "a higher level answers a lower"
+    );
+    // A visitor never has.
+    let (anon, _) = s.create(NewSession::anonymous()).await.unwrap();
+    let a = s.get(&anon).await.unwrap().unwrap();
+    assert!(!a.authenticated_within(0, Duration::MAX));
+}
+
+async fn revoke_user_where_ends_the_sessions_that_used_a_method_or_are_below_a_level(s: &Sessions) {
+    let login = |how: Option<SignIn>| async move {
+        let (v, _) = s.create(NewSession::anonymous()).await.unwrap();
+        match how {
+            Some(how) => s.login_with(&v, "alice", how).await.unwrap(),
+            None => s.login(&v, "alice").await.unwrap(),
+        }
+    };
+    let sms = login(Some(SignIn::with("password").and("sms").level(2))).await;
+    let pw = login(Some(SignIn::with("password"))).await;
+    let key = login(Some(SignIn::with("webauthn").level(3))).await;
+    let plain = login(None).await;
+    let bobs = s
+        .create(NewSession::for_user("bob").signed_in(SignIn::with("sms")))
+        .await
+        .unwrap()
+        .0;
+    // Everyone who used SMS, and only alice's.
+    let n = s
+        .revoke_user_where("alice", &Criterion::Method("sms".into()))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(s.get(&sms).await.unwrap().is_none());
+    assert!(s.get(&bobs).await.unwrap().is_some());
+    // Below level 1: the plain login (level 0).
+    assert_eq!(
+        s.revoke_user_where("alice", &Criterion::BelowLevel(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.get(&plain).await.unwrap().is_none());
+    // Level 3 lasts 400 ms: after it, the key's session is at level 0 and goes with
+    // the password one below level 2.
+    assert_eq!(
+        s.revoke_user_where("alice", &Criterion::BelowLevel(2))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.get(&key).await.unwrap().is_some() && s.get(&pw).await.unwrap().is_none());
+    tokio::time::sleep(ms(600)).await;
+    assert_eq!(
+        s.revoke_user_where("alice", &Criterion::BelowLevel(2))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.sessions_of("alice").await.unwrap().is_empty());
+    assert_eq!(
+        s.revoke_user_where("nobody", &Criterion::BelowLevel(9))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn revoke_user_where_racing_step_ups_judges_each_session_by_what_it_recorded(s: &Sessions) {
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..30 {
+                let (v, _) = s.create(NewSession::anonymous()).await.unwrap();
+                let t = s
+                    .login_with(&v, "racer", SignIn::with("password"))
+                    .await
+                    .unwrap();
+                let t = if (i + k) % 2 == 0 {
+                    match s.step_up(&t, SignIn::with("sms").level(2)).await {
+                        Ok(up) => up,
+                        Err(Error::Ended) => t, // revoked between the two
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    t
+                };
+                mine.push(t);
+            }
+            mine
+        }));
+    }
+    let mut revoked = 0;
+    for _ in 0..5 {
+        tokio::time::sleep(ms(2)).await;
+        revoked += s
+            .revoke_user_where("racer", &Criterion::Method("sms".into()))
+            .await
+            .unwrap();
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.extend(t.await.unwrap());
+    }
+    // Once more, with nothing racing: every session that used SMS goes, and no other.
+    revoked += s
+        .revoke_user_where("racer", &Criterion::Method("sms".into()))
+        .await
+        .unwrap();
+    let mut live = 0;
+    for t in &tokens {
+        if let Some(x) = s.peek(t).await.unwrap() {
+            assert!(x.factors().iter().all(|f| f.method() != "sms"));
+            live += 1;
+        }
+    }
+    let listed = s.sessions_of("racer").await.unwrap();
+    assert_eq!(listed.len(), live, "the index lists only live sessions");
+    assert!(listed.iter().all(|x| x.level() == 1));
+    assert_eq!(live, 60, "every password-only session stays");
+    assert_eq!(live + revoked, 120, "every session is live or revoked");
+}
+
+async fn a_device_is_recorded_at_create_and_on_change_at_most_once_per_touch_interval(
+    s: &Sessions,
+) {
+    let firefox = Device::new()
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+        .address(ip("198.51.100.23"));
+    let (t, created) = s
+        .create(NewSession::anonymous().device(firefox.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.user_agent(),
+        Some("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+    );
+    assert_eq!(created.address(), Some(ip("198.51.100.0")));
+    let at = created.device_seen_at().unwrap();
+    // The same device: nothing to write.
+    assert!(!s.seen_from(&t, &firefox).await.unwrap());
+    // Another network, within the touch interval: not yet.
+    let moved = firefox.clone().address(ip("203.0.113.9"));
+    assert!(!s.seen_from(&t, &moved).await.unwrap());
+    assert_eq!(
+        s.peek(&t).await.unwrap().unwrap().address(),
+        Some(ip("198.51.100.0"))
+    );
+    tokio::time::sleep(ms(900)).await;
+    assert!(s.seen_from(&t, &moved).await.unwrap());
+    let got = s.peek(&t).await.unwrap().unwrap();
+    assert_eq!(got.address(), Some(ip("203.0.113.0")));
+    assert!(got.device_seen_at().unwrap() > at);
+    // The same /24: the same device as kept.
+    tokio::time::sleep(ms(900)).await;
+    assert!(
+        !s.seen_from(&t, &firefox.clone().address(ip("203.0.113.200")))
+            .await
+            .unwrap()
+    );
+    // A long header is cut, control characters dropped; nothing at all records nothing.
+    let long = format!("A\n{}", "é".repeat(600));
+    assert!(
+        s.seen_from(&t, &Device::new().user_agent(long))
+            .await
+            .unwrap()
+    );
+    let ua = s
+        .peek(&t)
+        .await
+        .unwrap()
+        .unwrap()
+        .user_agent()
+        .unwrap()
+        .to_owned();
+    assert!(ua.starts_with("Aé") && ua.len() <= Device::MAX_USER_AGENT_BYTES);
+    assert!(!s.seen_from(&t, &Device::new()).await.unwrap());
+    assert!(
+        !s.seen_from(&t, &Device::new().user_agent(" \t "))
+            .await
+            .unwrap()
+    );
+    // An ended session is not seen from anywhere.
+    s.end(&t).await.unwrap();
+    assert!(matches!(s.seen_from(&t, &firefox).await, Err(Error::Ended)));
+    // The device survives a login (it is the client's, not the user's).
+    let (v, _) = s
+        .create(NewSession::anonymous().device(firefox.clone()))
+        .await
+        .unwrap();
+    let u = s
+        .login_with(&v, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.peek(&u).await.unwrap().unwrap().address(),
+        Some(ip("198.51.100.0"))
+    );
+}
+
+async fn addresses_are_kept_truncated_by_default(s: &Sessions) {
+    for (given, kept) in [
+        ("192.0.2.77", "192.0.2.0"),
+        ("2001:db8:1234:5678:9abc:def0:1:2", "2001:db8:1234::"),
+        ("::ffff:192.0.2.77", "192.0.2.0"),
+    ] {
+        let (t, _) = s
+            .create(NewSession::anonymous().device(Device::new().address(ip(given))))
+            .await
+            .unwrap();
+        assert_eq!(s.get(&t).await.unwrap().unwrap().address(), Some(ip(kept)));
+        assert_eq!(s.get(&t).await.unwrap().unwrap().user_agent(), None);
+    }
+}
+
+async fn the_full_address_is_kept_only_when_asked(s: &Sessions) {
+    let (t, _) = s
+        .create(NewSession::anonymous().device(Device::new().address(ip("192.0.2.77"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(&t).await.unwrap().unwrap().address(),
+        Some(ip("192.0.2.77"))
+    );
+}
+
+async fn no_address_is_kept_when_omitted(s: &Sessions) {
+    let d = Device::new().user_agent("curl/8").address(ip("192.0.2.77"));
+    let (t, _) = s.create(NewSession::anonymous().device(d)).await.unwrap();
+    let got = s.get(&t).await.unwrap().unwrap();
+    assert_eq!((got.address(), got.user_agent()), (None, Some("curl/8")));
+    let (t, _) = s
+        .create(NewSession::anonymous().device(Device::new().address(ip("192.0.2.77"))))
+        .await
+        .unwrap();
+    assert_eq!(s.get(&t).await.unwrap().unwrap().device_seen_at(), None);
+}
+
+async fn factors_and_devices_survive_export_and_import_and_an_import_keeps_only_what_the_store_keeps(
+    s: &Sessions,
+) {
+    let (t, _) = s
+        .create(
+            NewSession::for_user("alice")
+                .signed_in(SignIn::with("password").and("otp").level(2))
+                .device(Device::new().user_agent("Safari").address(ip("192.0.2.77"))),
+        )
+        .await
+        .unwrap();
+    let (v, _) = s
+        .create(NewSession::anonymous().device(Device::new().user_agent("curl/8")))
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    s.export(|r| {
+        records.push(r);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 2);
+    let original = s.peek(&t).await.unwrap().unwrap();
+    for (privacy, address) in [
+        (AddressPrivacy::Full, Some(ip("192.0.2.0"))),
+        (AddressPrivacy::Omit, None),
+    ] {
+        let other = Sessions::open("memory:", Options::default().address_privacy(privacy))
+            .await
+            .unwrap();
+        for r in records.clone() {
+            assert!(other.import(r).await.unwrap());
+        }
+        let got = other.get(&t).await.unwrap().unwrap();
+        assert_eq!(got.factors(), original.factors());
+        assert_eq!(got.level(), 2);
+        assert_eq!(got.user_agent(), Some("Safari"));
+        assert_eq!(got.address(), address, "{privacy:?}");
+        let anon = other.get(&v).await.unwrap().unwrap();
+        assert_eq!(anon.user_agent(), Some("curl/8"));
+    }
+    // Back into a store of this backend's kind, after the originals ended.
+    s.end(&t).await.unwrap();
+    s.end(&v).await.unwrap();
+    for r in records {
+        assert!(s.import(r).await.unwrap());
+    }
+    let back = s.get(&t).await.unwrap().unwrap();
+    assert_eq!(back.factors(), original.factors());
+    assert_eq!(back.device_seen_at(), original.device_seen_at());
+    assert_eq!(back.address(), Some(ip("192.0.2.0")));
+    // A record whose factors break the rules is refused with a typed error.
+    let mut bad = SessionRecord::clone(&{
+        let mut v = Vec::new();
+        s.export(|r| {
+            v.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        v.into_iter().find(|r| r.user.is_some()).unwrap()
+    });
+    s.end(&t).await.unwrap();
+    bad.factors
+        .push(sessiondb::Factor::new("otp", 1, Timestamp(1)));
+    assert!(matches!(
+        s.import(bad).await,
+        Err(Error::InvalidSignIn { .. })
+    ));
 }
 
 async fn created_session_is_found_by_its_token_and_unknown_tokens_are_not(s: &Sessions) {

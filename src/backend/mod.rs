@@ -259,7 +259,7 @@ impl Recovered {
                         id,
                         hash,
                         user,
-                        label,
+                        details: crate::model::details::Details::labelled(label),
                         created,
                         authenticated,
                         absolute,
@@ -304,6 +304,7 @@ impl Recovered {
                     s.authenticated = Some(at);
                     s.version = version;
                     s.last_seen = s.last_seen.max(at);
+                    s.edit_details(|d| d.factors.clear());
                 }
             }
             crate::model::change::Change::Unbind { id, version } => {
@@ -311,11 +312,22 @@ impl Recovered {
                     s.user = None;
                     s.authenticated = None;
                     s.version = version;
+                    s.edit_details(|d| d.factors.clear());
                 }
             }
             crate::model::change::Change::Label { id, label } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.label = label;
+                    s.edit_details(|d| d.label = label);
+                }
+            }
+            crate::model::change::Change::SignIn { id, factors } => {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
+                    s.edit_details(|d| d.factors = factors);
+                }
+            }
+            crate::model::change::Change::Device { id, device } => {
+                if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
+                    s.edit_details(|d| d.device = Some(device));
                 }
             }
             crate::model::change::Change::Rotate {

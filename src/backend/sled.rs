@@ -9,6 +9,8 @@
 //! | `meta` | session id, `u128` big-endian | [`MetaRec`]: the session without its data |
 //! | `data` | session id, `u128` big-endian | the flat data map ([`SessionData::as_bytes`]); absent = empty |
 //! | `aliases` | old token hash, `u128` big-endian | [`AliasRec`]: the session and the grace deadline |
+//! | `not_before` | user id (UTF-8) | the user's not-before time (`u64` little-endian ms) |
+//! | `details` | session id, `u128` big-endian | its sign-in factors and device ([`record::encode_details`]); absent = none |
 //!
 //! Each [`Backend::write`] batch is applied in one sled transaction over the three trees,
 //! so a batch reaches the disk whole or not at all (sled recovers a transaction
@@ -35,6 +37,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
+use crate::backend::log::record;
 use crate::backend::{Backend, Compaction, Opened};
 use crate::backend::{Recovered, RecoveryReport, SkippedRange};
 use crate::clock::Timestamp;
@@ -42,7 +45,10 @@ use crate::error::{Error, Result};
 use crate::model::change::Change;
 use crate::model::change::Image;
 use crate::model::data::SessionData;
+use crate::model::details::{Details, device_of, factors_of, label_of};
+use crate::model::device::DeviceInfo;
 use crate::model::session::UserId;
+use crate::model::signin::Factor;
 use crate::model::token::{SessionId, TokenHash};
 use crate::options::Options;
 use crate::util::codec;
@@ -52,12 +58,13 @@ use super::{SLED_DIR, SLED_NEW_DIR};
 /// Key of the format version, in the default tree.
 const FORMAT_KEY: &[u8] = b"__format";
 /// The newest layout this build reads and the one it writes (2: the `not_before`
-/// tree; a version-1 database is upgraded on open).
-const FORMAT_VERSION: u32 = 2;
+/// tree; 3: the `details` tree; an older database is upgraded on open).
+const FORMAT_VERSION: u32 = 3;
 const META: &str = "meta";
 const DATA: &str = "data";
 const ALIASES: &str = "aliases";
 const NOT_BEFORE: &str = "not_before";
+const DETAILS: &str = "details";
 /// How long opening waits for sled's own file lock, which a database dropped an instant
 /// earlier in this process may still hold from a background thread. (Other stores are
 /// kept out by the store directory's LOCK file, taken before this runs.)
@@ -95,6 +102,8 @@ pub(crate) struct SledBackend {
     aliases: sled::Tree,
     /// User id (UTF-8) → that user's not-before time (`u64` little-endian ms).
     not_before: sled::Tree,
+    /// Session id → its factors and device.
+    details: sled::Tree,
     /// `Db::size_on_disk` as of open or the last sync.
     disk_bytes: u64,
 }
@@ -210,7 +219,7 @@ fn decode_meta(k: &[u8], v: &[u8]) -> Result<Image, String> {
         id: SessionId(id),
         hash: TokenHash(r.hash),
         user: r.user.map(|u| UserId::stored(&u)).transpose()?,
-        label: r.label.map(|s| Arc::from(s.as_ref())),
+        details: Details::labelled(r.label.map(|s| Arc::from(s.as_ref()))),
         created: Timestamp(r.created),
         authenticated: r.authenticated.map(Timestamp),
         absolute: Timestamp(r.absolute),
@@ -279,6 +288,7 @@ impl SledBackend {
             data: tree(DATA)?,
             aliases: tree(ALIASES)?,
             not_before: tree(NOT_BEFORE)?,
+            details: tree(DETAILS)?,
             db: db.clone(),
             path: path.clone(),
             disk_bytes: 0,
@@ -317,9 +327,10 @@ impl SledBackend {
                 Ok(0) => Err(corrupt(path, "format version 0")),
                 Ok(FORMAT_VERSION) => Ok(()),
                 Ok(_) => {
-                    // Version 1 lacks only the `not_before` tree, now opened (empty).
-                    // Marked as this version, so that a build that knows nothing of
-                    // that tree refuses the database rather than ignore it.
+                    // Version 1 lacks only the `not_before` tree, version 2 the
+                    // `details` tree, both now opened (empty). Marked as this
+                    // version, so that a build that knows nothing of them refuses the
+                    // database rather than ignore them.
                     let v = codec::encode(&FORMAT_VERSION, None)?;
                     self.db
                         .insert(FORMAT_KEY, v)
@@ -423,6 +434,38 @@ impl SledBackend {
                 )?,
             }
         }
+        let mut dead_details = Vec::new();
+        for entry in self.details.iter() {
+            let (k, v) = entry.map_err(|e| sled_err(path, "reading tree details", e))?;
+            report.records += 1;
+            let img = match parse_key(&k).map(|id| (id, state.sessions.get_mut(&id))) {
+                Some((id, Some(img))) if !dead.contains(&id) => img,
+                Some((id, _)) => {
+                    if !damaged_ids.contains(&id) {
+                        dead_details.push(k);
+                    }
+                    continue;
+                }
+                None => {
+                    let why = "key is not a 16-byte session id";
+                    damaged(path, salvage, report, DETAILS, &k, v.len(), why)?;
+                    continue;
+                }
+            };
+            match record::decode_details(&v) {
+                Ok((factors, device)) if img.user.is_some() || factors.is_empty() => {
+                    img.edit_details(|d| {
+                        d.factors = factors;
+                        d.device = device;
+                    });
+                }
+                Ok(_) => {
+                    let why = "sign-in factors on a session without a user";
+                    damaged(path, salvage, report, DETAILS, &k, v.len(), why)?;
+                }
+                Err(why) => damaged(path, salvage, report, DETAILS, &k, v.len(), &why)?,
+            }
+        }
         let mut dead_aliases = Vec::new();
         for entry in self.aliases.iter() {
             let (k, v) = entry.map_err(|e| sled_err(path, "reading tree aliases", e))?;
@@ -454,6 +497,7 @@ impl SledBackend {
         for (tree, name, keys) in [
             (&self.meta, META, dead_meta),
             (&self.data, DATA, dead_data),
+            (&self.details, DETAILS, dead_details),
             (&self.aliases, ALIASES, dead_aliases),
         ] {
             if keys.is_empty() {
@@ -491,6 +535,47 @@ fn update_meta<'a>(
     Ok(true)
 }
 
+/// Edits the factors and device of live session `id` (nothing if it has no meta
+/// entry), removing the entry when nothing is left.
+fn update_details(
+    path: &Path,
+    meta: &TransactionalTree,
+    details: &TransactionalTree,
+    id: SessionId,
+    f: impl FnOnce(&mut Vec<Factor>, &mut Option<DeviceInfo>),
+) -> TxResult<()> {
+    let k = key(id.0);
+    if meta.get(k)?.is_none() {
+        return Ok(());
+    }
+    let (mut factors, mut device) = match details.get(k)? {
+        Some(v) => record::decode_details(&v).map_err(|e| {
+            ConflictableTransactionError::Abort(corrupt(
+                path,
+                format!("details entry {}: {e}", hex(&k)),
+            ))
+        })?,
+        None => (Vec::new(), None),
+    };
+    f(&mut factors, &mut device);
+    put_details(details, &k, &factors, device.as_ref())
+}
+
+/// Stores a session's factors and device, or removes its entry if it has neither.
+fn put_details(
+    details: &TransactionalTree,
+    k: &[u8; 16],
+    factors: &[Factor],
+    device: Option<&DeviceInfo>,
+) -> TxResult<()> {
+    if factors.is_empty() && device.is_none() {
+        details.remove(k)?;
+    } else {
+        details.insert(k, record::encode_details(factors, device))?;
+    }
+    Ok(())
+}
+
 fn user_str(u: &Option<crate::model::session::UserId>) -> Option<Cow<'_, str>> {
     u.as_ref().map(|u| Cow::Borrowed(u.as_str()))
 }
@@ -503,6 +588,7 @@ fn apply(
     data: &TransactionalTree,
     aliases: &TransactionalTree,
     not_before: &TransactionalTree,
+    details: &TransactionalTree,
     change: &Change,
 ) -> TxResult<()> {
     match change {
@@ -530,6 +616,7 @@ fn apply(
             let v = codec::encode(&rec, None).map_err(ConflictableTransactionError::Abort)?;
             let k = key(id.0);
             meta.insert(&k, v)?;
+            details.remove(&k)?;
             // A new session starts with its initial data (absent when empty),
             // whatever was there.
             if initial.is_empty() {
@@ -544,7 +631,7 @@ fn apply(
             let rec = MetaRec {
                 hash: img.hash.0,
                 user: user_str(&img.user),
-                label: img.label.as_deref().map(Cow::Borrowed),
+                label: label_of(&img.details).map(|l| Cow::Borrowed(&**l)),
                 created: img.created.0,
                 authenticated: img.authenticated.map(|t| t.0),
                 absolute: img.absolute.0,
@@ -555,6 +642,12 @@ fn apply(
             let v = codec::encode(&rec, None).map_err(ConflictableTransactionError::Abort)?;
             let k = key(img.id.0);
             meta.insert(&k, v)?;
+            put_details(
+                details,
+                &k,
+                factors_of(&img.details),
+                device_of(&img.details),
+            )?;
             if img.data.is_empty() {
                 if data.get(k)?.is_some() {
                     data.remove(&k)?;
@@ -603,6 +696,7 @@ fn apply(
                 m.version = *version;
                 m.last_seen = m.last_seen.max(at.0);
             })?;
+            update_details(path, meta, details, *id, |f, _| f.clear())?;
         }
         Change::Unbind { id, version } => {
             update_meta(path, meta, *id, |m| {
@@ -610,6 +704,7 @@ fn apply(
                 m.authenticated = None;
                 m.version = *version;
             })?;
+            update_details(path, meta, details, *id, |f, _| f.clear())?;
         }
         Change::Label { id, label } => {
             update_meta(path, meta, *id, |m| {
@@ -639,10 +734,17 @@ fn apply(
                 aliases.insert(&key(old.0), v)?;
             }
         }
+        Change::SignIn { id, factors } => {
+            update_details(path, meta, details, *id, |f, _| f.clone_from(factors))?;
+        }
+        Change::Device { id, device } => {
+            update_details(path, meta, details, *id, |_, d| *d = Some(device.clone()))?;
+        }
         Change::End { id, .. } => {
             let k = key(id.0);
             meta.remove(&k)?;
             data.remove(&k)?;
+            details.remove(&k)?;
         }
         Change::Clear => {
             // Applied by `SledBackend::write` before the transaction (see there).
@@ -693,17 +795,29 @@ impl Backend for SledBackend {
             keys_of(&self.meta, META)?,
             keys_of(&self.data, DATA)?,
             keys_of(&self.aliases, ALIASES)?,
+            keys_of(&self.details, DETAILS)?,
         ];
         // A clear keeps the not-before times (as the engine does).
-        (&self.meta, &self.data, &self.aliases, &self.not_before)
-            .transaction(|(meta, data, aliases, not_before)| {
-                for (tree, keys) in [(meta, &wipe[0]), (data, &wipe[1]), (aliases, &wipe[2])] {
+        (
+            &self.meta,
+            &self.data,
+            &self.aliases,
+            &self.not_before,
+            &self.details,
+        )
+            .transaction(|(meta, data, aliases, not_before, details)| {
+                for (tree, keys) in [
+                    (meta, &wipe[0]),
+                    (data, &wipe[1]),
+                    (aliases, &wipe[2]),
+                    (details, &wipe[3]),
+                ] {
                     for k in keys {
                         tree.remove(k)?;
                     }
                 }
                 for c in kept.iter().copied().chain(changes) {
-                    apply(path, meta, data, aliases, not_before, c)?;
+                    apply(path, meta, data, aliases, not_before, details, c)?;
                 }
                 Ok(())
             })

@@ -9,7 +9,10 @@ use std::time::Duration;
 use crate::clock::{Timestamp, duration_ms};
 use crate::index::wheel::TimerHandle;
 use crate::model::data::SessionData;
+use crate::model::details::{Details, device_of, factors_of, label_of};
+use crate::model::device::DeviceInfo;
 use crate::model::session::{Session, UserId};
+use crate::model::signin::{Assessed, Factor, LevelLifetimes};
 use crate::model::token::{InstanceId, SessionId};
 use crate::options::Options;
 
@@ -42,7 +45,8 @@ impl From<Option<Timestamp>> for MaybeTime {
 pub(crate) struct SessionState {
     pub(crate) id: SessionId,
     pub(crate) user: Option<UserId>,
-    pub(crate) label: Option<Arc<str>>,
+    /// Label, sign-in factors and device; `None` when it has none of them.
+    pub(crate) details: Option<Arc<Details>>,
     pub(crate) created: Timestamp,
     pub(crate) authenticated: MaybeTime,
     /// The absolute deadline (creation + lifetime, moved by `extend`).
@@ -119,11 +123,23 @@ impl SessionState {
         self.last_seen.fetch_max(now.0, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, rules: Rules) -> Session {
+    /// The session as of `now`, its level under `levels`.
+    pub(crate) fn snapshot(
+        &self,
+        rules: Rules,
+        levels: &LevelLifetimes,
+        now: Timestamp,
+    ) -> Session {
+        let assessed = match &self.details {
+            Some(d) if !d.factors.is_empty() => levels.assess(&d.factors, now),
+            _ => Assessed::default(),
+        };
         Session {
             id: self.id,
             user: self.user.clone(),
-            label: self.label.clone(),
+            details: self.details.clone(),
+            assessed,
+            as_of: now,
             created_at: self.created,
             last_seen: self.last_seen(),
             authenticated_at: self.authenticated.get(),
@@ -133,6 +149,34 @@ impl SessionState {
             version: self.version,
             data: self.data.clone(),
         }
+    }
+
+    pub(crate) fn label(&self) -> Option<&Arc<str>> {
+        label_of(&self.details)
+    }
+
+    pub(crate) fn factors(&self) -> &[Factor] {
+        factors_of(&self.details)
+    }
+
+    pub(crate) fn device(&self) -> Option<&DeviceInfo> {
+        device_of(&self.details)
+    }
+
+    pub(crate) fn set_label(&mut self, label: Option<Arc<str>>) {
+        if self.label() != label.as_ref() {
+            self.details = Details::edit(&self.details, |d| d.label = label);
+        }
+    }
+
+    pub(crate) fn set_factors(&mut self, factors: Vec<Factor>) {
+        if self.factors() != factors.as_slice() {
+            self.details = Details::edit(&self.details, |d| d.factors = factors);
+        }
+    }
+
+    pub(crate) fn set_device(&mut self, device: DeviceInfo) {
+        self.details = Details::edit(&self.details, |d| d.device = Some(device));
     }
 
     pub(crate) fn set_idle(&mut self, d: Duration) {
@@ -148,7 +192,7 @@ mod tests {
         SessionState {
             id: SessionId(1),
             user: None,
-            label: None,
+            details: None,
             created: Timestamp(0),
             authenticated: auth.map(Timestamp).into(),
             absolute: Timestamp(absolute),

@@ -452,7 +452,7 @@ mod tests {
         Box::new(SessionState {
             id: SessionId(id),
             user: None,
-            label: None,
+            details: None,
             created: Timestamp(0),
             authenticated: MaybeTime::NONE,
             absolute: Timestamp(1_000_000),

@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::index::entry::SessionState;
+use crate::model::details::Details;
+use crate::model::signin::Factor;
 
 /// What a session costs besides its data and label: its 128-byte state, its slot in
 /// its shard's map (16 bytes) and in the id map (24), its wheel node (32), its place
@@ -22,19 +24,34 @@ pub(crate) const SESSION_BYTES: u64 = 320;
 const ALLOCATION_BYTES: u64 = 24;
 
 /// The estimated resident bytes of a session with `data_len` bytes of encoded data
-/// and a label of `label_len` bytes (0: none).
-pub(crate) fn cost_of(data_len: usize, label_len: Option<usize>) -> u64 {
+/// and `details` (label, factors, device).
+pub(crate) fn cost_of(data_len: usize, details: Option<&Details>) -> u64 {
     let data = match data_len {
         0 => 0,
         n => n as u64 + ALLOCATION_BYTES,
     };
-    let label = label_len.map_or(0, |n| n as u64 + ALLOCATION_BYTES);
-    SESSION_BYTES + data + label
+    SESSION_BYTES + data + details.map_or(0, details_cost)
+}
+
+/// What a session's details cost: their allocation, and each string's.
+fn details_cost(d: &Details) -> u64 {
+    let string = |n: usize| n as u64 + ALLOCATION_BYTES;
+    let mut bytes = size_of::<Details>() as u64 + ALLOCATION_BYTES;
+    bytes += d.label.as_ref().map_or(0, |l| string(l.len()));
+    bytes += d
+        .factors
+        .iter()
+        .map(|f| size_of::<Factor>() as u64 + string(f.method.len()))
+        .sum::<u64>();
+    if let Some(ua) = d.device.as_ref().and_then(|d| d.user_agent.as_ref()) {
+        bytes += string(ua.len());
+    }
+    bytes
 }
 
 /// The estimated resident bytes of `s`.
 pub(crate) fn cost(s: &SessionState) -> u64 {
-    cost_of(s.data.encoded_len(), s.label.as_ref().map(|l| l.len()))
+    cost_of(s.data.encoded_len(), s.details.as_deref())
 }
 
 /// The store-wide count and estimated bytes of the live sessions (expired ones the
@@ -157,9 +174,29 @@ mod tests {
     }
 
     #[test]
-    fn cost_grows_with_data_and_label() {
+    fn cost_grows_with_data_label_factors_and_device() {
+        use crate::clock::Timestamp;
+        use crate::model::device::DeviceInfo;
         assert_eq!(cost_of(0, None), SESSION_BYTES);
         assert_eq!(cost_of(200, None), SESSION_BYTES + 200 + ALLOCATION_BYTES);
-        assert_eq!(cost_of(0, Some(10)), SESSION_BYTES + 10 + ALLOCATION_BYTES);
+        let details = size_of::<Details>() as u64 + ALLOCATION_BYTES;
+        let mut d = Details {
+            label: Some("0123456789".into()),
+            ..Details::default()
+        };
+        let labelled = SESSION_BYTES + details + 10 + ALLOCATION_BYTES;
+        assert_eq!(cost_of(0, Some(&d)), labelled);
+        d.factors.push(Factor::new("otp", 2, Timestamp(1)));
+        let factor = size_of::<Factor>() as u64 + 3 + ALLOCATION_BYTES;
+        assert_eq!(cost_of(0, Some(&d)), labelled + factor);
+        d.device = Some(DeviceInfo {
+            user_agent: Some("Firefox".into()),
+            address: None,
+            at: Timestamp(1),
+        });
+        assert_eq!(
+            cost_of(0, Some(&d)),
+            labelled + factor + 7 + ALLOCATION_BYTES
+        );
     }
 }

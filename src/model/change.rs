@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::model::data::SessionData;
+use crate::model::details::Details;
+use crate::model::device::DeviceInfo;
 use crate::model::event::EndReason;
 use crate::model::session::UserId;
+use crate::model::signin::Factor;
 use crate::model::token::{SessionId, TokenHash};
 
 /// One state change, as the log records it.
@@ -67,6 +70,12 @@ pub(crate) enum Change {
         grace_until: Timestamp,
         at: Timestamp,
     },
+    /// How the session's user signed in: its whole list of factors after a login
+    /// with a [`crate::SignIn`] or a step-up (empty: none, after a plain login or a
+    /// logout).
+    SignIn { id: SessionId, factors: Vec<Factor> },
+    /// Its device, as last recorded.
+    Device { id: SessionId, device: DeviceInfo },
     /// The session ended.
     End { id: SessionId, reason: EndReason },
     /// Every session ended.
@@ -92,7 +101,8 @@ pub(crate) struct Image {
     pub(crate) id: SessionId,
     pub(crate) hash: TokenHash,
     pub(crate) user: Option<UserId>,
-    pub(crate) label: Option<Arc<str>>,
+    /// Label, factors and device.
+    pub(crate) details: Option<Arc<Details>>,
     pub(crate) created: Timestamp,
     pub(crate) authenticated: Option<Timestamp>,
     pub(crate) absolute: Timestamp,
@@ -100,6 +110,14 @@ pub(crate) struct Image {
     pub(crate) last_seen: Timestamp,
     pub(crate) version: u64,
     pub(crate) data: SessionData,
+}
+
+#[cfg(feature = "sled")]
+impl Image {
+    /// Applies `f` to the image's details (label, factors, device).
+    pub(crate) fn edit_details(&mut self, f: impl FnOnce(&mut Details)) {
+        self.details = Details::edit(&self.details, f);
+    }
 }
 
 /// A decoded, validated record.

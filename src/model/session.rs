@@ -3,14 +3,18 @@
 //! computes its deadline.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::clock::Timestamp;
+use crate::clock::{Timestamp, duration_ms};
 use crate::error::{Error, Result};
 use crate::model::data::SessionData;
+use crate::model::details::{Details, device_of, factors_of, label_of};
+use crate::model::device::Device;
+use crate::model::signin::{Assessed, Factor, SignIn};
 use crate::model::token::SessionId;
 use crate::options::{Limits, Options};
 
@@ -173,6 +177,8 @@ pub struct NewSession {
     pub(crate) lifetime: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) data: SessionData,
+    pub(crate) sign_in: Option<SignIn>,
+    pub(crate) device: Option<Device>,
 }
 
 impl NewSession {
@@ -192,6 +198,21 @@ impl NewSession {
     /// Client metadata to show on a "your devices" page, e.g. "Firefox on Linux".
     pub fn label(mut self, label: impl Into<String>) -> NewSession {
         self.label = Some(label.into());
+        self
+    }
+
+    /// How its user signed in (a session [`NewSession::for_user`] only; an anonymous
+    /// one with it is refused with [`Error::NotSignedIn`]). Without it, the session
+    /// is at level 0 with no factors.
+    pub fn signed_in(mut self, how: SignIn) -> NewSession {
+        self.sign_in = Some(how);
+        self
+    }
+
+    /// The client it is created for: shown on a devices page
+    /// ([`Session::user_agent`], [`Session::address`]).
+    pub fn device(mut self, device: Device) -> NewSession {
+        self.device = Some(device);
         self
     }
 
@@ -249,7 +270,11 @@ impl NewSession {
 pub struct Session {
     pub(crate) id: SessionId,
     pub(crate) user: Option<UserId>,
-    pub(crate) label: Option<Arc<str>>,
+    pub(crate) details: Option<Arc<Details>>,
+    /// Its assurance level at `as_of`, and which factors count then.
+    pub(crate) assessed: Assessed,
+    /// When the snapshot was taken, by the store's clock.
+    pub(crate) as_of: Timestamp,
     pub(crate) created_at: Timestamp,
     pub(crate) last_seen: Timestamp,
     pub(crate) authenticated_at: Option<Timestamp>,
@@ -286,7 +311,9 @@ impl Session {
     pub(crate) fn from_parts(
         id: SessionId,
         user: Option<UserId>,
-        label: Option<&str>,
+        details: Option<Arc<Details>>,
+        assessed: Assessed,
+        as_of: Timestamp,
         created_at: Timestamp,
         last_seen: Timestamp,
         authenticated_at: Option<Timestamp>,
@@ -299,7 +326,9 @@ impl Session {
         Session {
             id,
             user,
-            label: label.map(Arc::from),
+            details,
+            assessed,
+            as_of,
             created_at,
             last_seen,
             authenticated_at,
@@ -321,7 +350,53 @@ impl Session {
     }
     /// The device label given at creation or by [`crate::Store::set_label`].
     pub fn label(&self) -> Option<&str> {
-        self.label.as_deref()
+        label_of(&self.details).map(|l| &**l)
+    }
+    /// How its user proved who they are, one [`Factor`] per method, in the order the
+    /// methods were last used ([`crate::Store::login_with`],
+    /// [`crate::Store::step_up`]); empty for a visitor, or a login that said nothing
+    /// of how ([`crate::Store::login`]).
+    pub fn factors(&self) -> &[Factor] {
+        factors_of(&self.details)
+    }
+    /// Its assurance level when it was read: the highest level among its factors
+    /// still within their level's lifetime ([`crate::Options::level_lifetime`]), 0 if
+    /// none.
+    pub fn level(&self) -> u8 {
+        self.assessed.level
+    }
+    /// The "sudo mode" question: whether its user proved a level of at least `level`
+    /// within `within` before this snapshot was taken (with a factor still within its
+    /// level's lifetime). Level 0 asks about any login: a session signed in without
+    /// [`SignIn`] answers from [`Session::authenticated_at`].
+    pub fn authenticated_within(&self, level: u8, within: Duration) -> bool {
+        let since = Timestamp(self.as_of.0.saturating_sub(duration_ms(within)));
+        if level == 0
+            && let Some(at) = self.authenticated_at
+            && at >= since
+        {
+            return true;
+        }
+        self.factors().iter().enumerate().any(|(i, f)| {
+            self.assessed.counting & (1 << i) != 0
+                && f.level >= level
+                && f.at >= since
+                && f.at <= self.as_of
+        })
+    }
+    /// The client's user agent as last recorded ([`crate::NewSession::device`],
+    /// [`crate::Store::seen_from`]).
+    pub fn user_agent(&self) -> Option<&str> {
+        device_of(&self.details).and_then(|d| d.user_agent.as_deref())
+    }
+    /// The client's address as last recorded, as [`crate::Options::address_privacy`]
+    /// kept it (by default its /24 or /48 network).
+    pub fn address(&self) -> Option<IpAddr> {
+        device_of(&self.details).and_then(|d| d.address)
+    }
+    /// When its device (user agent, address) was last recorded.
+    pub fn device_seen_at(&self) -> Option<Timestamp> {
+        device_of(&self.details).map(|d| d.at)
     }
     /// When it was created.
     pub fn created_at(&self) -> Timestamp {

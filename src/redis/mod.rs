@@ -57,6 +57,7 @@ mod packed;
 mod read;
 mod reply;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -71,9 +72,11 @@ use redis::cluster_async::ClusterConnection;
 use crate::clock::{Timestamp, duration_ms};
 use crate::error::{Error, Result};
 use crate::model::data::SessionData;
+use crate::model::device::Device;
 use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
 use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
+use crate::model::signin::{Criterion, Factor, SignIn};
 use crate::model::token::{self, SessionId, Token, TokenHash};
 use crate::options::{BudgetPolicy, LimitPolicy, Options};
 use crate::util::entropy::EntropyPool;
@@ -554,9 +557,23 @@ impl RedisStore {
         if let Some(label) = &new.label {
             check_label(label, &o.limits)?;
         }
+        if let Some(how) = &new.sign_in {
+            how.check()?;
+            if user.is_none() {
+                return Err(Error::InvalidSignIn {
+                    reason: "an anonymous session has no sign-in; create it with \
+                             NewSession::for_user"
+                        .into(),
+                });
+            }
+        }
         let (lifetime, idle) = new.durations(o)?;
         let (lifetime, idle) = (lifetime.min(MAX_LIFETIME), idle.min(MAX_LIFETIME));
         check_data(&new.data, &o.limits)?;
+        let device = new
+            .device
+            .as_ref()
+            .and_then(|d| d.stored(o.address_privacy, Timestamp(0)));
         let fields = Admit {
             hash: hash_hex(token),
             id,
@@ -569,6 +586,13 @@ impl RedisStore {
             idle_ms: ms(idle),
             version: 0,
             data: new.data.clone(),
+            factors: new.sign_in.as_ref().map(sign_in_text).unwrap_or_default(),
+            factors_now: true,
+            user_agent: device
+                .as_ref()
+                .and_then(|d| d.user_agent.as_deref().map(str::to_owned)),
+            address: device.as_ref().and_then(|d| d.address),
+            device_at: -1,
         };
         match self.admit(fields).await? {
             Some(s) => Ok(s),
@@ -593,13 +617,18 @@ impl RedisStore {
                     .arg(a.data.encoded_len());
                 self.limit_args(inv);
                 self.budget_args(inv);
+                inv.arg(&a.factors)
+                    .arg(if a.factors_now { "1" } else { "0" })
+                    .arg(a.user_agent.as_deref().unwrap_or(""))
+                    .arg(a.address.map(|a| a.to_string()).unwrap_or_default())
+                    .arg(a.device_at);
                 for (k, v) in a.data.iter() {
                     inv.arg(k).arg(v);
                 }
             })
             .await?;
         match reply.status() {
-            "ok" => Ok(Some(reply.session(1)?)),
+            "ok" => Ok(Some(reply.session(1, &self.inner.opts.levels)?)),
             "expired" => Ok(None),
             "exists" => Err(Error::Exists {
                 what: if reply.str(1)? == "token" {
@@ -619,8 +648,9 @@ impl RedisStore {
     ///
     /// # Errors
     /// As [`crate::Store::import`], and [`Error::Unavailable`].
-    pub async fn import(&self, rec: SessionRecord) -> Result<bool> {
+    pub async fn import(&self, mut rec: SessionRecord) -> Result<bool> {
         rec.check(&self.inner.opts.limits)?;
+        rec.keep_address_as(self.inner.opts.address_privacy);
         // Times past NEVER (year 144,683) are NEVER: the script's numbers are doubles,
         // which print a larger time as something that no longer parses back.
         let clamp = |t: Timestamp| t.0.min(NEVER) as i64;
@@ -636,6 +666,11 @@ impl RedisStore {
             idle_ms: rec.idle_timeout.map_or(0, |d| ms(d.min(MAX_LIFETIME))),
             version: rec.version,
             data: rec.data,
+            factors: read::factors_text(&rec.factors),
+            factors_now: false,
+            user_agent: rec.user_agent,
+            address: rec.address,
+            device_at: rec.device_seen_at.map_or(-1, clamp),
         };
         Ok(self.admit(fields).await?.is_some())
     }
@@ -658,25 +693,13 @@ impl RedisStore {
                 .await?;
             cursor = reply.str(1)?.to_owned();
             for img in reply.into_nested(2)? {
-                let s = img.session(0)?;
+                let s = img.session(0, &self.inner.opts.levels)?;
                 let h = img.str(img.len() - 1)?;
                 let hash = u128::from_str_radix(h, 16).map_err(|e| protocol("export", e))?;
                 if !seen.insert(s.id()) {
                     continue;
                 }
-                f(SessionRecord {
-                    id: s.id(),
-                    token_hash: TokenHash::from_u128(hash),
-                    user: s.user().cloned(),
-                    label: s.label().map(str::to_owned),
-                    created: s.created_at(),
-                    authenticated: s.authenticated_at(),
-                    absolute: s.absolute_deadline(),
-                    idle_timeout: s.idle_timeout(),
-                    last_seen: s.last_seen(),
-                    version: s.version(),
-                    data: s.data().clone(),
-                })?;
+                f(SessionRecord::of_session(&s, TokenHash::from_u128(hash)))?;
             }
             if cursor == "0" {
                 return Ok(seen.len());
@@ -717,7 +740,7 @@ impl RedisStore {
             })
             .await?;
         match reply.status() {
-            "ok" => Ok(Some(reply.session(1)?)),
+            "ok" => Ok(Some(reply.session(1, &self.inner.opts.levels)?)),
             "ended" => Ok(None),
             other => Err(protocol("get", other)),
         }
@@ -742,7 +765,7 @@ impl RedisStore {
             })
             .await?;
         match reply.status() {
-            "ok" => Ok(Some(reply.session(1)?)),
+            "ok" => Ok(Some(reply.session(1, &self.inner.opts.levels)?)),
             "ended" => Ok(None),
             other => Err(protocol("get_by_id", other)),
         }
@@ -973,6 +996,120 @@ impl RedisStore {
     /// # Errors
     /// As [`crate::Store::login`], and [`Error::Unavailable`].
     pub async fn login(&self, token: &Token, user: &str) -> Result<Token> {
+        self.login_inner(token, user, "").await
+    }
+
+    /// Logs `user` in and records how they proved who they are, as
+    /// [`crate::Store::login_with`], in one step.
+    ///
+    /// # Errors
+    /// As [`crate::Store::login_with`], and [`Error::Unavailable`].
+    pub async fn login_with(&self, token: &Token, user: &str, how: SignIn) -> Result<Token> {
+        how.check()?;
+        self.login_inner(token, user, &sign_in_text(&how)).await
+    }
+
+    /// Records a step-up, as [`crate::Store::step_up`]: rotates the token and adds
+    /// `how`'s factors, in one step. Returns the new token.
+    ///
+    /// # Errors
+    /// As [`crate::Store::step_up`], and [`Error::Unavailable`].
+    pub async fn step_up(&self, token: &Token, how: SignIn) -> Result<Token> {
+        how.check()?;
+        let old = hash_hex(token);
+        let grace = ms(self.inner.opts.rotation_grace);
+        loop {
+            let fresh = token::fresh_token(|b| self.inner.entropy.lock().fill(b))?;
+            let new = hash_hex(&fresh);
+            let reply = self
+                .call("step_up", |inv| {
+                    inv.arg(&old)
+                        .arg(&new)
+                        .arg(grace)
+                        .arg(sign_in_text(&how))
+                        .arg(SignIn::MAX_FACTORS);
+                })
+                .await?;
+            match reply.status() {
+                "ok" => return Ok(fresh),
+                "exists" if new != old => continue,
+                "not_signed_in" => return Err(Error::NotSignedIn),
+                "too_many" => {
+                    return Err(Error::InvalidSignIn {
+                        reason: format!(
+                            "the session would hold {} methods, more than {}",
+                            reply.str(1)?,
+                            SignIn::MAX_FACTORS
+                        ),
+                    });
+                }
+                _ => return Err(self.refusal(&reply, None, "step_up")),
+            }
+        }
+    }
+
+    /// Records the client a request came from, as [`crate::Store::seen_from`]: a
+    /// write only when it changed, at most once per touch interval. Returns whether
+    /// it wrote.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live; [`Error::Unavailable`].
+    pub async fn seen_from(&self, token: &Token, device: &Device) -> Result<bool> {
+        let o = &self.inner.opts;
+        let Some(d) = device.stored(o.address_privacy, Timestamp(0)) else {
+            // Nothing to keep; the session must still be live.
+            return match self.peek(token).await? {
+                Some(_) => Ok(false),
+                None => Err(Error::Ended),
+            };
+        };
+        let h = hash_hex(token);
+        let touch = i64::try_from(ms(o.touch_interval)).unwrap_or(i64::MAX);
+        let reply = self
+            .call("seen_from", |inv| {
+                inv.arg(&h)
+                    .arg(d.user_agent.as_deref().unwrap_or(""))
+                    .arg(d.address.map(|a| a.to_string()).unwrap_or_default())
+                    .arg(touch);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(reply.str(1)? == "1"),
+            _ => Err(self.refusal(&reply, None, "seen_from")),
+        }
+    }
+
+    /// Ends the sessions of `user` that meet `criterion`, as
+    /// [`crate::Store::revoke_user_where`], in one step. Returns how many ended.
+    ///
+    /// # Errors
+    /// As [`crate::Store::revoke_user_where`], and [`Error::Unavailable`].
+    pub async fn revoke_user_where(&self, user: &str, criterion: &Criterion) -> Result<usize> {
+        UserId::new(user, &self.inner.opts.limits)?;
+        criterion.check()?;
+        let (kind, value) = match criterion {
+            Criterion::Method(m) => ("m", m.clone()),
+            Criterion::BelowLevel(l) => ("l", l.to_string()),
+        };
+        let lifetimes: Vec<String> = self
+            .inner
+            .opts
+            .levels
+            .iter()
+            .map(|(l, ms)| format!("{l} {ms}"))
+            .collect();
+        let reply = self
+            .call("revoke_where", |inv| {
+                inv.arg(user).arg(kind).arg(&value).arg(lifetimes.join(";"));
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(usize::try_from(reply.u64(1)?).unwrap_or(usize::MAX)),
+            _ => Err(self.refusal(&reply, Some(user), "revoke_user_where")),
+        }
+    }
+
+    async fn login_inner(&self, token: &Token, user: &str, factors: &str) -> Result<Token> {
         UserId::new(user, &self.inner.opts.limits)?;
         let old = hash_hex(token);
         let grace = ms(self.inner.opts.rotation_grace);
@@ -983,6 +1120,7 @@ impl RedisStore {
                 .call("login", |inv| {
                     inv.arg(&old).arg(&new).arg(grace).arg(user);
                     self.limit_args(inv);
+                    inv.arg(factors);
                 })
                 .await?;
             match reply.status() {
@@ -1034,7 +1172,7 @@ impl RedisStore {
         reply
             .into_nested(1)?
             .iter()
-            .map(|img| img.session(0))
+            .map(|img| img.session(0, &self.inner.opts.levels))
             .collect()
     }
 
@@ -1349,6 +1487,16 @@ impl RedisStore {
 
 /// The fields of a session to admit (a create passes negative times: "now", and
 /// `absolute` = -lifetime).
+/// The script's text of a sign-in's factors (dated 0: the script dates them now).
+fn sign_in_text(how: &SignIn) -> String {
+    let factors: Vec<Factor> = how
+        .methods
+        .iter()
+        .map(|m| Factor::new(m, how.level, Timestamp(0)))
+        .collect();
+    read::factors_text(&factors)
+}
+
 struct Admit {
     hash: String,
     id: SessionId,
@@ -1361,6 +1509,14 @@ struct Admit {
     idle_ms: u64,
     version: u64,
     data: SessionData,
+    /// The script's text of the factors ('' none).
+    factors: String,
+    /// Whether the factors are dated now (a create) rather than as given.
+    factors_now: bool,
+    user_agent: Option<String>,
+    address: Option<IpAddr>,
+    /// When the device was recorded (-1: now).
+    device_at: i64,
 }
 
 impl Inner {

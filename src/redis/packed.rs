@@ -14,14 +14,20 @@ use super::protocol;
 use super::read::Stored;
 use crate::error::Result;
 
-/// The layout this module reads (the array's first element).
+/// The layouts this module reads (the array's first element): 1, and 2 (with factors
+/// and a device, four more scalars).
 const LAYOUT: u64 = 1;
+const LAYOUT_DETAILS: u64 = 2;
 
 /// The first element of a grace alias's array.
 const ALIAS: u64 = 0;
 
 /// What a session's key holds.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per read and matched at once: boxing would allocate per read"
+)]
 pub(super) enum Packed {
     Session(Stored),
     /// A rotated-away token in its grace period: the script resolves it.
@@ -152,13 +158,18 @@ pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
         }
         return Ok(Packed::Alias);
     }
-    if len < SCALARS || !(len - SCALARS).is_multiple_of(2) {
+    let scalars = if layout == LAYOUT_DETAILS {
+        SCALARS + 4
+    } else {
+        SCALARS
+    };
+    if len < scalars || !(len - scalars).is_multiple_of(2) {
         return Err(protocol(
             "read",
             format!("a stored session of {len} fields"),
         ));
     }
-    if layout != LAYOUT {
+    if layout != LAYOUT && layout != LAYOUT_DETAILS {
         return Err(protocol(
             "read",
             format!("a stored session of layout {layout}: written by a newer sessiondb?"),
@@ -181,7 +192,17 @@ pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
     let idle = uint(r.next(), "idle timeout")?;
     let version = uint(r.next(), "version")?;
     let _data_bytes = uint(r.next(), "data size")?;
-    let entries = (len - SCALARS) / 2;
+    let (mut factors, mut user_agent, mut address, mut device_at) = (None, None, None, None);
+    if layout == LAYOUT_DETAILS {
+        factors = optional_text(r.next(), "factors")?;
+        user_agent = optional_text(r.next(), "user agent")?;
+        address = optional_text(r.next(), "address")?;
+        device_at = match r.next() {
+            Some(Item::Bool(false) | Item::Nil) => None,
+            other => Some(uint(other, "device time")?),
+        };
+    }
+    let entries = (len - scalars) / 2;
     // Each entry takes at least two bytes of input: a corrupt length cannot reserve more.
     let mut data = Vec::with_capacity(entries.min(r.rest.len() / 2));
     for _ in 0..entries {
@@ -206,6 +227,10 @@ pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
         idle,
         version,
         data,
+        factors,
+        user_agent,
+        address,
+        device_at,
     }))
 }
 

@@ -34,6 +34,8 @@
 //! write converts it). Revocation stays immediate: ending a session deletes its key in
 //! the same script step, so no read finds it afterwards.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -46,7 +48,10 @@ use super::{Conn, Inner, deadline_of, protocol, unavailable};
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::model::data::SessionData;
+use crate::model::details::{Details, factors_of};
+use crate::model::device::DeviceInfo;
 use crate::model::session::{Session, UserId};
+use crate::model::signin::{Factor, LevelLifetimes, check_factors};
 use crate::model::token::SessionId;
 
 /// What a scriptless read found.
@@ -75,6 +80,39 @@ pub(super) struct Stored {
     pub(super) idle: u64,
     pub(super) version: u64,
     pub(super) data: Vec<(String, Vec<u8>)>,
+    /// Its factors as the script keeps them: "method level at" joined by `;`.
+    pub(super) factors: Option<String>,
+    pub(super) user_agent: Option<String>,
+    /// The address as text.
+    pub(super) address: Option<String>,
+    /// When the device was recorded.
+    pub(super) device_at: Option<u64>,
+}
+
+/// A session's factors from the script's text of them, checked.
+pub(super) fn factors_of_text(text: &str) -> Result<Vec<Factor>> {
+    let bad = || protocol("read", format!("a stored session's factors: {text:?}"));
+    let mut out = Vec::new();
+    for part in text.split(';') {
+        let mut f = part.split(' ');
+        let (Some(m), Some(l), Some(at), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            return Err(bad());
+        };
+        let level = l.parse().map_err(|_| bad())?;
+        let at = at.parse().map_err(|_| bad())?;
+        out.push(Factor::new(m, level, Timestamp(at)));
+    }
+    check_factors(&out).map_err(|_| bad())?;
+    Ok(out)
+}
+
+/// The script's text of a list of factors (each dated `at` if given).
+pub(super) fn factors_text(factors: &[Factor]) -> String {
+    let parts: Vec<String> = factors
+        .iter()
+        .map(|f| format!("{} {} {}", f.method(), f.level(), f.at().0))
+        .collect();
+    parts.join(";")
 }
 
 /// A number the script wrote (`%d`), read without copying the reply.
@@ -214,15 +252,59 @@ impl Stored {
         since >= i128::from(touch) || (self.on_trial(trial_ms) && since > 0)
     }
 
-    /// The session, ending at `deadline` (as the script keeps it: see
-    /// [`deadline_of`]).
-    pub(super) fn into_session(self, deadline: u64) -> Result<Session> {
+    /// Its label, factors and device.
+    fn details(&self) -> Result<Option<Arc<Details>>> {
+        let factors = match &self.factors {
+            Some(text) if self.user.is_some() => factors_of_text(text)?,
+            Some(_) => return Err(protocol("read", "factors on a session without a user")),
+            None => Vec::new(),
+        };
+        let address = match &self.address {
+            Some(a) => Some(
+                a.parse::<IpAddr>()
+                    .map_err(|_| protocol("read", format!("a stored address: {a:?}")))?,
+            ),
+            None => None,
+        };
+        let device = match (
+            self.user_agent.is_some() || address.is_some(),
+            self.device_at,
+        ) {
+            (false, _) => None,
+            (true, Some(at)) => Some(DeviceInfo {
+                user_agent: self.user_agent.as_deref().map(Arc::from),
+                address,
+                at: Timestamp(at),
+            }),
+            (true, None) => return Err(protocol("read", "a stored device without its time")),
+        };
+        Ok(Details {
+            label: self.label.as_deref().map(Arc::from),
+            factors,
+            device,
+        }
+        .shared())
+    }
+
+    /// The session as of `now`, ending at `deadline` (as the script keeps it: see
+    /// [`deadline_of`]), its level under `levels`.
+    pub(super) fn into_session(
+        self,
+        deadline: u64,
+        now: u64,
+        levels: &LevelLifetimes,
+    ) -> Result<Session> {
+        let details = self.details()?;
+        let now = Timestamp(now);
+        let assessed = levels.assess(factors_of(&details), now);
         let data = SessionData::from_entries(self.data)
             .ok_or_else(|| protocol("read", "session data that does not encode"))?;
         Ok(Session::from_parts(
             SessionId(self.id),
             self.user.as_deref().map(UserId::trusted),
-            self.label.as_deref(),
+            details,
+            assessed,
+            now,
             Timestamp(self.created),
             Timestamp(self.last_seen),
             self.authenticated.map(Timestamp),
@@ -326,7 +408,11 @@ impl Inner {
         if s.due(now, touch, trial) {
             return Ok(Direct::Script);
         }
-        Ok(Direct::Live(s.into_session(deadline)?))
+        Ok(Direct::Live(s.into_session(
+            deadline,
+            now,
+            &self.opts.levels,
+        )?))
     }
 
     /// The live sessions of `user`, oldest first, from one call of the read-only
@@ -370,7 +456,11 @@ impl Inner {
             if id != s.id || s.user.as_deref() != Some(user) || deadline <= now {
                 return Ok(None);
             }
-            live.push((s.created, s.id, s.into_session(deadline)?));
+            live.push((
+                s.created,
+                s.id,
+                s.into_session(deadline, now, &self.opts.levels)?,
+            ));
         }
         live.sort_by_key(|(c, id, _)| (*c, *id));
         Ok(Some(live.into_iter().map(|(_, _, s)| s).collect()))
@@ -401,7 +491,53 @@ mod tests {
             idle: 0,
             version: 0,
             data: Vec::new(),
+            factors: None,
+            user_agent: None,
+            address: None,
+            device_at: None,
         }
+    }
+
+    #[test]
+    fn stored_factors_and_devices_read_back_and_bad_ones_are_errors() {
+        let levels = LevelLifetimes::default().with(2, Duration::from_millis(500));
+        let mut s = base();
+        s.user = Some("alice".into());
+        s.factors = Some("password 1 1000;otp 2 1200".into());
+        s.user_agent = Some("Firefox".into());
+        s.address = Some("2001:db8::".into());
+        s.device_at = Some(1_100);
+        let session = s.into_session(100_000, 1_600, &levels).unwrap();
+        assert_eq!(session.factors().len(), 2);
+        assert_eq!(session.level(), 2);
+        assert_eq!(session.address(), Some("2001:db8::".parse().unwrap()));
+        let mut s = base();
+        s.user = Some("alice".into());
+        s.factors = Some("password 1 1000;otp 2 1200".into());
+        assert_eq!(s.into_session(100_000, 1_700, &levels).unwrap().level(), 1);
+        for (factors, ua, addr, at, user) in [
+            (Some("pass word 1 5"), None, None, None, true),
+            (Some("otp 1"), None, None, None, true),
+            (Some("otp 1 5;otp 2 6"), None, None, None, true),
+            (Some("otp 1 5"), None, None, None, false),
+            (None, Some("Firefox"), None, None, true),
+            (None, None, Some("not an address"), Some(5), true),
+        ] {
+            let mut s = base();
+            s.user = user.then(|| "alice".into());
+            s.factors = factors.map(str::to_owned);
+            s.user_agent = ua.map(str::to_owned);
+            s.address = addr.map(str::to_owned);
+            s.device_at = at;
+            assert!(
+                s.into_session(100_000, 1_000, &levels).is_err(),
+                "{factors:?} {ua:?} {addr:?}"
+            );
+        }
+        assert_eq!(
+            factors_of_text(&factors_text(&[Factor::new("a:b", 3, Timestamp(9))])).unwrap(),
+            [Factor::new("a:b", 3, Timestamp(9))]
+        );
     }
 
     #[test]

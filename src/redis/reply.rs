@@ -7,6 +7,7 @@ use super::protocol;
 use super::read::Stored;
 use crate::error::Result;
 use crate::model::session::Session;
+use crate::model::signin::LevelLifetimes;
 
 /// A script's reply: a status word, then the operation's values.
 pub(super) struct Reply(pub(super) Vec<Value>);
@@ -62,17 +63,22 @@ impl Reply {
 
     /// The session image starting at field `at`: id, user, has-user, label, has-label,
     /// created, last seen, authenticated (-1: none), absolute, idle, version,
-    /// deadline, then key/value pairs.
-    pub(super) fn session(&self, at: usize) -> Result<Session> {
+    /// deadline, the script's time, factors, user agent, address, device time (-1:
+    /// none; '' for the texts), then key/value pairs. Its level under `levels`.
+    pub(super) fn session(&self, at: usize, levels: &LevelLifetimes) -> Result<Session> {
         let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
         let text = |i: usize, has: usize| -> Result<Option<String>> {
             (self.str(has)? == "1")
                 .then(|| self.str(i).map(str::to_owned))
                 .transpose()
         };
+        let nonempty = |i: usize| -> Result<Option<String>> {
+            let s = self.str(i)?;
+            Ok((!s.is_empty()).then(|| s.to_owned()))
+        };
         let auth = self.i64(at + 7)?;
         let mut data = Vec::new();
-        let mut i = at + 12;
+        let mut i = at + 17;
         while i + 1 < self.len() {
             data.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
             i += 2;
@@ -88,7 +94,11 @@ impl Reply {
             idle: self.u64(at + 9)?,
             version: self.u64(at + 10)?,
             data,
+            factors: nonempty(at + 13)?,
+            user_agent: nonempty(at + 14)?,
+            address: nonempty(at + 15)?,
+            device_at: u64::try_from(self.i64(at + 16)?).ok(),
         }
-        .into_session(self.u64(at + 11)?)
+        .into_session(self.u64(at + 11)?, self.u64(at + 12)?, levels)
     }
 }

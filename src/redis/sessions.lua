@@ -19,6 +19,11 @@
 --               bytes, then each data entry's key and value; false where there is no
 --               user, label or authentication. One string so that a read is one GET
 --               and one value to parse (src/redis/read.rs).
+--               Layout 2, for a session with sign-in factors or a device: the same
+--               with four more before the data entries: factors (text, "method level
+--               at" joined by ';'), user agent, address (text), when the device was
+--               recorded; false where there is none. A session with neither keeps
+--               layout 1, which earlier versions read.
 --               Or, for a rotated-away token inside its grace period (PX grace): the
 --               array 0 (an alias), id — so that one GET also answers "is this token
 --               an alias?".
@@ -97,11 +102,37 @@ local function load(h)
   if not r then return nil end
   local t = cmsgpack.unpack(r)
   if type(t) == 'table' and t[1] == 0 then return nil, t[2] end
-  if type(t) ~= 'table' or t[1] ~= 1 then error('sessiondb: the session at ' .. kS(h) .. ' has an unknown layout') end
-  local data = {}
-  for i = 12, #t do data[#data + 1] = t[i] end
-  return { h = h, id = t[2], u = t[3] or nil, l = t[4] or nil, c = t[5], ls = t[6], a = t[7],
-           abs = t[8], idle = t[9], v = t[10], dsz = t[11], data = data }
+  if type(t) ~= 'table' or (t[1] ~= 1 and t[1] ~= 2) then error('sessiondb: the session at ' .. kS(h) .. ' has an unknown layout') end
+  local s = { h = h, id = t[2], u = t[3] or nil, l = t[4] or nil, c = t[5], ls = t[6], a = t[7],
+              abs = t[8], idle = t[9], v = t[10], dsz = t[11], data = {} }
+  local first = 12
+  if t[1] == 2 then
+    s.f, s.ua, s.ip, s.dat = t[12] or nil, t[13] or nil, t[14] or nil, t[15] or nil
+    first = 16
+  end
+  for i = first, #t do s.data[#s.data + 1] = t[i] end
+  return s
+end
+
+-- A session's factors as a list of { m = method, l = level, at = time }, from their
+-- text ("method level at" joined by ';'; nil: none).
+local function factors_of(f)
+  local out = {}
+  if not f then return out end
+  for m, l, at in string.gmatch(f, '([^ ;]+) (%d+) (%d+)') do
+    out[#out + 1] = { m = m, l = tonumber(l), at = tonumber(at) }
+  end
+  return out
+end
+
+-- The text of a list of factors (nil for none), each dated `at` if given.
+local function factors_text(list, at)
+  if #list == 0 then return nil end
+  local parts = {}
+  for i, x in ipairs(list) do
+    parts[i] = x.m .. ' ' .. fmt(x.l) .. ' ' .. fmt(at or x.at)
+  end
+  return table.concat(parts, ';')
 end
 
 -- On trial: anonymous, version 0, not seen since its creation (Options::trial_lifetime).
@@ -154,6 +185,10 @@ end
 -- after its deadline.
 local function store(s)
   local t = { 1, s.id, s.u or false, s.l or false, s.c, s.ls, s.a or false, s.abs, s.idle, s.v, s.dsz }
+  if s.f or s.ua or s.ip then
+    t[1] = 2
+    t[12], t[13], t[14], t[15] = s.f or false, s.ua or false, s.ip or false, s.dat or false
+  end
   for i = 1, #s.data do t[#t + 1] = s.data[i] end
   redis.call('SET', kS(s.h), cmsgpack.pack(t))
   redis.call('PEXPIREAT', kS(s.h), deadline(s) + KEEP)
@@ -219,12 +254,14 @@ local function make_room(user, max, policy, except)
   return true
 end
 
--- A session as the client decodes it: 12 scalars, then its data's key/value pairs
--- (as loaded: callers that change the data do not answer with an image).
+-- A session as the client decodes it: 17 scalars (the 12th its deadline, the 13th the
+-- time now, then factors, user agent, address and device time), then its data's
+-- key/value pairs (as loaded: callers that change the data do not answer with an image).
 local function image(s)
   local out = { s.id, s.u or '', s.u and '1' or '0', s.l or '', s.l and '1' or '0', fmt(s.c),
                 fmt(s.ls), s.a and fmt(s.a) or '-1', fmt(s.abs), fmt(s.idle), fmt(s.v),
-                fmt(deadline(s)) }
+                fmt(deadline(s)), fmt(NOW), s.f or '', s.ua or '', s.ip or '',
+                s.dat and fmt(s.dat) or '-1' }
   for i = 1, #s.data do out[#out + 1] = s.data[i] end
   return out
 end
@@ -270,8 +307,9 @@ local function within_budget(max, policy)
 end
 
 -- create / import: h id user label created last_seen authenticated absolute idle
--- version dsz max policy budget_max budget_policy [k v ...]. Times < 0 mean "now" (a
--- create).
+-- version dsz max policy budget_max budget_policy factors factors_now user_agent
+-- address device_at [k v ...]. Times < 0 mean "now" (a create); factors_now '1' dates
+-- every factor now.
 if OP == 'admit' then
   local h, id, user, label = A[1], A[2], A[3], A[4]
   if redis.call('EXISTS', kS(h)) > 0 then return { 'exists', 'token' } end
@@ -280,7 +318,13 @@ if OP == 'admit' then
   local s = { h = h, id = id, u = (user ~= '' and user) or nil, l = (label ~= '' and label) or nil,
               c = at(A[5]), ls = at(A[6]), a = false, abs = tonumber(A[8]), idle = tonumber(A[9]),
               v = tonumber(A[10]), dsz = tonumber(A[11]), data = {} }
-  for i = 16, #A do s.data[#s.data + 1] = A[i] end
+  for i = 21, #A do s.data[#s.data + 1] = A[i] end
+  if s.u and A[16] ~= '' then
+    s.f = factors_text(factors_of(A[16]), A[17] == '1' and NOW or nil)
+  end
+  if A[18] ~= '' then s.ua = A[18] end
+  if A[19] ~= '' then s.ip = A[19] end
+  if s.ua or s.ip then s.dat = at(A[20]) end
   if s.abs < 0 then s.abs = NOW - tonumber(A[8]) end -- a create passes -lifetime
   if s.u and A[7] ~= '' then s.a = at(A[7]) end
   if s.u then
@@ -425,7 +469,8 @@ if OP == 'set_label' then
   return ok()
 end
 
-local function bind(s, user, max, policy)
+-- Binds `user` (a login), with the sign-in factors `f` (text, or nil: none).
+local function bind(s, user, max, policy, f)
   if s.v >= MAXV then return exhausted(s) end
   local old = s.u
   if old ~= user and not make_room(user, max, policy, s.id) then return { 'limit' } end
@@ -433,6 +478,7 @@ local function bind(s, user, max, policy)
   -- Never dated before the user's not-before time (a clock set back past it).
   local at = math.max(NOW, num(redis.call('GET', kB(user))))
   s.u, s.a, s.ls, s.v = user, at, NOW, s.v + 1
+  s.f = f
   store(s)
   arm(s)
   if old and old ~= user then event('k', 'unbound', 'id', s.id, 'u', old) end
@@ -455,7 +501,7 @@ if OP == 'unbind' then
   local user = s.u
   redis.call('ZREM', kU(user), s.id)
   s.v = s.v + 1
-  s.u, s.a = nil, false
+  s.u, s.a, s.f = nil, false, nil
   store(s)
   arm(s)
   event('k', 'unbound', 'id', s.id, 'u', user)
@@ -499,8 +545,9 @@ if OP == 'rotate' then
   return ok()
 end
 
--- login: old_h new_h grace_ms user max policy: rotate, then bind, as one step (the
--- limit is checked first, so a refused login changes nothing).
+-- login: old_h new_h grace_ms user max policy factors: rotate, then bind, as one step
+-- (the limit is checked first, so a refused login changes nothing); the factors
+-- ('' for none) are dated now.
 if OP == 'login' then
   local s, err = rotatable(A[1], A[2])
   if err then return err end
@@ -508,8 +555,49 @@ if OP == 'login' then
   if s.v >= MAXV then return exhausted(s) end
   if s.u ~= user and not make_room(user, tonumber(A[5]), A[6], s.id) then return { 'limit' } end
   rotate(s, A[2], tonumber(A[3]))
-  bind(s, user, 0, '')
+  bind(s, user, 0, '', factors_text(factors_of(A[7]), NOW))
   return ok()
+end
+
+-- step_up: old_h new_h grace_ms factors. Rotates, and adds the factors (dated now) to
+-- the session's, replacing those of the same methods; refused if no user is signed
+-- in, or if more than `max` factors would result.
+if OP == 'step_up' then
+  local s, err = rotatable(A[1], A[2])
+  if err then return err end
+  if not s.u then return { 'not_signed_in' } end
+  local new = factors_of(A[4])
+  local out = {}
+  for _, x in ipairs(factors_of(s.f)) do
+    local replaced = false
+    for _, y in ipairs(new) do
+      if y.m == x.m then replaced = true end
+    end
+    if not replaced then out[#out + 1] = x end
+  end
+  for _, y in ipairs(new) do
+    y.at = NOW
+    out[#out + 1] = y
+  end
+  if #out > tonumber(A[5]) then return { 'too_many', fmt(#out) } end
+  s.f = factors_text(out)
+  rotate(s, A[2], tonumber(A[3]))
+  return ok()
+end
+
+-- seen_from: h user_agent address touch_ms ('' for none). Records the device when it
+-- differs from the session's, at most once per touch interval; answers '1' if it did.
+if OP == 'seen_from' then
+  local s = resolve(A[1])
+  if not s then return { 'ended' } end
+  local ua, ip = A[2], A[3]
+  if ua == '' then ua = nil end
+  if ip == '' then ip = nil end
+  if s.dat and s.ua == ua and s.ip == ip then return ok('0') end
+  if s.dat and NOW - s.dat < tonumber(A[4]) then return ok('0') end
+  s.ua, s.ip, s.dat = ua, ip, NOW
+  store(s)
+  return ok('1')
 end
 
 -- end: h (an old token in its grace period ends its session too)
@@ -533,10 +621,11 @@ if OP == 'sessions_of' then
   return out
 end
 
--- Ends `user`'s sessions authenticated before `at` (all of them when `at` is nil):
--- those past their deadline as expired, the rest as revoked, reported together in one
--- revoke event; drops from the user's index whatever is not one of their sessions.
-local function revoke_user(user, at)
+-- Ends `user`'s sessions authenticated before `at` (all of them when `at` is nil) that
+-- `meets` (all of them when nil): those past their deadline as expired, the rest as
+-- revoked, reported together in one revoke event; drops from the user's index whatever
+-- is not one of their sessions.
+local function revoke_user(user, at, meets)
   local k = kU(user)
   local ended = {}
   for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
@@ -545,7 +634,7 @@ local function revoke_user(user, at)
       redis.call('ZREM', k, id) -- gone, or another user's now: the repair rule
     elseif deadline(s) <= NOW then
       drop(s, 'expired')
-    elseif not at or not s.a or s.a < at then
+    elseif (not at or not s.a or s.a < at) and (not meets or meets(s)) then
       drop(s, 'revoked')
       ended[#ended + 1] = id
     end
@@ -556,6 +645,26 @@ end
 
 if OP == 'revoke' then
   return revoke_user(A[1], nil)
+end
+
+-- revoke_where: user kind value lifetimes. Ends the user's sessions that signed in
+-- with method `value` (kind 'm') or whose level is below `value` (kind 'l'): the highest
+-- level among their factors still within their level's lifetime ("level ms" pairs
+-- joined by ';'), 0 if none.
+if OP == 'revoke_where' then
+  local kind, value = A[2], A[3]
+  local life = {}
+  for l, ms in string.gmatch(A[4], '(%d+) (%d+)') do life[tonumber(l)] = tonumber(ms) end
+  local function meets(s)
+    local best = 0
+    for _, x in ipairs(factors_of(s.f)) do
+      if kind == 'm' and x.m == value then return true end
+      local l = life[x.l]
+      if (not l or NOW < x.at + l) and x.l > best then best = x.l end
+    end
+    return kind == 'l' and best < tonumber(value)
+  end
+  return revoke_user(A[1], nil, meets)
 end
 
 -- revoke_before: user at. Ends the user's sessions authenticated before `at` (at most

@@ -217,7 +217,7 @@ pub(super) fn image(key: u128, s: &SessionState) -> Image {
         id: s.id,
         hash: TokenHash(key),
         user: s.user.clone(),
-        label: s.label.clone(),
+        details: s.details.clone(),
         created: s.created,
         authenticated: s.authenticated.get(),
         absolute: s.absolute,

@@ -9,6 +9,7 @@
 //! id to the user's list and release the user's lock; wait for durability, then emit
 //! `Event::Created`.
 
+use super::compact::image;
 use super::{Inner, Key, Store};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -16,7 +17,7 @@ use crate::index::entry::SessionState;
 use crate::index::usage::cost_of;
 use crate::index::wheel::TimerHandle;
 use crate::model::change::Change;
-use crate::model::change::Image;
+use crate::model::details::{Details, label_of};
 use crate::model::event::Event;
 use crate::model::session::{NewSession, Session, UserId, check_label, signed_in_before};
 use crate::model::token::{self, SessionId, Token, TokenHash};
@@ -50,21 +51,46 @@ impl Store {
         if let Some(label) = &new.label {
             check_label(label, limits)?;
         }
+        if let Some(how) = &new.sign_in {
+            how.check()?;
+            if user.is_none() {
+                return Err(Error::InvalidSignIn {
+                    reason: "an anonymous session has no sign-in; create it with \
+                             NewSession::for_user"
+                        .into(),
+                });
+            }
+        }
         let (lifetime, idle) = new.durations(&inner.opts)?;
         inner.check_data(&new.data)?;
         let data = new.data;
         let (id, first_token) = token::fresh_session(|b| inner.entropy.fill(b))?;
         let label: Option<Arc<str>> = new.label.map(Arc::from);
+        let (sign_in, device) = (new.sign_in, new.device);
+        let privacy = inner.opts.address_privacy;
+        let details = |now| {
+            Details {
+                label: label.clone(),
+                factors: sign_in
+                    .as_ref()
+                    .map(|s| s.apply(&[], now))
+                    .transpose()
+                    .expect("a checked sign-in fits an empty session")
+                    .unwrap_or_default(),
+                device: device.as_ref().and_then(|d| d.stored(privacy, now)),
+            }
+            .shared()
+        };
         let key = match fixed {
             Some(token) => Key::Given(token.hash().0),
             None => Key::Fresh(first_token),
         };
-        let bytes = cost_of(data.encoded_len(), label.as_ref().map(|l| l.len()));
+        let bytes = cost_of(data.encoded_len(), details(Timestamp(0)).as_deref());
         let admitted = inner.admit(id, user, key, None, bytes, |now, user| {
             let mut state = Box::new(SessionState {
                 id,
                 user: user.clone(),
-                label: label.clone(),
+                details: details(now),
                 created: now,
                 authenticated: user.as_ref().map(|_| now).into(),
                 absolute: now.saturating_add(lifetime),
@@ -178,27 +204,22 @@ impl Inner {
                 if !self.ids_try_insert(id, key) {
                     return Err(Error::Exists { what: "session id" });
                 }
+                // A session with factors or a device is logged whole, as an image: one
+                // record, so no crash leaves it without them.
+                let whole = as_image
+                    || state
+                        .details
+                        .as_ref()
+                        .is_some_and(|d| !d.factors.is_empty() || d.device.is_some());
                 let appended = self.journal.append(|| {
-                    if as_image {
-                        Change::Import(Box::new(Image {
-                            id,
-                            hash: TokenHash(key),
-                            user: state.user.clone(),
-                            label: state.label.clone(),
-                            created: state.created,
-                            authenticated: state.authenticated.get(),
-                            absolute: state.absolute,
-                            idle_ms: state.idle_ms,
-                            last_seen: state.last_seen(),
-                            version: state.version,
-                            data: state.data.clone(),
-                        }))
+                    if whole {
+                        Change::Import(Box::new(image(key, &state)))
                     } else {
                         Change::Create {
                             id,
                             hash: TokenHash(key),
                             user: state.user.clone(),
-                            label: state.label.clone(),
+                            label: label_of(&state.details).cloned(),
                             created: state.created,
                             absolute: state.absolute,
                             idle_ms: state.idle_ms,
@@ -213,7 +234,7 @@ impl Inner {
                         return Err(e);
                     }
                 }
-                let session = state.snapshot(self.rules);
+                let session = state.snapshot(self.rules, &self.opts.levels, now);
                 Ok((state, deadline, session))
             })?;
             drop(shard);

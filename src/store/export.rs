@@ -34,7 +34,9 @@ impl Store {
     }
 
     /// Brings in a session exported from a store ([`Store::export`]), with its id, token
-    /// hash, user, times, version and data as they were: it answers to the same token.
+    /// hash, user, times, version, data, factors and device as they were (its address
+    /// cut further if this store's [`crate::Options::address_privacy`] keeps less):
+    /// it answers to the same token.
     /// Durable like a create. Returns false, and changes nothing, if the session has
     /// already ended: its deadline passed, or its user authenticated before the user's
     /// not-before time ([`Store::revoke_user_before`]) — an export taken before a
@@ -46,9 +48,10 @@ impl Store {
     /// refuse, that contradicts itself (last seen before created) or whose version
     /// could not grow (`SessionRecord::version`, from [`Session::MAX_VERSION`](crate::Session::MAX_VERSION) on);
     /// [`Error::UserSessionLimit`](crate::Error::UserSessionLimit) and [`Error::Full`](crate::Error::Full) as for a create.
-    pub fn import(&self, rec: SessionRecord) -> Result<bool> {
+    pub fn import(&self, mut rec: SessionRecord) -> Result<bool> {
         let inner = &*self.inner;
         rec.check(&inner.opts.limits)?;
+        rec.keep_address_as(inner.opts.address_privacy);
         let (id, key) = (rec.id, rec.token_hash.0);
         let user = rec.user.clone();
         let authenticated = rec.authenticated;

@@ -32,6 +32,7 @@ use crate::index::users::UserIndex;
 use crate::index::wheel::TimerHandle;
 use crate::model::change::Change;
 use crate::model::change::{Image, Record};
+use crate::model::details::Details;
 use crate::model::session::{UserId, signed_in_before};
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::padded::Padded;
@@ -75,7 +76,7 @@ pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
         Box::new(SessionState {
             id: img.id,
             user: img.user,
-            label: img.label,
+            details: img.details,
             created: img.created,
             authenticated: img.authenticated.into(),
             absolute: img.absolute,
@@ -365,7 +366,7 @@ impl Loader {
                     id,
                     hash,
                     user,
-                    label,
+                    details: Details::labelled(label),
                     created,
                     authenticated,
                     absolute,
@@ -404,6 +405,8 @@ impl Loader {
                 state.authenticated = Some(at).into();
                 state.version = version;
                 state.mark_seen(at);
+                // A login says nothing of how until its sign-in record follows.
+                state.set_factors(Vec::new());
                 self.insert(key, state);
             }
             Change::Unbind { id, version } => {
@@ -413,9 +416,12 @@ impl Loader {
                 state.user = None;
                 state.authenticated = MaybeTime::NONE;
                 state.version = version;
+                state.set_factors(Vec::new());
                 self.insert(key, state);
             }
-            Change::Label { id, label } => self.with(id, |s| s.label = label),
+            Change::Label { id, label } => self.with(id, |s| s.set_label(label)),
+            Change::SignIn { id, factors } => self.with(id, |s| s.set_factors(factors)),
+            Change::Device { id, device } => self.with(id, |s| s.set_device(device)),
             Change::Rotate {
                 id,
                 old,

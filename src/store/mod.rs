@@ -23,11 +23,13 @@
 mod budget;
 mod compact;
 mod create;
+mod device;
 mod end;
 mod expiry;
 mod export;
 mod instances;
 mod read;
+mod signin;
 mod stats;
 mod users;
 mod verify;

@@ -32,14 +32,16 @@ impl Store {
                 // Best effort: the touch is coalesced by the log, never a failure of a read.
                 let _ = inner.journal.append(|| Change::Touch { id: s.id, at: now });
             }
-            s.snapshot(inner.rules)
+            s.snapshot(inner.rules, &inner.opts.levels, now)
         })
     }
 
     /// Like [`Store::get`], but does not count as activity.
     pub fn peek(&self, token: &Token) -> Option<Session> {
         let inner = &*self.inner;
-        inner.read_live(token.hash().0, |s, _| s.snapshot(inner.rules))
+        inner.read_live(token.hash().0, |s, now| {
+            s.snapshot(inner.rules, &inner.opts.levels, now)
+        })
     }
 
     /// The user bound to the session `token` addresses, if it is live and has one.
@@ -52,7 +54,8 @@ impl Store {
     /// Does not count as activity.
     pub fn get_by_id(&self, id: SessionId) -> Option<Session> {
         let inner = &*self.inner;
-        inner.read_by_id(id, |s| s.snapshot(inner.rules))
+        let now = inner.now();
+        inner.read_by_id(id, |s| s.snapshot(inner.rules, &inner.opts.levels, now))
     }
 }
 

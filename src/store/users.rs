@@ -66,6 +66,8 @@ impl Store {
                 })?;
                 s.user = Some(user.clone());
                 s.authenticated = Some(now).into();
+                // A login says nothing of how (`login_with` records it next).
+                s.set_factors(Vec::new());
                 s.version = version;
                 s.mark_seen(now);
                 let deadline = s.deadline(inner.rules);
@@ -160,6 +162,7 @@ impl Store {
                 let t = inner.journal.append(|| Change::Unbind { id, version })?;
                 s.user = None;
                 s.authenticated = MaybeTime::NONE;
+                s.set_factors(Vec::new());
                 s.version = version;
                 Ok(Some(Some((t, s.last_seen().0))))
             })?;
@@ -191,7 +194,10 @@ impl Store {
         UserId::check(user, &inner.opts.limits)?;
         let ids = inner.users.lock_str(user).sessions(user);
         let mut out: Vec<Session> = Vec::with_capacity(ids.len());
-        inner.read_batch(&ids, |s| out.push(s.snapshot(inner.rules)));
+        let now = inner.now();
+        inner.read_batch(&ids, |s| {
+            out.push(s.snapshot(inner.rules, &inner.opts.levels, now));
+        });
         out.sort_by_key(|s| (s.created_at(), s.id()));
         Ok(out)
     }
@@ -347,7 +353,7 @@ impl Inner {
     /// Ends the sessions `ids`, taken from `user`'s list while `guards` holds the
     /// user's lock, with `reason`; reports each (an expired one as expired) and, for a
     /// revocation of the whole user, [`Event::UserRevoked`]. Returns how many were live.
-    fn revoke_listed(
+    pub(super) fn revoke_listed(
         &self,
         mut guards: UserGuards<'_>,
         user: UserId,

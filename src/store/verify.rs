@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::shard::{SlotRef, id_ix, shard_of};
 use crate::index::usage::cost;
 use crate::model::session::signed_in_before;
+use crate::model::signin::check_factors;
 use crate::model::token::SessionId;
 use crate::util::hash::IdHasher;
 
@@ -86,6 +87,20 @@ impl Inner {
                         owned += usize::from(s.user.is_some());
                         if s.data.encoded_len() > self.opts.limits.max_data_bytes {
                             return bad(format!("session {} data over the limit", s.id));
+                        }
+                        if let Some(d) = &s.details {
+                            if d.label.is_none() && d.factors.is_empty() && d.device.is_none() {
+                                return bad(format!("session {} holds empty details", s.id));
+                            }
+                            if check_factors(&d.factors).is_err() {
+                                return bad(format!("session {} has malformed factors", s.id));
+                            }
+                            if !d.factors.is_empty() && s.user.is_none() {
+                                return bad(format!("session {} has factors but no user", s.id));
+                            }
+                            if let Some(Err(why)) = d.device.as_ref().map(|d| d.check()) {
+                                return bad(format!("session {}: {why}", s.id));
+                            }
                         }
                     }
                     SlotRef::Alias(a) => {

@@ -130,7 +130,7 @@ impl Store {
                 id,
                 label: label.clone(),
             })?;
-            s.label.clone_from(&label);
+            s.set_label(label.clone());
             Ok(Some(t))
         })?;
         inner.wait(ticket)

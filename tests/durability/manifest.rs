@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use sessiondb::{Durability, Error, ManualClock, NewSession, Store, Timestamp, Token};
+use sessiondb::{
+    Device, Durability, Error, ManualClock, NewSession, SignIn, Store, Timestamp, Token,
+};
 
 use crate::helpers::{
     T0, bases, copy_dir, crash_image, crc32, frame_boundaries, last_segment, n_of, open, opts,
@@ -322,7 +324,7 @@ fn a_store_written_by_format_2_opens_with_everything() {
     // which cannot read a not-before record, refuses the store as newer than itself
     // instead of finding an unknown record in it and calling it damaged.
     let manifest = fs::read(dir.path().join("MANIFEST")).unwrap();
-    assert_eq!(manifest[8..12], 3u32.to_le_bytes());
+    assert_eq!(manifest[8..12], 4u32.to_le_bytes());
     // This build writes to it, then it opens again with all of the above.
     let (t, _) = store.create(NewSession::for_user("user0")).unwrap();
     drop(store);
@@ -391,15 +393,24 @@ fn a_store_written_by_format_3_opens_with_everything() {
     };
     let store = open(dir.path(), opts(&clock, Durability::Sync));
     check(&store);
-    // No assertion on the manifest's format number here: this build writes the format
-    // the fixture was written in. The format-4 change adds one, as the format-2 test
-    // above does for format 3.
-    // This build writes to it, then it opens again with all of the above.
-    let (t, _) = store.create(NewSession::for_user("user0")).unwrap();
+    // Once this build has it open, the manifest says format 4: a build of format 3,
+    // which cannot read a sign-in or device record, refuses the store as newer.
+    let manifest = fs::read(dir.path().join("MANIFEST")).unwrap();
+    assert_eq!(manifest[8..12], 4u32.to_le_bytes());
+    // This build writes to it (a session with factors and a device: the new
+    // records), then it opens again with all of the above.
+    let (t, _) = store
+        .create(
+            NewSession::for_user("user0")
+                .signed_in(SignIn::with("password"))
+                .device(Device::new().user_agent("Firefox")),
+        )
+        .unwrap();
     drop(store);
     let store = open(dir.path(), opts(&clock, Durability::Sync));
     check(&store);
-    assert!(store.peek(&t).is_some());
+    let s = store.peek(&t).unwrap();
+    assert_eq!((s.level(), s.user_agent()), (1, Some("Firefox")));
 }
 
 /// A sealed file is synced to its length before the manifest records it and never

@@ -19,12 +19,13 @@
 //! version 1 opens as before and is upgraded: its next files are written as version 2,
 //! and a manifest names them all; 3, the same as 2 with one more record type (a user's
 //! not-before time), so that a build that would not understand it refuses the store
-//! instead of calling it damaged.
+//! instead of calling it damaged; 4, three more (a session's sign-in factors, its
+//! device, and the image of a session that has either), for the same reason.
 
 use std::path::{Path, PathBuf};
 
 /// The newest format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
 /// The first format version whose store keeps a manifest: a file of this version or
 /// later in a directory without one means the manifest was lost.
 pub(crate) const MANIFEST_SINCE: u32 = 2;

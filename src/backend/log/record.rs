@@ -7,6 +7,7 @@
 //! structure, end reasons) before recovery applies them: a checksummed but malformed
 //! record is corruption, never a panic.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -16,8 +17,11 @@ use crate::backend::log::format::encode_frame;
 use crate::clock::Timestamp;
 use crate::model::change::{Change, Image, Record};
 use crate::model::data::SessionData;
+use crate::model::details::{Details, device_of, factors_of, label_of};
+use crate::model::device::DeviceInfo;
 use crate::model::event::EndReason;
 use crate::model::session::UserId;
+use crate::model::signin::{Factor, check_factors};
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::codec;
 
@@ -41,6 +45,13 @@ pub(crate) mod kind {
     pub(crate) const BATCH: u8 = 13;
     /// A user's not-before time (format 3 on); also in a base, one per such user.
     pub(crate) const NOT_BEFORE: u8 = 14;
+    /// A session's sign-in factors (format 4 on).
+    pub(crate) const SIGN_IN: u8 = 15;
+    /// A session's device (format 4 on).
+    pub(crate) const DEVICE: u8 = 16;
+    /// A session image with factors or a device (format 4 on); one without keeps
+    /// [`IMAGE`], so a visitor's image is as small as before.
+    pub(crate) const IMAGE_X: u8 = 17;
 }
 
 /// Appends a batch-opening frame to `out`.
@@ -148,6 +159,135 @@ struct ImageRec<'a> {
     version: u64,
     #[serde(with = "serde_bytes", borrow)]
     data: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct FactorRec<'a> {
+    method: &'a str,
+    level: u8,
+    at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignInRec<'a> {
+    id: u128,
+    #[serde(borrow)]
+    factors: Vec<FactorRec<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeviceRec<'a> {
+    #[serde(borrow)]
+    user_agent: Option<&'a str>,
+    /// 0: no address; 4: IPv4 (in the low 32 bits of `addr`); 6: IPv6.
+    family: u8,
+    addr: u128,
+    at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeviceChangeRec<'a> {
+    id: u128,
+    #[serde(borrow)]
+    device: DeviceRec<'a>,
+}
+
+/// An image with its factors and device.
+#[derive(Serialize, Deserialize)]
+struct ImageXRec<'a> {
+    #[serde(borrow)]
+    image: ImageRec<'a>,
+    #[serde(borrow)]
+    factors: Vec<FactorRec<'a>>,
+    #[serde(borrow)]
+    device: Option<DeviceRec<'a>>,
+}
+
+/// A session's factors and device, as the sled backend stores them (the same
+/// encoding as in an extended image's record).
+#[cfg(feature = "sled")]
+#[derive(Serialize, Deserialize)]
+struct DetailsRec<'a> {
+    #[serde(borrow)]
+    factors: Vec<FactorRec<'a>>,
+    #[serde(borrow)]
+    device: Option<DeviceRec<'a>>,
+}
+
+/// Encodes a session's factors and device (not its label).
+#[cfg(feature = "sled")]
+pub(crate) fn encode_details(factors: &[Factor], device: Option<&DeviceInfo>) -> Vec<u8> {
+    codec::encode(
+        &DetailsRec {
+            factors: factor_recs(factors),
+            device: device.map(device_rec),
+        },
+        None,
+    )
+    .expect("details always encode")
+}
+
+/// Decodes what [`encode_details`] wrote, validated.
+///
+/// # Errors
+/// What is malformed.
+#[cfg(feature = "sled")]
+pub(crate) fn decode_details(bytes: &[u8]) -> Result<(Vec<Factor>, Option<DeviceInfo>), String> {
+    let r: DetailsRec<'_> = decode(bytes)?;
+    Ok((
+        factors(&r.factors)?,
+        r.device.as_ref().map(device).transpose()?,
+    ))
+}
+
+fn factor_recs(factors: &[Factor]) -> Vec<FactorRec<'_>> {
+    factors
+        .iter()
+        .map(|f| FactorRec {
+            method: &f.method,
+            level: f.level,
+            at: f.at.0,
+        })
+        .collect()
+}
+
+fn factors(recs: &[FactorRec<'_>]) -> Result<Vec<Factor>, String> {
+    let out: Vec<Factor> = recs
+        .iter()
+        .map(|r| Factor::new(r.method, r.level, Timestamp(r.at)))
+        .collect();
+    check_factors(&out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn device_rec(d: &DeviceInfo) -> DeviceRec<'_> {
+    let (family, addr) = match d.address {
+        None => (0, 0),
+        Some(IpAddr::V4(a)) => (4, u128::from(u32::from(a))),
+        Some(IpAddr::V6(a)) => (6, u128::from(a)),
+    };
+    DeviceRec {
+        user_agent: d.user_agent.as_deref(),
+        family,
+        addr,
+        at: d.at.0,
+    }
+}
+
+fn device(r: &DeviceRec<'_>) -> Result<DeviceInfo, String> {
+    let address = match (r.family, r.addr) {
+        (0, 0) => None,
+        (4, a) if a <= u128::from(u32::MAX) => Some(IpAddr::V4(Ipv4Addr::from(a as u32))),
+        (6, a) => Some(IpAddr::V6(Ipv6Addr::from(a))),
+        _ => return Err("a malformed device address".into()),
+    };
+    let d = DeviceInfo {
+        user_agent: r.user_agent.map(Arc::from),
+        address,
+        at: Timestamp(r.at),
+    };
+    d.check()?;
+    Ok(d)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -305,6 +445,22 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
                 reason: reason_byte(*reason),
             },
         ),
+        Change::SignIn { id, factors } => push(
+            out,
+            kind::SIGN_IN,
+            &SignInRec {
+                id: id.0,
+                factors: factor_recs(factors),
+            },
+        ),
+        Change::Device { id, device } => push(
+            out,
+            kind::DEVICE,
+            &DeviceChangeRec {
+                id: id.0,
+                device: device_rec(device),
+            },
+        ),
         Change::Clear => encode_frame(out, kind::CLEAR, &[]),
         Change::NotBefore { user, at } => encode_not_before(out, user, *at),
         Change::Import(img) => encode_image(out, img),
@@ -313,23 +469,33 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
 
 /// Appends the frame of a session image (for a compacted base) to `out`.
 pub(crate) fn encode_image(out: &mut Vec<u8>, img: &Image) {
-    push(
-        out,
-        kind::IMAGE,
-        &ImageRec {
-            id: img.id.0,
-            hash: img.hash.0,
-            user: user_str(&img.user),
-            label: opt_str(&img.label),
-            created: img.created.0,
-            authenticated: img.authenticated.map(|t| t.0),
-            absolute: img.absolute.0,
-            idle_ms: img.idle_ms,
-            last_seen: img.last_seen.0,
-            version: img.version,
-            data: img.data.as_bytes(),
-        },
-    );
+    let rec = ImageRec {
+        id: img.id.0,
+        hash: img.hash.0,
+        user: user_str(&img.user),
+        label: label_of(&img.details).map(|l| &**l),
+        created: img.created.0,
+        authenticated: img.authenticated.map(|t| t.0),
+        absolute: img.absolute.0,
+        idle_ms: img.idle_ms,
+        last_seen: img.last_seen.0,
+        version: img.version,
+        data: img.data.as_bytes(),
+    };
+    let (factors, device) = (factors_of(&img.details), device_of(&img.details));
+    if factors.is_empty() && device.is_none() {
+        push(out, kind::IMAGE, &rec);
+    } else {
+        push(
+            out,
+            kind::IMAGE_X,
+            &ImageXRec {
+                image: rec,
+                factors: factor_recs(factors),
+                device: device.map(device_rec),
+            },
+        );
+    }
 }
 
 /// Appends the frame of a user's not-before time (a change, or a base's entry).
@@ -471,10 +637,29 @@ pub(crate) fn decode_record(
                 at: Timestamp(r.at),
             }
         }
+        kind::SIGN_IN => {
+            let r: SignInRec<'_> = decode(payload)?;
+            Change::SignIn {
+                id: SessionId(r.id),
+                factors: factors(&r.factors)?,
+            }
+        }
+        kind::DEVICE => {
+            let r: DeviceChangeRec<'_> = decode(payload)?;
+            Change::Device {
+                id: SessionId(r.id),
+                device: device(&r.device)?,
+            }
+        }
         kind::IMAGE => {
             let r: ImageRec<'_> = decode(payload)?;
             let user = r.user.map(|u| users.intern(u)).transpose()?;
             return Ok(Record::Image(image(&r, user)?));
+        }
+        kind::IMAGE_X => {
+            let r: ImageXRec<'_> = decode(payload)?;
+            let user = r.image.user.map(|u| users.intern(u)).transpose()?;
+            return Ok(Record::Image(image_x(&r, user)?));
         }
         kind::ALIAS => {
             let r: AliasRec = decode(payload)?;
@@ -489,13 +674,28 @@ pub(crate) fn decode_record(
     Ok(Record::Change(change))
 }
 
+/// An image with factors or a device.
+fn image_x(r: &ImageXRec<'_>, user: Option<UserId>) -> Result<Image, String> {
+    let mut img = image(&r.image, user)?;
+    let details = Details {
+        label: label(r.image.label),
+        factors: factors(&r.factors)?,
+        device: r.device.as_ref().map(device).transpose()?,
+    };
+    if details.factors.is_empty() && details.device.is_none() {
+        return Err("an extended image with neither factors nor device".into());
+    }
+    img.details = details.shared();
+    Ok(img)
+}
+
 #[inline]
 fn image(r: &ImageRec<'_>, user: Option<UserId>) -> Result<Image, String> {
     Ok(Image {
         id: SessionId(r.id),
         hash: TokenHash(r.hash),
         user,
-        label: label(r.label),
+        details: Details::labelled(label(r.label)),
         created: Timestamp(r.created),
         authenticated: r.authenticated.map(Timestamp),
         absolute: Timestamp(r.absolute),
@@ -540,6 +740,14 @@ pub(crate) fn decode_base_record(
                 None => NO_USER,
             };
             Ok(BaseRecord::Image(image(&r, None)?, user))
+        }
+        kind::IMAGE_X => {
+            let r: ImageXRec<'_> = decode(payload)?;
+            let user = match r.image.user {
+                Some(u) => users.index(u)?,
+                None => NO_USER,
+            };
+            Ok(BaseRecord::Image(image_x(&r, None)?, user))
         }
         kind::ALIAS => {
             let r: AliasRec = decode(payload)?;
@@ -661,6 +869,109 @@ mod tests {
             user: UserId::new("bob", &crate::options::Limits::default()).unwrap(),
             at: Timestamp(11),
         });
+        let factors = vec![
+            Factor::new("password", 1, Timestamp(12)),
+            Factor::new("oidc:google", 2, Timestamp(13)),
+        ];
+        round_trip(Change::SignIn {
+            id,
+            factors: factors.clone(),
+        });
+        round_trip(Change::SignIn {
+            id,
+            factors: Vec::new(),
+        });
+        for address in [None, Some("203.0.113.0"), Some("2001:db8::")] {
+            round_trip(Change::Device {
+                id,
+                device: DeviceInfo {
+                    user_agent: address.is_none().then(|| Arc::from("Firefox")),
+                    address: address.map(|a| a.parse().unwrap()),
+                    at: Timestamp(14),
+                },
+            });
+        }
+        // An image with factors and a device is an extended image, read back whole
+        // from a segment and from a base.
+        let img = Image {
+            id,
+            hash: TokenHash(3),
+            user: Some(UserId::new("carol", &crate::options::Limits::default()).unwrap()),
+            details: Details {
+                label: Some(Arc::from("phone")),
+                factors,
+                device: Some(DeviceInfo {
+                    user_agent: None,
+                    address: Some("10.0.0.0".parse().unwrap()),
+                    at: Timestamp(15),
+                }),
+            }
+            .shared(),
+            created: Timestamp(1),
+            authenticated: Some(Timestamp(2)),
+            absolute: Timestamp(99),
+            idle_ms: 0,
+            last_seen: Timestamp(3),
+            version: 4,
+            data: SessionData::new(),
+        };
+        let mut buf = Vec::new();
+        encode_image(&mut buf, &img);
+        let Frame::Ok { kind, payload, .. } = read_frame(&buf, 0) else {
+            panic!("frame did not read back");
+        };
+        assert_eq!(kind, kind::IMAGE_X);
+        let mut users = UserInterner::default();
+        assert_eq!(
+            decode_record(kind, payload, &mut users).unwrap(),
+            Record::Image(img.clone())
+        );
+        let BaseRecord::Image(mut from_base, ix) =
+            decode_base_record(kind, payload, &mut users).unwrap()
+        else {
+            panic!("not an image");
+        };
+        from_base.user = img.user.clone();
+        assert_ne!(ix, NO_USER);
+        assert_eq!(from_base, img);
+    }
+
+    #[test]
+    fn sign_in_and_device_records_that_break_the_rules_are_damage() {
+        let id = SessionId(1);
+        let too_many: Vec<Factor> = (0..9)
+            .map(|i| Factor::new(&format!("m{i}"), 1, Timestamp(1)))
+            .collect();
+        let twice = vec![
+            Factor::new("otp", 1, Timestamp(1)),
+            Factor::new("otp", 2, Timestamp(2)),
+        ];
+        let bad_name = vec![Factor::new("pass word", 1, Timestamp(1))];
+        for factors in [too_many, twice, bad_name] {
+            let mut buf = Vec::new();
+            encode_change(&mut buf, &Change::SignIn { id, factors });
+            let Frame::Ok { kind, payload, .. } = read_frame(&buf, 0) else {
+                panic!("frame did not read back");
+            };
+            assert!(decode_record(kind, payload, &mut UserInterner::default()).is_err());
+        }
+        let empty = DeviceInfo {
+            user_agent: None,
+            address: None,
+            at: Timestamp(1),
+        };
+        let unclean = DeviceInfo {
+            user_agent: Some(Arc::from("a\nb")),
+            ..empty.clone()
+        };
+        for device in [empty, unclean] {
+            let mut buf = Vec::new();
+            encode_change(&mut buf, &Change::Device { id, device });
+            let Frame::Ok { kind, payload, .. } = read_frame(&buf, 0) else {
+                panic!("frame did not read back");
+            };
+            assert!(decode_record(kind, payload, &mut UserInterner::default()).is_err());
+        }
     }
 
     #[test]

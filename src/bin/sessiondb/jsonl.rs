@@ -24,23 +24,39 @@
 //! {"v":2,"not_before":{"user":"alice","at_ms":<u64>}}
 //! ```
 //!
-//! Session lines are still written as version 1, so an export without not-before
-//! times stays readable by a build of schema 1, and one with them is refused by it
-//! whole (it checks every line before importing any) rather than imported without
-//! them.
+//! Version 3 adds how a session signed in and its device (`Store::login_with`,
+//! `Store::seen_from`), on its session line:
+//!
+//! ```text
+//! {"v":3, ...the fields of version 1...,
+//!  "factors":[{"method":"password","level":1,"at_ms":<u64>},...],
+//!  "user_agent":"Mozilla/5.0 ..."|null,"address":"203.0.113.0"|null,
+//!  "device_ms":<u64>|null}
+//! ```
+//!
+//! Each line is written at the lowest version that holds it (a session with neither
+//! factors nor a device is a version-1 line), so an export without the newer fields
+//! stays readable by an older build, and one with them is refused by it whole (it
+//! checks every line before importing any) rather than imported without them.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
-use sessiondb::{Limits, SessionData, SessionId, SessionRecord, Timestamp, TokenHash, UserId};
+use sessiondb::{
+    Factor, Limits, SessionData, SessionId, SessionRecord, Timestamp, TokenHash, UserId,
+};
 
 /// The schema version of a session line (this build reads it on any line).
 pub const SCHEMA_VERSION: u64 = 1;
-/// The newest schema version this build reads: a not-before line's.
+/// The schema version of a not-before line.
 pub const NOT_BEFORE_VERSION: u64 = 2;
+/// The schema version of a session line with factors or a device; the newest this
+/// build reads.
+pub const DETAILS_VERSION: u64 = 3;
 
 /// What one line holds.
 pub enum Item {
@@ -109,12 +125,41 @@ pub struct Line {
     pub version: u64,
     /// Key → base64 of the raw value bytes, in key order.
     pub data: BTreeMap<String, String>,
+    /// How the user signed in (version 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub factors: Vec<FactorLine>,
+    /// The client's user agent (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client's address as stored (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// When the device was recorded (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_ms: Option<u64>,
+}
+
+/// One factor of a session line.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorLine {
+    /// The method's name.
+    pub method: String,
+    /// The level its step reached.
+    pub level: u8,
+    /// When.
+    pub at_ms: u64,
 }
 
 /// The line for `rec`.
 pub fn to_line(rec: &SessionRecord) -> Line {
+    let details = !rec.factors.is_empty() || rec.device_seen_at.is_some();
     Line {
-        v: SCHEMA_VERSION,
+        v: if details {
+            DETAILS_VERSION
+        } else {
+            SCHEMA_VERSION
+        },
         id: rec.id.to_string(),
         token_hash: format!("{:032x}", rec.token_hash.as_u128()),
         user: rec.user.as_ref().map(|u| u.as_str().to_owned()),
@@ -132,6 +177,18 @@ pub fn to_line(rec: &SessionRecord) -> Line {
             .iter()
             .map(|(k, v)| (k.to_owned(), BASE64.encode(v)))
             .collect(),
+        factors: rec
+            .factors
+            .iter()
+            .map(|f| FactorLine {
+                method: f.method().to_owned(),
+                level: f.level(),
+                at_ms: f.at().as_millis(),
+            })
+            .collect(),
+        user_agent: rec.user_agent.clone(),
+        address: rec.address.map(|a| a.to_string()),
+        device_ms: rec.device_seen_at.map(Timestamp::as_millis),
     }
 }
 
@@ -145,12 +202,12 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Item, String> {
     };
     let v = match obj.get("v") {
         None => return Err("missing \"v\", the schema version".into()),
-        Some(v) => v.as_u64().filter(|v| (1..=NOT_BEFORE_VERSION).contains(v)),
+        Some(v) => v.as_u64().filter(|v| (1..=DETAILS_VERSION).contains(v)),
     };
     let Some(v) = v else {
         return Err(format!(
             "schema version {} is not supported; this sessiondb reads versions 1 to \
-             {NOT_BEFORE_VERSION}",
+             {DETAILS_VERSION}",
             obj["v"]
         ));
     };
@@ -166,6 +223,16 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Item, String> {
         return Ok(Item::NotBefore(user, Timestamp(line.not_before.at_ms)));
     }
     let line: Line = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let details = !line.factors.is_empty()
+        || line.user_agent.is_some()
+        || line.address.is_some()
+        || line.device_ms.is_some();
+    if details && v < DETAILS_VERSION {
+        return Err(format!(
+            "\"factors\", \"user_agent\", \"address\" and \"device_ms\" need schema \
+             version {DETAILS_VERSION}"
+        ));
+    }
     from_line(line, limits).map(|rec| Item::Session(Box::new(rec)))
 }
 
@@ -219,7 +286,15 @@ fn from_line(line: Line, limits: &Limits) -> Result<SessionRecord, String> {
             limits.max_data_bytes
         ));
     }
-    Ok(SessionRecord {
+    let address = line
+        .address
+        .as_deref()
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map_err(|_| format!("\"address\": {a:?} is not an IP address"))
+        })
+        .transpose()?;
+    let rec = SessionRecord {
         id,
         token_hash,
         user,
@@ -234,7 +309,17 @@ fn from_line(line: Line, limits: &Limits) -> Result<SessionRecord, String> {
         last_seen: Timestamp(line.last_seen_ms),
         version: line.version,
         data,
-    })
+        factors: line
+            .factors
+            .iter()
+            .map(|f| Factor::new(&f.method, f.level, Timestamp(f.at_ms)))
+            .collect(),
+        user_agent: line.user_agent,
+        address,
+        device_seen_at: line.device_ms.map(Timestamp),
+    };
+    rec.check(limits).map_err(|e| e.to_string())?;
+    Ok(rec)
 }
 
 fn parse_hash(s: &str) -> Result<TokenHash, String> {
@@ -277,7 +362,7 @@ mod tests {
         }
         for (bad, want) in [
             (line.replace("\"v\":2", "\"v\":1"), "needs schema version 2"),
-            (line.replace("\"v\":2", "\"v\":3"), "not supported"),
+            (line.replace("\"v\":2", "\"v\":4"), "not supported"),
             (line.replace("alice", ""), "\"user\""),
             (line.replace("1234", "-1"), "invalid value"),
             (line.replace("\"at_ms\":1234,", ""), "missing field `at_ms`"),
@@ -302,12 +387,45 @@ mod tests {
     }
 
     #[test]
+    fn a_session_with_factors_and_a_device_is_a_version_3_line_that_round_trips() {
+        let line = GOOD.replace("\"v\":1", "\"v\":3").replace(
+            "}}",
+            "},\"factors\":[{\"method\":\"password\",\"level\":1,\"at_ms\":1500}],\
+             \"user_agent\":\"Firefox\",\"address\":\"203.0.113.0\",\"device_ms\":1600}",
+        );
+        let rec = session(&line).unwrap();
+        assert_eq!(rec.factors[0].method(), "password");
+        assert_eq!(rec.address, Some("203.0.113.0".parse().unwrap()));
+        assert_eq!(serde_json::to_string(&to_line(&rec)).unwrap(), line);
+        for (bad, want) in [
+            (line.replace("\"v\":3", "\"v\":2"), "need schema version 3"),
+            (line.replace("password", "pass word"), "invalid sign-in"),
+            (
+                line.replace("203.0.113.0", "203.0.113"),
+                "not an IP address",
+            ),
+            (line.replace(",\"device_ms\":1600", ""), "device_seen_at"),
+            (
+                line.replace("\"user\":\"alice\"", "\"user\":null"),
+                "no user",
+            ),
+            (
+                line.replace("\"level\":1", "\"level\":256"),
+                "invalid value",
+            ),
+        ] {
+            let err = session(&bad).err().unwrap_or_default();
+            assert!(err.contains(want), "{bad}: {err:?} should say {want:?}");
+        }
+    }
+
+    #[test]
     fn each_kind_of_bad_line_is_refused_with_what_was_wrong() {
         let cases = [
             ("{", "not valid JSON"),
             ("[1]", "expected a JSON object"),
             (r#"{"id":"x"}"#, "missing \"v\""),
-            (r#"{"v":3}"#, "schema version 3 is not supported"),
+            (r#"{"v":4}"#, "schema version 4 is not supported"),
             (
                 &GOOD.replace("\"version\":3", "\"version\":3,\"x\":1"),
                 "unknown field",
