@@ -149,6 +149,11 @@ struct CliDoctests;
 #[doc = include_str!("../docs/performance.md")]
 struct PerformanceDoctests;
 
+/// docs/devices.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/devices.md")]
+struct DevicesDoctests;
+
 /// docs/observability.md as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/observability.md")]

@@ -490,6 +490,34 @@ impl Sessions {
             .step_up(token, how.clone()))
     }
 
+    /// Binds `user` and records how they signed in, without rotating the token (for a
+    /// framework that rotates its ids itself): [`Store::bind_user_with`].
+    ///
+    /// # Errors
+    /// As the backend's `bind_user_with`.
+    pub async fn bind_user_with(&self, token: &Token, user: &str, how: SignIn) -> Result<()> {
+        write!(
+            self,
+            (token, user, how),
+            |s| s.bind_user_with(token, user, how.clone()),
+            |r| r.bind_user_with(token, user, how.clone())
+        )
+    }
+
+    /// Records a step-up without rotating the token (for a framework that rotates its
+    /// ids itself): [`Store::add_sign_in`].
+    ///
+    /// # Errors
+    /// As the backend's `add_sign_in`.
+    pub async fn add_sign_in(&self, token: &Token, how: SignIn) -> Result<()> {
+        write!(
+            self,
+            (token, how),
+            |s| s.add_sign_in(token, how.clone()),
+            |r| r.add_sign_in(token, how.clone())
+        )
+    }
+
     /// Records the client a request came from, when it changed, at most once per
     /// touch interval: [`Store::seen_from`]. Returns whether it wrote.
     ///

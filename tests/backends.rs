@@ -224,6 +224,38 @@ on_every_backend! {
     the_full_address_is_kept_only_when_asked with sessiondb::Options::default().address_privacy(sessiondb::AddressPrivacy::Full);
     no_address_is_kept_when_omitted with sessiondb::Options::default().address_privacy(sessiondb::AddressPrivacy::Omit);
     factors_and_devices_survive_export_and_import_and_an_import_keeps_only_what_the_store_keeps;
+    bind_user_with_and_add_sign_in_record_how_without_rotating;
+}
+
+async fn bind_user_with_and_add_sign_in_record_how_without_rotating(s: &Sessions) {
+    let (t, _) = s.create(NewSession::anonymous()).await.unwrap();
+    assert!(matches!(
+        s.add_sign_in(&t, SignIn::with("otp")).await,
+        Err(Error::NotSignedIn)
+    ));
+    s.bind_user_with(&t, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    let got = s.get(&t).await.unwrap().expect("the same token");
+    assert_eq!(methods(&got), [("password", 1)]);
+    s.add_sign_in(&t, SignIn::with("otp").level(2))
+        .await
+        .unwrap();
+    let got = s.get(&t).await.unwrap().expect("still the same token");
+    assert_eq!(methods(&got), [("password", 1), ("otp", 2)]);
+    assert_eq!(got.level(), 2);
+    // A plain bind forgets how.
+    s.bind_user(&t, "alice").await.unwrap();
+    assert!(s.get(&t).await.unwrap().unwrap().factors().is_empty());
+    assert!(matches!(
+        s.bind_user_with(&t, "alice", SignIn::with("")).await,
+        Err(Error::InvalidSignIn { .. })
+    ));
+    assert!(matches!(
+        s.add_sign_in(&Token::generate().unwrap(), SignIn::with("otp"))
+            .await,
+        Err(Error::Ended)
+    ));
 }
 
 fn ip(s: &str) -> std::net::IpAddr {

@@ -13,7 +13,8 @@ use cli_bin::{Filled, bin, fill, serial, stderr, stdout};
 #[cfg(feature = "sled")]
 use sessiondb::BackendKind;
 use sessiondb::{
-    ManualClock, NewSession, Options, SessionId, SessionRecord, Store, Timestamp, Token,
+    Device, ManualClock, NewSession, Options, SessionId, SessionRecord, SignIn, Store, Timestamp,
+    Token,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -1057,4 +1058,59 @@ fn a_store_open_to_others_that_cannot_be_made_private_is_refused() {
     ok(&dir, &["stats"]);
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("LOCK")), 0o600);
+}
+
+#[test]
+fn show_list_and_export_say_how_each_session_signed_in_and_from_what_device() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let (visitor, _) = store.create(NewSession::anonymous()).unwrap();
+    let t = store
+        .login_with(&visitor, "alice", SignIn::with("password"))
+        .unwrap();
+    let t = store.step_up(&t, SignIn::with("otp").level(2)).unwrap();
+    let device = Device::new()
+        .user_agent("Firefox/140")
+        .address("203.0.113.77".parse().unwrap());
+    assert!(store.seen_from(&t, &device).unwrap());
+    let id = store.peek(&t).unwrap().id().to_string();
+    store.close().unwrap();
+
+    let text = ok(dir.path(), &["show", &id]);
+    assert!(text.contains("signed in   password"), "{text}");
+    assert!(
+        text.contains("otp (level 2)") && text.contains("level now 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("device      \"Firefox/140\" from 203.0.113.0"),
+        "{text}"
+    );
+    let j = ok_json(dir.path(), &["show", &id, "--json"]);
+    assert_eq!(j["factors"][1]["method"], "otp");
+    assert_eq!(
+        (j["level"].as_u64(), j["address"].as_str()),
+        (Some(2), Some("203.0.113.0"))
+    );
+    let text = ok(dir.path(), &["list", "--user", "alice"]);
+    assert!(
+        text.contains("SIGNED IN WITH") && text.contains("password,otp"),
+        "{text}"
+    );
+
+    // Exported as a schema-3 line, imported with all of it.
+    let exported = ok(dir.path(), &["export"]);
+    let j: serde_json::Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    assert_eq!(j["v"], 3);
+    assert_eq!(j["user_agent"], "Firefox/140");
+    let dst = tempfile::tempdir().unwrap();
+    let file = dst.path().join("backup.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    let target = dst.path().join("restored");
+    ok(&target, &["import", file.to_str().unwrap()]);
+    let restored = reopen(&target);
+    let s = restored.peek(&t).unwrap();
+    assert_eq!((s.level(), s.user_agent()), (2, Some("Firefox/140")));
+    assert_eq!(s.factors().len(), 2);
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessiondb::tower_sessions::{Error as HelperError, SessionDbStore};
-use sessiondb::{Options, Store, Timestamp};
+use sessiondb::{Device, Options, SignIn, Store, Timestamp};
 use time::OffsetDateTime;
 use tower_app::{Backend, verify};
 use tower_sessions::Session;
@@ -335,6 +335,67 @@ async fn password_changed_signs_this_session_in_afresh_and_ends_the_older_ones_f
     verify(&store);
 }
 
+async fn login_with_step_up_and_seen_from_show_on_the_devices_page(b: Backend) {
+    let (store, _held) = store_on!(b);
+    let backend = Arc::new(store.clone());
+    let session = Session::new(None, backend.clone(), None);
+    session.insert("cart", 1).await.unwrap();
+    session.save().await.unwrap();
+    store
+        .login_with(&session, "alice", SignIn::with("password"))
+        .await
+        .unwrap();
+    session.save().await.unwrap();
+    let firefox = Device::new()
+        .user_agent("Firefox/140")
+        .address("192.0.2.7".parse().unwrap());
+    assert!(store.seen_from(&session, &firefox).await.unwrap());
+    assert!(
+        !store.seen_from(&session, &firefox).await.unwrap(),
+        "unchanged"
+    );
+    let before = session.id().unwrap();
+    store
+        .step_up(&session, SignIn::with("otp").level(2))
+        .await
+        .unwrap();
+    session.save().await.unwrap();
+    assert_ne!(session.id().unwrap(), before, "a step-up rotates the id");
+    assert_eq!(store.load(&before).await.unwrap(), None);
+    assert_eq!(session.get::<i32>("cart").await.unwrap(), Some(1));
+    let rows = store.devices(&session).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert!(row.current);
+    let methods: Vec<_> = row
+        .factors
+        .iter()
+        .map(|f| (f.method(), f.level()))
+        .collect();
+    assert_eq!(methods, [("password", 1), ("otp", 2)]);
+    assert_eq!(row.level, 2);
+    assert_eq!(row.user_agent.as_deref(), Some("Firefox/140"));
+    assert_eq!(row.address, Some("192.0.2.0".parse().unwrap()));
+    // A visitor cannot step up, and a session not stored yet has no device to record.
+    let visitor = Session::new(None, backend.clone(), None);
+    assert!(!store.seen_from(&visitor, &firefox).await.unwrap());
+    visitor.insert("k", 1).await.unwrap();
+    visitor.save().await.unwrap();
+    assert!(matches!(
+        store.step_up(&visitor, SignIn::with("otp")).await,
+        Err(HelperError::NotLoggedIn)
+    ));
+    assert!(matches!(
+        store.login_with(&visitor, "bob", SignIn::with("")).await,
+        Err(HelperError::Store(sessiondb::Error::InvalidSignIn { .. }))
+    ));
+    assert!(
+        store.user(&visitor).await.unwrap().is_none(),
+        "nothing changed"
+    );
+    verify(&store);
+}
+
 async fn helpers_refuse_an_anonymous_session(b: Backend) {
     let (store, _held) = store_on!(b);
     let session = Session::new(None, Arc::new(store.clone()), None);
@@ -389,6 +450,7 @@ macro_rules! all_tests {
                 data_past_the_limits_is_refused_and_changes_nothing,
                 login_then_rotate_keep_public_id_times_and_user,
                 helpers_refuse_an_anonymous_session,
+                login_with_step_up_and_seen_from_show_on_the_devices_page,
                 logout_others_keeps_this_session_and_ends_the_users_others,
                 password_changed_signs_this_session_in_afresh_and_ends_the_older_ones_for_good,
                 load_never_returns_an_expired_record_even_unreaped,

@@ -139,7 +139,9 @@ use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::model::data::SessionData;
+use crate::model::device::Device as ClientDevice;
 use crate::model::session::{NewSession, UserId};
+use crate::model::signin::SignIn;
 use crate::model::token::{SessionId, Token};
 use crate::store::Store;
 
@@ -343,13 +345,77 @@ impl SessionDbStore {
     /// refuses (the session is then rotated but anonymous); [`Error::Discarded`] after
     /// `renew` or `purge` in the same request.
     pub async fn login(&self, session: &Session, user: &str) -> Result<(), Error> {
+        self.login_inner(session, user, None).await
+    }
+
+    /// [`SessionDbStore::login`] that also records how the user proved who they are
+    /// (the methods and the level: [`crate::Store::login_with`]), shown on the devices
+    /// page and asked by [`crate::Session::authenticated_within`].
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`crate::Error::InvalidSignIn`] for a malformed `how`
+    /// (before anything changes); otherwise as [`SessionDbStore::login`].
+    pub async fn login_with(
+        &self,
+        session: &Session,
+        user: &str,
+        how: SignIn,
+    ) -> Result<(), Error> {
+        how.check()?;
+        self.login_inner(session, user, Some(how)).await
+    }
+
+    /// A step-up on this request's session ("sudo mode"): gives it a new key, as a
+    /// privilege change should, then adds `how`'s methods at its level
+    /// ([`crate::Store::step_up`]).
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] with
+    /// [`crate::Error::InvalidSignIn`] for a malformed `how`; as
+    /// [`SessionDbStore::rotate`].
+    pub async fn step_up(&self, session: &Session, how: SignIn) -> Result<(), Error> {
+        how.check()?;
+        self.user(session).ok_or(Error::NotLoggedIn)?;
+        self.rotate(session).await?;
+        let token = current_token(session).ok_or(Error::NotLoggedIn)?;
+        self.write(move |e| e.add_sign_in(&token, how)).await?;
+        Ok(())
+    }
+
+    /// Records the client this request came from for the devices page
+    /// ([`crate::Store::seen_from`]: a write only when it changed, at most once per
+    /// touch interval). Returns whether it wrote; false for a session not stored yet.
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`crate::Error::Ended`] if the session ended meanwhile.
+    pub async fn seen_from(&self, session: &Session, device: &ClientDevice) -> Result<bool, Error> {
+        let Some(token) = current_token(session) else {
+            return Ok(false);
+        };
+        let device = device.clone();
+        Ok(self.write(move |e| e.seen_from(&token, &device)).await?)
+    }
+
+    async fn login_inner(
+        &self,
+        session: &Session,
+        user: &str,
+        how: Option<SignIn>,
+    ) -> Result<(), Error> {
         UserId::new(user, &self.engine.options().limits)?;
         let user = user.to_owned();
         if self.rotate(session).await? {
             let token = current_token(session).ok_or(Error::Store(crate::error::Error::Ended))?;
-            self.write(move |e| e.bind_user(&token, &user)).await?;
+            self.write(move |e| match how {
+                Some(how) => e.bind_user_with(&token, &user, how),
+                None => e.bind_user(&token, &user),
+            })
+            .await?;
         } else {
-            let new = NewSession::for_user(user).idle_timeout(Duration::ZERO);
+            let mut new = NewSession::for_user(user).idle_timeout(Duration::ZERO);
+            if let Some(how) = how {
+                new = new.signed_in(how);
+            }
             self.store_new(session, new).await?;
         }
         Ok(())

@@ -18,8 +18,11 @@ pub mod tower_sessions;
 #[cfg(feature = "actix-session")]
 pub(crate) const RETRY_AFTER_SECS: &str = "30";
 
+use std::net::IpAddr;
+
 use crate::clock::Timestamp;
 use crate::model::session::{Session, UserId};
+use crate::model::signin::Factor;
 use crate::model::token::SessionId;
 #[cfg(feature = "tower-sessions")]
 use crate::sessions::Sessions;
@@ -45,6 +48,17 @@ pub struct Device {
     pub expires: Timestamp,
     /// Whether it is the session of the request that asked.
     pub current: bool,
+    /// How its user signed in: each method, the level its step reached, and when
+    /// (empty if the login said nothing of how).
+    pub factors: Vec<Factor>,
+    /// Its assurance level now ([`crate::Session::level`]).
+    pub level: u8,
+    /// The client's user agent as last recorded (each store's `seen_from`): parse it
+    /// for "Firefox on Linux" as the app sees fit.
+    pub user_agent: Option<String>,
+    /// The client's address as last recorded, as the store keeps it (by default its
+    /// /24 or /48 network: [`crate::Options::address_privacy`]).
+    pub address: Option<IpAddr>,
 }
 
 /// `s` as a row of a devices page.
@@ -57,6 +71,10 @@ fn device(s: Session, current: Option<SessionId>) -> Device {
         authenticated: s.authenticated_at(),
         expires: s.expires_at(),
         current: Some(s.id()) == current,
+        factors: s.factors().to_vec(),
+        level: s.level(),
+        user_agent: s.user_agent().map(str::to_owned),
+        address: s.address(),
     }
 }
 

@@ -150,7 +150,9 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use crate::clock::Timestamp;
 use crate::model::data::SessionData;
+use crate::model::device::Device as ClientDevice;
 use crate::model::session::{NewSession, UserId};
+use crate::model::signin::SignIn;
 use crate::model::token::{SessionId, Token};
 use crate::sessions::Sessions;
 
@@ -324,6 +326,62 @@ impl SessionDbStore {
     /// refuses (the session is then rotated but anonymous); [`Error::Session`] if
     /// tower-sessions cannot load or save the session.
     pub async fn login(&self, session: &Session, user: &str) -> Result<(), Error> {
+        self.login_inner(session, user, None).await
+    }
+
+    /// [`SessionDbStore::login`] that also records how the user proved who they are
+    /// (the methods and the level: [`crate::Sessions::login_with`]), shown on the
+    /// devices page and asked by [`crate::Session::authenticated_within`].
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`crate::Error::InvalidSignIn`] for a malformed `how`
+    /// (before anything changes); otherwise as [`SessionDbStore::login`].
+    pub async fn login_with(
+        &self,
+        session: &Session,
+        user: &str,
+        how: SignIn,
+    ) -> Result<(), Error> {
+        how.check()?;
+        self.login_inner(session, user, Some(how)).await
+    }
+
+    /// A step-up on this request's session ("sudo mode": the user proved their
+    /// password again, or a second factor): rotates its id, as a privilege change
+    /// should, then adds `how`'s methods at its level ([`crate::Sessions::step_up`]).
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`] if this session has no user; [`Error::Store`] with
+    /// [`crate::Error::InvalidSignIn`] for a malformed `how`; as
+    /// [`SessionDbStore::rotate`].
+    pub async fn step_up(&self, session: &Session, how: SignIn) -> Result<(), Error> {
+        how.check()?;
+        self.user(session).await?.ok_or(Error::NotLoggedIn)?;
+        self.rotate(session).await?;
+        let id = session.id().ok_or(Error::NotLoggedIn)?;
+        self.sessions.add_sign_in(&Self::token(id), how).await?;
+        Ok(())
+    }
+
+    /// Records the client this request came from for the devices page
+    /// ([`crate::Sessions::seen_from`]: a write only when it changed, at most once per
+    /// touch interval). Returns whether it wrote; false for a session not stored yet.
+    ///
+    /// # Errors
+    /// [`Error::Store`] with [`crate::Error::Ended`] if the session ended meanwhile.
+    pub async fn seen_from(&self, session: &Session, device: &ClientDevice) -> Result<bool, Error> {
+        match session.id() {
+            Some(id) => Ok(self.sessions.seen_from(&Self::token(id), device).await?),
+            None => Ok(false),
+        }
+    }
+
+    async fn login_inner(
+        &self,
+        session: &Session,
+        user: &str,
+        how: Option<SignIn>,
+    ) -> Result<(), Error> {
         UserId::new(user, &self.sessions.options().limits)?;
         self.rotate(session).await?;
         if session.id().is_none() {
@@ -332,7 +390,14 @@ impl SessionDbStore {
         let id = session
             .id()
             .ok_or(Error::Store(crate::error::Error::Ended))?;
-        self.sessions.bind_user(&Self::token(id), user).await?;
+        match how {
+            Some(how) => {
+                self.sessions
+                    .bind_user_with(&Self::token(id), user, how)
+                    .await?;
+            }
+            None => self.sessions.bind_user(&Self::token(id), user).await?,
+        }
         // tower-sessions sends the cookie only for a modified session; a visitor's
         // first request may have changed nothing else.
         session.set_expiry(session.expiry());

@@ -978,11 +978,26 @@ impl RedisStore {
     /// # Errors
     /// As [`crate::Store::bind_user`], and [`Error::Unavailable`].
     pub async fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
+        self.bind_inner(token, user, "").await
+    }
+
+    /// Binds `user` and records how they signed in, without rotating the token, as
+    /// [`crate::Store::bind_user_with`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::bind_user_with`], and [`Error::Unavailable`].
+    pub async fn bind_user_with(&self, token: &Token, user: &str, how: SignIn) -> Result<()> {
+        how.check()?;
+        self.bind_inner(token, user, &sign_in_text(&how)).await
+    }
+
+    async fn bind_inner(&self, token: &Token, user: &str, factors: &str) -> Result<()> {
         UserId::new(user, &self.inner.opts.limits)?;
         let h = hash_hex(token);
         let reply = self.call("bind", |inv| {
             inv.arg(&h).arg(user);
             self.limit_args(inv);
+            inv.arg(factors);
         });
         match reply.await? {
             r if r.status() == "ok" => Ok(()),
@@ -1016,35 +1031,55 @@ impl RedisStore {
     /// As [`crate::Store::step_up`], and [`Error::Unavailable`].
     pub async fn step_up(&self, token: &Token, how: SignIn) -> Result<Token> {
         how.check()?;
-        let old = hash_hex(token);
-        let grace = ms(self.inner.opts.rotation_grace);
         loop {
             let fresh = token::fresh_token(|b| self.inner.entropy.lock().fill(b))?;
-            let new = hash_hex(&fresh);
-            let reply = self
-                .call("step_up", |inv| {
-                    inv.arg(&old)
-                        .arg(&new)
-                        .arg(grace)
-                        .arg(sign_in_text(&how))
-                        .arg(SignIn::MAX_FACTORS);
-                })
-                .await?;
-            match reply.status() {
-                "ok" => return Ok(fresh),
-                "exists" if new != old => continue,
-                "not_signed_in" => return Err(Error::NotSignedIn),
-                "too_many" => {
-                    return Err(Error::InvalidSignIn {
-                        reason: format!(
-                            "the session would hold {} methods, more than {}",
-                            reply.str(1)?,
-                            SignIn::MAX_FACTORS
-                        ),
-                    });
-                }
-                _ => return Err(self.refusal(&reply, None, "step_up")),
+            match self.step_up_inner(token, Some(&fresh), &how).await {
+                Err(Error::Exists { .. }) => continue, // a fresh draw collided
+                other => return other.map(|()| fresh),
             }
+        }
+    }
+
+    /// Records a step-up without rotating the token, as
+    /// [`crate::Store::add_sign_in`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::add_sign_in`], and [`Error::Unavailable`].
+    pub async fn add_sign_in(&self, token: &Token, how: SignIn) -> Result<()> {
+        how.check()?;
+        self.step_up_inner(token, None, &how).await
+    }
+
+    async fn step_up_inner(
+        &self,
+        token: &Token,
+        fresh: Option<&Token>,
+        how: &SignIn,
+    ) -> Result<()> {
+        let old = hash_hex(token);
+        let grace = ms(self.inner.opts.rotation_grace);
+        let new = fresh.map(hash_hex).unwrap_or_default();
+        let reply = self
+            .call("step_up", |inv| {
+                inv.arg(&old)
+                    .arg(&new)
+                    .arg(grace)
+                    .arg(sign_in_text(how))
+                    .arg(SignIn::MAX_FACTORS);
+            })
+            .await?;
+        match reply.status() {
+            "ok" => Ok(()),
+            "exists" if new != old => Err(Error::Exists { what: "token" }),
+            "not_signed_in" => Err(Error::NotSignedIn),
+            "too_many" => Err(Error::InvalidSignIn {
+                reason: format!(
+                    "the session would hold {} methods, more than {}",
+                    reply.str(1)?,
+                    SignIn::MAX_FACTORS
+                ),
+            }),
+            _ => Err(self.refusal(&reply, None, "step_up")),
         }
     }
 

@@ -486,11 +486,11 @@ local function bind(s, user, max, policy, f)
   return nil
 end
 
--- bind: h user max policy
+-- bind: h user max policy factors ('' none; dated now)
 if OP == 'bind' then
   local s = resolve(A[1])
   if not s then return { 'ended' } end
-  return bind(s, A[2], tonumber(A[3]), A[4]) or ok()
+  return bind(s, A[2], tonumber(A[3]), A[4], factors_text(factors_of(A[5]), NOW)) or ok()
 end
 
 if OP == 'unbind' then
@@ -559,12 +559,18 @@ if OP == 'login' then
   return ok()
 end
 
--- step_up: old_h new_h grace_ms factors. Rotates, and adds the factors (dated now) to
--- the session's, replacing those of the same methods; refused if no user is signed
--- in, or if more than `max` factors would result.
+-- step_up: old_h new_h grace_ms factors max. Rotates (unless new_h is ''), and adds
+-- the factors (dated now) to the session's, replacing those of the same methods;
+-- refused if no user is signed in, or if more than `max` factors would result.
 if OP == 'step_up' then
-  local s, err = rotatable(A[1], A[2])
-  if err then return err end
+  local s, err
+  if A[2] == '' then
+    s = resolve(A[1])
+    if not s then return { 'ended' } end
+  else
+    s, err = rotatable(A[1], A[2])
+    if err then return err end
+  end
   if not s.u then return { 'not_signed_in' } end
   local new = factors_of(A[4])
   local out = {}
@@ -581,7 +587,7 @@ if OP == 'step_up' then
   end
   if #out > tonumber(A[5]) then return { 'too_many', fmt(#out) } end
   s.f = factors_text(out)
-  rotate(s, A[2], tonumber(A[3]))
+  if A[2] == '' then store(s) else rotate(s, A[2], tonumber(A[3])) end
   return ok()
 end
 

@@ -82,6 +82,35 @@ impl Store {
         Ok(fresh)
     }
 
+    /// [`Store::bind_user`] that also records how the user signed in, without
+    /// rotating the token: for a framework that rotates its session ids itself (as
+    /// `bind_user` is to [`Store::login`]). Prefer [`Store::login_with`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignIn`] for a malformed `how` (nothing changed); otherwise as
+    /// [`Store::bind_user`].
+    pub fn bind_user_with(&self, token: &Token, user: &str, how: SignIn) -> Result<()> {
+        how.check()?;
+        self.bind_user(token, user)?;
+        let uid = UserId::new(user, &self.inner.opts.limits)?;
+        self.inner.sign_in(token, &uid, &how, true)
+    }
+
+    /// [`Store::step_up`] without rotating the token: for a framework that rotates
+    /// its session ids itself, which must then rotate before calling this.
+    ///
+    /// # Errors
+    /// As [`Store::step_up`].
+    pub fn add_sign_in(&self, token: &Token, how: SignIn) -> Result<()> {
+        how.check()?;
+        let user = self
+            .inner
+            .read_live(token.hash().0, |s, _| s.user.clone())
+            .ok_or(Error::Ended)?
+            .ok_or(Error::NotSignedIn)?;
+        self.inner.sign_in(token, &user, &how, false)
+    }
+
     /// Ends the sessions of `user` that meet `criterion`: those that signed in with a
     /// method ([`Criterion::Method`], say after it proved weak), or whose level is
     /// below one ([`Criterion::BelowLevel`], after a policy now asks for a second

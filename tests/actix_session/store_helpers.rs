@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, test, web};
 use serde::{Deserialize, Serialize};
 use sessiondb::actix_session::{Error, SessionDbStore};
-use sessiondb::{Durability, SessionId};
+use sessiondb::{Device as ClientDevice, Durability, SessionId, SignIn};
 
 use crate::helpers::{awc_cookie, counter_of, do_something, fixture, fixture_with};
 
@@ -79,6 +79,50 @@ async fn password_changed(store: Db, session: Session) -> actix_web::Result<Stri
     Ok(store.password_changed(&session).await?.to_string())
 }
 
+async fn login_with_password(store: Db, session: Session) -> actix_web::Result<&'static str> {
+    store
+        .login_with(&session, "alice", SignIn::with("password"))
+        .await?;
+    Ok("welcome")
+}
+
+async fn step_up(store: Db, session: Session) -> actix_web::Result<&'static str> {
+    store
+        .step_up(&session, SignIn::with("otp").level(2))
+        .await?;
+    Ok("stepped up")
+}
+
+async fn seen(store: Db, session: Session) -> actix_web::Result<String> {
+    let firefox = ClientDevice::new()
+        .user_agent("Firefox/140")
+        .address("192.0.2.7".parse().unwrap());
+    Ok(store.seen_from(&session, &firefox).await?.to_string())
+}
+
+/// A device's methods (and their levels), level, user agent and address.
+type HowRow = (Vec<(String, u8)>, u8, Option<String>, Option<String>);
+
+/// Each device's methods, level, user agent and address, as JSON.
+async fn how(store: Db, session: Session) -> actix_web::Result<HttpResponse> {
+    let rows: Vec<HowRow> = store
+        .devices(&session)?
+        .into_iter()
+        .map(|d| {
+            (
+                d.factors
+                    .iter()
+                    .map(|f| (f.method().to_owned(), f.level()))
+                    .collect(),
+                d.level,
+                d.user_agent,
+                d.address.map(|a| a.to_string()),
+            )
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
+}
+
 async fn label(
     store: Db,
     session: Session,
@@ -120,6 +164,10 @@ fn helper_routes(cfg: &mut web::ServiceConfig) {
         .route("/logout-others", web::post().to(others))
         .route("/password-changed", web::post().to(password_changed))
         .route("/label/{label}", web::post().to(label))
+        .route("/login-with-password", web::post().to(login_with_password))
+        .route("/step-up", web::post().to(step_up))
+        .route("/seen", web::post().to(seen))
+        .route("/how", web::get().to(how))
         .route("/count-while-revoked", web::post().to(count_while_revoked));
 }
 
@@ -426,6 +474,36 @@ async fn password_changed_signs_this_browser_in_afresh_and_ends_the_older_sessio
         visitor.post("/password-changed").await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[actix_web::test]
+async fn login_with_step_up_and_seen_from_show_on_the_devices_page() {
+    let f = fixture();
+    let srv = helper_server(f.store.clone());
+    let mut a = Browser::new(&srv);
+    // A visitor has nothing to step up, and a session not stored has no device.
+    assert_eq!(a.post("/seen").await.1, "false");
+    a.post("/count").await;
+    assert_eq!(a.post("/step-up").await.0, StatusCode::UNAUTHORIZED);
+    a.post("/login-with-password").await;
+    assert_eq!(a.post("/seen").await.1, "true");
+    assert_eq!(a.post("/seen").await.1, "false", "unchanged");
+    let cookie = a.cookie.clone();
+    assert_eq!(a.post("/step-up").await.0, StatusCode::OK);
+    assert_ne!(a.cookie, cookie, "a step-up gives a new key");
+    let (status, body) = a.call(false, "/how").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<HowRow> = serde_json_from(&body);
+    assert_eq!(
+        rows,
+        [(
+            vec![("password".to_owned(), 1), ("otp".to_owned(), 2)],
+            2,
+            Some("Firefox/140".to_owned()),
+            Some("192.0.2.0".to_owned())
+        )]
+    );
+    assert_eq!(a.me().await.counter, 1, "the data stayed");
 }
 
 #[actix_web::test]

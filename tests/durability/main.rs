@@ -1,7 +1,7 @@
 //! Durability of a store opened on a directory: what a reopen restores, the directory
 //! lock, expiry across restarts, compaction (alone, racing writers, automatic), and
 //! recovery from torn tails, truncation at every byte, bit flips, missing segments,
-//! newer format versions and garbage files.
+//! newer format versions and garbage files; sign-in factors and devices.
 //!
 //! Public API only: the files are damaged with `std::fs`, the way a crash or a bad disk
 //! would. What these tests know of the format is what `src/backend/log/format.rs` and
@@ -25,4 +25,5 @@ mod manifest;
 mod memory;
 mod not_before;
 mod reopen;
+mod signin;
 mod torn_tail;

@@ -54,7 +54,10 @@ Format: JSON lines, one object per session, schema version 1:
 then one line per user's not-before time (`revoke --before`), schema version 2:
   {\"v\":2,\"not_before\":{\"user\":\"alice\",\"at_ms\":N}}
 (importing it keeps refusing the sessions it revoked; a build that reads only version 1
-refuses such an export whole).
+refuses such an export whole). A session that says how it signed in or what device it
+is gets schema version 3, with these fields besides version 1's:
+  \"factors\":[{\"method\":\"password\",\"level\":1,\"at_ms\":N}],
+  \"user_agent\":\"...\"|null,\"address\":\"203.0.113.0\"|null,\"device_ms\":N|null
 Sessions come in no particular order. Times are milliseconds since the Unix epoch
 (absolute_ms 18446744073709551615: no deadline). The token is not there — the store never had it, only its hash — yet an
 imported session answers to the same cookie. Sessions already past their deadline are

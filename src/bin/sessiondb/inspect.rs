@@ -133,7 +133,46 @@ fn session_json(s: &Session) -> serde_json::Value {
         "idle_timeout_ms": s.idle_timeout().map(ms),
         "version": s.version(),
         "data": data_json(s),
+        "factors": s.factors().iter().map(|f| json!({
+            "method": f.method(),
+            "level": f.level(),
+            "at_ms": f.at().as_millis(),
+        })).collect::<Vec<_>>(),
+        "level": s.level(),
+        "user_agent": s.user_agent(),
+        "address": s.address().map(|a| a.to_string()),
+        "device_ms": s.device_seen_at().map(|t| t.as_millis()),
     })
+}
+
+/// How the session signed in, for a person: "password, otp (level 2) 5 minutes ago".
+fn signed_in_with(s: &Session) -> Option<String> {
+    let methods: Vec<String> = s
+        .factors()
+        .iter()
+        .map(|f| {
+            let level = if f.level() > 1 {
+                format!(" (level {})", f.level())
+            } else {
+                String::new()
+            };
+            format!("{}{level} {}", f.method(), human::when(f.at()))
+        })
+        .collect();
+    (!methods.is_empty()).then(|| format!("{}; level now {}", methods.join(", "), s.level()))
+}
+
+/// The client it was last seen from, for a person.
+fn device_of(s: &Session) -> Option<String> {
+    let at = s.device_seen_at()?;
+    let ua = s.user_agent().map(|u| format!("{u:?}"));
+    let addr = s.address().map(|a| a.to_string());
+    let what: Vec<String> = ua.into_iter().chain(addr).collect();
+    Some(format!(
+        "{} (recorded {})",
+        what.join(" from "),
+        human::when(at)
+    ))
 }
 
 pub fn list(ctx: &Ctx, user: &str, json: bool) -> Result<(), Fail> {
@@ -152,6 +191,18 @@ pub fn list(ctx: &Ctx, user: &str, json: bool) -> Result<(), Fail> {
             vec![
                 s.id().to_string(),
                 s.label().unwrap_or("-").to_owned(),
+                match s.factors() {
+                    [] => "-".to_owned(),
+                    f => f
+                        .iter()
+                        .map(|f| f.method())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        .chars()
+                        .take(24)
+                        .collect(),
+                },
+                s.address().map_or("-".into(), |a| a.to_string()),
                 s.created_at().to_string(),
                 s.last_seen().to_string(),
                 s.expires_at().to_string(),
@@ -162,7 +213,18 @@ pub fn list(ctx: &Ctx, user: &str, json: bool) -> Result<(), Fail> {
         "{} live session{} of user {user:?}, oldest first:\n{}",
         sessions.len(),
         if sessions.len() == 1 { "" } else { "s" },
-        human::table(&["ID", "LABEL", "CREATED", "LAST SEEN", "EXPIRES"], &rows)
+        human::table(
+            &[
+                "ID",
+                "LABEL",
+                "SIGNED IN WITH",
+                "ADDRESS",
+                "CREATED",
+                "LAST SEEN",
+                "EXPIRES"
+            ],
+            &rows
+        )
     ))
 }
 
@@ -193,6 +255,14 @@ pub fn show(ctx: &Ctx, id: SessionId, json: bool) -> Result<(), Fail> {
         format!(
             "label       {}",
             s.label().map_or("-".into(), |l| format!("{l:?}"))
+        ),
+        format!(
+            "signed in   {}",
+            signed_in_with(&s).unwrap_or_else(|| "-".into())
+        ),
+        format!(
+            "device      {}",
+            device_of(&s).unwrap_or_else(|| "-".into())
         ),
         format!("created     {}", human::when(s.created_at())),
         format!("last seen   {}", human::when(s.last_seen())),
