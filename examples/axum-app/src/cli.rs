@@ -40,7 +40,10 @@ USAGE: sessiondb-axum-app [FLAGS]
                       visitors make room, and signed-in sessions are never ended;
                       0 = no limit [default 1000000: about 540 MB embedded]
   --reauth DUR        changing the password asks for it again unless this session
-                      signed in this recently; 0 = always [default 10m]
+                      proved it this recently; 0 = always [default 10m]
+  --trust-forwarded-for
+                      show the first X-Forwarded-For address as a device's address
+                      (behind a reverse proxy that sets it) instead of the peer's
   -h, --help          this text
 
 DUR is a number with a unit: 90s, 15m, 12h, 30d.";
@@ -94,6 +97,7 @@ pub fn parse(
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--insecure-http" => config.secure_cookies = false,
+            "--trust-forwarded-for" => config.trust_forwarded_for = true,
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
             "--sessions" => {
                 let v = value("--sessions")?;
@@ -259,10 +263,13 @@ mod tests {
                 "5000",
                 "--reauth",
                 "2m",
+                "--trust-forwarded-for",
             ],
             Some("/tmp/x"),
         )
         .unwrap();
+        assert!(a.config.trust_forwarded_for);
+        assert!(!run(&[], None).unwrap().config.trust_forwarded_for);
         assert_eq!(a.config.visitor_trial, Duration::from_secs(90));
         assert_eq!(a.config.max_sessions, 5000);
         assert_eq!(a.config.reauth_window, Duration::from_secs(120));

@@ -1,89 +1,102 @@
-//! Device labels: a short, human name for a session ("Firefox 140 on Windows") made
-//! from the request's `User-Agent`, shown on the devices page.
+//! What a device is, for the person looking at their devices: the browser and the
+//! operating system named by the request's `User-Agent` ("Firefox 140", "Linux"), and a
+//! short label made of both ("Firefox 140 on Linux").
 //!
-//! A label is a hint for the person looking at their devices, not an identity: the
-//! client chooses its User-Agent. It is therefore only ever displayed (escaped), never
-//! trusted, and bounded in length so it always fits the store's label limit.
+//! The parsing is [woothee](https://docs.rs/woothee)'s (Project Woothee's rules); this
+//! module only picks what to show. A User-Agent is the client's word: what is made of it
+//! is only ever displayed (escaped), never trusted, and bounded in length (a label
+//! always fits the store's label limit).
 
-/// Longest label this module produces, in characters (well under the store's default
-/// 256-byte label limit even for 4-byte characters).
+use woothee::parser::{Parser, WootheeResult};
+use woothee::woothee::VALUE_UNKNOWN;
+
+/// Longest label or name this module produces, in characters (well under the store's
+/// default 256-byte label limit even for 4-byte characters).
 pub const MAX_LABEL_CHARS: usize = 60;
 
-/// The label for a request with this `User-Agent` header value (or none).
-///
-/// Recognises the common browsers and systems; anything else is shown as the first
-/// word of the User-Agent, cut to [`MAX_LABEL_CHARS`] characters, and an empty or
-/// missing one as "Unknown device".
+/// The browser and the system a User-Agent names, as shown on the devices page; `None`
+/// where it names none the parser knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The browser (or other program) and its major version: "Chrome 156", "Safari
+    /// 17", "HTTP Library (curl)".
+    pub browser: Option<String>,
+    /// The operating system: "Linux", "Android", "iPhone", "macOS", "Windows".
+    pub system: Option<String>,
+}
+
+impl Client {
+    /// What `user_agent` says (nothing for an empty one).
+    pub fn parse(user_agent: &str) -> Client {
+        match Parser::new().parse(user_agent.trim()) {
+            Some(r) => Client {
+                browser: browser(&r),
+                system: system(r.os),
+            },
+            None => Client::default(),
+        }
+    }
+}
+
+/// The name and major version; a version that is not a number (the parser puts an HTTP
+/// library's name there) in parentheses.
+fn browser(r: &WootheeResult<'_>) -> Option<String> {
+    let name = known(r.name)?;
+    let name = match known(r.version) {
+        None => name.to_owned(),
+        Some(v) if v.starts_with(|c: char| c.is_ascii_digit()) => {
+            let major = v.split('.').next().unwrap_or(v);
+            format!("{name} {major}")
+        }
+        Some(v) => format!("{name} ({v})"),
+    };
+    Some(clip(&name))
+}
+
+/// The system's name, in today's words where the parser's are dated: a Mac is "macOS";
+/// "Windows NT 10.0" is Windows 10 or 11 alike, so just "Windows".
+fn system(os: &str) -> Option<String> {
+    let os = known(os)?;
+    Some(match os {
+        "Mac OSX" => "macOS".to_owned(),
+        "Windows 10" => "Windows".to_owned(),
+        other => clip(other),
+    })
+}
+
+/// `s` unless the parser did not know it.
+fn known(s: &str) -> Option<&str> {
+    (!s.is_empty() && s != VALUE_UNKNOWN).then_some(s)
+}
+
+/// The label for a request with this `User-Agent` header value (or none): "Firefox 140
+/// on Linux", or the browser alone, or "A browser on Android"; for a User-Agent the
+/// parser does not know, its first word (cut to [`MAX_LABEL_CHARS`] characters); for an
+/// empty or missing one, "Unknown device".
 pub fn label_from_user_agent(user_agent: Option<&str>) -> String {
     let ua = user_agent.map(str::trim).unwrap_or("");
     if ua.is_empty() {
         return "Unknown device".to_owned();
     }
-    let label = match (browser(ua), system(ua)) {
-        (Some(b), Some(s)) => format!("{b} on {s}"),
-        (Some(b), None) => b,
-        (None, Some(s)) => format!("A browser on {s}"),
-        (None, None) => ua.split_whitespace().next().unwrap_or(ua).to_owned(),
+    let label = match Client::parse(ua) {
+        Client {
+            browser: Some(b),
+            system: Some(s),
+        } => format!("{b} on {s}"),
+        Client {
+            browser: Some(b),
+            system: None,
+        } => b,
+        Client {
+            browser: None,
+            system: Some(s),
+        } => format!("A browser on {s}"),
+        Client {
+            browser: None,
+            system: None,
+        } => ua.split_whitespace().next().unwrap_or(ua).to_owned(),
     };
     clip(&label)
-}
-
-/// The browser and its major version. Order matters: Edge and Opera also say
-/// "Chrome", Chrome also says "Safari".
-fn browser(ua: &str) -> Option<String> {
-    const KNOWN: [(&str, &str); 8] = [
-        ("Edg/", "Edge"),
-        ("OPR/", "Opera"),
-        ("Firefox/", "Firefox"),
-        ("HeadlessChrome/", "Headless Chrome"),
-        ("Chromium/", "Chromium"),
-        ("Chrome/", "Chrome"),
-        ("curl/", "curl"),
-        ("Version/", "Safari"),
-    ];
-    for (marker, name) in KNOWN {
-        if let Some(version) = version_after(ua, marker) {
-            if name == "Safari" && !ua.contains("Safari/") {
-                continue;
-            }
-            return Some(match version {
-                Some(v) => format!("{name} {v}"),
-                None => name.to_owned(),
-            });
-        }
-    }
-    None
-}
-
-/// `Some(Some(major))` if `marker` occurs followed by a version, `Some(None)` if it
-/// occurs without one, `None` if it does not occur.
-fn version_after(ua: &str, marker: &str) -> Option<Option<String>> {
-    let at = ua.find(marker)? + marker.len();
-    let major: String = ua[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .take(6)
-        .collect();
-    Some((!major.is_empty()).then_some(major))
-}
-
-/// The operating system, most specific first (Android is also Linux, iOS also "like
-/// Mac OS X").
-fn system(ua: &str) -> Option<&'static str> {
-    const KNOWN: [(&str, &str); 8] = [
-        ("Android", "Android"),
-        ("iPhone", "iPhone"),
-        ("iPad", "iPad"),
-        ("CrOS", "ChromeOS"),
-        ("Windows", "Windows"),
-        ("Mac OS X", "macOS"),
-        ("Macintosh", "macOS"),
-        ("Linux", "Linux"),
-    ];
-    KNOWN
-        .iter()
-        .find(|(marker, _)| ua.contains(marker))
-        .map(|&(_, name)| name)
 }
 
 /// At most [`MAX_LABEL_CHARS`] characters, with no control characters.
@@ -132,21 +145,32 @@ mod tests {
                 "Edge 156 on Windows",
             ),
             (
-                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36",
-                "Headless Chrome 156 on Linux",
+                "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+                "Chrome 156 on ChromeOS",
             ),
-            ("curl/8.5.0", "curl 8"),
+            ("curl/8.5.0", "HTTP Library (curl)"),
         ];
         for (ua, want) in cases {
             assert_eq!(label_from_user_agent(Some(ua)), want, "for {ua}");
         }
+        let c = Client::parse(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             HeadlessChrome/156.0.0.0 Safari/537.36",
+        );
+        assert_eq!(c.browser.as_deref(), Some("Chrome 156"));
+        assert_eq!(c.system.as_deref(), Some("Linux"));
     }
 
     #[test]
     fn missing_empty_and_unknown_agents_still_get_a_bounded_label() {
         assert_eq!(label_from_user_agent(None), "Unknown device");
         assert_eq!(label_from_user_agent(Some("   ")), "Unknown device");
-        assert_eq!(label_from_user_agent(Some("my-bot/1.0 (+x)")), "my-bot/1.0");
+        assert_eq!(Client::parse(""), Client::default());
+        assert_eq!(label_from_user_agent(Some("xyz/1.0 (+x)")), "xyz/1.0");
+        assert_eq!(
+            label_from_user_agent(Some("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile")),
+            "A browser on Android"
+        );
         let long = "x".repeat(10_000);
         let label = label_from_user_agent(Some(&long));
         assert_eq!(label.chars().count(), MAX_LABEL_CHARS);

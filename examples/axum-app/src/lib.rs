@@ -8,21 +8,30 @@
 //! the accounts, through one data directory). The handlers are the same on either.
 //!
 //! What it shows of sessiondb:
-//! - every visitor gets an anonymous session labelled with their device
-//!   ([`sessiondb::NewSession::label`]), holding the CSRF token of the login form;
-//! - login rotates the token and binds the user ([`sessiondb::Sessions::login`], the
-//!   session-fixation defence), and the absolute lifetime then counts from sign-in
-//!   ([`sessiondb::Sessions::set_expiry`]);
-//! - the devices page lists the user's sessions ([`sessiondb::Sessions::sessions_of`]),
-//!   signs one out by its public id ([`sessiondb::Sessions::end_by_id`]) or all of them
+//! - every visitor gets an anonymous session with their device: its User-Agent and
+//!   address ([`sessiondb::NewSession::device`]) and a label made from the User-Agent
+//!   ([`sessiondb::NewSession::label`]); it holds the CSRF token of the login form;
+//! - every request with a session reports its device
+//!   ([`sessiondb::Sessions::seen_from`], a write only when it changed, at most once
+//!   per touch interval);
+//! - login rotates the token, binds the user and records how they signed in
+//!   ([`sessiondb::Sessions::login_with`] with [`sessiondb::SignIn`] "password"; the
+//!   rotation is the session-fixation defence), and the absolute lifetime then counts
+//!   from sign-in ([`sessiondb::Sessions::set_expiry`]);
+//! - the devices page lists the user's sessions ([`sessiondb::Sessions::sessions_of`]):
+//!   browser and system (parsed from the recorded User-Agent by [`device`]), the
+//!   address as the store keeps it (its network), how and when each signed in
+//!   ([`sessiondb::Session::factors`]), last seen; it signs one out by its public id
+//!   ([`sessiondb::Sessions::end_by_id`]) or all of them
 //!   ([`sessiondb::Sessions::revoke_user`]), or all the others
 //!   ([`sessiondb::Sessions::revoke_others`]); signing out ends the session
 //!   ([`sessiondb::Sessions::end`]);
 //! - changing the password is a sensitive action: it asks for the password again
-//!   unless the session signed in within [`Config::reauth_window`] (a re-login, which
-//!   rotates the token), and when done it signs this session in afresh and ends every
-//!   session that signed in before, for good
-//!   ([`sessiondb::Sessions::revoke_user_before`]).
+//!   unless the session proved it within [`Config::reauth_window`]
+//!   ([`sessiondb::Session::authenticated_within`]); the password given there is a
+//!   step-up ([`sessiondb::Sessions::step_up`], which rotates the token), and when
+//!   the change is done it signs this session in afresh and ends every session that
+//!   signed in before, for good ([`sessiondb::Sessions::revoke_user_before`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -76,9 +85,16 @@ pub struct Config {
     /// 540 MB).
     pub max_sessions: u64,
     /// A sensitive action (changing the password) asks for the password again unless
-    /// the session signed in this recently ("sudo mode"). Default 10 minutes; zero
+    /// the session proved it this recently ("sudo mode": signed in or confirmed with
+    /// it, [`sessiondb::Session::authenticated_within`]). Default 10 minutes; zero
     /// asks every time.
     pub reauth_window: Duration,
+    /// Take a request's address, as recorded for the devices page, from the first
+    /// `X-Forwarded-For` address (behind a reverse proxy that sets it) instead of the
+    /// connection's peer (`--trust-forwarded-for`). Off by default: without such a
+    /// proxy any client could name any address. It is only ever shown, never used to
+    /// decide anything.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Config {
@@ -91,6 +107,7 @@ impl Default for Config {
             visitor_trial: Duration::from_secs(300),
             max_sessions: 1_000_000,
             reauth_window: Duration::from_secs(600),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! directory, or `redis://…` to share them between processes); the accounts in
 //! `DATA/users.json`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use sessiondb::Sessions;
@@ -73,7 +74,9 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
         "sessiondb-axum-app: listening on {} — open it over {scheme}; Ctrl-C stops",
         listener.local_addr()?
     );
-    axum::serve(listener, router)
+    // With each connection's peer address, which the devices page shows (its network).
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Flush before exiting (Redis: nothing to do); the directory's lock is released

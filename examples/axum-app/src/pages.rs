@@ -1,14 +1,15 @@
 //! The HTML: server-rendered pages with plain forms and one small stylesheet, no
 //! script. Everything that comes from a visitor or the store (usernames, device
-//! labels) is escaped.
+//! labels, user agents, sign-in methods) is escaped.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::response::Html;
-use sessiondb::{Session, Timestamp};
+use sessiondb::{Factor, Session, Timestamp};
 
 use crate::Config;
+use crate::device::{Client, label_from_user_agent};
 use crate::session::SignedIn;
 
 /// The stylesheet, served at `/app.css`.
@@ -204,7 +205,14 @@ pub fn devices(
     let mut cards = String::new();
     for s in ordered {
         let this = s.id() == me.session.id();
-        let label = escape(s.label().unwrap_or("Unknown device"));
+        // Browser and system from the User-Agent the device last reported; a session
+        // without one (made before devices were recorded) shows its label.
+        let client = s.user_agent().map(Client::parse).unwrap_or_default();
+        let label = escape(&match s.user_agent() {
+            Some(ua) => label_from_user_agent(Some(ua)),
+            None => s.label().unwrap_or("Unknown device").to_owned(),
+        });
+        let or_dash = |v: Option<String>| v.map_or_else(|| "—".to_owned(), |v| escape(&v));
         let badge = if this {
             r#"<span class="badge">this device</span>"#
         } else {
@@ -228,19 +236,23 @@ pub fn devices(
             cards,
             r#"<section class="card device{current}" data-session="{id}">
 <div><h2>{label}{badge}</h2><dl>
+<dt>Browser</dt><dd class="browser">{browser}</dd>
+<dt>System</dt><dd class="system">{system}</dd>
+<dt>Address</dt><dd class="address">{address}</dd>
+<dt>Signed in</dt><dd class="signed-in">{signed_in}</dd>
+<dt>Last seen</dt><dd>{last_seen}</dd>
 <dt>Public id</dt><dd><code>{id}</code></dd>
 <dt>Created</dt><dd>{created}</dd>
-<dt>Signed in</dt><dd>{signed_in}</dd>
-<dt>Last seen</dt><dd>{last_seen}</dd>
 <dt>Ends if idle</dt><dd>{idle}</dd>
 <dt>Ends at the latest</dt><dd>{absolute}</dd>
 </dl></div><div>{action}</div></section>"#,
             current = if this { " current" } else { "" },
             id = s.id(),
+            browser = or_dash(client.browser),
+            system = or_dash(client.system),
+            address = or_dash(s.address().map(|a| a.to_string())),
             created = when(s.created_at(), now),
-            signed_in = s
-                .authenticated_at()
-                .map_or_else(|| "—".to_owned(), |t| when(t, now)),
+            signed_in = signed_in(s, now),
             last_seen = when(s.last_seen(), now),
             absolute = when(s.absolute_deadline(), now),
         );
@@ -262,7 +274,8 @@ pub fn devices(
 <button class="danger" type="submit" id="sign-out-everywhere">Sign out everywhere</button></form>
 <a class="button" href="/password" id="change-password">Change password</a>
 </div>
-<p class="settings">Times are UTC. “Last seen” is updated at most once a minute.</p>"#,
+<p class="settings">Times are UTC. “Last seen”, the browser and the address are updated at
+most once a minute. An address is shown as its network: the rest of it is not kept.</p>"#,
         devices = if count == 1 { "device" } else { "devices" },
         lifetime = span(config.lifetime),
         // Only when there is another device to sign out.
@@ -277,6 +290,52 @@ pub fn devices(
         },
     );
     layout("Your devices", Some(me.user.as_str()), &body)
+}
+
+/// How and when the session signed in, from its factors: "2026-11-23 18:57 (2 min ago)
+/// with password", then each later step-up ("confirmed … with otp (level 2)"). Methods
+/// recorded within a second of the sign-in came with it; methods recorded together
+/// are one step. A session that said nothing of how shows only when.
+fn signed_in(s: &Session, now: Timestamp) -> String {
+    let mut factors: Vec<&Factor> = s.factors().iter().collect();
+    factors.sort_by_key(|f| f.at());
+    let Some(at) = s
+        .authenticated_at()
+        .or_else(|| factors.first().map(|f| f.at()))
+    else {
+        return "—".to_owned();
+    };
+    // (when, methods) per step, oldest first; the sign-in's own step first of all.
+    let mut steps: Vec<(Timestamp, Vec<String>)> = Vec::new();
+    for f in factors {
+        let step_at = if f.at() <= at.saturating_add(Duration::from_secs(1)) {
+            at
+        } else {
+            f.at()
+        };
+        let method = match f.level() {
+            0 | 1 => escape(f.method()),
+            level => format!("{} (level {level})", escape(f.method())),
+        };
+        match steps.last_mut() {
+            Some((t, methods)) if *t == step_at => methods.push(method),
+            _ => steps.push((step_at, vec![method])),
+        }
+    }
+    let mut out = when(at, now);
+    for (t, methods) in steps {
+        if t == at {
+            let _ = write!(out, " with {}", methods.join(" and "));
+        } else {
+            let _ = write!(
+                out,
+                "; confirmed {} with {}",
+                when(t, now),
+                methods.join(" and ")
+            );
+        }
+    }
+    out
 }
 
 /// `t` as a UTC date and time, with how far it is from `now`.
@@ -369,6 +428,42 @@ mod tests {
         assert_eq!(span(Duration::from_secs(86_400)), "1 day");
         assert_eq!(span(Duration::from_secs(30 * 86_400)), "30 days");
         assert_eq!(span(Duration::from_secs(86_400 + 7_200)), "1 day 2 h");
+    }
+
+    #[test]
+    fn signed_in_says_when_and_with_what_then_each_later_step_up() {
+        use sessiondb::{ManualClock, NewSession, Options, SignIn, Store};
+        let start = Timestamp(1_795_460_220_000);
+        let clock = ManualClock::new(start);
+        let store = Store::in_memory_with(Options::default().clock(clock.clone())).unwrap();
+        let (visitor, bare) = store.create(NewSession::anonymous()).unwrap();
+        assert_eq!(signed_in(&bare, start), "—");
+        let token = store
+            .login_with(&visitor, "alice", SignIn::with("password"))
+            .unwrap();
+        let s = store.get(&token).unwrap();
+        assert_eq!(
+            signed_in(&s, start),
+            format!("{} with password", when(start, start))
+        );
+        clock.advance(Duration::from_secs(300));
+        let now = Timestamp(start.0 + 300_000);
+        let token = store
+            .step_up(&token, SignIn::with("otp").and("webauthn").level(2))
+            .unwrap();
+        let s = store.get(&token).unwrap();
+        assert_eq!(
+            signed_in(&s, now),
+            format!(
+                "{} with password; confirmed {} with otp (level 2) and webauthn (level 2)",
+                when(start, now),
+                when(now, now)
+            )
+        );
+        // A plain login records no method: only when.
+        let (other, _) = store.create(NewSession::anonymous()).unwrap();
+        let plain = store.login(&other, "bob").unwrap();
+        assert_eq!(signed_in(&store.get(&plain).unwrap(), now), when(now, now));
     }
 
     #[test]

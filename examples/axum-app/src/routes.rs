@@ -8,12 +8,12 @@ use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sessiondb::{Error, NewSession, Session, SessionData, SessionId, Token};
+use sessiondb::{Device, Error, NewSession, Session, SessionData, SessionId, SignIn, Token};
 
 use crate::device::label_from_user_agent;
 use crate::session::{
-    CSRF_KEY, CurrentSession, SignedIn, clear_cookie, csrf_matches, csrf_of, new_csrf_token,
-    session_cookie, user_agent,
+    CSRF_KEY, ClientDevice, CurrentSession, SignedIn, clear_cookie, csrf_matches, csrf_of,
+    new_csrf_token, session_cookie, user_agent,
 };
 use crate::users::UsersError;
 use crate::{AppError, AppState, Config, now, pages};
@@ -74,12 +74,14 @@ fn forbidden() -> Response {
 }
 
 /// The visitor's session and its CSRF token for the login and sign-up forms: the one
-/// the cookie addresses, or a new anonymous session labelled with the device, with a
-/// fresh CSRF token in its data (then also the cookie to set).
+/// the cookie addresses, or a new anonymous session with the device (User-Agent,
+/// address) and a label made from it, with a fresh CSRF token in its data (then also
+/// the cookie to set).
 async fn visitor(
     state: &AppState,
     current: Option<CurrentSession>,
     headers: &HeaderMap,
+    device: Device,
 ) -> Result<(String, Option<Token>), AppError> {
     if let Some(csrf) = current.as_ref().and_then(|c| csrf_of(&c.session)) {
         return Ok((csrf, None));
@@ -90,6 +92,7 @@ async fn visitor(
     let config = &state.config;
     let new = NewSession::anonymous()
         .label(label_from_user_agent(user_agent(headers)))
+        .device(device)
         .lifetime(config.visitor_lifetime.min(config.lifetime))
         .idle_timeout(config.idle_timeout)
         .data(data);
@@ -119,12 +122,13 @@ fn form_page(
 pub async fn login_page(
     State(state): State<AppState>,
     current: Option<CurrentSession>,
+    ClientDevice(device): ClientDevice,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if current.as_ref().is_some_and(|c| c.session.user().is_some()) {
         return Ok(Redirect::to("/devices").into_response());
     }
-    let (csrf, new_token) = visitor(&state, current, &headers).await?;
+    let (csrf, new_token) = visitor(&state, current, &headers, device).await?;
     let html = pages::login(&csrf, None, "");
     Ok(form_page(&state, StatusCode::OK, new_token, html))
 }
@@ -133,12 +137,13 @@ pub async fn login_page(
 pub async fn signup_page(
     State(state): State<AppState>,
     current: Option<CurrentSession>,
+    ClientDevice(device): ClientDevice,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if current.as_ref().is_some_and(|c| c.session.user().is_some()) {
         return Ok(Redirect::to("/devices").into_response());
     }
-    let (csrf, new_token) = visitor(&state, current, &headers).await?;
+    let (csrf, new_token) = visitor(&state, current, &headers, device).await?;
     let html = pages::signup(&csrf, None, "");
     Ok(form_page(&state, StatusCode::OK, new_token, html))
 }
@@ -167,10 +172,13 @@ pub async fn login(
     sign_in(&state, &current.token, &user).await
 }
 
-/// Logs `user` in on the session `token` addresses; answers with the new cookie.
+/// Logs `user` in on the session `token` addresses, signed in with their password;
+/// answers with the new cookie.
 async fn sign_in(state: &AppState, token: &Token, user: &str) -> Result<Response, AppError> {
     // A new token and the user bound: a token planted before login is worthless now.
-    let token = match state.store.login(token, user).await {
+    // The session records how (the devices page shows it; sudo mode asks it).
+    let how = SignIn::with("password");
+    let token = match state.store.login_with(token, user, how).await {
         Ok(token) => token,
         // Ended meanwhile, or an old token still in its rotation grace (a double submit).
         Err(Error::Ended | Error::TokenRetired) => return Ok(forbidden()),
@@ -305,7 +313,7 @@ pub async fn sign_out_others(
 }
 
 /// The change-password form: the new password, and the current one unless the session
-/// signed in recently.
+/// proved it recently.
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
@@ -316,15 +324,15 @@ pub struct PasswordForm {
     csrf: String,
 }
 
-/// Whether the session signed in within the re-authentication window ("sudo mode").
+/// Whether the session proved the password within the re-authentication window ("sudo
+/// mode"): signed in with it, or confirmed it on the change-password form, that
+/// recently. A zero window asks every time.
 fn signed_in_recently(config: &Config, session: &Session) -> bool {
-    session
-        .authenticated_at()
-        .is_some_and(|t| now().saturating_since(t) < config.reauth_window)
+    !config.reauth_window.is_zero() && session.authenticated_within(1, config.reauth_window)
 }
 
 /// `GET /password`: the change-password form, asking for the current password too
-/// unless this session signed in within the re-authentication window.
+/// unless this session proved it within the re-authentication window.
 pub async fn password_page(State(state): State<AppState>, me: SignedIn) -> Html<String> {
     let csrf = csrf_of(&me.session).unwrap_or_default();
     let ask = !signed_in_recently(&state.config, &me.session);
@@ -332,10 +340,12 @@ pub async fn password_page(State(state): State<AppState>, me: SignedIn) -> Html<
 }
 
 /// `POST /password`: a sensitive action. Checks the CSRF token; unless the session
-/// signed in recently, the current password (a wrong one changes nothing); then sets
-/// the new password, signs this session in afresh (a new token) and ends every session
-/// of the user that signed in before that — for good: an old session brought back from
-/// a backup is refused ([`sessiondb::Sessions::revoke_user_before`]).
+/// proved the password recently, the current password (a wrong one changes nothing; the
+/// right one is a step-up, [`sessiondb::Sessions::step_up`]: a new token, and the form
+/// does not ask again within the window); then sets the new password, signs this
+/// session in afresh (a new token) and ends every session of the user that signed in
+/// before that — for good: an old session brought back from a backup is refused
+/// ([`sessiondb::Sessions::revoke_user_before`]).
 pub async fn change_password(
     State(state): State<AppState>,
     me: SignedIn,
@@ -345,31 +355,52 @@ pub async fn change_password(
         return Ok(forbidden());
     }
     let csrf = csrf_of(&me.session).unwrap_or_default();
-    let ask = !signed_in_recently(&state.config, &me.session);
-    let users = state.users.clone();
-    let (user, current, new) = (me.user.to_string(), form.current, form.new);
-    let changed = tokio::task::spawn_blocking(move || {
-        if ask && users.verify(&user, &current).is_none() {
-            return Ok(false);
-        }
-        users.set_password(&user, &new).map(|()| true)
-    })
-    .await?;
-    match changed {
-        Ok(true) => {}
-        Ok(false) => {
-            let html = pages::password(&me, &csrf, ask, Some("Wrong password."));
+    let mut token = me.token.clone();
+    // The cookie for the stepped-up token, for an answer that does not sign in afresh.
+    let mut stepped_up = None;
+    if !signed_in_recently(&state.config, &me.session) {
+        let (users, user, current) = (state.users.clone(), me.user.to_string(), form.current);
+        let proved = tokio::task::spawn_blocking(move || users.verify(&user, &current)).await?;
+        if proved.is_none() {
+            let html = pages::password(&me, &csrf, true, Some("Wrong password."));
             return Ok((StatusCode::UNAUTHORIZED, html).into_response());
         }
-        Err(e @ UsersError::BadPassword) => {
-            let html = pages::password(&me, &csrf, ask, Some(&capitalize(&e.to_string())));
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
+        // Sudo mode: proved again now, on a new token.
+        token = match state
+            .store
+            .step_up(&me.token, SignIn::with("password"))
+            .await
+        {
+            Ok(token) => token,
+            // Ended meanwhile, or a double submit on the old token.
+            Err(Error::Ended | Error::TokenRetired) => return Ok(forbidden()),
+            Err(e) => return Err(e.into()),
+        };
+        let max_age = me.session.absolute_deadline().saturating_since(now());
+        stepped_up = Some(session_cookie(&state.config, &token, Some(max_age)));
+    }
+    let with_cookie = |mut response: Response| {
+        if let Some(cookie) = stepped_up.clone() {
+            response.headers_mut().insert(SET_COOKIE, cookie);
         }
-        Err(e) => return Err(e.into()),
+        response
+    };
+    let (users, user, new) = (state.users.clone(), me.user.to_string(), form.new);
+    match tokio::task::spawn_blocking(move || users.set_password(&user, &new)).await? {
+        Ok(()) => {}
+        Err(e @ UsersError::BadPassword) => {
+            // Proved recently or just now: asked again only with a zero window.
+            let ask = state.config.reauth_window.is_zero();
+            let html = pages::password(&me, &csrf, ask, Some(&capitalize(&e.to_string())));
+            return Ok(with_cookie(
+                (StatusCode::UNPROCESSABLE_ENTITY, html).into_response(),
+            ));
+        }
+        Err(e) => return Ok(with_cookie(AppError::from(e).into_response())),
     }
     // Signed in afresh with the new password (the public id stays), then every session
     // that signed in before it ends.
-    let response = sign_in(&state, &me.token, me.user.as_str()).await?;
+    let response = sign_in(&state, &token, me.user.as_str()).await?;
     let signed_in_at = state
         .store
         .get_by_id(me.session.id())

@@ -9,15 +9,20 @@
 //! session's data when the session is made (and replaced at login), every page that
 //! has a form puts it in a hidden field, and every POST must send it back; it is
 //! compared in constant time, and a missing or wrong one gets 403.
+//!
+//! Every request with a session reports its client to the store
+//! ([`sessiondb::Sessions::seen_from`]: its `User-Agent` and address, for the devices
+//! page), which writes only when they changed, at most once per touch interval.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::{COOKIE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
-use sessiondb::{Session, Token, UserId};
+use sessiondb::{Device, Error, Session, Token, UserId};
 use subtle::ConstantTimeEq;
 
 use crate::{AppError, AppState, Config};
@@ -40,6 +45,58 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The request's `User-Agent`, if it is text.
 pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
     headers.get(USER_AGENT).and_then(|v| v.to_str().ok())
+}
+
+/// The first address of the request's `X-Forwarded-For` (the client, as the first
+/// proxy was told), if there is one and it parses.
+pub fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let first = headers
+        .get("x-forwarded-for")?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim();
+    first.parse().ok()
+}
+
+/// The client of a request, as the store records it: its `User-Agent` and its address
+/// — the connection's peer (`axum::serve` with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, as `main.rs` does), or with
+/// [`Config::trust_forwarded_for`] the first `X-Forwarded-For` address when there is
+/// one. Shown on the devices page, never used to decide anything.
+pub fn client_device(parts: &Parts, config: &Config) -> Device {
+    let mut device = Device::new();
+    if let Some(ua) = user_agent(&parts.headers) {
+        device = device.user_agent(ua);
+    }
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let forwarded = config
+        .trust_forwarded_for
+        .then(|| forwarded_for(&parts.headers))
+        .flatten();
+    if let Some(ip) = forwarded.or(peer) {
+        device = device.address(ip);
+    }
+    device
+}
+
+/// The request's client ([`client_device`]), for a handler that makes a session.
+#[derive(Debug)]
+pub struct ClientDevice(pub Device);
+
+impl FromRequestParts<AppState> for ClientDevice {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientDevice(client_device(parts, &state.config)))
+    }
 }
 
 /// The `Set-Cookie` value that hands `token` to the browser: `HttpOnly` (no script can
@@ -124,8 +181,17 @@ impl OptionalFromRequestParts<AppState> for CurrentSession {
         let Ok(token) = Token::parse(cookie) else {
             return Ok(None);
         };
-        // `None` once the session is ended, revoked or expired (O(1) in memory, one
-        // round trip on Redis); an unreachable Redis is a 500, not a logout.
+        // The device it is on, for the devices page: written only when the browser or
+        // the network changed, at most once per touch interval (otherwise a read).
+        let device = client_device(parts, &state.config);
+        match state.store.seen_from(&token, &device).await {
+            Ok(_) => {}
+            // Ended, revoked, expired or never issued: no session.
+            Err(Error::Ended) => return Ok(None),
+            // An unreachable Redis is a 500, not a logout.
+            Err(e) => return Err(e.into()),
+        }
+        // `None` if it ended since (O(1) in memory, one round trip on Redis).
         let session = state.store.get(&token).await?;
         Ok(session.map(|session| CurrentSession { token, session }))
     }
@@ -210,6 +276,49 @@ mod tests {
         assert!(!v.contains("Secure") && !v.contains("Max-Age"), "{v}");
         let cleared = clear_cookie(&secure);
         assert!(cleared.to_str().unwrap().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_client_address_is_the_peers_unless_forwarded_for_is_trusted() {
+        let peer: SocketAddr = "198.51.100.9:5555".parse().unwrap();
+        let request = |xff: Option<&str>| {
+            let mut r = axum::http::Request::builder().header(USER_AGENT, "curl/8.5.0");
+            if let Some(v) = xff {
+                r = r.header("x-forwarded-for", v);
+            }
+            let (mut parts, ()) = r.body(()).unwrap().into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            parts
+        };
+        let trusting = Config {
+            trust_forwarded_for: true,
+            ..Config::default()
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let xff = request(Some(" 2001:db8::7 , 203.0.113.1"));
+        assert_eq!(forwarded_for(&xff.headers), ip("2001:db8::7"));
+        assert_eq!(
+            client_device(&xff, &Config::default()),
+            Device::new().user_agent("curl/8.5.0").address(peer.ip())
+        );
+        assert_eq!(
+            client_device(&xff, &trusting),
+            Device::new()
+                .user_agent("curl/8.5.0")
+                .address("2001:db8::7".parse().unwrap())
+        );
+        // Missing or not an address: the peer's.
+        for bad in [None, Some("unknown"), Some(""), Some("203.0.113.1:80")] {
+            let parts = request(bad);
+            assert_eq!(forwarded_for(&parts.headers), None, "{bad:?}");
+            assert_eq!(
+                client_device(&parts, &trusting),
+                Device::new().user_agent("curl/8.5.0").address(peer.ip())
+            );
+        }
+        // Served without connect info and no header: no address.
+        let (bare, ()) = axum::http::Request::new(()).into_parts();
+        assert_eq!(client_device(&bare, &trusting), Device::new());
     }
 
     #[test]

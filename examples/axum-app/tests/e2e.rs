@@ -3,8 +3,8 @@
 //! loopback port and stops at the end.
 //!
 //! Two browser sessions with separate profiles and User-Agents are two devices of one
-//! user: device A signs up, device B logs in, A's devices page lists both, A signs B
-//! out, and B's next page load lands on the login page; then B logs in again and A
+//! user: device A signs up, device B logs in, A's devices page lists both (each with
+//! its browser, system and sign-in method), A signs B out, and B's next page load lands on the login page; then B logs in again and A
 //! signs out everywhere. The app runs with its production cookie settings
 //! (`__Host-sid`, `Secure`), which Chromium accepts on `http://localhost`.
 //!
@@ -236,13 +236,28 @@ async fn flow(chromium: &Path, driver: &Driver, shots: &Path) -> Res {
     submit_credentials(&b, &format!("{base}/login"), "alice", password, devices).await?;
     assert_eq!(path_of(&b).await?, "/devices");
 
-    // A's devices page lists both, A's own marked and labelled from its User-Agent.
+    // A's devices page lists both, A's own marked and labelled from its User-Agent;
+    // each with its browser and how it signed in.
     a.goto(&format!("{base}/devices")).await?;
     assert_eq!(device_count(&a).await?, 2, "A sees two devices");
     let current = a.find(Locator::Css("section.device.current h2")).await?;
     assert!(current.text().await?.starts_with("Chrome 156 on Linux"));
     let other = a.find(Locator::Css("section.device:not(.current)")).await?;
     assert!(other.text().await?.contains("Chrome 156 on Android"));
+    for (card, system) in [
+        ("section.device.current", "Linux"),
+        ("section.device:not(.current)", "Android"),
+    ] {
+        let field = |class: &str| {
+            let css = format!("{card} dd.{class}");
+            let a = a.clone();
+            async move { a.find(Locator::Css(&css)).await?.text().await }
+        };
+        assert_eq!(field("browser").await?, "Chrome 156", "{card}");
+        assert_eq!(field("system").await?, system, "{card}");
+        let signed_in = field("signed-in").await?;
+        assert!(signed_in.ends_with(" with password"), "{card}: {signed_in}");
+    }
     let b_id = other.attr("data-session").await?.expect("a session id");
     assert_eq!(app.store.sessions_of("alice").await?.len(), 2);
     screenshot(&a, shots, "devices.png").await?;

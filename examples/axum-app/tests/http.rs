@@ -10,9 +10,9 @@ mod support;
 
 use redis_server::{NO_PERSISTENCE, RedisServer};
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, HeaderMap, HeaderValue, LOCATION, SET_COOKIE, USER_AGENT};
 use reqwest::redirect::Policy;
-use sessiondb::Token;
+use sessiondb::{NewSession, SignIn, Token};
 use sessiondb_axum_app::{Config, pages};
 use support::{Backend, Running, csrf_in, test_config};
 
@@ -70,11 +70,17 @@ struct Device {
 
 impl Device {
     fn new(app: &Running, user_agent: &str) -> Device {
+        Device::with_headers(app, user_agent, HeaderMap::new())
+    }
+
+    /// A device that sends `headers` with every request too.
+    fn with_headers(app: &Running, user_agent: &str, headers: HeaderMap) -> Device {
         Device {
             client: reqwest::Client::builder()
                 .cookie_store(true)
                 .redirect(Policy::none())
                 .user_agent(user_agent)
+                .default_headers(headers)
                 .build()
                 .unwrap(),
             base: app.base.clone(),
@@ -173,9 +179,20 @@ async fn sign_up_lists_this_device_with_its_label_and_both_deadlines(backend: Ba
     let signed_in = s.authenticated_at().expect("authenticated");
     assert_eq!(s.absolute_deadline(), signed_in.saturating_add(lifetime));
     let idle_deadline = s.last_seen().saturating_add(s.idle_timeout().unwrap());
+    // Browser and system from the User-Agent, the address as kept (the test client
+    // connects from 127.0.0.1: its /24), and how it signed in.
+    assert_eq!(s.user_agent(), Some(FIREFOX_LINUX));
+    assert_eq!(s.address(), Some("127.0.0.0".parse().unwrap()));
+    assert_eq!(s.factors().len(), 1);
+    assert_eq!((s.factors()[0].method(), s.level()), ("password", 1));
     for needle in [
         "Signed in as <b>alice</b>",
         "Firefox 140 on Linux",
+        r#"<dd class="browser">Firefox 140</dd>"#,
+        r#"<dd class="system">Linux</dd>"#,
+        r#"<dd class="address">127.0.0.0</dd>"#,
+        "</span> with password</dd>",
+        &pages::utc(signed_in),
         "this device",
         &s.id().to_string(),
         "Ends if idle",
@@ -189,6 +206,89 @@ async fn sign_up_lists_this_device_with_its_label_and_both_deadlines(backend: Ba
     }
     // This device has no "sign out this device" button: it has "Sign out".
     assert!(!page.body.contains(&format!("/devices/{}/sign-out", s.id())));
+}
+
+/// Every request with a session reports its device: a session that has none yet (made
+/// here straight in the store) gets the User-Agent and address of its first request,
+/// and the page shows them; a different User-Agent within the touch interval (a
+/// minute) changes nothing stored.
+async fn each_request_reports_its_device_at_most_once_per_touch_interval(backend: Backend) {
+    let (_dir, app) = start(&backend, test_config()).await;
+    let (token, s) = app
+        .store
+        .create(NewSession::for_user("alice").signed_in(SignIn::with("password")))
+        .await
+        .unwrap();
+    assert_eq!((s.user_agent(), s.address()), (None, None));
+    let raw = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let get = |ua: &'static str| {
+        raw.get(app.url("/devices"))
+            .header(COOKIE, format!("sid={token}"))
+            .header(USER_AGENT, ua)
+            .send()
+    };
+    let page = answer(get(CHROME_ANDROID).await.unwrap()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let s = app.store.get(&token).await.unwrap().unwrap();
+    assert_eq!(s.user_agent(), Some(CHROME_ANDROID));
+    assert_eq!(s.address(), Some("127.0.0.0".parse().unwrap()));
+    let seen = s.device_seen_at().expect("recorded");
+    for needle in [
+        "Chrome 156 on Android",
+        r#"<dd class="browser">Chrome 156</dd>"#,
+        r#"<dd class="system">Android</dd>"#,
+        r#"<dd class="address">127.0.0.0</dd>"#,
+        " with password</dd>",
+    ] {
+        assert!(page.body.contains(needle), "{needle:?} not on the page");
+    }
+
+    // Another browser on the same cookie within the minute: nothing written.
+    let page = answer(get(FIREFOX_LINUX).await.unwrap()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Chrome 156 on Android"));
+    assert!(!page.body.contains("Firefox"));
+    let s = app.store.get(&token).await.unwrap().unwrap();
+    assert_eq!(s.user_agent(), Some(CHROME_ANDROID));
+    assert_eq!(s.device_seen_at(), Some(seen));
+}
+
+/// The address comes from the connection, unless the app trusts `X-Forwarded-For`
+/// (`--trust-forwarded-for`, behind a proxy that sets it): then from its first address.
+/// Either way it is kept as its network.
+async fn the_address_is_the_peers_unless_forwarded_for_is_trusted(backend: Backend) {
+    let mut forwarded = HeaderMap::new();
+    forwarded.insert(
+        "x-forwarded-for",
+        HeaderValue::from_static("203.0.113.77, 10.1.2.3"),
+    );
+    for trust in [false, true] {
+        let config = Config {
+            trust_forwarded_for: trust,
+            ..test_config()
+        };
+        let (_dir, app) = start(&backend, config).await;
+        let laptop = Device::with_headers(&app, FIREFOX_LINUX, forwarded.clone());
+        // Another user each time: on Redis both apps share the server.
+        let user = if trust { "trusting" } else { "untrusting" };
+        laptop.sign_up(user, "correct horse battery").await;
+        let want = if trust { "203.0.113.0" } else { "127.0.0.0" };
+        let s = app.store.sessions_of(user).await.unwrap().remove(0);
+        assert_eq!(s.address(), Some(want.parse().unwrap()), "trust: {trust}");
+        let page = laptop.devices().await.body;
+        let shown = format!(r#"<dd class="address">{want}</dd>"#);
+        assert!(
+            page.contains(&shown),
+            "trust {trust}: {shown} not on the page"
+        );
+        assert!(
+            !page.contains("203.0.113.77"),
+            "the full address is not kept"
+        );
+    }
 }
 
 async fn login_rotates_the_cookie_and_the_old_cookie_stops_working(backend: Backend) {
@@ -530,6 +630,19 @@ async fn changing_the_password_asks_for_it_unless_recent_and_ends_every_older_se
         )
         .await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The right current password was a step-up ("sudo mode"): a new token, and the
+    // form does not ask for it again within the window.
+    assert!(a.set_cookie().is_some(), "a step-up rotates the token");
+    assert!(!a.body.contains(r#"id="reauth""#), "{}", a.body);
+    let page = laptop.devices().await.body;
+    assert!(page.contains("; confirmed "), "{page}");
+    assert!(
+        !laptop
+            .get("/password")
+            .await
+            .body
+            .contains(r#"id="reauth""#)
+    );
     phone.devices().await;
     assert_eq!(app.store.sessions_of("alice").await.unwrap().len(), 2);
 
@@ -850,6 +963,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     sign_up_lists_this_device_with_its_label_and_both_deadlines,
+    each_request_reports_its_device_at_most_once_per_touch_interval,
+    the_address_is_the_peers_unless_forwarded_for_is_trusted,
     login_rotates_the_cookie_and_the_old_cookie_stops_working,
     a_wrong_password_and_an_unknown_user_get_the_same_generic_answer,
     a_post_with_a_missing_or_wrong_csrf_token_is_403_and_changes_nothing,

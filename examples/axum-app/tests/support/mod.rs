@@ -93,7 +93,9 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
+            // As main.rs: with each connection's peer address.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
