@@ -7,22 +7,36 @@
 //! Time is not driven here (Redis reads its own clock): sessions live an hour, and
 //! the per-user limit and the budget of 8 sessions refuse rather than end the oldest
 //! (which session is "oldest" can tie within a millisecond and is broken by the random
-//! id).
+//! id). Likewise for how sessions signed in and their devices: level 2 lasts an hour
+//! and level 3 not at all, so levels do not move within a case; factors' and devices'
+//! times are compared only for being there; and a case runs well within the touch
+//! interval (a minute), so `seen_from` writes a session's first device and then only
+//! answers that a change must wait.
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use proptest::prelude::*;
 use redis_server::{NO_PERSISTENCE, RedisServer};
 use sessiondb::{
-    LimitPolicy, NewSession, Options, RedisOptions, RedisStore, Session, Sessions, Token,
+    Criterion, Device, LimitPolicy, NewSession, Options, RedisOptions, RedisStore, Session,
+    Sessions, SignIn, Token,
 };
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create(Option<usize>, Option<u8>),
+    /// User, label, sign-in (methods as indices into `METHODS`, level), device (user
+    /// agent and address, indices into `USER_AGENTS` and `ADDRESSES`).
+    Create(
+        Option<usize>,
+        Option<u8>,
+        Option<(Vec<u8>, u8)>,
+        Option<(u8, u8)>,
+    ),
     Get(usize),
     Put(usize, u8, u32),
     Remove(usize, u8),
@@ -43,13 +57,120 @@ enum Op {
     RevokeBefore(usize, bool),
     SessionsOf(usize),
     Len,
+    LoginWith(usize, usize, Vec<u8>, u8),
+    StepUp(usize, Vec<u8>, u8),
+    /// `revoke_user_where` by `Criterion::Method` (an index past `METHODS`: a malformed
+    /// name).
+    RevokeWhereMethod(usize, u8),
+    RevokeBelow(usize, u8),
+    SeenFrom(usize, u8, u8),
+}
+
+/// Sign-in methods by index; an index past the end is not a method name.
+const METHODS: [&str; 10] = [
+    "password",
+    "otp",
+    "webauthn",
+    "sms",
+    "recovery-code",
+    "oidc:google",
+    "totp_app",
+    "magic.link",
+    "passkey",
+    "push",
+];
+
+fn method(ix: u8) -> String {
+    METHODS
+        .get(usize::from(ix))
+        .map_or_else(|| "not a method".to_owned(), |m| (*m).to_owned())
+}
+
+fn sign_in(methods: &[u8], level: u8) -> SignIn {
+    let (first, rest) = methods.split_first().expect("at least one method");
+    rest.iter()
+        .fold(SignIn::with(method(*first)), |s, m| s.and(method(*m)))
+        .level(level)
+}
+
+/// User agents a request may send: plain, one that cleans up to the first, nothing
+/// left once cleaned (and, for index `u8::MAX`, one past the 512-byte cut).
+const USER_AGENTS: [Option<&str>; 5] = [
+    None,
+    Some("Mozilla/5.0 Firefox/128"),
+    Some("  Mozilla/5.0 Firefox/128\r\n"),
+    Some("\t \r\n"),
+    Some("Safari/17 (iPhone)"),
+];
+
+/// Addresses: two in one /24, the same inside IPv6, another network, two in one /48.
+const ADDRESSES: [Option<&str>; 7] = [
+    None,
+    Some("203.0.113.7"),
+    Some("203.0.113.200"),
+    Some("::ffff:203.0.113.5"),
+    Some("198.51.100.9"),
+    Some("2001:db8:85a3:8d3:1319:8a2e:370:7348"),
+    Some("2001:db8:85a3:ffff::1"),
+];
+
+fn device(ua: u8, addr: u8) -> Device {
+    let mut d = Device::new();
+    if ua == u8::MAX {
+        d = d.user_agent(format!("x{}", "é".repeat(300)));
+    } else if let Some(u) = USER_AGENTS[usize::from(ua) % USER_AGENTS.len()] {
+        d = d.user_agent(u);
+    }
+    if let Some(a) = ADDRESSES[usize::from(addr) % ADDRESSES.len()] {
+        d = d.address(a.parse::<IpAddr>().unwrap());
+    }
+    d
+}
+
+/// A sign-in's methods: mostly one or two valid ones; sometimes up to eight distinct
+/// ones in any order; sometimes up to ten, possibly repeated or malformed.
+fn methods() -> impl Strategy<Value = Vec<u8>> {
+    let n = METHODS.len() as u8;
+    prop_oneof![
+        6 => proptest::collection::vec(0u8..4, 1..3),
+        2 => proptest::sample::subsequence((0..n).collect::<Vec<u8>>(), 1..=8).prop_shuffle(),
+        1 => proptest::collection::vec(0..=n, 1..11),
+    ]
+}
+
+/// A sign-in's level: level 2 has a lifetime (an hour) and level 3 one of zero.
+fn level() -> impl Strategy<Value = u8> {
+    prop_oneof![4 => 0u8..4, 1 => Just(u8::MAX)]
+}
+
+/// A method to revoke by: mostly a common one, sometimes any, now and then a malformed
+/// name.
+fn criterion_method() -> impl Strategy<Value = u8> {
+    let n = METHODS.len() as u8;
+    prop_oneof![8 => 0u8..4, 2 => 0..n, 1 => Just(n)]
+}
+
+fn device_choice() -> impl Strategy<Value = (u8, u8)> {
+    (
+        prop_oneof![5 => 0..USER_AGENTS.len() as u8, 1 => Just(u8::MAX)],
+        0..ADDRESSES.len() as u8,
+    )
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let slot = 0usize..12;
     prop_oneof![
-        4 => (proptest::option::of(0usize..3), proptest::option::of(0u8..3))
-            .prop_map(|(u, l)| Op::Create(u, l)),
+        4 => (
+            proptest::option::of(0usize..3),
+            proptest::option::of(0u8..3),
+            proptest::option::weighted(0.4, (methods(), level())),
+            proptest::bool::weighted(0.1),
+            proptest::option::weighted(0.4, device_choice()),
+        )
+            .prop_map(|(u, l, how, anonymous_sign_in, d)| {
+                // A sign-in on an anonymous session (refused) now and then.
+                Op::Create(u, l, how.filter(|_| u.is_some() || anonymous_sign_in), d)
+            }),
         3 => slot.clone().prop_map(Op::Get),
         3 => (slot.clone(), 0u8..3, any::<u32>()).prop_map(|(s, k, v)| Op::Put(s, k, v)),
         1 => (slot.clone(), 0u8..3).prop_map(|(s, k)| Op::Remove(s, k)),
@@ -67,6 +188,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3, any::<bool>()).prop_map(|(u, ahead)| Op::RevokeBefore(u, ahead)),
         1 => (0usize..3).prop_map(Op::SessionsOf),
         1 => Just(Op::Len),
+        2 => (slot.clone(), 0usize..3, methods(), level())
+            .prop_map(|(s, u, ms, l)| Op::LoginWith(s, u, ms, l)),
+        2 => (slot.clone(), methods(), level()).prop_map(|(s, ms, l)| Op::StepUp(s, ms, l)),
+        1 => (0usize..3, criterion_method()).prop_map(|(u, m)| Op::RevokeWhereMethod(u, m)),
+        1 => (0usize..3, 0u8..5).prop_map(|(u, l)| Op::RevokeBelow(u, l)),
+        2 => (slot.clone(), device_choice()).prop_map(|(s, (ua, a))| Op::SeenFrom(s, ua, a)),
     ]
 }
 
@@ -80,19 +207,34 @@ struct Side {
 }
 
 /// What a session looks like with the backend-specific parts (id, token, times) left
-/// out.
+/// out: of its factors, the methods and levels in order; its level and the answers to
+/// "signed in at each level within the hour" (every step of a case is within the hour,
+/// and level 3 never counts); of its device, what is kept and whether it has a time.
 fn shape(s: &Session) -> String {
     let data: Vec<_> = s
         .data()
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_vec()))
         .collect();
+    let factors: Vec<_> = s
+        .factors()
+        .iter()
+        .map(|f| (f.method(), f.level()))
+        .collect();
+    let within: Vec<bool> = (0..=4)
+        .map(|l| s.authenticated_within(l, Duration::from_secs(3600)))
+        .collect();
     format!(
-        "user={:?} label={:?} v={} auth={} data={data:?}",
+        "user={:?} label={:?} v={} auth={} data={data:?} factors={factors:?} level={} \
+         within={within:?} ua={:?} addr={:?} device_seen={}",
         s.user().map(|u| u.as_str()),
         s.label(),
         s.version(),
-        s.authenticated_at().is_some()
+        s.authenticated_at().is_some(),
+        s.level(),
+        s.user_agent(),
+        s.address(),
+        s.device_seen_at().is_some(),
     )
 }
 
@@ -114,13 +256,19 @@ impl Side {
         let tok = |i: usize| if n == 0 { None } else { Some(i % n) };
         let s = self.s.clone();
         match *op {
-            Op::Create(user, label) => {
+            Op::Create(user, label, ref how, dev) => {
                 let mut new = match user {
                     Some(u) => NewSession::for_user(USERS[u]),
                     None => NewSession::anonymous(),
                 };
                 if let Some(l) = label {
                     new = new.label(format!("l{l}"));
+                }
+                if let Some((methods, level)) = how {
+                    new = new.signed_in(sign_in(methods, *level));
+                }
+                if let Some((ua, addr)) = dev {
+                    new = new.device(device(ua, addr));
                 }
                 let r = s.create(new.lifetime(Duration::from_secs(3600))).await;
                 if let Ok((t, created)) = &r {
@@ -240,6 +388,36 @@ impl Side {
                 format!("{slots:?}")
             }
             Op::Len => kind(&s.len().await),
+            Op::LoginWith(i, u, ref methods, level) => {
+                let i = tok(i).unwrap();
+                let r = s
+                    .login_with(&self.current[i], USERS[u], sign_in(methods, level))
+                    .await;
+                if let Ok(new) = &r {
+                    self.old[i] = Some(std::mem::replace(&mut self.current[i], new.clone()));
+                }
+                kind(&r.map(|_| ()))
+            }
+            Op::StepUp(i, ref methods, level) => {
+                let i = tok(i).unwrap();
+                let r = s.step_up(&self.current[i], sign_in(methods, level)).await;
+                if let Ok(new) = &r {
+                    self.old[i] = Some(std::mem::replace(&mut self.current[i], new.clone()));
+                }
+                kind(&r.map(|_| ()))
+            }
+            Op::RevokeWhereMethod(u, m) => kind(
+                &s.revoke_user_where(USERS[u], &Criterion::Method(method(m)))
+                    .await,
+            ),
+            Op::RevokeBelow(u, level) => kind(
+                &s.revoke_user_where(USERS[u], &Criterion::BelowLevel(level))
+                    .await,
+            ),
+            Op::SeenFrom(i, ua, addr) => {
+                let i = tok(i).unwrap();
+                kind(&s.seen_from(&self.current[i], &device(ua, addr)).await)
+            }
         }
     }
 }
@@ -253,6 +431,9 @@ fn options() -> Options {
             sessiondb::Budget::sessions(8).policy(sessiondb::BudgetPolicy::Refuse),
         ))
         .reaper_interval(None)
+        // Level 2 lasts longer than a case runs; level 3 never counts.
+        .level_lifetime(2, Duration::from_secs(3600))
+        .level_lifetime(3, Duration::ZERO)
 }
 
 proptest! {

@@ -1,6 +1,7 @@
 //! Arbitrary sequences of API operations (create, get, put, update, save, touch,
-//! extend, rotate, bind/unbind, end, revoke, instances, clock advances, reap, clear,
-//! compact, close-and-reopen) against a durable store and a plain model: every answer
+//! extend, rotate, bind/unbind, login, login with a sign-in, step-up, end, revoke,
+//! revoke by sign-in method or level, devices seen, instances, clock advances, reap,
+//! clear, compact, close-and-reopen) against a durable store and a plain model: every answer
 //! must agree, `Store::verify` must pass after every step, and after every reopen the
 //! recovered state must equal the model's. (Buffered durability on a simulated disk in
 //! memory: a clean close keeps everything, and neither fsync waits nor file-system

@@ -202,7 +202,7 @@ impl NewSession {
     }
 
     /// How its user signed in (a session [`NewSession::for_user`] only; an anonymous
-    /// one with it is refused with [`Error::NotSignedIn`]). Without it, the session
+    /// one with it is refused with [`Error::InvalidSignIn`]). Without it, the session
     /// is at level 0 with no factors.
     pub fn signed_in(mut self, how: SignIn) -> NewSession {
         self.sign_in = Some(how);

@@ -113,6 +113,8 @@ impl SignIn {
                 ),
             });
         }
+        // Kept per session for its life: no spare capacity.
+        out.shrink_to_fit();
         Ok(out)
     }
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use super::model::Op;
+use super::model::{ADDRESSES, METHODS, Op, USER_AGENTS};
 
 struct Bytes<'a>(&'a [u8]);
 
@@ -31,10 +31,29 @@ impl Bytes<'_> {
     fn user(&mut self) -> Option<usize> {
         self.u8().map(|b| usize::from(b % 3))
     }
+    /// A sign-in's methods: a count byte (one to three methods; with its top bit set,
+    /// one to ten, so that malformed and too-long sign-ins come up), then one byte per
+    /// method (an index into `METHODS`; the one past the end is no method name).
+    fn methods(&mut self) -> Option<Vec<u8>> {
+        let c = self.u8()?;
+        let n = if c & 0x80 != 0 {
+            1 + (c & 0x7f) % 10
+        } else {
+            1 + c % 3
+        };
+        (0..n)
+            .map(|_| self.u8().map(|m| m % (METHODS.len() as u8 + 1)))
+            .collect()
+    }
+    fn level(&mut self) -> Option<u8> {
+        self.u8().map(|b| b % 4)
+    }
 }
 
-/// Number of distinct operation tags.
-pub const TAGS: u8 = 26;
+/// Number of distinct operation tags. New operations take new tags at the end, so that
+/// a tag keeps its meaning (tag 0 is a create without sign-in or device, as before
+/// those existed; tag 31 is one with them).
+pub const TAGS: u8 = 33;
 
 pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
     let mut b = Bytes(data);
@@ -49,6 +68,8 @@ pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
                         user: (flags & 3 != 3).then_some(usize::from(flags & 3)),
                         idle: flags & 4 != 0,
                         with: if flags & 8 != 0 { Some(b.u32()?) } else { None },
+                        sign_in: None,
+                        device: None,
                     }
                 }
                 1 => Op::Get(b.tok()?),
@@ -78,7 +99,32 @@ pub fn ops(data: &[u8], max: usize) -> Vec<Op> {
                 22 => Op::EndInstance(b.tok()?, b.u8()?),
                 23 => Op::RevokeOthers(b.tok()?),
                 24 => Op::RevokeBefore(b.user()?, b.u16()? as i16 % 4000),
-                _ => Op::SetExpiry(b.tok()?, b.u16()? as i16 % 4000),
+                25 => Op::SetExpiry(b.tok()?, b.u16()? as i16 % 4000),
+                26 => Op::LoginWith(b.tok()?, b.user()?, b.methods()?, b.level()?),
+                27 => Op::StepUp(b.tok()?, b.methods()?, b.level()?),
+                28 => Op::RevokeWhereMethod(b.user()?, b.u8()? % (METHODS.len() as u8 + 1)),
+                29 => Op::RevokeBelow(b.user()?, b.level()?),
+                30 => Op::SeenFrom(b.tok()?, b.u8()? % USER_AGENTS, b.u8()? % ADDRESSES),
+                31 => {
+                    // As tag 0, and bit 4 of the flags adds a sign-in, bit 5 a device.
+                    let flags = b.u8()?;
+                    Op::Create {
+                        user: (flags & 3 != 3).then_some(usize::from(flags & 3)),
+                        idle: flags & 4 != 0,
+                        with: if flags & 8 != 0 { Some(b.u32()?) } else { None },
+                        sign_in: if flags & 16 != 0 {
+                            Some((b.methods()?, b.level()?))
+                        } else {
+                            None
+                        },
+                        device: if flags & 32 != 0 {
+                            Some((b.u8()? % USER_AGENTS, b.u8()? % ADDRESSES))
+                        } else {
+                            None
+                        },
+                    }
+                }
+                _ => Op::Login(b.tok()?, b.user()?),
             })
         })();
         match op {
