@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::engines::Engine;
 use crate::engines::hashmap::MapEngine;
 use crate::engines::moka::MokaEngine;
-use crate::engines::sessiondb::{SDB_MEMORY, SdbEngine};
+use crate::engines::sessiondb::{SDB_MEMORY, SDB_MEMORY_DETAILS, SdbEngine};
 use crate::harness::{CHILD_ENV, Ctx, SESSIONS_PER_USER, env_parse, payload};
 use crate::report::{MemRow, Report};
 
@@ -44,6 +44,11 @@ pub fn child_main(spec: &str) {
             let made = fill(&e, &users, n);
             (made, rss_bytes())
         }
+        "sessiondb-details" => {
+            let e = SdbEngine::memory_with_details();
+            let made = fill(&e, &users, n);
+            (made, rss_bytes())
+        }
         "moka" => {
             let e = MokaEngine::new();
             let made = fill(&e, &users, n);
@@ -72,6 +77,7 @@ pub fn measure_memory(ctx: &Ctx, report: &mut Report) {
     };
     for (spec, name) in [
         ("sessiondb", SDB_MEMORY),
+        ("sessiondb-details", SDB_MEMORY_DETAILS),
         ("moka", "moka"),
         ("hashmap", "HashMap ceiling"),
     ] {

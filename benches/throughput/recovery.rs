@@ -24,6 +24,7 @@ pub fn measure_recovery(ctx: &Ctx, report: &mut Report) {
     {
         let e = SdbEngine {
             store: Store::open_with(dir.path(), recovery_options()).expect("open"),
+            details: false,
         };
         let users: Vec<u32> = (0..ctx.n).map(|i| (i % ctx.users.len()) as u32).collect();
         drop(e.bulk_create(ctx, &users));

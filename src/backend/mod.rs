@@ -304,7 +304,7 @@ impl Recovered {
                     s.authenticated = Some(at);
                     s.version = version;
                     s.last_seen = s.last_seen.max(at);
-                    s.edit_details(|d| d.factors.clear());
+                    s.edit_details(|d| d.factors = Box::default());
                 }
             }
             crate::model::change::Change::Unbind { id, version } => {
@@ -312,7 +312,7 @@ impl Recovered {
                     s.user = None;
                     s.authenticated = None;
                     s.version = version;
-                    s.edit_details(|d| d.factors.clear());
+                    s.edit_details(|d| d.factors = Box::default());
                 }
             }
             crate::model::change::Change::Label { id, label } => {
@@ -322,12 +322,12 @@ impl Recovered {
             }
             crate::model::change::Change::SignIn { id, factors } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.edit_details(|d| d.factors = factors);
+                    s.edit_details(|d| d.factors = factors.into());
                 }
             }
             crate::model::change::Change::Device { id, device } => {
                 if let Some(s) = self.sessions.get_mut(&id.as_u128()) {
-                    s.edit_details(|d| d.device = Some(device));
+                    s.edit_details(|d| d.device = Some(Box::new(device)));
                 }
             }
             crate::model::change::Change::Rotate {

@@ -455,8 +455,8 @@ impl SledBackend {
             match record::decode_details(&v) {
                 Ok((factors, device)) if img.user.is_some() || factors.is_empty() => {
                     img.edit_details(|d| {
-                        d.factors = factors;
-                        d.device = device;
+                        d.factors = factors.into();
+                        d.device = device.map(Box::new);
                     });
                 }
                 Ok(_) => {

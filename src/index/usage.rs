@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::index::entry::SessionState;
 use crate::model::details::Details;
+use crate::model::device::DeviceInfo;
 use crate::model::signin::Factor;
 
 /// What a session costs besides its data and label: its 128-byte state, its slot in
@@ -38,13 +39,16 @@ fn details_cost(d: &Details) -> u64 {
     let string = |n: usize| n as u64 + ALLOCATION_BYTES;
     let mut bytes = size_of::<Details>() as u64 + ALLOCATION_BYTES;
     bytes += d.label.as_ref().map_or(0, |l| string(l.len()));
-    bytes += d
-        .factors
-        .iter()
-        .map(|f| size_of::<Factor>() as u64 + string(f.method.len()))
-        .sum::<u64>();
-    if let Some(ua) = d.device.as_ref().and_then(|d| d.user_agent.as_ref()) {
-        bytes += string(ua.len());
+    if !d.factors.is_empty() {
+        bytes += ALLOCATION_BYTES
+            + d.factors
+                .iter()
+                .map(|f| size_of::<Factor>() as u64 + string(f.method.len()))
+                .sum::<u64>();
+    }
+    if let Some(device) = &d.device {
+        bytes += size_of::<DeviceInfo>() as u64 + ALLOCATION_BYTES;
+        bytes += device.user_agent.as_ref().map_or(0, |ua| string(ua.len()));
     }
     bytes
 }
@@ -176,7 +180,6 @@ mod tests {
     #[test]
     fn cost_grows_with_data_label_factors_and_device() {
         use crate::clock::Timestamp;
-        use crate::model::device::DeviceInfo;
         assert_eq!(cost_of(0, None), SESSION_BYTES);
         assert_eq!(cost_of(200, None), SESSION_BYTES + 200 + ALLOCATION_BYTES);
         let details = size_of::<Details>() as u64 + ALLOCATION_BYTES;
@@ -186,17 +189,15 @@ mod tests {
         };
         let labelled = SESSION_BYTES + details + 10 + ALLOCATION_BYTES;
         assert_eq!(cost_of(0, Some(&d)), labelled);
-        d.factors.push(Factor::new("otp", 2, Timestamp(1)));
-        let factor = size_of::<Factor>() as u64 + 3 + ALLOCATION_BYTES;
+        d.factors = vec![Factor::new("otp", 2, Timestamp(1))].into();
+        let factor = ALLOCATION_BYTES + size_of::<Factor>() as u64 + 3 + ALLOCATION_BYTES;
         assert_eq!(cost_of(0, Some(&d)), labelled + factor);
-        d.device = Some(DeviceInfo {
+        d.device = Some(Box::new(DeviceInfo {
             user_agent: Some("Firefox".into()),
             address: None,
             at: Timestamp(1),
-        });
-        assert_eq!(
-            cost_of(0, Some(&d)),
-            labelled + factor + 7 + ALLOCATION_BYTES
-        );
+        }));
+        let device = size_of::<DeviceInfo>() as u64 + ALLOCATION_BYTES + 7 + ALLOCATION_BYTES;
+        assert_eq!(cost_of(0, Some(&d)), labelled + factor + device);
     }
 }

@@ -13,8 +13,10 @@ use crate::model::signin::Factor;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Details {
     pub(crate) label: Option<Arc<str>>,
-    pub(crate) factors: Vec<Factor>,
-    pub(crate) device: Option<DeviceInfo>,
+    /// Boxed slices, not a vector and an inline device: one allocation per session
+    /// that has them, as small as it can be (the label is what most have).
+    pub(crate) factors: Box<[Factor]>,
+    pub(crate) device: Option<Box<DeviceInfo>>,
 }
 
 impl Details {
@@ -56,5 +58,5 @@ pub(crate) fn factors_of(d: &Option<Arc<Details>>) -> &[Factor] {
 
 /// The device of optional details.
 pub(crate) fn device_of(d: &Option<Arc<Details>>) -> Option<&DeviceInfo> {
-    d.as_deref().and_then(|d| d.device.as_ref())
+    d.as_deref().and_then(|d| d.device.as_deref())
 }

@@ -179,8 +179,8 @@ impl SessionRecord {
     pub(crate) fn into_image(self) -> Image {
         let details = Details {
             label: self.label.as_deref().map(Arc::from),
-            device: self.device(),
-            factors: self.factors,
+            device: self.device().map(Box::new),
+            factors: self.factors.into(),
         };
         Image {
             id: self.id,

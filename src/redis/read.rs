@@ -280,8 +280,8 @@ impl Stored {
         };
         Ok(Details {
             label: self.label.as_deref().map(Arc::from),
-            factors,
-            device,
+            factors: factors.into(),
+            device: device.map(Box::new),
         }
         .shared())
     }

@@ -76,8 +76,12 @@ impl Store {
                     .map(|s| s.apply(&[], now))
                     .transpose()
                     .expect("a checked sign-in fits an empty session")
-                    .unwrap_or_default(),
-                device: device.as_ref().and_then(|d| d.stored(privacy, now)),
+                    .unwrap_or_default()
+                    .into(),
+                device: device
+                    .as_ref()
+                    .and_then(|d| d.stored(privacy, now))
+                    .map(Box::new),
             }
             .shared()
         };

@@ -4,9 +4,10 @@
 //! a server's would.
 
 use std::hint::black_box;
+use std::net::IpAddr;
 use std::path::Path;
 
-use sessiondb::{Durability, NewSession, Options, SessionData, Store, Token};
+use sessiondb::{Device, Durability, NewSession, Options, SessionData, SignIn, Store, Token};
 
 use crate::engines::{Engine, Worker};
 use crate::harness::{Payload, note_err, payload};
@@ -14,6 +15,7 @@ use crate::harness::{Payload, note_err, payload};
 /// The names of sessiondb's rows in the tables (a peer's ratio column names the one it
 /// compares with).
 pub const SDB_MEMORY: &str = "sessiondb Memory";
+pub const SDB_MEMORY_DETAILS: &str = "sessiondb Memory, signed in with a device";
 pub const SDB_BUFFERED: &str = "sessiondb Buffered";
 pub const SDB_SYNC: &str = "sessiondb Sync";
 pub const SDB_SYNC_ASYNC: &str = "sessiondb Sync, async tasks";
@@ -22,18 +24,35 @@ pub const SDB_REDIS: &str = "sessiondb on Redis";
 /// The embedded store.
 pub struct SdbEngine {
     pub store: Store,
+    /// Whether each create says how it signed in and from what device (a browser's
+    /// user agent and address): what a devices page costs per session.
+    pub details: bool,
 }
+
+/// A browser's `User-Agent`, as the sessions with details record it.
+const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl SdbEngine {
     pub fn memory() -> SdbEngine {
         SdbEngine {
             store: Store::in_memory_with(Options::default()).expect("in-memory store"),
+            details: false,
+        }
+    }
+
+    /// In memory, every session created with a sign-in and a device.
+    pub fn memory_with_details() -> SdbEngine {
+        SdbEngine {
+            details: true,
+            ..SdbEngine::memory()
         }
     }
 
     pub fn open(dir: &Path, d: Durability) -> SdbEngine {
         SdbEngine {
             store: Store::open_with(dir, Options::default().durability(d)).expect("open store"),
+            details: false,
         }
     }
 }
@@ -43,6 +62,7 @@ impl Engine for SdbEngine {
         Ok(Box::new(SdbWorker {
             store: &self.store,
             p: payload(),
+            details: self.details,
         }))
     }
 
@@ -55,6 +75,7 @@ impl Engine for SdbEngine {
 struct SdbWorker<'a> {
     store: &'a Store,
     p: &'static Payload,
+    details: bool,
 }
 
 impl Worker for SdbWorker<'_> {
@@ -72,9 +93,17 @@ impl Worker for SdbWorker<'_> {
         data.insert("profile", self.p.profile_a.as_str())
             .map_err(|e| note_err("sessiondb data", e))
             .ok()?;
+        let mut new = NewSession::for_user(user).data(data);
+        if self.details {
+            new = new.signed_in(SignIn::with("password")).device(
+                Device::new()
+                    .user_agent(USER_AGENT)
+                    .address(IpAddr::from([203, 0, 113, 77])),
+            );
+        }
         let (t, _) = self
             .store
-            .create(NewSession::for_user(user).data(data))
+            .create(new)
             .map_err(|e| note_err("sessiondb create", e))
             .ok()?;
         Some(t.as_string())

@@ -679,8 +679,8 @@ fn image_x(r: &ImageXRec<'_>, user: Option<UserId>) -> Result<Image, String> {
     let mut img = image(&r.image, user)?;
     let details = Details {
         label: label(r.image.label),
-        factors: factors(&r.factors)?,
-        device: r.device.as_ref().map(device).transpose()?,
+        factors: factors(&r.factors)?.into(),
+        device: r.device.as_ref().map(device).transpose()?.map(Box::new),
     };
     if details.factors.is_empty() && details.device.is_none() {
         return Err("an extended image with neither factors nor device".into());
@@ -899,12 +899,12 @@ mod tests {
             user: Some(UserId::new("carol", &crate::options::Limits::default()).unwrap()),
             details: Details {
                 label: Some(Arc::from("phone")),
-                factors,
-                device: Some(DeviceInfo {
+                factors: factors.into(),
+                device: Some(Box::new(DeviceInfo {
                     user_agent: None,
                     address: Some("10.0.0.0".parse().unwrap()),
                     at: Timestamp(15),
-                }),
+                })),
             }
             .shared(),
             created: Timestamp(1),
