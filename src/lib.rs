@@ -96,7 +96,7 @@ pub use options::{
 pub use redis::{RedisOptions, RedisStore};
 #[cfg(any(feature = "redis", feature = "tower-sessions"))]
 pub use sessions::Sessions;
-pub use store::{Stats, Store};
+pub use store::{EndCounts, Stats, Store};
 pub use util::failpoint::FAILPOINT_ENV;
 pub use util::vfs;
 

@@ -583,6 +583,23 @@ impl Sessions {
         )
     }
 
+    /// Hands the `metrics` facade the store's gauges and counters:
+    /// [`Store::publish_metrics`] embedded, `RedisStore::publish_metrics` on Redis.
+    ///
+    /// # Errors
+    /// On Redis, [`Error::Unavailable`].
+    #[cfg(feature = "metrics")]
+    pub async fn publish_metrics(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Embedded { store, .. } => {
+                store.publish_metrics();
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Engine::Redis(r) => r.publish_metrics().await,
+        }
+    }
+
     /// Every user's not-before time: [`Store::not_before_times`].
     ///
     /// # Errors

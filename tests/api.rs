@@ -1042,3 +1042,60 @@ fn a_login_the_user_limit_refuses_changes_nothing_and_keeps_the_token() {
     assert!(s.user().is_none());
     store.rotate(&visitor).unwrap();
 }
+
+#[test]
+fn stats_count_creates_rotations_logins_ends_by_reason_and_refusals_exactly() {
+    let (s, clock) = store_with(
+        Options::default()
+            .max_sessions_per_user(Some(2), LimitPolicy::Refuse)
+            .idle_timeout(secs(60)),
+    );
+    let st = s.stats();
+    assert_eq!(
+        (st.created, st.rotated, st.logins, st.ended.total()),
+        (0, 0, 0, 0)
+    );
+    let (a, _) = s.create(NewSession::anonymous()).unwrap();
+    let a = s.login(&a, "alice").unwrap(); // a rotation and a login
+    let (b, _) = s.create(NewSession::for_user("alice")).unwrap();
+    let (c, _) = s.create(NewSession::anonymous()).unwrap();
+    let c = s.rotate(&c).unwrap();
+    assert_eq!(s.stats().authenticated, 2);
+    // Refused: a third session for alice, a bad user id, data past a limit.
+    assert!(s.create(NewSession::for_user("alice")).is_err());
+    assert!(s.create(NewSession::for_user("")).is_err());
+    assert!(s.bind_user(&c, "a\nb").is_err());
+    assert!(s.put_raw(&c, "k", &vec![0u8; 1 << 20]).is_err());
+    assert!(s.set_label(&c, Some(&"x".repeat(10_000))).is_err());
+    // Ended: one logout, one revoke (alice's other), one expiry.
+    assert!(s.end(&a).unwrap());
+    assert_eq!(s.revoke_user("alice").unwrap(), 1);
+    assert!(s.peek(&b).is_none());
+    clock.advance(secs(61));
+    assert_eq!(s.reap_expired(), 1);
+    let st = s.stats();
+    assert_eq!(
+        (st.created, st.imported, st.rotated, st.logins),
+        (3, 0, 2, 1)
+    );
+    assert_eq!(st.ended.get(EndReason::Ended), 1);
+    assert_eq!(st.ended.get(EndReason::Revoked), 1);
+    assert_eq!(st.ended.get(EndReason::Expired), 1);
+    assert_eq!(st.ended.total(), 3);
+    assert_eq!((st.user_limit_refusals, st.bad_input_refusals), (1, 4));
+    assert_eq!((st.sessions, st.authenticated), (0, 0));
+    // A clear counts what it ended as cleared.
+    s.create(NewSession::for_user("bob")).unwrap();
+    s.create(NewSession::anonymous()).unwrap();
+    assert_eq!(s.clear().unwrap(), 2);
+    assert_eq!(s.stats().ended.get(EndReason::Cleared), 2);
+    s.verify().unwrap();
+    // The Prometheus text carries every one of them.
+    let text = s.stats().to_prometheus("test");
+    assert!(
+        text.contains("sessiondb_sessions_created_total{store=\"test\"} 5\n"),
+        "{text}"
+    );
+    assert!(text.contains("sessiondb_sessions_ended_total{store=\"test\",reason=\"expired\"} 1\n"));
+    assert!(text.contains("sessiondb_refusals_total{store=\"test\",cause=\"bad_input\"} 4\n"));
+}

@@ -1114,3 +1114,37 @@ fn show_list_and_export_say_how_each_session_signed_in_and_from_what_device() {
     assert_eq!((s.level(), s.user_agent()), (2, Some("Firefox/140")));
     assert_eq!(s.factors().len(), 2);
 }
+
+#[test]
+fn stats_prometheus_prints_the_gauges_of_a_stopped_store_for_a_textfile_collector() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path(), options());
+    let text = ok(dir.path(), &["stats", "--prometheus", "web"]);
+    assert!(
+        text.contains("# TYPE sessiondb_sessions_live gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sessiondb_sessions_live{store=\"web\"} 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sessiondb_sessions_authenticated{store=\"web\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sessiondb_users{store=\"web\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("_total"),
+        "no counters: they would count the tool's own open"
+    );
+    let default = ok(dir.path(), &["stats", "--prometheus"]);
+    assert!(default.contains("{store=\"default\"}"), "{default}");
+    usage(
+        &["-d", "x", "stats", "--json", "--prometheus"],
+        "cannot be used with",
+    );
+}

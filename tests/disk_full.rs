@@ -103,6 +103,10 @@ fn a_full_disk_refuses_writes_serves_reads_and_resumes_once_space_is_freed() {
             "{what}: a refused write changes nothing"
         );
         assert!(store.get(&t0).is_some(), "{what}: reads go on");
+        assert!(
+            store.stats().disk_full,
+            "{what}: what the disk-full gauge reports"
+        );
         store.verify().unwrap();
         // Space is freed: writes resume, no reopen.
         disk.set_capacity(None);
@@ -114,6 +118,7 @@ fn a_full_disk_refuses_writes_serves_reads_and_resumes_once_space_is_freed() {
         acked.push((t, 8));
         store.flush().unwrap();
         check_all(&store, &acked);
+        assert!(!store.stats().disk_full, "{what}: room again");
         // A power cut: everything acknowledged (and flushed) is there.
         let disk = disk.crash();
         drop(store);

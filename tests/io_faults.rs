@@ -82,10 +82,15 @@ fn a_failed_fsync_poisons_reads_go_on_and_a_reopen_keeps_everything_acknowledged
     let later = store.put(&acked[0].0, "v", &99u32);
     assert!(matches!(later, Err(Error::Poisoned { .. })), "{later:?}");
     assert!(store.get(&acked[1].0).is_some(), "reads go on");
+    assert!(
+        store.stats().journal_poisoned,
+        "what the poisoned gauge reports"
+    );
     drop(store);
     // Reopened in the same process, then written to, then a power cut.
     let store = Store::open_with(DIR, opts(&disk)).unwrap();
     check_all(&store, &acked);
+    assert!(!store.stats().journal_poisoned);
     let (t, _) = store.create(NewSession::anonymous()).unwrap();
     store.put(&t, "v", &7u32).unwrap();
     acked.push((t, 7));

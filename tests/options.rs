@@ -11,8 +11,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use sessiondb::{
-    BackendKind, Durability, Error, LimitPolicy, Limits, ManualClock, NewSession, Options,
-    SessionData, Store, Timestamp,
+    AddressPrivacy, BackendKind, Durability, Error, LimitPolicy, Limits, ManualClock, NewSession,
+    Options, SessionData, Store, Timestamp,
 };
 
 /// Runs `f` on a thread of its own and fails the test if it panics or has not returned
@@ -299,6 +299,39 @@ fn cases() -> Vec<Case> {
                 expect,
             ));
         }
+    }
+    let long = "x".repeat(64);
+    let too_long = "x".repeat(65);
+    for (label, expect) in [
+        ("", Refused("metrics_label")),
+        ("web 1", Refused("metrics_label")),
+        ("web\"", Refused("metrics_label")),
+        ("été", Refused("metrics_label")),
+        (too_long.as_str(), Refused("metrics_label")),
+        (long.as_str(), Works),
+        ("web-1.eu_west", Works),
+    ] {
+        v.push(case(
+            format!("metrics_label {label:?}"),
+            o().metrics_label(label),
+            expect,
+        ));
+    }
+    for level in [0, 1, u8::MAX] {
+        for d in [Duration::ZERO, Duration::from_millis(1), Duration::MAX] {
+            v.push(case(
+                format!("level_lifetime {level} {d:?}"),
+                o().level_lifetime(level, d),
+                Works,
+            ));
+        }
+    }
+    for p in [
+        AddressPrivacy::Truncated,
+        AddressPrivacy::Full,
+        AddressPrivacy::Omit,
+    ] {
+        v.push(case(format!("{p:?}"), o().address_privacy(p), Works));
     }
     v
 }

@@ -28,6 +28,8 @@
 //! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's
 //!   flood (default 5,000,000 creates) and budget (default 1,000,000);
 //! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`machine::Spinners`]).
+//! - `SESSIONDB_BENCH_RECORDER=prometheus` (with `--features metrics`): a Prometheus
+//!   recorder installed before any store opens, rendered once at the end;
 //! - `SESSIONDB_BENCH_THREADS`: the thread counts every op runs at, comma-separated
 //!   (default `1,2,<available cores>`; 1 is always added: the scaling table divides by
 //!   it), e.g. `1,2,4,8,16` on a bigger machine.
@@ -68,6 +70,13 @@ fn main() {
         }
         return;
     }
+    #[cfg(feature = "metrics")]
+    let recorder =
+        (std::env::var("SESSIONDB_BENCH_RECORDER").as_deref() == Ok("prometheus")).then(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("a Prometheus recorder")
+        });
     let ctx = Ctx::from_env();
     let spin = std::env::var("SESSIONDB_BENCH_SPIN").map_or(true, |v| v.trim() != "0");
     let spinners = spin.then(|| Spinners::start(ctx.parallelism));
@@ -126,4 +135,16 @@ fn main() {
         ctx.started.elapsed().as_secs_f64()
     ));
     print_report(&ctx, &report);
+    #[cfg(feature = "metrics")]
+    if let Some(handle) = recorder {
+        // What the recorder was handed, so the run shows it was live.
+        let series = handle
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("sessiondb_"))
+            .count();
+        println!(
+            "\nmetrics: a Prometheus recorder was installed; it held {series} sessiondb series"
+        );
+    }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::index::entry::{Instances, SessionState};
+use crate::index::tally::Tally;
 use crate::index::usage::{Reservation, Usage, cost};
 use crate::index::wheel::{TimerHandle, TimerWheel};
+use crate::model::event::EndReason;
 use crate::model::token::SessionId;
 use crate::util::hash::{IdHasher, RandomKeyHasher, RandomKeyMap};
 
@@ -94,8 +96,12 @@ pub(crate) struct Shard {
     pub(crate) instances: RandomKeyMap<Instances>,
     /// The estimated resident bytes of this shard's sessions.
     bytes: u64,
+    /// How many of its sessions have a user.
+    signed_in: u64,
     /// The store-wide count, when the store has a budget.
     usage: Option<Arc<Usage>>,
+    /// Sessions created, rotated, ended... here since the store opened.
+    pub(crate) tally: Tally,
 }
 
 /// A live session being changed in place ([`Shard::live_mut`]): when it is dropped, the
@@ -104,7 +110,9 @@ pub(crate) struct Shard {
 pub(crate) struct LiveMut<'a> {
     state: &'a mut SessionState,
     before: u64,
+    signed_in_before: bool,
     bytes: &'a mut u64,
+    signed_in: &'a mut u64,
     usage: Option<&'a Usage>,
 }
 
@@ -123,6 +131,14 @@ impl DerefMut for LiveMut<'_> {
 
 impl Drop for LiveMut<'_> {
     fn drop(&mut self) {
+        let signed_in = self.state.user.is_some();
+        if signed_in != self.signed_in_before {
+            *self.signed_in = if signed_in {
+                *self.signed_in + 1
+            } else {
+                *self.signed_in - 1
+            };
+        }
         let after = cost(self.state);
         if after != self.before {
             let delta = after as i64 - self.before as i64;
@@ -142,13 +158,19 @@ impl Shard {
             wheel: TimerWheel::new(now.0),
             instances: RandomKeyMap::default(),
             bytes: 0,
+            signed_in: 0,
             usage: None,
+            tally: Tally::default(),
         }
     }
 
-    /// Counts `sessions` sessions and `bytes` bytes in or out: in this shard and, when
-    /// `global`, in the store-wide usage.
-    fn count(&mut self, sessions: i64, bytes: i64, global: bool) {
+    /// Counts session `s` in (`sessions` 1) or out (-1): its bytes and whether it is
+    /// signed in in this shard, and, when `global`, in the store-wide usage.
+    fn count(&mut self, sessions: i64, s: &SessionState, global: bool) {
+        let bytes = sessions * cost(s) as i64;
+        if s.user.is_some() {
+            self.signed_in = self.signed_in.wrapping_add(sessions as u64);
+        }
         self.bytes = self.bytes.wrapping_add(bytes as u64);
         if global && let Some(u) = &self.usage {
             u.add(sessions, bytes);
@@ -167,14 +189,25 @@ impl Shard {
         self.bytes
     }
 
-    /// Empties the shard (every session ended at once).
-    pub(crate) fn clear(&mut self, now: Timestamp) {
+    /// How many of this shard's sessions have a user.
+    pub(crate) fn signed_in(&self) -> u64 {
+        self.signed_in
+    }
+
+    /// Empties the shard (every session ended at once); its tally goes on, the
+    /// sessions counted as cleared if `count`.
+    pub(crate) fn clear(&mut self, now: Timestamp, count: bool) {
         let usage = self.usage.take();
         if let Some(u) = &usage {
             u.add(-(self.sessions.len() as i64), -(self.bytes as i64));
         }
+        let mut tally = self.tally;
+        if count {
+            tally.ended[EndReason::Cleared.index()] += self.sessions.len() as u64;
+        }
         *self = Shard::new(now);
         self.usage = usage;
+        self.tally = tally;
     }
 
     /// Makes room for `n` more sessions.
@@ -229,7 +262,7 @@ impl Shard {
         if !self.instances.is_empty() {
             self.instances.remove(&hash);
         }
-        self.count(-1, -(cost(&s) as i64), true);
+        self.count(-1, &s, true);
         Some(s)
     }
 
@@ -238,7 +271,7 @@ impl Shard {
         match self.get(hash)? {
             SlotRef::Live(_) => {
                 let s = self.sessions.remove(&(hash as u64))?;
-                self.count(-1, -(cost(&s) as i64), true);
+                self.count(-1, &s, true);
                 Some(Slot::Live(s))
             }
             SlotRef::Alias(_) => self.aliases.remove(&(hash as u64)).map(|_| Slot::Alias),
@@ -251,7 +284,7 @@ impl Shard {
     pub(crate) fn remove_moving(&mut self, hash: u128) -> Option<Box<SessionState>> {
         self.live(hash)?;
         let s = self.sessions.remove(&(hash as u64))?;
-        self.count(-1, -(cost(&s) as i64), false);
+        self.count(-1, &s, false);
         Some(s)
     }
 
@@ -267,7 +300,7 @@ impl Shard {
         debug_assert!(!self.occupied(hash));
         state.hash_hi = hi;
         state.timer = self.wheel.schedule(lo, deadline.0);
-        self.count(1, cost(&state) as i64, false);
+        self.count(1, &state, false);
         self.sessions.insert(lo, state);
     }
 
@@ -299,10 +332,17 @@ impl Shard {
         state.hash_hi = hi;
         state.timer = self.wheel.schedule(hash as u64, deadline.0);
         let bytes = cost(&state);
+        let signed_in = state.user.is_some();
         place.insert(state);
         // What the reservation took is what the session costs; counted here if none.
         let taken = reserved.take().map(Reservation::keep);
-        self.count(1, bytes as i64, taken.is_none());
+        self.signed_in += u64::from(signed_in);
+        self.bytes += bytes;
+        if taken.is_none()
+            && let Some(u) = &self.usage
+        {
+            u.add(1, bytes as i64);
+        }
         if let (Some(taken), Some(u)) = (taken, &self.usage) {
             u.add(0, bytes as i64 - taken as i64);
         }
@@ -323,14 +363,17 @@ impl Shard {
         let Shard {
             sessions,
             bytes,
+            signed_in,
             usage,
             ..
         } = self;
         let state = sessions.get_mut(&lo).filter(|s| s.hash_hi == hi)?;
         Some(LiveMut {
             before: cost(state),
+            signed_in_before: state.user.is_some(),
             state,
             bytes,
+            signed_in,
             usage: usage.as_deref(),
         })
     }
@@ -349,11 +392,11 @@ impl Shard {
         }
         state.hash_hi = hi;
         state.timer = self.wheel.schedule(hash as u64, deadline.0);
-        self.count(1, cost(&state) as i64, true);
+        self.count(1, &state, true);
         if let Some(old) = self.sessions.insert(lo, state) {
             self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
-            self.count(-1, -(cost(&old) as i64), true);
+            self.count(-1, &old, true);
         }
     }
 
@@ -365,7 +408,7 @@ impl Shard {
         let s = self.sessions.remove(&(hash as u64))?;
         self.wheel.cancel(s.timer, hash as u64);
         self.instances.remove(&hash);
-        self.count(-1, -(cost(&s) as i64), true);
+        self.count(-1, &s, true);
         Some(s)
     }
 
@@ -376,7 +419,7 @@ impl Shard {
         if let Some(old) = self.sessions.remove(&lo) {
             self.wheel.cancel(old.timer, lo);
             self.instances.remove(&join(lo, old.hash_hi));
-            self.count(-1, -(cost(&old) as i64), true);
+            self.count(-1, &old, true);
         }
         let timer = self.wheel.schedule(hash as u64, until.0);
         let alias = Alias {
@@ -556,8 +599,54 @@ mod tests {
         // An alias over a session, a removal and a clear each give back what they end.
         shard.insert_alias(A, SessionId(2), Timestamp(500));
         assert_eq!((usage.sessions(), usage.bytes()), (1, grown));
-        shard.clear(Timestamp(0));
+        shard.clear(Timestamp(0), true);
         assert_eq!((shard.bytes(), usage.sessions(), usage.bytes()), (0, 0, 0));
+    }
+
+    #[test]
+    fn signed_in_sessions_are_counted_every_way_in_and_out_and_a_clear_is_tallied() {
+        let mut shard = Shard::new(Timestamp(0));
+        let signed = || {
+            let mut s = session(1);
+            s.user = Some(crate::model::session::UserId::trusted("u"));
+            s
+        };
+        shard.insert_live(A, signed(), Timestamp(1000));
+        assert_eq!(shard.signed_in(), 1);
+        // A logout in place, then a login in place.
+        shard.live_mut(A).unwrap().user = None;
+        assert_eq!(shard.signed_in(), 0);
+        shard.live_mut(A).unwrap().user = Some(crate::model::session::UserId::trusted("v"));
+        assert_eq!(shard.signed_in(), 1);
+        // Moved (a rotation) and back: still one.
+        let moved = shard.remove_moving(A).unwrap();
+        assert_eq!(shard.signed_in(), 0);
+        shard.wheel.cancel(moved.timer, A as u64);
+        shard.insert_moved(A_TWIN ^ 1, moved, Timestamp(1000));
+        assert_eq!(shard.signed_in(), 1);
+        // Replaced by a replay of an anonymous one, then an alias over it.
+        shard.insert_live(A_TWIN ^ 1, session(1), Timestamp(1000));
+        assert_eq!(shard.signed_in(), 0);
+        shard.insert_live(A, signed(), Timestamp(1000));
+        shard.insert_alias(A, SessionId(1), Timestamp(500));
+        assert_eq!(shard.signed_in(), 0);
+        shard.insert_live(A, signed(), Timestamp(1000));
+        shard.tally.end(EndReason::Ended);
+        shard.clear(Timestamp(0), true);
+        assert_eq!(shard.signed_in(), 0);
+        assert_eq!(shard.tally.ended[EndReason::Cleared.index()], 2);
+        assert_eq!(
+            shard.tally.ended[EndReason::Ended.index()],
+            1,
+            "the tally goes on"
+        );
+        shard.insert_live(A, signed(), Timestamp(1000));
+        shard.clear(Timestamp(0), false);
+        assert_eq!(
+            shard.tally.ended[EndReason::Cleared.index()],
+            2,
+            "recovery counts none"
+        );
     }
 
     #[test]

@@ -228,6 +228,10 @@ impl Batcher {
             let mut c = shared.counters.lock();
             c.batches += 1;
             c.records += self.changes.len() as u64;
+            drop(c);
+            if let Some(m) = shared.metrics.get() {
+                m.batch_records.record(self.changes.len() as f64);
+            }
             self.changes.clear();
         }
         let flushing = self.controls.iter().any(|c| matches!(c, Msg::Flush(_)));
@@ -246,7 +250,7 @@ impl Batcher {
         }
         let must_sync = self.dirty && (self.sync_mode || ticked || flushing || !open);
         if must_sync {
-            self.backend.sync()?;
+            shared.timed_sync(|| self.backend.sync())?;
             self.dirty = false;
             shared.counters.lock().syncs += 1;
         }

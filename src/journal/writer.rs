@@ -50,6 +50,7 @@ use crate::model::change::{Change, Ticket};
 use crate::model::token::SessionId;
 use crate::options::Durability;
 use crate::util::lock::DirLock;
+use crate::util::metrics::JournalMetrics;
 use crate::util::padded::Padded;
 use crate::util::trace;
 
@@ -225,6 +226,9 @@ pub(crate) struct Shared {
     pub(crate) synced: Mutex<Option<Synced>>,
     /// Touches waiting for the writer's next tick (not sent through the channel).
     pub(crate) touches: TouchBuffers,
+    /// The fsync and batch histograms, once the store has registered them (no-ops
+    /// without the `metrics` feature).
+    pub(crate) metrics: std::sync::OnceLock<JournalMetrics>,
 }
 
 /// Counts a thread in [`Shared::waiting`] while it lives.
@@ -248,6 +252,20 @@ impl Drop for Waiting<'_> {
 }
 
 impl Shared {
+    /// Runs the fsync `f`, recording how long it took.
+    #[inline]
+    pub(crate) fn timed_sync<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.metrics.get() {
+            Some(m) if m.enabled() => {
+                let started = Instant::now();
+                let r = f();
+                m.fsync_seconds.record(started.elapsed().as_secs_f64());
+                r
+            }
+            _ => f(),
+        }
+    }
+
     fn new(disk_bytes: u64) -> Shared {
         Shared {
             progress: Mutex::new(Progress::default()),
@@ -259,6 +277,7 @@ impl Shared {
             waiting: AtomicUsize::new(0),
             synced: Mutex::new(None),
             touches: TouchBuffers::new(),
+            metrics: std::sync::OnceLock::new(),
             counters: Mutex::new(WriterCounters {
                 disk_bytes,
                 ..WriterCounters::default()
@@ -335,6 +354,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// Registers the histograms its writer and sync thread record.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn set_metrics(&self, m: JournalMetrics) {
+        let _ = self.shared.metrics.set(m);
+    }
+
     /// Starts the writer thread over `backend`.
     pub(crate) fn start(
         backend: Box<dyn Backend>,
@@ -680,6 +705,15 @@ impl Writer {
         }
     }
 
+    /// Whether the journal is poisoned (every write fails until the store reopens), and
+    /// whether the disk is full (writes are refused until there is room).
+    pub(crate) fn health(&self) -> (bool, bool) {
+        (
+            self.shared.poisoned.load(Ordering::Relaxed),
+            self.shared.full.load(Ordering::Relaxed),
+        )
+    }
+
     pub(crate) fn counters(&self) -> WriterCounters {
         *self.shared.counters.lock()
     }
@@ -931,7 +965,7 @@ pub(crate) fn serve_sync(
     let failed = shared.progress.lock().failed.clone();
     let outcome = match failed {
         Some(reason) => Err(reason),
-        None => std::panic::catch_unwind(AssertUnwindSafe(|| handle.sync()))
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| shared.timed_sync(|| handle.sync())))
             .map_err(|p| format!("the log sync thread panicked: {}", panic_message(&*p)))
             .and_then(|r| r.map_err(|e| e.to_string())),
     };

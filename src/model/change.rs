@@ -112,7 +112,7 @@ pub(crate) struct Image {
     pub(crate) data: SessionData,
 }
 
-#[cfg(feature = "sled")]
+#[cfg(any(test, feature = "sled"))]
 impl Image {
     /// Applies `f` to the image's details (label, factors, device).
     pub(crate) fn edit_details(&mut self, f: impl FnOnce(&mut Details)) {

@@ -28,6 +28,49 @@ pub enum EndReason {
     RevokedByOtherSession,
 }
 
+impl EndReason {
+    /// Every reason, in a fixed order ([`EndReason::index`]).
+    pub const ALL: [EndReason; 8] = [
+        EndReason::Ended,
+        EndReason::Expired,
+        EndReason::Revoked,
+        EndReason::LimitExceeded,
+        EndReason::LastInstanceEnded,
+        EndReason::Cleared,
+        EndReason::Evicted,
+        EndReason::RevokedByOtherSession,
+    ];
+
+    /// Its place in [`EndReason::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            EndReason::Ended => 0,
+            EndReason::Expired => 1,
+            EndReason::Revoked => 2,
+            EndReason::LimitExceeded => 3,
+            EndReason::LastInstanceEnded => 4,
+            EndReason::Cleared => 5,
+            EndReason::Evicted => 6,
+            EndReason::RevokedByOtherSession => 7,
+        }
+    }
+
+    /// Its name as a metric label: `logout`, `expired`, `revoked`, `limit`,
+    /// `last_instance`, `cleared`, `evicted`, `revoked_by_other_session`.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Ended => "logout",
+            EndReason::Expired => "expired",
+            EndReason::Revoked => "revoked",
+            EndReason::LimitExceeded => "limit",
+            EndReason::LastInstanceEnded => "last_instance",
+            EndReason::Cleared => "cleared",
+            EndReason::Evicted => "evicted",
+            EndReason::RevokedByOtherSession => "revoked_by_other_session",
+        }
+    }
+}
+
 /// Something that happened to a session. Events name sessions by their public
 /// [`SessionId`], never by token.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1459,6 +1459,29 @@ impl RedisStore {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Hands the `metrics` facade what Redis knows of the store: the live sessions
+    /// (from the expiry registry, one round trip) as `sessiondb_sessions_live` and this
+    /// handle's dropped events as `sessiondb_events_dropped_total`, labelled with
+    /// [`Options::metrics_label`]. Call it before rendering `/metrics`. Each script call
+    /// is timed as it happens (`sessiondb_redis_script_seconds{op}`), and a failed one
+    /// counted (`sessiondb_redis_errors_total`).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    #[cfg(feature = "metrics")]
+    pub async fn publish_metrics(&self) -> Result<()> {
+        let label = &self.inner.opts.metrics_label;
+        let live = self.len().await?;
+        crate::util::metrics::gauge("sessiondb_sessions_live", label, live as f64);
+        crate::util::metrics::counter(
+            "sessiondb_events_dropped_total",
+            label,
+            &[],
+            self.events_dropped(),
+        );
+        Ok(())
+    }
+
     // ----------------------------------------------------------------------------
     // Plumbing
 
@@ -1577,11 +1600,19 @@ impl Inner {
             .arg(self.opts.trial_lifetime.map_or(0, ms))
             .arg(if self.evicts() { "1" } else { "0" });
         args(&mut inv);
-        let value = self
-            .conn
-            .invoke(&inv)
-            .await
-            .map_err(|e| unavailable(op, &e))?;
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let value = self.conn.invoke(&inv).await;
+        #[cfg(feature = "metrics")]
+        {
+            let store = self.opts.metrics_label.0.to_string();
+            metrics::histogram!("sessiondb_redis_script_seconds", "store" => store.clone(), "op" => op)
+                .record(started.elapsed().as_secs_f64());
+            if value.is_err() {
+                metrics::counter!("sessiondb_redis_errors_total", "store" => store).increment(1);
+            }
+        }
+        let value = value.map_err(|e| unavailable(op, &e))?;
         match value {
             Value::Array(items) => Ok(Reply(items)),
             other => Err(protocol(op, format!("{other:?}"))),

@@ -187,6 +187,10 @@ impl Inner {
                 // The base is now the measure of what a compaction leaves.
                 d.set_compaction_floor(0);
                 log.count += 1;
+                self.metrics
+                    .compaction_seconds
+                    .record(st.duration.as_secs_f64());
+                self.metrics.compaction_bytes.record(st.base_bytes as f64);
                 log.last = Some((self.now(), st.clone()));
                 log.last_error = None;
                 if st.sessions > 0 && st.base_bytes > 0 {

@@ -46,22 +46,22 @@ impl Store {
         // has sessions).
         let user = new.user.as_deref();
         if let Some(u) = user {
-            UserId::check(u, limits)?;
+            inner.checked(UserId::check(u, limits))?;
         }
         if let Some(label) = &new.label {
-            check_label(label, limits)?;
+            inner.checked(check_label(label, limits))?;
         }
         if let Some(how) = &new.sign_in {
-            how.check()?;
+            inner.checked(how.check())?;
             if user.is_none() {
-                return Err(Error::InvalidSignIn {
+                return inner.checked(Err(Error::InvalidSignIn {
                     reason: "an anonymous session has no sign-in; create it with \
                              NewSession::for_user"
                         .into(),
-                });
+                }));
             }
         }
-        let (lifetime, idle) = new.durations(&inner.opts)?;
+        let (lifetime, idle) = inner.checked(new.durations(&inner.opts))?;
         inner.check_data(&new.data)?;
         let data = new.data;
         let (id, first_token) = token::fresh_session(|b| inner.entropy.fill(b))?;
@@ -241,6 +241,13 @@ impl Inner {
                 let session = state.snapshot(self.rules, &self.opts.levels, now);
                 Ok((state, deadline, session))
             })?;
+            if inserted.is_some() {
+                if as_image {
+                    shard.tally.imported += 1;
+                } else {
+                    shard.tally.created += 1;
+                }
+            }
             drop(shard);
             let session = match inserted {
                 Some(session) => session,

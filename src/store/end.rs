@@ -31,6 +31,7 @@ impl Store {
             let Some(state) = shard.remove_live(key, id) else {
                 return Err(Error::Ended);
             };
+            shard.tally.end(EndReason::Ended);
             inner.ids_remove(id);
             Ok(Some((state, t)))
         });
@@ -83,7 +84,7 @@ impl Store {
         let mut count = 0;
         for shard in &mut shards {
             count += shard.live_count();
-            shard.clear(now);
+            shard.clear(now, true);
         }
         for m in &mut ids {
             m.clear();
@@ -132,6 +133,7 @@ impl Inner {
         let Some(state) = shard.remove_live(key, id) else {
             return Err(Error::Ended);
         };
+        shard.tally.end(reason);
         self.ids_remove(id);
         Ok(Some((state, t, reason)))
     }
@@ -225,6 +227,7 @@ impl Inner {
                     failed = Some(Error::Ended);
                     break;
                 };
+                shard.tally.end(reason);
                 removed[i] = true;
                 out.push((state, t));
             }

@@ -82,6 +82,7 @@ impl Store {
                 let Some(state) = shard.remove_live(key, id) else {
                     return Err(Error::Ended);
                 };
+                shard.tally.end(EndReason::Expired);
                 inner.ids_remove(id);
                 return Ok(Some(Done::Expired(state, t)));
             }
@@ -167,6 +168,7 @@ impl Inner {
                     id: s.id,
                     reason: EndReason::Expired,
                 });
+                shard.tally.end(EndReason::Expired);
                 expired.push((s.id, s.user.clone()));
             }
         }

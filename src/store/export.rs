@@ -50,7 +50,7 @@ impl Store {
     /// [`Error::UserSessionLimit`](crate::Error::UserSessionLimit) and [`Error::Full`](crate::Error::Full) as for a create.
     pub fn import(&self, mut rec: SessionRecord) -> Result<bool> {
         let inner = &*self.inner;
-        rec.check(&inner.opts.limits)?;
+        inner.checked(rec.check(&inner.opts.limits))?;
         rec.keep_address_as(inner.opts.address_privacy);
         let (id, key) = (rec.id, rec.token_hash.0);
         let user = rec.user.clone();

@@ -75,6 +75,7 @@ impl Store {
             let Some(state) = shard.remove_live(key, id) else {
                 return Err(Error::Ended);
             };
+            shard.tally.end(EndReason::LastInstanceEnded);
             inner.ids_remove(id);
             Ok(Some((id, true, Some((state, t)))))
         })?;

@@ -441,7 +441,7 @@ impl Loader {
             }
             Change::Clear => {
                 for s in self.shards.iter() {
-                    s.write().clear(self.now);
+                    s.write().clear(self.now, false);
                 }
                 for i in self.ids.iter() {
                     i.write().clear();

@@ -28,6 +28,7 @@ mod end;
 mod expiry;
 mod export;
 mod instances;
+mod metrics;
 mod read;
 mod signin;
 mod stats;
@@ -41,7 +42,7 @@ pub(crate) mod background;
 pub(crate) mod events;
 pub(crate) mod load;
 
-pub use stats::Stats;
+pub use stats::{EndCounts, Stats};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -141,6 +142,10 @@ pub(crate) struct Inner {
     /// under its shard locks); a lookup that keeps losing races to rotations of one
     /// session takes the stripe exclusively, and the session cannot move under it.
     gates: Box<[Padded<RwLock<()>>]>,
+    /// Calls refused, by cause (the budget counts its own).
+    refusals: stats::Refusals,
+    /// The histograms a store records itself (no-ops without the `metrics` feature).
+    metrics: metrics::StoreMetrics,
 }
 
 /// Compactions so far.
@@ -243,9 +248,19 @@ impl Store {
         } else {
             Writer::start(opened.backend, opts.durability, lock, opts.auto_compact)?
         };
+        #[cfg(feature = "metrics")]
+        journal.set_metrics(crate::util::metrics::JournalMetrics::new(
+            &opts.metrics_label,
+        ));
         let store = Store::build(opts, Journal::Disk(journal), Some((loader, opened.report)))?;
         #[cfg(feature = "tracing")]
         trace_opened(dir, &store.recovery_report());
+        #[cfg(feature = "metrics")]
+        store
+            .inner
+            .metrics
+            .recovery_seconds
+            .record(store.recovery_report().duration.as_secs_f64());
         Ok(store)
     }
 
@@ -336,6 +351,8 @@ impl Store {
             closing: std::sync::atomic::AtomicBool::new(false),
             gates: (0..GATES).map(|_| Padded(RwLock::new(()))).collect(),
             entropy: Entropy::new(),
+            refusals: stats::Refusals::default(),
+            metrics: metrics::StoreMetrics::new(&opts.metrics_label),
             opts,
         });
         let life = Arc::new(Lifecycle(Arc::clone(&inner)));
@@ -364,7 +381,16 @@ impl Store {
             && !inner.opts.deterministic
         {
             let store = Arc::downgrade(&inner);
-            let reap = move || store.upgrade().map(|store| store.reap()).is_some();
+            let reap = move || {
+                store
+                    .upgrade()
+                    .map(|store| {
+                        store.reap();
+                        #[cfg(feature = "metrics")]
+                        store.publish_metrics();
+                    })
+                    .is_some()
+            };
             *inner.reaper.lock() = Some(spawn_periodic("sessiondb-reap", every, reap)?);
         }
         Ok(Store { inner, _life: life })
@@ -474,6 +500,17 @@ impl Inner {
             && commit::defer_wait(self.journal.key(), ticket)
         {
             return Ok(());
+        }
+        #[cfg(feature = "metrics")]
+        if matches!(self.opts.durability, Durability::Sync)
+            && matches!(self.journal, Journal::Disk(_))
+        {
+            let started = std::time::Instant::now();
+            let r = self.journal.wait(ticket);
+            self.metrics
+                .durability_wait_seconds
+                .record(started.elapsed().as_secs_f64());
+            return r;
         }
         self.journal.wait(ticket)
     }

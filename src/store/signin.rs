@@ -35,7 +35,7 @@ impl Store {
     /// [`Error::InvalidSignIn`] for a malformed `how` (nothing changed); otherwise as
     /// [`Store::login`].
     pub fn login_with(&self, token: &Token, user: &str, how: SignIn) -> Result<Token> {
-        how.check()?;
+        self.inner.checked(how.check())?;
         let fresh = self.login(token, user)?;
         let uid = UserId::new(user, &self.inner.opts.limits)?;
         self.inner.sign_in(&fresh, &uid, &how, true)?;
@@ -68,7 +68,7 @@ impl Store {
     /// [`SignIn::MAX_FACTORS`] methods (both before anything changes); otherwise as
     /// [`Store::rotate`].
     pub fn step_up(&self, token: &Token, how: SignIn) -> Result<Token> {
-        how.check()?;
+        self.inner.checked(how.check())?;
         let inner = &*self.inner;
         let (user, fits) = inner
             .read_live(token.hash().0, |s, now| {
@@ -90,7 +90,7 @@ impl Store {
     /// [`Error::InvalidSignIn`] for a malformed `how` (nothing changed); otherwise as
     /// [`Store::bind_user`].
     pub fn bind_user_with(&self, token: &Token, user: &str, how: SignIn) -> Result<()> {
-        how.check()?;
+        self.inner.checked(how.check())?;
         self.bind_user(token, user)?;
         let uid = UserId::new(user, &self.inner.opts.limits)?;
         self.inner.sign_in(token, &uid, &how, true)
@@ -102,7 +102,7 @@ impl Store {
     /// # Errors
     /// As [`Store::step_up`].
     pub fn add_sign_in(&self, token: &Token, how: SignIn) -> Result<()> {
-        how.check()?;
+        self.inner.checked(how.check())?;
         let user = self
             .inner
             .read_live(token.hash().0, |s, _| s.user.clone())
@@ -124,8 +124,8 @@ impl Store {
     /// [`Error::InvalidSignIn`] for a malformed method name.
     pub fn revoke_user_where(&self, user: &str, criterion: &Criterion) -> Result<usize> {
         let inner = &*self.inner;
-        UserId::check(user, &inner.opts.limits)?;
-        criterion.check()?;
+        inner.checked(UserId::check(user, &inner.opts.limits))?;
+        inner.checked(criterion.check())?;
         let mut guards = inner.users.lock_str(user);
         let Some((user, mut ids)) = guards.take(user) else {
             return Ok(0);

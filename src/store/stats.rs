@@ -1,30 +1,49 @@
 //! What a store can say about itself: `Stats`, the recovery report, and its size.
 
-use super::Store;
+use super::{Inner, Store};
 use crate::backend::CompactionStats;
 use crate::backend::RecoveryReport;
 use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::index::tally::Tally;
 use crate::journal::Journal;
+use crate::model::event::EndReason;
 use crate::options::Budget;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 impl Store {
     /// Counters describing the store.
     pub fn stats(&self) -> Stats {
-        let inner = &*self.inner;
+        self.inner.stats()
+    }
+}
+
+impl Inner {
+    pub(super) fn stats(&self) -> Stats {
+        let inner = self;
         let mut st = Stats {
             users: inner.users.user_count(),
             events_dropped: inner.events.dropped(),
             ..Stats::default()
         };
+        let mut tally = Tally::default();
         for shard in inner.shards.iter() {
             let s = shard.read();
             let live = s.live_count();
+            tally.add(&s.tally);
+            st.authenticated += s.signed_in() as usize;
             st.sessions += live;
             st.aliases += s.len() - live;
             st.timers += s.wheel.len();
             st.resident_bytes += s.bytes();
         }
+        st.created = tally.created;
+        st.imported = tally.imported;
+        st.rotated = tally.rotated;
+        st.logins = tally.logins;
+        st.ended = EndCounts(tally.ended);
+        st.user_limit_refusals = inner.refusals.user_limit.load(Ordering::Relaxed);
+        st.bad_input_refusals = inner.refusals.bad_input.load(Ordering::Relaxed);
         if let Some(b) = &inner.budget {
             // One atomic reading each, never past the budget: a sum over the shards,
             // read one after another, could count a session created in one before
@@ -42,6 +61,7 @@ impl Store {
             st.log_batches = c.batches;
             st.log_records = c.records;
             st.log_syncs = c.syncs;
+            (st.journal_poisoned, st.disk_full) = d.health();
             let log = inner.compaction.lock();
             st.compactions = log.count;
             st.last_compaction.clone_from(&log.last);
@@ -55,7 +75,9 @@ impl Store {
         }
         st
     }
+}
 
+impl Store {
     /// What recovery found when the store was opened: records replayed, bytes cut off
     /// a torn tail, damage skipped in salvage mode, sessions live, time taken.
     pub fn recovery_report(&self) -> RecoveryReport {
@@ -77,6 +99,49 @@ impl Store {
     /// True when the store holds no session.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Calls refused for what they asked, counted on the refusal (rare) path: one relaxed
+/// atomic add each, never on a call that succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    /// [`crate::Error::UserSessionLimit`].
+    pub(crate) user_limit: AtomicU64,
+    /// Bad input: an invalid user id, sign-in or option, data or a label past a limit.
+    pub(crate) bad_input: AtomicU64,
+}
+
+impl Inner {
+    /// `r`, counting an error as a refusal of bad input (for the checks of what a call
+    /// is given, each made once on its call's path).
+    #[inline]
+    pub(super) fn checked<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.refusals.bad_input.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Sessions ended since the store opened, by [`EndReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndCounts(pub(crate) [u64; EndReason::ALL.len()]);
+
+impl EndCounts {
+    /// How many ended for `reason`.
+    pub fn get(&self, reason: EndReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Every reason with its count, in [`EndReason::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (EndReason, u64)> + '_ {
+        EndReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
     }
 }
 
@@ -123,10 +188,34 @@ pub struct Stats {
     pub last_compaction: Option<(Timestamp, CompactionStats)>,
     /// The error of the last compaction, if it failed.
     pub last_compaction_error: Option<String>,
+    /// Sessions with a user.
+    pub authenticated: usize,
+    /// Sessions created since the store opened (imports not counted).
+    pub created: u64,
+    /// Sessions imported since the store opened ([`Store::import`]).
+    pub imported: u64,
+    /// Token rotations since the store opened (logins and step-ups included).
+    pub rotated: u64,
+    /// Users bound to sessions (logins) since the store opened.
+    pub logins: u64,
+    /// Sessions ended since the store opened, by reason (recovery counts none).
+    pub ended: EndCounts,
+    /// Creates, logins and binds refused at the per-user limit
+    /// ([`crate::Error::UserSessionLimit`]) since the store opened.
+    pub user_limit_refusals: u64,
+    /// Calls refused for bad input (an invalid user id, sign-in or option; data or a
+    /// label past a limit) since the store opened.
+    pub bad_input_refusals: u64,
     /// Write batches the log writer has written (each one `write`).
     pub log_batches: u64,
     /// Records the log writer has written.
     pub log_records: u64,
     /// fsyncs the log writer has issued.
     pub log_syncs: u64,
+    /// Whether the journal is poisoned: a write or fsync failed for good, and every
+    /// write fails until the store is reopened (`Error::Poisoned`).
+    pub journal_poisoned: bool,
+    /// Whether the disk is full: writes are refused (`Error::DiskFull`) until there is
+    /// room.
+    pub disk_full: bool,
 }

@@ -9,6 +9,8 @@
 //! same user add to the list under the same lock, so they complete before the revoke
 //! (and are revoked) or start after.
 
+use std::sync::atomic::Ordering;
+
 use super::{Inner, Store};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -33,7 +35,7 @@ impl Store {
     /// at the limit and the policy refuses.
     pub fn bind_user(&self, token: &Token, user: &str) -> Result<()> {
         let inner = &*self.inner;
-        let user = UserId::new(user, &inner.opts.limits)?;
+        let user = inner.checked(UserId::new(user, &inner.opts.limits))?;
         let hash = token.hash().0;
         loop {
             let (id, current, version) = inner
@@ -72,6 +74,7 @@ impl Store {
                 s.mark_seen(now);
                 let deadline = s.deadline(inner.rules);
                 drop(s);
+                shard.tally.logins += 1;
                 shard.reschedule_if_earlier(key, deadline);
                 Ok(Some(Some(t)))
             })?;
@@ -107,7 +110,7 @@ impl Store {
     /// the session's version or the per-user limit changes nothing (no rotation).
     pub fn login(&self, token: &Token, user: &str) -> Result<Token> {
         let inner = &*self.inner;
-        let uid = UserId::new(user, &inner.opts.limits)?;
+        let uid = inner.checked(UserId::new(user, &inner.opts.limits))?;
         // A login the bind would refuse must change nothing: refuse it before the
         // rotation, which would otherwise leave the caller holding a retired token —
         // for a version that cannot grow, and for the per-user limit. (A create for
@@ -125,6 +128,7 @@ impl Store {
             let mut live = 0usize;
             inner.read_batch(&others, |s| live += usize::from(s.id != id));
             if live >= max {
+                inner.refusals.user_limit.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::UserSessionLimit {
                     user: uid.to_string(),
                     max,
@@ -191,7 +195,7 @@ impl Store {
     /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
     pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>> {
         let inner = &*self.inner;
-        UserId::check(user, &inner.opts.limits)?;
+        inner.checked(UserId::check(user, &inner.opts.limits))?;
         let ids = inner.users.lock_str(user).sessions(user);
         let mut out: Vec<Session> = Vec::with_capacity(ids.len());
         let now = inner.now();
@@ -211,7 +215,7 @@ impl Store {
     pub fn revoke_user(&self, user: &str) -> Result<usize> {
         let inner = &*self.inner;
         let limits = &inner.opts.limits;
-        UserId::check(user, limits)?;
+        inner.checked(UserId::check(user, limits))?;
         let mut guards = inner.users.lock_str(user);
         // The index's own UserId (no allocation) when the user has sessions.
         let (user, ids) = match guards.take(user) {
@@ -256,7 +260,7 @@ impl Store {
     /// [`Error::InvalidUserId`] / [`Error::TooLarge`] for a bad user id.
     pub fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize> {
         let inner = &*self.inner;
-        UserId::check(user, &inner.opts.limits)?;
+        inner.checked(UserId::check(user, &inner.opts.limits))?;
         let mut guards = inner.users.lock_str(user);
         let at = before.min(inner.now());
         let user = guards.canonical_str(user);
@@ -429,6 +433,7 @@ impl Inner {
             return Ok(());
         }
         if self.opts.limit_policy == LimitPolicy::Refuse {
+            self.refusals.user_limit.fetch_add(1, Ordering::Relaxed);
             return Err(Error::UserSessionLimit {
                 user: user.to_string(),
                 max,

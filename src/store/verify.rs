@@ -50,6 +50,16 @@ impl Inner {
                 ));
             }
             bytes_total += bytes;
+            let signed_in = shard
+                .iter()
+                .filter(|(_, slot)| matches!(slot, SlotRef::Live(s) if s.user.is_some()))
+                .count() as u64;
+            if signed_in != shard.signed_in() {
+                return bad(format!(
+                    "shard {i}: counts {} signed-in sessions for {signed_in}",
+                    shard.signed_in()
+                ));
+            }
             for key in shard.instances.keys() {
                 if shard.live(*key).is_none() {
                     return bad(format!(

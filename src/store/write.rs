@@ -120,7 +120,7 @@ impl Store {
     pub fn set_label(&self, token: &Token, label: Option<&str>) -> Result<()> {
         let inner = &*self.inner;
         if let Some(l) = label {
-            check_label(l, &inner.opts.limits)?;
+            inner.checked(check_label(l, &inner.opts.limits))?;
         }
         let label: Option<Arc<str>> = label.map(Arc::from);
         let ticket = inner.with_live(token.hash().0, |shard, key, _| {
@@ -238,6 +238,7 @@ impl Store {
             let Some(state) = a.remove_moving(old) else {
                 return Err(Error::Ended);
             };
+            a.tally.rotated += 1;
             a.wheel.cancel(state.timer, old as u64);
             let instances = a.instances.remove(&old);
             if grace_ms > 0 {
@@ -353,10 +354,14 @@ impl Inner {
     }
 
     pub(super) fn check_entry(&self, key: &str, value_len: usize) -> Result<()> {
-        crate::model::session::check_entry(key, value_len, &self.opts.limits)
+        self.checked(crate::model::session::check_entry(
+            key,
+            value_len,
+            &self.opts.limits,
+        ))
     }
 
     pub(super) fn check_data(&self, data: &SessionData) -> Result<()> {
-        crate::model::session::check_data(data, &self.opts.limits)
+        self.checked(crate::model::session::check_data(data, &self.opts.limits))
     }
 }

@@ -2,7 +2,8 @@
 //! randomness in bulk, crash points for tests, the directory lock, private files and
 //! directories, a cache-line padding, hashers for keys that are random already, and
 //! the file-system seam (the operating system's, or a simulated disk that fails and
-//! crashes on demand), and the operator's events (`tracing`, when enabled).
+//! crashes on demand), the operator's events (`tracing`, when enabled) and metrics
+//! handles (`metrics`, when enabled).
 
 pub(crate) mod codec;
 pub(crate) mod entropy;
@@ -10,6 +11,7 @@ pub(crate) mod failpoint;
 pub(crate) mod fs;
 pub(crate) mod hash;
 pub(crate) mod lock;
+pub(crate) mod metrics;
 pub(crate) mod padded;
 pub(crate) mod parallel;
 pub(crate) mod trace;

@@ -154,8 +154,12 @@ pub enum Command {
     /// what opening the store found (on Redis: live sessions, the server and key prefix)
     Stats {
         /// One JSON object instead of text
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// The gauges in Prometheus's text format (sessiondb_sessions_live, ...), for
+        /// a node exporter's textfile collector; label store="<LABEL>"
+        #[arg(long, value_name = "LABEL", num_args = 0..=1, default_missing_value = "default")]
+        prometheus: Option<String>,
     },
     /// A user's live sessions, oldest first (their devices page). Reads only: no
     /// session is touched or extended

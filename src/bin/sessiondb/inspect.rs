@@ -11,15 +11,20 @@ use crate::human::{self, redact};
 use crate::output::{Fail, ms, say, say_json};
 use crate::target::{Ctx, Target};
 
-pub fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
+pub fn stats(ctx: &Ctx, json: bool, prometheus: Option<&str>) -> Result<(), Fail> {
     let dir = match &ctx.target {
         Target::Dir(dir) => dir,
-        Target::Redis { url, prefix } => return redis_stats(ctx, url, prefix, json),
+        Target::Redis { url, prefix } => {
+            return redis_stats(ctx, url, prefix, json, prometheus);
+        }
     };
     let store = ctx.open(dir, false)?;
     let st = store.stats();
     let rep = store.recovery_report();
     drop(store);
+    if let Some(label) = prometheus {
+        return say(st.gauges_to_prometheus(label).trim_end());
+    }
     if json {
         return say_json(&json!({
             "dir": dir,
@@ -93,10 +98,28 @@ pub fn stats(ctx: &Ctx, json: bool) -> Result<(), Fail> {
 
 /// Stats of a Redis store: what Redis can say cheaply. Users, rotation aliases, bytes
 /// and recovery are the embedded store's (Redis reports its memory itself: INFO).
-fn redis_stats(ctx: &Ctx, url: &str, prefix: &str, json: bool) -> Result<(), Fail> {
+fn redis_stats(
+    ctx: &Ctx,
+    url: &str,
+    prefix: &str,
+    json: bool,
+    prometheus: Option<&str>,
+) -> Result<(), Fail> {
     let store = ctx.handle(false)?;
     let sessions = store.len()?;
     drop(store);
+    if let Some(label) = prometheus {
+        // What Redis says cheaply: the live sessions; the rest is the embedded
+        // store's (Redis reports its memory itself: INFO).
+        let mut st = sessiondb::Stats::default();
+        st.sessions = sessions;
+        let text = st.gauges_to_prometheus(label);
+        let live: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("sessiondb_sessions_live"))
+            .collect();
+        return say(&live.join("\n"));
+    }
     if json {
         return say_json(&json!({
             "redis": redact(url),

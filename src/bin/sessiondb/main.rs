@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 
 fn run(ctx: &Ctx, command: Command) -> Result<(), Fail> {
     match command {
-        Command::Stats { json } => inspect::stats(ctx, json),
+        Command::Stats { json, prometheus } => inspect::stats(ctx, json, prometheus.as_deref()),
         Command::List { user, json } => inspect::list(ctx, &user, json),
         Command::Show { id, json } => inspect::show(ctx, id, json),
         Command::Revoke {
