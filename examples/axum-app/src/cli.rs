@@ -44,6 +44,14 @@ USAGE: sessiondb-axum-app [FLAGS]
   --trust-forwarded-for
                       show the first X-Forwarded-For address as a device's address
                       (behind a reverse proxy that sets it) instead of the peer's
+  --metrics           serve GET /metrics: the store's gauges, counters and histograms
+                      in Prometheus's text format, to loopback peers only (and not
+                      through a proxy: a request with X-Forwarded-For is refused)
+  --metrics-public    serve /metrics to any peer (implies --metrics): for a Prometheus
+                      on another machine; firewall the port from everyone else
+  --metrics-label NAME
+                      the store=\"NAME\" label on every series, 1-64 of A-Z a-z 0-9 _ - .
+                      [default default]
   -h, --help          this text
 
 DUR is a number with a unit: 90s, 15m, 12h, 30d.";
@@ -98,6 +106,12 @@ pub fn parse(
             "-h" | "--help" => return Ok(Command::Help),
             "--insecure-http" => config.secure_cookies = false,
             "--trust-forwarded-for" => config.trust_forwarded_for = true,
+            "--metrics" => config.metrics = true,
+            "--metrics-public" => {
+                config.metrics = true;
+                config.metrics_public = true;
+            }
+            "--metrics-label" => config.metrics_label = value("--metrics-label")?,
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
             "--sessions" => {
                 let v = value("--sessions")?;
@@ -270,6 +284,7 @@ mod tests {
         .unwrap();
         assert!(a.config.trust_forwarded_for);
         assert!(!run(&[], None).unwrap().config.trust_forwarded_for);
+        assert!(!a.config.metrics, "metrics are off unless asked for");
         assert_eq!(a.config.visitor_trial, Duration::from_secs(90));
         assert_eq!(a.config.max_sessions, 5000);
         assert_eq!(a.config.reauth_window, Duration::from_secs(120));
@@ -291,6 +306,32 @@ mod tests {
             parse(["--help".to_string()], None, None).unwrap(),
             Command::Help
         );
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_loopback_only_with_the_flag_and_public_on_request() {
+        let off = run(&[], None).unwrap().config;
+        assert!(!off.metrics && !off.metrics_public);
+        assert_eq!(off.metrics_label, "default");
+        let on = run(&["--metrics", "--metrics-label", "web-1"], None)
+            .unwrap()
+            .config;
+        assert!(on.metrics && !on.metrics_public);
+        assert_eq!(on.metrics_label, "web-1");
+        assert!(format!("{:?}", on.store_options()).contains(r#"metrics_label: "web-1""#));
+        let public = run(&["--metrics-public"], None).unwrap().config;
+        assert!(public.metrics && public.metrics_public, "implies --metrics");
+        assert!(
+            run(&["--metrics-label"], None)
+                .unwrap_err()
+                .contains("--metrics-label needs a value")
+        );
+        assert!(
+            run(&["--metrics-label", "no spaces"], None)
+                .unwrap_err()
+                .contains("metrics label")
+        );
+        assert!(USAGE.contains("--metrics ") && USAGE.contains("--metrics-public"));
     }
 
     #[test]

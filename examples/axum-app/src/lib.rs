@@ -31,12 +31,16 @@
 //!   ([`sessiondb::Session::authenticated_within`]); the password given there is a
 //!   step-up ([`sessiondb::Sessions::step_up`], which rotates the token), and when
 //!   the change is done it signs this session in afresh and ends every session that
-//!   signed in before, for good ([`sessiondb::Sessions::revoke_user_before`]).
+//!   signed in before, for good ([`sessiondb::Sessions::revoke_user_before`]);
+//! - with `--metrics` ([`Config::metrics`]), `GET /metrics` renders the store's gauges,
+//!   counters and histograms for Prometheus, to loopback peers only
+//!   ([`sessiondb::Sessions::publish_metrics`] just before each render; [`metrics`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod device;
+pub mod metrics;
 pub mod pages;
 pub mod routes;
 pub mod session;
@@ -95,6 +99,19 @@ pub struct Config {
     /// proxy any client could name any address. It is only ever shown, never used to
     /// decide anything.
     pub trust_forwarded_for: bool,
+    /// Serve `GET /metrics`: the store's gauges, counters and histograms in
+    /// Prometheus's text format (`--metrics`), to loopback peers only unless
+    /// [`Config::metrics_public`]. Install the recorder ([`metrics::recorder`]) before
+    /// opening the store, as `main.rs` does. Off by default: no route, a 404.
+    pub metrics: bool,
+    /// Serve `/metrics` to any peer, not only loopback (`--metrics-public`, which
+    /// implies `--metrics`): for a Prometheus on another machine, with the port
+    /// firewalled from everyone else. Default false.
+    pub metrics_public: bool,
+    /// The `store` label on every series this app's store reports
+    /// ([`sessiondb::Options::metrics_label`], `--metrics-label`): 1 to 64 bytes of
+    /// `A-Z a-z 0-9 _ - .`. Default `default`.
+    pub metrics_label: String,
 }
 
 impl Default for Config {
@@ -108,17 +125,21 @@ impl Default for Config {
             max_sessions: 1_000_000,
             reauth_window: Duration::from_secs(600),
             trust_forwarded_for: false,
+            metrics: false,
+            metrics_public: false,
+            metrics_label: "default".into(),
         }
     }
 }
 
 impl Config {
     /// The store options: the visitors' trial and the budget (kept by the embedded
-    /// store and on Redis alike).
+    /// store and on Redis alike), and the metrics' `store` label.
     pub fn store_options(&self) -> sessiondb::Options {
         sessiondb::Options::default()
             .trial_lifetime((!self.visitor_trial.is_zero()).then_some(self.visitor_trial))
             .budget((self.max_sessions > 0).then(|| sessiondb::Budget::sessions(self.max_sessions)))
+            .metrics_label(self.metrics_label.clone())
     }
 
     /// The session cookie's name: `__Host-sid` with secure cookies, `sid` without
@@ -131,16 +152,28 @@ impl Config {
         }
     }
 
-    /// Checks the lifetimes.
+    /// Checks the lifetimes and the metrics label.
     ///
     /// # Errors
-    /// A message naming the setting if a lifetime is zero.
+    /// A message naming the setting if a lifetime is zero or the label is not 1 to 64
+    /// bytes of `A-Z a-z 0-9 _ - .`.
     pub fn validate(&self) -> Result<(), String> {
         if self.lifetime.is_zero() {
             return Err("the session lifetime must be longer than zero".into());
         }
         if self.visitor_lifetime.is_zero() {
             return Err("the visitor session lifetime must be longer than zero".into());
+        }
+        let label = &self.metrics_label;
+        if label.is_empty()
+            || label.len() > 64
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "the metrics label {label:?} must be 1 to 64 bytes of A-Z a-z 0-9 _ - ."
+            ));
         }
         Ok(())
     }
@@ -155,20 +188,40 @@ pub struct AppState {
     pub users: Arc<Users>,
     /// How the app runs.
     pub config: Arc<Config>,
+    /// The process's Prometheus recorder, with [`Config::metrics`].
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-/// The app's router, ready for `axum::serve`.
+/// The app's router, ready for `axum::serve` (with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the devices page shows each
+/// peer's address, and `/metrics` answers loopback peers only).
+///
+/// With [`Config::metrics`] it installs the process's Prometheus recorder if it is not
+/// yet ([`metrics::recorder`]); install it before opening the store instead, or the
+/// store's histograms are not recorded.
 ///
 /// # Errors
-/// A message if `config` does not validate ([`Config::validate`]).
+/// A message if `config` does not validate ([`Config::validate`]), or if the metrics
+/// recorder cannot be installed.
 pub fn app(store: impl Into<Sessions>, users: Users, config: Config) -> Result<Router, String> {
     config.validate()?;
+    let metrics = if config.metrics {
+        Some(metrics::recorder()?)
+    } else {
+        None
+    };
     let state = AppState {
         store: store.into(),
         users: Arc::new(users),
         config: Arc::new(config),
+        metrics,
     };
-    Ok(Router::new()
+    let router = if state.metrics.is_some() {
+        Router::new().route("/metrics", get(metrics::serve))
+    } else {
+        Router::new()
+    };
+    Ok(router
         .route("/", get(routes::home))
         .route("/app.css", get(routes::stylesheet))
         .route("/login", get(routes::login_page).post(routes::login))
@@ -314,5 +367,25 @@ mod tests {
             ..Config::default()
         };
         assert!(zero_visitor.validate().unwrap_err().contains("visitor"));
+        for bad in ["", "has space", "caf\u{e9}", &"x".repeat(65), "a\"b"] {
+            let c = Config {
+                metrics_label: bad.into(),
+                ..Config::default()
+            };
+            assert!(
+                c.validate().unwrap_err().contains("metrics label"),
+                "{bad:?}"
+            );
+            // The store refuses the same labels.
+            assert!(sessiondb::Store::in_memory_with(c.store_options()).is_err());
+        }
+        for good in ["default", "web-1.eu_west", &"x".repeat(64)] {
+            let c = Config {
+                metrics_label: good.into(),
+                ..Config::default()
+            };
+            assert!(c.validate().is_ok(), "{good:?}");
+            assert!(sessiondb::Store::in_memory_with(c.store_options()).is_ok());
+        }
     }
 }

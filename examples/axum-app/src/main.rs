@@ -45,6 +45,11 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
             .to_string_lossy()
             .into_owned()
     });
+    // --metrics: the recorder goes in before the store opens (the store registers its
+    // histograms then).
+    if args.config.metrics {
+        sessiondb_axum_app::metrics::recorder()?;
+    }
     let store = Sessions::open(&config, args.config.store_options())
         .await
         .map_err(|e| format!("cannot open the sessions at {}: {e}", cli::redact(&config)))?;
@@ -74,6 +79,17 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
         "sessiondb-axum-app: listening on {} — open it over {scheme}; Ctrl-C stops",
         listener.local_addr()?
     );
+    if args.config.metrics {
+        let who = if args.config.metrics_public {
+            "to any peer"
+        } else {
+            "to loopback peers only"
+        };
+        println!(
+            "sessiondb-axum-app: metrics at /metrics {who}, store=\"{}\"",
+            args.config.metrics_label
+        );
+    }
     // With each connection's peer address, which the devices page shows (its network).
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)

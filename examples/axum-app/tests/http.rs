@@ -8,9 +8,15 @@
 mod redis_server;
 mod support;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
 use redis_server::{NO_PERSISTENCE, RedisServer};
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, HeaderMap, HeaderValue, LOCATION, SET_COOKIE, USER_AGENT};
+use reqwest::header::{
+    CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, LOCATION, SET_COOKIE, USER_AGENT,
+};
 use reqwest::redirect::Policy;
 use sessiondb::{NewSession, SignIn, Token};
 use sessiondb_axum_app::{Config, pages};
@@ -931,6 +937,234 @@ async fn a_flood_of_cookieless_requests_leaves_the_signed_in_sessions_untouched(
     late.log_in("user1", "correct horse battery").await;
 }
 
+/// A test config with `--metrics` on and a `store` label of its own: the recorder is the
+/// process's, shared by every test running beside this one, so each app reads only its
+/// own series (and compares values before and after, never absolutes).
+fn metrics_config() -> Config {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    Config {
+        metrics: true,
+        metrics_label: format!("http-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        ..test_config()
+    }
+}
+
+/// One `GET /metrics` as Prometheus makes it (no cookie), parsed: each series of the
+/// store labelled `store` by its name and its other labels.
+struct Scrape {
+    series: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+impl Scrape {
+    /// The series `name` with these labels besides `store` (0 if absent: a counter
+    /// never touched yet).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        self.series
+            .get(&(name.to_owned(), labels))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// `sessiondb_sessions_ended_total{reason}`.
+    fn ended(&self, reason: &str) -> f64 {
+        self.get("sessiondb_sessions_ended_total", &[("reason", reason)])
+    }
+
+    /// How many times the Redis script ran `op` (its histogram's count).
+    fn script_calls(&self, op: &str) -> f64 {
+        self.get("sessiondb_redis_script_seconds_count", &[("op", op)])
+    }
+
+    fn live(&self) -> f64 {
+        self.get("sessiondb_sessions_live", &[])
+    }
+}
+
+async fn scrape(app: &Running, store: &str) -> Scrape {
+    let r = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers().get(CONTENT_TYPE).unwrap(),
+        "text/plain; version=0.0.4"
+    );
+    let text = r.text().await.unwrap();
+    let mut series = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (key, value) = line.rsplit_once(' ').expect("name{labels} value");
+        let (name, labels) = match key.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}').expect("closing brace")),
+            None => (key, ""),
+        };
+        // No label value here holds a comma or a quote.
+        let mut labels: Vec<(String, String)> = labels
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("label=value");
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        let Some(at) = labels.iter().position(|(k, v)| k == "store" && v == store) else {
+            continue;
+        };
+        labels.remove(at);
+        labels.sort();
+        series.insert((name.to_owned(), labels), value.parse().unwrap());
+    }
+    assert!(
+        !series.is_empty(),
+        "no series labelled store={store:?}:\n{text}"
+    );
+    Scrape { series }
+}
+
+/// With `--metrics`, a scrape sees a sign-up and a login as two logins and a sign-out
+/// as a session ended by logout. On Redis, `RedisStore::publish_metrics` publishes
+/// only what Redis itself knows (the live sessions, from its registry) and this
+/// process's dropped events; the lifetime counters (logins, sessions ended by reason)
+/// are the embedded store's own tallies and are not published there. So on Redis the
+/// test checks the live gauge and the timed script calls (`op="login"`, `op="end"`)
+/// instead.
+async fn metrics_count_a_login_and_a_sign_out(backend: Backend) {
+    let config = metrics_config();
+    let store = config.metrics_label.clone();
+    let (_dir, app) = start(&backend, config).await;
+    let before = scrape(&app, &store).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let phone = Device::new(&app, CHROME_ANDROID);
+    phone.log_in("alice", "correct horse battery").await;
+    let signed_in = scrape(&app, &store).await;
+    assert_eq!(signed_in.live() - before.live(), 2.0, "two sessions");
+
+    let csrf = csrf_in(&phone.devices().await.body);
+    let out = phone.post("/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = scrape(&app, &store).await;
+    assert_eq!(after.live() - signed_in.live(), -1.0, "one signed out");
+
+    match backend {
+        Backend::Embedded => {
+            let logins = "sessiondb_logins_total";
+            assert_eq!(signed_in.get(logins, &[]) - before.get(logins, &[]), 2.0);
+            assert_eq!(after.get(logins, &[]), signed_in.get(logins, &[]));
+            let created = "sessiondb_sessions_created_total";
+            assert_eq!(signed_in.get(created, &[]) - before.get(created, &[]), 2.0);
+            assert_eq!(signed_in.ended("logout"), before.ended("logout"));
+            assert_eq!(after.ended("logout") - signed_in.ended("logout"), 1.0);
+            assert_eq!(after.ended("expired"), before.ended("expired"));
+            assert_eq!(after.ended("revoked"), before.ended("revoked"));
+            // The histograms registered when the store opened, under its label.
+            assert_eq!(after.get("sessiondb_recovery_seconds_count", &[]), 1.0);
+        }
+        Backend::Redis { .. } => {
+            assert_eq!(
+                signed_in.script_calls("login") - before.script_calls("login"),
+                2.0
+            );
+            assert_eq!(after.script_calls("login"), signed_in.script_calls("login"));
+            assert_eq!(
+                after.script_calls("end") - signed_in.script_calls("end"),
+                1.0
+            );
+            assert_eq!(after.get("sessiondb_redis_errors_total", &[]), 0.0);
+        }
+    }
+    laptop.devices().await;
+}
+
+/// A session left idle past its timeout ends as expired, which a scrape shows (the
+/// embedded store's reaper ends it within a second; Redis's registry stops counting
+/// it as live at its deadline — as above, Redis publishes no ended counters).
+async fn metrics_count_a_session_that_expires(backend: Backend) {
+    let config = Config {
+        idle_timeout: Duration::from_secs(2),
+        ..metrics_config()
+    };
+    let store = config.metrics_label.clone();
+    let (_dir, app) = start(&backend, config).await;
+    let before = scrape(&app, &store).await;
+    let laptop = Device::new(&app, FIREFOX_LINUX);
+    laptop.sign_up("alice", "correct horse battery").await;
+    let signed_in = scrape(&app, &store).await;
+    assert_eq!(signed_in.live() - before.live(), 1.0);
+    assert_eq!(signed_in.ended("expired"), before.ended("expired"));
+
+    // No request touches the session meanwhile: only the scrapes, without cookies.
+    let give_up = Instant::now() + Duration::from_secs(15);
+    let expired = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = scrape(&app, &store).await;
+        let done = match backend {
+            Backend::Embedded => now.ended("expired") > signed_in.ended("expired"),
+            Backend::Redis { .. } => now.live() < signed_in.live(),
+        };
+        if done {
+            break now;
+        }
+        assert!(Instant::now() < give_up, "the session never expired");
+    };
+    assert_eq!(expired.live(), before.live(), "no longer live");
+    if let Backend::Embedded = backend {
+        assert_eq!(expired.ended("expired") - signed_in.ended("expired"), 1.0);
+        assert_eq!(expired.ended("logout"), before.ended("logout"));
+    }
+    assert!(laptop.is_signed_out().await);
+}
+
+/// `/metrics` exists only with `--metrics`, and answers only a loopback peer that did
+/// not come through a proxy, unless `--metrics-public`.
+async fn metrics_are_404_without_the_flag_and_refused_to_other_peers(backend: Backend) {
+    let plain = reqwest::Client::new();
+    let (_dir, off) = start(&backend, test_config()).await;
+    let r = plain.get(off.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let config = metrics_config();
+    let store = config.metrics_label.clone();
+    let (_dir, on) = start(&backend, config).await;
+    scrape(&on, &store).await;
+    // A reverse proxy on this machine connects from loopback too.
+    let proxied = plain
+        .get(on.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::FORBIDDEN);
+
+    // A peer elsewhere (the app sees 203.0.113.9 as every connection's address).
+    let elsewhere: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    for public in [false, true] {
+        let config = Config {
+            metrics_public: public,
+            ..metrics_config()
+        };
+        let store = config.metrics_label.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let app = Running::start_seen_from(&backend, dir.path(), config, Some(elsewhere)).await;
+        if public {
+            scrape(&app, &store).await;
+        } else {
+            let r = plain.get(app.url("/metrics")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+            let body = r.text().await.unwrap();
+            assert!(!body.contains("sessiondb_"), "{body}");
+        }
+        // The rest of the app is served to it as ever.
+        let page = plain.get(app.url("/login")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "public: {public}");
+    }
+}
+
 /// Each scenario as two tests: `embedded::NAME` on the embedded durable store and
 /// `on_redis::NAME` on a redis-server started for it (stopped by pid at its end).
 macro_rules! on_both_backends {
@@ -980,4 +1214,7 @@ on_both_backends!(
     every_response_forbids_caching_framing_and_scripts,
     accounts_and_signed_in_sessions_survive_a_restart,
     a_flood_of_cookieless_requests_leaves_the_signed_in_sessions_untouched,
+    metrics_count_a_login_and_a_sign_out,
+    metrics_count_a_session_that_expires,
+    metrics_are_404_without_the_flag_and_refused_to_other_peers,
 );

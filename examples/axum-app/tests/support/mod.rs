@@ -3,10 +3,11 @@
 //! real redis-server ([`Backend`]).
 #![allow(dead_code)] // each test file uses a different part
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use sessiondb::{Options, RedisOptions, RedisStore, Sessions, Store};
 use sessiondb_axum_app::{Config, Users, app};
 use tokio::sync::oneshot;
@@ -65,6 +66,23 @@ impl Running {
     /// As [`Running::start`], with the sessions on `backend` (the users file is in
     /// `dir` either way).
     pub async fn start_on(backend: &Backend, dir: &Path, config: Config) -> Running {
+        Running::start_seen_from(backend, dir, config, None).await
+    }
+
+    /// As [`Running::start_on`], but every connection's peer address, as the app sees
+    /// it, is `peer`'s (with the real port) instead of loopback's: a client
+    /// elsewhere, while the test still connects over loopback. `None`: the real one.
+    pub async fn start_seen_from(
+        backend: &Backend,
+        dir: &Path,
+        config: Config,
+        peer: Option<IpAddr>,
+    ) -> Running {
+        // As main.rs: with --metrics the process's recorder goes in before the store
+        // opens (once per process: every later app shares it).
+        if config.metrics {
+            sessiondb_axum_app::metrics::recorder().expect("the metrics recorder");
+        }
         let store = match backend {
             // The options the app's main gives the store (its trial and budget), with
             // the tests' rotation grace; the same on Redis.
@@ -92,16 +110,28 @@ impl Running {
             .expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            // As main.rs: with each connection's peer address.
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-        });
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        // As main.rs: with each connection's peer address.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = match peer {
+            None => tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .expect("serve");
+            }),
+            Some(ip) => tokio::spawn(async move {
+                // `tap_io` (doing nothing) makes the listener's own address type the
+                // connect info axum hands the app.
+                let listener = SeenFrom { listener, ip }.tap_io(|_| {});
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .expect("serve");
+            }),
+        };
         Running {
             base: format!("http://{addr}"),
             addr,
@@ -129,6 +159,26 @@ impl Running {
         if let Some(embedded) = self.store.as_embedded() {
             embedded.clone().close().expect("close store");
         }
+    }
+}
+
+/// A loopback listener that reports every connection as coming from `ip`.
+struct SeenFrom {
+    listener: tokio::net::TcpListener,
+    ip: IpAddr,
+}
+
+impl axum::serve::Listener for SeenFrom {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, real) = axum::serve::Listener::accept(&mut self.listener).await;
+        (io, SocketAddr::new(self.ip, real.port()))
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
     }
 }
 
