@@ -138,8 +138,13 @@ fn redis_part(handle: &metrics_exporter_prometheus::PrometheusHandle) {
         )
         .await
         .unwrap();
+        let events = store.subscribe().await.unwrap();
         for _ in 0..3 {
             store.create(NewSession::anonymous()).await.unwrap();
+        }
+        // The subscriber reads them (and times how far behind it reads).
+        for _ in 0..3 {
+            events.recv_timeout(Duration::from_secs(5)).unwrap();
         }
         store.publish_metrics().await.unwrap();
     });
@@ -154,6 +159,14 @@ fn redis_part(handle: &metrics_exporter_prometheus::PrometheusHandle) {
         value(
             &text,
             "sessiondb_redis_script_seconds_count{store=\"shared\",op=\"admit\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("sessiondb_redis_event_lag_seconds_count{s}")
         ),
         Some(3.0),
         "{text}"

@@ -23,6 +23,8 @@ pub(super) async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from:
     loop {
         let Some(store) = inner.upgrade() else { return };
         let (key, dropped) = (store.events_key.clone(), store.dropped.clone());
+        #[cfg(feature = "metrics")]
+        let label = store.opts.metrics_label.0.to_string();
         if conn.is_none() {
             conn = subscriber_connection(&store.client).await;
         }
@@ -43,12 +45,26 @@ pub(super) async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut from:
             Ok(v) => stream_entries(v),
             Err(_) => {
                 // Reconnect and resume after the last entry read.
+                #[cfg(feature = "metrics")]
+                metrics::counter!("sessiondb_redis_reconnects_total", "store" => label)
+                    .increment(1);
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
+        #[cfg(feature = "metrics")]
+        let lag = metrics::histogram!("sessiondb_redis_event_lag_seconds", "store" => label);
         for (id, fields) in entries {
+            // An entry's id starts with the server's time of the XADD, in ms: how far
+            // behind this subscriber reads (this host's clock against the server's).
+            #[cfg(feature = "metrics")]
+            if let Some(ms) = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                lag.record(now.saturating_sub(ms) as f64 / 1000.0);
+            }
             from = id;
             let Some(ev) = decode_event(&fields) else {
                 continue;
