@@ -277,6 +277,40 @@ fn a_store_written_by_format_1_opens_with_everything_and_is_upgraded() {
     assert_corrupt_naming(dir.path(), &clock, &first, "upgraded store, sealed cut");
 }
 
+/// Checks every row of a fixture's `EXPECTED.tsv` against `store` (a token gone, or
+/// live with its id, user, label, `n`, times and version as listed); returns how many
+/// rows and how many of them live.
+fn check_expected(store: &Store, expected: &str) -> (usize, usize) {
+    let (mut rows, mut live) = (0, 0);
+    for line in expected.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 11, "{line}");
+        let token = Token::parse(f[0]).unwrap();
+        let found = store.peek(&token);
+        if f[1] == "gone" {
+            assert!(found.is_none(), "{line}: ended, yet found");
+        } else {
+            let s = found.unwrap_or_else(|| panic!("{line}: lost"));
+            let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
+            let got = [
+                s.id().to_string(),
+                opt(s.user().map(|u| u.to_string())),
+                opt(s.label().map(str::to_owned)),
+                opt(n_of(&s).map(|n| n.to_string())),
+                s.created_at().as_millis().to_string(),
+                opt(s.authenticated_at().map(|a| a.as_millis().to_string())),
+                s.last_seen().as_millis().to_string(),
+                s.absolute_deadline().as_millis().to_string(),
+                s.version().to_string(),
+            ];
+            assert_eq!(got.as_slice(), &f[2..], "{line}");
+            live += 1;
+        }
+        rows += 1;
+    }
+    (rows, live)
+}
+
 /// A store written by format 2 (`tests/fixtures/v2`, before not-before records) opens
 /// with every session and every field as it was written, and reopens the same after
 /// this build has written to it.
@@ -288,41 +322,15 @@ fn a_store_written_by_format_2_opens_with_everything() {
     copy_dir(&fixture.join("store"), dir.path());
     let clock = ManualClock::new(Timestamp(T0.0 + 11_000));
     let check = |store: &Store| {
-        let (mut rows, mut live) = (0, 0);
-        for line in expected.lines().filter(|l| !l.starts_with('#')) {
-            let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 11, "{line}");
-            let token = Token::parse(f[0]).unwrap();
-            let found = store.peek(&token);
-            if f[1] == "gone" {
-                assert!(found.is_none(), "{line}: ended, yet found");
-            } else {
-                let s = found.unwrap_or_else(|| panic!("{line}: lost"));
-                let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
-                let got = [
-                    s.id().to_string(),
-                    opt(s.user().map(|u| u.to_string())),
-                    opt(s.label().map(str::to_owned)),
-                    opt(n_of(&s).map(|n| n.to_string())),
-                    s.created_at().as_millis().to_string(),
-                    opt(s.authenticated_at().map(|a| a.as_millis().to_string())),
-                    s.last_seen().as_millis().to_string(),
-                    s.absolute_deadline().as_millis().to_string(),
-                    s.version().to_string(),
-                ];
-                assert_eq!(got.as_slice(), &f[2..], "{line}");
-                live += 1;
-            }
-            rows += 1;
-        }
+        let (rows, live) = check_expected(store, &expected);
         assert_eq!((rows, live), (43, 23));
         store.verify().unwrap();
     };
     let store = open(dir.path(), opts(&clock, Durability::Sync));
     check(&store);
-    // Once this build has it open, the manifest says format 3: a build of format 2,
-    // which cannot read a not-before record, refuses the store as newer than itself
-    // instead of finding an unknown record in it and calling it damaged.
+    // Once this build has it open, the manifest says the newest format (4): a build of
+    // format 2, which cannot read a not-before record, refuses the store as newer than
+    // itself instead of finding an unknown record in it and calling it damaged.
     let manifest = fs::read(dir.path().join("MANIFEST")).unwrap();
     assert_eq!(manifest[8..12], 4u32.to_le_bytes());
     // This build writes to it, then it opens again with all of the above.
@@ -355,33 +363,7 @@ fn a_store_written_by_format_3_opens_with_everything() {
     copy_dir(&fixture.join("store"), dir.path());
     let clock = ManualClock::new(Timestamp(T0.0 + 11_000));
     let check = |store: &Store| {
-        let (mut rows, mut live) = (0, 0);
-        for line in expected.lines().filter(|l| !l.starts_with('#')) {
-            let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 11, "{line}");
-            let token = Token::parse(f[0]).unwrap();
-            let found = store.peek(&token);
-            if f[1] == "gone" {
-                assert!(found.is_none(), "{line}: ended, yet found");
-            } else {
-                let s = found.unwrap_or_else(|| panic!("{line}: lost"));
-                let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
-                let got = [
-                    s.id().to_string(),
-                    opt(s.user().map(|u| u.to_string())),
-                    opt(s.label().map(str::to_owned)),
-                    opt(n_of(&s).map(|n| n.to_string())),
-                    s.created_at().as_millis().to_string(),
-                    opt(s.authenticated_at().map(|a| a.as_millis().to_string())),
-                    s.last_seen().as_millis().to_string(),
-                    s.absolute_deadline().as_millis().to_string(),
-                    s.version().to_string(),
-                ];
-                assert_eq!(got.as_slice(), &f[2..], "{line}");
-                live += 1;
-            }
-            rows += 1;
-        }
+        let (rows, live) = check_expected(store, &expected);
         assert_eq!((rows, live), (43, 20));
         store.verify().unwrap();
         let times: Vec<(String, u64)> = store

@@ -31,6 +31,14 @@ fn how(s: &Session) -> How {
     )
 }
 
+/// [`how`] of each of `tokens`' sessions (all live).
+fn how_all(store: &Store, tokens: &[Token]) -> Vec<How> {
+    tokens
+        .iter()
+        .map(|t| how(&store.peek(t).unwrap()))
+        .collect()
+}
+
 /// Sessions in every state the new records put them in, with what each should read.
 fn sessions(store: &Store, clock: &ManualClock) -> Vec<Token> {
     let firefox = Device::new().user_agent("Firefox").address(ip("192.0.2.7"));
@@ -75,20 +83,14 @@ fn factors_and_devices_survive_reopen_and_compaction_on_every_backend() {
         let o = || opts(&clock, Durability::Sync).backend(backend);
         let store = open(dir.path(), o());
         let tokens = sessions(&store, &clock);
-        let before: Vec<_> = tokens
-            .iter()
-            .map(|t| how(&store.peek(t).unwrap()))
-            .collect();
+        let before = how_all(&store, &tokens);
         assert_eq!(before[0].0.len(), 2, "{name}");
         assert_eq!((before[1].1, before[1].0.len()), (3, 2), "{name}");
         assert!(before[2].0.is_empty() && before[3].0.is_empty(), "{name}");
         assert_eq!(before[3].2.as_deref(), Some("curl/8"), "{name}");
         drop(store);
         let store = open(dir.path(), o());
-        let after: Vec<_> = tokens
-            .iter()
-            .map(|t| how(&store.peek(t).unwrap()))
-            .collect();
+        let after = how_all(&store, &tokens);
         assert_eq!(after, before, "{name}: reopened");
         assert_eq!(store.peek(&tokens[0]).unwrap().label(), Some("laptop"));
         store.verify().unwrap();
@@ -96,18 +98,15 @@ fn factors_and_devices_survive_reopen_and_compaction_on_every_backend() {
             store.compact().unwrap();
             drop(store);
             let store = open(dir.path(), o());
-            let compacted: Vec<_> = tokens
-                .iter()
-                .map(|t| how(&store.peek(t).unwrap()))
-                .collect();
+            let compacted = how_all(&store, &tokens);
             assert_eq!(compacted, before, "{name}: compacted");
             store.verify().unwrap();
         }
     }
 }
 
-/// Cuts the last segment of the crash image in `image` right after the first record
-/// of type `kind` after offset `from` (if `after`), or right before it.
+/// Cuts the last segment of the crash image in `image` right after its last record of
+/// type `kind` (if `after`), or right before it.
 fn cut_at(image: &std::path::Path, kind: u8, after: bool) {
     let seg = last_segment(image);
     let bytes = fs::read(&seg).unwrap();
