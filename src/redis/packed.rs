@@ -366,6 +366,44 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_2_session_reads_its_factors_and_device() {
+        let mut items = vec![
+            V::U(2),
+            V::S(ID),
+            V::S(b"alice"),
+            V::F,
+            V::U(1_765_000_000_000),
+            V::U(1_765_000_000_500),
+            V::U(1_765_000_000_000),
+            V::U(1_765_003_600_000),
+            V::U(0),
+            V::U(7),
+            V::U(12),
+            V::S(b"password 1 1765000000000"),
+            V::S(b"Firefox"),
+            V::S(b"203.0.113.0"),
+            V::U(1_765_000_000_100),
+        ];
+        items.push(V::S(b"k"));
+        items.push(V::S(b"v"));
+        let s = unpack_session(&pack(&items)).unwrap();
+        assert_eq!(s.factors.as_deref(), Some("password 1 1765000000000"));
+        assert_eq!(s.user_agent.as_deref(), Some("Firefox"));
+        assert_eq!(s.address.as_deref(), Some("203.0.113.0"));
+        assert_eq!(s.device_at, Some(1_765_000_000_100));
+        assert_eq!(s.data, vec![("k".to_owned(), b"v".to_vec())]);
+        // None of the four: `false` each.
+        for item in &mut items[11..15] {
+            *item = V::F;
+        }
+        let s = unpack_session(&pack(&items)).unwrap();
+        assert_eq!((s.factors, s.user_agent, s.device_at), (None, None, None));
+        // A device time that is not a number is an error.
+        items[14] = V::S(b"soon");
+        assert!(unpack(&pack(&items)).is_err());
+    }
+
+    #[test]
     fn anything_but_a_whole_stored_session_is_an_error_not_a_panic() {
         let good = session(V::S(b"alice"), V::F, &[V::S(b"k"), V::S(b"v")]);
         for cut in 0..good.len() {
@@ -377,9 +415,13 @@ mod tests {
         let odd = session(V::S(b"alice"), V::F, &[V::S(b"k")]);
         assert!(unpack(&odd).is_err(), "a key without a value");
         let mut newer = good.clone();
-        newer[1] = 2;
+        newer[1] = 3;
         let e = unpack(&newer).unwrap_err().to_string();
-        assert!(e.contains("layout 2"), "{e}");
+        assert!(e.contains("layout 3"), "{e}");
+        // Layout 2 has four more scalars: a layout-1 body under its number is short.
+        let mut relabelled = good.clone();
+        relabelled[1] = 2;
+        assert!(unpack(&relabelled).is_err(), "layout 2 without its fields");
         let bad_id = pack(&[V::U(1), V::S(b"zz"), V::F, V::F]);
         assert!(unpack(&bad_id).is_err());
         assert!(
