@@ -528,6 +528,24 @@ impl Sessions {
             .seen_from(token, device))
     }
 
+    /// Records the client a request came from, checked first against the session the
+    /// request already read: no lookup (no round trip on Redis) when that says there
+    /// is nothing to record. [`Store::seen_from_if_changed`].
+    ///
+    /// # Errors
+    /// As the backend's `seen_from`.
+    pub async fn seen_from_if_changed(
+        &self,
+        token: &Token,
+        session: &Session,
+        device: &Device,
+    ) -> Result<bool> {
+        if !session.device_due(device, self.options()) {
+            return Ok(false);
+        }
+        self.seen_from(token, device).await
+    }
+
     /// Unbinds the session's user: [`Store::unbind_user`].
     ///
     /// # Errors

@@ -602,8 +602,11 @@ async fn a_device_is_recorded_at_create_and_on_change_at_most_once_per_touch_int
     );
     assert_eq!(created.address(), Some(ip("198.51.100.0")));
     let at = created.device_seen_at().unwrap();
-    // The same device: nothing to write.
+    // The same device: nothing to write, and with the session already read, not even
+    // a lookup.
     assert!(!s.seen_from(&t, &firefox).await.unwrap());
+    let read = s.get(&t).await.unwrap().unwrap();
+    assert!(!s.seen_from_if_changed(&t, &read, &firefox).await.unwrap());
     // Another network, within the touch interval: not yet.
     let moved = firefox.clone().address(ip("203.0.113.9"));
     assert!(!s.seen_from(&t, &moved).await.unwrap());
@@ -611,8 +614,13 @@ async fn a_device_is_recorded_at_create_and_on_change_at_most_once_per_touch_int
         s.peek(&t).await.unwrap().unwrap().address(),
         Some(ip("198.51.100.0"))
     );
+    let read = s.get(&t).await.unwrap().unwrap();
+    assert!(!s.seen_from_if_changed(&t, &read, &moved).await.unwrap());
     tokio::time::sleep(ms(900)).await;
-    assert!(s.seen_from(&t, &moved).await.unwrap());
+    // Past the touch interval: a snapshot read now says it is due, and it is written.
+    let read = s.get(&t).await.unwrap().unwrap();
+    assert!(s.seen_from_if_changed(&t, &read, &moved).await.unwrap());
+    assert!(!s.seen_from(&t, &moved).await.unwrap(), "written once");
     let got = s.peek(&t).await.unwrap().unwrap();
     assert_eq!(got.address(), Some(ip("203.0.113.0")));
     assert!(got.device_seen_at().unwrap() > at);

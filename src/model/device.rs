@@ -42,6 +42,25 @@ impl Device {
         self
     }
 
+    /// What a session whose device is `current` should record of this one at `now`
+    /// (`None`: nothing): what it keeps under `privacy`, if that differs from
+    /// `current` and `current` was recorded at least `touch_ms` before `now` — the rule
+    /// of [`crate::Store::seen_from`] on every backend.
+    pub(crate) fn due(
+        &self,
+        current: Option<&DeviceInfo>,
+        now: Timestamp,
+        privacy: AddressPrivacy,
+        touch_ms: u64,
+    ) -> Option<DeviceInfo> {
+        let new = self.stored(privacy, now)?;
+        match current {
+            Some(c) if c.same_as(&new) => None,
+            Some(c) if now.0.saturating_sub(c.at.0) < touch_ms => None,
+            _ => Some(new),
+        }
+    }
+
     /// What a session keeps of it at `at`, under `privacy`; `None` if nothing is left.
     pub(crate) fn stored(&self, privacy: AddressPrivacy, at: Timestamp) -> Option<DeviceInfo> {
         let user_agent = self.user_agent.as_deref().and_then(clean_user_agent);

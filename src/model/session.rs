@@ -398,6 +398,19 @@ impl Session {
     pub fn device_seen_at(&self) -> Option<Timestamp> {
         device_of(&self.details).map(|d| d.at)
     }
+
+    /// Whether a store with `opts` would record `device` for this session as of this
+    /// snapshot (`seen_from_if_changed`'s check).
+    pub(crate) fn device_due(&self, device: &Device, opts: &Options) -> bool {
+        device
+            .due(
+                device_of(&self.details),
+                self.as_of,
+                opts.address_privacy,
+                duration_ms(opts.touch_interval),
+            )
+            .is_some()
+    }
     /// When it was created.
     pub fn created_at(&self) -> Timestamp {
         self.created_at

@@ -1114,6 +1114,24 @@ impl RedisStore {
         }
     }
 
+    /// [`RedisStore::seen_from`] for a request that has already read its session: no
+    /// round trip when that snapshot says there is nothing to record, as
+    /// [`crate::Store::seen_from_if_changed`].
+    ///
+    /// # Errors
+    /// As [`RedisStore::seen_from`].
+    pub async fn seen_from_if_changed(
+        &self,
+        token: &Token,
+        session: &Session,
+        device: &Device,
+    ) -> Result<bool> {
+        if !session.device_due(device, &self.inner.opts) {
+            return Ok(false);
+        }
+        self.seen_from(token, device).await
+    }
+
     /// Ends the sessions of `user` that meet `criterion`, as
     /// [`crate::Store::revoke_user_where`], in one step. Returns how many ended.
     ///

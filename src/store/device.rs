@@ -2,9 +2,11 @@
 //! address) when it changes, at most once per touch interval.
 
 use super::Store;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::change::Change;
-use crate::model::device::Device;
+use crate::model::device::{Device, DeviceInfo};
+use crate::model::session::Session;
 use crate::model::token::Token;
 
 impl Store {
@@ -23,13 +25,8 @@ impl Store {
     pub fn seen_from(&self, token: &Token, device: &Device) -> Result<bool> {
         let inner = &*self.inner;
         let privacy = inner.opts.address_privacy;
-        let due = |current: Option<&crate::model::device::DeviceInfo>, now| {
-            let new = device.stored(privacy, now)?;
-            match current {
-                Some(c) if c.same_as(&new) => None,
-                Some(c) if now.0.saturating_sub(c.at.0) < inner.touch_ms => None,
-                _ => Some(new),
-            }
+        let due = |current: Option<&DeviceInfo>, now: Timestamp| {
+            device.due(current, now, privacy, inner.touch_ms)
         };
         let hash = token.hash().0;
         let wanted = inner
@@ -55,5 +52,24 @@ impl Store {
             Some(t) => inner.wait(t).map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// [`Store::seen_from`] for a request that has already read its session
+    /// (`session`, from [`Store::get`]): nothing is done, not even a lookup, when that
+    /// snapshot says there is nothing to record. What [`crate::RedisStore`] saves with
+    /// it is a round trip per request.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] if the session is not live (when there is something to record).
+    pub fn seen_from_if_changed(
+        &self,
+        token: &Token,
+        session: &Session,
+        device: &Device,
+    ) -> Result<bool> {
+        if !session.device_due(device, &self.inner.opts) {
+            return Ok(false);
+        }
+        self.seen_from(token, device)
     }
 }

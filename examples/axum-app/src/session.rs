@@ -11,8 +11,10 @@
 //! compared in constant time, and a missing or wrong one gets 403.
 //!
 //! Every request with a session reports its client to the store
-//! ([`sessiondb::Sessions::seen_from`]: its `User-Agent` and address, for the devices
-//! page), which writes only when they changed, at most once per touch interval.
+//! ([`sessiondb::Sessions::seen_from_if_changed`]: its `User-Agent` and address, for
+//! the devices page), which writes only when they changed, at most once per touch
+//! interval, and checks that against the session the request read: an unchanged
+//! device costs no lookup and, on Redis, no round trip.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -181,19 +183,25 @@ impl OptionalFromRequestParts<AppState> for CurrentSession {
         let Ok(token) = Token::parse(cookie) else {
             return Ok(None);
         };
+        // `None` once the session is ended, revoked or expired (O(1) in memory, one
+        // round trip on Redis); an unreachable Redis is a 500, not a logout.
+        let Some(session) = state.store.get(&token).await? else {
+            return Ok(None);
+        };
         // The device it is on, for the devices page: written only when the browser or
-        // the network changed, at most once per touch interval (otherwise a read).
+        // the network changed, at most once per touch interval — checked against the
+        // session just read, so an unchanged device costs nothing more.
         let device = client_device(parts, &state.config);
-        match state.store.seen_from(&token, &device).await {
-            Ok(_) => {}
-            // Ended, revoked, expired or never issued: no session.
-            Err(Error::Ended) => return Ok(None),
-            // An unreachable Redis is a 500, not a logout.
-            Err(e) => return Err(e.into()),
+        match state
+            .store
+            .seen_from_if_changed(&token, &session, &device)
+            .await
+        {
+            Ok(_) => Ok(Some(CurrentSession { token, session })),
+            // Ended since it was read: no session.
+            Err(Error::Ended) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        // `None` if it ended since (O(1) in memory, one round trip on Redis).
-        let session = state.store.get(&token).await?;
-        Ok(session.map(|session| CurrentSession { token, session }))
     }
 }
 // README snippet end
