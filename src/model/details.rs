@@ -20,10 +20,14 @@ pub(crate) struct Details {
 }
 
 impl Details {
+    /// Whether it holds nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.label.is_none() && self.factors.is_empty() && self.device.is_none()
+    }
+
     /// `self` shared, or `None` if it holds nothing.
     pub(crate) fn shared(self) -> Option<Arc<Details>> {
-        (self.label.is_some() || !self.factors.is_empty() || self.device.is_some())
-            .then(|| Arc::new(self))
+        (!self.is_empty()).then(|| Arc::new(self))
     }
 
     /// `d` with `f` applied to a copy of its details (or empty ones).

@@ -65,31 +65,40 @@ impl Store {
         inner.check_data(&new.data)?;
         let data = new.data;
         let (id, first_token) = token::fresh_session(|b| inner.entropy.fill(b))?;
-        let label: Option<Arc<str>> = new.label.map(Arc::from);
-        let (sign_in, device) = (new.sign_in, new.device);
+        // Built once, dated when the session is (inside `admit`, at its `now`): the
+        // user agent is cleaned and the method names allocated here, not per attempt.
         let privacy = inner.opts.address_privacy;
-        let details = |now| {
-            Details {
-                label: label.clone(),
-                factors: sign_in
-                    .as_ref()
-                    .map(|s| s.apply(&[], now))
-                    .transpose()
-                    .expect("a checked sign-in fits an empty session")
-                    .unwrap_or_default()
-                    .into(),
-                device: device
-                    .as_ref()
-                    .and_then(|d| d.stored(privacy, now))
-                    .map(Box::new),
+        let proto = Details {
+            label: new.label.map(Arc::from),
+            factors: new
+                .sign_in
+                .as_ref()
+                .map(|s| s.apply(&[], Timestamp(0)))
+                .transpose()
+                .expect("a checked sign-in fits an empty session")
+                .unwrap_or_default()
+                .into(),
+            device: new
+                .device
+                .as_ref()
+                .and_then(|d| d.stored(privacy, Timestamp(0)))
+                .map(Box::new),
+        };
+        let details = |now: Timestamp| {
+            let mut d = proto.clone();
+            for f in d.factors.iter_mut() {
+                f.at = now;
             }
-            .shared()
+            if let Some(device) = &mut d.device {
+                device.at = now;
+            }
+            d.shared()
         };
         let key = match fixed {
             Some(token) => Key::Given(token.hash().0),
             None => Key::Fresh(first_token),
         };
-        let bytes = cost_of(data.encoded_len(), details(Timestamp(0)).as_deref());
+        let bytes = cost_of(data.encoded_len(), Some(&proto).filter(|d| !d.is_empty()));
         let admitted = inner.admit(id, user, key, None, bytes, |now, user| {
             let mut state = Box::new(SessionState {
                 id,

@@ -99,7 +99,7 @@ impl Inner {
                             return bad(format!("session {} data over the limit", s.id));
                         }
                         if let Some(d) = &s.details {
-                            if d.label.is_none() && d.factors.is_empty() && d.device.is_none() {
+                            if d.is_empty() {
                                 return bad(format!("session {} holds empty details", s.id));
                             }
                             if check_factors(&d.factors).is_err() {
