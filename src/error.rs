@@ -159,6 +159,17 @@ pub enum Error {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// The database holds sessiondb's tables at a newer schema version than this build
+    /// knows: a newer sessiondb migrated it. Nothing was changed; upgrade this node (a
+    /// schema is never migrated back).
+    UnsupportedSchema {
+        /// The backend ("postgres").
+        backend: &'static str,
+        /// The schema version found.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
     /// [`crate::Store::verify`] found the indexes disagreeing: a bug in sessiondb.
     Inconsistent(String),
     /// An I/O operation failed.
@@ -173,7 +184,7 @@ pub enum Error {
     /// this way may or may not have been applied: read the session again before
     /// retrying something that is not idempotent.
     Unavailable {
-        /// The backend ("redis").
+        /// The backend ("redis" or "postgres").
         backend: &'static str,
         /// What sessiondb was doing.
         context: String,
@@ -362,6 +373,15 @@ impl fmt::Display for Error {
                 "index inconsistency (a sessiondb bug, please report it): {what}"
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::UnsupportedSchema {
+                backend,
+                found,
+                supported,
+            } => write!(
+                f,
+                "the {backend} schema is at version {found}, but this build knows up to \
+                 {supported}: a newer sessiondb migrated it; upgrade this node"
+            ),
             Error::Unavailable {
                 backend,
                 context,

@@ -64,9 +64,12 @@ mod journal;
 // The embedded engine and its public API; and the same API on Redis.
 #[cfg(feature = "redis")]
 mod redis;
+// The same API on PostgreSQL.
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
-// One async handle over either.
-#[cfg(any(feature = "redis", feature = "tower-sessions"))]
+// One async handle over any of them.
+#[cfg(any(feature = "redis", feature = "postgres", feature = "tower-sessions"))]
 mod sessions;
 // The web-framework stores on top.
 #[cfg(any(feature = "tower-sessions", feature = "actix-session"))]
@@ -92,9 +95,11 @@ pub use model::token::{InstanceId, SessionId, TOKEN_STR_LEN, Token, TokenHash};
 pub use options::{
     AddressPrivacy, BackendKind, Budget, BudgetPolicy, Durability, LimitPolicy, Limits, Options,
 };
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
-#[cfg(any(feature = "redis", feature = "tower-sessions"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "tower-sessions"))]
 pub use sessions::Sessions;
 pub use store::{EndCounts, Stats, Store};
 pub use util::failpoint::FAILPOINT_ENV;

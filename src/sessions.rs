@@ -65,6 +65,8 @@ enum Engine {
     },
     #[cfg(feature = "redis")]
     Redis(crate::redis::RedisStore),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::PostgresStore),
 }
 
 /// Calls the same method on whichever backend: `embedded` with the store (reads, and
@@ -75,6 +77,8 @@ macro_rules! read {
             Engine::Embedded { store: $s, .. } => Ok($embedded),
             #[cfg(feature = "redis")]
             Engine::Redis($r) => $redis.await,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres($r) => $redis.await,
         }
     };
 }
@@ -97,6 +101,8 @@ macro_rules! write {
             Engine::Embedded { store: $s, .. } => $embedded,
             #[cfg(feature = "redis")]
             Engine::Redis($r) => $redis.await,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres($r) => $redis.await,
         }
     };
 }
@@ -151,6 +157,20 @@ impl Sessions {
                 reason: "a redis:// backend needs sessiondb's `redis` cargo feature".into(),
             });
         }
+        if ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| config.starts_with(scheme))
+        {
+            #[cfg(feature = "postgres")]
+            return Ok(Sessions::postgres(
+                crate::postgres::PostgresStore::connect(config, opts).await?,
+            ));
+            #[cfg(not(feature = "postgres"))]
+            return Err(Error::InvalidOption {
+                name: "session backend",
+                reason: "a postgres:// backend needs sessiondb's `postgres` cargo feature".into(),
+            });
+        }
         let dir = config.strip_prefix("file:").unwrap_or(config).to_owned();
         let store = match tokio::runtime::Handle::try_current() {
             // Recovery reads the whole log: keep it off the async workers.
@@ -186,7 +206,7 @@ impl Sessions {
     /// Redis.
     #[must_use]
     pub fn offload_writes(mut self, on: bool) -> Sessions {
-        #[allow(irrefutable_let_patterns)] // without the `redis` feature
+        #[allow(irrefutable_let_patterns)] // without the `redis` or `postgres` feature
         if let Engine::Embedded { offload, .. } = &mut self.engine {
             *offload = on;
         }
@@ -208,6 +228,8 @@ impl Sessions {
             Engine::Embedded { store, .. } => Some(store),
             #[cfg(feature = "redis")]
             Engine::Redis(_) => None,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -216,7 +238,24 @@ impl Sessions {
     pub fn as_redis(&self) -> Option<&crate::redis::RedisStore> {
         match &self.engine {
             Engine::Redis(r) => Some(r),
-            Engine::Embedded { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL store, if that is the backend.
+    #[cfg(feature = "postgres")]
+    pub fn as_postgres(&self) -> Option<&crate::postgres::PostgresStore> {
+        match &self.engine {
+            Engine::Postgres(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL `store`, behind the async API.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(store: crate::postgres::PostgresStore) -> Sessions {
+        Sessions {
+            engine: Engine::Postgres(store),
         }
     }
 
@@ -226,6 +265,8 @@ impl Sessions {
             Engine::Embedded { .. } => "embedded",
             #[cfg(feature = "redis")]
             Engine::Redis(_) => "redis",
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => "postgres",
         }
     }
 
@@ -235,6 +276,9 @@ impl Sessions {
             Engine::Embedded { store, .. } => store.options(),
             #[cfg(feature = "redis")]
             Engine::Redis(r) => r.options(),
+
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(r) => r.options(),
         }
     }
 
@@ -245,6 +289,8 @@ impl Sessions {
             Engine::Embedded { sync, offload, .. } => *sync || *offload,
             #[cfg(feature = "redis")]
             Engine::Redis(_) => true,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => true,
         }
     }
 
@@ -289,6 +335,9 @@ impl Sessions {
             Engine::Embedded { store, .. } => store.export(f),
             #[cfg(feature = "redis")]
             Engine::Redis(r) => r.export(f).await,
+
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(r) => r.export(f).await,
         }
     }
 
@@ -564,6 +613,9 @@ impl Sessions {
             Engine::Embedded { store, .. } => store.sessions_of(user),
             #[cfg(feature = "redis")]
             Engine::Redis(r) => r.sessions_of(user).await,
+
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(r) => r.sessions_of(user).await,
         }
     }
 
@@ -615,6 +667,9 @@ impl Sessions {
             }
             #[cfg(feature = "redis")]
             Engine::Redis(r) => r.publish_metrics().await,
+
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(r) => r.publish_metrics().await,
         }
     }
 
@@ -627,6 +682,9 @@ impl Sessions {
             Engine::Embedded { store, .. } => Ok(store.not_before_times()),
             #[cfg(feature = "redis")]
             Engine::Redis(r) => r.not_before_times().await,
+
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(r) => r.not_before_times().await,
         }
     }
 
@@ -730,5 +788,12 @@ impl From<Store> for Sessions {
 impl From<crate::redis::RedisStore> for Sessions {
     fn from(store: crate::redis::RedisStore) -> Sessions {
         Sessions::redis(store)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<crate::postgres::PostgresStore> for Sessions {
+    fn from(store: crate::postgres::PostgresStore) -> Sessions {
+        Sessions::postgres(store)
     }
 }

@@ -9,6 +9,10 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
+#[cfg(feature = "postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
+
 use redis_server::{NO_PERSISTENCE, RedisCluster, RedisServer};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -75,6 +79,27 @@ async fn redis(opts: Options) -> Option<Backend> {
     })
 }
 
+/// PostgreSQL (feature `postgres`): a schema of its own on one cluster shared by the
+/// process (or the server `SESSIONDB_POSTGRES_URL` names).
+#[cfg(feature = "postgres")]
+async fn postgres(opts: Options) -> Option<Backend> {
+    let url = tokio::task::spawn_blocking(postgres_server::shared_url)
+        .await
+        .unwrap()?;
+    let popts = sessiondb::PostgresOptions::default()
+        .schema(postgres_server::fresh_schema())
+        .pool_size(8);
+    let store = sessiondb::PostgresStore::connect_with(&url, opts, popts)
+        .await
+        .unwrap();
+    Some(Backend {
+        sessions: Sessions::postgres(store),
+        _dir: None,
+        _server: None,
+        _cluster: None,
+    })
+}
+
 /// A three-primary Redis Cluster; the store's keys share the hash tag `{test}`.
 async fn redis_cluster(opts: Options) -> Option<Backend> {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
@@ -136,6 +161,15 @@ macro_rules! on_every_backend {
             async fn $name() {
                 let opts = super::opts!($($opts)?);
                 let Some(b) = super::redis_cluster(opts).await else { return };
+                super::$name(&b).await;
+            }
+        )* }
+        #[cfg(feature = "postgres")]
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let opts = super::opts!($($opts)?);
+                let Some(b) = super::postgres(opts).await else { return };
                 super::$name(&b).await;
             }
         )* }

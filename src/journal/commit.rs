@@ -163,6 +163,7 @@ impl Commit {
     /// if the disk failed, else `r`. What the async adapters return for a write.
     #[cfg(any(
         feature = "redis",
+        feature = "postgres",
         feature = "tower-sessions",
         feature = "actix-session"
     ))]

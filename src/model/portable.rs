@@ -116,7 +116,7 @@ impl SessionRecord {
     }
 
     /// The record of session `s`, whose current token hashes to `hash`.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     pub(crate) fn of_session(s: &Session, hash: TokenHash) -> SessionRecord {
         SessionRecord {
             id: s.id(),

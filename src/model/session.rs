@@ -306,7 +306,7 @@ impl Session {
     pub const MAX_VERSION: u64 = (1 << 53) - 1;
 
     /// A snapshot assembled from a backend's fields (the Redis backend).
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         id: SessionId,

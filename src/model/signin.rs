@@ -119,6 +119,33 @@ impl SignIn {
     }
 }
 
+/// The text a shared backend keeps a session's factors as: `method level at` (at in
+/// ms), joined by `;` — readable in `redis-cli` and `psql`.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn factors_to_text(factors: &[Factor]) -> String {
+    let parts: Vec<String> = factors
+        .iter()
+        .map(|f| format!("{} {} {}", f.method, f.level, f.at.0))
+        .collect();
+    parts.join(";")
+}
+
+/// The factors of [`factors_to_text`]'s text, checked; `None` if it is not such a text.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn factors_from_text(text: &str) -> Option<Vec<Factor>> {
+    let mut out = Vec::new();
+    for part in text.split(';') {
+        let mut f = part.split(' ');
+        let (Some(m), Some(l), Some(at), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            return None;
+        };
+        check_method(m).ok()?;
+        out.push(Factor::new(m, l.parse().ok()?, Timestamp(at.parse().ok()?)));
+    }
+    check_factors(&out).ok()?;
+    Some(out)
+}
+
 /// Checks one method name (see [`SignIn`]).
 pub(crate) fn check_method(m: &str) -> Result<()> {
     if m.is_empty() || m.len() > SignIn::MAX_METHOD_BYTES {

@@ -51,7 +51,7 @@ use crate::model::data::SessionData;
 use crate::model::details::{Details, factors_of};
 use crate::model::device::DeviceInfo;
 use crate::model::session::{Session, UserId};
-use crate::model::signin::{Factor, LevelLifetimes, check_factors};
+use crate::model::signin::{Factor, LevelLifetimes, factors_from_text, factors_to_text};
 use crate::model::token::SessionId;
 
 /// What a scriptless read found.
@@ -91,28 +91,13 @@ pub(super) struct Stored {
 
 /// A session's factors from the script's text of them, checked.
 pub(super) fn factors_of_text(text: &str) -> Result<Vec<Factor>> {
-    let bad = || protocol("read", format!("a stored session's factors: {text:?}"));
-    let mut out = Vec::new();
-    for part in text.split(';') {
-        let mut f = part.split(' ');
-        let (Some(m), Some(l), Some(at), None) = (f.next(), f.next(), f.next(), f.next()) else {
-            return Err(bad());
-        };
-        let level = l.parse().map_err(|_| bad())?;
-        let at = at.parse().map_err(|_| bad())?;
-        out.push(Factor::new(m, level, Timestamp(at)));
-    }
-    check_factors(&out).map_err(|_| bad())?;
-    Ok(out)
+    factors_from_text(text)
+        .ok_or_else(|| protocol("read", format!("a stored session's factors: {text:?}")))
 }
 
-/// The script's text of a list of factors (each dated `at` if given).
+/// The script's text of a list of factors.
 pub(super) fn factors_text(factors: &[Factor]) -> String {
-    let parts: Vec<String> = factors
-        .iter()
-        .map(|f| format!("{} {} {}", f.method(), f.level(), f.at().0))
-        .collect();
-    parts.join(";")
+    factors_to_text(factors)
 }
 
 /// A number the script wrote (`%d`), read without copying the reply.

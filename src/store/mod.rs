@@ -401,7 +401,8 @@ impl Store {
     #[cfg(any(
         feature = "tower-sessions",
         feature = "actix-session",
-        feature = "redis"
+        feature = "redis",
+        feature = "postgres"
     ))]
     pub(crate) fn options(&self) -> &Options {
         &self.inner.opts
