@@ -1,6 +1,7 @@
-//! [`Sessions`]: one async handle over either backend — the embedded [`Store`] or a
-//! `RedisStore` (cargo feature `redis`) — so an app's session code does not
-//! change when its sessions move from one process to a Redis shared by several.
+//! [`Sessions`]: one async handle over any backend — the embedded [`Store`], a
+//! `RedisStore` (cargo feature `redis`) or a `PostgresStore` (feature `postgres`) — so
+//! an app's session code does not change when its sessions move from one process to a
+//! Redis or a database shared by several.
 //!
 //! This module owns the seam between the two calling styles. The embedded store is
 //! synchronous and answers in microseconds, so calling it inside an async handler is
@@ -9,8 +10,8 @@
 //! [`crate::Commit`]: no runtime thread is held during the fsync, and every task writing
 //! meanwhile shares it. ([`Sessions::offload_writes`] runs writes on tokio's blocking
 //! pool instead, `spawn_blocking`, as earlier versions did.)
-//! The Redis store is a network client, so its methods are async and never block a
-//! runtime thread. [`Sessions`] gives both the async shape; code that wants the
+//! The Redis and PostgreSQL stores are network clients, so their methods are async
+//! and never block a runtime thread. [`Sessions`] gives both the async shape; code that wants the
 //! embedded store's synchronous API (a desktop app, a CLI) keeps using [`Store`].
 //!
 //! ```
@@ -18,7 +19,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), sessiondb::Error> {
-//! // "memory:", a directory, or (feature `redis`) "redis://host:port/".
+//! // "memory:", a directory, "redis://host:port/" (feature `redis`) or
+// "postgres://user@host/db" (feature `postgres`).
 //! let sessions = Sessions::open("memory:", Options::default()).await?;
 //! let (token, _) = sessions.create(NewSession::anonymous()).await?;
 //! let token = sessions.login(&token, "alice").await?;
@@ -47,7 +49,7 @@ use crate::store::Store;
 
 /// Sessions on whichever backend the configuration names, with one async API. Cheap to
 /// clone. Build with [`Sessions::open`] (from a configuration string),
-/// [`Sessions::embedded`] or `Sessions::redis`.
+/// [`Sessions::embedded`], `Sessions::redis` or `Sessions::postgres`.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     engine: Engine,
@@ -134,11 +136,14 @@ impl Sessions {
     /// - `redis://…`, `rediss://…`, `redis+unix://…` or `unix://…` — a Redis or Valkey
     ///   server (feature `redis`;
     ///   `RedisStore::connect`), with the default `RedisOptions`;
+    /// - `postgres://…` or `postgresql://…` — a PostgreSQL database (feature
+    ///   `postgres`; `PostgresStore::connect`), with the default `PostgresOptions`
+    ///   (schema `sessiondb`);
     /// - anything else — a directory for an embedded durable store ([`Store::open_with`]).
     ///
     /// # Errors
-    /// As the backend's constructor; [`Error::InvalidOption`] for a Redis URL in a
-    /// build without the `redis` feature.
+    /// As the backend's constructor; [`Error::InvalidOption`] for a Redis or PostgreSQL
+    /// URL in a build without its feature.
     pub async fn open(config: &str, opts: Options) -> Result<Sessions> {
         if config == "memory:" {
             return Ok(Sessions::embedded(Store::in_memory_with(opts)?));
@@ -259,7 +264,7 @@ impl Sessions {
         }
     }
 
-    /// "embedded" or "redis".
+    /// "embedded", "redis" or "postgres".
     pub fn backend_name(&self) -> &'static str {
         match &self.engine {
             Engine::Embedded { .. } => "embedded",
@@ -344,7 +349,7 @@ impl Sessions {
     /// The live session `token` addresses (counts as activity): [`Store::get`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn get(&self, token: &Token) -> Result<Option<Session>> {
         read!(self, |s| s.get(token), |r| r.get(token))
     }
@@ -352,7 +357,7 @@ impl Sessions {
     /// Like [`Sessions::get`], without counting as activity: [`Store::peek`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn peek(&self, token: &Token) -> Result<Option<Session>> {
         read!(self, |s| s.peek(token), |r| r.peek(token))
     }
@@ -360,7 +365,7 @@ impl Sessions {
     /// The user bound to the session: [`Store::user_of`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn user_of(&self, token: &Token) -> Result<Option<UserId>> {
         read!(self, |s| s.user_of(token), |r| r.user_of(token))
     }
@@ -368,7 +373,7 @@ impl Sessions {
     /// The live session with public id `id`: [`Store::get_by_id`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn get_by_id(&self, id: SessionId) -> Result<Option<Session>> {
         read!(self, |s| s.get_by_id(id), |r| r.get_by_id(id))
     }
@@ -491,7 +496,7 @@ impl Sessions {
     /// Removes every expired session now: [`Store::reap_expired`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn reap_expired(&self) -> Result<usize> {
         write!(self, (), |s| Ok(s.reap_expired()), |r| r.reap_expired())
     }
@@ -654,10 +659,11 @@ impl Sessions {
     }
 
     /// Hands the `metrics` facade the store's gauges and counters:
-    /// [`Store::publish_metrics`] embedded, `RedisStore::publish_metrics` on Redis.
+    /// [`Store::publish_metrics`] embedded, `RedisStore::publish_metrics` or
+    /// `PostgresStore::publish_metrics` on a shared backend.
     ///
     /// # Errors
-    /// On Redis, [`Error::Unavailable`].
+    /// On a shared backend, [`Error::Unavailable`].
     #[cfg(feature = "metrics")]
     pub async fn publish_metrics(&self) -> Result<()> {
         match &self.engine {
@@ -755,7 +761,7 @@ impl Sessions {
     /// How many sessions the backend holds: [`Store::len`].
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn len(&self) -> Result<usize> {
         read!(self, |s| s.len(), |r| r.len())
     }
@@ -763,7 +769,7 @@ impl Sessions {
     /// Whether the backend holds no session.
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
@@ -772,7 +778,7 @@ impl Sessions {
     /// events) or `RedisStore::subscribe` (every node's).
     ///
     /// # Errors
-    /// Only the Redis backend's [`Error::Unavailable`].
+    /// Only a shared backend's (Redis, PostgreSQL) [`Error::Unavailable`].
     pub async fn subscribe(&self) -> Result<Receiver<Event>> {
         read!(self, |s| s.subscribe(), |r| r.subscribe())
     }

@@ -1,10 +1,15 @@
 //! The conformance suite (`sessiondb::conformance`) against sessiondb's store on every
-//! backend (with the `redis` feature, Redis too: a redis-server of the test's own), and
+//! backend (with the `redis` feature, Redis too: a redis-server of the test's own; with
+//! `postgres`, PostgreSQL: a schema of its own on a throwaway cluster), and
 //! against tower-sessions' own `MemoryStore`.
 
 #[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
+
+#[cfg(feature = "postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
 
 use std::time::Duration;
 
@@ -84,6 +89,28 @@ async fn sessiondb_on_redis_passes_every_check() {
     println!("{report}");
     report.assert_passes();
     assert_eq!(store.sessions().backend_name(), "redis");
+}
+
+/// And over PostgreSQL: a save finds its row by the token's hash and updates it, never
+/// inserts one, so a late save cannot bring an ended session back.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessiondb_on_postgres_passes_every_check() {
+    let Some(url) = tokio::task::spawn_blocking(postgres_server::shared_url)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let popts = sessiondb::PostgresOptions::default().schema(postgres_server::fresh_schema());
+    let pg = sessiondb::PostgresStore::connect_with(&url, quick_reaper(), popts)
+        .await
+        .unwrap();
+    let store = SessionDbStore::new(sessiondb::Sessions::postgres(pg));
+    let report = conformance::run_all(store.clone()).await;
+    println!("{report}");
+    report.assert_passes();
+    assert_eq!(store.sessions().backend_name(), "postgres");
 }
 
 /// What the suite finds in tower-sessions' `MemoryStore` (0.15): its `save` is a plain

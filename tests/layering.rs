@@ -2,17 +2,18 @@
 //! only go down.
 //!
 //! ```text
-//! integrations/  →  sessions.rs  →  store/ | redis/
+//! integrations/  →  sessions.rs  →  store/ | redis/ | postgres/
 //! store/  →  journal/  →  backend/  →  model/
 //! store/  →  index/                 →  model/
 //! redis/  →  model/
+//! postgres/  →  model/
 //! everything  →  options, clock, error, util/
 //! ```
 //!
 //! A layer may use any layer below it (an arrow's target and what that reaches), never
 //! one above or beside it: `index/` knows no `backend/`, `journal/` or `store/`;
 //! `backend/` knows no `index/`, `journal/` or `store/`; `journal/` knows no `store/`;
-//! `store/` and `redis/` know nothing of each other. Nothing reaches an item through the
+//! `store/`, `redis/` and `postgres/` know nothing of each other. Nothing reaches an item through the
 //! crate root (`crate::Store`): a module names the module that defines what it uses.
 //! The `sessiondb` binary is a crate of its own and uses only the public API.
 
@@ -28,16 +29,18 @@ const RULE: &[(&str, &[&str])] = &[
     ("journal", &["backend", "model", "base"]),
     ("store", &["journal", "backend", "index", "model", "base"]),
     ("redis", &["model", "base"]),
+    ("postgres", &["model", "base"]),
     (
         "sessions",
         &[
-            "store", "redis", "journal", "backend", "index", "model", "base",
+            "store", "redis", "postgres", "journal", "backend", "index", "model", "base",
         ],
     ),
     (
         "integrations",
         &[
-            "sessions", "store", "redis", "journal", "backend", "index", "model", "base",
+            "sessions", "store", "redis", "postgres", "journal", "backend", "index", "model",
+            "base",
         ],
     ),
 ];
@@ -52,6 +55,7 @@ fn layer_of_module(module: &str) -> Option<&'static str> {
         "journal" => "journal",
         "store" => "store",
         "redis" => "redis",
+        "postgres" => "postgres",
         "sessions" => "sessions",
         "integrations" => "integrations",
         _ => return None,

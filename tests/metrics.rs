@@ -8,6 +8,10 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
+#[cfg(feature = "postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
+
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -121,6 +125,46 @@ fn a_store_publishes_its_counts_and_records_its_histograms_under_its_label() {
     );
     #[cfg(feature = "redis")]
     redis_part(&handle);
+    #[cfg(feature = "postgres")]
+    postgres_part(&handle);
+}
+
+/// On PostgreSQL: the live sessions (a count), each operation's transaction timed by
+/// operation, under the handle's own label.
+#[cfg(feature = "postgres")]
+fn postgres_part(handle: &metrics_exporter_prometheus::PrometheusHandle) {
+    let Some(url) = postgres_server::shared_url() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let popts = sessiondb::PostgresOptions::default().schema(postgres_server::fresh_schema());
+        let store = sessiondb::PostgresStore::connect_with(
+            &url,
+            Options::default().metrics_label("pg"),
+            popts,
+        )
+        .await
+        .unwrap();
+        for _ in 0..3 {
+            store.create(NewSession::anonymous()).await.unwrap();
+        }
+        store.publish_metrics().await.unwrap();
+    });
+    let text = handle.render();
+    assert_eq!(
+        value(&text, "sessiondb_sessions_live{store=\"pg\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "sessiondb_postgres_transaction_seconds_count{store=\"pg\",op=\"create\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
 }
 
 /// On Redis: the live sessions from the registry, and each script call timed by

@@ -289,6 +289,8 @@ route_tests!(route_log_sync, Backend::LogSync);
 route_tests!(route_sled, Backend::Sled);
 #[cfg(feature = "redis")]
 route_tests!(route_redis, Backend::Redis);
+#[cfg(feature = "postgres")]
+route_tests!(route_postgres, Backend::Postgres);
 
 // ---------------------------------------------------------------------------------
 // Part two: the per-user helpers, over HTTP with cookie jars.
@@ -558,6 +560,24 @@ per_backend!(
 per_backend!(
     helpers_redis,
     Backend::Redis,
+    [
+        data_lives_across_requests_and_clients_do_not_share_it,
+        login_rotates_the_cookie_keeps_the_data_and_binds_the_user,
+        login_of_a_new_visitor_stores_and_binds_the_session,
+        login_with_a_bad_user_id_changes_nothing,
+        logout_everywhere_from_one_client_ends_the_others_session,
+        a_request_in_flight_cannot_save_a_revoked_session_back,
+        devices_lists_the_users_sessions_and_ends_one,
+        rotate_keeps_the_user_and_public_id_while_tower_cycle_id_drops_the_user,
+        a_session_expires_after_its_inactivity_lifetime,
+        logout_ends_only_this_session_and_removes_the_cookie,
+    ]
+);
+
+#[cfg(feature = "postgres")]
+per_backend!(
+    helpers_postgres,
+    Backend::Postgres,
     [
         data_lives_across_requests_and_clients_do_not_share_it,
         login_rotates_the_cookie_keeps_the_data_and_binds_the_user,

@@ -468,6 +468,8 @@ all_tests!(log_sync, Backend::LogSync);
 all_tests!(sled, Backend::Sled);
 #[cfg(feature = "redis")]
 all_tests!(redis, Backend::Redis);
+#[cfg(feature = "postgres")]
+all_tests!(postgres, Backend::Postgres);
 
 /// Why docs/integrations.md says not to put tower-sessions' `CachingSessionStore` in
 /// front of this store: a session ended behind the cache's back (a logout on another

@@ -58,11 +58,18 @@ pub(super) struct Position {
 
 /// The reader task of one subscriber.
 pub(super) async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut pos: Position) {
+    let mut first = true;
     loop {
         let listener = {
             let Some(inner) = inner.upgrade() else { return };
             (inner.listen)().await
         };
+        if let Some(inner) = inner.upgrade()
+            && !first
+        {
+            inner.count("sessiondb_postgres_reconnects_total");
+        }
+        first = false;
         let Ok(mut listener) = listener else {
             // The server is away: try again in a second (the position is kept).
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -54,14 +54,42 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 
 /// What a failed attempt of a transaction comes to: the error to return, or `None` to
 /// try again (a deadlock or serialization failure, or [`Fault::Retry`], up to 20 tries).
-pub(super) fn settle(op: &str, f: Fault, tries: u32) -> Option<Error> {
-    match f {
-        Fault::Refused(e) => Some(e),
-        Fault::Retry if tries < 20 => None,
-        Fault::Db(e) if retryable(&e) && tries < 20 => None,
-        Fault::Retry => Some(protocol(op, "a user's sessions kept changing")),
-        Fault::Db(e) => Some(db(op, e)),
+pub(super) fn settle(inner: &Inner, op: &str, f: Fault, tries: u32) -> Option<Error> {
+    let again = match &f {
+        Fault::Retry => tries < 20,
+        Fault::Db(e) => retryable(e) && tries < 20,
+        Fault::Refused(_) => false,
+    };
+    if again {
+        inner.count("sessiondb_postgres_retries_total");
+        return None;
     }
+    Some(match f {
+        Fault::Refused(e) => e,
+        Fault::Retry => protocol(op, "a user's sessions kept changing"),
+        Fault::Db(e) => db(op, e),
+    })
+}
+
+/// Records one operation's transaction (retries included) with the `metrics` facade:
+/// its duration by operation, and a failure of the database.
+pub(super) fn observe<T>(
+    inner: &Inner,
+    op: &'static str,
+    started: std::time::Instant,
+    result: &Result<T>,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let store = inner.opts.metrics_label.0.to_string();
+        metrics::histogram!("sessiondb_postgres_transaction_seconds", "store" => store, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if matches!(result, Err(Error::Unavailable { .. })) {
+            inner.count("sessiondb_postgres_errors_total");
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (inner, op, started, result);
 }
 
 /// Runs `$body` (an expression using the transaction `$tx`, of type `Step<T>`) in a
@@ -70,7 +98,8 @@ pub(super) fn settle(op: &str, f: Fault, tries: u32) -> Option<Error> {
 macro_rules! transaction {
     ($inner:expr, $op:expr, |$tx:ident| $body:expr) => {{
         let mut tries = 0u32;
-        loop {
+        let started = ::std::time::Instant::now();
+        let result = loop {
             tries += 1;
             let mut client = $inner.client($op).await?;
             let $tx = match client.transaction().await {
@@ -88,12 +117,14 @@ macro_rules! transaction {
             };
             match out {
                 Ok(v) => break Ok(v),
-                Err(f) => match $crate::postgres::ops::settle($op, f, tries) {
+                Err(f) => match $crate::postgres::ops::settle(&$inner, $op, f, tries) {
                     Some(e) => break Err(e),
                     None => continue,
                 },
             }
-        }
+        };
+        $crate::postgres::ops::observe(&$inner, $op, started, &result);
+        result
     }};
 }
 pub(super) use transaction;
@@ -160,6 +191,14 @@ pub(super) mod kind {
 }
 
 impl Inner {
+    /// Adds one to the counter `name` (feature `metrics`; nothing otherwise).
+    pub(super) fn count(&self, name: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(name, "store" => self.opts.metrics_label.0.to_string()).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
     fn deadline(&self, r: &Row) -> i64 {
         r.deadline(self.lifetimes)
     }
@@ -255,11 +294,17 @@ impl Inner {
             return Ok(());
         }
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| uuid(r.id)).collect();
-        execute(tx, &self.sql.delete_many, &[&ids]).await?;
-        if let Some(reason) = reason {
-            let users: Vec<Option<&str>> = rows.iter().map(|r| r.user.as_deref()).collect();
-            execute(tx, &self.sql.events_ended, &[&ids, &users, &reason]).await?;
-        }
+        let Some(reason) = reason else {
+            execute(tx, &self.sql.delete_many, &[&ids]).await?;
+            return Ok(());
+        };
+        let users: Vec<Option<&str>> = rows.iter().map(|r| r.user.as_deref()).collect();
+        // The delete and the events in one round trip.
+        futures_util::future::try_join(
+            execute(tx, &self.sql.delete_many, &[&ids]),
+            execute(tx, &self.sql.events_ended, &[&ids, &users, &reason]),
+        )
+        .await?;
         Ok(())
     }
 
@@ -361,18 +406,15 @@ impl Inner {
             let name = format!("sessiondb:budget:{}", self.popts.schema);
             execute(tx, &self.sql.budget_lock, &[&name]).await?;
         }
-        let now = self.now(tx).await?;
-        let k = key(a.hash);
-        let taken: bool = query_opt(tx, &self.sql.token_taken, &[&k])
+        let check = query_opt(tx, &self.sql.admit_check, &[&key(a.hash), &uuid(a.id.0)])
             .await?
-            .is_some_and(|r| r.get(0));
-        if taken {
+            .ok_or_else(|| Fault::Refused(protocol("create", "no row")))?;
+        let (now, token_taken, id_taken): (i64, bool, bool) =
+            (check.get(0), check.get(1), check.get(2));
+        if token_taken {
             return Err(Error::Exists { what: "token" }.into());
         }
-        if query_opt(tx, &self.sql.read_id, &[&uuid(a.id.0)])
-            .await?
-            .is_some()
-        {
+        if id_taken {
             return Err(Error::Exists { what: "session id" }.into());
         }
         let at = |t: i64| if t < 0 { now } else { t };
@@ -439,7 +481,13 @@ impl Inner {
         self.within_budget(tx, now).await?;
         let d = self.deadline(&row);
         let st = tx.prepare_cached(&self.sql.insert).await?;
-        if let Err(e) = row.write(d, tx, &st).await {
+        // The insert and its event in one round trip (the client pipelines them).
+        let (inserted, told) = futures_util::future::join(
+            row.write(d, tx, &st),
+            self.event(tx, kind::CREATED, Some(row.id), user.as_deref(), None),
+        )
+        .await;
+        if let Err(e) = inserted {
             let constraint = e.as_db_error().and_then(|d| d.constraint());
             return Err(match constraint {
                 Some(c) if c.ends_with("_pkey") => Error::Exists { what: "session id" }.into(),
@@ -447,8 +495,7 @@ impl Inner {
                 _ => Fault::Db(e),
             });
         }
-        self.event(tx, kind::CREATED, Some(row.id), user.as_deref(), None)
-            .await?;
+        told?;
         Ok(Some(self.session(&row, now)))
     }
 
@@ -694,19 +741,22 @@ impl Inner {
         let old = f.row.hash;
         f.row.hash = new;
         f.row.last_seen = f.now;
-        self.store(tx, &f.row).await?;
         let grace = grace.min(self.deadline(&f.row) - f.now);
-        if grace > 0 {
-            let until = f.now + grace;
-            execute(
-                tx,
-                &self.sql.put_alias,
-                &[&key(old), &uuid(f.row.id), &until],
-            )
-            .await?;
-        }
-        self.event(tx, kind::ROTATED, Some(f.row.id), None, None)
-            .await
+        let alias = async {
+            if grace > 0 {
+                let until = f.now + grace;
+                execute(tx, &self.sql.put_alias, &[&key(old), &uuid(f.row.id), &until]).await?;
+            }
+            Ok(())
+        };
+        // The three in one round trip (the client pipelines them, in this order).
+        futures_util::future::try_join3(
+            self.store(tx, &f.row),
+            alias,
+            self.event(tx, kind::ROTATED, Some(f.row.id), None, None),
+        )
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn rotate(&self, old: u128, new: u128, grace: i64) -> Result<()> {

@@ -175,6 +175,7 @@ pub(super) struct Sql {
     pub(super) lock_id: String,
     pub(super) read_id: String,
     pub(super) token_taken: String,
+    pub(super) admit_check: String,
     pub(super) insert: String,
     pub(super) update: String,
     pub(super) delete_many: String,
@@ -223,6 +224,14 @@ impl Sql {
             token_taken: format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.sessions WHERE hash = $1)
                      OR EXISTS (SELECT 1 FROM {s}.aliases WHERE hash = $1 AND until > {NOW})"
+            ),
+            // A create's one look before it inserts: the time, whether the token
+            // answers already (a session or a live alias), whether the id is taken.
+            admit_check: format!(
+                "SELECT {NOW},
+                        EXISTS (SELECT 1 FROM {s}.sessions WHERE hash = $1)
+                     OR EXISTS (SELECT 1 FROM {s}.aliases WHERE hash = $1 AND until > {NOW}),
+                        EXISTS (SELECT 1 FROM {s}.sessions WHERE id = $2)"
             ),
             insert: format!(
                 "INSERT INTO {s}.sessions ({COLS}, deadline, reap_at)

@@ -8,6 +8,10 @@
 #[path = "redis_server.rs"]
 pub mod redis_server;
 
+#[cfg(feature = "postgres")]
+#[path = "postgres_server.rs"]
+pub mod postgres_server;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +43,10 @@ pub enum Backend {
     /// `Sessions::open("redis://…")`.
     #[cfg(feature = "redis")]
     Redis,
+    /// PostgreSQL: a schema of the test's own on the process's shared cluster
+    /// (`tests/support/postgres_server.rs`).
+    #[cfg(feature = "postgres")]
+    Postgres,
 }
 
 /// The options every test store is opened with: a quick reaper.
@@ -60,6 +68,8 @@ fn open_with(backend: Backend, dir: &Path, opts: Options) -> Store {
         Backend::Sled => Store::open_with(dir, opts.backend(BackendKind::Sled)),
         #[cfg(feature = "redis")]
         Backend::Redis => panic!("Redis is not an embedded store: use `store_on`"),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => panic!("PostgreSQL is not an embedded store: use `store_on`"),
     }
     .expect("open the store")
 }
@@ -103,6 +113,24 @@ pub async fn store_on_with(backend: Backend, opts: Options) -> Option<(SessionDb
             redis: Some(server),
         };
         return Some((SessionDbStore::new(sessions), held));
+    }
+    #[cfg(feature = "postgres")]
+    if backend == Backend::Postgres {
+        let url = tokio::task::spawn_blocking(postgres_server::shared_url)
+            .await
+            .expect("the shared cluster")?;
+        let popts = sessiondb::PostgresOptions::default()
+            .schema(postgres_server::fresh_schema())
+            .pool_size(8);
+        let store = sessiondb::PostgresStore::connect_with(&url, opts, popts)
+            .await
+            .expect("connect to postgres");
+        let held = Held {
+            dir,
+            #[cfg(feature = "redis")]
+            redis: None,
+        };
+        return Some((SessionDbStore::new(Sessions::postgres(store)), held));
     }
     let store = SessionDbStore::new(Sessions::embedded(open_with(backend, dir.path(), opts)));
     Some((
