@@ -159,9 +159,11 @@ pub enum Error {
         /// The newest version this build reads.
         supported: u32,
     },
-    /// The database holds sessiondb's tables at a newer schema version than this build
-    /// knows: a newer sessiondb migrated it. Nothing was changed; upgrade this node (a
-    /// schema is never migrated back).
+    /// The database holds sessiondb's tables at a schema version this build cannot use:
+    /// a newer one (a newer sessiondb migrated it: upgrade this node; a schema is never
+    /// migrated back), or — when connecting without migrating
+    /// (`PostgresOptions::migrate(false)`) — an older one or none (found 0: let a node
+    /// that may migrate connect first). Nothing was changed.
     UnsupportedSchema {
         /// The backend ("postgres").
         backend: &'static str,
@@ -377,10 +379,28 @@ impl fmt::Display for Error {
                 backend,
                 found,
                 supported,
-            } => write!(
+            } if found > supported => write!(
                 f,
                 "the {backend} schema is at version {found}, but this build knows up to \
                  {supported}: a newer sessiondb migrated it; upgrade this node"
+            ),
+            Error::UnsupportedSchema {
+                backend,
+                found: 0,
+                supported,
+            } => write!(
+                f,
+                "there is no sessiondb schema in this {backend} database (this build uses \
+                 version {supported}); connect once with migrations on to create it"
+            ),
+            Error::UnsupportedSchema {
+                backend,
+                found,
+                supported,
+            } => write!(
+                f,
+                "the {backend} schema is at version {found}, older than this build's \
+                 {supported}; connect once with migrations on to migrate it"
             ),
             Error::Unavailable {
                 backend,

@@ -80,7 +80,7 @@ async fn redis(opts: Options) -> Option<Backend> {
 }
 
 /// PostgreSQL (feature `postgres`): a schema of its own on one cluster shared by the
-/// process (or the server `SESSIONDB_POSTGRES_URL` names).
+/// process (or the server `SESSIONDB_TEST_POSTGRES_URL` names).
 #[cfg(feature = "postgres")]
 async fn postgres(opts: Options) -> Option<Backend> {
     let url = tokio::task::spawn_blocking(postgres_server::shared_url)

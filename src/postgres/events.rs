@@ -3,17 +3,32 @@
 //! and each subscriber's task `LISTEN`s on a connection of its own and reads the
 //! outbox from where it left off.
 //!
-//! The reader's position is `(xid, seq)`: the writing transaction's id, then the row's
-//! number. It reads only events of transactions older than every transaction still
-//! running (`xid < pg_snapshot_xmin(pg_current_snapshot())`): none of those can commit
-//! any more, so once the reader moves past a position nothing can later appear behind
-//! it — which a plain `seq > last` would not give (sequence numbers are handed out at
-//! insert, not at commit). The cost: an event waits for older transactions to finish,
-//! so a long transaction anywhere in the database delays events (not changes).
-//! A notification wakes the reader at once; it also looks every
-//! [`POLL`] for events that were held back behind an older transaction, and after a
-//! lost connection it reconnects and resumes from its position.
+//! **Order.** An event's number comes from a sequence, taken once the row the event is
+//! about is locked, so two changes to one session (or one user) are numbered in the
+//! order they commit; readers deliver by number. A transaction id would not do: it is
+//! taken at a transaction's first write, before it waits for the locks it needs.
+//!
+//! **No event skipped.** Numbers are handed out at insert, not at commit: a reader
+//! that saw 7 and 9 cannot tell whether 8 is still to commit. So it delivers only up to
+//! a settled number, its horizon. It notes the last number taken (`L`), then takes a
+//! transaction id of its own (`R`, in a statement that commits at once): every number
+//! up to `L` was taken by a transaction with a smaller id (each event insert names its
+//! transaction's id before it takes a number). Once the oldest running transaction is
+//! at or past `R`, every transaction below `R` has finished, so nothing at or below `L`
+//! can still appear. (The snapshot's own upper bound would not do: it is the latest
+//! *completed* id plus one, and a running transaction above it is in no list.) This
+//! costs a transaction id per reader and poll while events are arriving, none while
+//! idle; and an event waits for the transactions that were running when a later one
+//! took its number, so a long transaction anywhere in the database (an
+//! idle-in-transaction session, a long report) delays events — not changes.
+//!
+//! A notification wakes the reader at once; it also looks every [`POLL`] for a horizon
+//! that moved; after a lost connection it reconnects and resumes from its position.
+//! When it subscribes it notes the last number and the running transactions, and
+//! delivers first the events of those still-running transactions (numbered before it
+//! subscribed, committed after).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Weak;
@@ -47,13 +62,20 @@ pub(super) struct Listener {
 pub(super) type Listen =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Listener>> + Send>> + Send + Sync>;
 
-/// Where a reader is: past every event at or before `(xid, seq)`, and past every event
-/// of a transaction visible in `snapshot` (those committed before it subscribed).
+/// Where a reader is.
 #[derive(Clone, Debug)]
 pub(super) struct Position {
-    pub(super) xid: String,
-    pub(super) seq: i64,
-    pub(super) snapshot: String,
+    /// Every event up to this number is delivered (or was there before subscribing).
+    pub(super) after: i64,
+    /// Every number up to this is settled: no event at or below it can still appear.
+    pub(super) horizon: i64,
+    /// Last numbers taken, each with a transaction id taken after it was read, oldest
+    /// first: each becomes the horizon once every transaction below its id has
+    /// finished.
+    pub(super) pending: VecDeque<(i64, u64)>,
+    /// Until delivered: the transactions running when the reader subscribed (the
+    /// oldest's id, and the snapshot) and the last number then.
+    pub(super) in_flight: Option<(String, String, i64)>,
 }
 
 /// The reader task of one subscriber.
@@ -62,55 +84,27 @@ pub(super) async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut pos: 
     loop {
         let listener = {
             let Some(inner) = inner.upgrade() else { return };
+            if !first {
+                inner.count("sessiondb_postgres_reconnects_total");
+            }
             (inner.listen)().await
         };
-        if let Some(inner) = inner.upgrade()
-            && !first
-        {
-            inner.count("sessiondb_postgres_reconnects_total");
-        }
         first = false;
         let Ok(mut listener) = listener else {
             // The server is away: try again in a second (the position is kept).
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let Ok(stmt) = ({
-            let Some(inner) = inner.upgrade() else { return };
-            listener.client.prepare(&inner.sql.events_after).await
-        }) else {
-            continue;
+        let Some(patience) = inner.upgrade().map(|i| i.patience()) else {
+            return;
         };
         loop {
-            // Everything there is, a page at a time.
-            let failed = loop {
-                let rows = listener
-                    .client
-                    .query(&stmt, &[&pos.xid, &pos.seq, &pos.snapshot, &PAGE])
-                    .await;
-                let Ok(rows) = rows else { break true };
-                let Some(inner) = inner.upgrade() else { return };
-                for r in &rows {
-                    pos.xid = r.get(0);
-                    pos.seq = r.get(1);
-                    let Some(event) = decode(r) else { continue };
-                    match tx.try_send(event) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            inner.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
-                if (rows.len() as i64) < PAGE {
-                    break false;
-                }
-            };
-            if failed {
-                break;
-            }
-            if tx.is_empty() && inner.strong_count() == 0 {
-                return;
+            // A server that stops answering is a lost connection too.
+            let read = read_settled(&inner, &listener.client, &tx, &mut pos);
+            match tokio::time::timeout(patience, read).await {
+                Ok(Step::Stop) => return,
+                Ok(Step::Lost) | Err(_) => break,
+                Ok(Step::Done) => {}
             }
             tokio::select! {
                 w = listener.wake.recv() => if w.is_none() { break },
@@ -124,14 +118,121 @@ pub(super) async fn read_events(inner: Weak<Inner>, tx: Sender<Event>, mut pos: 
     }
 }
 
+enum Step {
+    Done,
+    /// The connection failed: reconnect.
+    Lost,
+    /// The store or the receiver is gone.
+    Stop,
+}
+
+/// Moves the horizon, then delivers every event up to it.
+async fn read_settled(
+    inner: &Weak<Inner>,
+    client: &tokio_postgres::Client,
+    tx: &Sender<Event>,
+    pos: &mut Position,
+) -> Step {
+    let Some(sql) = inner.upgrade().map(|i| {
+        (
+            i.sql.event_numbers.clone(),
+            i.sql.own_id.clone(),
+            i.sql.running.clone(),
+            i.sql.events_after.clone(),
+            i.sql.events_in_flight.clone(),
+        )
+    }) else {
+        return Step::Stop;
+    };
+    let (numbers, own_id, running, after, in_flight) = sql;
+    let Ok(last) = client.query_one(&numbers, &[]).await else {
+        return Step::Lost;
+    };
+    let last: i64 = last.get(0);
+    let settled_up_to = pos.pending.back().map_or(pos.horizon, |p| p.0);
+    if last > settled_up_to {
+        // An id of our own, taken after the number was read.
+        let Ok(id) = client.query_one(&own_id, &[]).await else {
+            return Step::Lost;
+        };
+        let Ok(id) = id.get::<_, String>(0).parse::<u64>() else {
+            return Step::Lost;
+        };
+        pos.pending.push_back((last, id));
+    }
+    if !pos.pending.is_empty() {
+        let Ok(bounds) = client.query_one(&running, &[]).await else {
+            return Step::Lost;
+        };
+        let Ok(oldest) = bounds.get::<_, String>(0).parse::<u64>() else {
+            return Step::Lost;
+        };
+        while let Some(&(number, id)) = pos.pending.front() {
+            if id > oldest {
+                break;
+            }
+            pos.horizon = pos.horizon.max(number);
+            pos.pending.pop_front();
+        }
+    }
+    // First, once settled, the events of the transactions running at subscription.
+    if let Some((oldest_then, snapshot, last_then)) = pos.in_flight.clone() {
+        if pos.horizon < last_then {
+            return Step::Done;
+        }
+        let Ok(rows) = client
+            .query(&in_flight, &[&oldest_then, &last_then, &snapshot])
+            .await
+        else {
+            return Step::Lost;
+        };
+        if let Some(step) = deliver(inner, tx, &rows) {
+            return step;
+        }
+        pos.in_flight = None;
+    }
+    while pos.after < pos.horizon {
+        let Ok(rows) = client
+            .query(&after, &[&pos.after, &pos.horizon, &PAGE])
+            .await
+        else {
+            return Step::Lost;
+        };
+        if let Some(step) = deliver(inner, tx, &rows) {
+            return step;
+        }
+        match rows.last() {
+            Some(r) if (rows.len() as i64) == PAGE => pos.after = r.get(0),
+            _ => pos.after = pos.horizon,
+        }
+    }
+    Step::Done
+}
+
+/// Hands the rows' events to the subscriber; `Some(Stop)` if it or the store is gone.
+fn deliver(inner: &Weak<Inner>, tx: &Sender<Event>, rows: &[tokio_postgres::Row]) -> Option<Step> {
+    let inner = inner.upgrade()?;
+    for r in rows {
+        let Some(event) = decode(r) else { continue };
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => return Some(Step::Stop),
+        }
+    }
+    None
+}
+
 /// An outbox row as an event (`None` for a kind this build does not know).
 fn decode(r: &tokio_postgres::Row) -> Option<Event> {
-    let kind: &str = r.get(2);
-    let id: Option<Uuid> = r.get(3);
-    let user: Option<&str> = r.get(4);
-    let reason: Option<&str> = r.get(5);
-    let ids: Option<Vec<Uuid>> = r.get(6);
-    let n: Option<i64> = r.get(7);
+    let kind: &str = r.get(1);
+    let id: Option<Uuid> = r.get(2);
+    let user: Option<&str> = r.get(3);
+    let reason: Option<&str> = r.get(4);
+    let ids: Option<Vec<Uuid>> = r.get(5);
+    let n: Option<i64> = r.get(6);
     let id = || id.map(|u| SessionId(u.as_u128()));
     let user = || user.map(UserId::trusted);
     Some(match kind {

@@ -80,6 +80,7 @@ pub struct PostgresOptions {
     event_table_len: i64,
     response_timeout: Duration,
     batch: i64,
+    migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -90,6 +91,7 @@ impl Default for PostgresOptions {
             event_table_len: 100_000,
             response_timeout: Duration::from_secs(10),
             batch: 1_000,
+            migrate: true,
         }
     }
 }
@@ -134,7 +136,21 @@ impl PostgresOptions {
         self
     }
 
-    fn check(&self) -> Result<()> {
+    /// Whether connecting creates the schema or migrates it to this build's version
+    /// (default `true`). With `false`, connecting changes nothing in the database and
+    /// refuses a schema that is missing or at another version with
+    /// [`Error::UnsupportedSchema`]: for a role that may not create tables (a read-only
+    /// operator, a standby), or a deployment that migrates with one chosen node first.
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// Checks every setting: what connecting would refuse, refused now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the first setting out of its range.
+    pub fn validate(&self) -> Result<()> {
         schema::check_name(&self.schema)?;
         let bad = |name: &'static str, reason: &str| {
             Err(Error::InvalidOption {
@@ -219,13 +235,31 @@ impl std::fmt::Debug for PostgresStore {
 fn db(context: &str, e: tokio_postgres::Error) -> Error {
     let reason = match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => e.to_string(),
+        None => with_causes(&e),
     };
     Error::Unavailable {
         backend: "postgres",
         context: context.into(),
         reason,
     }
+}
+
+/// An error and the causes under it, as one line: tokio-postgres's own message names
+/// only the kind of failure ("error connecting to server"), its source why ("Connection
+/// refused (os error 111)", "invalid value for option `port`"). Neither repeats a
+/// password.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn protocol(context: &str, what: impl std::fmt::Display) -> Error {
@@ -298,7 +332,7 @@ impl PostgresStore {
                     .into(),
             });
         }
-        popts.check()?;
+        popts.validate()?;
         opts.validate()?;
         if opts.budget.is_some_and(|b| b.max_bytes.is_some()) {
             return Err(Error::InvalidOption {
@@ -312,7 +346,7 @@ impl PostgresStore {
             url.parse()
                 .map_err(|e: tokio_postgres::Error| Error::InvalidOption {
                     name: "postgres url",
-                    reason: e.to_string(),
+                    reason: with_causes(&e),
                 })?;
         config.connect_timeout(popts.response_timeout);
         if config.get_options().is_none() {
@@ -340,12 +374,23 @@ impl PostgresStore {
                 name: "PostgresOptions::pool_size",
                 reason: e.to_string(),
             })?;
-        let mut client = pool.get().await.map_err(|e| pool_error("connecting", e))?;
-        schema::migrate(&mut client, &popts.schema).await?;
+        let place = where_to(&config);
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| pool_error(&format!("connecting to {place}"), e))?;
+        if popts.migrate {
+            schema::migrate(&mut client, &popts.schema).await?;
+        } else {
+            schema::expect_current(&client, &popts.schema).await?;
+        }
         drop(client);
         let channel = schema::channel(&popts.schema);
+        // The subscribers' connections say what they are, for pg_stat_activity.
+        let mut listen_config = config.clone();
+        listen_config.application_name(format!("sessiondb-events:{}", popts.schema));
         let listen: Listen = Box::new(move || {
-            let (config, tls, channel) = (config.clone(), tls.clone(), channel.clone());
+            let (config, tls, channel) = (listen_config.clone(), tls.clone(), channel.clone());
             Box::pin(async move { listen(config, tls, channel).await })
         });
         let lifetimes = Lifetimes {
@@ -1076,8 +1121,8 @@ impl PostgresStore {
     // Events
 
     /// Subscribes to the events of every node sharing this store: every event whose
-    /// transaction commits after this call returns, in the order of the transactions'
-    /// ids (which is commit order for any two changes to one session or one user), to
+    /// transaction commits after this call returns, in commit order for any two
+    /// changes to one session or one user (see `events.rs` for how), to
     /// every subscriber on every node, surviving reconnects — unless the subscriber
     /// falls more than [`PostgresOptions::event_table_len`] behind, or its channel
     /// (capacity [`Options::event_capacity`]) is full, in which case events are
@@ -1089,16 +1134,25 @@ impl PostgresStore {
     /// [`Error::Unavailable`].
     pub async fn subscribe(&self) -> Result<Receiver<Event>> {
         let inner = &self.inner;
-        let rows = inner
-            .rows("subscribe", &inner.sql.events_start, &[])
+        // The last number, then (a later snapshot) the running transactions: their
+        // events may be numbered before this and commit after; the reader delivers
+        // them first.
+        let last = inner
+            .rows("subscribe", &inner.sql.event_numbers, &[])
             .await?;
-        let r = rows
+        let last: i64 = last
+            .first()
+            .ok_or_else(|| protocol("subscribe", "no event number"))?
+            .get(0);
+        let running = inner.rows("subscribe", &inner.sql.running, &[]).await?;
+        let r = running
             .first()
             .ok_or_else(|| protocol("subscribe", "no snapshot"))?;
         let pos = Position {
-            snapshot: r.get(0),
-            xid: r.get(1),
-            seq: 0,
+            after: last,
+            horizon: 0,
+            pending: std::collections::VecDeque::new(),
+            in_flight: Some((r.get(0), r.get(1), last)),
         };
         let (tx, rx) = crossbeam_channel::bounded(inner.opts.event_capacity);
         tokio::spawn(events::read_events(Arc::downgrade(inner), tx, pos));
@@ -1129,6 +1183,25 @@ impl PostgresStore {
             self.events_dropped(),
         );
         Ok(())
+    }
+}
+
+/// The server a configuration names, for messages: its hosts and ports (never the
+/// password).
+fn where_to(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if hosts.is_empty() {
+        "the default server".into()
+    } else {
+        hosts.join(",")
     }
 }
 

@@ -97,23 +97,28 @@ pub(super) fn observe<T>(
 /// again from the start on a deadlock, a serialization failure or [`Fault::Retry`].
 macro_rules! transaction {
     ($inner:expr, $op:expr, |$tx:ident| $body:expr) => {{
+        use $crate::postgres::ops::Fault;
         let mut tries = 0u32;
         let started = ::std::time::Instant::now();
         let result = loop {
             tries += 1;
             let mut client = $inner.client($op).await?;
-            let $tx = match client.transaction().await {
-                Ok(tx) => tx,
-                Err(e) => break Err($crate::postgres::db($op, e)),
-            };
-            let out: ::std::result::Result<_, $crate::postgres::ops::Fault> = $body;
-            let out = match out {
-                Ok(v) => $tx
-                    .commit()
-                    .await
-                    .map(|()| v)
-                    .map_err($crate::postgres::ops::Fault::Db),
-                Err(f) => Err(f),
+            let attempt = ::tokio::time::timeout($inner.patience(), async {
+                let $tx = client.transaction().await.map_err(Fault::Db)?;
+                let out: ::std::result::Result<_, Fault> = $body;
+                let v = out?;
+                $tx.commit().await.map_err(Fault::Db)?;
+                Ok(v)
+            })
+            .await;
+            let out = match attempt {
+                Ok(out) => out,
+                Err(_) => {
+                    // The server stopped answering: this connection goes, not back to
+                    // the pool (a reply may still be on its way).
+                    drop(::deadpool_postgres::Object::take(client));
+                    break Err($crate::postgres::ops::timed_out(&$inner, $op));
+                }
             };
             match out {
                 Ok(v) => break Ok(v),
@@ -128,6 +133,35 @@ macro_rules! transaction {
     }};
 }
 pub(super) use transaction;
+
+/// Runs `$body` (an expression using the pooled connection `$c`, of type
+/// `Result<T>`) outside a transaction, within [`Inner::patience`]: a connection that
+/// runs out of it is dropped, not returned to the pool.
+macro_rules! timed {
+    ($inner:expr, $op:expr, |$c:ident| $body:expr) => {{
+        let $c = $inner.client($op).await?;
+        match ::tokio::time::timeout($inner.patience(), async { $body }).await {
+            Ok(out) => out,
+            Err(_) => {
+                drop(::deadpool_postgres::Object::take($c));
+                Err($crate::postgres::ops::timed_out(&$inner, $op))
+            }
+        }
+    }};
+}
+
+/// The error for an operation the server did not answer within [`Inner::patience`].
+pub(super) fn timed_out(inner: &Inner, op: &str) -> Error {
+    Error::Unavailable {
+        backend: "postgres",
+        context: op.into(),
+        reason: format!(
+            "no answer within {:?} (twice the response timeout): the server or the \
+             network stopped answering",
+            inner.patience()
+        ),
+    }
+}
 
 /// A session found by its token and locked, with the database's time.
 pub(super) struct Found {
@@ -191,6 +225,13 @@ pub(super) mod kind {
 }
 
 impl Inner {
+    /// How long one attempt of an operation may take before its connection is given up
+    /// (twice the response timeout: a transaction is several statements, each bounded
+    /// by the server's `statement_timeout`).
+    pub(super) fn patience(&self) -> std::time::Duration {
+        self.popts.response_timeout.saturating_mul(2)
+    }
+
     /// Adds one to the counter `name` (feature `metrics`; nothing otherwise).
     pub(super) fn count(&self, name: &'static str) {
         #[cfg(feature = "metrics")]
@@ -502,11 +543,14 @@ impl Inner {
     /// The live session `h` answers to; `touch` (ms, negative: never) is how long
     /// after its last activity a read counts as activity again.
     pub(super) async fn read(&self, h: u128, touch: i64) -> Result<Option<Session>> {
-        let client = self.client("get").await?;
         let k = key(h);
-        let found = query_opt(&client, &self.sql.read, &[&k])
-            .await
-            .map_err(|f| self.fault("get", f))?;
+        let found = timed!(self, "get", |client| query_opt(
+            &client,
+            &self.sql.read,
+            &[&k]
+        )
+        .await
+        .map_err(|f| self.fault("get", f)))?;
         let Some(r) = found else {
             return Ok(None);
         };
@@ -520,7 +564,6 @@ impl Inner {
         if !due {
             return Ok(Some(self.session(&row, now)));
         }
-        drop(client);
         transaction!(self, "get", |tx| async {
             let Some(mut f) = self.resolve(&tx, h).await? else {
                 return Ok(None);
@@ -533,10 +576,14 @@ impl Inner {
     }
 
     pub(super) async fn get_by_id(&self, id: SessionId) -> Result<Option<Session>> {
-        let client = self.client("get_by_id").await?;
-        let r = query_opt(&client, &self.sql.read_id, &[&uuid(id.0)])
-            .await
-            .map_err(|f| self.fault("get_by_id", f))?;
+        let id = uuid(id.0);
+        let r = timed!(self, "get_by_id", |client| query_opt(
+            &client,
+            &self.sql.read_id,
+            &[&id]
+        )
+        .await
+        .map_err(|f| self.fault("get_by_id", f)))?;
         Ok(match r {
             Some(r) => {
                 let (row, now) = Row::read(&r)?;
@@ -745,7 +792,12 @@ impl Inner {
         let alias = async {
             if grace > 0 {
                 let until = f.now + grace;
-                execute(tx, &self.sql.put_alias, &[&key(old), &uuid(f.row.id), &until]).await?;
+                execute(
+                    tx,
+                    &self.sql.put_alias,
+                    &[&key(old), &uuid(f.row.id), &until],
+                )
+                .await?;
             }
             Ok(())
         };
@@ -859,6 +911,11 @@ impl Inner {
             // theirs was ever created through a lock, so none can be racing).
             query_opt(&tx, &self.sql.lock_user, &[&user]).await?;
             let (rows, now) = self.lock_sessions_of(&tx, user).await?;
+            if criterion.is_some() && rows.is_empty() {
+                // As the embedded store: revoking by criterion a user with no sessions
+                // ends nothing and reports nothing (no empty `UserRevoked`).
+                return Ok(0);
+            }
             let levels = &self.opts.levels;
             let (mut expired, mut revoked) = (Vec::new(), Vec::new());
             for r in &rows {
@@ -969,8 +1026,9 @@ impl Inner {
         sql: &str,
         p: Params<'_>,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let client = self.client(op).await?;
-        query(&client, sql, p).await.map_err(|f| self.fault(op, f))
+        timed!(self, op, |client| query(&client, sql, p)
+            .await
+            .map_err(|f| self.fault(op, f)))
     }
 
     /// Runs one statement in a transaction of its own, returning its rows.
@@ -984,7 +1042,9 @@ impl Inner {
     }
 
     pub(super) async fn now_ms(&self) -> Result<i64> {
-        let client = self.client("now").await?;
-        self.now(&client).await.map_err(|f| self.fault("now", f))
+        timed!(self, "now", |client| self
+            .now(&client)
+            .await
+            .map_err(|f| self.fault("now", f)))
     }
 }

@@ -59,9 +59,10 @@ CREATE TABLE {s}.users (
     user_id    text PRIMARY KEY,
     not_before bigint
 );
+CREATE SEQUENCE {s}.event_numbers AS bigint;
 CREATE TABLE {s}.events (
-    seq     bigserial PRIMARY KEY,
-    xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq     bigint PRIMARY KEY,
+    xid     xid8 NOT NULL,
     kind    text NOT NULL,
     id      uuid,
     user_id text,
@@ -69,7 +70,9 @@ CREATE TABLE {s}.events (
     ids     uuid[],
     n       bigint
 );
-CREATE INDEX events_order ON {s}.events (xid, seq);
+COMMENT ON COLUMN {s}.events.seq IS
+    'From event_numbers, taken once the row the event is about is locked: two changes to one session or user are numbered in commit order';
+CREATE INDEX events_xid ON {s}.events (xid);
 CREATE FUNCTION {s}.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{channel}', '');
@@ -162,6 +165,42 @@ pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
     Ok(found)
 }
 
+/// Checks, changing nothing, that the schema holds this build's version
+/// ([`super::PostgresOptions::migrate`] off).
+///
+/// # Errors
+/// [`Error::UnsupportedSchema`] if the schema is missing (found 0) or at another
+/// version; [`Error::Unavailable`].
+pub(super) async fn expect_current(client: &Client, schema: &str) -> Result<()> {
+    let ctx = "reading the schema's version";
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables \
+             WHERE schemaname = $1 AND tablename = 'meta')",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| db(ctx, e))?
+        .get(0);
+    let found: i32 = if exists {
+        client
+            .query_opt(&format!("SELECT version FROM {schema}.meta"), &[])
+            .await
+            .map_err(|e| db(ctx, e))?
+            .map_or(0, |r| r.get(0))
+    } else {
+        0
+    };
+    if found == VERSION {
+        return Ok(());
+    }
+    Err(Error::UnsupportedSchema {
+        backend: "postgres",
+        found: found.max(0) as u32,
+        supported: VERSION as u32,
+    })
+}
+
 /// The columns a session is read with, in [`super::row::Row`]'s order.
 pub(super) const COLS: &str = "id, hash, user_id, label, created, last_seen, authenticated, \
      absolute, idle, version, data, factors, user_agent, address, device_at";
@@ -198,8 +237,11 @@ pub(super) struct Sql {
     pub(super) clear: String,
     pub(super) clear_aliases: String,
     pub(super) export: String,
+    pub(super) event_numbers: String,
+    pub(super) own_id: String,
+    pub(super) running: String,
     pub(super) events_after: String,
-    pub(super) events_start: String,
+    pub(super) events_in_flight: String,
 }
 
 impl Sql {
@@ -271,13 +313,18 @@ impl Sql {
                 "INSERT INTO {s}.aliases (hash, id, until) VALUES ($1, $2, $3)
                  ON CONFLICT (hash) DO UPDATE SET id = EXCLUDED.id, until = EXCLUDED.until"
             ),
+            // Every event insert names the transaction's id before it takes a number
+            // (left to right), so a number is only ever taken by a transaction that
+            // has an id: what the readers' horizon rests on (`events.rs`).
             event: format!(
-                "INSERT INTO {s}.events (kind, id, user_id, reason, ids, n)
-                 VALUES ($1, $2, $3, $4, $5, $6)"
+                "INSERT INTO {s}.events (xid, seq, kind, id, user_id, reason, ids, n)
+                 VALUES (pg_current_xact_id(), nextval('{s}.event_numbers'),
+                         $1, $2, $3, $4, $5, $6)"
             ),
             events_ended: format!(
-                "INSERT INTO {s}.events (kind, id, user_id, reason)
-                 SELECT 'ended', x.id, x.user_id, $3
+                "INSERT INTO {s}.events (xid, seq, kind, id, user_id, reason)
+                 SELECT pg_current_xact_id(), nextval('{s}.event_numbers'), 'ended',
+                        x.id, x.user_id, $3
                  FROM unnest($1::uuid[], $2::text[]) AS x(id, user_id)"
             ),
             live_count: format!("SELECT count(*) FROM {s}.sessions WHERE deadline > $1"),
@@ -303,8 +350,10 @@ impl Sql {
                      RETURNING x.id
                  ),
                  told AS (
-                     INSERT INTO {s}.events (kind, id, user_id, reason)
-                     SELECT 'ended', id, user_id, 'expired' FROM gone
+                     INSERT INTO {s}.events (xid, seq, kind, id, user_id, reason)
+                     SELECT pg_current_xact_id(), nextval('{s}.event_numbers'), 'ended',
+                            id, user_id, 'expired'
+                     FROM gone
                  )
                  SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM due)"
             ),
@@ -325,19 +374,29 @@ impl Sql {
             export: format!(
                 "SELECT {COLS}, {NOW} FROM {s}.sessions WHERE id > $1 ORDER BY id LIMIT $2"
             ),
-            // Only events of transactions older than every one still running: none
-            // can commit below that point any more, so a reader that moves past an
-            // event never misses one committed later with a smaller number.
-            events_after: format!(
-                "SELECT xid::text, seq, kind, id, user_id, reason, ids, n FROM {s}.events
-                 WHERE (xid, seq) > ($1::text::xid8, $2)
-                   AND xid < pg_snapshot_xmin(pg_current_snapshot())
-                   AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot)
-                 ORDER BY xid, seq LIMIT $4"
+            // The readers (`events.rs`): the last number taken; an id of the
+            // reader's own, taken after it (every transaction that took a number up to
+            // it has a smaller id); the oldest running transaction and the snapshot;
+            // the events up to a settled number; and, once, those of the transactions
+            // still running when a reader subscribed.
+            event_numbers: format!(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                 FROM {s}.event_numbers"
             ),
-            events_start: "SELECT pg_current_snapshot()::text, \
-                 pg_snapshot_xmin(pg_current_snapshot())::text"
+            own_id: "SELECT pg_current_xact_id()::text".to_owned(),
+            running: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, \
+                 pg_current_snapshot()::text"
                 .to_owned(),
+            events_after: format!(
+                "SELECT seq, kind, id, user_id, reason, ids, n FROM {s}.events
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+            ),
+            events_in_flight: format!(
+                "SELECT seq, kind, id, user_id, reason, ids, n FROM {s}.events
+                 WHERE xid >= $1::text::xid8 AND seq <= $2
+                   AND NOT pg_visible_in_snapshot(xid, $3::text::pg_snapshot)
+                 ORDER BY seq"
+            ),
         }
     }
 }

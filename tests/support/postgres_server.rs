@@ -10,7 +10,7 @@
 //!
 //! [`shared_url`] is one cluster for every test of the process, started on first use and
 //! stopped when the process exits (an `atexit` handler, and a watchdog shell for a
-//! process killed by a signal); `SESSIONDB_POSTGRES_URL` (set by `.ci/postgres`) points it
+//! process killed by a signal); `SESSIONDB_TEST_POSTGRES_URL` (set by `.ci/postgres`) points it
 //! at a server started elsewhere instead. [`fresh_schema`] names a schema of one's own.
 //!
 //! If PostgreSQL is not installed, [`PostgresServer::start`] and [`shared_url`] return
@@ -548,11 +548,11 @@ fn stop_at_exit(server: &PostgresServer) {
 }
 
 /// The URL of a database on one cluster shared by every test of the process, started on
-/// first use and stopped at exit. If `SESSIONDB_POSTGRES_URL` is set, that URL, and
+/// first use and stopped at exit. If `SESSIONDB_TEST_POSTGRES_URL` is set, that URL, and
 /// nothing is started. `None` (after printing why) if PostgreSQL is not installed, or a
 /// panic if `SESSIONDB_REQUIRE_POSTGRES=1`, as [`PostgresServer::start`].
 pub fn shared_url() -> Option<String> {
-    if let Some(url) = std::env::var("SESSIONDB_POSTGRES_URL")
+    if let Some(url) = std::env::var("SESSIONDB_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty())
     {
