@@ -956,6 +956,7 @@ fn under_umask_022(runner: &[&str], args: &[&std::ffi::OsStr]) -> Output {
         .args(args)
         .env_remove("SESSIONDB_DIR")
         .env_remove("SESSIONDB_REDIS_URL")
+        .env_remove("SESSIONDB_POSTGRES_URL")
         .stdin(Stdio::null())
         .output()
         .unwrap()

@@ -21,11 +21,12 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The binary, with no store directory or Redis URL from the environment.
+/// The binary, with no store directory, Redis or PostgreSQL URL from the environment.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
     c.env_remove("SESSIONDB_DIR")
         .env_remove("SESSIONDB_REDIS_URL")
+        .env_remove("SESSIONDB_POSTGRES_URL")
         .stdin(Stdio::null());
     c
 }

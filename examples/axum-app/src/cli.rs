@@ -24,9 +24,10 @@ USAGE: sessiondb-axum-app [FLAGS]
                       (DIR/sessions) live [env SESSIONDB_APP_DATA; default
                       ./sessiondb-app-data]
   --sessions WHERE    where sessions live: a directory (the embedded store), memory:,
-                      or redis://HOST:PORT/ to share them with other processes of the
-                      app (give them the same --data-dir for the accounts)
-                      [env SESSIONDB_APP_SESSIONS; default DIR/sessions]
+                      or redis://HOST:PORT/ or postgres://USER@HOST/DB to share them
+                      with other processes of the app (give them the same --data-dir
+                      for the accounts) [env SESSIONDB_APP_SESSIONS; default
+                      DIR/sessions]
   --port N            TCP port [default 3000]
   --bind ADDR         address to listen on [default 127.0.0.1]
   --insecure-http     drop the cookie's Secure flag (and its __Host- prefix), for plain
@@ -116,7 +117,10 @@ pub fn parse(
             "--sessions" => {
                 let v = value("--sessions")?;
                 if v.is_empty() {
-                    return Err("--sessions needs a directory, memory: or a redis:// URL".into());
+                    return Err(
+                        "--sessions needs a directory, memory:, or a redis:// or postgres:// URL"
+                            .into(),
+                    );
                 }
                 sessions = Some(v);
             }
@@ -198,9 +202,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| "too long".into())
 }
 
-/// `sessions` as the app prints it (startup line, errors): a Redis URL's password (in
-/// its authority, or a `pass=`/`password=` query parameter) replaced by `***`, so logs
-/// never hold it. Anything else is returned as it is.
+/// `sessions` as the app prints it (startup line, errors): a Redis or PostgreSQL URL's
+/// password (in its authority, or a `pass=`/`password=` query parameter) replaced by
+/// `***`, so logs never hold it. Anything else is returned as it is.
 pub fn redact(sessions: &str) -> String {
     let Some((scheme, rest)) = sessions.split_once("://") else {
         return sessions.to_owned();
@@ -223,6 +227,8 @@ pub fn redact(sessions: &str) -> String {
         Some(at) if !rest[..at].contains('/') => {
             let shown = match rest[..at].split_once(':') {
                 Some((user, _)) => format!("{user}:***"),
+                // postgres://app@host: a lone field is the user.
+                None if scheme.starts_with("postgres") => rest[..at].to_owned(),
                 // redis://secret@host: a lone field is the password.
                 None => "***".to_owned(),
             };
@@ -348,6 +354,10 @@ mod tests {
             parse3(&["--sessions", "redis://127.0.0.1:6379/"], None).as_deref(),
             Some("redis://127.0.0.1:6379/")
         );
+        assert_eq!(
+            parse3(&["--sessions", "postgres://app@db/app"], None).as_deref(),
+            Some("postgres://app@db/app")
+        );
         assert_eq!(parse3(&[], Some("memory:")).as_deref(), Some("memory:"));
         assert_eq!(
             parse3(&["--sessions", "/srv/s"], Some("memory:")).as_deref(),
@@ -412,5 +422,26 @@ mod tests {
         ] {
             assert_eq!(redact(given), shown, "{given}");
         }
+    }
+
+    #[test]
+    fn postgres_passwords_are_hidden_and_the_user_kept_when_the_backend_is_printed() {
+        for (given, shown) in [
+            (
+                "postgres://app@db.internal/app",
+                "postgres://app@db.internal/app",
+            ),
+            (
+                "postgres://app:s3cret@db.internal:5432/app",
+                "postgres://app:***@db.internal:5432/app",
+            ),
+            (
+                "postgresql://db.internal/app?user=app&password=s3cret",
+                "postgresql://db.internal/app?user=app&password=***",
+            ),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
+        assert!(USAGE.contains("postgres://USER@HOST/DB"));
     }
 }

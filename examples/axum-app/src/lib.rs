@@ -4,8 +4,9 @@
 //! Build the router with [`app`] from a [`sessiondb::Sessions`] (or a
 //! [`sessiondb::Store`], which converts), the [`Users`] and a [`Config`]. `main.rs`
 //! opens the sessions where `--sessions` says: the durable embedded store in a data
-//! directory by default, or Redis, where several processes of the app share them (and
-//! the accounts, through one data directory). The handlers are the same on either.
+//! directory by default, or Redis or PostgreSQL, where several processes of the app
+//! share them (and the accounts, through one data directory). The handlers are the
+//! same on each.
 //!
 //! What it shows of sessiondb:
 //! - every visitor gets an anonymous session with their device: its User-Agent and

@@ -1,7 +1,7 @@
 //! `sessiondb-axum-app`: runs the example app (`--help` for the flags). Sessions live
 //! in `DATA/sessions` (sessiondb's log) or where `--sessions` says (`memory:`, another
-//! directory, or `redis://…` to share them between processes); the accounts in
-//! `DATA/users.json`.
+//! directory, or `redis://…` or `postgres://…` to share them between processes); the
+//! accounts in `DATA/users.json`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -95,8 +95,8 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    // Flush before exiting (Redis: nothing to do); the directory's lock is released
-    // when the last handle drops, at the end of this function.
+    // Flush before exiting (Redis, PostgreSQL: nothing to do); the directory's lock is
+    // released when the last handle drops, at the end of this function.
     if let Some(embedded) = store.as_embedded() {
         embedded.flush()?;
     }

@@ -95,8 +95,9 @@ pub async fn serve(
         )
             .into_response();
     }
-    // The scrape sees this instant's values. If Redis is unreachable the live gauge
-    // keeps its last value; the failure is counted (sessiondb_redis_errors_total) and
+    // The scrape sees this instant's values. If Redis or PostgreSQL is unreachable the
+    // live gauge keeps its last value; the failure is printed (the store counts its
+    // failed calls: sessiondb_redis_errors_total, sessiondb_postgres_errors_total) and
     // the rest still renders.
     if let Err(e) = state.store.publish_metrics().await {
         eprintln!("sessiondb-axum-app: metrics: {e}");

@@ -14,7 +14,7 @@
 //! ([`sessiondb::Sessions::seen_from_if_changed`]: its `User-Agent` and address, for
 //! the devices page), which writes only when they changed, at most once per touch
 //! interval, and checks that against the session the request read: an unchanged
-//! device costs no lookup and, on Redis, no round trip.
+//! device costs no lookup and, on Redis or PostgreSQL, no round trip.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -184,7 +184,8 @@ impl OptionalFromRequestParts<AppState> for CurrentSession {
             return Ok(None);
         };
         // `None` once the session is ended, revoked or expired (O(1) in memory, one
-        // round trip on Redis); an unreachable Redis is a 500, not a logout.
+        // round trip on Redis or PostgreSQL); an unreachable server is a 500, not a
+        // logout.
         let Some(session) = state.store.get(&token).await? else {
             return Ok(None);
         };

@@ -94,10 +94,10 @@ struct UsersFile {
 const FORMAT_VERSION: u32 = 1;
 
 /// The accounts, loaded from and saved to one JSON file. Several processes of the app
-/// may share the file (sessions on Redis, one data directory): a lookup re-reads the
-/// file when it changed, and a sign-up holds an exclusive lock on `users.json.lock`
-/// while it re-reads, checks and writes, so two processes never lose each other's
-/// sign-ups.
+/// may share the file (sessions on Redis or PostgreSQL, one data directory): a lookup
+/// re-reads the file when it changed, and a sign-up holds an exclusive lock on
+/// `users.json.lock` while it re-reads, checks and writes, so two processes never lose
+/// each other's sign-ups.
 pub struct Users {
     path: PathBuf,
     loaded: Mutex<Loaded>,

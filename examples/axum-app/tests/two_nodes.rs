@@ -1,13 +1,20 @@
-//! Two processes of the app, on two ports, sharing one Redis for sessions and one data
-//! directory for accounts: what a deployment behind a load balancer looks like. A
-//! browser logs in on one node and is signed in on the other; a device is signed out,
-//! and then everything is, from the other node. The app binary runs as it would in
-//! production (`--sessions redis://USER:PASSWORD@…`, a Redis ACL user); redis-server is
-//! Debian's, on a free loopback port, stopped by pid. Skipped with a message if
-//! redis-server is not installed, unless `SESSIONDB_REQUIRE_REDIS=1`.
+//! Two processes of the app, on two ports, sharing one Redis or one PostgreSQL
+//! database for sessions and one data directory for accounts: what a deployment behind
+//! a load balancer looks like. A browser logs in on one node and is signed in on the
+//! other; a device is signed out, and then everything is, from the other node. The app
+//! binary runs as it would in production (`--sessions redis://USER:PASSWORD@…`, a Redis
+//! ACL user; `--sessions postgres://USER:PASSWORD@…/DB`); redis-server is Debian's, on
+//! a free loopback port, stopped by pid; PostgreSQL is the root crate's test cluster
+//! (tests/support/postgres_server.rs: a database of the test's own on it, or on
+//! `SESSIONDB_TEST_POSTGRES_URL`'s server). Skipped with a message if redis-server or
+//! PostgreSQL is not installed, unless `SESSIONDB_REQUIRE_REDIS=1` or
+//! `SESSIONDB_REQUIRE_POSTGRES=1`.
 
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
+
+#[path = "../../../tests/support/postgres_server.rs"]
+mod postgres_server;
 
 mod support;
 
@@ -218,6 +225,71 @@ fn other_devices(html: &str) -> Vec<String> {
         .collect()
 }
 
+/// What two nodes sharing sessions must agree on: a laptop signs up on node A and is
+/// signed in on node B; a phone logs in on node B and either node lists both devices;
+/// the phone, on node B, signs the laptop out, which is then out on node A; the laptop
+/// logs in again on node A and "sign out everywhere" on node B ends both sessions on
+/// both nodes.
+async fn logins_and_sign_outs_are_shared(node_a: &Node, node_b: &Node) {
+    // A laptop signs up on node A; its next request lands on node B: signed in there.
+    let laptop = browser("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0");
+    credentials(&laptop, node_a, "/signup", "alice", "correct horse battery").await;
+    let on_b = devices(&laptop, node_b).await;
+    assert!(on_b.contains("Signed in as <b>alice</b>"), "{on_b}");
+
+    // A phone logs in on node B (the account was created by node A's process).
+    let phone = browser("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/156.0.0.0 Mobile");
+    credentials(&phone, node_b, "/login", "alice", "correct horse battery").await;
+    // Either node lists both devices.
+    for node in [node_a, node_b] {
+        let html = devices(&phone, node).await;
+        assert_eq!(
+            other_devices(&html).len(),
+            1,
+            "the laptop, on {}",
+            node.base
+        );
+        assert!(
+            html.contains("Firefox") && html.contains("Android"),
+            "{html}"
+        );
+    }
+
+    // From node B, the phone signs the laptop out; the laptop, on node A, is out.
+    let html = devices(&phone, node_b).await;
+    let laptop_id = other_devices(&html).pop().unwrap();
+    let csrf = csrf_in(&html);
+    let (status, _) = post(
+        &phone,
+        &node_b.url(&format!("/devices/{laptop_id}/sign-out")),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(signed_out(&laptop, node_a).await, "signed out on node A");
+    assert!(signed_out(&laptop, node_b).await);
+    assert!(!signed_out(&phone, node_a).await, "the phone still is");
+
+    // The laptop logs in again on node A; "sign out everywhere" from node B ends both.
+    credentials(&laptop, node_a, "/login", "alice", "correct horse battery").await;
+    let html = devices(&phone, node_b).await;
+    let csrf = csrf_in(&html);
+    let (status, location) = post(
+        &phone,
+        &node_b.url("/sign-out-everywhere"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    for node in [node_a, node_b] {
+        assert!(signed_out(&laptop, node).await, "laptop on {}", node.base);
+        assert!(signed_out(&phone, node).await, "phone on {}", node.base);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_app_processes_on_one_redis_share_logins_and_sign_outs() {
     let Some(redis) = redis_with_app_user() else {
@@ -238,71 +310,82 @@ async fn two_app_processes_on_one_redis_share_logins_and_sign_outs() {
         );
         assert!(!node.startup.contains(REDIS_PASSWORD), "{}", node.startup);
     }
+    logins_and_sign_outs_are_shared(&node_a, &node_b).await;
+}
 
-    // A laptop signs up on node A; its next request lands on node B: signed in there.
-    let laptop = browser("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0");
-    credentials(
-        &laptop,
-        &node_a,
-        "/signup",
-        "alice",
-        "correct horse battery",
-    )
-    .await;
-    let on_b = devices(&laptop, &node_b).await;
-    assert!(on_b.contains("Signed in as <b>alice</b>"), "{on_b}");
+/// The app's password in its PostgreSQL URL. The test cluster trusts loopback
+/// connections, so it is never asked for: it is there to be hidden when printed.
+const POSTGRES_PASSWORD: &str = "s3cret-app-db-password";
 
-    // A phone logs in on node B (the account was created by node A's process).
-    let phone = browser("Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/156.0.0.0 Mobile");
-    credentials(&phone, &node_b, "/login", "alice", "correct horse battery").await;
-    // Either node lists both devices.
+/// A database of the test's own on the shared test cluster (or on the server
+/// `SESSIONDB_TEST_POSTGRES_URL` names), as the app is given it: `(url, url as printed)`,
+/// with [`POSTGRES_PASSWORD`] in the first and `***` in the second when the server's
+/// URL has none of its own. `None` if PostgreSQL is not installed (and not required).
+fn postgres_database() -> Option<(String, String)> {
+    let server = postgres_server::shared_url()?;
+    let name = postgres_server::fresh_schema();
+    postgres_server::psql(&server, &format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("creating the test's database: {e}"));
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server.as_str(), String::new()),
+    };
+    let (base, _db) = base.rsplit_once('/').expect("a database in the URL");
+    let url = format!("{base}/{name}{query}");
+    // postgres://USER@HOST…: the password goes after the user.
+    let user = url
+        .strip_prefix("postgres://")
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(user, _)| user.to_owned())
+        .filter(|user| !user.contains(':') && !user.contains('/'));
+    Some(match user {
+        Some(user) => {
+            let with = |password: &str| {
+                url.replacen(
+                    &format!("postgres://{user}@"),
+                    &format!("postgres://{user}:{password}@"),
+                    1,
+                )
+            };
+            (with(POSTGRES_PASSWORD), with("***"))
+        }
+        None => (url.clone(), url),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_processes_on_one_postgres_database_share_logins_and_sign_outs() {
+    let Some((url, shown)) = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    // Both start at once: each migrates the schema on its first connection, and the
+    // second waits for the first (an advisory lock) rather than failing.
+    let (node_a, node_b) = {
+        let (d1, d2) = (data.path().to_owned(), data.path().to_owned());
+        let (u1, u2) = (url.clone(), url.clone());
+        let a = tokio::task::spawn_blocking(move || Node::start(&d1, &u1));
+        let b = tokio::task::spawn_blocking(move || Node::start(&d2, &u2));
+        (a.await.unwrap(), b.await.unwrap())
+    };
+    // Each says where its sessions are, without the password.
     for node in [&node_a, &node_b] {
-        let html = devices(&phone, node).await;
-        assert_eq!(
-            other_devices(&html).len(),
-            1,
-            "the laptop, on {}",
-            node.base
+        assert!(
+            node.startup
+                .contains(&format!("live sessions in {shown} (postgres)")),
+            "{}",
+            node.startup
         );
         assert!(
-            html.contains("Firefox") && html.contains("Android"),
-            "{html}"
+            !node.startup.contains(POSTGRES_PASSWORD),
+            "{}",
+            node.startup
         );
     }
-
-    // From node B, the phone signs the laptop out; the laptop, on node A, is out.
-    let html = devices(&phone, &node_b).await;
-    let laptop_id = other_devices(&html).pop().unwrap();
-    let csrf = csrf_in(&html);
-    let (status, _) = post(
-        &phone,
-        &node_b.url(&format!("/devices/{laptop_id}/sign-out")),
-        &[("csrf", &csrf)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(signed_out(&laptop, &node_a).await, "signed out on node A");
-    assert!(signed_out(&laptop, &node_b).await);
-    assert!(!signed_out(&phone, &node_a).await, "the phone still is");
-
-    // The laptop logs in again on node A; "sign out everywhere" from node B ends both.
-    credentials(&laptop, &node_a, "/login", "alice", "correct horse battery").await;
-    let html = devices(&phone, &node_b).await;
-    let csrf = csrf_in(&html);
-    let (status, location) = post(
-        &phone,
-        &node_b.url("/sign-out-everywhere"),
-        &[("csrf", &csrf)],
-    )
-    .await;
-    assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, "/login")
-    );
-    for node in [&node_a, &node_b] {
-        assert!(signed_out(&laptop, node).await, "laptop on {}", node.base);
-        assert!(signed_out(&phone, node).await, "phone on {}", node.base);
-    }
+    logins_and_sign_outs_are_shared(&node_a, &node_b).await;
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub fn compact(ctx: &Ctx, json: bool) -> Result<(), Fail> {
     let dir = ctx.dir_for(
         "compact",
         "Redis keeps no log to rewrite (it reclaims an ended session's memory at once)",
+        "PostgreSQL keeps no log of sessiondb's to rewrite (its autovacuum reclaims the \
+         rows of ended sessions)",
     )?;
     let store = ctx.open(dir, false)?;
     let backend = store.stats().backend;

@@ -10,14 +10,16 @@ use sessiondb::{Limits, SessionId, UserId};
 
 use crate::human;
 
-const ABOUT: &str = "Inspect and administer a sessiondb store: a directory, or sessions in Redis.";
+const ABOUT: &str =
+    "Inspect and administer a sessiondb store: a directory, or sessions in Redis or PostgreSQL.";
 
 const AFTER_HELP: &str = "\
 A store directory must not be open in any process: stop the application first. While
 another process holds the directory's lock, every command fails with exit status 1 and
-names that process. Sessions in Redis (--redis URL, keys under --redis-prefix) are
-administered while the application runs: every command is one atomic step per
-session, as the application's own calls are.
+names that process. Sessions in Redis (--redis URL, keys under --redis-prefix) or
+PostgreSQL (--postgres URL, tables in --postgres-schema) are administered while the
+application runs: every command is one atomic step per session (a script on Redis, a
+transaction on PostgreSQL), as the application's own calls are.
 
 Nothing changes a session unless the command says so: no reaper or background
 compaction runs, and stats, list, show, verify and export only read (like
@@ -41,6 +43,9 @@ Examples:
   sessiondb --redis redis://127.0.0.1:6379/ revoke --user alice
   sessiondb -d ./sessions export | sessiondb --redis redis://127.0.0.1:6379/ import
       (moves an embedded store to Redis: every cookie keeps working)
+  sessiondb --postgres postgres://app@db.internal/app stats
+  sessiondb -d ./sessions export | sessiondb --postgres postgres://app@db.internal/app import
+      (moves an embedded store to PostgreSQL: every cookie keeps working)
 
 Exit status: 0 done; 1 the operation failed (the store is locked, missing or
 damaged, an import line is bad, ...); 2 the command line is wrong.";
@@ -64,15 +69,16 @@ imported session answers to the same cookie. Sessions already past their deadlin
 not exported. With --out the file appears only once complete (written beside it as
 FILE.partial, fsynced, renamed), and only its owner may read or write it (mode 0600,
 like the store's own files: it holds every session's data); a redirected stdout gets
-the mode the shell gives it. A directory and Redis export the same format, so
-either imports into the other. From Redis, the sessions are read in batches while the
-application keeps running: a session created or ended during the export may or may
-not be in it.
+the mode the shell gives it. A directory, Redis and PostgreSQL export the same format,
+so each imports into the others. From Redis or PostgreSQL, the sessions are read in
+batches while the application keeps running: a session created or ended during the
+export may or may not be in it.
 
 Examples:
   sessiondb -d ./sessions export > backup.jsonl
   sessiondb -d ./sessions export --out backup.jsonl
-  sessiondb --redis redis://127.0.0.1:6379/ export --out backup.jsonl";
+  sessiondb --redis redis://127.0.0.1:6379/ export --out backup.jsonl
+  sessiondb --postgres postgres://app@db.internal/app export --out backup.jsonl";
 
 const IMPORT_HELP: &str = "\
 Reads the format `export` writes (see `sessiondb export --help`). Every line is checked
@@ -87,7 +93,10 @@ the command is killed while importing, the sessions imported until then stay: ru
 again with --skip-existing to finish.)
 The directory is created if it does not exist (log backend unless --backend sled).
 Into Redis, each session is written as the server acknowledges it; how durable that is
-depends on the server's persistence (appendfsync).
+depends on the server's persistence (appendfsync). Into PostgreSQL, each session is
+one committed transaction (durable as the server's synchronous_commit says); the
+schema (--postgres-schema) is created if it does not exist, as the application's
+first start would.
 
 Examples:
   sessiondb -d ./restored import backup.jsonl
@@ -95,7 +104,10 @@ Examples:
   sessiondb -d ./sessions import --skip-existing backup.jsonl
   sessiondb -d ./sessions export | sessiondb --redis redis://127.0.0.1:6379/ import
       (moves an embedded store to Redis: stop the application, import, restart it
-      configured for Redis; every cookie keeps working)";
+      configured for Redis; every cookie keeps working)
+  sessiondb --redis redis://127.0.0.1:6379/ export \\
+      | sessiondb --postgres postgres://app@db.internal/app import
+      (moves sessions from Redis to PostgreSQL, the same way)";
 
 #[derive(Parser)]
 #[command(
@@ -103,12 +115,12 @@ Examples:
     version,
     about = ABOUT,
     after_help = AFTER_HELP,
-    group(ArgGroup::new("store").args(["dir", "redis"]).multiple(false))
+    group(ArgGroup::new("store").args(["dir", "redis", "postgres"]).multiple(false))
 )]
 pub struct Cli {
-    // --dir and --redis read their environment variables in `main`, not through clap:
-    // clap would count a variable as given and refuse `--redis URL` while SESSIONDB_DIR
-    // is exported, where the command line should win.
+    // --dir, --redis and --postgres read their environment variables in `main`, not
+    // through clap: clap would count a variable as given and refuse `--redis URL` while
+    // SESSIONDB_DIR is exported, where the command line should win.
     /// The store directory [env: SESSIONDB_DIR]
     #[arg(short, long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -122,6 +134,16 @@ pub struct Cli {
     /// [default: sessiondb]
     #[arg(long, global = true, value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Sessions kept in PostgreSQL instead of a directory:
+    /// postgres://[user[:password]@]host[:port]/database[?options], or a key=value
+    /// connection string; without TLS. Needs a sessiondb built with
+    /// `--features cli,postgres` [env: SESSIONDB_POSTGRES_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// The PostgreSQL schema of the store's tables: the application's
+    /// PostgresOptions::schema [default: sessiondb]
+    #[arg(long, global = true, value_name = "SCHEMA", value_parser = parse_schema)]
+    pub postgres_schema: Option<String>,
     /// The storage backend. By default it is detected from the directory's files; name
     /// it only to import into a new directory with sled, or when a directory holds both
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto, value_name = "KIND")]
@@ -151,7 +173,8 @@ pub enum BackendArg {
 #[derive(Subcommand)]
 pub enum Command {
     /// Counts: sessions, users, bytes on disk and how much of it is dead history, and
-    /// what opening the store found (on Redis: live sessions, the server and key prefix)
+    /// what opening the store found (on Redis: live sessions, the server and key prefix;
+    /// on PostgreSQL: live sessions, the server and schema)
     Stats {
         /// One JSON object instead of text
         #[arg(long, conflicts_with = "prometheus")]
@@ -258,6 +281,23 @@ pub enum Command {
 
 fn parse_id(s: &str) -> Result<SessionId, String> {
     SessionId::parse(s).map_err(|e| e.to_string())
+}
+
+/// A schema name as `PostgresOptions::schema` takes it (the store's own rule: the name
+/// is spliced into statements unquoted).
+#[cfg(feature = "postgres")]
+fn parse_schema(s: &str) -> Result<String, String> {
+    sessiondb::PostgresOptions::default()
+        .schema(s)
+        .validate()
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Without the `postgres` feature `--postgres` is refused, and its schema with it.
+#[cfg(not(feature = "postgres"))]
+fn parse_schema(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
 }
 
 fn parse_user(s: &str) -> Result<String, String> {

@@ -1,81 +1,84 @@
-//! [`Handle`]: an open store of either kind — the embedded [`Store`] or, with the
-//! `redis` feature, a `RedisStore` through `remote` — and the operations the commands
-//! use on both.
+//! [`Handle`]: an open store of any kind — the embedded [`Store`] or, with the `redis`
+//! or `postgres` feature, a `RedisStore` or `PostgresStore` through `remote` — and the
+//! operations the commands use on all of them.
 
 use sessiondb::{Error, Session, SessionId, SessionRecord, Store, Timestamp, UserId};
 
+#[cfg(feature = "postgres")]
+use sessiondb::PostgresStore;
 #[cfg(feature = "redis")]
-use crate::remote;
+use sessiondb::RedisStore;
 
-/// An open store of either kind, with the operations the commands use on both.
-/// Redis calls run to completion one at a time on the command's own runtime.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+use crate::remote::Remote;
+
+/// An open store of any kind, with the operations the commands use on all of them.
+/// Calls to a server run to completion one at a time on the command's own runtime.
 pub enum Handle {
     Embedded(Store),
     #[cfg(feature = "redis")]
-    Redis(remote::Remote),
+    Redis(Remote<RedisStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Remote<PostgresStore>),
+}
+
+/// `embedded` with the embedded store as `$s`; `remote` with the [`Remote`] of
+/// whichever server as `$r` (the same code for Redis and PostgreSQL, whose stores
+/// have the same async methods).
+macro_rules! on {
+    ($self:ident, |$s:ident| $embedded:expr, |$r:ident| $remote:expr) => {
+        match $self {
+            Handle::Embedded($s) => $embedded,
+            #[cfg(feature = "redis")]
+            Handle::Redis($r) => $remote,
+            #[cfg(feature = "postgres")]
+            Handle::Postgres($r) => $remote,
+        }
+    };
 }
 
 impl Handle {
     pub fn sessions_of(&self, user: &str) -> Result<Vec<Session>, Error> {
-        match self {
-            Handle::Embedded(s) => s.sessions_of(user),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.sessions_of(user)),
-        }
+        on!(self, |s| s.sessions_of(user), |r| r
+            .run(|s| s.sessions_of(user)))
     }
 
     pub fn get_by_id(&self, id: SessionId) -> Result<Option<Session>, Error> {
-        match self {
-            Handle::Embedded(s) => Ok(s.get_by_id(id)),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.get_by_id(id)),
-        }
+        on!(self, |s| Ok(s.get_by_id(id)), |r| r
+            .run(|s| s.get_by_id(id)))
     }
 
     pub fn revoke_user(&self, user: &str) -> Result<usize, Error> {
-        match self {
-            Handle::Embedded(s) => s.revoke_user(user),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.revoke_user(user)),
-        }
+        on!(self, |s| s.revoke_user(user), |r| r
+            .run(|s| s.revoke_user(user)))
     }
 
     pub fn revoke_user_before(&self, user: &str, before: Timestamp) -> Result<usize, Error> {
-        match self {
-            Handle::Embedded(s) => s.revoke_user_before(user, before),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.revoke_user_before(user, before)),
-        }
+        on!(self, |s| s.revoke_user_before(user, before), |r| r
+            .run(|s| s.revoke_user_before(user, before)))
     }
 
     pub fn revoke_others_by_id(&self, id: SessionId) -> Result<usize, Error> {
-        match self {
-            Handle::Embedded(s) => s.revoke_others_by_id(id),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.revoke_others_by_id(id)),
-        }
+        on!(self, |s| s.revoke_others_by_id(id), |r| r
+            .run(|s| s.revoke_others_by_id(id)))
     }
 
     pub fn end_by_id(&self, id: SessionId) -> Result<bool, Error> {
-        match self {
-            Handle::Embedded(s) => s.end_by_id(id),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.end_by_id(id)),
-        }
+        on!(self, |s| s.end_by_id(id), |r| r.run(|s| s.end_by_id(id)))
     }
 
     /// Which of `ids` are live sessions; `tick` after each.
     pub fn live(&self, ids: Vec<SessionId>, tick: impl Fn()) -> Result<Vec<bool>, Error> {
-        match self {
-            Handle::Embedded(s) => Ok(ids
+        on!(
+            self,
+            |s| Ok(ids
                 .into_iter()
                 .map(|id| {
                     tick();
                     s.get_by_id(id).is_some()
                 })
                 .collect()),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => {
+            |r| {
                 let mut live = vec![false; ids.len()];
                 let mut failed = None;
                 r.each(
@@ -94,69 +97,55 @@ impl Handle {
                 );
                 failed.map_or(Ok(live), Err)
             }
-        }
+        )
     }
 
     /// Imports each record, calling `done(index, result)` after each; stops starting
-    /// new ones once `done` returns false (on Redis, those already sent are still
+    /// new ones once `done` returns false (on a server, those already sent are still
     /// reported).
     pub fn import_each(
         &self,
         records: Vec<SessionRecord>,
         mut done: impl FnMut(usize, Result<bool, Error>) -> bool,
     ) {
-        match self {
-            Handle::Embedded(s) => {
+        on!(
+            self,
+            |s| {
                 for (i, rec) in records.into_iter().enumerate() {
                     if !done(i, s.import(rec)) {
                         return;
                     }
                 }
-            }
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.each(
+            },
+            |r| r.each(
                 records,
                 |store, rec| async move { store.import(rec).await },
                 done,
-            ),
-        }
+            )
+        )
     }
 
     pub fn export(
         &self,
         f: impl FnMut(SessionRecord) -> Result<(), Error>,
     ) -> Result<usize, Error> {
-        match self {
-            Handle::Embedded(s) => s.export(f),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.export(f)),
-        }
+        on!(self, |s| s.export(f), |r| r.run(|s| s.export(f)))
     }
 
     pub fn not_before_times(&self) -> Result<Vec<(UserId, Timestamp)>, Error> {
-        match self {
-            Handle::Embedded(s) => Ok(s.not_before_times()),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.not_before_times()),
-        }
+        on!(self, |s| Ok(s.not_before_times()), |r| r
+            .run(|s| s.not_before_times()))
     }
 
     pub fn len(&self) -> Result<usize, Error> {
-        match self {
-            Handle::Embedded(s) => Ok(s.len()),
-            #[cfg(feature = "redis")]
-            Handle::Redis(r) => r.run(|s| s.len()),
-        }
+        on!(self, |s| Ok(s.len()), |r| r.run(|s| s.len()))
     }
 
-    /// Makes every write so far durable. On Redis each write is acknowledged by the
-    /// server as it is made (its durability is the server's persistence setting).
+    /// Makes every write so far durable. On a server each write is acknowledged as it
+    /// is made (its durability is the server's: appendfsync on Redis,
+    /// synchronous_commit on PostgreSQL).
     pub fn flush(&self) -> Result<(), Error> {
-        match self {
-            Handle::Embedded(s) => s.flush(),
-            #[cfg(feature = "redis")]
-            Handle::Redis(_) => Ok(()),
-        }
+        on!(self, |s| s.flush(), |_r| Ok(()))
     }
 
     /// Closes the store, durably.
@@ -165,6 +154,8 @@ impl Handle {
             Handle::Embedded(s) => s.close(),
             #[cfg(feature = "redis")]
             Handle::Redis(_) => Ok(()),
+            #[cfg(feature = "postgres")]
+            Handle::Postgres(_) => Ok(()),
         }
     }
 }

@@ -207,9 +207,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `url` with any password (in the authority, or a `pass=` query parameter of a
-/// `redis+unix://` URL) replaced by `***`, for messages and `stats`.
+/// `url` with any password (in the authority, or a `pass=`/`password=` query
+/// parameter, or the `password` of a PostgreSQL key=value connection string) replaced
+/// by `***`, for messages and `stats`.
 pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return redact_keywords(url);
+    }
     let (url, query) = match url.split_once('?') {
         Some((u, q)) => {
             let params: Vec<String> = q
@@ -242,11 +246,67 @@ fn redact_authority(url: &str) -> String {
         .map_or(&rest[..auth_end], |(u, _)| u);
     let shown_user = if rest[..auth_end].contains(':') {
         format!("{user}:***")
+    } else if scheme.starts_with("postgres") {
+        // postgres://app@host: a lone field is the user.
+        user.to_owned()
     } else {
         // redis://secret@host: a lone field is the password.
         "***".to_owned()
     };
     format!("{scheme}://{shown_user}@{}", &rest[host_start..])
+}
+
+/// A PostgreSQL key=value connection string (`host=db user=app password=s3cret`) with
+/// the password's value, bare or quoted, replaced by `***`; the rest as it is.
+fn redact_keywords(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    // Moves the first `n` bytes of `rest` to `out` (or drops them, for a password).
+    let take = |out: &mut String, rest: &mut &str, n: usize, keep: bool| {
+        if keep {
+            out.push_str(&rest[..n]);
+        }
+        *rest = &rest[n..];
+    };
+    let spaces = |r: &str| r.len() - r.trim_start().len();
+    loop {
+        let n = spaces(rest);
+        take(&mut out, &mut rest, n, true);
+        if rest.is_empty() {
+            return out;
+        }
+        let key_len = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        take(&mut out, &mut rest, key_len, true);
+        let before_eq = spaces(rest);
+        if !rest[before_eq..].starts_with('=') {
+            continue;
+        }
+        take(&mut out, &mut rest, before_eq + 1, true);
+        let n = spaces(rest);
+        take(&mut out, &mut rest, n, true);
+        let value_len = if rest.starts_with('\'') {
+            // A quoted value: up to the closing quote; a backslash escapes a character.
+            let mut escaped = false;
+            rest.char_indices()
+                .skip(1)
+                .find(|&(_, c)| {
+                    let end = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end
+                })
+                .map_or(rest.len(), |(i, _)| i + 1)
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        let secret = key == "password";
+        take(&mut out, &mut rest, value_len, !secret);
+        if secret {
+            out.push_str("***");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,5 +408,36 @@ mod tests {
             "redis+unix:///run/redis.sock?db=1&pass=***"
         );
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn postgres_passwords_are_hidden_and_its_user_kept() {
+        for (given, shown) in [
+            (
+                "postgres://app@127.0.0.1:5432/app",
+                "postgres://app@127.0.0.1:5432/app",
+            ),
+            (
+                "postgresql://app:s3cret@db/app?sslmode=disable",
+                "postgresql://app:***@db/app?sslmode=disable",
+            ),
+            (
+                "postgres://db/app?user=app&password=s3cret",
+                "postgres://db/app?user=app&password=***",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=app",
+                "host=db user=app password=*** dbname=app",
+            ),
+            (
+                "host=db password = 's3 \\'cret' dbname=app",
+                "host=db password = *** dbname=app",
+            ),
+            ("password=s3cret", "password=***"),
+            ("host=db passwordless=x", "host=db passwordless=x"),
+            ("host=db password='unterminated", "host=db password=***"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
     }
 }

@@ -15,7 +15,22 @@ pub fn stats(ctx: &Ctx, json: bool, prometheus: Option<&str>) -> Result<(), Fail
     let dir = match &ctx.target {
         Target::Dir(dir) => dir,
         Target::Redis { url, prefix } => {
-            return redis_stats(ctx, url, prefix, json, prometheus);
+            let server = Server {
+                kind: "redis",
+                url,
+                within: ("prefix", prefix),
+                shown_within: format!("keys {prefix}:*"),
+            };
+            return server_stats(ctx, &server, json, prometheus);
+        }
+        Target::Postgres { url, schema } => {
+            let server = Server {
+                kind: "postgres",
+                url,
+                within: ("schema", schema),
+                shown_within: format!("schema {schema}"),
+            };
+            return server_stats(ctx, &server, json, prometheus);
         }
     };
     let store = ctx.open(dir, false)?;
@@ -96,12 +111,24 @@ pub fn stats(ctx: &Ctx, json: bool, prometheus: Option<&str>) -> Result<(), Fail
     say(&text.join("\n"))
 }
 
-/// Stats of a Redis store: what Redis can say cheaply. Users, rotation aliases, bytes
-/// and recovery are the embedded store's (Redis reports its memory itself: INFO).
-fn redis_stats(
+/// A store on a server, as `stats` shows it.
+struct Server<'a> {
+    /// "redis" or "postgres": the backend, and the JSON key of the URL.
+    kind: &'static str,
+    url: &'a str,
+    /// Where on the server: ("prefix", the key prefix) or ("schema", the schema).
+    within: (&'static str, &'a str),
+    /// The same, for a person: "keys PREFIX:*", "schema SCHEMA".
+    shown_within: String,
+}
+
+/// Stats of a store on Redis or PostgreSQL: what the server can say cheaply, the live
+/// sessions. Users, rotation aliases, bytes and recovery are the embedded store's
+/// (the server reports its memory and disk itself: Redis's INFO, PostgreSQL's
+/// pg_total_relation_size).
+fn server_stats(
     ctx: &Ctx,
-    url: &str,
-    prefix: &str,
+    server: &Server<'_>,
     json: bool,
     prometheus: Option<&str>,
 ) -> Result<(), Fail> {
@@ -109,8 +136,8 @@ fn redis_stats(
     let sessions = store.len()?;
     drop(store);
     if let Some(label) = prometheus {
-        // What Redis says cheaply: the live sessions; the rest is the embedded
-        // store's (Redis reports its memory itself: INFO).
+        // What the server says cheaply: the live sessions; the rest is the embedded
+        // store's.
         let mut st = sessiondb::Stats::default();
         st.sessions = sessions;
         let text = st.gauges_to_prometheus(label);
@@ -121,16 +148,19 @@ fn redis_stats(
         return say(&live.join("\n"));
     }
     if json {
+        let (key, within) = server.within;
         return say_json(&json!({
-            "redis": redact(url),
-            "prefix": prefix,
-            "backend": "redis",
+            server.kind: redact(server.url),
+            key: within,
+            "backend": server.kind,
             "sessions": sessions,
         }));
     }
     say(&format!(
-        "store      {} (redis backend, keys {prefix}:*)\nsessions   {} live",
-        redact(url),
+        "store      {} ({} backend, {})\nsessions   {} live",
+        redact(server.url),
+        server.kind,
+        server.shown_within,
         HumanCount(sessions as u64)
     ))
 }
@@ -324,6 +354,9 @@ pub fn verify(ctx: &Ctx, json: bool) -> Result<(), Fail> {
             "verify",
             "it checks a log's records and the indexes rebuilt from them; Redis keeps \
              neither (each operation is one atomic script)",
+            "it checks a log's records and the indexes rebuilt from them; PostgreSQL \
+             keeps neither of sessiondb's (each operation is one transaction, its \
+             indexes are the database's)",
         )
         .and_then(|dir| Ok((dir, ctx.open(dir, false)?)))
         .and_then(|(dir, store)| {

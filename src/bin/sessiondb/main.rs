@@ -1,11 +1,13 @@
 //! `sessiondb`: the command-line tool for a sessiondb store directory (cargo feature
-//! `cli`), or for sessions kept in Redis (`--redis`, with the `redis` feature too).
+//! `cli`), or for sessions kept in Redis (`--redis`, with the `redis` feature too) or
+//! PostgreSQL (`--postgres`, with the `postgres` feature too).
 //! This file only dispatches: it parses the command line ([`args`]), picks the store it
 //! names ([`target`]) and runs the command: the read-only ones in [`inspect`], revoke
 //! and compact in [`admin`], export and import in [`transfer`]. Below those: the
-//! [`Handle`](handle::Handle) the commands share over both kinds of store, how a
+//! [`Handle`](handle::Handle) the commands share over every kind of store, how a
 //! command prints and fails ([`output`]), the export format ([`jsonl`]), progress bars
-//! ([`progress`]), text helpers ([`human`]) and the Redis connection (`remote`).
+//! ([`progress`]), text helpers ([`human`]) and the connection to a server
+//! (`remote`).
 
 mod admin;
 mod args;
@@ -15,7 +17,7 @@ mod inspect;
 mod jsonl;
 mod output;
 mod progress;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod remote;
 mod target;
 mod transfer;
