@@ -11,7 +11,8 @@
 //! tower-sessions store can run against itself), `actix-session` (the `actix_session`
 //! module: a store for actix-session, with the same helpers), `cli` (the `sessiondb`
 //! command line), `redis` (`RedisStore`: the same sessions on Redis or Valkey for an
-//! app on several nodes, and `Sessions`, one async handle over either backend).
+//! app on several nodes, and `Sessions`, one async handle over any backend),
+//! `postgres` (`PostgresStore`: the same on PostgreSQL).
 //!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};
@@ -143,6 +144,11 @@ struct IntegrationsDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/redis.md")]
 struct RedisDoctests;
+
+/// docs/several-nodes.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/several-nodes.md")]
+struct SeveralNodesDoctests;
 
 /// docs/cli.md as doctests.
 #[cfg(doctest)]
