@@ -32,7 +32,7 @@
 //!   indexed column, so PostgreSQL updates the row in place (a HOT update; the table
 //!   leaves 20% of each page free for them).
 //! - **Events** go through an outbox table in the same transaction, with
-//!   `LISTEN/NOTIFY` to wake the readers (see `events.rs`).
+//!   `LISTEN/NOTIFY` to wake the readers, rung after the commit (see `events.rs`).
 
 mod events;
 mod ops;
@@ -212,12 +212,18 @@ struct Inner {
     listen: Listen,
     entropy: Mutex<EntropyPool>,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Rung after each committed change; the ringer task notifies the subscribers.
+    doorbell: Arc<tokio::sync::Notify>,
+    ringer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     dropped: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.reaper.lock().take() {
+        for task in [self.reaper.lock().take(), self.ringer.lock().take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -406,8 +412,15 @@ impl PostgresStore {
             listen,
             entropy: Mutex::new(EntropyPool::new()),
             reaper: Mutex::new(None),
+            doorbell: Arc::new(tokio::sync::Notify::new()),
+            ringer: Mutex::new(None),
             dropped: AtomicU64::new(0),
         });
+        let ringer = tokio::spawn(events::ring_loop(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.doorbell),
+        ));
+        *inner.ringer.lock() = Some(ringer);
         if let Some(every) = inner.opts.reaper_interval {
             let task = tokio::spawn(reap_loop(Arc::downgrade(&inner), every));
             *inner.reaper.lock() = Some(task);

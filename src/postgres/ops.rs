@@ -121,7 +121,11 @@ macro_rules! transaction {
                 }
             };
             match out {
-                Ok(v) => break Ok(v),
+                Ok(v) => {
+                    // Committed: the subscribers may have events to read.
+                    $inner.doorbell.notify_one();
+                    break Ok(v);
+                }
                 Err(f) => match $crate::postgres::ops::settle(&$inner, $op, f, tries) {
                     Some(e) => break Err(e),
                     None => continue,
@@ -230,6 +234,19 @@ impl Inner {
     /// by the server's `statement_timeout`).
     pub(super) fn patience(&self) -> std::time::Duration {
         self.popts.response_timeout.saturating_mul(2)
+    }
+
+    /// Tells the subscribers on every node to look at the outbox (`events.rs`).
+    pub(super) async fn ring(&self) -> Result<()> {
+        let channel = super::schema::channel(&self.popts.schema);
+        timed!(self, "ring", |client| execute(
+            &client,
+            &self.sql.ring,
+            &[&channel]
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| self.fault("ring", f)))
     }
 
     /// Adds one to the counter `name` (feature `metrics`; nothing otherwise).

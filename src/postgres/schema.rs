@@ -19,7 +19,7 @@ pub(super) const VERSION: i32 = 1;
 pub(super) const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Each migration, in order: migration `i` takes the schema from version `i` to `i + 1`.
-/// `{s}` is the schema's name, `{channel}` the name events are notified on.
+/// `{s}` is the schema's name.
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, their rotation aliases, users (the per-user lock and not-before
     // time), and the event outbox.
@@ -73,14 +73,6 @@ CREATE TABLE {s}.events (
 COMMENT ON COLUMN {s}.events.seq IS
     'From event_numbers, taken once the row the event is about is locked: two changes to one session or user are numbered in commit order';
 CREATE INDEX events_xid ON {s}.events (xid);
-CREATE FUNCTION {s}.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{channel}', '');
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER events_notify AFTER INSERT ON {s}.events
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.notify_events();
 "#,
 ];
 
@@ -104,7 +96,7 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     })
 }
 
-/// The channel a schema's events are notified on.
+/// The channel a schema's events are notified on (`LISTEN`, `pg_notify`).
 pub(super) fn channel(schema: &str) -> String {
     format!("{schema}_events")
 }
@@ -148,9 +140,8 @@ pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<i32> {
             supported: VERSION as u32,
         });
     }
-    let channel = channel(schema);
     for (i, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-        let sql = step.replace("{s}", schema).replace("{channel}", &channel);
+        let sql = step.replace("{s}", schema);
         tx.batch_execute(&sql)
             .await
             .map_err(|e| db(&format!("applying migration {}", i + 1), e))?;
@@ -231,6 +222,7 @@ pub(super) struct Sql {
     pub(super) live_count: String,
     pub(super) oldest_anonymous: String,
     pub(super) budget_lock: String,
+    pub(super) ring: String,
     pub(super) reap: String,
     pub(super) reap_aliases: String,
     pub(super) trim_events: String,
@@ -334,6 +326,7 @@ impl Sql {
                  ORDER BY last_seen, id LIMIT 1 FOR UPDATE"
             ),
             budget_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))".to_owned(),
+            ring: "SELECT pg_notify($1, '')".to_owned(),
             reap: format!(
                 "WITH due AS (
                      SELECT id FROM {s}.sessions WHERE reap_at <= $1
