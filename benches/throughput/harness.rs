@@ -106,7 +106,7 @@ impl Rng {
         ((u128::from(self.next()) * n as u128) >> 64) as usize
     }
 
-    fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i + 1);
             v.swap(i, j);
@@ -264,15 +264,15 @@ impl Ctx {
     }
 }
 
-/// Which thread of how many; a thread owns the users `u % count == index`.
+/// Which thread (or task) of how many; it owns the users `u % count == index`.
 #[derive(Clone, Copy)]
-struct Part {
-    index: usize,
-    count: usize,
+pub struct Part {
+    pub index: usize,
+    pub count: usize,
 }
 
 impl Part {
-    fn user(self, rng: &mut Rng, users: usize) -> u32 {
+    pub fn user(self, rng: &mut Rng, users: usize) -> u32 {
         if self.index >= users {
             return rng.below(users) as u32;
         }

@@ -129,14 +129,22 @@ pub fn command_line() -> String {
         "SESSIONDB_BENCH_ONLY",
         "SESSIONDB_BENCH_SPIN",
         "SESSIONDB_BENCH_GROUP_ROUNDS",
+        "SESSIONDB_BENCH_PG_SESSIONS",
     ] {
         if let Ok(v) = std::env::var(var) {
             let _ = write!(cmd, "{var}={v} ");
         }
     }
     cmd.push_str("cargo bench -p sessiondb-bench --bench throughput");
-    if cfg!(feature = "redis") {
-        cmd.push_str(" --features redis");
+    let features: Vec<&str> = [
+        ("redis", cfg!(feature = "redis")),
+        ("postgres", cfg!(feature = "postgres")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        let _ = write!(cmd, " --features {}", features.join(","));
     }
     cmd
 }
@@ -165,16 +173,7 @@ fn stat_ticks(path: &str) -> Option<u64> {
 /// gone (the store's writer and sync threads included), less the `SCHED_IDLE` spinners'
 /// — from `/proc` (10 ms ticks: ±1% over a 2 s run on one core). `None` off Linux.
 pub fn cpu_seconds() -> Option<f64> {
-    static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let hz = *TICKS_PER_SEC.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
+    let hz = ticks_per_sec();
     let all = stat_ticks("/proc/self/stat")?;
     let spinning: u64 = SPINNER_TIDS
         .lock()
@@ -182,4 +181,45 @@ pub fn cpu_seconds() -> Option<f64> {
         .filter_map(|tid| stat_ticks(&format!("/proc/self/task/{tid}/stat")))
         .sum();
     Some(all.saturating_sub(spinning) as f64 / hz)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`, 100 if unknown).
+fn ticks_per_sec() -> f64 {
+    static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS_PER_SEC.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The CPU time, in seconds, that a server process and its children (alive now) have
+/// used: a PostgreSQL postmaster and its backends and workers, from `/proc`. A child
+/// that exited in between takes its ticks with it, so read it around runs whose
+/// connections stay open. `None` off Linux.
+#[cfg(feature = "postgres")]
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ticks = stat_ticks(&format!("/proc/{pid}/stat"))?;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let path = format!("/proc/{child}/stat");
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            ticks += stat_ticks(&path).unwrap_or(0);
+        }
+    }
+    Some(ticks as f64 / ticks_per_sec())
 }

@@ -13,7 +13,9 @@
 //! `RwLock<HashMap>` (the in-memory ceiling), sled 0.34 (default, and flush after every
 //! write), SQLite through rusqlite (WAL, synchronous=NORMAL and FULL), and Redis on
 //! loopback (no persistence, and `appendfsync always`; skipped if `redis-server` is not
-//! installed). Also: the disk's raw fdatasync rate, group commit under `Sync` with 64
+//! installed); with `--features postgres`, sessiondb on PostgreSQL beside the raw
+//! statements on a server it starts (skipped if PostgreSQL is not installed), at 1 and
+//! 50 clients (tokio tasks). Also: the disk's raw fdatasync rate, group commit under `Sync` with 64
 //! writers against SQLite FULL and Redis `appendfsync always` with 50 clients, resident
 //! memory per 1,000,000 sessions (each engine measured in a child process of its own),
 //! recovery / compaction of a sessiondb log of N sessions, and the memory budget (a
@@ -23,11 +25,14 @@
 //! - `SESSIONDB_BENCH_SESSIONS`: sessions preloaded (default 1,000,000);
 //! - `SESSIONDB_BENCH_SECS`: seconds per measured run (default 2, fractions allowed);
 //! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`, `moka`,
-//!   `hashmap`, `sled`, `sqlite`, `redis`, `group`, `memory`, `recovery`, `budget`
-//!   (default: all);
+//!   `hashmap`, `sled`, `sqlite`, `redis`, `postgres`, `group`, `memory`, `recovery`,
+//!   `budget` (default: all);
+//! - `SESSIONDB_BENCH_PG_SESSIONS`: sessions preloaded into each engine of the
+//!   `postgres` section (default 20,000, at most `SESSIONDB_BENCH_SESSIONS`);
 //! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's
 //!   flood (default 5,000,000 creates) and budget (default 1,000,000);
-//! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`machine::Spinners`]).
+//! - `SESSIONDB_BENCH_SPIN=0`: no `SCHED_IDLE` spinner threads (see [`machine::Spinners`];
+//!   they are stopped before the postgres, memory, recovery and budget sections).
 //! - `SESSIONDB_BENCH_RECORDER=prometheus` (with `--features metrics`): a Prometheus
 //!   recorder installed before any store opens, rendered once at the end;
 //! - `SESSIONDB_BENCH_THREADS`: the thread counts every op runs at, comma-separated
@@ -48,6 +53,8 @@ mod harness;
 mod histogram;
 mod machine;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod recovery;
 mod report;
 mod sections;
@@ -121,6 +128,16 @@ fn main() {
     // core, with no wake-up to speed along: there the spinners only take time from
     // them (opening 1,000,000 sessions ran 10-20% slower beside them).
     drop(spinners);
+    // Without them too: beside them a single PostgreSQL client's write took ~4 ms (a
+    // scheduler tick) instead of 0.2-0.4 ms (see postgres.rs).
+    if ctx.wants("postgres") {
+        #[cfg(feature = "postgres")]
+        postgres::bench_postgres(&ctx, &mut report);
+        #[cfg(not(feature = "postgres"))]
+        report
+            .skipped
+            .push("sessiondb on PostgreSQL: skipped (run with `--features postgres`)".to_owned());
+    }
     if ctx.wants("memory") {
         memory::measure_memory(&ctx, &mut report);
     }

@@ -60,6 +60,8 @@ pub struct Report {
     pub timer_ns: f64,
     /// The memory budget section's lines (markdown).
     pub budget: Vec<String>,
+    /// The "sessiondb on PostgreSQL" section's lines (markdown; `--features postgres`).
+    pub postgres: Vec<String>,
 }
 
 impl Report {
@@ -162,7 +164,7 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
         "- idle CPUs kept awake by SCHED_IDLE spinner threads: {} (on a VM an idle vCPU \
          takes ~100 µs to wake, which lands on every round trip between threads or \
          processes; the spinners only use CPU time nothing else wants; they are stopped \
-         before the memory and recovery sections)",
+         before the PostgreSQL, memory and recovery sections)",
         report.spinners
     );
     for s in &report.skipped {
@@ -413,6 +415,13 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
                 g.threads,
                 fmt_count(median(g.ops.clone())),
             );
+        }
+    }
+
+    if !report.postgres.is_empty() {
+        let _ = writeln!(o, "\n## sessiondb on PostgreSQL\n");
+        for line in &report.postgres {
+            let _ = writeln!(o, "{line}");
         }
     }
 

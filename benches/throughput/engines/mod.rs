@@ -1,12 +1,16 @@
 //! The engine interface every engine implements: an [`Engine`] hands each thread a
 //! [`Worker`], and a worker does one session operation per call, starting from the
 //! cookie string. One module per engine: sessiondb (embedded, and on Redis with
-//! `--features redis`), the 64-shard `HashMap` ceiling, moka, sled, SQLite and Redis.
+//! `--features redis`), the 64-shard `HashMap` ceiling, moka, sled, SQLite and Redis;
+//! and, with `--features postgres`, sessiondb on PostgreSQL and the raw statements,
+//! which are async engines of their own (`postgres::PgEngine`).
 
 mod user_index;
 
 pub mod hashmap;
 pub mod moka;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redis;
 pub mod sessiondb;
 pub mod sled;
