@@ -12,7 +12,8 @@
 //! module: a store for actix-session, with the same helpers), `cli` (the `sessiondb`
 //! command line), `redis` (`RedisStore`: the same sessions on Redis or Valkey for an
 //! app on several nodes, and `Sessions`, one async handle over any backend),
-//! `postgres` (`PostgresStore`: the same on PostgreSQL).
+//! `postgres` (`PostgresStore`: the same on PostgreSQL), `postgres-tls` (the same over
+//! TLS, rustls with the platform's roots, whenever the URL's `sslmode` asks for it).
 //!
 //! ```
 //! use sessiondb::{NewSession, Store, Token};

@@ -138,7 +138,9 @@ impl Sessions {
     ///   `RedisStore::connect`), with the default `RedisOptions`;
     /// - `postgres://…` or `postgresql://…` — a PostgreSQL database (feature
     ///   `postgres`; `PostgresStore::connect`), with the default `PostgresOptions`
-    ///   (schema `sessiondb`);
+    ///   (schema `sessiondb`); over TLS when the URL's `sslmode` asks for it (`prefer`,
+    ///   the default, or `require`) with the feature `postgres-tls`, the server's
+    ///   certificate checked against the platform's roots;
     /// - anything else — a directory for an embedded durable store ([`Store::open_with`]).
     ///
     /// # Errors

@@ -38,6 +38,8 @@ mod events;
 mod ops;
 mod row;
 mod schema;
+#[cfg(feature = "postgres-tls")]
+mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -46,8 +48,10 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::Mutex;
+#[cfg(not(feature = "postgres-tls"))]
+use tokio_postgres::NoTls;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, NoTls, Socket};
+use tokio_postgres::{AsyncMessage, Socket};
 
 use crate::clock::{Timestamp, duration_ms};
 use crate::error::{Error, Result};
@@ -81,6 +85,8 @@ pub struct PostgresOptions {
     response_timeout: Duration,
     batch: i64,
     migrate: bool,
+    #[cfg(feature = "postgres-tls")]
+    root_certificates: Vec<tls::Pem>,
 }
 
 impl Default for PostgresOptions {
@@ -92,6 +98,8 @@ impl Default for PostgresOptions {
             response_timeout: Duration::from_secs(10),
             batch: 1_000,
             migrate: true,
+            #[cfg(feature = "postgres-tls")]
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -146,6 +154,33 @@ impl PostgresOptions {
         self
     }
 
+    /// A certificate authority to trust for the server's certificate, besides the
+    /// platform's roots (cargo feature `postgres-tls`): PEM text holding one or more
+    /// `CERTIFICATE` sections (other sections are skipped), such as the `root.crt` a
+    /// private CA or a cloud provider hands out — what libpq's `sslrootcert` names, which
+    /// tokio-postgres's URL does not read. Each call adds to the last. Used by
+    /// [`PostgresStore::connect`] and [`PostgresStore::connect_with`];
+    /// [`PostgresStore::connect_tls`] refuses it (its connector brings its own roots).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), sessiondb::Error> {
+    /// use sessiondb::{Options, PostgresOptions, PostgresStore};
+    ///
+    /// let ca = std::fs::read("/etc/sessiondb/db-ca.pem").expect("the database's CA");
+    /// let popts = PostgresOptions::default().root_certificate(ca);
+    /// let url = "postgres://app@db.internal/app?sslmode=require";
+    /// let store = PostgresStore::connect_with(url, Options::default(), popts).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A PEM with no certificate, or one that does not decode, makes
+    /// [`PostgresOptions::validate`] and connecting fail with [`Error::InvalidOption`].
+    #[cfg(feature = "postgres-tls")]
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(tls::Pem(pem.into()));
+        self
+    }
+
     /// Checks every setting: what connecting would refuse, refused now.
     ///
     /// # Errors
@@ -178,6 +213,8 @@ impl PostgresOptions {
         if !(1..=100_000).contains(&self.batch) {
             return bad("PostgresOptions::batch", "must be from 1 to 100000");
         }
+        #[cfg(feature = "postgres-tls")]
+        tls::custom_roots(&self.root_certificates)?;
         Ok(())
     }
 }
@@ -286,15 +323,27 @@ fn hash_of(token: &Token) -> u128 {
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or
-    /// any connection string `tokio-postgres` reads) without TLS, with the default
+    /// any connection string `tokio-postgres` reads) with the default
     /// [`PostgresOptions`]; creates or migrates the schema; starts the reaper task on
-    /// the current tokio runtime. A URL that asks for TLS (`sslmode=require`) is
-    /// refused by the connection, never downgraded: use [`PostgresStore::connect_tls`].
+    /// the current tokio runtime.
+    ///
+    /// TLS: with the cargo feature `postgres-tls`, the connection speaks TLS when the
+    /// URL's `sslmode` asks for it — `prefer` (the default: TLS if the server offers it,
+    /// else plain text) or `require` (TLS or no connection) — through rustls, and the
+    /// server's certificate must chain to the platform's root certificates or one added
+    /// with `PostgresOptions::root_certificate` and name the URL's host (what libpq's
+    /// `verify-full` checks). A certificate that does not fails the connection, under
+    /// `prefer` too: it never falls back to plain text. (`prefer` does accept a server
+    /// that offers no TLS at all: where the network may be tampered with, say
+    /// `require`.) `sslmode=disable` never asks. Without the feature, no TLS: a URL that
+    /// requires it is refused by the connection, never downgraded; use
+    /// [`PostgresStore::connect_tls`] with the app's own connector.
     ///
     /// # Errors
     /// [`Error::InvalidOption`] for a bad URL or option, or when not awaited inside a
     /// tokio runtime; [`Error::UnsupportedSchema`] if a newer sessiondb migrated the
-    /// schema; [`Error::Unavailable`] if the server cannot be reached.
+    /// schema; [`Error::Unavailable`] if the server cannot be reached, does not speak
+    /// TLS when the URL requires it, or presents a certificate that is not trusted.
     pub async fn connect(url: &str, opts: Options) -> Result<PostgresStore> {
         PostgresStore::connect_with(url, opts, PostgresOptions::default()).await
     }
@@ -308,16 +357,27 @@ impl PostgresStore {
         opts: Options,
         popts: PostgresOptions,
     ) -> Result<PostgresStore> {
-        PostgresStore::connect_tls(url, opts, popts, NoTls).await
+        #[cfg(feature = "postgres-tls")]
+        {
+            in_runtime()?;
+            popts.validate()?;
+            let tls = tls::connector(&popts.root_certificates).await?;
+            PostgresStore::open(url, opts, popts, tls).await
+        }
+        #[cfg(not(feature = "postgres-tls"))]
+        PostgresStore::open(url, opts, popts, NoTls).await
     }
 
     /// [`PostgresStore::connect_with`] over TLS, with the connector the app already
     /// uses for PostgreSQL: `postgres_native_tls::MakeTlsConnector` or
-    /// `tokio_postgres_rustls::MakeRustlsConnect` (sessiondb depends on neither).
-    /// `sslmode` in the URL says whether TLS is required.
+    /// `tokio_postgres_rustls::MakeRustlsConnect` (with the feature `postgres-tls`,
+    /// `connect` needs neither). `sslmode` in the URL says whether TLS is asked for
+    /// (`prefer`, the default) or required (`require`); the connector decides which
+    /// certificates it trusts, so `PostgresOptions::root_certificate` is refused here.
     ///
     /// # Errors
-    /// As [`PostgresStore::connect`].
+    /// As [`PostgresStore::connect`]; [`Error::InvalidOption`] for options with a
+    /// `root_certificate`.
     pub async fn connect_tls<T>(
         url: &str,
         opts: Options,
@@ -330,14 +390,33 @@ impl PostgresStore {
         T::TlsConnect: Sync + Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        if tokio::runtime::Handle::try_current().is_err() {
+        #[cfg(feature = "postgres-tls")]
+        if !popts.root_certificates.is_empty() {
             return Err(Error::InvalidOption {
-                name: "PostgresStore::connect",
-                reason: "must be awaited inside a tokio runtime (its pool and reaper run as \
-                         tokio tasks)"
+                name: "PostgresOptions::root_certificate",
+                reason: "applies to connect and connect_with: connect_tls's connector brings \
+                         its own roots"
                     .into(),
             });
         }
+        PostgresStore::open(url, opts, popts, tls).await
+    }
+
+    /// Connects with `tls` as the connector: [`PostgresStore::connect_tls`] without its
+    /// check of the options' roots.
+    async fn open<T>(
+        url: &str,
+        opts: Options,
+        popts: PostgresOptions,
+        tls: T,
+    ) -> Result<PostgresStore>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        in_runtime()?;
         popts.validate()?;
         opts.validate()?;
         if opts.budget.is_some_and(|b| b.max_bytes.is_some()) {
@@ -1216,6 +1295,19 @@ fn where_to(config: &tokio_postgres::Config) -> String {
     } else {
         hosts.join(",")
     }
+}
+
+/// [`Error::InvalidOption`] unless called inside a tokio runtime.
+fn in_runtime() -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::InvalidOption {
+            name: "PostgresStore::connect",
+            reason: "must be awaited inside a tokio runtime (its pool and reaper run as tokio \
+                     tasks)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn pool_error(context: &str, e: deadpool_postgres::PoolError) -> Error {

@@ -13,6 +13,9 @@
 //! process killed by a signal); `SESSIONDB_TEST_POSTGRES_URL` (set by `.ci/postgres`) points it
 //! at a server started elsewhere instead. [`fresh_schema`] names a schema of one's own.
 //!
+//! [`PostgresServer::start_with`] starts one with extra `-c` settings and files of its
+//! own in the data directory: a TLS server's certificate and key, say.
+//!
 //! If PostgreSQL is not installed, [`PostgresServer::start`] and [`shared_url`] return
 //! `None` and the test prints that it was skipped — unless `SESSIONDB_REQUIRE_POSTGRES=1`
 //! (set by CI), in which case they panic. The binaries are looked for in
@@ -49,6 +52,8 @@ pub struct PostgresServer {
     bindir: PathBuf,
     /// The uid and gid `initdb` and `postgres` run as, when the tests are root.
     run_as: Option<(u32, u32)>,
+    /// `-c` settings given on every start after the built-in ones ([`Self::start_with`]).
+    settings: Vec<String>,
 }
 
 fn has_server(dir: &Path) -> bool {
@@ -222,8 +227,24 @@ impl PostgresServer {
     /// installed, or a panic if `SESSIONDB_REQUIRE_POSTGRES=1`. A server that is
     /// installed but does not start is a panic, with the tail of its log.
     pub fn start() -> Option<PostgresServer> {
+        Self::start_with(&[], &[])
+    }
+
+    /// As [`Self::start`], with `settings` (`name=value`) given as `-c` options on every
+    /// start, after (and so over) the built-in ones, and `files` (a name and its bytes)
+    /// written into the data directory before the first start: mode 0600, owned by the
+    /// server's user, as PostgreSQL wants a key file. A relative path in a setting is
+    /// relative to the data directory:
+    ///
+    /// ```ignore
+    /// PostgresServer::start_with(
+    ///     &["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"],
+    ///     &[("server.crt", &cert_pem), ("server.key", &key_pem)],
+    /// )
+    /// ```
+    pub fn start_with(settings: &[&str], files: &[(&str, &[u8])]) -> Option<PostgresServer> {
         let bindir = skip()?;
-        Some(Self::launch(bindir).unwrap_or_else(|e| panic!("{e}")))
+        Some(Self::launch_with(bindir, settings, files).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// As [`Self::start`], but says why instead of skipping or panicking: for the
@@ -234,6 +255,14 @@ impl PostgresServer {
     }
 
     fn launch(bindir: PathBuf) -> Result<PostgresServer, String> {
+        Self::launch_with(bindir, &[], &[])
+    }
+
+    fn launch_with(
+        bindir: PathBuf,
+        settings: &[&str],
+        files: &[(&str, &[u8])],
+    ) -> Result<PostgresServer, String> {
         let run_as = run_as()?;
         let dir = tempfile::Builder::new()
             .prefix("sessiondb-pg-")
@@ -251,6 +280,7 @@ impl PostgresServer {
             dir,
             bindir,
             run_as,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         let out = server
             .server_command("initdb")
@@ -264,6 +294,9 @@ impl PostgresServer {
             .map_err(|e| format!("running initdb: {e}"))?;
         if !out.status.success() {
             return Err(format!("initdb failed: {}", output_of(&out)));
+        }
+        for (name, bytes) in files {
+            server.write_data_file(name, bytes)?;
         }
         // A port is free when picked but could be taken before postgres binds it: retry.
         let mut why = String::new();
@@ -304,6 +337,27 @@ impl PostgresServer {
         } else {
             Err(format!("createdb {DATABASE} failed: {}", output_of(&out)))
         }
+    }
+
+    /// Writes `name` into the data directory: mode 0600, owned by the server's user.
+    fn write_data_file(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.data_dir().join(name);
+        let mut file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        file.write_all(bytes)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {} to postgres: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The cluster's data directory.
@@ -347,7 +401,10 @@ impl PostgresServer {
             "shared_buffers=32MB",
             "logging_collector=off",
             "log_destination=stderr",
-        ] {
+        ]
+        .into_iter()
+        .chain(self.settings.iter().map(String::as_str))
+        {
             command.arg("-c").arg(setting);
         }
         let child = command

@@ -136,7 +136,8 @@ pub struct Cli {
     pub redis_prefix: Option<String>,
     /// Sessions kept in PostgreSQL instead of a directory:
     /// postgres://[user[:password]@]host[:port]/database[?options], or a key=value
-    /// connection string; without TLS. Needs a sessiondb built with
+    /// connection string; TLS as its sslmode says in a build with `postgres-tls`, else
+    /// none. Needs a sessiondb built with
     /// `--features cli,postgres` [env: SESSIONDB_POSTGRES_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub postgres: Option<String>,
