@@ -14,8 +14,8 @@
 //! write), SQLite through rusqlite (WAL, synchronous=NORMAL and FULL), and Redis on
 //! loopback (no persistence, and `appendfsync always`; skipped if `redis-server` is not
 //! installed); with `--features postgres`, sessiondb on PostgreSQL beside the raw
-//! statements on a server it starts (skipped if PostgreSQL is not installed), at 1 and
-//! 50 clients (tokio tasks). Also: the disk's raw fdatasync rate, group commit under `Sync` with 64
+//! statements and tower-sessions' sqlx store on a server it starts (skipped if
+//! PostgreSQL is not installed), at 1 and 50 clients (tokio tasks). Also: the disk's raw fdatasync rate, group commit under `Sync` with 64
 //! writers against SQLite FULL and Redis `appendfsync always` with 50 clients, resident
 //! memory per 1,000,000 sessions (each engine measured in a child process of its own),
 //! recovery / compaction of a sessiondb log of N sessions, and the memory budget (a

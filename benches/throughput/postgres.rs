@@ -1,14 +1,15 @@
 //! The "sessiondb on PostgreSQL" section (`--features postgres`; `SESSIONDB_BENCH_ONLY`
 //! name `postgres`): sessiondb's `PostgresStore` beside the raw statements doing the
-//! same work, on one PostgreSQL server the bench starts, with 1 and 50 clients.
+//! same work and tower-sessions' sqlx store doing what it can of it (get, create,
+//! update, end), on one PostgreSQL server the bench starts, with 1 and 50 clients.
 //!
-//! Both engines are async clients, so the clients here are tokio tasks on a runtime of
+//! All three engines are async clients, so the clients here are tokio tasks on a runtime of
 //! [`WORKERS`] threads (as an async server calls them), not the harness's threads:
 //! [`run_pg_op`] is [`crate::harness::run_op`]'s loop for tasks (the same ops, the same
 //! split of the sessions among clients, the same caps and rebalancing). Each engine in
 //! turn: preload (untimed, through a second pool with `synchronous_commit=off`), then
-//! every op of [`PG_OPS`] at 1 and 50 clients, the reads first ([`RUN_ORDER`]), then it
-//! is dropped, so each runs alone on the server.
+//! every op of [`PG_OPS`] it has ([`PgEngine::lacks`]) at 1 and 50 clients, the reads
+//! first ([`RUN_ORDER`]), then it is dropped, so each runs alone on the server.
 //!
 //! It runs after the `SCHED_IDLE` spinner threads have stopped (see
 //! [`crate::machine::Spinners`]): beside them, on the project's 2-core VM, every
@@ -18,8 +19,10 @@
 //! beside two busy `SCHED_IDLE` loops, while `pg_test_fsync`'s fdatasync rate did not
 //! move.
 //!
-//! tower-sessions' sqlx store is not measured: its newest release (0.15.0) implements
-//! tower-sessions-core 0.14's trait, not the 0.15 this workspace uses ([`TOWER_SQLX`]).
+//! tower-sessions' sqlx store: its newest release (0.15.0) implements tower-sessions-core
+//! 0.14's trait, not the 0.15 this workspace uses; it is built next to 0.14 and called
+//! through 0.14's trait (`crate::engines::tower_sqlx`, whose [`VERSIONS`] the section
+//! prints).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use crate::engines::postgres::{
     POOL, PgEngine, PostgresServer, RAW_POSTGRES, RAW_STATEMENTS, RawPostgres, SDB_POSTGRES,
     SdbPostgres, bulk_url, psql,
 };
+use crate::engines::tower_sqlx::{SCHEMA as TOWER_SCHEMA, TOWER_SQLX, TowerSqlx, VERSIONS};
 use crate::harness::{
     Ctx, Op, Part, Rng, RunResult, SESSIONS_PER_USER, cores_busy, cpu_per_op, env_parse, now_ms,
 };
@@ -76,11 +80,6 @@ const RUN_ORDER: [Op; 7] = [
     Op::RevokeUser,
 ];
 
-/// Why the tower-sessions row is missing.
-pub const TOWER_SQLX: &str = "tower-sessions-sqlx-store (PostgreSQL): skipped (no release \
-     implements tower-sessions-core 0.15, which this workspace uses: the newest, 0.15.0, \
-     depends on tower-sessions-core ^0.14)";
-
 /// What every run of the section shares.
 struct Bench<'a> {
     rt: &'a tokio::runtime::Runtime,
@@ -97,6 +96,9 @@ struct PgRun {
     r: RunResult,
     server_us: Option<f64>,
 }
+
+/// An op an engine does not have (not run): the engine, the op, why.
+type NotRun = (&'static str, Op, &'static str);
 
 /// What one task did in a run.
 struct TaskOut {
@@ -435,15 +437,16 @@ fn run_pg_op<E: PgEngine>(
 }
 
 /// One engine's preload (through `bulk`, then `VACUUM ANALYZE` and `CHECKPOINT`) and
-/// runs (through `e`): the preload's time, and when its last read run ended, measured
-/// from the preload's start.
+/// runs (through `e`) of the ops it has (those it lacks go to `not_run`): the preload's
+/// time, and when its last read run ended, measured from the preload's start.
 fn bench_pg_engine<E: PgEngine>(
     b: &Bench,
     e: E,
     bulk: E,
-    name: &str,
+    name: &'static str,
     sessions: usize,
     runs: &mut Vec<PgRun>,
+    not_run: &mut Vec<NotRun>,
 ) -> (f64, f64) {
     let (e, bulk) = (Arc::new(e), Arc::new(bulk));
     b.ctx
@@ -466,6 +469,12 @@ fn bench_pg_engine<E: PgEngine>(
     ));
     let mut reads_end = 0.0;
     for op in RUN_ORDER {
+        if let Some(why) = E::lacks(op) {
+            b.ctx
+                .progress(format_args!("{name}: {} not run ({why})", op.name()));
+            not_run.push((name, op, why));
+            continue;
+        }
         for clients in CLIENTS {
             runs.push(run_pg_op(b, &e, &bulk, name, &mut pool, op, clients));
         }
@@ -522,6 +531,7 @@ pub fn bench_postgres(ctx: &Ctx, report: &mut Report) {
         url: url.clone(),
     };
     let mut runs = Vec::new();
+    let mut not_run = Vec::new();
     let mut legend = Vec::new();
     let bulk = bulk_url(&url);
     let sdb = rt.block_on(async {
@@ -530,7 +540,8 @@ pub fn bench_postgres(ctx: &Ctx, report: &mut Report) {
     });
     match sdb {
         Ok((e, bulk)) => {
-            let (preload, span) = bench_pg_engine(&b, e, bulk, SDB_POSTGRES, sessions, &mut runs);
+            let (preload, span) =
+                bench_pg_engine(&b, e, bulk, SDB_POSTGRES, sessions, &mut runs, &mut not_run);
             let touch = if span < TOUCH_INTERVAL.as_secs_f64() {
                 format!(
                     "the reads (get-hit, sessions-of-user, mixed; run first) ended {span:.0} s \
@@ -561,7 +572,8 @@ pub fn bench_postgres(ctx: &Ctx, report: &mut Report) {
     });
     match raw {
         Ok((e, bulk)) => {
-            let (preload, _) = bench_pg_engine(&b, e, bulk, RAW_POSTGRES, sessions, &mut runs);
+            let (preload, _) =
+                bench_pg_engine(&b, e, bulk, RAW_POSTGRES, sessions, &mut runs, &mut not_run);
             let statements = RAW_STATEMENTS
                 .iter()
                 .map(|(op, sql)| format!("{op}: `{sql}`"))
@@ -574,7 +586,32 @@ pub fn bench_postgres(ctx: &Ctx, report: &mut Report) {
         }
         Err(why) => skip(report, format!("{RAW_POSTGRES}: skipped ({why})")),
     }
-    skip(report, TOWER_SQLX.to_owned());
+    ctx.progress(format_args!("{TOWER_SQLX}: {VERSIONS}"));
+    let tower = rt.block_on(async {
+        Ok::<_, String>((
+            TowerSqlx::connect(&url).await?,
+            TowerSqlx::connect(&bulk).await?,
+        ))
+    });
+    match tower {
+        Ok((e, bulk)) => {
+            let (preload, _) =
+                bench_pg_engine(&b, e, bulk, TOWER_SQLX, sessions, &mut runs, &mut not_run);
+            legend.push(format!(
+                "| {TOWER_SQLX} | `PostgresStore::new(pool).with_schema_name(\"{TOWER_SCHEMA}\")`, \
+                 `migrate()`, called through tower-sessions-core 0.14's `SessionStore`; a sqlx \
+                 `PgPool` of {POOL} (`test_before_acquire(false)`: sqlx's default pings each \
+                 connection it hands out, the other pools do not); a record is a row (id \
+                 text, the whole record in MessagePack, expiry), no user: get `load` (one \
+                 `SELECT`), create `create` (a transaction: `SELECT exists(…)` for a fresh \
+                 id, then an upsert), update `save` of the existing record with new data \
+                 (one upsert, `INSERT … ON CONFLICT (id) DO UPDATE`), end (in mixed) \
+                 `delete`; rotate, revoke-user and sessions-of-user are not run (below) | \
+                 {preload:.1} s |"
+            ));
+        }
+        Err(why) => skip(report, format!("{TOWER_SQLX}: skipped ({why})")),
+    }
     let n_users = b.users.len();
     drop(b);
     drop(rt);
@@ -583,11 +620,12 @@ pub fn bench_postgres(ctx: &Ctx, report: &mut Report) {
         server.pid()
     ));
     drop(server);
-    report.postgres = table(ctx, &settings, sessions, n_users, &legend, &runs);
+    report.postgres = table(ctx, &settings, sessions, n_users, &legend, &runs, &not_run);
 }
 
 /// The section's markdown: the setup, the engines, and ops/s, latency and CPU per op
-/// at each client count, with sessiondb ÷ the raw statements.
+/// at each client count, with sessiondb ÷ each of the others (the raw statements,
+/// tower-sessions' sqlx store); n/a, and why, for an op an engine does not have.
 fn table(
     ctx: &Ctx,
     settings: &str,
@@ -595,6 +633,7 @@ fn table(
     users: usize,
     legend: &[String],
     runs: &[PgRun],
+    not_run: &[NotRun],
 ) -> Vec<String> {
     let mut o = vec![
         format!(
@@ -619,6 +658,7 @@ fn table(
     ];
     o.extend(legend.iter().cloned());
     o.push(String::new());
+    o.push(format!("{VERSIONS}.\n"));
     let mut head = "| op | engine |".to_owned();
     let mut rule = "|---|---|".to_owned();
     for c in CLIENTS {
@@ -634,11 +674,17 @@ fn table(
             .find(|p| p.r.engine == engine && p.r.op == op && p.r.threads == c)
     };
     for op in PG_OPS {
-        for engine in [SDB_POSTGRES, RAW_POSTGRES] {
+        for engine in [SDB_POSTGRES, RAW_POSTGRES, TOWER_SQLX] {
             if !runs.iter().any(|p| p.r.engine == engine) {
                 continue;
             }
             let mut row = format!("| {} | {engine} |", op.name());
+            if let Some((_, _, why)) = not_run.iter().find(|n| n.0 == engine && n.1 == op) {
+                row.push_str(&format!(" n/a: {why} | — | — | — | — |"));
+                row.push_str(&" n/a | — | — | — | — |".repeat(CLIENTS.len() - 1));
+                o.push(row);
+                continue;
+            }
             for c in CLIENTS {
                 let Some(p) = find(engine, op, c) else {
                     row.push_str(" — | — | — | — | — |");

@@ -2,8 +2,9 @@
 //! [`Worker`], and a worker does one session operation per call, starting from the
 //! cookie string. One module per engine: sessiondb (embedded, and on Redis with
 //! `--features redis`), the 64-shard `HashMap` ceiling, moka, sled, SQLite and Redis;
-//! and, with `--features postgres`, sessiondb on PostgreSQL and the raw statements,
-//! which are async engines of their own (`postgres::PgEngine`).
+//! and, with `--features postgres`, sessiondb on PostgreSQL, the raw statements and
+//! tower-sessions' sqlx store (`tower_sqlx`), which are async engines of their own
+//! (`postgres::PgEngine`).
 
 mod user_index;
 
@@ -15,6 +16,8 @@ pub mod redis;
 pub mod sessiondb;
 pub mod sled;
 pub mod sqlite;
+#[cfg(feature = "postgres")]
+pub mod tower_sqlx;
 
 use crate::harness::{Ctx, note_err};
 

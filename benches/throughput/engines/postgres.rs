@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use sessiondb::{NewSession, Options, PostgresOptions, PostgresStore, SessionData, Token};
 use tokio_postgres::NoTls;
 
-use crate::harness::{IDLE_MS, Payload, new_token, note_err, now_ms, payload};
+use crate::harness::{IDLE_MS, Op, Payload, new_token, note_err, now_ms, payload};
 
 #[path = "../../../tests/support/postgres_server.rs"]
 mod server;
@@ -28,12 +28,17 @@ pub const SDB_POSTGRES: &str = "sessiondb on PostgreSQL";
 pub const RAW_POSTGRES: &str = "raw statements, tokio-postgres";
 
 /// Connections each engine's pool may open: sessiondb's default
-/// (`PostgresOptions::pool_size`), given to the raw row too.
+/// (`PostgresOptions::pool_size`), given to the other rows too.
 pub const POOL: usize = 16;
 
 /// One engine of the section: each method is one session operation from the cookie
 /// string, awaited by one of the section's tasks.
 pub trait PgEngine: Send + Sync + 'static {
+    /// Why the engine has no such operation (then the op is not run, and its method is
+    /// never called), or `None`.
+    fn lacks(_op: Op) -> Option<&'static str> {
+        None
+    }
     fn get(&self, token: &str) -> impl Future<Output = bool> + Send;
     fn create(&self, user: &str) -> impl Future<Output = Option<String>> + Send;
     fn update(&self, token: &str) -> impl Future<Output = bool> + Send;
