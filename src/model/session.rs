@@ -241,6 +241,41 @@ impl NewSession {
     }
 }
 
+/// What a shared backend (Redis, PostgreSQL) checks of a session to create before it
+/// sends anything, in the embedded store's order: the user id, the label, the sign-in
+/// (none on an anonymous session), the lifetimes, the data. Returns the user and the
+/// lifetime and idle timeout the session gets.
+///
+/// # Errors
+/// As [`crate::Store::create`] refuses bad input.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn check_new(
+    new: &NewSession,
+    o: &Options,
+) -> Result<(Option<UserId>, Duration, Duration)> {
+    let user = new
+        .user
+        .as_deref()
+        .map(|u| UserId::new(u, &o.limits))
+        .transpose()?;
+    if let Some(label) = &new.label {
+        check_label(label, &o.limits)?;
+    }
+    if let Some(how) = &new.sign_in {
+        how.check()?;
+        if user.is_none() {
+            return Err(Error::InvalidSignIn {
+                reason: "an anonymous session has no sign-in; create it with \
+                         NewSession::for_user"
+                    .into(),
+            });
+        }
+    }
+    let (lifetime, idle) = new.durations(o)?;
+    check_data(&new.data, &o.limits)?;
+    Ok((user, lifetime, idle))
+}
+
 impl NewSession {
     /// The lifetime and idle timeout the session gets (its own, or the store's
     /// defaults), refused as the options are outside their ranges.

@@ -59,7 +59,9 @@ use crate::model::data::SessionData;
 use crate::model::device::Device;
 use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
-use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
+use crate::model::session::{
+    NewSession, Session, UserId, check_data, check_entry, check_label, check_new,
+};
 use crate::model::signin::{Criterion, SignIn};
 use crate::model::token::{self, SessionId, Token};
 use crate::options::Options;
@@ -554,31 +556,12 @@ impl PostgresStore {
 
     async fn admit_new(&self, id: SessionId, token: &Token, new: &NewSession) -> Result<Session> {
         let o = &self.inner.opts;
-        let user = new
-            .user
-            .as_deref()
-            .map(|u| UserId::new(u, &o.limits))
-            .transpose()?;
-        if let Some(label) = &new.label {
-            check_label(label, &o.limits)?;
-        }
+        let (user, lifetime, idle) = check_new(new, o)?;
+        let (lifetime, idle) = (lifetime.min(MAX_LIFETIME), idle.min(MAX_LIFETIME));
         let factors = match &new.sign_in {
-            Some(how) => {
-                how.check()?;
-                if user.is_none() {
-                    return Err(Error::InvalidSignIn {
-                        reason: "an anonymous session has no sign-in; create it with \
-                                 NewSession::for_user"
-                            .into(),
-                    });
-                }
-                how.apply(&[], Timestamp(0))?
-            }
+            Some(how) => how.apply(&[], Timestamp(0))?,
             None => Vec::new(),
         };
-        let (lifetime, idle) = new.durations(o)?;
-        let (lifetime, idle) = (lifetime.min(MAX_LIFETIME), idle.min(MAX_LIFETIME));
-        check_data(&new.data, &o.limits)?;
         let device = new
             .device
             .as_ref()
@@ -1195,8 +1178,7 @@ impl PostgresStore {
     /// [`Error::Unavailable`].
     pub async fn len(&self) -> Result<usize> {
         let inner = &self.inner;
-        let now = inner.now_ms().await?;
-        let rows = inner.rows("len", &inner.sql.live_count, &[&now]).await?;
+        let rows = inner.rows("len", &inner.sql.live_now, &[]).await?;
         let n: i64 = rows.first().map_or(0, |r| r.get(0));
         Ok(usize::try_from(n).unwrap_or(0))
     }

@@ -220,6 +220,7 @@ pub(super) struct Sql {
     pub(super) event: String,
     pub(super) events_ended: String,
     pub(super) live_count: String,
+    pub(super) live_now: String,
     pub(super) oldest_anonymous: String,
     pub(super) budget_lock: String,
     pub(super) ring: String,
@@ -320,6 +321,7 @@ impl Sql {
                  FROM unnest($1::uuid[], $2::text[]) AS x(id, user_id)"
             ),
             live_count: format!("SELECT count(*) FROM {s}.sessions WHERE deadline > $1"),
+            live_now: format!("SELECT count(*) FROM {s}.sessions WHERE deadline > {NOW}"),
             oldest_anonymous: format!(
                 "SELECT {COLS}, {NOW} FROM {s}.sessions
                  WHERE user_id IS NULL AND deadline > $1

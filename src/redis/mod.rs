@@ -75,7 +75,9 @@ use crate::model::data::SessionData;
 use crate::model::device::Device;
 use crate::model::event::Event;
 use crate::model::portable::SessionRecord;
-use crate::model::session::{NewSession, Session, UserId, check_data, check_entry, check_label};
+use crate::model::session::{
+    NewSession, Session, UserId, check_data, check_entry, check_label, check_new,
+};
 use crate::model::signin::{Criterion, Factor, SignIn};
 use crate::model::token::{self, SessionId, Token, TokenHash};
 use crate::options::{BudgetPolicy, LimitPolicy, Options};
@@ -549,27 +551,8 @@ impl RedisStore {
 
     async fn admit_new(&self, id: SessionId, token: &Token, new: &NewSession) -> Result<Session> {
         let o = &self.inner.opts;
-        let user = new
-            .user
-            .as_deref()
-            .map(|u| UserId::new(u, &o.limits))
-            .transpose()?;
-        if let Some(label) = &new.label {
-            check_label(label, &o.limits)?;
-        }
-        if let Some(how) = &new.sign_in {
-            how.check()?;
-            if user.is_none() {
-                return Err(Error::InvalidSignIn {
-                    reason: "an anonymous session has no sign-in; create it with \
-                             NewSession::for_user"
-                        .into(),
-                });
-            }
-        }
-        let (lifetime, idle) = new.durations(o)?;
+        let (user, lifetime, idle) = check_new(new, o)?;
         let (lifetime, idle) = (lifetime.min(MAX_LIFETIME), idle.min(MAX_LIFETIME));
-        check_data(&new.data, &o.limits)?;
         let device = new
             .device
             .as_ref()
