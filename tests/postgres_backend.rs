@@ -1167,9 +1167,9 @@ async fn events_of_one_session_arrive_in_commit_order_under_contention() {
     assert_eq!(of_second, ["created", "rotated", "ended"], "commit order");
 }
 
-/// The postmaster and its children (the backends), from /proc.
-fn server_processes(postmaster: u32) -> Vec<u32> {
-    let mut pids = vec![postmaster];
+/// The children of `postmaster` (its backends), from /proc.
+fn children(postmaster: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -1193,12 +1193,27 @@ fn server_processes(postmaster: u32) -> Vec<u32> {
 struct Stopped(Vec<u32>);
 
 impl Stopped {
-    fn stop(pids: Vec<u32>) -> Stopped {
-        for &p in &pids {
-            // SAFETY: kill has no memory preconditions; these are our server's processes.
-            unsafe { libc::kill(p as libc::pid_t, libc::SIGSTOP) };
+    /// Stops the postmaster first, so it forks no new backend, then its children until
+    /// a pass finds none left running: a backend forked while the list was being read
+    /// (a pool opening a connection in the background) is stopped too.
+    fn server(postmaster: u32) -> Stopped {
+        let mut stopped = vec![postmaster];
+        // SAFETY: kill has no memory preconditions; these are our server's processes.
+        unsafe { libc::kill(postmaster as libc::pid_t, libc::SIGSTOP) };
+        loop {
+            let new: Vec<u32> = children(postmaster)
+                .into_iter()
+                .filter(|p| !stopped.contains(p))
+                .collect();
+            if new.is_empty() {
+                return Stopped(stopped);
+            }
+            for p in new {
+                // SAFETY: as above.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGSTOP) };
+                stopped.push(p);
+            }
         }
-        Stopped(pids)
     }
 }
 
@@ -1228,7 +1243,7 @@ async fn a_server_that_stops_answering_is_unavailable_within_the_response_timeou
         .await
         .unwrap();
     let (t, _) = store.create(NewSession::anonymous()).await.unwrap();
-    let stopped = Stopped::stop(server_processes(server.pid()));
+    let stopped = Stopped::server(server.pid());
     // A new connection is bounded (its connect timeout); a pooled one is not.
     unavailable(
         "connect",
