@@ -115,9 +115,16 @@ impl Batcher {
             return Err(self.stop_poisoned(shared));
         }
         if ticked || !self.controls.is_empty() || !open {
-            shared.touches.drain_into(&mut self.touches);
+            // Those taken from the channel, then the buffers' (a session in both is
+            // written twice: replaying a touch keeps the later time).
             self.changes.extend(
                 self.touches
+                    .drain()
+                    .map(|(id, at)| Change::Touch { id, at }),
+            );
+            self.changes.extend(
+                shared
+                    .touches
                     .drain()
                     .map(|(id, at)| Change::Touch { id, at }),
             );
