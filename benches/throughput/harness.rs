@@ -13,7 +13,7 @@ use sessiondb::Token;
 
 use crate::engines::{Engine, Entry, Worker};
 use crate::histogram::Hist;
-use crate::machine::cpu_seconds;
+use crate::machine::{compactor_seconds, cpu_seconds};
 use crate::report::{fmt_count, fmt_cpu, fmt_ns};
 
 /// Idle timeout every engine is given (sessiondb's default).
@@ -485,6 +485,8 @@ pub struct RunResult {
     /// what an op costs whatever the number of cores (for an out-of-process peer, the
     /// client's share only).
     pub cpu_us: Option<f64>,
+    /// The part of `cpu_us` spent by sessiondb's compactor threads (rewriting the log).
+    pub compact_us: Option<f64>,
     /// Cores busy on average over the run: process CPU time (as for `cpu_us`) ÷ wall
     /// time — how much of the machine the threads actually got.
     pub cores: Option<f64>,
@@ -586,15 +588,19 @@ pub fn run_op(
         let before = engine.sync_stats();
         start_line.wait();
         let cpu_before = cpu_seconds();
+        let compact_before = compactor_seconds();
         finish_line.wait();
         let cpu_after = cpu_seconds();
+        let compact_after = compactor_seconds();
         let after = engine.sync_stats();
         let outs: Vec<ThreadOut> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread"))
             .collect();
-        (outs, before.zip(after), cpu_before.zip(cpu_after))
+        let cpu = (cpu_before.zip(cpu_after), compact_before.zip(compact_after));
+        (outs, before.zip(after), cpu)
     });
+    let (cpu, compact) = cpu;
 
     let mut hist = Hist::new();
     let (mut ops, mut failed, mut capped) = (0, 0, false);
@@ -644,15 +650,18 @@ pub fn run_op(
         capped,
         sync,
         cpu_us: cpu_per_op(cpu, ops),
+        compact_us: cpu_per_op(compact, ops).filter(|&us| us > 0.0),
         cores: cores_busy(cpu, secs),
     };
     ctx.progress(format_args!(
-        "{name:<22} {:<16} ×{threads:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8}  cpu {}{}{}",
+        "{name:<22} {:<16} ×{threads:<2} {:>12} ops/s  p50 {:>8}  p99 {:>8}  cpu {}{}{}{}",
         op.name(),
         fmt_count(r.ops_per_sec()),
         fmt_ns(r.hist.percentile(0.50)),
         fmt_ns(r.hist.percentile(0.99)),
         fmt_cpu(r.cpu_us),
+        r.compact_us
+            .map_or_else(String::new, |us| format!(" (compaction {us:.2} µs)")),
         if capped { "  (pool cap)" } else { "" },
         if failed > 0 {
             format!("  ({failed} failed)")

@@ -183,6 +183,24 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(all.saturating_sub(spinning) as f64 / hz)
 }
 
+/// The CPU time, in seconds, that the live sessiondb compactor threads of this process
+/// (`sessiondb-compact`) have used: the part of [`cpu_seconds`] that rewrites the log.
+/// `None` off Linux.
+pub fn compactor_seconds() -> Option<f64> {
+    let mut ticks = 0;
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = e.path().join("stat");
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        // The kernel keeps 15 bytes of a thread's name.
+        if stat.contains("(sessiondb-compa)") {
+            ticks += stat_ticks(&path.to_string_lossy()).unwrap_or(0);
+        }
+    }
+    Some(ticks as f64 / ticks_per_sec())
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`, 100 if unknown).
 fn ticks_per_sec() -> f64 {
     static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();

@@ -415,6 +415,7 @@ fn run_pg_op<E: PgEngine>(
         capped,
         sync: None,
         cpu_us: cpu_per_op(cpu, ops),
+        compact_us: None,
         cores: cores_busy(cpu, secs),
     };
     let server_us = cpu_per_op(server, ops);

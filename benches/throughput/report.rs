@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::engines::sessiondb::{SDB_SYNC, SDB_SYNC_ASYNC};
+use crate::engines::sessiondb::{SDB_BUFFERED, SDB_MEMORY, SDB_SYNC, SDB_SYNC_ASYNC};
 use crate::harness::{CHILD_ENV, Ctx, OPS, Op, RunResult, SESSIONS_PER_USER};
 use crate::machine::{command_line, machine_line};
 use crate::sections::{GROUP_ASYNC_WORKERS, GROUP_PEER_CLIENTS, GROUP_SESSIONDB_WRITERS};
@@ -252,6 +252,7 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
     }
 
     print_scaling(o, ctx, report);
+    print_buffered_cost(o, ctx, report);
 
     let sync_runs: Vec<&RunResult> = report
         .runs
@@ -486,6 +487,63 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
 /// to one thread, and the cores the run kept busy (process CPU time ÷ wall time) — so
 /// a run on a bigger machine (`SESSIONDB_BENCH_THREADS=1,2,4,8,16`) answers "does it
 /// scale" as it stands.
+/// What the default durability costs against memory, per write op and thread count:
+/// CPU per op (and the compactor's part of it) and the rate.
+fn print_buffered_cost(o: &mut String, ctx: &Ctx, report: &Report) {
+    let find = |engine: &str, op: Op, t: usize| report.run(engine, op, t);
+    if !OPS.iter().any(|&op| find(SDB_BUFFERED, op, 1).is_some()) {
+        return;
+    }
+    let _ = writeln!(o, "\n## The default durability against memory\n");
+    let _ = writeln!(
+        o,
+        "`{SDB_BUFFERED}` ÷ `{SDB_MEMORY}`, same run: CPU per op (the whole process, \
+         writer and compactor threads included), the same without the compactor's part \
+         (rewriting the log: its share follows the log's growth policy, \
+         `Options::compaction`), and ops/s.\n"
+    );
+    let mut head = "| op |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for t in &ctx.threads {
+        let _ = write!(
+            head,
+            " CPU/op ×{t} (compaction) | CPU ÷ Memory ×{t} | less compaction ×{t} | rate ÷ Memory ×{t} |"
+        );
+        rule.push_str("---:|---:|---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "—".to_owned(),
+    };
+    for op in [
+        Op::Create,
+        Op::Update,
+        Op::Touch,
+        Op::Rotate,
+        Op::End,
+        Op::Mixed,
+    ] {
+        let mut row = format!("| {} |", op.name());
+        for &t in &ctx.threads {
+            let (Some(b), Some(m)) = (find(SDB_BUFFERED, op, t), find(SDB_MEMORY, op, t)) else {
+                row.push_str(" — | — | — | — |");
+                continue;
+            };
+            let compact = b.compact_us.unwrap_or(0.0);
+            let _ = write!(
+                row,
+                " {} ({compact:.2} µs) | {} | {} | {} |",
+                fmt_cpu(b.cpu_us),
+                ratio(b.cpu_us, m.cpu_us),
+                ratio(b.cpu_us.map(|c| c - compact), m.cpu_us),
+                ratio(Some(b.ops_per_sec()), Some(m.ops_per_sec())),
+            );
+        }
+        let _ = writeln!(o, "{row}");
+    }
+}
+
 fn print_scaling(o: &mut String, ctx: &Ctx, report: &Report) {
     let counts: Vec<usize> = ctx.threads.iter().copied().filter(|&t| t > 1).collect();
     if counts.is_empty() {

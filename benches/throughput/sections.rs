@@ -401,6 +401,7 @@ fn run_async_creates(engine: &SdbEngine, ctx: &Ctx, tasks: usize) -> RunResult {
         capped: false,
         sync,
         cpu_us: cpu_per_op(cpu, ops),
+        compact_us: None,
         cores: cores_busy(cpu, secs),
     };
     ctx.progress(format_args!(
