@@ -166,6 +166,25 @@ pub(crate) fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Appends one frame to `out` whose payload `payload` writes onto `out` itself: the
+/// same bytes as [`encode_frame`] with a payload of its own, without that buffer and
+/// its copy.
+pub(crate) fn encode_frame_with(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    payload(out);
+    let len = u32::try_from(out.len() - start - FRAME_HEADER_LEN)
+        .expect("record payloads are bounded by limits");
+    let mut hasher = frame_hasher();
+    hasher.update(&len.to_le_bytes());
+    hasher.update(&[kind]);
+    hasher.update(&out[start + FRAME_HEADER_LEN..]);
+    let crc = hasher.finalize();
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start + 8] = kind;
+}
+
 /// The result of reading a frame at some offset.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Frame<'a> {
@@ -257,6 +276,9 @@ mod tests {
     fn frames_detect_truncation_and_bit_flips_everywhere() {
         let mut buf = Vec::new();
         encode_frame(&mut buf, 3, b"hello world");
+        let mut with = Vec::new();
+        encode_frame_with(&mut with, 3, |out| out.extend_from_slice(b"hello world"));
+        assert_eq!(with, buf, "the same frame written in place");
         assert!(
             matches!(read_frame(&buf, 0), Frame::Ok { kind: 3, next, .. } if next == buf.len())
         );

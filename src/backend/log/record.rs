@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::interner::{NO_USER, UserInterner};
-use crate::backend::log::format::encode_frame;
+use crate::backend::log::format::{encode_frame, encode_frame_with};
 use crate::clock::Timestamp;
 use crate::model::change::{Change, Image, Record};
 use crate::model::data::SessionData;
@@ -325,9 +325,10 @@ fn reason_of(b: u8) -> Option<EndReason> {
 }
 
 fn push<T: Serialize>(out: &mut Vec<u8>, kind: u8, rec: &T) {
-    // Records hold only integers, strings and byte strings: encoding cannot fail.
-    let payload = codec::encode(rec, None).expect("log records always encode");
-    encode_frame(out, kind, &payload);
+    encode_frame_with(out, kind, |out| {
+        // Records hold only integers, strings and byte strings: encoding cannot fail.
+        codec::encode_into(out, rec, None).expect("log records always encode");
+    });
 }
 
 fn opt_str(s: &Option<Arc<str>>) -> Option<&str> {
