@@ -342,8 +342,13 @@ fn is_hash_tag(prefix: &str) -> bool {
         .is_some_and(|len| len > 0)
 }
 
+/// `v` as 32 lowercase hex digits (what `format!("{v:032x}")` writes, without the
+/// formatting machinery: every read hashes its token into a key this way).
 fn hex(v: u128) -> String {
-    format!("{v:032x}")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..32)
+        .map(|i| char::from(DIGITS[((v >> (124 - 4 * i)) & 0xf) as usize]))
+        .collect()
 }
 
 fn hash_hex(token: &Token) -> String {
@@ -1652,6 +1657,27 @@ mod tests {
     use super::*;
     use crate::model::event::EndReason;
     use events::decode_event;
+
+    #[test]
+    fn hex_writes_what_the_format_macro_writes() {
+        let mut v: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+        for probe in [
+            0,
+            1,
+            0xf,
+            0x10,
+            u128::MAX,
+            u128::MAX - 1,
+            1 << 127,
+            0xabc << 60,
+        ] {
+            assert_eq!(hex(probe), format!("{probe:032x}"));
+        }
+        for _ in 0..1000 {
+            v = v.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            assert_eq!(hex(v), format!("{v:032x}"));
+        }
+    }
 
     #[test]
     fn events_decode_from_their_stream_fields() {

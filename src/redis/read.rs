@@ -333,7 +333,11 @@ impl Inner {
     /// Reads the session at token hash `h` without the script (see the module doc).
     /// `touch`: the throttle in ms, negative for a read that is not activity.
     pub(super) async fn read_direct(&self, h: &str, touch: i64) -> Result<Direct> {
-        let key = format!("{}:s:{h}", self.ropts.prefix);
+        let prefix = &self.ropts.prefix;
+        let mut key = String::with_capacity(prefix.len() + 3 + h.len());
+        key.push_str(prefix);
+        key.push_str(":s:");
+        key.push_str(h);
         let sent = Instant::now();
         // `exact`: checked against `TIME` itself, so a deadline at or before it is
         // certainly past; against a bound, the script decides that.
