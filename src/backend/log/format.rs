@@ -155,20 +155,11 @@ pub(crate) fn decode_header(bytes: &[u8], kind: FileKind) -> Result<Header, Head
 
 /// Appends one frame to `out`.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).expect("record payloads are bounded by limits");
-    let mut hasher = frame_hasher();
-    hasher.update(&len.to_le_bytes());
-    hasher.update(&[kind]);
-    hasher.update(payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&hasher.finalize().to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(payload);
+    encode_frame_with(out, kind, |out| out.extend_from_slice(payload));
 }
 
-/// Appends one frame to `out` whose payload `payload` writes onto `out` itself: the
-/// same bytes as [`encode_frame`] with a payload of its own, without that buffer and
-/// its copy.
+/// Appends one frame to `out` whose payload `payload` writes onto `out` itself (no
+/// buffer of its own to copy from): the header is reserved, then filled in.
 pub(crate) fn encode_frame_with(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
