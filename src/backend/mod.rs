@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::change::{Change, Image, Record};
+use crate::model::change::{Change, Image, ImageRef, Record};
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::hash::RandomKeyMap;
@@ -98,8 +98,10 @@ pub(crate) trait Compaction: Send {
 
 /// The live state, as a compaction reads it.
 pub(crate) trait Snapshot {
-    /// Calls `f` with every live session.
-    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()>;
+    /// Hands every live session to `sink`: a few at a time under the index's read
+    /// locks to [`ImageSink::image`], then [`ImageSink::flush`] with the locks
+    /// released.
+    fn each_image(&self, sink: &mut dyn ImageSink) -> Result<()>;
     /// Calls `f` with every rotation alias still in its grace period.
     fn each_alias(
         &self,
@@ -107,6 +109,16 @@ pub(crate) trait Snapshot {
     ) -> Result<()>;
     /// Every user's not-before time.
     fn not_before(&self) -> Vec<(UserId, Timestamp)>;
+}
+
+/// Where a compaction's images go ([`Snapshot::each_image`]).
+pub(crate) trait ImageSink {
+    /// Takes one live session. Called under the index's read locks: it encodes into
+    /// memory and does no I/O.
+    fn image(&mut self, img: &ImageRef<'_>);
+    /// Writes what the images taken since the last flush became; called with no lock
+    /// held.
+    fn flush(&mut self) -> Result<()>;
 }
 
 /// Where recovery puts what it reads: the engine's loader, which builds the index

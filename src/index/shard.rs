@@ -69,7 +69,7 @@ fn halves(hash: u128) -> (u64, u64) {
     (hash as u64, (hash >> 64) as u64)
 }
 
-fn join(lo: u64, hi: u64) -> u128 {
+pub(crate) fn join(lo: u64, hi: u64) -> u128 {
     u128::from(lo) | (u128::from(hi) << 64)
 }
 
@@ -251,6 +251,13 @@ impl Shard {
     /// hash: one probe where `hash_at` then `live` would take two.
     pub(crate) fn live_at(&self, lo: u64) -> Option<(u128, &SessionState)> {
         self.sessions.get(&lo).map(|s| (join(lo, s.hash_hi), &**s))
+    }
+
+    /// The live session at place `lo`, found without reading it: a chunk's reads look
+    /// up every place first and read the sessions after, so that the cache misses of
+    /// each step overlap.
+    pub(crate) fn state_at(&self, lo: u64) -> Option<&SessionState> {
+        self.sessions.get(&lo).map(|s| &**s)
     }
 
     /// Takes out the live session at `hash` with its timer, for a caller that has just

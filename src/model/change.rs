@@ -112,6 +112,63 @@ pub(crate) struct Image {
     pub(crate) data: SessionData,
 }
 
+impl Image {
+    /// The image as a view, for code that takes one wherever the session lives.
+    pub(crate) fn view(&self) -> ImageRef<'_> {
+        ImageRef {
+            id: self.id,
+            hash: self.hash,
+            user: &self.user,
+            details: &self.details,
+            created: self.created,
+            authenticated: self.authenticated,
+            absolute: self.absolute,
+            idle_ms: self.idle_ms,
+            last_seen: self.last_seen,
+            version: self.version,
+            data: &self.data,
+        }
+    }
+}
+
+/// A session's whole state borrowed from where it lives — the index, or an [`Image`]:
+/// what a compaction encodes under the index's read locks, with no reference count
+/// taken on the session's shared parts.
+#[derive(Clone, Copy)]
+pub(crate) struct ImageRef<'a> {
+    pub(crate) id: SessionId,
+    pub(crate) hash: TokenHash,
+    pub(crate) user: &'a Option<UserId>,
+    /// Label, factors and device.
+    pub(crate) details: &'a Option<Arc<Details>>,
+    pub(crate) created: Timestamp,
+    pub(crate) authenticated: Option<Timestamp>,
+    pub(crate) absolute: Timestamp,
+    pub(crate) idle_ms: u64,
+    pub(crate) last_seen: Timestamp,
+    pub(crate) version: u64,
+    pub(crate) data: &'a SessionData,
+}
+
+impl ImageRef<'_> {
+    /// The image, owning its parts.
+    pub(crate) fn to_image(self) -> Image {
+        Image {
+            id: self.id,
+            hash: self.hash,
+            user: self.user.clone(),
+            details: self.details.clone(),
+            created: self.created,
+            authenticated: self.authenticated,
+            absolute: self.absolute,
+            idle_ms: self.idle_ms,
+            last_seen: self.last_seen,
+            version: self.version,
+            data: self.data.clone(),
+        }
+    }
+}
+
 #[cfg(any(test, feature = "sled"))]
 impl Image {
     /// Applies `f` to the image's details (label, factors, device).

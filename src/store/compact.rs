@@ -9,13 +9,13 @@
 //! `Snapshot`, then switches to it.
 
 use super::{IMAGES_AT_ONCE, Inner, READ_CHUNK, Store};
-use crate::backend::{CompactionStats, Snapshot};
+use crate::backend::{CompactionStats, ImageSink, Snapshot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::index::entry::SessionState;
 use crate::index::shard::SlotRef;
 use crate::journal::Journal;
-use crate::model::change::Image;
+use crate::model::change::{Image, ImageRef};
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::trace;
@@ -36,7 +36,7 @@ impl Store {
 /// What a compaction writes: every live session, read a chunk at a time, and every
 /// rotation alias still in its grace period.
 impl Snapshot for Inner {
-    fn each_image(&self, f: &mut dyn FnMut(&Image) -> Result<()>) -> Result<()> {
+    fn each_image(&self, sink: &mut dyn ImageSink) -> Result<()> {
         for ids in self.ids.iter() {
             let batch: Vec<SessionId> = ids.read().keys().copied().collect();
             if self.closing.load(std::sync::atomic::Ordering::Acquire) {
@@ -48,13 +48,10 @@ impl Snapshot for Inner {
                     ),
                 ));
             }
-            let mut images = Vec::with_capacity(IMAGES_AT_ONCE);
             for ids in batch.chunks(IMAGES_AT_ONCE) {
-                // Built under the shards' read locks, written after they are released.
-                self.images_of(ids, &mut images);
-                for img in images.drain(..) {
-                    f(&img)?;
-                }
+                // Encoded under the shards' read locks, written after they are released.
+                self.views_of(ids, |img| sink.image(img));
+                sink.flush()?;
             }
         }
         Ok(())
@@ -87,8 +84,8 @@ impl Snapshot for Inner {
 }
 
 impl Inner {
-    /// The image of the live session `id`, as compaction writes it.
-    pub(super) fn image_of(&self, id: SessionId) -> Option<Image> {
+    /// Runs `f` on the image of the live session `id` under its shard's read lock.
+    fn with_view_of<R>(&self, id: SessionId, f: impl FnOnce(&ImageRef<'_>) -> R) -> Option<R> {
         // Found however often it is rotated meanwhile (see `lock_by_id`): a compaction
         // must not drop a live session.
         let (shard, key) = self.lock_by_id(id, |l| l.read())?;
@@ -96,18 +93,43 @@ impl Inner {
         if s.deadline(self.rules) <= self.now() {
             return None;
         }
-        Some(image(key, s))
+        Some(f(&view(key, s)))
     }
 
-    /// Appends the images of the live sessions among `ids` to `out`, a chunk at a time
-    /// (see [`Inner::read_chunk`]); a session moved meanwhile is looked up again by
-    /// [`Inner::image_of`], which does not give up on one that keeps moving.
-    pub(super) fn images_of(&self, ids: &[SessionId], out: &mut Vec<Image>) {
+    /// The image of the live session `id`, as compaction writes it.
+    pub(super) fn image_of(&self, id: SessionId) -> Option<Image> {
+        self.with_view_of(id, |img| img.to_image())
+    }
+
+    /// Runs `f` on the images of the live sessions among `ids`, a chunk at a time
+    /// under the chunk's read locks (see [`Inner::read_chunk`]); a session moved
+    /// meanwhile is looked up again by [`Inner::with_view_of`], which does not give up
+    /// on one that keeps moving.
+    fn views_of(&self, ids: &[SessionId], mut f: impl FnMut(&ImageRef<'_>)) {
         let mut moved = Vec::new();
         for chunk in ids.chunks(READ_CHUNK) {
-            self.read_chunk(chunk, |key, s| out.push(image(key, s)), &mut moved);
+            self.read_chunk(
+                chunk,
+                |live| {
+                    // Every session's parts are read first, so that their cache misses
+                    // overlap; encoding each in turn would wait for each in turn.
+                    let warmed = live.iter().flatten().fold(0, |a, (_, s)| a ^ warm(s));
+                    std::hint::black_box(warmed);
+                    for &(key, s) in live.iter().flatten() {
+                        f(&view(key, s));
+                    }
+                },
+                &mut moved,
+            );
         }
-        out.extend(moved.into_iter().filter_map(|id| self.image_of(id)));
+        for id in moved {
+            self.with_view_of(id, &mut f);
+        }
+    }
+
+    /// Appends the images of the live sessions among `ids` to `out`.
+    pub(super) fn images_of(&self, ids: &[SessionId], out: &mut Vec<Image>) {
+        self.views_of(ids, |img| out.push(img.to_image()));
     }
 
     /// Average encoded size of a session image, from a sample (for stats before the
@@ -124,7 +146,7 @@ impl Inner {
         let mut n = 0usize;
         for id in ids {
             if let Some(img) = self.image_of(id) {
-                crate::backend::log::record::encode_image(&mut buf, &img);
+                crate::backend::log::record::encode_image(&mut buf, &img.view());
                 n += 1;
             }
         }
@@ -217,17 +239,117 @@ impl Inner {
 
 /// The image of live session `s`, whose token hash is `key`.
 pub(super) fn image(key: u128, s: &SessionState) -> Image {
-    Image {
+    view(key, s).to_image()
+}
+
+/// Live session `s`, whose token hash is `key`, as an image borrowing its parts.
+fn view(key: u128, s: &SessionState) -> ImageRef<'_> {
+    ImageRef {
         id: s.id,
         hash: TokenHash(key),
-        user: s.user.clone(),
-        details: s.details.clone(),
+        user: &s.user,
+        details: &s.details,
         created: s.created,
         authenticated: s.authenticated.get(),
         absolute: s.absolute,
         idle_ms: s.idle_ms,
         last_seen: s.last_seen(),
         version: s.version,
-        data: s.data.clone(),
+        data: &s.data,
+    }
+}
+
+/// A byte of every cache line of `s`'s data and of its user's name, read so that they
+/// are on their way in before they are encoded.
+fn warm(s: &SessionState) -> u8 {
+    let data = s.data.as_bytes().iter().step_by(64).fold(0, |a, &b| a ^ b);
+    let user = s
+        .user
+        .as_ref()
+        .and_then(|u| u.as_str().as_bytes().first().copied());
+    data ^ user.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::data::SessionData;
+    use crate::model::session::NewSession;
+    use crate::options::Options;
+
+    /// Records what a compaction hands it, and checks at each flush that no index lock
+    /// is held (a flush writes a file: under a lock it would stall every writer of the
+    /// shard).
+    struct Recorder<'a> {
+        inner: &'a Inner,
+        pending: Vec<(SessionId, Vec<u8>)>,
+        written: Vec<(SessionId, Vec<u8>)>,
+        flushes: usize,
+    }
+
+    impl ImageSink for Recorder<'_> {
+        fn image(&mut self, img: &ImageRef<'_>) {
+            self.pending.push((img.id, img.data.as_bytes().to_vec()));
+        }
+
+        fn flush(&mut self) -> Result<()> {
+            for lock in self.inner.shards.iter() {
+                assert!(
+                    lock.try_write().is_some(),
+                    "a session shard is still locked"
+                );
+            }
+            for lock in self.inner.ids.iter() {
+                assert!(lock.try_write().is_some(), "an id shard is still locked");
+            }
+            self.written.append(&mut self.pending);
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_snapshot_hands_over_every_live_session_once_and_flushes_with_no_lock_held() {
+        let opts = Options::default().reaper_interval(None).shards(4);
+        let store = Store::in_memory_with(opts).unwrap();
+        let mut want = BTreeSet::new();
+        let mut tokens = Vec::new();
+        for i in 0..(3 * IMAGES_AT_ONCE + 7) {
+            let mut data = SessionData::new();
+            data.insert("n", i.to_string().as_str()).unwrap();
+            let (t, s) = store.create(NewSession::anonymous().data(data)).unwrap();
+            tokens.push((t, s.id()));
+        }
+        // Ended and rotated sessions: the first gone, the second found at its new place.
+        for (i, (t, id)) in tokens.iter().enumerate() {
+            match i % 3 {
+                0 => assert!(store.end(t).unwrap()),
+                1 => {
+                    store.rotate(t).unwrap();
+                    want.insert(*id);
+                }
+                _ => {
+                    want.insert(*id);
+                }
+            }
+        }
+        let mut sink = Recorder {
+            inner: &store.inner,
+            pending: Vec::new(),
+            written: Vec::new(),
+            flushes: 0,
+        };
+        store.inner.each_image(&mut sink).unwrap();
+        assert!(sink.pending.is_empty(), "images left unflushed");
+        assert!(sink.flushes >= 2, "{} flushes", sink.flushes);
+        let got: BTreeSet<SessionId> = sink.written.iter().map(|(id, _)| *id).collect();
+        assert_eq!(got.len(), sink.written.len(), "a session handed over twice");
+        assert_eq!(got, want);
+        for (id, bytes) in &sink.written {
+            let img = store.inner.image_of(*id).unwrap();
+            assert_eq!(img.data.as_bytes(), &bytes[..]);
+        }
     }
 }

@@ -10,7 +10,7 @@
 use super::{Inner, READ_CHUNK, Store, position, sorted_unique};
 use crate::clock::Timestamp;
 use crate::index::entry::SessionState;
-use crate::index::shard::{SlotRef, id_ix, shard_of};
+use crate::index::shard::{SlotRef, id_ix, join, shard_of};
 use crate::model::change::Change;
 use crate::model::session::{Session, UserId};
 use crate::model::token::{SessionId, Token};
@@ -96,7 +96,11 @@ impl Inner {
     pub(super) fn read_batch(&self, ids: &[SessionId], mut f: impl FnMut(&SessionState)) {
         let mut moved = Vec::new();
         for chunk in ids.chunks(READ_CHUNK) {
-            self.read_chunk(chunk, |_, s| f(s), &mut moved);
+            self.read_chunk(
+                chunk,
+                |live| live.iter().flatten().for_each(|&(_, s)| f(s)),
+                &mut moved,
+            );
         }
         for id in moved {
             self.read_by_id(id, &mut f);
@@ -113,7 +117,7 @@ impl Inner {
     pub(super) fn read_chunk(
         &self,
         chunk: &[SessionId],
-        mut f: impl FnMut(u128, &SessionState),
+        f: impl FnOnce(&[Option<(u128, &SessionState)>]),
         moved: &mut Vec<SessionId>,
     ) {
         let mask = self.mask;
@@ -137,19 +141,30 @@ impl Inner {
         );
         let held: [_; READ_CHUNK] =
             std::array::from_fn(|i| shards.get(i).map(|&s| self.shards[s].read()));
-        for (&place, &id) in places.iter().zip(chunk) {
+        // Every place's session first, then each session's fields: the misses of each
+        // step overlap.
+        let found: [Option<&SessionState>; READ_CHUNK] = std::array::from_fn(|i| {
+            let lo = places.get(i).copied().flatten()?;
+            held[position(shards, shard_of(lo, mask))]
+                .as_ref()?
+                .state_at(lo)
+        });
+        let mut live = [None; READ_CHUNK];
+        let mut n = 0;
+        for ((&place, &id), found) in places.iter().zip(chunk).zip(found) {
             // Not in the id map: ended.
             let Some(lo) = place else { continue };
-            let shard = held[position(shards, shard_of(lo, mask))].as_ref();
-            match shard.and_then(|m| m.live_at(lo)) {
-                Some((key, s)) if s.id == id => {
+            match found {
+                Some(s) if s.id == id => {
                     if s.deadline(self.rules) > now {
-                        f(key, s);
+                        live[n] = Some((join(lo, s.hash_hi), s));
+                        n += 1;
                     }
                 }
                 _ => moved.push(id),
             }
         }
+        f(&live[..n]);
     }
 
     /// Runs `f` on the live session with public id `id` under its shard's read lock.

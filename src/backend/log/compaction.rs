@@ -22,17 +22,57 @@
 //! and all inputs are still there; after it, the leftovers are deleted
 //! (`tests/crash.rs` kills a process at each step).
 
+use std::cell::Cell;
 use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::log::files::{LogDir, LogFiles};
 use crate::backend::log::format::{FileKind, base_name, encode_header, path_of};
 use crate::backend::log::record::{encode_alias, encode_image, encode_not_before};
-use crate::backend::{Compaction, CompactionStats, Snapshot};
+use crate::backend::{Compaction, CompactionStats, ImageSink, Snapshot};
 use crate::error::{Error, Result};
+use crate::model::change::ImageRef;
 use crate::util::failpoint;
 use crate::util::vfs::{self, Appender, OpenMode, sync_dir};
+
+/// A base's images on their way to its file: encoded into `pending` under the index's
+/// read locks, written out at each flush, with no lock held.
+struct Images<'a, W: Write> {
+    out: &'a mut W,
+    pending: Vec<u8>,
+    /// Images taken, and how many of them are written.
+    sessions: usize,
+    flushed: usize,
+    /// Bytes of the base written so far (how much room a full disk was asked for).
+    reached: &'a Cell<u64>,
+    path: &'a Path,
+}
+
+impl<W: Write> ImageSink for Images<'_, W> {
+    fn image(&mut self, img: &ImageRef<'_>) {
+        encode_image(&mut self.pending, img);
+        self.sessions += 1;
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.flushed == 0 {
+            failpoint::hit("compaction:mid_base");
+        }
+        self.reached
+            .set(self.reached.get() + self.pending.len() as u64);
+        self.out
+            .write_all(&self.pending)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.pending.clear();
+        self.flushed = self.sessions;
+        Ok(())
+    }
+}
 
 /// A compaction of everything up to segment `upto`, ready to run.
 pub(crate) struct CompactionJob {
@@ -53,7 +93,7 @@ impl Compaction for CompactionJob {
         // Up to here a failure leaves the old files in use and the store working: the
         // half-written base goes (a full disk wants its space back) and a full disk is
         // said so.
-        let reached = std::cell::Cell::new(0u64);
+        let reached = Cell::new(0u64);
         let full = |e: Error| e.or_disk_full(dir, reached.get().max(1));
         let written = (|| -> Result<(u64, usize)> {
             let file = fs
@@ -62,18 +102,18 @@ impl Compaction for CompactionJob {
             let mut out = BufWriter::with_capacity(1 << 20, Appender { file, at: 0 });
             out.write_all(&encode_header(FileKind::Base, self.upto))
                 .map_err(|e| io("writing", e))?;
+            let mut images = Images {
+                out: &mut out,
+                pending: Vec::with_capacity(1 << 16),
+                sessions: 0,
+                flushed: 0,
+                reached: &reached,
+                path: &tmp_path,
+            };
+            snapshot.each_image(&mut images)?;
+            images.flush()?;
+            let sessions = images.sessions;
             let mut scratch = Vec::with_capacity(4096);
-            let mut sessions = 0usize;
-            snapshot.each_image(&mut |img| {
-                scratch.clear();
-                encode_image(&mut scratch, img);
-                sessions += 1;
-                if sessions == 1 {
-                    failpoint::hit("compaction:mid_base");
-                }
-                reached.set(reached.get() + scratch.len() as u64);
-                out.write_all(&scratch).map_err(|e| io("writing", e))
-            })?;
             snapshot.each_alias(&mut |hash, id, until| {
                 scratch.clear();
                 encode_alias(&mut scratch, hash, id, until);

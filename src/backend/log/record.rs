@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::interner::{NO_USER, UserInterner};
 use crate::backend::log::format::{encode_frame, encode_frame_with};
 use crate::clock::Timestamp;
-use crate::model::change::{Change, Image, Record};
+use crate::model::change::{Change, Image, ImageRef, Record};
 use crate::model::data::SessionData;
 use crate::model::details::{Details, device_of, factors_of, label_of};
 use crate::model::device::DeviceInfo;
@@ -464,17 +464,17 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change) {
         ),
         Change::Clear => encode_frame(out, kind::CLEAR, &[]),
         Change::NotBefore { user, at } => encode_not_before(out, user, *at),
-        Change::Import(img) => encode_image(out, img),
+        Change::Import(img) => encode_image(out, &img.view()),
     }
 }
 
 /// Appends the frame of a session image (for a compacted base) to `out`.
-pub(crate) fn encode_image(out: &mut Vec<u8>, img: &Image) {
+pub(crate) fn encode_image(out: &mut Vec<u8>, img: &ImageRef<'_>) {
     let rec = ImageRec {
         id: img.id.0,
         hash: img.hash.0,
-        user: user_str(&img.user),
-        label: label_of(&img.details).map(|l| &**l),
+        user: user_str(img.user),
+        label: label_of(img.details).map(|l| &**l),
         created: img.created.0,
         authenticated: img.authenticated.map(|t| t.0),
         absolute: img.absolute.0,
@@ -483,7 +483,7 @@ pub(crate) fn encode_image(out: &mut Vec<u8>, img: &Image) {
         version: img.version,
         data: img.data.as_bytes(),
     };
-    let (factors, device) = (factors_of(&img.details), device_of(&img.details));
+    let (factors, device) = (factors_of(img.details), device_of(img.details));
     if factors.is_empty() && device.is_none() {
         push(out, kind::IMAGE, &rec);
     } else {
@@ -917,7 +917,7 @@ mod tests {
             data: SessionData::new(),
         };
         let mut buf = Vec::new();
-        encode_image(&mut buf, &img);
+        encode_image(&mut buf, &img.view());
         let Frame::Ok { kind, payload, .. } = read_frame(&buf, 0) else {
             panic!("frame did not read back");
         };
