@@ -746,7 +746,7 @@ impl Settle for Inner {
     }
 }
 
-/// Images a compaction or an export builds before writing them out.
+/// Sessions a compaction or an export reads before writing them out.
 const IMAGES_AT_ONCE: usize = 256;
 
 /// Sessions looked up together by [`Inner::read_chunk`].
