@@ -24,9 +24,10 @@
 //! `cargo bench -p sessiondb-bench --bench throughput`. Environment:
 //! - `SESSIONDB_BENCH_SESSIONS`: sessions preloaded (default 1,000,000);
 //! - `SESSIONDB_BENCH_SECS`: seconds per measured run (default 2, fractions allowed);
-//! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`, `moka`,
-//!   `hashmap`, `sled`, `sqlite`, `redis`, `postgres`, `group`, `memory`, `recovery`,
-//!   `budget` (default: all);
+//! - `SESSIONDB_BENCH_ONLY`: comma-separated sections to run, of `sessiondb`,
+//!   `buffered`, `moka`, `hashmap`, `sled`, `sqlite`, `redis`, `postgres`, `group`,
+//!   `memory`, `recovery`, `budget` (default: all);
+//! - `SESSIONDB_BENCH_BUFFERED_ROUNDS`: rounds of the `buffered` section (default 5);
 //! - `SESSIONDB_BENCH_PG_SESSIONS`: sessions preloaded into each engine of the
 //!   `postgres` section (default 20,000, at most `SESSIONDB_BENCH_SESSIONS`);
 //! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's
@@ -111,6 +112,9 @@ fn main() {
         sections::bench_sessiondb(&ctx, &mut report);
     }
     sections::bench_memory_peers(&ctx, &mut report);
+    if ctx.wants("buffered") {
+        sections::bench_buffered_interleaved(&ctx, &mut report);
+    }
     if ctx.wants("sled") {
         sections::bench_sled(&ctx, &mut report);
     }

@@ -32,6 +32,15 @@ pub struct GroupRounds {
     pub sync: Vec<(f64, f64)>,
 }
 
+/// One round of the `buffered` section: the same op at the same thread count, run on
+/// the `Memory` store and the `Buffered` one back to back.
+pub struct BufferedRound {
+    pub op: Op,
+    pub threads: usize,
+    pub memory: RunResult,
+    pub buffered: RunResult,
+}
+
 /// The median (the upper one of an even count); 0 for none.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -45,6 +54,7 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     pub group: Vec<RunResult>,
     pub group_rounds: Vec<GroupRounds>,
+    pub buffered_rounds: Vec<BufferedRound>,
     /// Raw fdatasync rate (4 KiB appends) at the start of each interleaved round.
     pub group_fsync: Vec<f64>,
     /// Sessions preloaded into each peer, and into each sessiondb store.
@@ -253,6 +263,7 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
 
     print_scaling(o, ctx, report);
     print_buffered_cost(o, ctx, report);
+    print_buffered_rounds(o, ctx, report);
 
     let sync_runs: Vec<&RunResult> = report
         .runs
@@ -483,10 +494,6 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
     let _ = lock.flush();
 }
 
-/// Per engine, for get-hit, create and mixed: ops/s at each thread count, the ratio
-/// to one thread, and the cores the run kept busy (process CPU time ÷ wall time) — so
-/// a run on a bigger machine (`SESSIONDB_BENCH_THREADS=1,2,4,8,16`) answers "does it
-/// scale" as it stands.
 /// What the default durability costs against memory, per write op and thread count:
 /// CPU per op (and the compactor's part of it) and the rate.
 fn print_buffered_cost(o: &mut String, ctx: &Ctx, report: &Report) {
@@ -538,6 +545,78 @@ fn print_buffered_cost(o: &mut String, ctx: &Ctx, report: &Report) {
                 ratio(b.cpu_us, m.cpu_us),
                 ratio(b.cpu_us.map(|c| c - compact), m.cpu_us),
                 ratio(Some(b.ops_per_sec()), Some(m.ops_per_sec())),
+            );
+        }
+        let _ = writeln!(o, "{row}");
+    }
+}
+
+/// The `buffered` section: per write op and thread count, the medians over the rounds
+/// of each round's `Buffered` ÷ `Memory` (CPU per op, the same less the compactor's
+/// part, ops/s), with their range.
+fn print_buffered_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
+    if report.buffered_rounds.is_empty() {
+        return;
+    }
+    let rounds = report
+        .buffered_rounds
+        .iter()
+        .filter(|r| r.op == report.buffered_rounds[0].op && r.threads == ctx.threads[0])
+        .count();
+    let _ = writeln!(o, "\n## The default durability against memory, in rounds\n");
+    let _ = writeln!(
+        o,
+        "`{SDB_BUFFERED}` ÷ `{SDB_MEMORY}`, two stores preloaded alike taking turns at the \
+         same op, {rounds} rounds (which goes first alternates): the median of the rounds' \
+         ratios, and their range. CPU per op is the whole process's; \"less compaction\" \
+         takes out the compactor threads' part. Section `buffered`; \
+         `SESSIONDB_BENCH_BUFFERED_ROUNDS` sets the rounds.\n"
+    );
+    let mut head = "| op |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for t in &ctx.threads {
+        let _ = write!(
+            head,
+            " CPU ÷ Memory ×{t} | less compaction ×{t} | rate ÷ Memory ×{t} |"
+        );
+        rule.push_str("---:|---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    let spread = |v: Vec<f64>| -> String {
+        if v.is_empty() {
+            return "—".to_owned();
+        }
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        format!("{:.2} ({lo:.2}–{hi:.2})", median(v))
+    };
+    for op in crate::sections::BUFFERED_OPS {
+        let mut row = format!("| {} |", op.name());
+        for &t in &ctx.threads {
+            let of = |f: &dyn Fn(&BufferedRound) -> Option<f64>| -> Vec<f64> {
+                report
+                    .buffered_rounds
+                    .iter()
+                    .filter(|r| r.op == op && r.threads == t)
+                    .filter_map(f)
+                    .collect()
+            };
+            let cpu = of(&|r| Some(r.buffered.cpu_us? / r.memory.cpu_us.filter(|&m| m > 0.0)?));
+            let less = of(&|r| {
+                let compact = r.buffered.compact_us.unwrap_or(0.0);
+                Some((r.buffered.cpu_us? - compact) / r.memory.cpu_us.filter(|&m| m > 0.0)?)
+            });
+            let rate = of(&|r| {
+                let m = r.memory.ops_per_sec();
+                (m > 0.0).then(|| r.buffered.ops_per_sec() / m)
+            });
+            let _ = write!(
+                row,
+                " {} | {} | {} |",
+                spread(cpu),
+                spread(less),
+                spread(rate)
             );
         }
         let _ = writeln!(o, "{row}");

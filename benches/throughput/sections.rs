@@ -1,8 +1,8 @@
 //! The sections of a run, one per engine family (`SESSIONDB_BENCH_ONLY` names them):
 //! each preloads its engines and runs every operation at every thread count
-//! ([`bench_engine`]), the durable ones also a create run under many writers; and the
+//! ([`bench_engine`]), the durable ones also a create run under many writers; the
 //! interleaved group-commit comparison (section `group`), every durable engine open at
-//! once, in rounds.
+//! once, in rounds; and `Buffered` against `Memory` in rounds (section `buffered`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ use crate::harness::{
 };
 use crate::histogram::Hist;
 use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
-use crate::report::{GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
+use crate::report::{BufferedRound, GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
 pub const GROUP_SESSIONDB_WRITERS: usize = 64;
@@ -518,6 +518,60 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
         .collect();
     report.group_fsync = fsync;
     report.group_preload = (preload, sdb_preload);
+}
+
+/// The writes the `buffered` section compares.
+pub const BUFFERED_OPS: [Op; 4] = [Op::Create, Op::Update, Op::Touch, Op::Rotate];
+
+/// `Buffered` against `Memory` as a host whose speed moves by a fifth from one minute
+/// to the next allows: two stores preloaded alike, and for each of create, update,
+/// touch and rotate at each thread count, `SESSIONDB_BENCH_BUFFERED_ROUNDS` rounds in
+/// which the two run the same op one after the other (which goes first alternates).
+/// The report takes each round's ratios and gives their median: one run of each, as in
+/// the `sessiondb` section, lands minutes apart and moves with the host.
+pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
+    let rounds: usize = env_parse("SESSIONDB_BENCH_BUFFERED_ROUNDS")
+        .unwrap_or(5)
+        .max(1);
+    let memory = SdbEngine::memory();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buffered = SdbEngine::open(dir.path(), Durability::default());
+    let engines: [(&str, &dyn Engine); 2] = [(SDB_MEMORY, &memory), (SDB_BUFFERED, &buffered)];
+    let users: Vec<u32> = (0..ctx.n).map(|i| (i % ctx.users.len()) as u32).collect();
+    let mut pools: Vec<Vec<Entry>> = engines
+        .iter()
+        .map(|&(name, engine)| {
+            ctx.progress(format_args!(
+                "Buffered against Memory: preloading {name} with {} sessions",
+                ctx.n
+            ));
+            engine.bulk_create(ctx, &users)
+        })
+        .collect();
+    for op in BUFFERED_OPS {
+        for &threads in &ctx.threads {
+            ctx.progress(format_args!(
+                "Buffered against Memory: {} ×{threads}, {rounds} rounds",
+                op.name()
+            ));
+            for round in 0..rounds {
+                let mut pair: [Option<RunResult>; 2] = [None, None];
+                for k in 0..2 {
+                    let i = (k + round) % 2;
+                    let (name, engine) = engines[i];
+                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
+                }
+                if let [Some(memory), Some(buffered)] = pair {
+                    report.buffered_rounds.push(BufferedRound {
+                        op,
+                        threads,
+                        memory,
+                        buffered,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// The raw Redis row through the async client (see [`RedisAsyncEngine`]).
