@@ -568,8 +568,9 @@ fn print_buffered_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
         o,
         "`{SDB_BUFFERED}` ÷ `{SDB_MEMORY}`, two stores preloaded alike taking turns at the \
          same op, {rounds} rounds (which goes first alternates): the median of the rounds' \
-         ratios, and their range. CPU per op is the whole process's; \"less compaction\" \
-         takes out the compactor threads' part. Section `buffered`; \
+         ratios, and their range. CPU per op is the whole process's, with the compaction a \
+         `Buffered` run set off (waited for after it) charged to that run; \"less \
+         compaction\" takes out the compactor threads' part. Section `buffered`; \
          `SESSIONDB_BENCH_BUFFERED_ROUNDS` sets the rounds.\n"
     );
     let mut head = "| op |".to_owned();

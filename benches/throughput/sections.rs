@@ -28,7 +28,7 @@ use crate::harness::{
     sync_rates,
 };
 use crate::histogram::Hist;
-use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
+use crate::machine::{PROBE_BYTES, compactor_seconds, cpu_seconds, raw_fdatasync_rate};
 use crate::report::{BufferedRound, GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
@@ -528,7 +528,9 @@ pub const BUFFERED_OPS: [Op; 4] = [Op::Create, Op::Update, Op::Touch, Op::Rotate
 /// touch and rotate at each thread count, `SESSIONDB_BENCH_BUFFERED_ROUNDS` rounds in
 /// which the two run the same op one after the other (which goes first alternates).
 /// The report takes each round's ratios and gives their median: one run of each, as in
-/// the `sessiondb` section, lands minutes apart and moves with the host.
+/// the `sessiondb` section, lands minutes apart and moves with the host. After each
+/// `Buffered` run the section waits for the compaction it started, if any, and charges
+/// it to that run ([`charge_settling`]).
 pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
     let rounds: usize = env_parse("SESSIONDB_BENCH_BUFFERED_ROUNDS")
         .unwrap_or(5)
@@ -559,7 +561,11 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
                 for k in 0..2 {
                     let i = (k + round) % 2;
                     let (name, engine) = engines[i];
-                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
+                    let mut r = run_op(engine, name, ctx, &mut pools[i], op, threads);
+                    if i == 1 {
+                        charge_settling(&buffered, &mut r);
+                    }
+                    pair[i] = Some(r);
                 }
                 if let [Some(memory), Some(buffered)] = pair {
                     report.buffered_rounds.push(BufferedRound {
@@ -571,6 +577,37 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
                 }
             }
         }
+    }
+}
+
+/// Waits for what run `r` of `engine` set going to end — the writer's queue, and a
+/// compaction its writes started — and charges the CPU that took to `r`: otherwise it
+/// would land in the next run, the other store's as likely as not. Done when the
+/// compactor threads' CPU time stands still for 50 ms (at most 30 s).
+fn charge_settling(engine: &SdbEngine, r: &mut RunResult) {
+    let (cpu0, compact0) = (cpu_seconds(), compactor_seconds());
+    if let Err(e) = engine.store.flush() {
+        note_err(&r.engine, e);
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = compactor_seconds();
+    while Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = compactor_seconds();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let per_op = |from: Option<f64>, to: Option<f64>| {
+        let spent = to? - from?;
+        (r.ops > 0).then(|| spent * 1e6 / r.ops as f64)
+    };
+    let cpu = per_op(cpu0, cpu_seconds());
+    let compact = per_op(compact0, compactor_seconds());
+    r.cpu_us = r.cpu_us.zip(cpu).map(|(a, b)| a + b);
+    if let Some(c) = compact.filter(|&c| c > 0.0) {
+        r.compact_us = Some(r.compact_us.unwrap_or(0.0) + c);
     }
 }
 
