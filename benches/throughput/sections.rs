@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sessiondb::{Durability, NewSession, SessionData};
 
@@ -589,10 +589,10 @@ fn charge_settling(engine: &SdbEngine, r: &mut RunResult) {
     if let Err(e) = engine.store.flush() {
         note_err(&r.engine, e);
     }
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = compactor_seconds();
     while Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
         let now = compactor_seconds();
         if now == last {
             break;

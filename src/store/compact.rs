@@ -104,11 +104,6 @@ impl Inner {
         Some(f(&view(key, s)))
     }
 
-    /// The image of the live session `id`, as compaction writes it.
-    pub(super) fn image_of(&self, id: SessionId) -> Option<Image> {
-        self.with_view_of(id, |img| img.to_image())
-    }
-
     /// Runs `f` on the images of the live sessions among `ids`, a chunk at a time
     /// under the chunk's read locks (see [`Inner::read_chunk`]); a session moved
     /// meanwhile is looked up again by [`Inner::with_view_of`], which does not give up
@@ -153,10 +148,10 @@ impl Inner {
         let mut buf = Vec::new();
         let mut n = 0usize;
         for id in ids {
-            if let Some(img) = self.image_of(id) {
-                crate::backend::log::record::encode_image(&mut buf, &img.view());
-                n += 1;
-            }
+            let encoded = self.with_view_of(id, |img| {
+                crate::backend::log::record::encode_image(&mut buf, img);
+            });
+            n += usize::from(encoded.is_some());
         }
         if n == 0 {
             0.0
@@ -356,8 +351,10 @@ mod tests {
         assert_eq!(got.len(), sink.written.len(), "a session handed over twice");
         assert_eq!(got, want);
         for (id, bytes) in &sink.written {
-            let img = store.inner.image_of(*id).unwrap();
-            assert_eq!(img.data.as_bytes(), &bytes[..]);
+            let now = store
+                .inner
+                .with_view_of(*id, |img| img.data.as_bytes().to_vec());
+            assert_eq!(now.as_deref(), Some(&bytes[..]));
         }
     }
 }

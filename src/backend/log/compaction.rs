@@ -24,7 +24,6 @@
 
 use std::cell::Cell;
 use std::io::{BufWriter, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,12 +41,12 @@ use crate::util::vfs::{self, Appender, OpenMode, sync_dir};
 struct Images<'a, W: Write> {
     out: &'a mut W,
     pending: Vec<u8>,
-    /// Images taken, and how many of them are written.
+    /// Images taken.
     sessions: usize,
-    flushed: usize,
     /// Bytes of the base written so far (how much room a full disk was asked for).
     reached: &'a Cell<u64>,
-    path: &'a Path,
+    /// The error of a failed write, naming the file.
+    io: &'a dyn Fn(&str, std::io::Error) -> Error,
 }
 
 impl<W: Write> ImageSink for Images<'_, W> {
@@ -60,16 +59,15 @@ impl<W: Write> ImageSink for Images<'_, W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if self.flushed == 0 {
+        if self.reached.get() == 0 {
             failpoint::hit("compaction:mid_base");
         }
         self.reached
             .set(self.reached.get() + self.pending.len() as u64);
         self.out
             .write_all(&self.pending)
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+            .map_err(|e| (self.io)("writing", e))?;
         self.pending.clear();
-        self.flushed = self.sessions;
         Ok(())
     }
 }
@@ -106,9 +104,8 @@ impl Compaction for CompactionJob {
                 out: &mut out,
                 pending: Vec::with_capacity(1 << 16),
                 sessions: 0,
-                flushed: 0,
                 reached: &reached,
-                path: &tmp_path,
+                io: &io,
             };
             snapshot.each_image(&mut images)?;
             images.flush()?;
