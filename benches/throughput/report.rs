@@ -209,7 +209,9 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
          the same durability (see Engines) divided by the peer: above 1 means sessiondb is \
          faster. † = the run stopped early when its share of sessions was used up (end and \
          revoke remove at most half, create adds at most as many as were preloaded); the \
-         pool is restored untimed after each run.\n"
+         pool is restored untimed after each run. CPU/op is the process's (`getrusage`), \
+         for a sessiondb store with what the run's writes set off in the background (the \
+         log writer's queue, a compaction) measured until it ended.\n"
     );
     let mut head = "| op | engine |".to_owned();
     let mut rule = "|---|---|".to_owned();
@@ -568,9 +570,10 @@ fn print_buffered_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
         o,
         "`{SDB_BUFFERED}` ÷ `{SDB_MEMORY}`, two stores preloaded alike taking turns at the \
          same op, {rounds} rounds (which goes first alternates): the median of the rounds' \
-         ratios, and their range. CPU per op is the whole process's, with the compaction a \
-         `Buffered` run set off (waited for after it) charged to that run; \"less \
-         compaction\" takes out the compactor threads' part. Section `buffered`; \
+         ratios, and their range. CPU per op is the whole process's, with what a run's \
+         writes set off in the background (the writer's queue, a compaction; waited for \
+         after it) charged to that run; \"less compaction\" takes out the compactor \
+         threads' part. Section `buffered`; \
          `SESSIONDB_BENCH_BUFFERED_ROUNDS` sets the rounds.\n"
     );
     let mut head = "| op |".to_owned();

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sessiondb::{Durability, NewSession, SessionData};
 
@@ -28,7 +28,7 @@ use crate::harness::{
     sync_rates,
 };
 use crate::histogram::Hist;
-use crate::machine::{PROBE_BYTES, compactor_seconds, cpu_seconds, raw_fdatasync_rate};
+use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
 use crate::report::{BufferedRound, GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
@@ -561,11 +561,7 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
                 for k in 0..2 {
                     let i = (k + round) % 2;
                     let (name, engine) = engines[i];
-                    let mut r = run_op(engine, name, ctx, &mut pools[i], op, threads);
-                    if i == 1 {
-                        charge_settling(&buffered, &mut r);
-                    }
-                    pair[i] = Some(r);
+                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
                 }
                 if let [Some(memory), Some(buffered)] = pair {
                     report.buffered_rounds.push(BufferedRound {
@@ -577,37 +573,6 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
                 }
             }
         }
-    }
-}
-
-/// Waits for what run `r` of `engine` set going to end — the writer's queue, and a
-/// compaction its writes started — and charges the CPU that took to `r`: otherwise it
-/// would land in the next run, the other store's as likely as not. Done when the
-/// compactor threads' CPU time stands still for 50 ms (at most 30 s).
-fn charge_settling(engine: &SdbEngine, r: &mut RunResult) {
-    let (cpu0, compact0) = (cpu_seconds(), compactor_seconds());
-    if let Err(e) = engine.store.flush() {
-        note_err(&r.engine, e);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = compactor_seconds();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = compactor_seconds();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let per_op = |from: Option<f64>, to: Option<f64>| {
-        let spent = to? - from?;
-        (r.ops > 0).then(|| spent * 1e6 / r.ops as f64)
-    };
-    let cpu = per_op(cpu0, cpu_seconds());
-    let compact = per_op(compact0, compactor_seconds());
-    r.cpu_us = r.cpu_us.zip(cpu).map(|(a, b)| a + b);
-    if let Some(c) = compact.filter(|&c| c > 0.0) {
-        r.compact_us = Some(r.compact_us.unwrap_or(0.0) + c);
     }
 }
 

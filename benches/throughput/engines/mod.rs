@@ -61,6 +61,12 @@ pub trait Engine: Sync {
     fn sync_stats(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// Waits until what the calls so far set going in the background (a log writer's
+    /// queue, a compaction) has ended. [`run_op`](crate::harness::run_op) charges that
+    /// time's CPU to the run that caused it, and settles again after rebalancing, so no
+    /// run pays for another's writes. Engines with no background work do nothing.
+    fn settle(&self) {}
 }
 
 pub fn par_create<E: Engine + ?Sized>(

@@ -6,11 +6,13 @@
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sessiondb::{Device, Durability, NewSession, Options, SessionData, SignIn, Store, Token};
 
 use crate::engines::{Engine, Worker};
 use crate::harness::{Payload, note_err, payload};
+use crate::machine::compactor_seconds;
 
 /// The names of sessiondb's rows in the tables (a peer's ratio column names the one it
 /// compares with).
@@ -69,6 +71,24 @@ impl Engine for SdbEngine {
     fn sync_stats(&self) -> Option<(u64, u64)> {
         let s = self.store.stats();
         Some((s.log_syncs, s.log_records))
+    }
+
+    /// Flushes the log, then waits until the compactor threads' CPU time stands still
+    /// for 50 ms (at most 30 s): the compaction the writes set off has ended.
+    fn settle(&self) {
+        if let Err(e) = self.store.flush() {
+            note_err("sessiondb flush", e);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = compactor_seconds();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = compactor_seconds();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
     }
 }
 
