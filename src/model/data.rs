@@ -189,10 +189,13 @@ impl SessionData {
     /// Builds a map from entries in any order (a later repeat of a key wins), in one
     /// pass; `None` if a key or value is too long for the encoding.
     #[cfg(feature = "redis")]
-    pub(crate) fn from_entries(mut entries: Vec<(String, Vec<u8>)>) -> Option<SessionData> {
-        entries.reverse();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries.dedup_by(|later, first| later.0 == first.0);
+    pub(crate) fn from_entries(mut entries: Vec<(&str, &[u8])>) -> Option<SessionData> {
+        // Stored entries are most often in key order already, each key once.
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.reverse();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            entries.dedup_by(|later, first| later.0 == first.0);
+        }
         let mut buf = Vec::with_capacity(entries.iter().map(|(k, v)| 6 + k.len() + v.len()).sum());
         for (k, v) in &entries {
             buf.extend_from_slice(&u16::try_from(k.len()).ok()?.to_le_bytes());
@@ -200,7 +203,10 @@ impl SessionData {
             buf.extend_from_slice(&u32::try_from(v.len()).ok()?.to_le_bytes());
             buf.extend_from_slice(v);
         }
-        SessionData::from_slice(&buf)
+        // Sorted, each key once and UTF-8: well formed by construction.
+        let mut data = SessionData::new();
+        data.set(buf);
+        Some(data)
     }
 
     /// Rebuilds a map from its flat encoding, checking that it is well formed (one
@@ -296,6 +302,35 @@ impl fmt::Debug for SessionData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn from_entries_keeps_the_last_repeat_of_each_key_in_key_order() {
+        let mut by_insert = SessionData::new();
+        let entries: Vec<(&str, &[u8])> = vec![
+            ("b", b"1"),
+            ("a", b"2"),
+            ("c", b""),
+            ("b", b"3"),
+            ("\u{e9}", b"4"),
+            ("a", b"5"),
+        ];
+        for (k, v) in &entries {
+            by_insert.insert_raw(k, v).unwrap();
+        }
+        let built = SessionData::from_entries(entries).unwrap();
+        assert_eq!(built, by_insert);
+        assert_eq!(
+            built.iter().collect::<Vec<_>>(),
+            vec![("a", &b"5"[..]), ("b", b"3"), ("c", b""), ("\u{e9}", b"4")]
+        );
+        // Already in key order, each key once: the same map without sorting.
+        let sorted = SessionData::from_entries(built.iter().collect()).unwrap();
+        assert_eq!(sorted, built);
+        assert_eq!(SessionData::from_entries(Vec::new()), Some(SessionData::new()));
+        let long_key = "k".repeat(usize::from(u16::MAX) + 1);
+        assert_eq!(SessionData::from_entries(vec![(&long_key, b"v")]), None);
+    }
 
     #[test]
     fn insert_get_remove_typed_values() {

@@ -346,9 +346,29 @@ fn is_hash_tag(prefix: &str) -> bool {
 /// formatting machinery: every read hashes its token into a key this way).
 fn hex(v: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .map(|i| char::from(DIGITS[((v >> (124 - 4 * i)) & 0xf) as usize]))
-        .collect()
+    let mut out = String::with_capacity(32);
+    for b in v.to_be_bytes() {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// The id or hash [`hex`] wrote: exactly 32 hex digits (either case), nothing else —
+/// no sign, no space. Every read of a stored session parses its id this way.
+fn parse_hex(text: &[u8]) -> Option<u128> {
+    if text.len() != 32 {
+        return None;
+    }
+    text.iter().try_fold(0u128, |acc, &c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some((acc << 4) | u128::from(digit))
+    })
 }
 
 fn hash_hex(token: &Token) -> String {
@@ -1676,6 +1696,34 @@ mod tests {
         for _ in 0..1000 {
             v = v.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d);
             assert_eq!(hex(v), format!("{v:032x}"));
+        }
+    }
+
+    #[test]
+    fn parse_hex_reads_back_what_hex_writes_and_nothing_else() {
+        let mut v: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        for probe in [0, 1, u128::MAX, 1 << 127] {
+            assert_eq!(parse_hex(hex(probe).as_bytes()), Some(probe));
+        }
+        for _ in 0..1000 {
+            v = v.rotate_left(11).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            assert_eq!(parse_hex(hex(v).as_bytes()), Some(v));
+            let upper = hex(v).to_ascii_uppercase();
+            assert_eq!(parse_hex(upper.as_bytes()), Some(v));
+        }
+        let good = hex(u128::MAX - 5);
+        for bad in [
+            String::new(),
+            good[1..].to_owned(),
+            format!("{good}0"),
+            format!("+{}", &good[1..]),
+            format!("-{}", &good[1..]),
+            format!(" {}", &good[1..]),
+            format!("{}g", &good[1..]),
+            format!("0x{}", &good[2..]),
+            format!("{}\u{e9}", &good[2..]),
+        ] {
+            assert_eq!(parse_hex(bad.as_bytes()), None, "{bad:?}");
         }
     }
 

@@ -10,8 +10,8 @@
 //! is read (integers, strings, booleans, nil, arrays; a float only if it is a whole
 //! number); anything else is an error, never a panic.
 
-use super::protocol;
 use super::read::Stored;
+use super::{parse_hex, protocol};
 use crate::error::Result;
 
 /// The layouts this module reads (the array's first element): 1, and 2 (with factors
@@ -28,8 +28,8 @@ const ALIAS: u64 = 0;
     clippy::large_enum_variant,
     reason = "returned once per read and matched at once: boxing would allocate per read"
 )]
-pub(super) enum Packed {
-    Session(Stored),
+pub(super) enum Packed<'a> {
+    Session(Stored<'a>),
     /// A rotated-away token in its grace period: the script resolves it.
     Alias,
 }
@@ -130,13 +130,13 @@ fn bytes<'a>(item: Option<Item<'a>>, what: &str) -> Result<&'a [u8]> {
     }
 }
 
-fn text(item: Option<Item<'_>>, what: &str) -> Result<String> {
-    String::from_utf8(bytes(item, what)?.to_vec())
+fn text<'a>(item: Option<Item<'a>>, what: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes(item, what)?)
         .map_err(|_| protocol("read", format!("a stored session's {what} is not UTF-8")))
 }
 
 /// A string, or `None` for `false` / nil.
-fn optional_text(item: Option<Item<'_>>, what: &str) -> Result<Option<String>> {
+fn optional_text<'a>(item: Option<Item<'a>>, what: &str) -> Result<Option<&'a str>> {
     match item {
         Some(Item::Bool(false) | Item::Nil) => Ok(None),
         other => text(other, what).map(Some),
@@ -144,7 +144,7 @@ fn optional_text(item: Option<Item<'_>>, what: &str) -> Result<Option<String>> {
 }
 
 /// Decodes what a session's key holds.
-pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
+pub(super) fn unpack(input: &[u8]) -> Result<Packed<'_>> {
     let mut r = Reader { rest: input };
     let len = match r.next() {
         Some(Item::Array(n)) => n,
@@ -175,10 +175,7 @@ pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
             format!("a stored session of layout {layout}: written by a newer sessiondb?"),
         ));
     }
-    let id = std::str::from_utf8(bytes(r.next(), "id")?)
-        .ok()
-        .filter(|s| s.len() == 32)
-        .and_then(|s| u128::from_str_radix(s, 16).ok())
+    let id = parse_hex(bytes(r.next(), "id")?)
         .ok_or_else(|| protocol("read", "a stored session's id"))?;
     let user = optional_text(r.next(), "user")?;
     let label = optional_text(r.next(), "label")?;
@@ -207,7 +204,7 @@ pub(super) fn unpack(input: &[u8]) -> Result<Packed> {
     let mut data = Vec::with_capacity(entries.min(r.rest.len() / 2));
     for _ in 0..entries {
         let key = text(r.next(), "data key")?;
-        let value = bytes(r.next(), "data value")?.to_vec();
+        let value = bytes(r.next(), "data value")?;
         data.push((key, value));
     }
     if !r.rest.is_empty() {
@@ -309,7 +306,7 @@ mod tests {
         pack(&items)
     }
 
-    fn unpack_session(input: &[u8]) -> Result<Stored> {
+    fn unpack_session(input: &[u8]) -> Result<Stored<'_>> {
         match unpack(input)? {
             Packed::Session(s) => Ok(s),
             Packed::Alias => panic!("an alias"),
@@ -339,14 +336,14 @@ mod tests {
     #[test]
     fn a_stored_session_decodes_with_its_data_in_order() {
         let long = vec![b'x'; 300];
-        let s = unpack_session(&session(
+        let packed = session(
             V::S(b"alice"),
             V::U(1_765_000_000_100),
             &[V::S(b"cart"), V::S(&long), V::S(b"k"), V::S(b"")],
-        ))
-        .unwrap();
+        );
+        let s = unpack_session(&packed).unwrap();
         assert_eq!(s.id, 0xff);
-        assert_eq!(s.user.as_deref(), Some("alice"));
+        assert_eq!(s.user, Some("alice"));
         assert_eq!(s.label, None);
         assert_eq!(
             (s.created, s.last_seen, s.authenticated),
@@ -357,11 +354,9 @@ mod tests {
             )
         );
         assert_eq!((s.absolute, s.idle, s.version), (1_765_003_600_000, 0, 7));
-        assert_eq!(
-            s.data,
-            vec![("cart".to_owned(), long), ("k".to_owned(), Vec::new())]
-        );
-        let anon = unpack_session(&session(V::F, V::Nil, &[])).unwrap();
+        assert_eq!(s.data, vec![("cart", long.as_slice()), ("k", &[][..])]);
+        let packed = session(V::F, V::Nil, &[]);
+        let anon = unpack_session(&packed).unwrap();
         assert_eq!((anon.user, anon.authenticated), (None, None));
     }
 
@@ -386,17 +381,19 @@ mod tests {
         ];
         items.push(V::S(b"k"));
         items.push(V::S(b"v"));
-        let s = unpack_session(&pack(&items)).unwrap();
-        assert_eq!(s.factors.as_deref(), Some("password 1 1765000000000"));
-        assert_eq!(s.user_agent.as_deref(), Some("Firefox"));
-        assert_eq!(s.address.as_deref(), Some("203.0.113.0"));
+        let packed = pack(&items);
+        let s = unpack_session(&packed).unwrap();
+        assert_eq!(s.factors, Some("password 1 1765000000000"));
+        assert_eq!(s.user_agent, Some("Firefox"));
+        assert_eq!(s.address, Some("203.0.113.0"));
         assert_eq!(s.device_at, Some(1_765_000_000_100));
-        assert_eq!(s.data, vec![("k".to_owned(), b"v".to_vec())]);
+        assert_eq!(s.data, vec![("k", &b"v"[..])]);
         // None of the four: `false` each.
         for item in &mut items[11..15] {
             *item = V::F;
         }
-        let s = unpack_session(&pack(&items)).unwrap();
+        let packed = pack(&items);
+        let s = unpack_session(&packed).unwrap();
         assert_eq!((s.factors, s.user_agent, s.device_at), (None, None, None));
         // A device time that is not a number is an error.
         items[14] = V::S(b"soon");

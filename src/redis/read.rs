@@ -44,7 +44,7 @@ use redis::Value;
 use parking_lot::Mutex;
 
 use super::packed::{self, Packed};
-use super::{Conn, Inner, deadline_of, protocol, unavailable};
+use super::{Conn, Inner, deadline_of, parse_hex, protocol, unavailable};
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::model::data::SessionData;
@@ -66,12 +66,13 @@ pub(super) enum Direct {
 }
 
 /// A session's fields as the script stores them (the key layout in `sessions.lua`),
-/// read from its key (`packed.rs`) or from a script's image (`reply.rs`).
+/// borrowed from its key's value (`packed.rs`) or from a script's image (`reply.rs`):
+/// a read copies each string once, into the [`Session`] it builds.
 #[derive(Debug)]
-pub(super) struct Stored {
+pub(super) struct Stored<'a> {
     pub(super) id: u128,
-    pub(super) user: Option<String>,
-    pub(super) label: Option<String>,
+    pub(super) user: Option<&'a str>,
+    pub(super) label: Option<&'a str>,
     pub(super) created: u64,
     pub(super) last_seen: u64,
     pub(super) authenticated: Option<u64>,
@@ -79,12 +80,13 @@ pub(super) struct Stored {
     /// Ms; 0: no idle timeout.
     pub(super) idle: u64,
     pub(super) version: u64,
-    pub(super) data: Vec<(String, Vec<u8>)>,
+    /// The data entries in the order stored (a later repeat of a key wins).
+    pub(super) data: Vec<(&'a str, &'a [u8])>,
     /// Its factors as the script keeps them: "method level at" joined by `;`.
-    pub(super) factors: Option<String>,
-    pub(super) user_agent: Option<String>,
+    pub(super) factors: Option<&'a str>,
+    pub(super) user_agent: Option<&'a str>,
     /// The address as text.
-    pub(super) address: Option<String>,
+    pub(super) address: Option<&'a str>,
     /// When the device was recorded.
     pub(super) device_at: Option<u64>,
 }
@@ -121,9 +123,7 @@ fn number(v: &Value, what: &str) -> Result<u64> {
 /// A session id as the script keeps it: 32 hex digits.
 fn hex_id(v: &Value) -> Result<u128> {
     match v {
-        Value::BulkString(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| u128::from_str_radix(s, 16).ok())
+        Value::BulkString(b) => parse_hex(b)
             .ok_or_else(|| protocol("read", format!("id {:?}", String::from_utf8_lossy(b)))),
         other => Err(protocol("read", format!("id: {other:?}"))),
     }
@@ -205,7 +205,7 @@ fn wrong_type(e: &redis::RedisError) -> bool {
         .is_some_and(|errs| errs.iter().any(|(_, e)| e.code() == "WRONGTYPE"))
 }
 
-impl Stored {
+impl Stored<'_> {
     /// On trial: anonymous, version 0, not seen since its creation (the script's
     /// `on_trial`).
     fn on_trial(&self, trial_ms: u64) -> bool {
@@ -239,12 +239,12 @@ impl Stored {
 
     /// Its label, factors and device.
     fn details(&self) -> Result<Option<Arc<Details>>> {
-        let factors = match &self.factors {
+        let factors = match self.factors {
             Some(text) if self.user.is_some() => factors_of_text(text)?,
             Some(_) => return Err(protocol("read", "factors on a session without a user")),
             None => Vec::new(),
         };
-        let address = match &self.address {
+        let address = match self.address {
             Some(a) => Some(
                 a.parse::<IpAddr>()
                     .map_err(|_| protocol("read", format!("a stored address: {a:?}")))?,
@@ -257,14 +257,14 @@ impl Stored {
         ) {
             (false, _) => None,
             (true, Some(at)) => Some(DeviceInfo {
-                user_agent: self.user_agent.as_deref().map(Arc::from),
+                user_agent: self.user_agent.map(Arc::from),
                 address,
                 at: Timestamp(at),
             }),
             (true, None) => return Err(protocol("read", "a stored device without its time")),
         };
         Ok(Details {
-            label: self.label.as_deref().map(Arc::from),
+            label: self.label.map(Arc::from),
             factors: factors.into(),
             device: device.map(Box::new),
         }
@@ -286,7 +286,7 @@ impl Stored {
             .ok_or_else(|| protocol("read", "session data that does not encode"))?;
         Ok(Session::from_parts(
             SessionId(self.id),
-            self.user.as_deref().map(UserId::trusted),
+            self.user.map(UserId::trusted),
             details,
             assessed,
             now,
@@ -378,14 +378,15 @@ impl Inner {
                 (value, sample.latest_ms(Instant::now()), false)
             }
         };
-        let s = match value {
-            Value::BulkString(b) => match packed::unpack(&b)? {
-                Packed::Session(s) => s,
-                // A rotated-away token in its grace period: the script resolves it.
-                Packed::Alias => return Ok(Direct::Script),
-            },
+        let value = match value {
+            Value::BulkString(b) => b,
             Value::Nil => return Ok(Direct::Ended),
             other => return Err(protocol("get", format!("GET: {other:?}"))),
+        };
+        let s = match packed::unpack(&value)? {
+            Packed::Session(s) => s,
+            // A rotated-away token in its grace period: the script resolves it.
+            Packed::Alias => return Ok(Direct::Script),
         };
         let (auth, trial) = (self.auth_ms(), self.trial_ms());
         let deadline = s.deadline(auth, trial);
@@ -430,19 +431,20 @@ impl Inner {
         let mut live = Vec::with_capacity(items.len() / 2);
         while let (Some(id), Some(stored)) = (items.next(), items.next()) {
             let id = hex_id(&id)?;
-            let s = match stored {
-                Value::BulkString(b) => match packed::unpack(&b)? {
-                    Packed::Session(s) => s,
-                    Packed::Alias => return Ok(None),
-                },
+            let stored = match stored {
+                Value::BulkString(b) => b,
                 // Gone, or a hash of the earlier layout.
                 Value::Nil => return Ok(None),
                 other => return Err(protocol("sessions_of", format!("{other:?}"))),
             };
+            let s = match packed::unpack(&stored)? {
+                Packed::Session(s) => s,
+                Packed::Alias => return Ok(None),
+            };
             let deadline = s.deadline(auth, trial);
             // What the script's live_of prunes: a pointer to another session, a
             // session of another user, one past its deadline.
-            if id != s.id || s.user.as_deref() != Some(user) || deadline <= now {
+            if id != s.id || s.user != Some(user) || deadline <= now {
                 return Ok(None);
             }
             live.push((
@@ -468,7 +470,7 @@ mod tests {
 
     /// Anonymous, version 0, created and last seen at 1,000 ms, absolute deadline
     /// 100,000 ms, no idle timeout.
-    fn base() -> Stored {
+    fn base() -> Stored<'static> {
         Stored {
             id: 0xff,
             user: None,
@@ -491,18 +493,18 @@ mod tests {
     fn stored_factors_and_devices_read_back_and_bad_ones_are_errors() {
         let levels = LevelLifetimes::default().with(2, Duration::from_millis(500));
         let mut s = base();
-        s.user = Some("alice".into());
-        s.factors = Some("password 1 1000;otp 2 1200".into());
-        s.user_agent = Some("Firefox".into());
-        s.address = Some("2001:db8::".into());
+        s.user = Some("alice");
+        s.factors = Some("password 1 1000;otp 2 1200");
+        s.user_agent = Some("Firefox");
+        s.address = Some("2001:db8::");
         s.device_at = Some(1_100);
         let session = s.into_session(100_000, 1_600, &levels).unwrap();
         assert_eq!(session.factors().len(), 2);
         assert_eq!(session.level(), 2);
         assert_eq!(session.address(), Some("2001:db8::".parse().unwrap()));
         let mut s = base();
-        s.user = Some("alice".into());
-        s.factors = Some("password 1 1000;otp 2 1200".into());
+        s.user = Some("alice");
+        s.factors = Some("password 1 1000;otp 2 1200");
         assert_eq!(s.into_session(100_000, 1_700, &levels).unwrap().level(), 1);
         for (factors, ua, addr, at, user) in [
             (Some("pass word 1 5"), None, None, None, true),
@@ -513,10 +515,10 @@ mod tests {
             (None, None, Some("not an address"), Some(5), true),
         ] {
             let mut s = base();
-            s.user = user.then(|| "alice".into());
-            s.factors = factors.map(str::to_owned);
-            s.user_agent = ua.map(str::to_owned);
-            s.address = addr.map(str::to_owned);
+            s.user = user.then_some("alice");
+            s.factors = factors;
+            s.user_agent = ua;
+            s.address = addr;
             s.device_at = at;
             assert!(
                 s.into_session(100_000, 1_000, &levels).is_err(),
@@ -544,7 +546,7 @@ mod tests {
         s.idle = 2_000;
         assert_eq!(s.deadline(0, 0), 3_001);
         let mut s = base();
-        s.user = Some("alice".into());
+        s.user = Some("alice");
         s.authenticated = Some(1_200);
         assert_eq!(s.deadline(0, 500), 100_000, "a user's session: no trial");
         assert_eq!(s.deadline(300, 500), 1_500);

@@ -3,8 +3,8 @@
 
 use redis::Value;
 
-use super::protocol;
 use super::read::Stored;
+use super::{parse_hex, protocol};
 use crate::error::Result;
 use crate::model::session::Session;
 use crate::model::signin::LevelLifetimes;
@@ -66,21 +66,20 @@ impl Reply {
     /// deadline, the script's time, factors, user agent, address, device time (-1:
     /// none; '' for the texts), then key/value pairs. Its level under `levels`.
     pub(super) fn session(&self, at: usize, levels: &LevelLifetimes) -> Result<Session> {
-        let id = u128::from_str_radix(self.str(at)?, 16).map_err(|e| protocol("reply", e))?;
-        let text = |i: usize, has: usize| -> Result<Option<String>> {
-            (self.str(has)? == "1")
-                .then(|| self.str(i).map(str::to_owned))
-                .transpose()
+        let id = parse_hex(self.bytes(at)?)
+            .ok_or_else(|| protocol("reply", format!("a session id: {:?}", self.str(at))))?;
+        let text = |i: usize, has: usize| -> Result<Option<&str>> {
+            (self.str(has)? == "1").then(|| self.str(i)).transpose()
         };
-        let nonempty = |i: usize| -> Result<Option<String>> {
+        let nonempty = |i: usize| -> Result<Option<&str>> {
             let s = self.str(i)?;
-            Ok((!s.is_empty()).then(|| s.to_owned()))
+            Ok((!s.is_empty()).then_some(s))
         };
         let auth = self.i64(at + 7)?;
         let mut data = Vec::new();
         let mut i = at + 17;
         while i + 1 < self.len() {
-            data.push((self.str(i)?.to_owned(), self.bytes(i + 1)?.to_vec()));
+            data.push((self.str(i)?, self.bytes(i + 1)?));
             i += 2;
         }
         Stored {
