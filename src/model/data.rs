@@ -327,7 +327,10 @@ mod tests {
         // Already in key order, each key once: the same map without sorting.
         let sorted = SessionData::from_entries(built.iter().collect()).unwrap();
         assert_eq!(sorted, built);
-        assert_eq!(SessionData::from_entries(Vec::new()), Some(SessionData::new()));
+        assert_eq!(
+            SessionData::from_entries(Vec::new()),
+            Some(SessionData::new())
+        );
         let long_key = "k".repeat(usize::from(u16::MAX) + 1);
         assert_eq!(SessionData::from_entries(vec![(&long_key, b"v")]), None);
     }
