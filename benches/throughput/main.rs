@@ -28,6 +28,8 @@
 //!   `buffered`, `moka`, `hashmap`, `sled`, `sqlite`, `redis`, `postgres`, `group`,
 //!   `memory`, `recovery`, `budget` (default: all);
 //! - `SESSIONDB_BENCH_BUFFERED_ROUNDS`: rounds of the `buffered` section (default 5);
+//! - `SESSIONDB_BENCH_REDIS_ROUNDS`: rounds of the `redis` section's interleaved reads
+//!   (default 5; with `--features redis`);
 //! - `SESSIONDB_BENCH_PG_SESSIONS`: sessions preloaded into each engine of the
 //!   `postgres` section (default 20,000, at most `SESSIONDB_BENCH_SESSIONS`);
 //! - `SESSIONDB_BENCH_FLOOD`, `SESSIONDB_BENCH_FLOOD_BUDGET`: the budget section's

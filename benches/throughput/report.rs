@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::engines::sessiondb::{SDB_BUFFERED, SDB_MEMORY, SDB_SYNC, SDB_SYNC_ASYNC};
+use crate::engines::sessiondb::{SDB_BUFFERED, SDB_MEMORY, SDB_REDIS, SDB_SYNC, SDB_SYNC_ASYNC};
 use crate::harness::{CHILD_ENV, Ctx, OPS, Op, RunResult, SESSIONS_PER_USER};
 use crate::machine::{command_line, machine_line};
 use crate::sections::{GROUP_ASYNC_WORKERS, GROUP_PEER_CLIENTS, GROUP_SESSIONDB_WRITERS};
@@ -32,13 +32,58 @@ pub struct GroupRounds {
     pub sync: Vec<(f64, f64)>,
 }
 
-/// One round of the `buffered` section: the same op at the same thread count, run on
-/// the `Memory` store and the `Buffered` one back to back.
-pub struct BufferedRound {
+/// One round of an interleaved comparison: the same op at the same thread count, run on
+/// the engine compared with (`base`: `Memory`, or the raw Redis client) and on the one
+/// measured (`tried`: `Buffered`, or sessiondb on Redis) back to back.
+pub struct Round {
     pub op: Op,
     pub threads: usize,
-    pub memory: RunResult,
-    pub buffered: RunResult,
+    pub base: RunResult,
+    pub tried: RunResult,
+}
+
+/// The median of `v` with its range, as "1.23 (1.01–1.45)"; "—" for none.
+fn median_range(v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "—".to_owned();
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(v))
+}
+
+/// Each round's `f` for `op` at `threads`.
+fn of_rounds(
+    rounds: &[Round],
+    op: Op,
+    threads: usize,
+    f: &dyn Fn(&Round) -> Option<f64>,
+) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter(|r| r.op == op && r.threads == threads)
+        .filter_map(f)
+        .collect()
+}
+
+/// How many rounds were run (of the first op, at the first thread count).
+fn round_count(rounds: &[Round], ctx: &Ctx) -> usize {
+    rounds
+        .iter()
+        .filter(|r| r.op == rounds[0].op && r.threads == ctx.threads[0])
+        .count()
+}
+
+/// `tried`'s CPU per op ÷ `base`'s, less `less` µs per op of `tried`'s.
+fn cpu_ratio(r: &Round, less: f64) -> Option<f64> {
+    Some((r.tried.cpu_us? - less) / r.base.cpu_us.filter(|&m| m > 0.0)?)
+}
+
+/// `tried`'s ops/s ÷ `base`'s.
+fn rate_ratio(r: &Round) -> Option<f64> {
+    let b = r.base.ops_per_sec();
+    (b > 0.0).then(|| r.tried.ops_per_sec() / b)
 }
 
 /// The median (the upper one of an even count); 0 for none.
@@ -54,7 +99,9 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     pub group: Vec<RunResult>,
     pub group_rounds: Vec<GroupRounds>,
-    pub buffered_rounds: Vec<BufferedRound>,
+    pub buffered_rounds: Vec<Round>,
+    /// The `redis` section's rounds: the raw async client against sessiondb on Redis.
+    pub redis_rounds: Vec<Round>,
     /// Raw fdatasync rate (4 KiB appends) at the start of each interleaved round.
     pub group_fsync: Vec<f64>,
     /// Sessions preloaded into each peer, and into each sessiondb store.
@@ -266,6 +313,7 @@ pub fn print_report(ctx: &Ctx, report: &Report) {
     print_scaling(o, ctx, report);
     print_buffered_cost(o, ctx, report);
     print_buffered_rounds(o, ctx, report);
+    print_redis_rounds(o, ctx, report);
 
     let sync_runs: Vec<&RunResult> = report
         .runs
@@ -557,24 +605,21 @@ fn print_buffered_cost(o: &mut String, ctx: &Ctx, report: &Report) {
 /// of each round's `Buffered` ÷ `Memory` (CPU per op, the same less the compactor's
 /// part, ops/s), with their range.
 fn print_buffered_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
-    if report.buffered_rounds.is_empty() {
+    let rounds = &report.buffered_rounds;
+    if rounds.is_empty() {
         return;
     }
-    let rounds = report
-        .buffered_rounds
-        .iter()
-        .filter(|r| r.op == report.buffered_rounds[0].op && r.threads == ctx.threads[0])
-        .count();
     let _ = writeln!(o, "\n## The default durability against memory, in rounds\n");
     let _ = writeln!(
         o,
         "`{SDB_BUFFERED}` ÷ `{SDB_MEMORY}`, two stores preloaded alike taking turns at the \
-         same op, {rounds} rounds (which goes first alternates): the median of the rounds' \
+         same op, {} rounds (which goes first alternates): the median of the rounds' \
          ratios, and their range. CPU per op is the whole process's, with what a run's \
          writes set off in the background (the writer's queue, a compaction; waited for \
          after it) charged to that run; \"less compaction\" takes out the compactor \
          threads' part. Section `buffered`; \
-         `SESSIONDB_BENCH_BUFFERED_ROUNDS` sets the rounds.\n"
+         `SESSIONDB_BENCH_BUFFERED_ROUNDS` sets the rounds.\n",
+        round_count(rounds, ctx)
     );
     let mut head = "| op |".to_owned();
     let mut rule = "|---|".to_owned();
@@ -586,42 +631,58 @@ fn print_buffered_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
         rule.push_str("---:|---:|---:|");
     }
     let _ = writeln!(o, "{head}\n{rule}");
-    let spread = |v: Vec<f64>| -> String {
-        if v.is_empty() {
-            return "—".to_owned();
-        }
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        format!("{:.2} ({lo:.2}–{hi:.2})", median(v))
-    };
     for op in crate::sections::BUFFERED_OPS {
         let mut row = format!("| {} |", op.name());
         for &t in &ctx.threads {
-            let of = |f: &dyn Fn(&BufferedRound) -> Option<f64>| -> Vec<f64> {
-                report
-                    .buffered_rounds
-                    .iter()
-                    .filter(|r| r.op == op && r.threads == t)
-                    .filter_map(f)
-                    .collect()
-            };
-            let cpu = of(&|r| Some(r.buffered.cpu_us? / r.memory.cpu_us.filter(|&m| m > 0.0)?));
-            let less = of(&|r| {
-                let compact = r.buffered.compact_us.unwrap_or(0.0);
-                Some((r.buffered.cpu_us? - compact) / r.memory.cpu_us.filter(|&m| m > 0.0)?)
+            let cpu = of_rounds(rounds, op, t, &|r| cpu_ratio(r, 0.0));
+            let less = of_rounds(rounds, op, t, &|r| {
+                cpu_ratio(r, r.tried.compact_us.unwrap_or(0.0))
             });
-            let rate = of(&|r| {
-                let m = r.memory.ops_per_sec();
-                (m > 0.0).then(|| r.buffered.ops_per_sec() / m)
-            });
+            let rate = of_rounds(rounds, op, t, &rate_ratio);
             let _ = write!(
                 row,
                 " {} | {} | {} |",
-                spread(cpu),
-                spread(less),
-                spread(rate)
+                median_range(cpu),
+                median_range(less),
+                median_range(rate)
             );
+        }
+        let _ = writeln!(o, "{row}");
+    }
+}
+
+/// The `redis` section's rounds: sessiondb on Redis ÷ the raw async client, by op.
+fn print_redis_rounds(o: &mut String, ctx: &Ctx, report: &Report) {
+    let rounds = &report.redis_rounds;
+    if rounds.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## sessiondb on Redis against the raw client, in rounds\n"
+    );
+    let _ = writeln!(
+        o,
+        "`{SDB_REDIS}` ÷ `Redis, async client` (the same connection settings, the same \
+         server), taking turns at the same op, {} rounds (which goes first alternates): \
+         the median of the rounds' ratios, and their range. A rate above 1 is sessiondb \
+         faster; the CPU is the bench process's (the client), not the server's. Section \
+         `redis`; `SESSIONDB_BENCH_REDIS_ROUNDS` sets the rounds.\n",
+        round_count(rounds, ctx)
+    );
+    let mut head = "| op |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for t in &ctx.threads {
+        let _ = write!(head, " rate ×{t} | client CPU ×{t} |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    for op in crate::sections::REDIS_ROUND_OPS {
+        let mut row = format!("| {} |", op.name());
+        for &t in &ctx.threads {
+            let rate = of_rounds(rounds, op, t, &rate_ratio);
+            let cpu = of_rounds(rounds, op, t, &|r| cpu_ratio(r, 0.0));
+            let _ = write!(row, " {} | {} |", median_range(rate), median_range(cpu));
         }
         let _ = writeln!(o, "{row}");
     }

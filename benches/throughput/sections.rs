@@ -29,7 +29,7 @@ use crate::harness::{
 };
 use crate::histogram::Hist;
 use crate::machine::{PROBE_BYTES, cpu_seconds, raw_fdatasync_rate};
-use crate::report::{BufferedRound, GroupRounds, Info, MemRow, Report, fmt_count, fmt_ns};
+use crate::report::{GroupRounds, Info, MemRow, Report, Round, fmt_count, fmt_ns};
 
 /// sessiondb's writer threads in the many-writers create runs.
 pub const GROUP_SESSIONDB_WRITERS: usize = 64;
@@ -523,6 +523,13 @@ pub fn bench_group_interleaved(ctx: &Ctx, report: &mut Report) {
 /// The writes the `buffered` section compares.
 pub const BUFFERED_OPS: [Op; 4] = [Op::Create, Op::Update, Op::Touch, Op::Rotate];
 
+/// The reads the `redis` section's rounds compare: what the targets name.
+pub const REDIS_ROUND_OPS: [Op; 3] = [Op::GetHit, Op::GetMiss, Op::SessionsOf];
+
+/// Sessions each engine of the `redis` section's rounds is given for them.
+#[cfg(feature = "redis")]
+const REDIS_ROUND_SESSIONS: usize = 20_000;
+
 /// `Buffered` against `Memory` as a host whose speed moves by a fifth from one minute
 /// to the next allows: two stores preloaded alike, and for each of create, update,
 /// touch and rotate at each thread count, `SESSIONDB_BENCH_BUFFERED_ROUNDS` rounds in
@@ -564,11 +571,11 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
                     pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
                 }
                 if let [Some(memory), Some(buffered)] = pair {
-                    report.buffered_rounds.push(BufferedRound {
+                    report.buffered_rounds.push(Round {
                         op,
                         threads,
-                        memory,
-                        buffered,
+                        base: memory,
+                        tried: buffered,
                     });
                 }
             }
@@ -588,7 +595,7 @@ const REDIS_ASYNC: &str = "Redis, async client";
 fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
     // The raw commands through the async client sessiondb uses, driven the same way:
     // the row sessiondb on Redis is compared with.
-    match RedisAsyncEngine::connect(raw) {
+    let raw_async = match RedisAsyncEngine::connect(raw) {
         Ok(e) => {
             let i = info(
                 REDIS_ASYNC,
@@ -598,13 +605,17 @@ fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
                 "SMEMBERS + MGET (2 round trips)",
             );
             bench_engine(&e, i, ctx, None, report);
+            Some(e)
         }
-        Err(err) => report
-            .skipped
-            .push(format!("{REDIS_ASYNC}: skipped ({err})")),
-    }
+        Err(err) => {
+            report
+                .skipped
+                .push(format!("{REDIS_ASYNC}: skipped ({err})"));
+            None
+        }
+    };
     let url = format!("redis://127.0.0.1:{}/", raw.port());
-    match SdbRedisEngine::connect(&url) {
+    let sdb = match SdbRedisEngine::connect(&url) {
         Ok(e) => {
             let i = info(
                 SDB_REDIS,
@@ -634,11 +645,66 @@ fn bench_sessiondb_on_redis(raw: &RedisEngine, ctx: &Ctx, report: &mut Report) {
                 });
             }
             bench_engine(&e, i, ctx, Some(pool), report);
+            Some(e)
         }
         Err(err) => {
             let line = format!("{SDB_REDIS}: skipped ({err})");
             eprintln!("{line}");
             report.skipped.push(line);
+            None
+        }
+    };
+    if let (Some(raw_async), Some(sdb)) = (&raw_async, &sdb) {
+        redis_rounds(raw_async, sdb, ctx, report);
+    }
+}
+
+/// The reads of [`REDIS_ROUND_OPS`] on the raw async client and on sessiondb on Redis,
+/// back to back at each thread count, `SESSIONDB_BENCH_REDIS_ROUNDS` rounds (which goes
+/// first alternates): the two rows above run about a minute apart, and on a VM a minute
+/// moves a loopback round trip by more than the gap being measured.
+#[cfg(feature = "redis")]
+fn redis_rounds(
+    raw_async: &RedisAsyncEngine<'_>,
+    sdb: &SdbRedisEngine,
+    ctx: &Ctx,
+    report: &mut Report,
+) {
+    let rounds: usize = env_parse("SESSIONDB_BENCH_REDIS_ROUNDS")
+        .unwrap_or(5)
+        .max(1);
+    let engines: [(&str, &dyn Engine); 2] = [(REDIS_ASYNC, raw_async), (SDB_REDIS, sdb)];
+    let m = ctx.n.clamp(1, REDIS_ROUND_SESSIONS);
+    let users: Vec<u32> = (0..m).map(|i| (i % ctx.users.len()) as u32).collect();
+    let mut pools: Vec<Vec<Entry>> = engines
+        .iter()
+        .map(|&(name, engine)| {
+            ctx.progress(format_args!("{name}: {m} sessions for the rounds"));
+            engine.bulk_create(ctx, &users)
+        })
+        .collect();
+    for op in REDIS_ROUND_OPS {
+        for &threads in &ctx.threads {
+            ctx.progress(format_args!(
+                "Redis rounds: {} ×{threads}, {rounds} rounds",
+                op.name()
+            ));
+            for round in 0..rounds {
+                let mut pair: [Option<RunResult>; 2] = [None, None];
+                for k in 0..2 {
+                    let i = (k + round) % 2;
+                    let (name, engine) = engines[i];
+                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
+                }
+                if let [Some(base), Some(tried)] = pair {
+                    report.redis_rounds.push(Round {
+                        op,
+                        threads,
+                        base,
+                        tried,
+                    });
+                }
+            }
         }
     }
 }
