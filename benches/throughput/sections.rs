@@ -530,14 +530,52 @@ pub const REDIS_ROUND_OPS: [Op; 3] = [Op::GetHit, Op::GetMiss, Op::SessionsOf];
 #[cfg(feature = "redis")]
 const REDIS_ROUND_SESSIONS: usize = 20_000;
 
+/// Each op of `ops` at each thread count, `rounds` times on both `engines` back to
+/// back (which goes first alternates), `engines[0]` the one compared with.
+fn run_rounds(
+    engines: [(&str, &dyn Engine); 2],
+    pools: &mut [Vec<Entry>],
+    ops: &[Op],
+    rounds: usize,
+    label: &str,
+    ctx: &Ctx,
+) -> Vec<Round> {
+    let mut out = Vec::new();
+    for &op in ops {
+        for &threads in &ctx.threads {
+            ctx.progress(format_args!(
+                "{label}: {} ×{threads}, {rounds} rounds",
+                op.name()
+            ));
+            for round in 0..rounds {
+                let mut pair: [Option<RunResult>; 2] = [None, None];
+                for k in 0..2 {
+                    let i = (k + round) % 2;
+                    let (name, engine) = engines[i];
+                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
+                }
+                if let [Some(base), Some(tried)] = pair {
+                    out.push(Round {
+                        op,
+                        threads,
+                        base,
+                        tried,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `Buffered` against `Memory` as a host whose speed moves by a fifth from one minute
 /// to the next allows: two stores preloaded alike, and for each of create, update,
 /// touch and rotate at each thread count, `SESSIONDB_BENCH_BUFFERED_ROUNDS` rounds in
 /// which the two run the same op one after the other (which goes first alternates).
 /// The report takes each round's ratios and gives their median: one run of each, as in
-/// the `sessiondb` section, lands minutes apart and moves with the host. After each
-/// `Buffered` run the section waits for the compaction it started, if any, and charges
-/// it to that run ([`charge_settling`]).
+/// the `sessiondb` section, lands minutes apart and moves with the host. Each run is
+/// charged the writer's and the compactor's work its writes set off, and nothing of the
+/// rebalancing after it ([`Engine::settle`]).
 pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
     let rounds: usize = env_parse("SESSIONDB_BENCH_BUFFERED_ROUNDS")
         .unwrap_or(5)
@@ -557,30 +595,14 @@ pub fn bench_buffered_interleaved(ctx: &Ctx, report: &mut Report) {
             engine.bulk_create(ctx, &users)
         })
         .collect();
-    for op in BUFFERED_OPS {
-        for &threads in &ctx.threads {
-            ctx.progress(format_args!(
-                "Buffered against Memory: {} ×{threads}, {rounds} rounds",
-                op.name()
-            ));
-            for round in 0..rounds {
-                let mut pair: [Option<RunResult>; 2] = [None, None];
-                for k in 0..2 {
-                    let i = (k + round) % 2;
-                    let (name, engine) = engines[i];
-                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
-                }
-                if let [Some(memory), Some(buffered)] = pair {
-                    report.buffered_rounds.push(Round {
-                        op,
-                        threads,
-                        base: memory,
-                        tried: buffered,
-                    });
-                }
-            }
-        }
-    }
+    report.buffered_rounds = run_rounds(
+        engines,
+        &mut pools,
+        &BUFFERED_OPS,
+        rounds,
+        "Buffered against Memory",
+        ctx,
+    );
 }
 
 /// The raw Redis row through the async client (see [`RedisAsyncEngine`]).
@@ -683,30 +705,14 @@ fn redis_rounds(
             engine.bulk_create(ctx, &users)
         })
         .collect();
-    for op in REDIS_ROUND_OPS {
-        for &threads in &ctx.threads {
-            ctx.progress(format_args!(
-                "Redis rounds: {} ×{threads}, {rounds} rounds",
-                op.name()
-            ));
-            for round in 0..rounds {
-                let mut pair: [Option<RunResult>; 2] = [None, None];
-                for k in 0..2 {
-                    let i = (k + round) % 2;
-                    let (name, engine) = engines[i];
-                    pair[i] = Some(run_op(engine, name, ctx, &mut pools[i], op, threads));
-                }
-                if let [Some(base), Some(tried)] = pair {
-                    report.redis_rounds.push(Round {
-                        op,
-                        threads,
-                        base,
-                        tried,
-                    });
-                }
-            }
-        }
-    }
+    report.redis_rounds = run_rounds(
+        engines,
+        &mut pools,
+        &REDIS_ROUND_OPS,
+        rounds,
+        "Redis rounds",
+        ctx,
+    );
 }
 
 #[cfg(not(feature = "redis"))]
