@@ -66,8 +66,13 @@ impl Reply {
     /// deadline, the script's time, factors, user agent, address, device time (-1:
     /// none; '' for the texts), then key/value pairs. Its level under `levels`.
     pub(super) fn session(&self, at: usize, levels: &LevelLifetimes) -> Result<Session> {
-        let id = parse_hex(self.bytes(at)?)
-            .ok_or_else(|| protocol("reply", format!("a session id: {:?}", self.str(at))))?;
+        let raw_id = self.bytes(at)?;
+        let id = parse_hex(raw_id).ok_or_else(|| {
+            protocol(
+                "reply",
+                format!("a session id: {:?}", String::from_utf8_lossy(raw_id)),
+            )
+        })?;
         let text = |i: usize, has: usize| -> Result<Option<&str>> {
             (self.str(has)? == "1").then(|| self.str(i)).transpose()
         };
