@@ -33,9 +33,43 @@ proptest! {
         rt.block_on(async {
             let popts = PostgresOptions::default().schema(&schema).pool_size(2);
             let pg = PostgresStore::connect_with(&url, options(), popts).await.unwrap();
-            agree_with_events(&ops, Sessions::postgres(pg)).await;
+            let handle = pg.clone();
+            let diagnose = || {
+                format!(
+                    "events dropped: {}; {}",
+                    handle.events_dropped(),
+                    outbox_and_transactions(&url, &schema)
+                )
+            };
+            agree_with_events(&ops, Sessions::postgres(pg), &diagnose).await;
         });
         drop(rt);
         psql(&url, &format!("DROP SCHEMA {schema} CASCADE")).unwrap();
     }
+}
+
+/// What the server holds when a subscriber's events stop coming: the case's outbox
+/// (number, kind, transaction id) and every transaction in the cluster that has an id
+/// or holds back the snapshot horizon, with its age, state and query — a reader
+/// delivers an event only once every transaction older than its own id has finished
+/// (`src/postgres/events.rs`).
+fn outbox_and_transactions(url: &str, schema: &str) -> String {
+    let outbox = psql(
+        url,
+        &format!("SELECT seq, kind, xid FROM {schema}.events ORDER BY seq"),
+    );
+    let running = psql(
+        url,
+        "SELECT pid, backend_type, backend_xid, backend_xmin, state, \
+         now() - xact_start, left(query, 120) FROM pg_stat_activity \
+         WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL",
+    );
+    let horizon = psql(url, "SELECT pg_current_snapshot()");
+    let show = |r: Result<String, String>| r.unwrap_or_else(|e| e);
+    format!(
+        "outbox (seq|kind|xid):\n{}\ntransactions (pid|type|xid|xmin|state|age|query):\n{}\nsnapshot: {}",
+        show(outbox),
+        show(running),
+        show(horizon)
+    )
 }

@@ -461,8 +461,9 @@ pub async fn agree(ops: &[Op], remote: Sessions) {
 
 /// [`agree`], and then the events each side reported must agree too: the same events
 /// in the same order, sessions named by creation order (the sessions one revocation
-/// ends in any order).
-pub async fn agree_with_events(ops: &[Op], remote: Sessions) {
+/// ends in any order). If the remote side's events stop coming, the failure includes
+/// what `diagnose` says of the backend then (its outbox, the transactions running).
+pub async fn agree_with_events(ops: &[Op], remote: Sessions, diagnose: &dyn Fn() -> String) {
     let embedded = Sessions::open("memory:", options()).await.unwrap();
     let (want_events, got_events) = (
         embedded.subscribe().await.unwrap(),
@@ -470,8 +471,8 @@ pub async fn agree_with_events(ops: &[Op], remote: Sessions) {
     );
     let (mut want_side, mut got_side) = (Side::new(embedded), Side::new(remote));
     run(ops, &mut want_side, &mut got_side).await;
-    let want = want_side.events(&want_events).await;
-    let got = got_side.events(&got_events).await;
+    let want = want_side.events(&want_events, &String::new).await;
+    let got = got_side.events(&got_events, diagnose).await;
     assert_eq!(got, want, "the events of {ops:?}");
 }
 
@@ -488,7 +489,11 @@ impl Side {
     /// store first: its event comes after all the others, so once it is in, all are (a
     /// remote backend delivers them from a task of its own on the test's runtime, so
     /// the channel is polled, not waited on).
-    async fn events(&self, rx: &crossbeam_channel::Receiver<sessiondb::Event>) -> Vec<String> {
+    async fn events(
+        &self,
+        rx: &crossbeam_channel::Receiver<sessiondb::Event>,
+        diagnose: &dyn Fn() -> String,
+    ) -> Vec<String> {
         use sessiondb::Event;
         self.s.clear().await.unwrap();
         let slot = |id: &sessiondb::SessionId| match self.ids.iter().position(|x| x == id) {
@@ -501,7 +506,8 @@ impl Side {
             let Ok(e) = rx.try_recv() else {
                 assert!(
                     std::time::Instant::now() < deadline,
-                    "no clear event within 10 s; so far {out:?}"
+                    "no clear event within 10 s; so far {out:?}; {}",
+                    diagnose()
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
