@@ -31,16 +31,40 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::change::{Change, Image, ImageRef, Record};
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::hash::RandomKeyMap;
 
-/// Persistence behind the writer thread. All calls come from that one thread.
+/// How a backend that takes changes already encoded encodes one: appends the change's
+/// bytes to the buffer (see [`Backend::encoder`]).
+pub(crate) type Encoder = fn(&mut Vec<u8>, &Change);
+
+/// Persistence behind the journal. Calls come from one thread at a time: the writer
+/// thread, or (under `Buffered`) a request thread writing a batch in its stead.
 pub(crate) trait Backend: Send + 'static {
     /// Writes `changes`, in order. They need not be durable until [`Backend::sync`].
     fn write(&mut self, changes: &[Change]) -> Result<()>;
+
+    /// How this backend encodes a change, if it can take changes encoded beforehand
+    /// ([`Backend::write_encoded`]): then request threads encode their own changes,
+    /// and a batch reaches the backend as bytes. `None`: changes come as values.
+    fn encoder(&self) -> Option<Encoder> {
+        None
+    }
+
+    /// Writes `encoded` (changes encoded by [`Backend::encoder`], in order), then
+    /// `changes`, as one batch. Only called with bytes on a backend that has an
+    /// encoder.
+    fn write_encoded(&mut self, encoded: &[u8], changes: &[Change]) -> Result<()> {
+        if encoded.is_empty() {
+            return self.write(changes);
+        }
+        Err(Error::Poisoned {
+            reason: "encoded changes reached a backend that does not take them".into(),
+        })
+    }
 
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<()>;

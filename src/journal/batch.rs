@@ -19,6 +19,10 @@ use crate::model::change::Change;
 use crate::model::token::SessionId;
 use crate::util::trace;
 
+/// The largest buffer of encoded changes kept for the next batch once written: a burst
+/// of large sessions does not hold its memory for good.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
+
 /// Where a `Buffered` batch's fsync runs.
 #[derive(Clone, Copy)]
 pub(crate) enum Offload<'a> {
@@ -37,6 +41,10 @@ pub(crate) struct Batcher {
     sync_mode: bool,
     touches: HashMap<SessionId, Timestamp>,
     changes: Vec<Change>,
+    /// Changes their threads encoded (see [`Batcher::take_encoded`]), written before
+    /// `changes`, and how many.
+    encoded: Vec<u8>,
+    encoded_count: usize,
     controls: Vec<Msg>,
     /// The number of the last change taken.
     last_seq: u64,
@@ -59,6 +67,8 @@ impl Batcher {
             sync_mode,
             touches: HashMap::new(),
             changes: Vec::new(),
+            encoded: Vec::new(),
+            encoded_count: 0,
             controls: Vec::new(),
             last_seq: 0,
             dirty: false,
@@ -78,13 +88,31 @@ impl Batcher {
                 let t = self.touches.entry(id).or_insert(at);
                 *t = (*t).max(at);
             }
+            Msg::Nudge => {}
             other => self.controls.push(other),
         }
     }
 
+    /// Takes `count` changes their threads encoded, numbered up to `last_seq`, into the
+    /// next batch, after any taken before; leaves `bytes` empty (with the capacity of
+    /// a buffer written before, for the next ones).
+    pub(crate) fn take_encoded(&mut self, bytes: &mut Vec<u8>, count: usize, last_seq: u64) {
+        if count == 0 {
+            return;
+        }
+        if self.encoded.is_empty() {
+            std::mem::swap(&mut self.encoded, bytes);
+        } else {
+            self.encoded.extend_from_slice(bytes);
+            bytes.clear();
+        }
+        self.encoded_count += count;
+        self.last_seq = last_seq;
+    }
+
     /// Changes taken and not yet written (held ones too, while the disk is full).
     pub(crate) fn pending(&self) -> usize {
-        self.changes.len()
+        self.changes.len() + self.encoded_count
     }
 
     /// The journal failed elsewhere (the sync thread): tells the backend, answers the
@@ -206,7 +234,7 @@ impl Batcher {
                     }
                     let _ = reply.send(r);
                 }
-                Msg::Change(..) | Msg::Touch(..) => {}
+                Msg::Change(..) | Msg::Touch(..) | Msg::Nudge => {}
             }
         }
         if let Some(tx) = &self.compact
@@ -228,18 +256,28 @@ impl Batcher {
         open: bool,
         offload: Offload<'_>,
     ) -> Result<()> {
-        if !self.changes.is_empty() {
-            self.backend.write(&self.changes)?;
+        if !self.changes.is_empty() || self.encoded_count > 0 {
+            if self.encoded_count > 0 {
+                self.backend.write_encoded(&self.encoded, &self.changes)?;
+            } else {
+                self.backend.write(&self.changes)?;
+            }
             self.last_write = Some(Instant::now());
             self.dirty = true;
+            let records = self.changes.len() + self.encoded_count;
             let mut c = shared.counters.lock();
             c.batches += 1;
-            c.records += self.changes.len() as u64;
+            c.records += records as u64;
             drop(c);
             if let Some(m) = shared.metrics.get() {
-                m.batch_records.record(self.changes.len() as f64);
+                m.batch_records.record(records as f64);
             }
             self.changes.clear();
+            self.encoded.clear();
+            self.encoded_count = 0;
+            if self.encoded.capacity() > MAX_KEPT_BUFFER {
+                self.encoded = Vec::new();
+            }
         }
         let flushing = self.controls.iter().any(|c| matches!(c, Msg::Flush(_)));
         let off_thread =
@@ -307,6 +345,6 @@ fn reply_err(msg: Msg, err: impl Fn() -> Error) {
     match msg {
         Msg::Flush(r) => drop(r.send(Err(err()))),
         Msg::BeginCompaction(r) => drop(r.send(Err(err()))),
-        Msg::Change(..) | Msg::Touch(..) => {}
+        Msg::Change(..) | Msg::Touch(..) | Msg::Nudge => {}
     }
 }

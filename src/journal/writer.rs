@@ -13,6 +13,9 @@
 //! acknowledged once queued; a busy writer (its last batch went out within [`BUSY`])
 //! first sleeps — [`LINGER`] to [`LINGER_MAX`], as long as a quarter of that queue
 //! takes to arrive — so the next batch gathers, instead of one `write` per change.
+//! Over a backend that takes changes encoded (the log), a `Buffered` change skips the
+//! channel: its thread encodes it into [`Pending`], and a busy store's threads write
+//! their own batches ([`Encoded`]).
 //!
 //! Touches are not written one per request: the latest touch per session waits in
 //! [`TouchBuffers`] (not the channel), and the writer writes them once per tick (the
@@ -41,7 +44,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Compaction, SyncHandle, Synced};
+use crate::backend::{Backend, Compaction, Encoder, SyncHandle, Synced};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::journal::batch::{Batcher, Offload, reply_failed};
@@ -93,6 +96,16 @@ const LINGER_BATCH: usize = BUFFERED_BACKLOG / 4;
 /// A writer whose last batch went out this recently is busy: it lingers. A quiet
 /// store's change goes to the OS at once.
 const BUSY: Duration = Duration::from_millis(1);
+/// Under `Buffered` over a backend that takes encoded changes, a request thread that
+/// finds this many changes waiting in [`Pending`] (or [`LEAD_BYTES`]) writes them
+/// itself, if no one else is writing: a busy store's batches go out from the threads
+/// that make them, without a hand-off to the writer thread, which then only gathers
+/// what is left after a linger.
+const LEAD_CHANGES: usize = 64;
+/// See [`LEAD_CHANGES`].
+const LEAD_BYTES: usize = 16 * 1024;
+/// The largest buffer a thread keeps for encoding its changes.
+const MAX_LOCAL_BUFFER: usize = 64 * 1024;
 /// Touch flush tick under `Sync`.
 const SYNC_TICK: Duration = Duration::from_secs(1);
 /// How often a writer whose disk is full tries its batch again.
@@ -101,6 +114,8 @@ pub(crate) const FULL_RETRY: Duration = Duration::from_millis(100);
 pub(crate) enum Msg {
     Change(u64, Change),
     Touch(SessionId, Timestamp),
+    /// Changes wait in [`Pending`] and the writer was idle: take them.
+    Nudge,
     Flush(Sender<Result<()>>),
     BeginCompaction(Sender<Result<Option<Box<dyn Compaction>>>>),
 }
@@ -347,6 +362,9 @@ pub(crate) struct Writer {
     /// Set when the journal runs on its callers' threads instead (no writer thread, no
     /// channel): see [`Inline`].
     inline: Option<Box<Mutex<Inline>>>,
+    /// Set under `Buffered` over a backend that takes encoded changes: changes go
+    /// there, not through the channel (see [`Encoded`]).
+    encoded: Option<Arc<Encoded>>,
     /// Requests for a background compaction, raised by the writer.
     pub(crate) compact_requests: Mutex<Option<Receiver<()>>>,
     /// Released only after the writer has drained and synced.
@@ -391,6 +409,7 @@ impl Writer {
                 passes: 0,
                 batcher: Some(Batcher::new(backend, sync, None)),
             }))),
+            encoded: None,
             compact_requests: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
         }
@@ -414,12 +433,39 @@ impl Writer {
         };
         // No compactor is started for a store that never compacts on its own.
         let crx = auto_compact.then_some(crx);
+        let encoder = if sync { None } else { backend.encoder() };
+        let batcher = Arc::new(Mutex::new(Batcher::new(
+            backend,
+            sync,
+            auto_compact.then_some(ctx),
+        )));
+        let encoded = encoder.map(|encode| {
+            Arc::new(Encoded {
+                encode,
+                // The writer starts out waiting: the first change nudges it.
+                pending: Mutex::new(Pending {
+                    writer_idle: true,
+                    ..Pending::default()
+                }),
+                batcher: Arc::downgrade(&batcher),
+            })
+        });
         let writer = {
             let shared = shared.clone();
-            let ctx = auto_compact.then_some(ctx);
+            let encoded = encoded.clone();
             std::thread::Builder::new()
                 .name("sessiondb-log".into())
-                .spawn(move || writer_thread(backend, &rx, &shared, sync, tick, linger, ctx))
+                .spawn(move || {
+                    writer_thread(
+                        &batcher,
+                        encoded.as_deref(),
+                        &rx,
+                        &shared,
+                        sync,
+                        tick,
+                        linger,
+                    )
+                })
                 .map_err(|e| Error::io("starting the log writer thread", e))?
         };
         Ok(Writer {
@@ -429,6 +475,7 @@ impl Writer {
             shared,
             writer: Mutex::new(Some(writer)),
             inline: None,
+            encoded,
             compact_requests: Mutex::new(crx),
             lock: Mutex::new(Some(lock)),
         })
@@ -483,6 +530,9 @@ impl Writer {
             self.shared.touches.put(id, at);
             return Ok(Ticket(0));
         }
+        if let Some(encoded) = &self.encoded {
+            return self.append_encoded(encoded, &change);
+        }
         let mut guard = self.tx.lock();
         let seq = guard.0 + 1;
         match &guard.1 {
@@ -493,6 +543,93 @@ impl Writer {
         }
         guard.0 = seq;
         Ok(Ticket(seq))
+    }
+
+    /// [`Writer::append`] of a change this thread encodes itself (see [`Encoded`]):
+    /// into [`Pending`], numbered there; the writer is nudged if it waits for one, and
+    /// the thread writes the batch itself once [`LEAD_CHANGES`] are waiting. With
+    /// [`BUFFERED_BACKLOG`] waiting already, it writes them first (backpressure: what
+    /// a crash can lose stays bounded).
+    fn append_encoded(&self, encoded: &Encoded, change: &Change) -> Result<Ticket> {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            local.clear();
+            (encoded.encode)(&mut local, change);
+            let r = self.queue_encoded(encoded, &local);
+            if local.capacity() > MAX_LOCAL_BUFFER {
+                *local = Vec::new();
+            }
+            r
+        })
+    }
+
+    fn queue_encoded(&self, encoded: &Encoded, bytes: &[u8]) -> Result<Ticket> {
+        loop {
+            let mut p = encoded.pending.lock();
+            if p.closed {
+                drop(p);
+                return Err(self.stopped());
+            }
+            if p.count >= BUFFERED_BACKLOG {
+                drop(p);
+                if !self.lead(encoded, true) {
+                    return Err(self.stopped());
+                }
+                if let Some(e) = self.failed() {
+                    return Err(e);
+                }
+                if self.shared.full.load(Ordering::Acquire)
+                    && let Some(e) = self.shared.progress.lock().disk_full(0)
+                {
+                    return Err(e);
+                }
+                continue;
+            }
+            p.bytes.extend_from_slice(bytes);
+            p.count += 1;
+            p.last_seq += 1;
+            let ticket = Ticket(p.last_seq);
+            let nudge = std::mem::take(&mut p.writer_idle);
+            let lead = p.count >= LEAD_CHANGES || p.bytes.len() >= LEAD_BYTES;
+            drop(p);
+            if nudge && let Some(tx) = &self.tx.lock().1 {
+                // Full only of requests the writer is about to serve; closed only
+                // once the journal is: either way it takes the changes.
+                let _ = tx.try_send(Msg::Nudge);
+            }
+            if lead {
+                self.lead(encoded, false);
+            }
+            return Ok(ticket);
+        }
+    }
+
+    /// Writes what waits in [`Pending`] on this thread, as the writer would: only if
+    /// no one else is writing, unless `must`. A failure poisons the journal as the
+    /// writer's would (the caller sees it at its next append); so does a panic.
+    /// `false` if the writer thread has ended (the journal closed).
+    fn lead(&self, encoded: &Encoded, must: bool) -> bool {
+        let Some(batcher) = encoded.batcher.upgrade() else {
+            return false;
+        };
+        let guard = if must {
+            Some(batcher.lock())
+        } else {
+            batcher.try_lock()
+        };
+        let Some(mut batcher) = guard else {
+            return true;
+        };
+        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            encoded.take_into(&mut batcher, false);
+            // No tick, no request, open: a write, never an fsync.
+            let _ = batcher.run(&self.shared, false, true, Offload::None);
+        }));
+        if let Err(panic) = pass {
+            let reason = format!("the log writer panicked: {}", panic_message(&*panic));
+            wake(self.shared.fail(reason));
+        }
+        true
     }
 
     /// Under `Sync`, blocks until the change behind `ticket` is fsynced.
@@ -737,6 +874,9 @@ impl Writer {
             self.pass_inline(&mut inline, false);
             inline.batcher = None;
         }
+        if let Some(encoded) = &self.encoded {
+            encoded.pending.lock().closed = true;
+        }
         self.tx.lock().1 = None;
         let writer = self.writer.lock().take();
         if let Some(w) = writer {
@@ -807,20 +947,20 @@ fn lingers(
     since_write: Duration,
     busy: Duration,
 ) -> bool {
-    !sync_mode && matches!(first, Msg::Change(..)) && !queued && since_write < busy
+    !sync_mode && matches!(first, Msg::Change(..) | Msg::Nudge) && !queued && since_write < busy
 }
 
 /// The writer thread: the loop, and — if it fails or panics — answering every request
 /// still queued, or yet to come, with the failure until the journal closes the channel,
 /// so that no flush or compaction waits on a writer that is gone.
 fn writer_thread(
-    backend: Box<dyn Backend>,
+    batcher: &Mutex<Batcher>,
+    encoded: Option<&Encoded>,
     rx: &Receiver<Msg>,
     shared: &Arc<Shared>,
     sync_mode: bool,
     tick: Duration,
     linger: Linger,
-    compact: Option<Sender<()>>,
 ) {
     let syncer = if sync_mode {
         None
@@ -836,13 +976,13 @@ fn writer_thread(
     };
     let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
         writer_loop(
-            backend,
+            batcher,
+            encoded,
             rx,
             shared,
             sync_mode,
             tick,
             linger,
-            compact,
             syncer.as_ref(),
         )
     }));
@@ -992,29 +1132,36 @@ pub(crate) fn serve_sync(
 /// answering the requests taken with it).
 #[allow(clippy::too_many_arguments)]
 fn writer_loop(
-    backend: Box<dyn Backend>,
+    batcher: &Mutex<Batcher>,
+    encoded: Option<&Encoded>,
     rx: &Receiver<Msg>,
     shared: &Shared,
     sync_mode: bool,
     tick: Duration,
     linger: Linger,
-    compact: Option<Sender<()>>,
     syncer: Option<&Syncer>,
 ) -> Result<()> {
-    let mut batcher = Batcher::new(backend, sync_mode, compact);
     let offload = syncer.map_or(Offload::None, Offload::Thread);
     let mut next_tick = Instant::now().checked_add(tick);
     let mut sleep = linger.sleep;
     let mut open = true;
+    // Changes wait in `Pending` and no nudge will come for them: look again after a
+    // linger (see `Encoded`).
+    let mut polling = false;
+    let mut taken: Vec<Msg> = Vec::new();
     while open {
         if shared.poisoned.load(Ordering::Acquire) {
-            return Err(batcher.stop_poisoned(shared));
+            return Err(batcher.lock().stop_poisoned(shared));
         }
         let mut wait = next_tick.map_or(Duration::MAX, |t| {
             t.saturating_duration_since(Instant::now())
         });
         if shared.full.load(Ordering::Relaxed) {
             wait = wait.min(FULL_RETRY);
+        }
+        let poll_started = Instant::now();
+        if polling {
+            wait = wait.min(sleep);
         }
         let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
@@ -1024,32 +1171,103 @@ fn writer_loop(
                 None
             }
         };
+        let mut slept = None;
         if let Some(m) = first {
-            let since_write = batcher.last_write.map_or(Duration::MAX, |t| t.elapsed());
+            let since_write = batcher
+                .lock()
+                .last_write
+                .map_or(Duration::MAX, |t| t.elapsed());
             let lingering = lingers(sync_mode, &m, !rx.is_empty(), since_write, linger.busy);
-            batcher.take(m);
-            let slept = lingering.then(|| {
+            taken.push(m);
+            if lingering {
                 let t = Instant::now();
                 std::thread::sleep(sleep);
-                t.elapsed()
-            });
+                slept = Some(t.elapsed());
+            }
             // At most this many messages in a batch, the first included.
-            let mut taken = 1;
-            for m in rx.try_iter().take(batch_limit(sync_mode) - 1) {
-                batcher.take(m);
-                taken += 1;
-            }
-            if let Some(slept) = slept {
-                sleep = linger.next(slept, taken);
-            }
+            taken.extend(rx.try_iter().take(batch_limit(sync_mode) - 1));
+        } else if polling && open {
+            slept = Some(poll_started.elapsed());
+        }
+        let mut b = batcher.lock();
+        let mut count = taken.len();
+        for m in taken.drain(..) {
+            b.take(m);
+        }
+        if let Some(e) = encoded {
+            let from_pending = e.take_into(&mut b, true);
+            polling = from_pending > 0;
+            count += from_pending;
+        }
+        if let Some(slept) = slept {
+            sleep = linger.next(slept, count);
         }
         let ticked = next_tick.is_some_and(|t| Instant::now() >= t);
         if ticked {
             next_tick = Instant::now().checked_add(tick);
         }
-        batcher.run(shared, ticked, open, offload)?;
+        b.run(shared, ticked, open, offload)?;
     }
     Ok(())
+}
+
+/// Under `Buffered`, over a backend that takes changes encoded ([`Backend::encoder`]):
+/// each request thread encodes its own change while the data is still in its cache,
+/// and appends the bytes to [`Pending`] — no channel, no value handed to another
+/// thread to read and free. A batch goes out from whichever thread gets there first,
+/// through the one [`Batcher`] (so batches reach the file in the order they were
+/// taken, and the changes in each in the order they were numbered):
+/// - a request thread that finds [`LEAD_CHANGES`] waiting, if no one else is writing
+///   (and, finding [`BUFFERED_BACKLOG`] waiting, in any case);
+/// - the writer thread, nudged by the first change into an empty `Pending` while it
+///   waits, or looking again a linger after a batch it took (it goes back to waiting
+///   for a nudge once it finds nothing). It also serves the ticks, flushes and
+///   compactions, as for changes sent through the channel.
+///
+/// The hand-off through the channel and the writer thread cost a fifth of `Memory`'s
+/// CPU per write at two threads, and the writer was a third thread wanting a core
+/// (`docs/performance.md`, "Each writing thread writes its own batch").
+pub(crate) struct Encoded {
+    encode: Encoder,
+    pending: Mutex<Pending>,
+    /// The writer thread's: it owns the backend, which closes when the thread ends.
+    batcher: std::sync::Weak<Mutex<Batcher>>,
+}
+
+/// Changes encoded and numbered, waiting to be taken into a batch.
+#[derive(Default)]
+pub(crate) struct Pending {
+    bytes: Vec<u8>,
+    count: usize,
+    /// The number of the last change appended.
+    last_seq: u64,
+    /// The writer found nothing here last and waits for a [`Msg::Nudge`]: the next
+    /// change sends one.
+    writer_idle: bool,
+    /// The journal is closing: no more changes.
+    closed: bool,
+}
+
+impl Encoded {
+    /// Moves what waits into `batcher`'s next batch; returns how many changes. For
+    /// the writer (`writer`), notes whether it will now wait for a nudge: it does
+    /// when it found nothing.
+    fn take_into(&self, batcher: &mut Batcher, writer: bool) -> usize {
+        let mut p = self.pending.lock();
+        let n = p.count;
+        let last = p.last_seq;
+        batcher.take_encoded(&mut p.bytes, n, last);
+        p.count = 0;
+        if writer {
+            p.writer_idle = n == 0;
+        }
+        n
+    }
+}
+
+thread_local! {
+    /// Where a thread encodes its change before it appends it to [`Pending`].
+    static LOCAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -1106,6 +1324,12 @@ mod tests {
     impl Backend for Gated {
         fn write(&mut self, changes: &[Change]) -> Result<()> {
             self.log.write(changes)
+        }
+        fn encoder(&self) -> Option<crate::backend::Encoder> {
+            self.log.encoder()
+        }
+        fn write_encoded(&mut self, encoded: &[u8], changes: &[Change]) -> Result<()> {
+            self.log.write_encoded(encoded, changes)
         }
         fn sync(&mut self) -> Result<()> {
             if let Some(entered) = &self.entered {
@@ -1570,6 +1794,101 @@ mod tests {
         let _ = durable.append(change()).unwrap();
         written(3);
         assert_eq!(durable.counters().batches, 2, "the second and third apart");
+    }
+
+    #[test]
+    fn a_thread_that_finds_a_batch_waiting_writes_it_itself_while_the_writer_lingers() {
+        let dir = tempfile::tempdir().unwrap();
+        // The writer, once busy, looks again only after a minute.
+        let (durable, gate) = gated_lingering(
+            dir.path(),
+            buffered(Duration::from_secs(60)),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        assert!(durable.encoded.is_some(), "the log takes encoded changes");
+        let _ = durable.append(change()).unwrap();
+        // A quiet store's change goes out at once, from the writer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while durable.counters().records < 1 {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::yield_now();
+        }
+        let mut tickets = Vec::new();
+        for _ in 1..super::LEAD_CHANGES {
+            tickets.push(durable.append(change()).unwrap().0);
+        }
+        assert_eq!(durable.counters().records, 1, "the writer lingers");
+        tickets.push(durable.append(change()).unwrap().0);
+        let c = durable.counters();
+        assert_eq!(
+            (c.records, c.batches),
+            (1 + super::LEAD_CHANGES as u64, 2),
+            "the appending thread wrote the batch before it returned"
+        );
+        let want: Vec<u64> = (2..=1 + super::LEAD_CHANGES as u64).collect();
+        assert_eq!(tickets, want, "numbered in the order appended");
+        // The closing fsync passes the gate.
+        drop(gate);
+        durable.shutdown();
+        assert!(
+            matches!(durable.append(change()), Err(Error::Poisoned { .. })),
+            "a closed journal takes no more changes"
+        );
+    }
+
+    #[test]
+    fn a_thread_that_finds_the_backlog_full_writes_it_before_its_own_change() {
+        let dir = tempfile::tempdir().unwrap();
+        // The writer is held at the batcher below, whatever its linger (short: the
+        // close waits for a linger in progress).
+        let (durable, gate) = gated_lingering(
+            dir.path(),
+            buffered(Duration::from_secs(60)),
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+        );
+        let durable = Arc::new(durable);
+        let encoded = Arc::clone(durable.encoded.as_ref().unwrap());
+        let batcher = encoded.batcher.upgrade().unwrap();
+        // Someone is writing: no thread can lead, and changes pile up.
+        let held = batcher.lock();
+        let appended = Arc::new(AtomicUsize::new(0));
+        let appender = {
+            let (durable, appended) = (Arc::clone(&durable), Arc::clone(&appended));
+            std::thread::spawn(move || {
+                for _ in 0..=super::BUFFERED_BACKLOG {
+                    let _ = durable.append(change()).unwrap();
+                    appended.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while appended.load(Ordering::SeqCst) < super::BUFFERED_BACKLOG {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backlog never filled"
+            );
+            std::thread::yield_now();
+        }
+        // The next one waits for the writing to end: nothing past the bound is queued.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(appended.load(Ordering::SeqCst), super::BUFFERED_BACKLOG);
+        assert_eq!(encoded.pending.lock().count, super::BUFFERED_BACKLOG);
+        assert_eq!(durable.counters().records, 0);
+        drop(held);
+        appender.join().unwrap();
+        // It wrote the backlog itself, then queued its own change.
+        assert!(durable.counters().records >= super::BUFFERED_BACKLOG as u64);
+        assert!(encoded.pending.lock().count <= 1);
+        drop(batcher);
+        drop(gate);
+        durable.shutdown();
+        assert_eq!(
+            durable.counters().records,
+            super::BUFFERED_BACKLOG as u64 + 1,
+            "every change written by the close"
+        );
     }
 
     /// Runs `f` on a thread of its own and returns what it returns — or fails the test

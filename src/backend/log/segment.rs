@@ -24,7 +24,7 @@ use crate::backend::log::format::{
 use crate::backend::log::manifest;
 use crate::backend::log::record::{encode_batch, encode_change};
 use crate::backend::log::recovery::recover_dir;
-use crate::backend::{Backend, Compaction, Opened, Replay, SyncHandle, Synced};
+use crate::backend::{Backend, Compaction, Encoder, Opened, Replay, SyncHandle, Synced};
 use crate::error::{Error, Result};
 use crate::model::change::Change;
 use crate::options::Options;
@@ -290,12 +290,15 @@ impl Drop for LogBackend {
 
 impl LogBackend {
     /// Appends `changes` as one batch (see [`Backend::write`]).
-    fn append_batch(&mut self, changes: &[Change]) -> Result<()> {
-        if changes.is_empty() {
+    /// Appends one batch: `encoded` (frames made by [`encode_change`]), then
+    /// `changes`, behind the batch's header.
+    fn append_batch(&mut self, encoded: &[u8], changes: &[Change]) -> Result<()> {
+        if encoded.is_empty() && changes.is_empty() {
             return Ok(());
         }
         self.buf.clear();
         encode_batch(&mut self.buf, self.synced_len);
+        self.buf.extend_from_slice(encoded);
         for c in changes {
             encode_change(&mut self.buf, c);
         }
@@ -353,7 +356,15 @@ impl LogBackend {
 
 impl Backend for LogBackend {
     fn write(&mut self, changes: &[Change]) -> Result<()> {
-        let r = self.append_batch(changes);
+        self.write_encoded(&[], changes)
+    }
+
+    fn encoder(&self) -> Option<Encoder> {
+        Some(encode_change)
+    }
+
+    fn write_encoded(&mut self, encoded: &[u8], changes: &[Change]) -> Result<()> {
+        let r = self.append_batch(encoded, changes);
         if let Err(Error::DiskFull { .. }) = &r {
             // The disk is full, and none of the batch counts: what of it (or of the
             // zeros before it) reached the file is cut off again, which frees that
