@@ -257,11 +257,7 @@ impl Batcher {
         offload: Offload<'_>,
     ) -> Result<()> {
         if !self.changes.is_empty() || self.encoded_count > 0 {
-            if self.encoded_count > 0 {
-                self.backend.write_encoded(&self.encoded, &self.changes)?;
-            } else {
-                self.backend.write(&self.changes)?;
-            }
+            self.backend.write_encoded(&self.encoded, &self.changes)?;
             self.last_write = Some(Instant::now());
             self.dirty = true;
             let records = self.changes.len() + self.encoded_count;

@@ -1761,6 +1761,15 @@ mod tests {
         );
     }
 
+    /// Waits until `records` changes are written (fails the test after 30 s).
+    fn until_written(durable: &Writer, records: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while durable.counters().records < records {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_busy_buffered_writer_waits_for_what_comes_next_before_it_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1773,13 +1782,7 @@ mod tests {
             // write and the next append.
             Duration::from_secs(60),
         );
-        let written = |records: u64| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while durable.counters().records < records {
-                assert!(std::time::Instant::now() < deadline, "never written");
-                std::thread::yield_now();
-            }
-        };
+        let written = |records: u64| until_written(&durable, records);
         let _ = durable.append(change()).unwrap();
         written(1);
         // Busy now. The writer takes the next change off the channel, then lingers: a
@@ -1809,11 +1812,7 @@ mod tests {
         assert!(durable.encoded.is_some(), "the log takes encoded changes");
         let _ = durable.append(change()).unwrap();
         // A quiet store's change goes out at once, from the writer.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while durable.counters().records < 1 {
-            assert!(std::time::Instant::now() < deadline, "never written");
-            std::thread::yield_now();
-        }
+        until_written(&durable, 1);
         let mut tickets = Vec::new();
         for _ in 1..super::LEAD_CHANGES {
             tickets.push(durable.append(change()).unwrap().0);

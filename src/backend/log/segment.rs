@@ -289,9 +289,8 @@ impl Drop for LogBackend {
 }
 
 impl LogBackend {
-    /// Appends `changes` as one batch (see [`Backend::write`]).
-    /// Appends one batch: `encoded` (frames made by [`encode_change`]), then
-    /// `changes`, behind the batch's header.
+    /// Appends one batch (see [`Backend::write_encoded`]): `encoded` (frames made by
+    /// [`encode_change`]), then `changes`, behind the batch's header.
     fn append_batch(&mut self, encoded: &[u8], changes: &[Change]) -> Result<()> {
         if encoded.is_empty() && changes.is_empty() {
             return Ok(());
