@@ -179,9 +179,13 @@ impl Inner {
         let Journal::Disk(d) = &self.journal else {
             return Ok(());
         };
+        // The log's size first, then the sessions: writes go on meanwhile, and the
+        // other order compares sessions counted earlier with a log grown since (a
+        // store of live sessions then looked like one of history, and was rewritten).
+        let disk_bytes = d.counters().disk_bytes;
         let sessions = self.ids.iter().map(|m| m.read().len()).sum();
         let live = self.estimated_live_bytes(sessions);
-        if (d.counters().disk_bytes as f64) < self.opts.compact_growth * live as f64 {
+        if (disk_bytes as f64) < self.opts.compact_growth * live as f64 {
             d.set_compaction_floor(live);
             return Ok(());
         }
