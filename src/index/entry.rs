@@ -3,7 +3,7 @@
 //! and the rule that computes its deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::{Timestamp, duration_ms};
@@ -68,6 +68,11 @@ pub(crate) struct SessionState {
     pub(crate) details: Option<Arc<Details>>,
     pub(crate) data: SessionData,
     pub(crate) timer: TimerHandle,
+    /// The number of the last compaction that wrote this session to its base (0:
+    /// none), so that a compaction writes each session once however rotations move it
+    /// (see `store::compact`). Written under the shard's read lock, so atomic; it
+    /// fills the padding after `timer`.
+    pub(crate) compacted: AtomicU32,
 }
 
 /// The store-wide lifetimes a session's deadline depends on besides its own fields.
@@ -208,6 +213,7 @@ mod tests {
             version: 0,
             data: SessionData::default(),
             timer: TimerHandle::detached(),
+            compacted: 0.into(),
             hash_hi: 0,
         }
     }

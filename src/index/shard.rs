@@ -473,6 +473,13 @@ impl Shard {
         self.sessions.len()
     }
 
+    /// Appends the places (low hash halves) of this shard's sessions to `out`, in the
+    /// map's order: looked up again in that order, they walk its table from one end
+    /// to the other.
+    pub(crate) fn places(&self, out: &mut Vec<u64>) {
+        out.extend(self.sessions.keys().copied());
+    }
+
     /// Number of sessions and aliases.
     pub(crate) fn len(&self) -> usize {
         self.sessions.len() + self.aliases.len()
@@ -511,6 +518,7 @@ mod tests {
             version: 0,
             data: SessionData::default(),
             timer: TimerHandle::detached(),
+            compacted: 0.into(),
             hash_hi: 0,
         })
     }

@@ -1,32 +1,85 @@
 //! Compaction, as the engine takes part in it: when it is worth doing, the snapshot
-//! of the live set it writes (walking the id shards, 8 sessions per shard-lock hold),
-//! and the bookkeeping of what it did.
+//! of the live set it writes (walking the session shards in place, 8 sessions per
+//! shard-lock hold, and then the sessions rotations moved meanwhile), and the
+//! bookkeeping of what it did.
 //!
 //! A compaction: asked by the writer, the compactor first estimates the live sessions'
 //! size; if the log is under `growth` times that, it declines and sets that estimate as
 //! the writer's floor. Otherwise the writer seals the active segment, and the backend
 //! writes every live session as one image plus the live aliases, read through
 //! `Snapshot`, then switches to it.
+//!
+//! Each session once, however rotations move it: the snapshot reads each shard's
+//! sessions where they are, a few at a time, letting the shard's lock go in between. A
+//! rotation meanwhile may move a session from a shard not yet read into one already
+//! read (it would be missed) or the other way (it would be met twice). So while the
+//! shards are read, every rotation notes its session's id ([`Moves`]), and the snapshot
+//! writes the noted sessions at the end, found by id; and every session it writes is
+//! marked with the compaction's number (`SessionState::compacted`), so that none is
+//! written twice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 
 use super::{IMAGES_AT_ONCE, Inner, READ_CHUNK, Store};
 use crate::backend::{CompactionStats, ImageSink, Snapshot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::index::entry::SessionState;
-use crate::index::shard::SlotRef;
+use crate::index::shard::{SlotRef, join};
 use crate::journal::Journal;
 use crate::model::change::{Image, ImageRef};
 use crate::model::session::UserId;
 use crate::model::token::{SessionId, TokenHash};
 use crate::util::trace;
 
-/// Sessions a compaction reads per hold of their shards' read locks. Each is encoded
-/// under them, so a hold lasts a few microseconds and blocks the writers of up to this
-/// many shards; 8 cost no more CPU per session than 16 (whose misses overlap no better)
-/// and let concurrent updates through more often (measured in `docs/performance.md`,
-/// "Compaction without reference counts").
+/// Sessions a compaction reads per hold of their shard's read lock. Each is encoded
+/// under it, so a hold lasts a few microseconds and blocks the shard's writers; 8 cost
+/// no more CPU per session than 16 (whose misses overlap no better) and let concurrent
+/// updates through more often (measured in `docs/performance.md`, "Compaction without
+/// reference counts").
 const COMPACT_CHUNK: usize = 8;
 const _: () = assert!(COMPACT_CHUNK <= READ_CHUNK);
+
+/// The sessions rotations moved while a compaction read the shards, for it to write
+/// at the end (see the module's doc). A rotation notes its session under the write
+/// locks of both shards it moves it between, so a snapshot that reads either shard
+/// after the move also finds the note at the end.
+#[derive(Default)]
+pub(super) struct Moves {
+    /// Set while a snapshot reads the shards: the only cost to a rotation otherwise is
+    /// reading it.
+    noting: AtomicBool,
+    ids: Mutex<Vec<SessionId>>,
+    /// The number of the last snapshot, held while one runs: snapshots take turns.
+    snapshots: Mutex<u32>,
+}
+
+impl Moves {
+    /// Notes that a rotation moved session `id` (called under the shards' write locks;
+    /// the list's lock is a leaf).
+    pub(super) fn note(&self, id: SessionId) {
+        if self.noting.load(Ordering::Acquire) {
+            let mut ids = self.ids.lock();
+            if self.noting.load(Ordering::Relaxed) {
+                ids.push(id);
+            }
+        }
+    }
+
+    fn start(&self) {
+        let mut ids = self.ids.lock();
+        ids.clear();
+        self.noting.store(true, Ordering::Release);
+    }
+
+    fn finish(&self) -> Vec<SessionId> {
+        let mut ids = self.ids.lock();
+        self.noting.store(false, Ordering::Release);
+        std::mem::take(&mut *ids)
+    }
+}
 
 impl Store {
     /// Compacts the log now: rewrites the live sessions as one base file and deletes
@@ -45,24 +98,30 @@ impl Store {
 /// rotation alias still in its grace period.
 impl Snapshot for Inner {
     fn each_image(&self, sink: &mut dyn ImageSink) -> Result<()> {
-        for ids in self.ids.iter() {
-            let batch: Vec<SessionId> = ids.read().keys().copied().collect();
-            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(Error::io(
-                    "compacting",
-                    std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "the store is closing; the old log stays in use",
-                    ),
-                ));
+        let mut number = self.moves.snapshots.lock();
+        *number = number.wrapping_add(1).max(1);
+        let mark = *number;
+        self.moves.start();
+        let read = self.images_in_place(mark, sink);
+        let moved = self.moves.finish();
+        read?;
+        let mut pending = 0;
+        for id in moved {
+            // Found by id wherever it is now; written unless it already was.
+            if let Some((shard, key)) = self.lock_by_id(id, |l| l.read())
+                && let Some(s) = shard.live(key)
+                && s.deadline(self.rules) > self.now()
+                && first_time(s, mark)
+            {
+                sink.image(&view(key, s));
+                pending += 1;
             }
-            for ids in batch.chunks(IMAGES_AT_ONCE) {
-                // Encoded under the shards' read locks, written after they are released.
-                self.views_of(ids, |img| sink.image(img));
+            if pending == IMAGES_AT_ONCE {
                 sink.flush()?;
+                pending = 0;
             }
         }
-        Ok(())
+        sink.flush()
     }
 
     fn each_alias(
@@ -92,6 +151,52 @@ impl Snapshot for Inner {
 }
 
 impl Inner {
+    /// Hands `sink` every live session not yet marked `mark`, shard by shard, where
+    /// each is (the first half of [`Snapshot::each_image`]), marking each. A shard's
+    /// places are listed first, then its sessions read [`COMPACT_CHUNK`] at a time
+    /// under its read lock, in the order of its table: its lookups walk the table from
+    /// one end to the other, and the only cache misses are the sessions' own.
+    fn images_in_place(&self, mark: u32, sink: &mut dyn ImageSink) -> Result<()> {
+        let mut places = Vec::new();
+        for shard in self.shards.iter() {
+            if self.closing.load(Ordering::Acquire) {
+                return Err(Error::io(
+                    "compacting",
+                    std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the store is closing; the old log stays in use",
+                    ),
+                ));
+            }
+            places.clear();
+            shard.read().places(&mut places);
+            for block in places.chunks(IMAGES_AT_ONCE) {
+                for chunk in block.chunks(COMPACT_CHUNK) {
+                    let held = shard.read();
+                    let now = self.now();
+                    let found: [Option<(u64, &SessionState)>; COMPACT_CHUNK] =
+                        std::array::from_fn(|i| {
+                            let lo = *chunk.get(i)?;
+                            Some((lo, held.state_at(lo)?))
+                        });
+                    // Every session's parts are read first, so that their cache misses
+                    // overlap; encoding each in turn would wait for each in turn.
+                    let warmed = found.iter().flatten().fold(0, |a, (_, s)| a ^ warm(s));
+                    std::hint::black_box(warmed);
+                    for &(lo, s) in found.iter().flatten() {
+                        // Gone meanwhile, expired, or moved here and written already.
+                        if s.deadline(self.rules) > now && first_time(s, mark) {
+                            sink.image(&view(join(lo, s.hash_hi), s));
+                        }
+                    }
+                }
+                // Written after the lock is released.
+                sink.flush()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the image of the live session `id` under its shard's read lock.
     fn with_view_of<R>(&self, id: SessionId, f: impl FnOnce(&ImageRef<'_>) -> R) -> Option<R> {
         // Found however often it is rotated meanwhile (see `lock_by_id`): a compaction
@@ -244,6 +349,17 @@ impl Inner {
     }
 }
 
+/// Marks `s` as written by snapshot `mark`; false if it already was. Only the snapshot
+/// (one at a time) writes marks, so a load and a store do, without a locked
+/// instruction.
+fn first_time(s: &SessionState, mark: u32) -> bool {
+    if s.compacted.load(Ordering::Relaxed) == mark {
+        return false;
+    }
+    s.compacted.store(mark, Ordering::Relaxed);
+    true
+}
+
 /// The image of live session `s`, whose token hash is `key`.
 pub(super) fn image(key: u128, s: &SessionState) -> Image {
     view(key, s).to_image()
@@ -360,5 +476,59 @@ mod tests {
                 .with_view_of(*id, |img| img.data.as_bytes().to_vec());
             assert_eq!(now.as_deref(), Some(&bytes[..]));
         }
+    }
+
+    /// Rotates every session at each of the first `rounds` flushes of a compaction —
+    /// between two shards' reads, with no lock held — moving sessions from shards not
+    /// yet read into ones already read and back.
+    struct Rotating<'a> {
+        store: &'a Store,
+        tokens: Vec<crate::model::token::Token>,
+        rounds: usize,
+        written: Vec<SessionId>,
+    }
+
+    impl ImageSink for Rotating<'_> {
+        fn image(&mut self, img: &ImageRef<'_>) {
+            self.written.push(img.id);
+        }
+
+        fn flush(&mut self) -> Result<()> {
+            if self.rounds > 0 {
+                self.rounds -= 1;
+                for t in &mut self.tokens {
+                    *t = self.store.rotate(t)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_snapshot_writes_each_session_once_however_rotations_move_it_between_shards() {
+        let opts = Options::default()
+            .reaper_interval(None)
+            .shards(8)
+            .rotation_grace(std::time::Duration::ZERO);
+        let store = Store::in_memory_with(opts).unwrap();
+        let mut want = BTreeSet::new();
+        let mut tokens = Vec::new();
+        for _ in 0..400 {
+            let (t, s) = store.create(NewSession::anonymous()).unwrap();
+            want.insert(s.id());
+            tokens.push(t);
+        }
+        let mut sink = Rotating {
+            store: &store,
+            tokens,
+            rounds: 6,
+            written: Vec::new(),
+        };
+        store.inner.each_image(&mut sink).unwrap();
+        assert_eq!(sink.rounds, 0, "fewer flushes than rounds");
+        let got: BTreeSet<SessionId> = sink.written.iter().copied().collect();
+        assert_eq!(got.len(), sink.written.len(), "a session written twice");
+        assert_eq!(got.len(), want.len(), "a session left out");
+        assert_eq!(got, want);
     }
 }

@@ -112,6 +112,7 @@ impl Store {
                 version: 0,
                 data: data.clone(),
                 timer: TimerHandle::detached(),
+                compacted: 0.into(),
                 hash_hi: 0,
             });
             state.set_idle(idle);
@@ -212,8 +213,9 @@ impl Inner {
                 let state = build(now, &user);
                 let deadline = state.deadline(self.rules);
                 // The id goes in first, while the shard lock is held: a compaction
-                // snapshot walks the id map, and must not miss a session whose Create
-                // record precedes its seal (it then waits on this shard's lock).
+                // snapshot finds a session in its shard or, if a rotation moved it,
+                // by its id, and must not miss one whose Create record precedes its
+                // seal (it then waits on this shard's lock).
                 if !self.ids_try_insert(id, key) {
                     return Err(Error::Exists { what: "session id" });
                 }

@@ -85,6 +85,7 @@ pub(crate) fn state_of(img: Image) -> (u128, Box<SessionState>) {
             version: img.version,
             data: img.data,
             timer: TimerHandle::detached(),
+            compacted: 0.into(),
             hash_hi: 0,
         }),
     )

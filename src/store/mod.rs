@@ -13,7 +13,8 @@
 //! - the user index ([`crate::index::users`]): user → public ids.
 //!
 //! Lock order: user locks → rotation gates → session shards (ascending index) → id
-//! shards. Id shard locks are leaves; a rotation only tries its gate (never waits on it)
+//! shards. Id shard locks and the list of sessions moved during a compaction are
+//! leaves; a rotation only tries its gate (never waits on it)
 //! while it holds shards; no lock is held across a user callback, an event send, or a
 //! wait for durability.
 
@@ -131,6 +132,8 @@ pub(crate) struct Inner {
     report: parking_lot::Mutex<RecoveryReport>,
     compaction: parking_lot::Mutex<CompactionLog>,
     compact_lock: parking_lot::Mutex<()>,
+    /// The sessions rotations move while a compaction reads the shards.
+    moves: compact::Moves,
     compactor: parking_lot::Mutex<Option<Background>>,
     reaper: parking_lot::Mutex<Option<Background>>,
     /// OS randomness for tokens and ids, read in bulk.
@@ -346,6 +349,7 @@ impl Store {
             report: parking_lot::Mutex::new(report),
             compaction: parking_lot::Mutex::new(CompactionLog::default()),
             compact_lock: parking_lot::Mutex::new(()),
+            moves: compact::Moves::default(),
             compactor: parking_lot::Mutex::new(None),
             reaper: parking_lot::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),

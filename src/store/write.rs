@@ -255,6 +255,9 @@ impl Store {
                 target.instances.insert(new, inst);
             }
             inner.ids_insert(id, new);
+            // Under both shards' locks: a compaction reading them after the move also
+            // finds the note.
+            inner.moves.note(id);
             drop(b);
             drop(a);
             drop(moving);
