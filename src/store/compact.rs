@@ -108,14 +108,14 @@ impl Snapshot for Inner {
         let mut pending = 0;
         for id in moved {
             // Found by id wherever it is now; written unless it already was.
-            if let Some((shard, key)) = self.lock_by_id(id, |l| l.read())
-                && let Some(s) = shard.live(key)
-                && s.deadline(self.rules) > self.now()
-                && first_time(s, mark)
-            {
-                sink.image(&view(key, s));
-                pending += 1;
-            }
+            let written = self.with_live_by_id(id, |key, s| {
+                let first = first_time(s, mark);
+                if first {
+                    sink.image(&view(key, s));
+                }
+                first
+            });
+            pending += usize::from(written == Some(true));
             if pending == IMAGES_AT_ONCE {
                 sink.flush()?;
                 pending = 0;
@@ -197,8 +197,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs `f` on the image of the live session `id` under its shard's read lock.
-    fn with_view_of<R>(&self, id: SessionId, f: impl FnOnce(&ImageRef<'_>) -> R) -> Option<R> {
+    /// Runs `f` on the token hash and state of the live session `id` under its shard's
+    /// read lock.
+    fn with_live_by_id<R>(
+        &self,
+        id: SessionId,
+        f: impl FnOnce(u128, &SessionState) -> R,
+    ) -> Option<R> {
         // Found however often it is rotated meanwhile (see `lock_by_id`): a compaction
         // must not drop a live session.
         let (shard, key) = self.lock_by_id(id, |l| l.read())?;
@@ -206,7 +211,12 @@ impl Inner {
         if s.deadline(self.rules) <= self.now() {
             return None;
         }
-        Some(f(&view(key, s)))
+        Some(f(key, s))
+    }
+
+    /// Runs `f` on the image of the live session `id` under its shard's read lock.
+    fn with_view_of<R>(&self, id: SessionId, f: impl FnOnce(&ImageRef<'_>) -> R) -> Option<R> {
+        self.with_live_by_id(id, |key, s| f(&view(key, s)))
     }
 
     /// Runs `f` on the images of the live sessions among `ids`, a chunk at a time
