@@ -6,6 +6,8 @@
 //! only data to flush, while one after a write that extends the file must also commit
 //! the new size and blocks through the filesystem journal, which costs about half again
 //! as much (measured in `docs/performance.md#measurements-behind-design-decisions`).
+//! `Buffered` zero-fills too: writes that extend the file instead cost the kernel as
+//! much as the zeros did (`docs/performance.md`, "Zeros ahead of the records").
 //! Recovery reads an all-zero remainder of the last segment as the end of the log
 //! (see [`crate::backend::log::recovery`]); a segment is cut back to its records when it is
 //! sealed and when the store closes, so only a crash leaves zeros behind.
