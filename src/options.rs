@@ -497,9 +497,8 @@ impl Options {
     /// [`crate::Store::compact`]. `min_bytes` takes any value (`u64::MAX`: never on its
     /// own); `growth` is a finite number from 1.0 to `f64::MAX`
     /// (`compaction.growth`). Default on, 16 MiB, 2.0. A larger `growth` trades disk,
-    /// and the time to replay the log on open, for less rewriting: at 5.0 an update
-    /// under `Buffered` cost 7–10% less CPU (`docs/performance.md`, "Measurements
-    /// behind design decisions").
+    /// and the time to replay the log on open, for less rewriting (measured in
+    /// `docs/performance.md`, "Measurements behind design decisions").
     pub fn compaction(mut self, auto: bool, min_bytes: u64, growth: f64) -> Self {
         self.auto_compact = auto;
         self.compact_min_bytes = min_bytes;
